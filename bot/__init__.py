@@ -1,0 +1,1 @@
+"""connections-bot: register data-platform connections from Slack without pasting secrets."""

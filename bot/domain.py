@@ -1,0 +1,89 @@
+"""The vocabulary shared by services, blocks and listeners: lifecycle, health, and read models."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Generic, TypeVar
+
+__all__ = ["NAME_MAX_LENGTH", "PAGE_SIZE", "ConnectionSummary", "Health", "Page", "Status"]
+
+NAME_MAX_LENGTH = 64
+PAGE_SIZE = 20
+
+T = TypeVar("T")
+
+
+class Status(enum.StrEnum):
+    """Where a connection is in its lifecycle (DESIGN.md, "Connection lifecycle")."""
+
+    PENDING_APPROVAL = "pending_approval"
+    ACTIVE = "active"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+
+    @property
+    def label(self) -> str:
+        return _STATUS_LABELS[self]
+
+    @property
+    def holds_name(self) -> bool:
+        """Whether a connection in this status keeps its name reserved in the workspace."""
+        return self in (Status.PENDING_APPROVAL, Status.ACTIVE)
+
+
+_STATUS_LABELS = {
+    Status.PENDING_APPROVAL: "awaiting approval",
+    Status.ACTIVE: "active",
+    Status.REJECTED: "rejected",
+    Status.EXPIRED: "expired",
+    Status.REVOKED: "revoked",
+}
+
+
+class Health(enum.StrEnum):
+    """The result of the latest verification, independent of the lifecycle."""
+
+    UNKNOWN = "unknown"
+    HEALTHY = "healthy"
+    FAILING = "failing"
+
+
+@dataclass(frozen=True)
+class ConnectionSummary:
+    """A connection as lists show it: no secret, only the masked key hint."""
+
+    id: str
+    name: str
+    provider_key: str
+    provider_title: str
+    status: Status
+    health: Health
+    created_by: str
+    created_at: datetime
+    last_verified_at: datetime | None
+    key_hint: str | None
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a list; ``number`` counts from 1."""
+
+    items: tuple[T, ...]
+    number: int
+    size: int
+    total: int
+
+    @property
+    def has_previous(self) -> bool:
+        return self.number > 1
+
+    @property
+    def has_next(self) -> bool:
+        return self.number * self.size < self.total
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.size))

@@ -1,0 +1,31 @@
+"""Slack callback, action and block ids, shared by ``blocks`` (which emits them) and ``listeners``
+(which route on them). Changing one here changes both sides."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ACTION_CONNECT",
+    "ACTION_PAGE",
+    "ACTION_TRY_AGAIN",
+    "BLOCK_NAME",
+    "INPUT_ACTION",
+    "VIEW_CREATE",
+    "VIEW_RESULT",
+]
+
+VIEW_CREATE = "create_connection"
+"""callback_id of the "Create <provider>" modal."""
+VIEW_RESULT = "create_connection_result"
+"""callback_id of the "Verifying…" and result views that replace the form."""
+
+ACTION_CONNECT = "connect_provider"
+"""A provider card's Connect button; value = provider key."""
+ACTION_PAGE = "connections_page"
+"""Previous/Next buttons under the connections list; value = page number."""
+ACTION_TRY_AGAIN = "try_again"
+"""The result view's Try again button; value = JSON of the provider key and non-secret fields."""
+
+BLOCK_NAME = "name"
+"""block_id of the Name input; every other input's block_id is its provider field name."""
+INPUT_ACTION = "value"
+"""action_id of every text input, so values read as state.values[block_id]["value"]["value"]."""

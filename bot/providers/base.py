@@ -1,0 +1,227 @@
+"""The provider plug-in contract.
+
+A provider declares who it is (key, title, description), the form a user fills in (sections of
+fields), offline validation of that form, and ``probe()``: the live check against the provider's
+API. The base class wraps ``probe()`` the same way for every provider, in the manner of Airbyte's
+``check``: it times the call, turns network failures into an ``unreachable`` outcome with the
+provider's hints, and never lets an exception text (which could carry input) reach the user.
+
+To add a provider: subclass :class:`Provider`, fill in the class attributes, implement
+``validate()`` and ``probe()``, and list the instance in :mod:`bot.providers.registry`.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import httpx
+
+from bot.redaction import Secret
+
+__all__ = [
+    "Check",
+    "FieldValues",
+    "FormField",
+    "FormSection",
+    "Outcome",
+    "Probe",
+    "Provider",
+    "Verification",
+]
+
+logger = logging.getLogger(__name__)
+
+FieldValues = Mapping[str, "str | Secret"]
+"""Submitted form values by field name: secret fields as :class:`Secret`, the others as ``str``.
+An empty optional field is the empty string."""
+
+
+class Outcome(enum.StrEnum):
+    """The result of a verification. The first group is the user's to fix; the second is transient
+    or the provider's."""
+
+    OK = "ok"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    INVALID_INPUT = "invalid_input"
+    UNREACHABLE = "unreachable"
+    RATE_LIMITED = "rate_limited"
+    PROVIDER_ERROR = "provider_error"
+
+    @property
+    def is_users_to_fix(self) -> bool:
+        return self in (Outcome.UNAUTHORIZED, Outcome.FORBIDDEN, Outcome.INVALID_INPUT)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One probe that ran: what it checked, whether it passed, and what it found."""
+
+    name: str
+    passed: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What a provider's ``probe()`` returns; the base class adds the latency."""
+
+    outcome: Outcome
+    summary: str
+    checks: tuple[Check, ...] = ()
+    hints: tuple[str, ...] = ()
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The outcome of verifying credentials, as the user and the history see it."""
+
+    outcome: Outcome
+    summary: str
+    checks: tuple[Check, ...]
+    hints: tuple[str, ...]
+    latency_ms: int
+    request_id: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is Outcome.OK
+
+
+@dataclass(frozen=True)
+class FormField:
+    """One input of a provider's form.
+
+    ``secret`` fields are wrapped in :class:`Secret` as soon as they are read, encrypted at rest,
+    masked in logs, and never put back into a form. Non-secret fields are stored in the
+    connection's configuration and are kept when the user tries again.
+    """
+
+    name: str
+    label: str
+    hint: str
+    placeholder: str = ""
+    secret: bool = False
+    optional: bool = False
+    max_length: int | None = None
+    multiline: bool = False
+
+
+@dataclass(frozen=True)
+class FormSection:
+    title: str
+    fields: tuple[FormField, ...]
+    description: str | None = None
+
+
+class Provider(ABC):
+    """Base class of every provider plug-in."""
+
+    key: str
+    """Stable identifier, stored with each connection (``confluent_cloud``)."""
+    title: str
+    """Human name ("Confluent Cloud"); the modal is titled "Create <title>"."""
+    description: str
+    """One line for the provider card."""
+    name_examples: tuple[str, ...] = ()
+    """Example connection names for the Name field's hint."""
+    sections: tuple[FormSection, ...] = ()
+    """The provider's own form sections; the Metadata section (Name) is common to all."""
+    hint_field: str | None = None
+    """The secret field whose masked form (first and last 4 characters) identifies a credential."""
+    unreachable_hints: tuple[str, ...] = ()
+    """Hints for a network failure (DNS, refused connection, TLS, timeout)."""
+
+    @property
+    def fields(self) -> tuple[FormField, ...]:
+        return tuple(f for section in self.sections for f in section.fields)
+
+    @property
+    def secret_fields(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields if f.secret)
+
+    def clean(self, values: FieldValues) -> dict[str, str | Secret]:
+        """Normalise pasted values (surrounding whitespace by default). Override for more."""
+        cleaned: dict[str, str | Secret] = {}
+        for f in self.fields:
+            value = values.get(f.name, "")
+            if isinstance(value, Secret):
+                cleaned[f.name] = Secret(value.reveal().strip())
+            else:
+                cleaned[f.name] = (value or "").strip()
+        return cleaned
+
+    @abstractmethod
+    def validate(self, values: FieldValues) -> dict[str, str]:
+        """Offline checks on cleaned values: field name -> a message saying what is wrong.
+
+        Runs before the modal is acknowledged, so it must not do I/O. An empty dict means the
+        values are worth a network call."""
+
+    @abstractmethod
+    async def probe(self, values: FieldValues, http: httpx.AsyncClient) -> Probe:
+        """Check the credentials against the provider's API. Network failures may propagate as
+        ``httpx.TransportError``; the base class turns them into ``unreachable``."""
+
+    async def verify(self, values: FieldValues, http: httpx.AsyncClient) -> Verification:
+        """Run :meth:`probe` and wrap its result; never raises for a provider-side failure."""
+        started = time.perf_counter()
+        try:
+            result = await self.probe(values, http)
+        except httpx.TimeoutException:
+            result = Probe(
+                outcome=Outcome.UNREACHABLE,
+                summary=f"{self.title} did not answer in time.",
+                hints=self.unreachable_hints,
+            )
+        except httpx.TransportError as exc:
+            # The exception text can name hosts but never credentials (they travel in headers).
+            logger.info("%s unreachable: %s", self.key, type(exc).__name__)
+            result = Probe(
+                outcome=Outcome.UNREACHABLE,
+                summary=f"We couldn't reach {self.title} ({_describe_transport_error(exc)}).",
+                hints=self.unreachable_hints,
+            )
+        latency_ms = round((time.perf_counter() - started) * 1000)
+        return Verification(
+            outcome=result.outcome,
+            summary=result.summary,
+            checks=result.checks,
+            hints=result.hints,
+            latency_ms=latency_ms,
+            request_id=result.request_id,
+        )
+
+    def config_of(self, values: FieldValues) -> dict[str, str]:
+        """The non-secret values, as stored in the connection's configuration."""
+        return {
+            f.name: str(values.get(f.name, ""))
+            for f in self.fields
+            if not f.secret and values.get(f.name)
+        }
+
+    def secrets_of(self, values: FieldValues) -> dict[str, Secret]:
+        """The secret values that are present, to be encrypted."""
+        found: dict[str, Secret] = {}
+        for name in self.secret_fields:
+            value = values.get(name)
+            if isinstance(value, Secret) and value:
+                found[name] = value
+        return found
+
+
+def _describe_transport_error(exc: httpx.TransportError) -> str:
+    text = str(exc).lower()
+    if "name or service not known" in text or "nodename" in text or "getaddrinfo" in text:
+        return "the host name does not resolve"
+    if "certificate" in text or "ssl" in text or "tls" in text:
+        return "the TLS handshake failed"
+    if isinstance(exc, httpx.ConnectError):
+        return "the connection was refused"
+    return "a network error"

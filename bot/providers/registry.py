@@ -1,0 +1,43 @@
+"""The providers this bot offers, in the order their cards appear.
+
+The registry is the one place outside a provider's own module that names providers: it builds
+each from the settings it needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from bot.providers.base import Provider
+from bot.providers.confluent_cloud import ConfluentCloud
+from bot.settings import Settings
+
+__all__ = ["ProviderRegistry", "UnknownProvider", "build_registry"]
+
+
+class UnknownProvider(LookupError):
+    """A provider key that no plug-in declares (a stale button, or tampering)."""
+
+
+class ProviderRegistry:
+    def __init__(self, providers: tuple[Provider, ...]) -> None:
+        keys = [p.key for p in providers]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"duplicate provider keys: {keys}")
+        self._providers = providers
+
+    def __iter__(self) -> Iterator[Provider]:
+        return iter(self._providers)
+
+    def __len__(self) -> int:
+        return len(self._providers)
+
+    def get(self, key: str) -> Provider:
+        for provider in self._providers:
+            if provider.key == key:
+                return provider
+        raise UnknownProvider(key)
+
+
+def build_registry(settings: Settings) -> ProviderRegistry:
+    return ProviderRegistry((ConfluentCloud(api_url=settings.confluent_cloud_api_url),))

@@ -1,0 +1,119 @@
+"""Configuration: the one module that reads the environment (and a ``.env`` file).
+
+Every variable is documented in DESIGN.md's configuration contract and in the README.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from bot.redaction import Secret
+
+__all__ = ["ConfigError", "Settings", "load_settings"]
+
+DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+DEFAULT_CONFLUENT_CLOUD_API_URL = "https://api.confluent.cloud"
+DEFAULT_DATABASE_URL = "sqlite:///connections.db"
+
+
+class ConfigError(Exception):
+    """A missing or malformed setting; the message names the variable and is safe to print."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    slack_bot_token: Secret
+    slack_signing_secret: Secret | None = None
+    slack_app_token: Secret | None = None
+    slack_api_url: str = DEFAULT_SLACK_API_URL
+    confluent_cloud_api_url: str = DEFAULT_CONFLUENT_CLOUD_API_URL
+    database_url: str = DEFAULT_DATABASE_URL
+    admin_channel: str | None = None
+    admins: frozenset[str] = field(default_factory=frozenset)
+    admin_group: str | None = None
+    master_key: Secret | None = None
+    master_key_file: Path | None = None
+    host: str = "0.0.0.0"
+    port: int = 3000
+    log_level: str = "INFO"
+
+    @property
+    def socket_mode(self) -> bool:
+        return self.slack_app_token is not None
+
+    @classmethod
+    def from_mapping(cls, env: Mapping[str, str]) -> Settings:
+        """Build settings from a mapping of variables; raises :class:`ConfigError`."""
+
+        def get(name: str) -> str | None:
+            value = env.get(name)
+            if value is None:
+                return None
+            value = value.strip()
+            return value or None
+
+        def required(name: str, why: str = "") -> str:
+            value = get(name)
+            if value is None:
+                raise ConfigError(f"{name} is required{why}; set it in the environment or in .env")
+            return value
+
+        bot_token = required("SLACK_BOT_TOKEN")
+        app_token = get("SLACK_APP_TOKEN")
+        signing_secret = get("SLACK_SIGNING_SECRET")
+        if app_token is None and signing_secret is None:
+            required("SLACK_SIGNING_SECRET", " in HTTP mode (when SLACK_APP_TOKEN is not set)")
+        if app_token is not None and not app_token.startswith("xapp-"):
+            raise ConfigError("SLACK_APP_TOKEN must be an app-level token starting with xapp-")
+
+        port_text = get("PORT") or "3000"
+        try:
+            port = int(port_text)
+        except ValueError:
+            raise ConfigError(f"PORT must be a number, not {port_text!r}") from None
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"PORT must be between 0 and 65535, not {port}")
+
+        log_level = (get("LOG_LEVEL") or "INFO").upper()
+        if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError("LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR")
+
+        master_key = get("CONNECTIONS_MASTER_KEY")
+        key_file = get("CONNECTIONS_MASTER_KEY_FILE")
+        admins = frozenset(a.strip() for a in (get("CONNECTIONS_ADMINS") or "").split(",") if a.strip())
+        return cls(
+            slack_bot_token=Secret(bot_token),
+            slack_signing_secret=Secret(signing_secret) if signing_secret else None,
+            slack_app_token=Secret(app_token) if app_token else None,
+            slack_api_url=_with_trailing_slash(get("SLACK_API_URL") or DEFAULT_SLACK_API_URL),
+            confluent_cloud_api_url=(get("CONFLUENT_CLOUD_API_URL") or DEFAULT_CONFLUENT_CLOUD_API_URL).rstrip(
+                "/"
+            ),
+            database_url=get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+            admin_channel=get("CONNECTIONS_ADMIN_CHANNEL"),
+            admins=admins,
+            admin_group=get("CONNECTIONS_ADMIN_GROUP"),
+            master_key=Secret(master_key) if master_key else None,
+            master_key_file=Path(key_file).expanduser() if key_file else None,
+            host=get("HOST") or "0.0.0.0",
+            port=port,
+            log_level=log_level,
+        )
+
+
+def _with_trailing_slash(url: str) -> str:
+    return url if url.endswith("/") else url + "/"
+
+
+def load_settings(env_file: str | os.PathLike[str] | None = ".env") -> Settings:
+    """Settings from ``.env`` (if present) overlaid by the process environment."""
+    values: dict[str, str] = {}
+    if env_file is not None and Path(env_file).is_file():
+        values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    values.update(os.environ)
+    return Settings.from_mapping(values)

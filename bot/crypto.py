@@ -1,0 +1,232 @@
+"""Envelope encryption of credential fields.
+
+Every credential field is sealed on its own with AES-256-GCM under the master key, with a fresh
+12-byte nonce and with associated data that binds the ciphertext to its row (connection id, field
+name, version): a ciphertext copied to another row fails to open. Each :class:`Sealed` value records
+the id of the key that sealed it, so a :class:`Cipher` holding the current key and older ones can
+open rows sealed before a master-key rotation and :meth:`Cipher.reseal` them under the current key.
+
+Exception hierarchy::
+
+    CryptoError                 base class; every message is safe to print (ids only, never key
+                                material, plain text or ciphertext)
+    ├── InvalidMasterKey        a master key that is not exactly 32 bytes (or not base64 of them)
+    └── DecryptionError         a ciphertext that does not open: wrong or unknown key, tampered
+                                nonce/ciphertext/tag, or associated data of another row
+
+:mod:`bot.master_key` extends ``CryptoError`` with the errors of finding the master key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from hashlib import sha256
+from typing import NoReturn
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from bot.redaction import Secret
+
+__all__ = [
+    "AAD_FORMAT",
+    "KEY_SIZE",
+    "NONCE_SIZE",
+    "Cipher",
+    "CryptoError",
+    "DecryptionError",
+    "InvalidMasterKey",
+    "MasterKey",
+    "Sealed",
+    "associated_data",
+]
+
+KEY_SIZE = 32
+NONCE_SIZE = 12
+AAD_FORMAT = "connections-bot/v1"
+_KEY_ID_LABEL = b"connections-bot key id"
+_TAG_SIZE = 16
+
+
+class CryptoError(Exception):
+    """Base class of this module's errors; the message never holds key material or plain text."""
+
+
+class InvalidMasterKey(CryptoError, ValueError):
+    """The master key is not base64 of exactly 32 bytes."""
+
+
+class DecryptionError(CryptoError):
+    """A sealed value could not be opened with the keys this cipher holds."""
+
+
+class MasterKey:
+    """The 32-byte key-encryption key. ``repr`` shows only its :attr:`key_id`.
+
+    The id is derived one way (HMAC-SHA256 of a fixed label under the key), so it can be stored
+    beside every ciphertext and shown in messages without revealing anything about the key.
+    """
+
+    __slots__ = ("_key", "_key_id")
+
+    def __init__(self, key: bytes) -> None:
+        if not isinstance(key, bytes | bytearray) or len(key) != KEY_SIZE:
+            raise InvalidMasterKey(f"a master key must be exactly {KEY_SIZE} bytes")
+        self._key = bytes(key)
+        self._key_id = hmac.new(self._key, _KEY_ID_LABEL, sha256).digest()[:8].hex()
+
+    @classmethod
+    def generate(cls) -> MasterKey:
+        """A new random key from the operating system's CSPRNG."""
+        return cls(os.urandom(KEY_SIZE))
+
+    @classmethod
+    def from_base64(cls, text: str | Secret) -> MasterKey:
+        """Parse standard base64 (surrounding whitespace allowed); raises :class:`InvalidMasterKey`."""
+        value = text.reveal() if isinstance(text, Secret) else text
+        try:
+            raw = base64.b64decode(value.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            # `from None`: the decoder's own message is dropped so nothing about the input travels on.
+            raise InvalidMasterKey(_base64_hint("it is not valid base64")) from None
+        if len(raw) != KEY_SIZE:
+            raise InvalidMasterKey(_base64_hint(f"it decodes to {len(raw)} bytes"))
+        return cls(raw)
+
+    def to_base64(self) -> Secret:
+        """The key as base64, wrapped so it is masked in logs; ``reveal()`` it to store it."""
+        return Secret(base64.b64encode(self._key).decode("ascii"))
+
+    @property
+    def key_id(self) -> str:
+        """16 hex characters identifying this key; safe to store and show."""
+        return self._key_id
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, MasterKey):
+            return NotImplemented
+        return hmac.compare_digest(self._key, other._key)
+
+    def __hash__(self) -> int:
+        return hash(("MasterKey", self._key_id))
+
+    def __repr__(self) -> str:
+        return f"MasterKey(key_id={self._key_id!r})"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a MasterKey cannot be pickled")
+
+
+def _base64_hint(problem: str) -> str:
+    return (
+        f"the master key must be the base64 encoding of exactly {KEY_SIZE} bytes, but {problem} "
+        f"(create one with `openssl rand -base64 {KEY_SIZE}`)"
+    )
+
+
+@dataclass(frozen=True, repr=False)
+class Sealed:
+    """One encrypted field as the store keeps it: key id, nonce, and ciphertext with the GCM tag."""
+
+    key_id: str
+    nonce: bytes
+    ciphertext: bytes
+
+    def __repr__(self) -> str:
+        return (
+            f"Sealed(key_id={self.key_id!r}, nonce=<{len(self.nonce)} bytes>, "
+            f"ciphertext=<{len(self.ciphertext)} bytes>)"
+        )
+
+
+def associated_data(connection_id: str, field: str, version: int) -> bytes:
+    """The bytes that bind a ciphertext to its row.
+
+    A JSON array with a format tag: JSON quotes and escapes every string, so no two different
+    triples encode to the same bytes (a separator inside an id cannot shift a boundary).
+    """
+    if not isinstance(connection_id, str) or not connection_id:
+        raise ValueError("connection_id must be a non-empty string")
+    if not isinstance(field, str) or not field:
+        raise ValueError("field must be a non-empty string")
+    # bool is an int subclass; True would otherwise encode as `true` and pass as a version.
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise ValueError("version must be a non-negative integer")
+    payload = [AAD_FORMAT, connection_id, field, version]
+    return json.dumps(payload, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
+class Cipher:
+    """Seals with the current master key; opens with whichever held key sealed the value.
+
+    ``previous`` keys exist for master-key rotation: rows sealed under them still open, and
+    :meth:`reseal` moves a row to the current key.
+    """
+
+    __slots__ = ("_aeads", "_current_id")
+
+    def __init__(self, current: MasterKey, previous: Iterable[MasterKey] = ()) -> None:
+        self._current_id = current.key_id
+        self._aeads: dict[str, AESGCM] = {current.key_id: AESGCM(current._key)}
+        for key in previous:
+            self._aeads.setdefault(key.key_id, AESGCM(key._key))
+
+    @property
+    def key_id(self) -> str:
+        """The id of the key that :meth:`seal` uses."""
+        return self._current_id
+
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        """Ids of every key this cipher can open with, the current one first."""
+        return tuple(self._aeads)
+
+    def seal(self, secret: Secret, aad: bytes) -> Sealed:
+        """Encrypt ``secret`` under the current key with a fresh random nonce."""
+        nonce = os.urandom(NONCE_SIZE)
+        ciphertext = self._aeads[self._current_id].encrypt(nonce, secret.reveal().encode("utf-8"), aad)
+        return Sealed(key_id=self._current_id, nonce=nonce, ciphertext=ciphertext)
+
+    def open(self, sealed: Sealed, aad: bytes) -> Secret:
+        """Decrypt ``sealed``; raises :class:`DecryptionError` if it does not authenticate."""
+        aead = self._aeads.get(sealed.key_id)
+        if aead is None:
+            raise DecryptionError(
+                f"the value was sealed with master key {sealed.key_id!r}, which is not loaded "
+                f"(loaded: {', '.join(self._aeads)})"
+            )
+        nonce, ciphertext = bytes(sealed.nonce), bytes(sealed.ciphertext)
+        if len(nonce) != NONCE_SIZE or len(ciphertext) < _TAG_SIZE:
+            raise DecryptionError("the sealed value is malformed (wrong nonce or ciphertext length)")
+        try:
+            plaintext = aead.decrypt(nonce, ciphertext, aad)
+        except InvalidTag:
+            raise DecryptionError(
+                f"the value sealed with master key {sealed.key_id!r} did not authenticate: its nonce or "
+                "ciphertext was altered, or it belongs to another connection, field or version"
+            ) from None
+        try:
+            return Secret(plaintext.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise DecryptionError("the decrypted value is not UTF-8 text") from None
+
+    def reseal(self, sealed: Sealed, aad: bytes) -> Sealed:
+        """Open ``sealed`` with whichever key sealed it and seal it again under the current key."""
+        return self.seal(self.open(sealed, aad), aad)
+
+    def __repr__(self) -> str:
+        previous = tuple(k for k in self._aeads if k != self._current_id)
+        return f"Cipher(key_id={self._current_id!r}, previous={previous!r})"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a Cipher cannot be pickled")

@@ -1,0 +1,75 @@
+"""Settings from the environment: required values, defaults, and no secret in a repr."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.settings import ConfigError, Settings, load_settings
+
+BASE = {"SLACK_BOT_TOKEN": "xoxb-123-abc-secretvalue", "SLACK_SIGNING_SECRET": "signing-secret-value"}
+
+
+def test_defaults_follow_the_configuration_contract() -> None:
+    settings = Settings.from_mapping(BASE)
+    assert settings.slack_api_url == "https://slack.com/api/"
+    assert settings.confluent_cloud_api_url == "https://api.confluent.cloud"
+    assert settings.database_url == "sqlite:///connections.db"
+    assert (settings.host, settings.port) == ("0.0.0.0", 3000)
+    assert settings.admins == frozenset()
+    assert not settings.socket_mode
+
+
+@pytest.mark.parametrize("missing", ["SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET"])
+def test_a_missing_required_value_is_named(missing: str) -> None:
+    env = {k: v for k, v in BASE.items() if k != missing}
+    with pytest.raises(ConfigError, match=missing):
+        Settings.from_mapping(env)
+
+
+def test_socket_mode_needs_no_signing_secret_but_an_xapp_token() -> None:
+    settings = Settings.from_mapping({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_APP_TOKEN": "xapp-1-abc"})
+    assert settings.socket_mode
+    with pytest.raises(ConfigError, match="SLACK_APP_TOKEN"):
+        Settings.from_mapping({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_APP_TOKEN": "xoxb-wrong"})
+
+
+def test_values_are_parsed() -> None:
+    settings = Settings.from_mapping(
+        {
+            **BASE,
+            "PORT": "8080",
+            "CONNECTIONS_ADMINS": " U1, U2 ,,",
+            "SLACK_API_URL": "http://127.0.0.1:9/api",
+            "CONFLUENT_CLOUD_API_URL": "http://127.0.0.1:9/",
+        }
+    )
+    assert settings.port == 8080
+    assert settings.admins == frozenset({"U1", "U2"})
+    assert settings.slack_api_url == "http://127.0.0.1:9/api/"
+    assert settings.confluent_cloud_api_url == "http://127.0.0.1:9"
+
+
+@pytest.mark.parametrize("port", ["abc", "70000"])
+def test_a_bad_port_is_refused(port: str) -> None:
+    with pytest.raises(ConfigError, match="PORT"):
+        Settings.from_mapping({**BASE, "PORT": port})
+
+
+def test_repr_shows_no_token_or_key() -> None:
+    settings = Settings.from_mapping({**BASE, "CONNECTIONS_MASTER_KEY": "bWFzdGVyLWtleS1iYXNlNjQtdmFsdWU="})
+    text = repr(settings)
+    for value in (*BASE.values(), "bWFzdGVyLWtleS1iYXNlNjQtdmFsdWU="):
+        assert value not in text
+
+
+def test_dotenv_is_read_and_the_environment_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("SLACK_BOT_TOKEN=xoxb-from-file\nSLACK_SIGNING_SECRET=from-file\nPORT=4000\n")
+    for name in ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PORT", "5000")
+    settings = load_settings(env_file)
+    assert settings.slack_bot_token.reveal() == "xoxb-from-file"
+    assert settings.port == 5000

@@ -91,9 +91,9 @@ class Settings:
             slack_signing_secret=Secret(signing_secret) if signing_secret else None,
             slack_app_token=Secret(app_token) if app_token else None,
             slack_api_url=_with_trailing_slash(get("SLACK_API_URL") or DEFAULT_SLACK_API_URL),
-            confluent_cloud_api_url=(get("CONFLUENT_CLOUD_API_URL") or DEFAULT_CONFLUENT_CLOUD_API_URL).rstrip(
-                "/"
-            ),
+            confluent_cloud_api_url=(
+                get("CONFLUENT_CLOUD_API_URL") or DEFAULT_CONFLUENT_CLOUD_API_URL
+            ).rstrip("/"),
             database_url=get("DATABASE_URL") or DEFAULT_DATABASE_URL,
             admin_channel=get("CONNECTIONS_ADMIN_CHANNEL"),
             admins=admins,

@@ -201,9 +201,7 @@ class Provider(ABC):
     def config_of(self, values: FieldValues) -> dict[str, str]:
         """The non-secret values, as stored in the connection's configuration."""
         return {
-            f.name: str(values.get(f.name, ""))
-            for f in self.fields
-            if not f.secret and values.get(f.name)
+            f.name: str(values.get(f.name, "")) for f in self.fields if not f.secret and values.get(f.name)
         }
 
     def secrets_of(self, values: FieldValues) -> dict[str, Secret]:

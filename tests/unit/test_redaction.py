@@ -19,7 +19,7 @@ KEY = "ABCD1234567890AB"
 
 def test_secret_hides_its_value_in_every_text_form() -> None:
     secret = Secret(SECRET)
-    for text in (repr(secret), str(secret), f"{secret}", f"{secret!r}", "%s" % (secret,), repr([secret])):
+    for text in (repr(secret), str(secret), f"{secret}", f"{secret!r}", "%s" % (secret,), repr([secret])):  # noqa: UP031 (logging formats with %)
         assert SECRET not in text
     assert secret.reveal() == SECRET
 

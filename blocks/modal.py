@@ -1,0 +1,232 @@
+"""The "Create <provider>" modal and the views that replace it while and after verifying.
+
+The form is built from the provider's declaration alone: a common Metadata section with the
+connection's Name, then the provider's sections in order. Every input's action_id is
+``ids.INPUT_ACTION`` and its block_id the field name, so a submission reads as
+``state.values[field.name][ids.INPUT_ACTION]["value"]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from slack_sdk.models.blocks import (
+    ContextBlock,
+    HeaderBlock,
+    InputBlock,
+    MarkdownTextObject,
+    PlainTextInputElement,
+)
+from slack_sdk.models.views import View
+
+from blocks.results import Block, context, quoted_name, result_blocks, section, try_again_block
+from blocks.text import HEADER_MAX, SECTION_TEXT_MAX, escape, truncate
+from bot import ids
+from bot.domain import NAME_MAX_LENGTH
+from bot.providers.base import FormField, Provider, Verification
+
+__all__ = [
+    "METADATA_TITLE",
+    "SUBMIT_LABEL",
+    "create_modal",
+    "problem_view",
+    "result_view",
+    "verifying_view",
+]
+
+METADATA_TITLE = "Metadata"
+SUBMIT_LABEL = "Verify and save"
+VIEW_MAX_BLOCKS = 100
+
+# Slack's limits for a modal's title and buttons, and for the parts of an input.
+_TITLE_MAX = 24
+_LABEL_MAX = 2000
+_HINT_MAX = 2000
+_PLACEHOLDER_MAX = 150
+_INPUT_MAX_LENGTH = 3000
+
+
+def create_modal(
+    provider: Provider,
+    *,
+    private_metadata: str,
+    initial: Mapping[str, str] | None = None,
+    notice: str | None = None,
+) -> dict[str, Any]:
+    """The form a user fills in to connect ``provider``.
+
+    ``initial`` pre-fills the Name (key ``ids.BLOCK_NAME``) and non-secret fields, e.g. when the
+    user tries again; unknown keys are ignored, since a form can change between deploys. Asking
+    to pre-fill a secret field raises ``ValueError``: a secret is never sent back to Slack.
+    ``notice`` (plain text) is shown above the form, e.g. why the last attempt failed.
+    ``private_metadata`` is echoed by Slack to every client, so it must hold ids only.
+    """
+    initial = dict(initial or {})
+    secret = sorted(name for name in provider.secret_fields if name in initial)
+    if secret:
+        raise ValueError(f"secret fields cannot be pre-filled: {', '.join(secret)}")
+    block_ids = [ids.BLOCK_NAME, *(f.name for f in provider.fields)]
+    if len(set(block_ids)) != len(block_ids):
+        raise ValueError(f"{provider.key} declares a field name twice or uses {ids.BLOCK_NAME!r}")
+
+    blocks: list[Block] = []
+    if notice:
+        blocks.append(section(f"⚠️ {escape(truncate(notice.strip(), SECTION_TEXT_MAX - 3))}"))
+    blocks.append(_header(METADATA_TITLE))
+    blocks.append(_name_input(provider, initial.get(ids.BLOCK_NAME)))
+    for form_section in provider.sections:
+        blocks.append(_header(form_section.title))
+        if form_section.description:
+            blocks.append(_plain_context(form_section.description))
+        blocks.extend(_field_input(f, initial.get(f.name)) for f in form_section.fields)
+    blocks.append(
+        context(
+            f"When you submit, we check these credentials with {escape(provider.title)} before saving "
+            "anything. Secrets are stored encrypted and never shown again."
+        )
+    )
+    view = View(
+        type="modal",
+        callback_id=ids.VIEW_CREATE,
+        title=_title(provider),
+        submit=SUBMIT_LABEL,
+        close="Cancel",
+        notify_on_close=False,
+        private_metadata=private_metadata,
+        blocks=blocks,
+    )
+    return dict(view.to_dict())
+
+
+def verifying_view(provider: Provider, name: str) -> dict[str, Any]:
+    """What replaces the form while the credentials are checked."""
+    title = escape(provider.title)
+    blocks = [
+        section(f"⏳ Verifying *{quoted_name(name)}* with {title}…"),
+        context(
+            "This takes a few seconds. If you close this window, the result comes to you as a direct message."
+        ),
+    ]
+    return _result_view(provider, blocks)
+
+
+def result_view(
+    provider: Provider,
+    name: str,
+    verification: Verification,
+    *,
+    try_again_value: str,
+    approval_note: str,
+) -> dict[str, Any]:
+    """The verification's result in the modal. On failure, a Try again button carrying
+    ``try_again_value`` reopens the form; ``approval_note`` (mrkdwn written by the caller, see
+    :func:`blocks.results.result_blocks`) says what happens next on success, e.g. "It now awaits
+    an admin's approval in <#C123>."."""
+    blocks = result_blocks(
+        provider,
+        name,
+        verification,
+        approval_note=approval_note,
+        try_again_value=try_again_value,
+        max_blocks=VIEW_MAX_BLOCKS,
+    )
+    return _result_view(provider, blocks)
+
+
+def problem_view(provider: Provider, message: str, *, try_again_value: str | None) -> dict[str, Any]:
+    """A failure that is not the provider's answer: the name was taken a moment ago, or something
+    broke on our side. ``message`` is plain text meant for the user, never an exception's text."""
+    blocks = [section(f"⚠️ {escape(truncate(message.strip(), SECTION_TEXT_MAX - 3))}")]
+    if try_again_value is not None:
+        blocks.append(try_again_block(try_again_value))
+    return _result_view(provider, blocks)
+
+
+def _result_view(provider: Provider, blocks: list[Block]) -> dict[str, Any]:
+    view = View(
+        type="modal",
+        callback_id=ids.VIEW_RESULT,
+        title=_title(provider),
+        close="Close",
+        blocks=blocks,
+    )
+    return dict(view.to_dict())
+
+
+def _title(provider: Provider) -> str:
+    return truncate(f"Create {provider.title}", _TITLE_MAX)
+
+
+def _header(text: str) -> Block:
+    return dict(HeaderBlock(text=truncate(text, HEADER_MAX)).to_dict())
+
+
+def _plain_context(text: str) -> Block:
+    return dict(ContextBlock(elements=[MarkdownTextObject(text=escape(truncate(text, 2000)))]).to_dict())
+
+
+def _name_input(provider: Provider, initial: str | None) -> Block:
+    examples = " or ".join(f"“{example}”" for example in provider.name_examples[:2])
+    hint = (
+        f"A friendly name so you and your team know which {provider.title} account or project "
+        "this credential belongs to"
+    )
+    hint += f", e.g. {examples}." if examples else "."
+    placeholder = provider.name_examples[0] if provider.name_examples else None
+    return _input(
+        block_id=ids.BLOCK_NAME,
+        label="Name",
+        hint=hint,
+        placeholder=placeholder,
+        optional=False,
+        max_length=NAME_MAX_LENGTH,
+        multiline=False,
+        initial=initial,
+    )
+
+
+def _field_input(field: FormField, initial: str | None) -> Block:
+    return _input(
+        block_id=field.name,
+        label=field.label,
+        hint=field.hint,
+        placeholder=field.placeholder or None,
+        optional=field.optional,
+        max_length=field.max_length,
+        multiline=field.multiline,
+        initial=None if field.secret else initial,
+    )
+
+
+def _input(
+    *,
+    block_id: str,
+    label: str,
+    hint: str,
+    placeholder: str | None,
+    optional: bool,
+    max_length: int | None,
+    multiline: bool,
+    initial: str | None,
+) -> Block:
+    if max_length is not None and not 1 <= max_length <= _INPUT_MAX_LENGTH:
+        raise ValueError(f"field {block_id!r}: max_length must be 1 to {_INPUT_MAX_LENGTH}")
+    if initial is not None and max_length is not None:
+        # Slack refuses a view whose initial value is longer than the input allows.
+        initial = initial[:max_length]
+    element = PlainTextInputElement(
+        action_id=ids.INPUT_ACTION,
+        placeholder=truncate(placeholder, _PLACEHOLDER_MAX) if placeholder else None,
+        initial_value=initial or None,
+        max_length=max_length,
+        multiline=multiline or None,
+    )
+    block = InputBlock(
+        block_id=block_id,
+        label=truncate(label, _LABEL_MAX),
+        hint=truncate(hint, _HINT_MAX) if hint else None,
+        optional=optional,
+        element=element,
+    )
+    return dict(block.to_dict())

@@ -1,0 +1,104 @@
+"""Text helpers for Slack's mrkdwn: escaping user text, shortening it, dates and plurals.
+
+Slack parses ``&``, ``<`` and ``>`` in mrkdwn (and in a message's ``text``) as control
+characters: ``<!channel>`` pings a channel, ``<@U123>`` mentions a user, ``<https://x|y>`` makes a
+link. Anything a user or a provider's API wrote must go through :func:`escape` before it is put
+into mrkdwn; plain_text objects need no escaping.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+__all__ = [
+    "HEADER_MAX",
+    "SECTION_TEXT_MAX",
+    "escape",
+    "escaped_chunks",
+    "one_line",
+    "plural",
+    "slack_date",
+    "truncate",
+]
+
+SECTION_TEXT_MAX = 3000
+"""Characters in a section's text (and our cap for one context element)."""
+HEADER_MAX = 150
+"""Characters in a header block's text."""
+
+ELLIPSIS = "…"
+
+
+def escape(text: str) -> str:
+    """Escape user text for mrkdwn so it shows literally: no mentions, no links, no entities.
+
+    ``&`` goes first, so an already escaped ``&lt;`` typed by a user stays visible as typed.
+    """
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def truncate(text: str, limit: int) -> str:
+    """Return ``text`` if it fits in ``limit`` characters, else its start followed by "…".
+
+    Truncate before escaping: cutting escaped text could split an entity such as ``&amp;``.
+    """
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
+    if len(text) <= limit:
+        return text
+    return text[: limit - 1].rstrip() + ELLIPSIS
+
+
+def one_line(text: str, fallback: str = "(no name)") -> str:
+    """Collapse runs of whitespace (newlines included) so user text cannot break a layout."""
+    collapsed = " ".join(text.split())
+    return collapsed or fallback
+
+
+def escaped_chunks(text: str, limit: int) -> list[str]:
+    """Escape ``text`` and cut it into pieces of at most ``limit`` characters each.
+
+    Cuts fall between words where possible and never inside an entity, because the measuring is
+    done on escaped text but the cutting on the original.
+    """
+    if limit < len("&amp;"):
+        raise ValueError("limit is too small to hold one escaped character")
+    pieces: list[str] = []
+    current = ""
+    for word in text.split(" "):
+        candidate = word if not current else current + " " + word
+        if len(escape(candidate)) <= limit:
+            current = candidate
+            continue
+        if current:
+            pieces.append(escape(current))
+            current = ""
+        if len(escape(word)) <= limit:
+            current = word
+            continue
+        # A single word longer than the limit (a URL, a token): cut it character by character.
+        for char in word:
+            if len(escape(current + char)) > limit:
+                pieces.append(escape(current))
+                current = ""
+            current += char
+    if current or not pieces:
+        pieces.append(escape(current))
+    return pieces
+
+
+def slack_date(dt: datetime, fallback_fmt: str = "%Y-%m-%d %H:%M UTC") -> str:
+    """A date Slack shows in each reader's own time zone, e.g. "Yesterday at 3:04 PM".
+
+    Clients that cannot render it show the fallback, formatted in UTC. A naive ``dt`` is taken to
+    be UTC, which is how the store writes timestamps.
+    """
+    aware = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    fallback = escape(aware.strftime(fallback_fmt)).replace("|", "/")
+    return f"<!date^{int(aware.timestamp())}^{{date_short_pretty}} at {{time}}|{fallback}>"
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """ "1 connection", "0 connections"; pass ``many`` for irregular plurals."""
+    form = word if n == 1 else (many if many is not None else word + "s")
+    return f"{n} {form}"

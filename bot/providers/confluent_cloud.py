@@ -1,0 +1,356 @@
+"""Confluent Cloud: a Cloud API key, or a Kafka cluster key with its REST endpoint and cluster ID.
+
+The probe follows the verification plan of specs/confluent/README.md §8: ask the Cloud API for one
+environment; when a cluster is given (or the Cloud API turned the key down and a cluster is
+known) ask the cluster's Kafka REST API to describe itself and list its topics, then dry-run a
+topic creation (``validate_only``) to learn whether the key may create topics. Rate limits and
+server errors are retried a little; everything else is answered at once with hints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from bot.providers import _confluent_errors as errs
+from bot.providers._confluent_errors import secret_checksum_ok
+from bot.providers.base import Check, FieldValues, FormField, FormSection, Outcome, Probe, Provider
+from bot.redaction import Secret
+
+__all__ = ["ConfluentCloud", "RetryPolicy", "secret_checksum_ok"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try when Confluent says "not now" (429) or fails (5xx, Kafka 50003)."""
+
+    rate_limit_retries: int = 2
+    server_error_retries: int = 1
+    backoff: tuple[float, ...] = (1.0, 2.0, 4.0)
+    """Seconds to wait before retry n, when the response does not say (Kafka REST never does)."""
+    jitter: float = 0.25
+    """Up to this fraction is added to each backoff step, so callers that failed together spread out."""
+    max_retry_after: float = 30.0
+    """The longest ``Retry-After`` worth waiting for; past it we give up at once, as rate_limited."""
+    rng: Callable[[], float] = field(default=random.random, repr=False)
+
+    def backoff_delay(self, retry: int) -> float:
+        step = self.backoff[min(retry, len(self.backoff) - 1)]
+        return step * (1 + self.jitter * self.rng())
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        return max(0.0, float(response.headers.get("retry-after", "")))
+    except ValueError:
+        return None
+
+
+class ConfluentCloud(Provider):
+    """The Confluent Cloud provider plug-in."""
+
+    key = "confluent_cloud"
+    title = "Confluent Cloud"
+    description = "Managed Apache Kafka. Connect with a Cloud API key and secret."
+    name_examples = ("Production Confluent Cloud", "Analytics Cluster Credentials")
+    hint_field = "api_key"
+    unreachable_hints = errs.UNREACHABLE_HINTS
+    sections = (
+        FormSection(
+            title="Confluent Account",
+            fields=(
+                FormField(
+                    name="api_key",
+                    label="API Key",
+                    hint="In the Confluent Cloud console open API keys (under Cloud resource management, "
+                    "or your cluster's API keys) and copy the key.",
+                    placeholder="16 capital letters and digits",
+                    secret=True,
+                    max_length=100,
+                ),
+                FormField(
+                    name="api_secret",
+                    label="API Secret",
+                    hint="Shown exactly once, when the key is created: copy it then. Confluent cannot "
+                    "show it again; if it is lost, create a new key.",
+                    placeholder="64 characters; newer secrets start with cflt",
+                    secret=True,
+                    max_length=200,
+                ),
+            ),
+        ),
+        FormSection(
+            title="Kafka cluster (optional)",
+            description="Needed for a cluster-scoped (Kafka cluster) key, and to check topic "
+            "permissions on that cluster.",
+            fields=(
+                FormField(
+                    name="rest_endpoint",
+                    label="REST endpoint",
+                    hint="On the cluster's Settings page, or RestEndpoint in the output of "
+                    "confluent kafka cluster describe.",
+                    placeholder="https://pkc-abcde.us-west4.gcp.confluent.cloud:443",
+                    optional=True,
+                    max_length=255,
+                ),
+                FormField(
+                    name="cluster_id",
+                    label="Cluster ID",
+                    hint="Starts with lkc-; shown next to the REST endpoint on the cluster's Settings page.",
+                    placeholder="lkc-abc123",
+                    optional=True,
+                    max_length=64,
+                ),
+            ),
+        ),
+    )
+
+    def __init__(
+        self,
+        api_url: str = "https://api.confluent.cloud",
+        *,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.retry = retry or RetryPolicy()
+        self._sleep = sleep
+
+    # --- offline ---------------------------------------------------------------------------
+
+    def clean(self, values: FieldValues) -> dict[str, str | Secret]:
+        """Trim whitespace and paste debris: quotes around key and secret, a trailing ``/``."""
+        cleaned = super().clean(values)
+        for name in ("api_key", "api_secret"):
+            value = cleaned[name]
+            if isinstance(value, Secret):
+                cleaned[name] = Secret(errs.unquote(value.reveal()))
+        cleaned["rest_endpoint"] = str(cleaned["rest_endpoint"]).rstrip("/")
+        return cleaned
+
+    def validate(self, values: FieldValues) -> dict[str, str]:
+        """Field name -> what is wrong with it; no I/O."""
+        key, secret = _plain(values, "api_key"), _plain(values, "api_secret")
+        problems: dict[str, str] = {}
+        if errs.looks_swapped(key, secret):
+            problems["api_key"] = "This looks like the API secret, not the key: the two fields look swapped."
+            problems["api_secret"] = "Check this field too: the key and the secret look swapped."
+        else:
+            if key_problem := errs.key_problem(key):
+                problems["api_key"] = key_problem
+            if secret_problem := errs.secret_problem(secret):
+                problems["api_secret"] = secret_problem
+        endpoint, cluster = _plain(values, "rest_endpoint"), _plain(values, "cluster_id")
+        if endpoint and (endpoint_problem := errs.endpoint_problem(endpoint)):
+            problems["rest_endpoint"] = endpoint_problem
+        elif cluster and not endpoint:
+            problems["rest_endpoint"] = (
+                "Add the cluster's REST endpoint too: the cluster ID alone isn't enough."
+            )
+        if cluster and (cluster_problem := errs.cluster_problem(cluster)):
+            problems["cluster_id"] = cluster_problem
+        elif endpoint and not cluster:
+            problems["cluster_id"] = "Add the cluster ID (lkc-…) too: the REST endpoint alone isn't enough."
+        return problems
+
+    # --- online ----------------------------------------------------------------------------
+
+    async def probe(self, values: FieldValues, http: httpx.AsyncClient) -> Probe:
+        """Ask the Cloud API, then the cluster when one is given; see the module docstring."""
+        key, secret = _plain(values, "api_key"), _plain(values, "api_secret")
+        run = _Run(http, (key, secret), self.retry, self._sleep)
+        endpoint, cluster = _plain(values, "rest_endpoint"), _plain(values, "cluster_id")
+        has_cluster = bool(endpoint and cluster)
+
+        cloud = await run.send("GET", f"{self.api_url}/org/v2/environments", params={"page_size": "1"})
+        if cloud.status_code == 200:
+            run.record_environments(cloud)
+            if not has_cluster:
+                return run.ok("Confluent Cloud accepted the Cloud API key")
+            return await self._probe_cluster(run, endpoint, cluster, cloud_ok=True)
+        error = errs.parse_error(cloud)
+        if not _rejects_key(error):
+            return run.failure(error, "Confluent Cloud", forbidden_hints=errs.CLOUD_FORBIDDEN_HINTS)
+        run.checks.append(Check("Cloud API key", False, "The Cloud API did not accept it."))
+        if not has_cluster:
+            # It may be a cluster key: ask for the cluster rather than call the key bad outright.
+            what = (
+                "The Cloud API did not accept the key/secret; if it is a Kafka cluster key, "
+                "add the cluster's REST endpoint and cluster ID"
+            )
+            return run.fail(Outcome.UNAUTHORIZED, what, error, errs.CLOUD_UNAUTHORIZED_HINTS)
+        return await self._probe_cluster(run, endpoint, cluster, cloud_ok=False)
+
+    async def _probe_cluster(self, run: _Run, endpoint: str, cluster: str, *, cloud_ok: bool) -> Probe:
+        base = f"{endpoint}/kafka/v3/clusters/{quote(cluster, safe='')}"
+        where = f"cluster {cluster}"
+        unauthorized: tuple[str, ...] = errs.KAFKA_UNAUTHORIZED_HINTS
+        if not cloud_ok:  # the Cloud API turned it down too, so either kind of mistake is possible
+            unauthorized = tuple(dict.fromkeys(errs.CLOUD_UNAUTHORIZED_HINTS + unauthorized))
+
+        described = await run.send("GET", base)
+        if described.status_code != 200:
+            return run.failure(errs.parse_error(described), where, unauthorized, on_cluster=True)
+        detail = "" if cloud_ok else "It is a Kafka cluster key."
+        run.checks.append(Check(f"Key accepted by {cluster}", True, detail))
+
+        listed = await run.send("GET", f"{base}/topics")
+        if listed.status_code != 200:
+            return run.failure(errs.parse_error(listed), where, unauthorized, on_cluster=True)
+        topics = len(_data(listed))
+        detail = "" if topics else "The list shows only topics the key's owner may describe."
+        run.checks.append(Check(f"{topics} topics visible", True, detail))
+        run.facts.append(f"{topics} topics visible")
+
+        dry_run = {"topic_name": f"connections-bot-probe-{uuid.uuid4().hex}", "validate_only": True}
+        created = await run.send("POST", f"{base}/topics", json=dry_run)
+        if created.status_code == 200:
+            run.checks.append(Check(f"can create topics on {cluster}", True))
+        else:  # the key is valid either way; this only tells what it may do
+            error = errs.parse_error(created)
+            if error.status == 403:
+                run.checks.append(Check(f"cannot create topics on {cluster}", False, run.said(error)))
+                run.hints.append(errs.CREATE_TOPICS_HINT)
+            else:
+                detail = f"Couldn't tell: Confluent said {run.said(error)}"
+                run.checks.append(Check(f"create topics on {cluster}", False, detail))
+        kind = "Cloud API key" if cloud_ok else "Kafka cluster key"
+        return run.ok(f"Confluent accepted the {kind} on {cluster}")
+
+
+class _Run:
+    """One probe's requests, retries, and the checks and hints gathered on the way."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        auth: tuple[str, str],
+        retry: RetryPolicy,
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> None:
+        self._http, self._auth, self._retry, self._sleep = http, auth, retry, sleep
+        self.checks: list[Check] = []
+        self.hints: list[str] = []
+        self.facts: list[str] = []
+        self.first_request_id: str | None = None
+        self.asked_to_wait: float | None = None
+
+    async def send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """Send with HTTP Basic auth, retrying 429 and 5xx as the policy allows."""
+        rate_limited = server_errors = 0
+        while True:
+            response = await self._http.request(method, url, auth=self._auth, **kwargs)
+            where = response.url.copy_with(query=None)
+            logger.info("confluent %s %s -> %d", method, where, response.status_code)
+            self.first_request_id = self.first_request_id or response.headers.get("x-request-id")
+            if response.status_code == 429:
+                self.asked_to_wait = _retry_after(response)
+                if rate_limited >= self._retry.rate_limit_retries or (
+                    self.asked_to_wait is not None and self.asked_to_wait > self._retry.max_retry_after
+                ):
+                    return response
+                delay = self.asked_to_wait
+                if delay is None:
+                    delay = self._retry.backoff_delay(rate_limited)
+                rate_limited += 1
+            elif _is_server_error(response) and server_errors < self._retry.server_error_retries:
+                delay = self._retry.backoff_delay(server_errors)
+                server_errors += 1
+            else:
+                return response
+            logger.info("confluent answered %d; retrying in %.1f s", response.status_code, delay)
+            await self._sleep(delay)
+
+    def said(self, error: errs.ApiError) -> str:
+        return errs.scrub(error.text, self._auth)
+
+    def record_environments(self, response: httpx.Response) -> None:
+        body = _json(response)
+        meta = body.get("metadata") if isinstance(body, dict) else None
+        total = meta.get("total_size") if isinstance(meta, dict) else None
+        count = total if isinstance(total, int) else len(_data(response))
+        self.checks.append(Check("Cloud API key accepted", True))
+        detail = "" if count else "Its owner probably has no role on any environment (a guess)."
+        self.checks.append(Check(f"{count} environments visible", bool(count), detail))
+        self.facts.append(f"{count} environments visible")
+        if not count:
+            self.hints.append(errs.NO_ENVIRONMENTS_HINT)
+
+    def ok(self, what: str) -> Probe:
+        summary = f"{what} ({'; '.join(self.facts)})." if self.facts else f"{what}."
+        return Probe(Outcome.OK, summary, tuple(self.checks), tuple(self.hints), self.first_request_id)
+
+    def fail(self, outcome: Outcome, what: str, error: errs.ApiError, hints: tuple[str, ...]) -> Probe:
+        said = self.said(error)
+        summary = f"{what}. Confluent said: {said}" + ("" if said.endswith((".", "!", "?")) else ".")
+        return Probe(outcome, summary, tuple(self.checks), tuple(hints), error.request_id)
+
+    def failure(
+        self,
+        error: errs.ApiError,
+        where: str,
+        unauthorized_hints: tuple[str, ...] = (),
+        forbidden_hints: tuple[str, ...] = errs.KAFKA_FORBIDDEN_HINTS,
+        *,
+        on_cluster: bool = False,
+    ) -> Probe:
+        """Map a failed required call to an outcome, per the facts sheet's table."""
+        status, subject = error.status, where[0].upper() + where[1:]
+        if status == 429:
+            hints = errs.rate_limited_hints(self.asked_to_wait)
+            return self.fail(Outcome.RATE_LIMITED, f"{subject} is rate-limiting us", error, hints)
+        if status >= 500 or error.kafka_code == 50003:
+            hints = errs.provider_error_hints(error.request_id)
+            return self.fail(Outcome.PROVIDER_ERROR, f"{subject} had a server error", error, hints)
+        if _rejects_key(error):
+            return self.fail(
+                Outcome.UNAUTHORIZED, f"{subject} rejected the key/secret", error, unauthorized_hints
+            )
+        if status == 403:
+            what = f"{subject} accepted the key, but its owner lacks permission"
+            return self.fail(Outcome.FORBIDDEN, what, error, forbidden_hints)
+        if status == 404 and on_cluster:
+            what = f"The REST endpoint does not know {where}"
+            return self.fail(Outcome.INVALID_INPUT, what, error, errs.KAFKA_NOT_FOUND_HINTS)
+        what = f"{subject} gave an unexpected answer (HTTP {status})"
+        return self.fail(Outcome.PROVIDER_ERROR, what, error, errs.provider_error_hints(error.request_id))
+
+
+def _rejects_key(error: errs.ApiError) -> bool:
+    """A 401, or a 403 that says the key is invalid (treated as a 401, as Terraform does)."""
+    return error.status == 401 or (error.status == 403 and error.says_invalid_api_key)
+
+
+def _is_server_error(response: httpx.Response) -> bool:
+    if response.status_code >= 500:
+        return True
+    # Kafka REST marks retriable errors with 50003, whatever the status line says.
+    return response.status_code >= 400 and errs.parse_error(response).kafka_code == 50003
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _data(response: httpx.Response) -> list[Any]:
+    body = _json(response)
+    data = body.get("data") if isinstance(body, dict) else None
+    return data if isinstance(data, list) else []
+
+
+def _plain(values: FieldValues, name: str) -> str:
+    value = values.get(name, "")
+    return value.reveal() if isinstance(value, Secret) else str(value or "")

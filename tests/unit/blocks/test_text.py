@@ -1,0 +1,100 @@
+"""mrkdwn helpers: what user text looks like once it is safe to show."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from blocks.text import escape, escaped_chunks, one_line, plural, slack_date, truncate
+
+
+def test_escape_neutralises_mentions_links_and_ampersands() -> None:
+    assert escape("<!channel>") == "&lt;!channel&gt;"
+    assert escape("<@U123> & <https://x.example|click>") == (
+        "&lt;@U123&gt; &amp; &lt;https://x.example|click&gt;"
+    )
+
+
+def test_escape_keeps_an_entity_typed_by_the_user_visible_as_typed() -> None:
+    # "&lt;" typed by a user must read "&lt;", not "<".
+    assert escape("a &lt; b") == "a &amp;lt; b"
+
+
+def test_truncate_keeps_short_text_and_shortens_long_text_with_an_ellipsis() -> None:
+    assert truncate("Production", 24) == "Production"
+    assert truncate("x" * 24, 24) == "x" * 24
+    shortened = truncate("Create A Very Long Provider Name", 24)
+    assert len(shortened) <= 24
+    assert shortened.endswith("…")
+    assert shortened.startswith("Create A Very Long")
+
+
+def test_truncate_refuses_a_limit_below_one() -> None:
+    with pytest.raises(ValueError):
+        truncate("abc", 0)
+
+
+def test_one_line_collapses_newlines_and_falls_back_when_blank() -> None:
+    assert one_line("prod\n\n  cluster\t1") == "prod cluster 1"
+    assert one_line("   \n") == "(no name)"
+
+
+def test_slack_date_renders_in_each_readers_time_zone_with_a_utc_fallback() -> None:
+    moment = datetime(2024, 1, 2, 3, 4, tzinfo=UTC)
+    expected_unix = int(moment.timestamp())
+    assert slack_date(moment) == (
+        f"<!date^{expected_unix}^{{date_short_pretty}} at {{time}}|2024-01-02 03:04 UTC>"
+    )
+
+
+def test_slack_date_treats_naive_times_as_utc_and_converts_other_zones() -> None:
+    utc = slack_date(datetime(2024, 1, 2, 3, 4, tzinfo=UTC))
+    assert slack_date(datetime(2024, 1, 2, 3, 4)) == utc
+    assert slack_date(datetime(2024, 1, 2, 5, 4, tzinfo=timezone(timedelta(hours=2)))) == utc
+
+
+def test_slack_date_accepts_another_fallback_format() -> None:
+    rendered = slack_date(datetime(2024, 1, 2, 3, 4, tzinfo=UTC), fallback_fmt="%d %b %Y")
+    assert rendered.endswith("|02 Jan 2024>")
+
+
+@pytest.mark.parametrize(
+    ("n", "word", "many", "expected"),
+    [
+        (0, "connection", None, "0 connections"),
+        (1, "connection", None, "1 connection"),
+        (45, "connection", None, "45 connections"),
+        (2, "entry", "entries", "2 entries"),
+        (1, "entry", "entries", "1 entry"),
+    ],
+)
+def test_plural(n: int, word: str, many: str | None, expected: str) -> None:
+    assert plural(n, word, many) == expected
+
+
+def test_escaped_chunks_cut_between_words() -> None:
+    chunks = escaped_chunks("alpha beta gamma delta", 11)
+    assert chunks == ["alpha beta", "gamma delta"]
+
+
+def test_escaped_chunks_never_split_an_entity() -> None:
+    chunks = escaped_chunks("&" * 12, 12)
+    assert all(len(c) <= 12 for c in chunks)
+    assert all(re.fullmatch(r"(&amp;)+", c) for c in chunks)
+    assert sum(c.count("&amp;") for c in chunks) == 12
+
+
+_ENTITY_START = re.compile(r"&(?!amp;|lt;|gt;)")
+
+
+@given(text=st.text(max_size=400), limit=st.integers(min_value=5, max_value=200))
+def test_escaped_chunks_fit_and_lose_nothing_but_the_spaces_at_cuts(text: str, limit: int) -> None:
+    chunks = escaped_chunks(text, limit)
+    assert all(len(c) <= limit for c in chunks)
+    assert not any(_ENTITY_START.search(c) for c in chunks)
+    restored = "".join(c.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&") for c in chunks)
+    assert restored.replace(" ", "") == text.replace(" ", "")

@@ -1,0 +1,22 @@
+"""Persistence: SQLAlchemy 2 models, repositories and the unit of work (DESIGN.md, "Storage").
+
+Services use :class:`Database` (``async with db.transaction() as tx``) and the models; the schema
+changes only through the Alembic migrations run by :mod:`bot.store.migrate`.
+"""
+
+from bot.store.errors import DatabaseUrlError, MigrationError, NameTaken, StoreError
+from bot.store.models import AuditEvent, Connection, Credential, VerificationRecord
+from bot.store.uow import Database, UnitOfWork
+
+__all__ = [
+    "AuditEvent",
+    "Connection",
+    "Credential",
+    "Database",
+    "DatabaseUrlError",
+    "MigrationError",
+    "NameTaken",
+    "StoreError",
+    "UnitOfWork",
+    "VerificationRecord",
+]

@@ -1,0 +1,232 @@
+"""The database plumbing: URL handling, the async engine, the declarative base and column types.
+
+Users write plain URLs in ``DATABASE_URL`` (``sqlite:///connections.db``,
+``postgresql://user@host/db``, ``postgres://…``). The bot runs on async drivers (aiosqlite,
+psycopg 3) and Alembic on sync ones (sqlite3, psycopg 3), so both forms are derived here.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any, Final, TypeVar
+
+from sqlalchemy import URL, DateTime, MetaData, String, event, make_url
+from sqlalchemy.engine import Connection as SyncConnection
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, MappedAsDataclass
+from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.types import TypeDecorator
+
+from bot.store.errors import DatabaseUrlError
+
+__all__ = [
+    "NAMING_CONVENTION",
+    "SQLITE_BUSY_TIMEOUT_MS",
+    "Base",
+    "StrEnumType",
+    "UtcDateTime",
+    "async_url",
+    "create_engine",
+    "for_writing",
+    "is_sqlite",
+    "safe_url",
+    "sync_url",
+    "utcnow",
+]
+
+SQLITE_BUSY_TIMEOUT_MS: Final = 15_000
+"""How long a SQLite connection waits for another writer before giving up with "database is locked"."""
+
+_SQLITE_SCHEMES: Final = frozenset({"sqlite", "sqlite+pysqlite", "sqlite+aiosqlite"})
+_POSTGRES_SCHEMES: Final = frozenset({"postgresql", "postgres", "postgresql+psycopg"})
+
+# The execution option that asks the SQLite "begin" hook for a write transaction (see for_writing).
+_SQLITE_BEGIN_OPTION: Final = "connections_bot_sqlite_begin"
+
+NAMING_CONVENTION: Final = {
+    "ix": "ix_%(column_0_label)s",
+    # column_0_N_name rather than column_0_name: the multi-column unique keys stay readable.
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def _parse(url: str) -> URL:
+    # Error messages name the scheme at most: the URL itself may carry a password.
+    if not url or not url.strip():
+        raise DatabaseUrlError("DATABASE_URL is empty; use sqlite:///path.db or postgresql://user@host/db")
+    try:
+        return make_url(url.strip())
+    except ArgumentError:
+        raise DatabaseUrlError(
+            "DATABASE_URL is not a valid database URL; use sqlite:///path.db or postgresql://user@host/db"
+        ) from None
+
+
+def _kind(parsed: URL) -> str:
+    scheme = parsed.drivername.lower()
+    if scheme in _SQLITE_SCHEMES:
+        return "sqlite"
+    if scheme in _POSTGRES_SCHEMES:
+        return "postgresql"
+    raise DatabaseUrlError(
+        f"DATABASE_URL uses {scheme!r}, which the bot does not support; "
+        "use sqlite:///path.db or postgresql://user@host/db"
+    )
+
+
+def _render(parsed: URL, drivername: str) -> str:
+    return parsed.set(drivername=drivername).render_as_string(hide_password=False)
+
+
+def async_url(url: str) -> str:
+    """The URL for the bot's async engine: ``sqlite+aiosqlite://…`` or ``postgresql+psycopg://…``.
+
+    The result keeps any password from ``url``; do not log it.
+    Raises :class:`DatabaseUrlError` for anything but SQLite and PostgreSQL.
+    """
+    parsed = _parse(url)
+    return _render(parsed, "sqlite+aiosqlite" if _kind(parsed) == "sqlite" else "postgresql+psycopg")
+
+
+def sync_url(url: str) -> str:
+    """The URL for Alembic's sync engine: ``sqlite://…`` or ``postgresql+psycopg://…``.
+
+    The result keeps any password from ``url``; do not log it.
+    Raises :class:`DatabaseUrlError` for anything but SQLite and PostgreSQL.
+    """
+    parsed = _parse(url)
+    return _render(parsed, "sqlite" if _kind(parsed) == "sqlite" else "postgresql+psycopg")
+
+
+def safe_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, for log lines and error messages."""
+    return _parse(url).render_as_string(hide_password=True)
+
+
+def is_sqlite(url: str) -> bool:
+    """Whether ``url`` names a SQLite database (raises :class:`DatabaseUrlError` if unsupported)."""
+    return _kind(_parse(url)) == "sqlite"
+
+
+def _is_sqlite_file(parsed: URL) -> bool:
+    database = parsed.database
+    return bool(database) and database != ":memory:" and parsed.query.get("mode") != "memory"
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """The bot's async engine for a user-style ``DATABASE_URL``.
+
+    SQLite gets foreign keys (off by default there), a busy timeout, WAL journaling for files (so
+    readers are not blocked while the bot writes) and real transactions: SQLAlchemy emits ``BEGIN``
+    itself, because the sqlite3 module's legacy mode skips it for SELECT and SAVEPOINT.
+    PostgreSQL gets ``pool_pre_ping`` so a restarted server does not fail the next request.
+    Statement parameters are kept out of logs and exception messages.
+    """
+    parsed = _parse(url)
+    if _kind(parsed) == "postgresql":
+        return create_async_engine(async_url(url), pool_pre_ping=True, hide_parameters=True)
+
+    engine = create_async_engine(async_url(url), hide_parameters=True)
+    wal = _is_sqlite_file(parsed)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        dbapi_connection.isolation_level = None  # the "begin" hook below owns BEGIN
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS:d}")
+            if wal:
+                cursor.execute("PRAGMA journal_mode=WAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: SyncConnection) -> None:
+        mode = connection.get_execution_options().get(_SQLITE_BEGIN_OPTION, "")
+        connection.exec_driver_sql(f"BEGIN {mode}".strip())
+
+    return engine
+
+
+def for_writing(engine: AsyncEngine) -> AsyncEngine:
+    """The same engine (and pool), with SQLite transactions started as ``BEGIN IMMEDIATE``.
+
+    A deferred SQLite transaction that reads and then writes fails at once with "database is
+    locked" if another connection committed in between; taking the write lock at BEGIN makes
+    concurrent writers queue behind the busy timeout instead. PostgreSQL ignores the option.
+    """
+    return engine.execution_options(**{_SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware in UTC."""
+    return datetime.now(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timestamp that goes in and comes out timezone-aware in UTC on SQLite and PostgreSQL.
+
+    SQLite has no time zones (it stores text), so values are normalised to UTC and stored without
+    an offset; PostgreSQL stores ``timestamptz``. Naive datetimes are refused rather than guessed.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("UtcDateTime needs a timezone-aware datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+E = TypeVar("E", bound=enum.StrEnum)
+
+
+class StrEnumType(TypeDecorator[E]):
+    """A string column read back as members of a :class:`enum.StrEnum`.
+
+    The allowed values are enforced by a named CHECK constraint on the table, not by a native
+    enum type, so adding a value is an ordinary migration on both databases.
+    """
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, enum_cls: type[E], length: int = 32) -> None:
+        super().__init__(length)
+        self.enum_cls = enum_cls
+
+    def process_bind_param(self, value: E | str | None, dialect: Dialect) -> str | None:
+        # Unknown values are rejected here so the CHECK constraint is a second line, not the first.
+        return None if value is None else self.enum_cls(value).value
+
+    def process_result_value(self, value: Any | None, dialect: Dialect) -> E | None:
+        return None if value is None else self.enum_cls(value)
+
+
+class Base(MappedAsDataclass, DeclarativeBase, kw_only=True, eq=False):
+    """The declarative base for every table.
+
+    Models are dataclasses so constructors are typed and defaults such as the id are filled in at
+    construction (callers compute a ciphertext's associated data before anything is flushed).
+    ``eq=False`` keeps identity equality and hashing, as the ORM expects.
+    """
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)

@@ -1,0 +1,41 @@
+"""The errors the store raises, as one documented hierarchy (in the manner of httpx).
+
+::
+
+    StoreError                 anything the store reports on purpose
+    ├── DatabaseUrlError       DATABASE_URL names a database the bot cannot use
+    ├── MigrationError         the database could not be reached or migrated
+    └── NameTaken              another connection in the workspace holds this name
+
+Messages are safe to show: they never include a password from the URL, a query parameter or a
+secret. Database driver errors that the store does not translate (a lost connection, a constraint
+that only a bug could break) propagate as SQLAlchemy's own exceptions.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DatabaseUrlError", "MigrationError", "NameTaken", "StoreError"]
+
+
+class StoreError(Exception):
+    """Base class for the errors the store raises on purpose."""
+
+
+class DatabaseUrlError(StoreError):
+    """``DATABASE_URL`` cannot be parsed or names an unsupported database."""
+
+
+class MigrationError(StoreError):
+    """The database could not be reached, or a migration failed; the original error is the cause."""
+
+
+class NameTaken(StoreError):
+    """A connection with this name (compared case-insensitively) already holds it in the workspace.
+
+    Raised when an insert hits the ``uq_connections_team_id_lower_name`` index, which is what makes
+    the name check safe when two people submit the same name at once.
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"A connection named {name!r} already exists in this workspace.")
+        self.name = name

@@ -1,0 +1,125 @@
+"""Running the Alembic migrations from the bot's own code (``connections-bot migrate``, tests).
+
+The Alembic configuration is built in code rather than read from ``alembic.ini``, so an installed
+bot needs no ini file; ``alembic.ini`` at the repository root is only for developers running
+``alembic`` by hand. Migrations use sync drivers; call these functions from a thread (for example
+``await asyncio.to_thread(upgrade_to_head, url)``) when an event loop is running.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy import Connection as SyncConnection
+from sqlalchemy import create_engine as create_sync_engine
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+import bot
+from bot.store.db import safe_url, sync_url
+from bot.store.errors import MigrationError
+
+__all__ = [
+    "alembic_config",
+    "current_revision",
+    "head_revision",
+    "is_at_head",
+    "migrations_directory",
+    "upgrade_to_head",
+]
+
+FILE_TEMPLATE = "%%(year)d-%%(month).2d-%%(day).2d_%%(slug)s"
+
+
+def migrations_directory() -> Path:
+    """Where the migration scripts are: ``bot/migrations`` in an installed wheel, else the
+    repository's ``migrations`` directory."""
+    packaged = Path(bot.__file__).resolve().parent / "migrations"
+    if (packaged / "env.py").is_file():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "migrations"
+
+
+def alembic_config(url: str) -> Config:
+    """An Alembic configuration for a user-style ``DATABASE_URL``.
+
+    The sync URL travels in ``config.attributes["url"]`` (read by ``migrations/env.py``), not in
+    the ini options, so a password with ``%`` in it needs no escaping and is never written out.
+    """
+    config = Config()
+    config.set_main_option("script_location", str(migrations_directory()))
+    config.set_main_option("file_template", FILE_TEMPLATE)
+    config.attributes["url"] = sync_url(url)
+    return config
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+@contextmanager
+def _reported(url: str, doing: str) -> Iterator[None]:
+    """Turn driver and Alembic failures into :class:`MigrationError` naming the database (password
+    masked) and the first line of the driver's message (no SQL, no parameters)."""
+    try:
+        yield
+    except DBAPIError as error:
+        raise MigrationError(
+            f"Could not {doing} {safe_url(url)}: {_first_line(error.orig or error)}"
+        ) from error
+    except (SQLAlchemyError, CommandError, OSError) as error:
+        raise MigrationError(f"Could not {doing} {safe_url(url)}: {_first_line(error)}") from error
+
+
+def upgrade_to_head(url: str) -> None:
+    """Apply every pending migration; does nothing when the database is already at head.
+
+    Raises :class:`DatabaseUrlError` for an unusable URL and :class:`MigrationError` when the
+    database cannot be reached or a migration fails (PostgreSQL rolls the whole upgrade back).
+    """
+    config = alembic_config(url)
+    with _reported(url, "migrate"):
+        command.upgrade(config, "head")
+
+
+def head_revision() -> str | None:
+    """The newest revision among the migration scripts."""
+    return ScriptDirectory(str(migrations_directory())).get_current_head()
+
+
+@contextmanager
+def _connect(url: str) -> Iterator[SyncConnection]:
+    engine = create_sync_engine(sync_url(url), poolclass=NullPool, hide_parameters=True)
+    try:
+        with engine.connect() as connection:
+            yield connection
+    finally:
+        engine.dispose()
+
+
+def current_revision(url: str) -> str | None:
+    """The revision the database is at; ``None`` for a database never migrated.
+
+    Raises :class:`MigrationError` when the database cannot be reached.
+    """
+    with _reported(url, "read the schema revision of"), _connect(url) as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def is_at_head(url: str) -> bool:
+    """Whether the database schema matches the newest migration (the bot refuses to run otherwise).
+
+    Raises :class:`MigrationError` when the database cannot be reached.
+    """
+    script = ScriptDirectory.from_config(alembic_config(url))
+    with _reported(url, "read the schema revision of"), _connect(url) as connection:
+        heads = MigrationContext.configure(connection).get_current_heads()
+    return set(heads) == set(script.get_heads())

@@ -1,0 +1,194 @@
+"""The tables, as typed ORM models. Every row carries the Slack ``team_id`` of its workspace.
+
+No column holds a secret in plain text: credentials are stored only as AES-GCM ciphertext with its
+nonce and the id of the key that sealed it; connections keep a masked ``key_hint`` at most.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Final
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from bot.domain import NAME_MAX_LENGTH, Health, Status
+from bot.providers.base import Outcome, Verification
+from bot.store.db import Base, StrEnumType, UtcDateTime, utcnow
+
+__all__ = [
+    "NAME_INDEX",
+    "AuditEvent",
+    "Connection",
+    "Credential",
+    "VerificationRecord",
+    "new_id",
+]
+
+NAME_INDEX: Final = "uq_connections_team_id_lower_name"
+"""The partial unique index that reserves a name per workspace while a connection holds it."""
+
+_ID_LENGTH = 36
+_SLACK_ID_LENGTH = 32  # team, user and enterprise ids are 9-12 characters today
+
+
+def new_id() -> str:
+    """A fresh random primary key (UUID4, canonical text form)."""
+    return str(uuid.uuid4())
+
+
+def _in_values(column: str, values: list[str]) -> str:
+    quoted = ", ".join(f"'{value}'" for value in values)
+    return f"{column} IN ({quoted})"
+
+
+_NAME_HOLDING_STATUSES = [status.value for status in Status if status.holds_name]
+
+
+class Connection(Base):
+    """A registered connection to a provider, with its lifecycle status and latest health."""
+
+    __tablename__ = "connections"
+    __table_args__ = (
+        CheckConstraint(_in_values("status", [s.value for s in Status]), name="status"),
+        CheckConstraint(_in_values("health", [h.value for h in Health]), name="health"),
+        Index("ix_connections_team_id_created_at", "team_id", "created_at"),
+    )
+
+    team_id: Mapped[str] = mapped_column(String(_SLACK_ID_LENGTH))
+    name: Mapped[str] = mapped_column(String(NAME_MAX_LENGTH))
+    provider: Mapped[str] = mapped_column(String(64))
+    created_by: Mapped[str] = mapped_column(String(_SLACK_ID_LENGTH))
+    status: Mapped[Status] = mapped_column(StrEnumType(Status), default=Status.PENDING_APPROVAL)
+    health: Mapped[Health] = mapped_column(StrEnumType(Health), default=Health.UNKNOWN)
+    # Non-secret provider fields only. Replace the dict to change it: in-place edits are not tracked.
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default_factory=dict)
+    key_hint: Mapped[str | None] = mapped_column(String(64), default=None)
+    credential_version: Mapped[int] = mapped_column(Integer, default=1)
+    last_verified_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    id: Mapped[str] = mapped_column(String(_ID_LENGTH), primary_key=True, default_factory=new_id)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default_factory=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default_factory=utcnow, onupdate=utcnow)
+
+
+# Declared outside the class because it indexes an expression over the mapped columns. Rejected,
+# expired and revoked connections leave it, so their names can be used again.
+Index(
+    NAME_INDEX,
+    Connection.team_id,
+    func.lower(Connection.name),
+    unique=True,
+    sqlite_where=text(_in_values("status", _NAME_HOLDING_STATUSES)),
+    postgresql_where=text(_in_values("status", _NAME_HOLDING_STATUSES)),
+)
+
+
+class Credential(Base):
+    """One encrypted field of one credential version of a connection."""
+
+    __tablename__ = "credentials"
+    __table_args__ = (UniqueConstraint("connection_id", "version", "field"),)
+
+    team_id: Mapped[str] = mapped_column(String(_SLACK_ID_LENGTH))
+    connection_id: Mapped[str] = mapped_column(
+        String(_ID_LENGTH), ForeignKey("connections.id", ondelete="CASCADE")
+    )
+    version: Mapped[int] = mapped_column(Integer)
+    field: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str] = mapped_column(String(64))
+    nonce: Mapped[bytes] = mapped_column(LargeBinary, repr=False)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary, repr=False)
+    id: Mapped[str] = mapped_column(String(_ID_LENGTH), primary_key=True, default_factory=new_id)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default_factory=utcnow)
+
+
+class VerificationRecord(Base):
+    """One verification of a connection's credentials, kept as history."""
+
+    __tablename__ = "verifications"
+    __table_args__ = (
+        CheckConstraint(_in_values("outcome", [o.value for o in Outcome]), name="outcome"),
+        Index("ix_verifications_connection_id_created_at", "connection_id", "created_at"),
+    )
+
+    team_id: Mapped[str] = mapped_column(String(_SLACK_ID_LENGTH))
+    connection_id: Mapped[str] = mapped_column(
+        String(_ID_LENGTH), ForeignKey("connections.id", ondelete="CASCADE")
+    )
+    outcome: Mapped[Outcome] = mapped_column(StrEnumType(Outcome))
+    summary: Mapped[str] = mapped_column(Text)
+    latency_ms: Mapped[int] = mapped_column(Integer)
+    trigger: Mapped[str] = mapped_column(String(16))  # "create", later "retest", "schedule"
+    # [{"name": ..., "passed": ..., "detail": ...}] as in bot.providers.base.Check
+    checks: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default_factory=list)
+    hints: Mapped[list[str]] = mapped_column(JSON, default_factory=list)
+    request_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    actor: Mapped[str | None] = mapped_column(String(_SLACK_ID_LENGTH), default=None)
+    id: Mapped[str] = mapped_column(String(_ID_LENGTH), primary_key=True, default_factory=new_id)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default_factory=utcnow)
+
+    @classmethod
+    def from_verification(
+        cls,
+        verification: Verification,
+        *,
+        team_id: str,
+        connection_id: str,
+        trigger: str,
+        actor: str | None = None,
+    ) -> VerificationRecord:
+        """The history row for a provider's :class:`~bot.providers.base.Verification`."""
+        return cls(
+            team_id=team_id,
+            connection_id=connection_id,
+            outcome=verification.outcome,
+            summary=verification.summary,
+            checks=[
+                {"name": check.name, "passed": check.passed, "detail": check.detail}
+                for check in verification.checks
+            ],
+            hints=list(verification.hints),
+            latency_ms=verification.latency_ms,
+            request_id=verification.request_id,
+            trigger=trigger,
+            actor=actor,
+        )
+
+
+class AuditEvent(Base):
+    """Who did what, when, to which connection. Never a secret.
+
+    ``connection_id`` is deliberately not a foreign key: the audit trail must outlive the
+    connections it describes.
+    """
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_events_team_id_connection_id_created_at", "team_id", "connection_id", "created_at"),
+        # AUTOINCREMENT: ids are never reused after a delete, so they order the trail for good.
+        {"sqlite_autoincrement": True},
+    )
+
+    team_id: Mapped[str] = mapped_column(String(_SLACK_ID_LENGTH))
+    actor: Mapped[str] = mapped_column(String(_SLACK_ID_LENGTH))  # a Slack user id or "system"
+    action: Mapped[str] = mapped_column(String(64))  # e.g. "connection.created"
+    connection_id: Mapped[str | None] = mapped_column(String(_ID_LENGTH), default=None)
+    before_status: Mapped[str | None] = mapped_column(String(32), default=None)
+    after_status: Mapped[str | None] = mapped_column(String(32), default=None)
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default_factory=dict)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default_factory=utcnow)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, init=False)

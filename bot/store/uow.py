@@ -1,0 +1,90 @@
+"""The unit of work: one transaction per use case.
+
+::
+
+    db = Database.from_url(settings.database_url)
+    async with db.transaction() as tx:
+        await tx.connections.add(connection)
+        await tx.audit.add(AuditEvent(...))
+    # committed here; rolled back instead if the block raised
+
+Repositories never commit (see :mod:`bot.store.repositories`); leaving the ``async with`` block
+does, so a use case's writes land together or not at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from bot.store.db import create_engine, for_writing
+from bot.store.repositories import (
+    AuditRepository,
+    ConnectionRepository,
+    CredentialRepository,
+    VerificationRepository,
+)
+
+__all__ = ["Database", "UnitOfWork"]
+
+logger = logging.getLogger(__name__)
+
+
+class UnitOfWork:
+    """A transaction in progress: its session and the repositories bound to it."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.connections = ConnectionRepository(session)
+        self.credentials = CredentialRepository(session)
+        self.verifications = VerificationRepository(session)
+        self.audit = AuditRepository(session)
+
+
+class Database:
+    """The engine and the sessions made from it."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        # expire_on_commit=False: rows stay readable after commit, when services hand them to blocks.
+        self.sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._write_sessions = async_sessionmaker(for_writing(engine), expire_on_commit=False)
+
+    @classmethod
+    def from_url(cls, url: str) -> Database:
+        """A database for a user-style ``DATABASE_URL`` (see :func:`bot.store.db.create_engine`)."""
+        return cls(create_engine(url))
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[UnitOfWork]:
+        """One read-write transaction: commits when the block ends, rolls back if it raises."""
+        async with self._write_sessions() as session, session.begin():
+            yield UnitOfWork(session)
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A session for read-only queries. Nothing is committed: closing the session at the end
+        of the block rolls back its transaction, and the rows it loaded stay readable (detached)."""
+        async with self.sessions() as session:
+            yield session
+
+    async def ping(self, timeout: float = 5.0) -> bool:
+        """Whether the database answers ``SELECT 1`` within ``timeout`` seconds (for ``/healthz``)."""
+        try:
+            async with asyncio.timeout(timeout), self.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        except (SQLAlchemyError, OSError, TimeoutError) as error:
+            # The type only: driver messages can name hosts and users.
+            logger.warning("database ping failed: %s", type(error).__name__)
+            return False
+        return True
+
+    async def dispose(self) -> None:
+        """Close every pooled connection (call once, at shutdown)."""
+        await self.engine.dispose()

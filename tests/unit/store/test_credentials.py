@@ -1,0 +1,159 @@
+"""CredentialRepository, and what deleting a connection takes with it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from bot.providers.base import Outcome
+from bot.store import AuditEvent, Connection, Credential, Database, VerificationRecord
+from bot.store.repositories import AuditRepository, CredentialRepository, VerificationRepository
+
+TEAM = "T0000TEAM"
+
+
+def make_connection(name: str = "prod-kafka") -> Connection:
+    return Connection(team_id=TEAM, name=name, provider="confluent_cloud", created_by="U0000USER")
+
+
+def make_credential(
+    connection: Connection, field: str = "api_secret", version: int = 1, **values: object
+) -> Credential:
+    return Credential(
+        team_id=TEAM,
+        connection_id=connection.id,
+        version=version,
+        field=field,
+        key_id="k1",
+        nonce=f"{field}{version}".encode().ljust(12, b"\x00"),
+        ciphertext=f"sealed:{field}:{version}".encode(),
+        **values,  # type: ignore[arg-type]
+    )
+
+
+async def stored_connection(db: Database, name: str = "prod-kafka") -> Connection:
+    connection = make_connection(name)
+    async with db.transaction() as tx:
+        await tx.connections.add(connection)
+    return connection
+
+
+async def test_for_version_returns_that_versions_fields(db: Database) -> None:
+    connection = await stored_connection(db)
+    async with db.transaction() as tx:
+        for version in (1, 2):
+            for field in ("api_secret", "api_key"):
+                await tx.credentials.add(make_credential(connection, field, version))
+
+    async with db.read() as session:
+        fields = await CredentialRepository(session).for_version(connection.id, 2)
+    assert [(c.field, c.version, c.ciphertext) for c in fields] == [
+        ("api_key", 2, b"sealed:api_key:2"),
+        ("api_secret", 2, b"sealed:api_secret:2"),
+    ]
+    assert all(isinstance(c.nonce, bytes) and len(c.nonce) == 12 for c in fields)
+
+
+async def test_one_field_per_connection_and_version(db: Database) -> None:
+    connection = await stored_connection(db)
+    async with db.transaction() as tx:
+        await tx.credentials.add(make_credential(connection, "api_secret", 1))
+
+    with pytest.raises(IntegrityError):
+        async with db.transaction() as tx:
+            await tx.credentials.add(make_credential(connection, "api_secret", 1))
+
+    async with db.transaction() as tx:  # a new version of the same field is fine
+        await tx.credentials.add(make_credential(connection, "api_secret", 2))
+
+
+def test_credential_repr_shows_no_key_material() -> None:
+    credential = make_credential(make_connection())
+    assert "sealed:" not in repr(credential)
+    assert "nonce" not in repr(credential)
+
+
+async def test_any_exists_and_latest(db: Database) -> None:
+    async with db.read() as session:
+        repository = CredentialRepository(session)
+        assert await repository.any_exists() is False
+        assert await repository.latest() is None
+
+    connection = await stored_connection(db)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    async with db.transaction() as tx:
+        await tx.credentials.add(
+            make_credential(connection, "b_newest", created_at=start + timedelta(hours=2))
+        )
+        await tx.credentials.add(make_credential(connection, "a_oldest", created_at=start))
+        await tx.credentials.add(
+            make_credential(connection, "c_middle", created_at=start + timedelta(hours=1))
+        )
+
+    async with db.read() as session:
+        repository = CredentialRepository(session)
+        assert await repository.any_exists() is True
+        latest = await repository.latest()
+        assert latest is not None and latest.field == "b_newest"
+        assert sorted(c.field for c in await repository.list_all()) == ["a_oldest", "b_newest", "c_middle"]
+
+
+async def test_delete_for_one_version_or_all(db: Database) -> None:
+    connection, other = await stored_connection(db), await stored_connection(db, "other")
+    async with db.transaction() as tx:
+        for version in (1, 2):
+            for field in ("api_key", "api_secret"):
+                await tx.credentials.add(make_credential(connection, field, version))
+        await tx.credentials.add(make_credential(other, "api_secret", 1))
+
+    async with db.transaction() as tx:
+        assert await tx.credentials.delete_for(connection.id, version=1) == 2
+    async with db.read() as session:
+        repository = CredentialRepository(session)
+        assert await repository.for_version(connection.id, 1) == []
+        assert len(await repository.for_version(connection.id, 2)) == 2
+
+    async with db.transaction() as tx:
+        assert await tx.credentials.delete_for(connection.id) == 2
+    async with db.read() as session:
+        remaining = await CredentialRepository(session).list_all()
+    assert [(c.connection_id, c.field) for c in remaining] == [(other.id, "api_secret")]
+
+
+async def test_deleting_a_connection_cascades_but_keeps_the_audit_trail(db: Database) -> None:
+    connection, kept = await stored_connection(db), await stored_connection(db, "kept")
+    async with db.transaction() as tx:
+        for owner in (connection, kept):
+            await tx.credentials.add(make_credential(owner))
+            await tx.verifications.add(
+                VerificationRecord(
+                    team_id=TEAM,
+                    connection_id=owner.id,
+                    outcome=Outcome.OK,
+                    summary="ok",
+                    latency_ms=5,
+                    trigger="create",
+                )
+            )
+        await tx.audit.add(
+            AuditEvent(
+                team_id=TEAM, actor="U0000USER", action="connection.created", connection_id=connection.id
+            )
+        )
+
+    async with db.transaction() as tx:
+        loaded = await tx.connections.get(TEAM, connection.id)
+        assert loaded is not None
+        await tx.session.delete(loaded)
+
+    async with db.read() as session:
+        credentials = await CredentialRepository(session).list_all()
+        assert [c.connection_id for c in credentials] == [kept.id]
+        assert await VerificationRepository(session).recent(TEAM, connection.id) == []
+        assert len(await VerificationRepository(session).recent(TEAM, kept.id)) == 1
+        audit = await AuditRepository(session).for_connection(TEAM, connection.id)
+        assert [event.action for event in audit] == ["connection.created"]
+        assert await session.scalar(select(func.count()).select_from(Connection)) == 1

@@ -1,0 +1,19 @@
+"""Slack listeners: parse the payload, ack fast, call a service, render with ``blocks``.
+
+One module per kind of Slack request; each exposes ``register(app, services)``, its routing table.
+"""
+
+from __future__ import annotations
+
+from slack_bolt.async_app import AsyncApp
+
+from bot.listeners import actions, commands, views
+from bot.runtime import Services
+
+__all__ = ["register_listeners"]
+
+
+def register_listeners(app: AsyncApp, services: Services) -> None:
+    commands.register(app, services)
+    actions.register(app, services)
+    views.register(app, services)

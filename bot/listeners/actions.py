@@ -1,0 +1,95 @@
+"""Buttons: Connect on a provider card, paging through connections, Try again after a failure."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
+from slack_sdk.web.async_client import AsyncWebClient
+
+from blocks.connections import connections_message
+from blocks.modal import create_modal
+from bot import ids
+from bot.listeners.state import FormDraft, form_metadata
+from bot.providers.registry import UnknownProvider
+from bot.runtime import Services
+
+__all__ = ["register"]
+
+logger = logging.getLogger(__name__)
+
+
+def register(app: AsyncApp, services: Services) -> None:
+    async def connect_clicked(
+        ack: AsyncAck,
+        action: dict[str, Any],
+        body: dict[str, Any],
+        client: AsyncWebClient,
+        respond: AsyncRespond,
+    ) -> None:
+        await ack()
+        try:
+            provider = services.providers.get(str(action.get("value", "")))
+        except UnknownProvider:
+            await respond(
+                response_type="ephemeral",
+                replace_original=False,
+                text="That provider is not offered any more. Run /connections to see the current list.",
+            )
+            return
+        # A trigger_id expires 3 seconds after the click: open the modal before any other work.
+        await client.views_open(
+            trigger_id=body["trigger_id"],
+            view=create_modal(provider, private_metadata=form_metadata(provider)),
+        )
+
+    async def page_clicked(
+        ack: AsyncAck,
+        action: dict[str, Any],
+        respond: AsyncRespond,
+        context: AsyncBoltContext,
+    ) -> None:
+        await ack()
+        value = str(action.get("value", ""))
+        page = int(value) if value.isdigit() else 1
+        listing = await services.connections.list_connections(_team(context), page)
+        # The list is an ephemeral reply: it has no message to update, only its response_url.
+        await respond(replace_original=True, **connections_message(list(services.providers), listing))
+
+    async def try_again_clicked(
+        ack: AsyncAck,
+        action: dict[str, Any],
+        body: dict[str, Any],
+        client: AsyncWebClient,
+    ) -> None:
+        await ack()
+        draft = FormDraft.decode(str(action.get("value", "")))
+        view = body.get("view") or {}
+        if draft is None or not view.get("id"):
+            return
+        try:
+            provider = services.providers.get(draft.provider_key)
+        except UnknownProvider:
+            return
+        await client.views_update(
+            view_id=view["id"],
+            hash=view.get("hash"),
+            view=create_modal(
+                provider,
+                private_metadata=form_metadata(provider),
+                initial=draft.initial_values(provider),
+                notice="Nothing was saved. Fix what the hints pointed at and submit again.",
+            ),
+        )
+
+    app.action(ids.ACTION_CONNECT)(connect_clicked)
+    app.action(re.compile(f"^{re.escape(ids.ACTION_PAGE)}"))(page_clicked)
+    app.action(ids.ACTION_TRY_AGAIN)(try_again_clicked)
+
+
+def _team(context: AsyncBoltContext) -> str:
+    if not context.team_id:
+        raise ValueError("an action without a team id")
+    return str(context.team_id)

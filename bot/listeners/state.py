@@ -1,0 +1,83 @@
+"""What we round-trip through Slack: ``private_metadata`` and button values.
+
+Slack echoes these back on later requests, so they are treated as untrusted input: parsed
+defensively, and never holding a secret (Slack shows them to the client)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot import ids
+from bot.providers.base import Provider
+from bot.redaction import Secret
+
+__all__ = ["FormDraft", "form_metadata", "parse_form_metadata", "read_form"]
+
+
+@dataclass(frozen=True)
+class FormDraft:
+    """The non-secret part of a form, kept so that "Try again" does not make the user retype it."""
+
+    provider_key: str
+    name: str = ""
+    config: dict[str, str] = field(default_factory=dict)
+
+    def encode(self) -> str:
+        return json.dumps({"p": self.provider_key, "n": self.name, "c": self.config}, separators=(",", ":"))
+
+    @classmethod
+    def decode(cls, text: str) -> FormDraft | None:
+        try:
+            data = json.loads(text)
+        except (TypeError, ValueError):
+            return None
+        if not isinstance(data, dict) or not isinstance(data.get("p"), str):
+            return None
+        name = data.get("n")
+        raw_config = data.get("c")
+        config = (
+            {str(k): v for k, v in raw_config.items() if isinstance(v, str)}
+            if isinstance(raw_config, dict)
+            else {}
+        )
+        return cls(provider_key=data["p"], name=name if isinstance(name, str) else "", config=config)
+
+    def initial_values(self, provider: Provider) -> dict[str, str]:
+        """Pre-fill values for the form: the name and the provider's non-secret fields only."""
+        allowed = {f.name for f in provider.fields if not f.secret}
+        values = {k: v for k, v in self.config.items() if k in allowed}
+        if self.name:
+            values[ids.BLOCK_NAME] = self.name
+        return values
+
+
+def form_metadata(provider: Provider) -> str:
+    return json.dumps({"provider": provider.key})
+
+
+def parse_form_metadata(text: str | None) -> str | None:
+    """The provider key stored in a form's private_metadata, or None if it is unusable."""
+    try:
+        data = json.loads(text or "")
+    except ValueError:
+        return None
+    key = data.get("provider") if isinstance(data, dict) else None
+    return key if isinstance(key, str) else None
+
+
+def read_form(view: Mapping[str, Any], provider: Provider) -> tuple[str, dict[str, str | Secret]]:
+    """The submitted name and field values; secret fields are wrapped at once."""
+    state = view.get("state", {}).get("values", {})
+
+    def text(block_id: str) -> str:
+        value = state.get(block_id, {}).get(ids.INPUT_ACTION, {}).get("value")
+        return value if isinstance(value, str) else ""
+
+    values: dict[str, str | Secret] = {}
+    for f in provider.fields:
+        raw = text(f.name)
+        values[f.name] = Secret(raw) if f.secret else raw
+    return text(ids.BLOCK_NAME), values

@@ -1,0 +1,105 @@
+"""Wiring: from settings to the running services, and the start-up checks that guard the data."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import httpx
+
+from bot.background import Background
+from bot.crypto import Cipher, CryptoError, Sealed, associated_data
+from bot.master_key import LoadedKey, MasterKeyError, load_master_key, verify_key_opens
+from bot.providers.registry import ProviderRegistry, build_registry
+from bot.redaction import Secret
+from bot.services.connections import ConnectionService
+from bot.settings import Settings
+from bot.store.uow import Database
+
+__all__ = ["PROVIDER_TIMEOUT_SECONDS", "Services", "StartupError", "start_services"]
+
+logger = logging.getLogger(__name__)
+
+PROVIDER_TIMEOUT_SECONDS = 10.0
+
+
+class StartupError(Exception):
+    """The bot must not start; the message is one line, safe to print, and says what to do."""
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    cipher: Cipher
+    key: LoadedKey
+    providers: ProviderRegistry
+    http: httpx.AsyncClient
+    background: Background
+    connections: ConnectionService
+
+    async def healthy(self) -> dict[str, bool]:
+        """What /healthz reports: the database answers and the master key seals and opens."""
+        return {"database": await self.db.ping(), "master_key": _key_works(self.cipher)}
+
+    async def close(self, drain_seconds: float = 10.0) -> None:
+        await self.background.drain(drain_seconds)
+        await self.http.aclose()
+        await self.db.dispose()
+
+
+async def start_services(settings: Settings, *, http: httpx.AsyncClient | None = None) -> Services:
+    """Open the database, load the master key (refusing one that does not open stored data) and
+    build the services. Migrations must already be applied."""
+    db = Database.from_url(settings.database_url)
+    try:
+        async with db.transaction() as tx:
+            latest = await tx.credentials.latest()
+        try:
+            loaded = load_master_key(settings, has_ciphertext=latest is not None)
+        except MasterKeyError as exc:
+            raise StartupError(str(exc)) from None
+        cipher = Cipher(loaded.key)
+        if latest is not None:
+            try:
+                verify_key_opens(
+                    cipher,
+                    Sealed(key_id=latest.key_id, nonce=latest.nonce, ciphertext=latest.ciphertext),
+                    associated_data(latest.connection_id, latest.field, latest.version),
+                    where=loaded.location,
+                )
+            except MasterKeyError as exc:
+                raise StartupError(str(exc)) from None
+    except BaseException:
+        await db.dispose()
+        raise
+    if loaded.warning:
+        logger.warning("%s", loaded.warning)
+    logger.info("master key %s loaded from %s", loaded.key.key_id, loaded.location)
+    client = http or httpx.AsyncClient(
+        timeout=httpx.Timeout(PROVIDER_TIMEOUT_SECONDS),
+        headers={"User-Agent": "connections-bot"},
+        follow_redirects=False,
+    )
+    providers = build_registry(settings)
+    return Services(
+        settings=settings,
+        db=db,
+        cipher=cipher,
+        key=loaded,
+        providers=providers,
+        http=client,
+        background=Background(),
+        connections=ConnectionService(db, cipher, providers, client),
+    )
+
+
+_CANARY_AAD = b"connections-bot/healthz"
+
+
+def _key_works(cipher: Cipher) -> bool:
+    try:
+        probe = Secret("healthz-canary")
+        return cipher.open(cipher.seal(probe, _CANARY_AAD), _CANARY_AAD) == probe
+    except CryptoError:
+        return False

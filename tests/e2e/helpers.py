@@ -1,0 +1,103 @@
+"""Reading what a user sees in Block Kit, and opening the create form the way a user does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot import ids
+from tests.fakes.slack_api import FakeSlack
+from tests.support.slack_requests import SlackSender
+
+
+def visible_text(node: Any) -> str:
+    """Every text a user can read in a view, a message or a list of blocks, joined by newlines."""
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key in ("text", "initial_value") and isinstance(item, str):
+                    found.append(item)
+                elif key not in ("private_metadata", "value", "action_id", "block_id", "callback_id"):
+                    walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(node)
+    return "\n".join(found)
+
+
+def latest_message(slack: FakeSlack, sender: SlackSender) -> Any:
+    messages = slack.visible_messages(sender.channel_id, sender.user_id)
+    assert messages, "the user sees no message"
+    return messages[-1]
+
+
+def open_create_form(slack: FakeSlack, sender: SlackSender) -> str:
+    """Type /connections, click Connect on the Confluent Cloud card; return the modal's view id."""
+    response = sender.command("")
+    assert response.status_code == 200
+    slack.wait_for_hook()
+    message = latest_message(slack, sender)
+    opened_before = len(slack.calls_to("views.open"))
+    sender.action(ids.ACTION_CONNECT, "confluent_cloud", on=message)
+    call = slack.wait_for("views.open", count=opened_before + 1)[-1]
+    assert call.ok, call.error
+    return str(call.response["view"]["id"])
+
+
+def form_values(name: str, key: str, secret: str, **extra: str) -> dict[str, str]:
+    return {ids.BLOCK_NAME: name, "api_key": key, "api_secret": secret, **extra}
+
+
+def wait_for_result(slack: FakeSlack, view_id: str, count: int = 1) -> dict[str, Any]:
+    """The view after the bot replaced "Verifying…" with the outcome."""
+    updates = [c for c in slack.wait_for("views.update", count=count) if c.body.get("view_id") == view_id]
+    assert updates and updates[-1].ok, updates[-1].error if updates else "no views.update"
+    return slack.views[view_id]
+
+
+def input_block(view: dict[str, Any], block_id: str) -> dict[str, Any]:
+    for block in view["blocks"]:
+        if block.get("type") == "input" and block.get("block_id") == block_id:
+            return dict(block)
+    raise AssertionError(f"no input {block_id!r} in the view")
+
+
+def stored(database_url: str) -> dict[str, list[Any]]:
+    """Every row the bot stored, by table, read with a fresh engine."""
+    import asyncio
+
+    from sqlalchemy import select
+
+    from bot.store import AuditEvent, Connection, Credential, Database, VerificationRecord
+
+    async def read() -> dict[str, list[Any]]:
+        db = Database.from_url(database_url)
+        try:
+            async with db.read() as session:
+                result: dict[str, list[Any]] = {}
+                for name, model in (
+                    ("connections", Connection),
+                    ("credentials", Credential),
+                    ("verifications", VerificationRecord),
+                    ("audit_events", AuditEvent),
+                ):
+                    result[name] = list((await session.scalars(select(model))).all())
+                return result
+        finally:
+            await db.dispose()
+
+    return asyncio.run(read())
+
+
+def wait_until(condition: Any, timeout: float = 5.0, what: str = "condition") -> None:
+    """Poll ``condition()`` until it is true; fail with ``what`` after ``timeout`` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)

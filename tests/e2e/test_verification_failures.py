@@ -103,7 +103,7 @@ def test_try_again_reopens_the_form_with_the_name_kept_and_never_the_key_or_secr
     wrong_secret = new_api_secret()
     view_id, _ = submit_and_read(bot, form_values("Production Confluent Cloud", cloud_key.key, wrong_secret))
     result = bot.slack.views[view_id]
-    block_id, button = find_action(result["blocks"], ids.ACTION_TRY_AGAIN)
+    _block_id, button = find_action(result["blocks"], ids.ACTION_TRY_AGAIN)
     assert button["text"]["text"] == "Try again"
     assert cloud_key.key not in button["value"] and wrong_secret not in button["value"]
 

@@ -27,10 +27,8 @@ __all__ = [
     "provider_block_id",
 ]
 
-ACTION_PAGE_PREVIOUS = f"{ids.ACTION_PAGE}:previous"
-"""action_id of the Previous button; value = the page number to show. Matches ``^connections_page``."""
-ACTION_PAGE_NEXT = f"{ids.ACTION_PAGE}:next"
-"""action_id of the Next button; value = the page number to show. Matches ``^connections_page``."""
+ACTION_PAGE_PREVIOUS = ids.ACTION_PAGE_PREVIOUS
+ACTION_PAGE_NEXT = ids.ACTION_PAGE_NEXT
 PAGINATION_BLOCK = "connections_pagination"
 """block_id of the actions block holding Previous / Next."""
 

@@ -72,7 +72,9 @@ def build_asgi(app: AsyncApp, services: Services, *, own_services: bool = True) 
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         yield
         if own_services:
+            logger.info("shutting down; finishing %d task(s) in flight", services.background.pending)
             await services.close(SHUTDOWN_DRAIN_SECONDS)
+            logger.info("stopped")
 
     routes = [Route("/healthz", healthz, methods=["GET"])]
     if not services.settings.socket_mode:

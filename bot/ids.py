@@ -6,6 +6,8 @@ from __future__ import annotations
 __all__ = [
     "ACTION_CONNECT",
     "ACTION_PAGE",
+    "ACTION_PAGE_NEXT",
+    "ACTION_PAGE_PREVIOUS",
     "ACTION_TRY_AGAIN",
     "BLOCK_NAME",
     "INPUT_ACTION",
@@ -21,7 +23,9 @@ VIEW_RESULT = "create_connection_result"
 ACTION_CONNECT = "connect_provider"
 """A provider card's Connect button; value = provider key."""
 ACTION_PAGE = "connections_page"
-"""Previous/Next buttons under the connections list; value = page number."""
+"""Prefix of the Previous/Next buttons under the connections list; value = the target page number."""
+ACTION_PAGE_PREVIOUS = f"{ACTION_PAGE}:previous"
+ACTION_PAGE_NEXT = f"{ACTION_PAGE}:next"
 ACTION_TRY_AGAIN = "try_again"
 """The result view's Try again button; value = JSON of the provider key and non-secret fields."""
 

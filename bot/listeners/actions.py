@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
@@ -85,7 +84,8 @@ def register(app: AsyncApp, services: Services) -> None:
         )
 
     app.action(ids.ACTION_CONNECT)(connect_clicked)
-    app.action(re.compile(f"^{re.escape(ids.ACTION_PAGE)}"))(page_clicked)
+    app.action(ids.ACTION_PAGE_PREVIOUS)(page_clicked)
+    app.action(ids.ACTION_PAGE_NEXT)(page_clicked)
     app.action(ids.ACTION_TRY_AGAIN)(try_again_clicked)
 
 

@@ -1,0 +1,230 @@
+"""The ``connections-bot`` command as an operator runs it: a real process, its exit codes and its
+stderr."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import keyring.backends.fail
+import pytest
+
+from bot.crypto import Cipher, MasterKey, associated_data
+from bot.redaction import Secret
+from bot.store import Connection, Credential, Database
+from bot.store.migrate import is_at_head, upgrade_to_head
+from tests.e2e.conftest import SIGNING_SECRET
+from tests.fakes.slack_api import FakeSlack
+from tests.support.slack_requests import SlackSender
+
+EXE = shutil.which("connections-bot", path=os.path.dirname(sys.executable)) or "connections-bot"
+
+
+def clean_env(tmp_path: Path, **values: str) -> dict[str, str]:
+    """A minimal environment: no inherited bot settings, an isolated config dir and keyring."""
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "PYTHON_KEYRING_BACKEND": f"{keyring.backends.fail.__name__}.Keyring",
+        "LANG": "C.UTF-8",
+    }
+    env.update(values)
+    return env
+
+
+def run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [EXE, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_a_missing_required_setting_stops_start_up_with_one_line_and_exit_2(tmp_path: Path) -> None:
+    result = run(["serve"], clean_env(tmp_path), tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "SLACK_BOT_TOKEN" in lines[0]
+
+
+def test_the_signing_secret_is_required_in_http_mode(tmp_path: Path) -> None:
+    result = run(["serve"], clean_env(tmp_path, SLACK_BOT_TOKEN="xoxb-1"), tmp_path)
+    assert result.returncode == 2
+    assert "SLACK_SIGNING_SECRET" in result.stderr
+
+
+def test_migrate_brings_a_new_database_to_the_latest_schema(tmp_path: Path, database_url: str) -> None:
+    env = clean_env(tmp_path, SLACK_BOT_TOKEN="xoxb-1", SLACK_SIGNING_SECRET="s", DATABASE_URL=database_url)
+    result = run(["migrate"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert is_at_head(database_url)
+    assert run(["migrate"], env, tmp_path).returncode == 0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def serving(env: dict[str, str], cwd: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    port = free_port()
+    process = subprocess.Popen(
+        [EXE, "serve"],
+        env={**env, "HOST": "127.0.0.1", "PORT": str(port)},
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"serve exited with {process.returncode}: {process.stderr.read()}")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError("serve did not become healthy within 30 s")
+            time.sleep(0.1)
+        yield url, process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def test_serve_migrates_makes_a_key_file_and_answers_slack(tmp_path: Path) -> None:
+    fake = FakeSlack()
+    with fake.serve():
+        env = clean_env(
+            tmp_path,
+            SLACK_BOT_TOKEN=fake.bot_token,
+            SLACK_SIGNING_SECRET=SIGNING_SECRET,
+            SLACK_API_URL=fake.api_url,
+        )
+        with serving(env, tmp_path) as (url, process):
+            with SlackSender(url, signing_secret=SIGNING_SECRET, fake=fake) as sender:
+                assert sender.command("").status_code == 200
+                [hook] = fake.wait_for_hook()
+                assert hook.ok
+            process.terminate()
+            _, stderr = process.communicate(timeout=15)
+        # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal as servers do.
+        assert process.returncode in (0, -signal.SIGTERM)
+        assert "stopped" in stderr
+
+    # SQLite by default, in the working directory, at the latest schema.
+    assert is_at_head(f"sqlite:///{tmp_path / 'connections.db'}")
+    # No keyring on this machine: a key file only its owner can read, and a warning naming options.
+    key_file = tmp_path / "config" / "connections-bot" / "master.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert "CONNECTIONS_MASTER_KEY" in stderr and "keyrings.cryptfile" in stderr
+    key_text = key_file.read_text().strip()
+    assert key_text not in stderr
+    assert fake.bot_token not in stderr and SIGNING_SECRET not in stderr
+
+
+def store_one_credential(database_url: str, key: MasterKey) -> None:
+    import asyncio
+
+    async def insert() -> None:
+        db = Database.from_url(database_url)
+        cipher = Cipher(key)
+        try:
+            async with db.transaction() as tx:
+                connection = Connection(
+                    team_id="T1", name="prod", provider="confluent_cloud", created_by="U1"
+                )
+                await tx.connections.add(connection)
+                sealed = cipher.seal(
+                    Secret("a-stored-secret-value"), associated_data(connection.id, "api_secret", 1)
+                )
+                await tx.credentials.add(
+                    Credential(
+                        team_id="T1",
+                        connection_id=connection.id,
+                        version=1,
+                        field="api_secret",
+                        key_id=sealed.key_id,
+                        nonce=sealed.nonce,
+                        ciphertext=sealed.ciphertext,
+                    )
+                )
+        finally:
+            await db.dispose()
+
+    asyncio.run(insert())
+
+
+@pytest.fixture
+def database_with_a_credential(database_url: str) -> tuple[str, MasterKey]:
+    upgrade_to_head(database_url)
+    key = MasterKey.generate()
+    store_one_credential(database_url, key)
+    return database_url, key
+
+
+def test_serve_refuses_a_master_key_that_does_not_open_the_stored_credentials(
+    tmp_path: Path, database_with_a_credential: tuple[str, MasterKey]
+) -> None:
+    url, _right_key = database_with_a_credential
+    wrong = MasterKey.generate().to_base64().reveal()
+    env = clean_env(
+        tmp_path,
+        SLACK_BOT_TOKEN="xoxb-1",
+        SLACK_SIGNING_SECRET="s",
+        DATABASE_URL=url,
+        CONNECTIONS_MASTER_KEY=wrong,
+    )
+    result = run(["serve"], env, tmp_path)
+    assert result.returncode == 2
+    assert "does not open" in result.stderr
+    assert wrong not in result.stderr
+
+
+def test_serve_never_makes_a_new_key_over_existing_data(
+    tmp_path: Path, database_with_a_credential: tuple[str, MasterKey]
+) -> None:
+    url, _ = database_with_a_credential
+    env = clean_env(tmp_path, SLACK_BOT_TOKEN="xoxb-1", SLACK_SIGNING_SECRET="s", DATABASE_URL=url)
+    result = run(["serve"], env, tmp_path)
+    assert result.returncode == 2
+    assert "master key" in result.stderr.lower()
+    assert not (tmp_path / "config" / "connections-bot" / "master.key").exists()
+
+
+def test_serve_starts_with_the_right_key(
+    tmp_path: Path, database_with_a_credential: tuple[str, MasterKey]
+) -> None:
+    url, key = database_with_a_credential
+    fake = FakeSlack()
+    with fake.serve():
+        env = clean_env(
+            tmp_path,
+            SLACK_BOT_TOKEN=fake.bot_token,
+            SLACK_SIGNING_SECRET=SIGNING_SECRET,
+            SLACK_API_URL=fake.api_url,
+            DATABASE_URL=url,
+            CONNECTIONS_MASTER_KEY=key.to_base64().reveal(),
+        )
+        with serving(env, tmp_path) as (health_url, _):
+            assert httpx.get(f"{health_url}/healthz").json()["master_key"] == "ok"

@@ -7,12 +7,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
 
-__all__ = ["NAME_MAX_LENGTH", "PAGE_SIZE", "ConnectionSummary", "Health", "Page", "Status"]
+__all__ = ["NAME_MAX_LENGTH", "PAGE_SIZE", "ConnectionSummary", "Health", "Page", "Status", "name_key"]
 
 NAME_MAX_LENGTH = 64
 PAGE_SIZE = 20
 
 T = TypeVar("T")
+
+
+def name_key(name: str) -> str:
+    """The form under which names are compared: whitespace collapsed and Unicode case folded, so
+    "Prod  Kafka", "prod kafka" and "PROD KAFKA" are one name in a workspace. Computed here rather
+    than with the database's lower(), which folds only ASCII on SQLite."""
+    return " ".join(name.split()).casefold()
 
 
 class Status(enum.StrEnum):

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 import httpx
 
@@ -37,13 +38,17 @@ class Services:
     http: httpx.AsyncClient
     background: Background
     connections: ConnectionService
+    closers: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
 
     async def healthy(self) -> dict[str, bool]:
         """What /healthz reports: the database answers and the master key seals and opens."""
         return {"database": await self.db.ping(), "master_key": _key_works(self.cipher)}
 
     async def close(self, drain_seconds: float = 10.0) -> None:
+        """Finish (or, past ``drain_seconds``, cancel) after-ack work, then release connections."""
         await self.background.drain(drain_seconds)
+        for close in reversed(self.closers):
+            await close()
         await self.http.aclose()
         await self.db.dispose()
 

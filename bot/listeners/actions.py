@@ -11,13 +11,15 @@ from slack_sdk.web.async_client import AsyncWebClient
 from blocks.connections import connections_message
 from blocks.modal import create_modal
 from bot import ids
-from bot.listeners.state import FormDraft, form_metadata
+from bot.listeners.state import FormDraft, form_metadata, parse_page, team_of
 from bot.providers.registry import UnknownProvider
 from bot.runtime import Services
 
 __all__ = ["register"]
 
 logger = logging.getLogger(__name__)
+
+STALE_PROVIDER = "That provider is not offered any more. Run /connections to see the current list."
 
 
 def register(app: AsyncApp, services: Services) -> None:
@@ -32,30 +34,37 @@ def register(app: AsyncApp, services: Services) -> None:
         try:
             provider = services.providers.get(str(action.get("value", "")))
         except UnknownProvider:
-            await respond(
-                response_type="ephemeral",
-                replace_original=False,
-                text="That provider is not offered any more. Run /connections to see the current list.",
+            services.background.spawn(
+                respond(response_type="ephemeral", replace_original=False, text=STALE_PROVIDER),
+                name="action:connect:stale",
             )
             return
-        # A trigger_id expires 3 seconds after the click: open the modal before any other work.
-        await client.views_open(
-            trigger_id=body["trigger_id"],
-            view=create_modal(provider, private_metadata=form_metadata(provider)),
+        # A trigger_id expires 3 seconds after the click: the modal opens before anything else.
+        services.background.spawn(
+            client.views_open(
+                trigger_id=body["trigger_id"],
+                view=create_modal(provider, private_metadata=form_metadata(provider)),
+            ),
+            name="action:connect",
         )
 
     async def page_clicked(
         ack: AsyncAck,
         action: dict[str, Any],
+        body: dict[str, Any],
         respond: AsyncRespond,
         context: AsyncBoltContext,
     ) -> None:
         await ack()
-        value = str(action.get("value", ""))
-        page = int(value) if value.isdigit() else 1
-        listing = await services.connections.list_connections(_team(context), page)
-        # The list is an ephemeral reply: it has no message to update, only its response_url.
-        await respond(replace_original=True, **connections_message(list(services.providers), listing))
+        page = parse_page(str(action.get("value", "")))
+        team_id = team_of(context, body)
+
+        async def show_page() -> None:
+            listing = await services.connections.list_connections(team_id, page)
+            # The list is an ephemeral reply: there is no message to update, only its response_url.
+            await respond(replace_original=True, **connections_message(list(services.providers), listing))
+
+        services.background.spawn(show_page(), name="action:page")
 
     async def try_again_clicked(
         ack: AsyncAck,
@@ -72,24 +81,21 @@ def register(app: AsyncApp, services: Services) -> None:
             provider = services.providers.get(draft.provider_key)
         except UnknownProvider:
             return
-        await client.views_update(
-            view_id=view["id"],
-            hash=view.get("hash"),
-            view=create_modal(
-                provider,
-                private_metadata=form_metadata(provider),
-                initial=draft.initial_values(provider),
-                notice="Nothing was saved. Fix what the hints pointed at and submit again.",
+        services.background.spawn(
+            client.views_update(
+                view_id=view["id"],
+                hash=view.get("hash"),
+                view=create_modal(
+                    provider,
+                    private_metadata=form_metadata(provider),
+                    initial=draft.initial_values(provider),
+                    notice="Nothing was saved. Fix what the hints pointed at and submit again.",
+                ),
             ),
+            name="action:try-again",
         )
 
     app.action(ids.ACTION_CONNECT)(connect_clicked)
     app.action(ids.ACTION_PAGE_PREVIOUS)(page_clicked)
     app.action(ids.ACTION_PAGE_NEXT)(page_clicked)
     app.action(ids.ACTION_TRY_AGAIN)(try_again_clicked)
-
-
-def _team(context: AsyncBoltContext) -> str:
-    if not context.team_id:
-        raise ValueError("an action without a team id")
-    return str(context.team_id)

@@ -10,11 +10,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from blocks.connections import connections_message, help_message
 from blocks.modal import create_modal
-from bot.listeners.state import form_metadata
+from bot.listeners.state import form_metadata, parse_page, team_of
 from bot.providers.registry import UnknownProvider
 from bot.runtime import Services
 
-__all__ = ["register"]
+__all__ = ["COMMAND", "register"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,14 +31,15 @@ def register(app: AsyncApp, services: Services) -> None:
     ) -> None:
         await ack()
         sub, _, argument = (command.get("text") or "").strip().partition(" ")
-        sub = sub.lower()
-        argument = argument.strip()
+        sub, argument = sub.lower(), argument.strip()
+        team_id = team_of(context, command)
         providers = list(services.providers)
-        if sub in ("", "list"):
-            page = int(argument) if argument.isdigit() else 1
-            listing = await services.connections.list_connections(_team(context, command), page)
+
+        async def show_connections() -> None:
+            listing = await services.connections.list_connections(team_id, parse_page(argument))
             await respond(response_type="ephemeral", **connections_message(providers, listing))
-        elif sub == "connect":
+
+        async def open_form() -> None:
             try:
                 provider = services.providers.get(argument.lower())
             except UnknownProvider:
@@ -50,16 +51,17 @@ def register(app: AsyncApp, services: Services) -> None:
                 trigger_id=command["trigger_id"],
                 view=create_modal(provider, private_metadata=form_metadata(provider)),
             )
-        elif sub == "help":
-            await respond(response_type="ephemeral", **help_message(providers))
+
+        async def show_help() -> None:
+            unknown = None if sub == "help" else sub
+            await respond(response_type="ephemeral", **help_message(providers, unknown=unknown))
+
+        if sub in ("", "list"):
+            work = show_connections()
+        elif sub == "connect":
+            work = open_form()
         else:
-            await respond(response_type="ephemeral", **help_message(providers, unknown=sub))
+            work = show_help()
+        services.background.spawn(work, name=f"command:{sub or 'list'}")
 
     app.command(COMMAND)(connections_command)
-
-
-def _team(context: AsyncBoltContext, command: dict[str, Any]) -> str:
-    team = context.team_id or command.get("team_id")
-    if not team:
-        raise ValueError("a slash command without a team id")
-    return str(team)

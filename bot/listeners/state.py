@@ -10,11 +10,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from slack_bolt.async_app import AsyncBoltContext
+
 from bot import ids
 from bot.providers.base import Provider
 from bot.redaction import Secret
 
-__all__ = ["FormDraft", "form_metadata", "parse_form_metadata", "read_form"]
+__all__ = ["FormDraft", "form_metadata", "parse_form_metadata", "parse_page", "read_form", "team_of"]
 
 
 @dataclass(frozen=True)
@@ -30,10 +32,7 @@ class FormDraft:
 
     @classmethod
     def decode(cls, text: str) -> FormDraft | None:
-        try:
-            data = json.loads(text)
-        except (TypeError, ValueError):
-            return None
+        data = _parse_json(text)
         if not isinstance(data, dict) or not isinstance(data.get("p"), str):
             return None
         name = data.get("n")
@@ -54,16 +53,35 @@ class FormDraft:
         return values
 
 
+_MAX_ROUND_TRIP = 3000
+"""Slack caps private_metadata at 3000 characters and a button value at 2000; anything longer was
+not written by us."""
+
+
+def _parse_json(text: object) -> Any:
+    if not isinstance(text, str) or len(text) > _MAX_ROUND_TRIP:
+        return None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):  # a deeply nested value is tampering, not a crash
+        return None
+
+
+def parse_page(text: str) -> int:
+    """A page number typed or sent back by a button; anything else is page 1."""
+    text = text.strip()
+    if text.isascii() and text.isdigit() and len(text) <= 6:
+        return max(1, int(text))
+    return 1
+
+
 def form_metadata(provider: Provider) -> str:
     return json.dumps({"provider": provider.key})
 
 
 def parse_form_metadata(text: str | None) -> str | None:
     """The provider key stored in a form's private_metadata, or None if it is unusable."""
-    try:
-        data = json.loads(text or "")
-    except ValueError:
-        return None
+    data = _parse_json(text or "")
     key = data.get("provider") if isinstance(data, dict) else None
     return key if isinstance(key, str) else None
 
@@ -81,3 +99,16 @@ def read_form(view: Mapping[str, Any], provider: Provider) -> tuple[str, dict[st
         raw = text(f.name)
         values[f.name] = Secret(raw) if f.secret else raw
     return text(ids.BLOCK_NAME), values
+
+
+def team_of(context: AsyncBoltContext, body: Mapping[str, Any]) -> str:
+    """The workspace a request comes from: Bolt's context, else the payload's team or user."""
+    team = (
+        context.team_id
+        or body.get("team_id")
+        or (body.get("team") or {}).get("id")
+        or (body.get("user") or {}).get("team_id")
+    )
+    if not team:
+        raise ValueError("a Slack request without a team id")
+    return str(team)

@@ -12,7 +12,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from blocks.modal import problem_view, result_view, verifying_view
 from blocks.results import result_message
 from bot import ids
-from bot.listeners.state import FormDraft, parse_form_metadata, read_form
+from bot.listeners.state import FormDraft, parse_form_metadata, read_form, team_of
 from bot.providers.base import Provider
 from bot.providers.registry import UnknownProvider
 from bot.runtime import Services
@@ -41,7 +41,7 @@ def register(app: AsyncApp, services: Services) -> None:
                 errors={ids.BLOCK_NAME: "This form is out of date. Close it and run /connections again."},
             )
             return
-        team_id, user_id = _team(context, body), str(body["user"]["id"])
+        team_id, user_id = team_of(context, body), str(body["user"]["id"])
         name, raw_values = read_form(view, provider)
         checked = await services.connections.check_form(team_id, provider, name, raw_values)
         if not checked.ok:
@@ -127,10 +127,3 @@ def _error_code(exc: SlackApiError) -> str:
     response = exc.response
     error = response.get("error") if response is not None else None
     return str(error or "unknown error")
-
-
-def _team(context: AsyncBoltContext, body: dict[str, Any]) -> str:
-    team = context.team_id or (body.get("team") or {}).get("id") or body.get("user", {}).get("team_id")
-    if not team:
-        raise ValueError("a view submission without a team id")
-    return str(team)

@@ -88,14 +88,12 @@ class ConnectionService:
 
     async def list_connections(self, team_id: str, page: int = 1) -> Page[ConnectionSummary]:
         """A page of the workspace's connections, newest first; an out-of-range page gives the last."""
-        page = max(1, page)
         async with self._db.read() as session:
             connections = ConnectionRepository(session)
+            # Clamp before querying: a page far past the end would overflow OFFSET.
+            last_page = max(1, -(-(await connections.count(team_id)) // PAGE_SIZE))
+            page = min(max(1, page), last_page)
             rows, total = await connections.list_page(team_id, page, PAGE_SIZE)
-            last_page = max(1, -(-total // PAGE_SIZE))
-            if page > last_page:
-                page = last_page
-                rows, total = await connections.list_page(team_id, page, PAGE_SIZE)
         return Page(
             items=tuple(self._summary(row) for row in rows),
             number=page,

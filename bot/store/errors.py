@@ -32,7 +32,7 @@ class MigrationError(StoreError):
 class NameTaken(StoreError):
     """A connection with this name (compared case-insensitively) already holds it in the workspace.
 
-    Raised when an insert hits the ``uq_connections_team_id_lower_name`` index, which is what makes
+    Raised when an insert hits the ``uq_connections_team_id_name_key`` index, which is what makes
     the name check safe when two people submit the same name at once.
     """
 

@@ -20,12 +20,11 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    func,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from bot.domain import NAME_MAX_LENGTH, Health, Status
+from bot.domain import NAME_MAX_LENGTH, Health, Status, name_key
 from bot.providers.base import Outcome, Verification
 from bot.store.db import Base, StrEnumType, UtcDateTime, utcnow
 
@@ -38,7 +37,7 @@ __all__ = [
     "new_id",
 ]
 
-NAME_INDEX: Final = "uq_connections_team_id_lower_name"
+NAME_INDEX: Final = "uq_connections_team_id_name_key"
 """The partial unique index that reserves a name per workspace while a connection holds it."""
 
 _ID_LENGTH = 36
@@ -70,6 +69,8 @@ class Connection(Base):
 
     team_id: Mapped[str] = mapped_column(String(_SLACK_ID_LENGTH))
     name: Mapped[str] = mapped_column(String(NAME_MAX_LENGTH))
+    # Case folding can lengthen a name (ß -> ss), hence the wider column.
+    name_key: Mapped[str] = mapped_column(String(4 * NAME_MAX_LENGTH), init=False)
     provider: Mapped[str] = mapped_column(String(64))
     created_by: Mapped[str] = mapped_column(String(_SLACK_ID_LENGTH))
     status: Mapped[Status] = mapped_column(StrEnumType(Status), default=Status.PENDING_APPROVAL)
@@ -83,13 +84,15 @@ class Connection(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default_factory=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default_factory=utcnow, onupdate=utcnow)
 
+    def __post_init__(self) -> None:
+        self.name_key = name_key(self.name)
 
-# Declared outside the class because it indexes an expression over the mapped columns. Rejected,
-# expired and revoked connections leave it, so their names can be used again.
+
+# Rejected, expired and revoked connections leave the index, so their names can be used again.
 Index(
     NAME_INDEX,
     Connection.team_id,
-    func.lower(Connection.name),
+    Connection.name_key,
     unique=True,
     sqlite_where=text(_in_values("status", _NAME_HOLDING_STATUSES)),
     postgresql_where=text(_in_values("status", _NAME_HOLDING_STATUSES)),

@@ -15,7 +15,7 @@ from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.domain import Status
+from bot.domain import Status, name_key
 from bot.store.db import utcnow
 from bot.store.errors import NameTaken
 from bot.store.models import NAME_INDEX, AuditEvent, Connection, Credential, VerificationRecord
@@ -34,7 +34,9 @@ def _is_name_conflict(error: IntegrityError) -> bool:
     diag = getattr(error.orig, "diag", None)
     if diag is not None and getattr(diag, "constraint_name", None) == NAME_INDEX:
         return True
-    return NAME_INDEX in str(error.orig)
+    # SQLite names the index's columns rather than the index.
+    message = str(error.orig)
+    return NAME_INDEX in message or "connections.name_key" in message
 
 
 class ConnectionRepository:
@@ -66,7 +68,7 @@ class ConnectionRepository:
         """The connection currently holding ``name`` (case-insensitively) in the workspace, if any."""
         statement = select(Connection).where(
             Connection.team_id == team_id,
-            func.lower(Connection.name) == func.lower(name),
+            Connection.name_key == name_key(name),
             Connection.status.in_(_name_holding_statuses()),
         )
         return await self._session.scalar(statement)
@@ -77,11 +79,18 @@ class ConnectionRepository:
         statement = select(
             exists().where(
                 Connection.team_id == team_id,
-                func.lower(Connection.name) == func.lower(name),
+                Connection.name_key == name_key(name),
                 Connection.status.in_(_name_holding_statuses()),
             )
         )
         return bool(await self._session.scalar(statement))
+
+    async def count(self, team_id: str) -> int:
+        """How many connections the workspace has, in any status."""
+        total = await self._session.scalar(
+            select(func.count()).select_from(Connection).where(Connection.team_id == team_id)
+        )
+        return int(total or 0)
 
     async def list_page(
         self,

@@ -38,6 +38,7 @@ def upgrade() -> None:
         "connections",
         sa.Column("team_id", sa.String(length=32), nullable=False),
         sa.Column("name", sa.String(length=64), nullable=False),
+        sa.Column("name_key", sa.String(length=256), nullable=False),
         sa.Column("provider", sa.String(length=64), nullable=False),
         sa.Column("created_by", sa.String(length=32), nullable=False),
         sa.Column("status", sa.String(length=32), nullable=False),
@@ -55,9 +56,9 @@ def upgrade() -> None:
     )
     op.create_index("ix_connections_team_id_created_at", "connections", ["team_id", "created_at"])
     op.create_index(
-        "uq_connections_team_id_lower_name",
+        "uq_connections_team_id_name_key",
         "connections",
-        ["team_id", sa.text("lower(name)")],
+        ["team_id", "name_key"],
         unique=True,
         sqlite_where=sa.text(f"status IN ({NAME_HOLDING_STATUSES})"),
         postgresql_where=sa.text(f"status IN ({NAME_HOLDING_STATUSES})"),
@@ -142,6 +143,6 @@ def downgrade() -> None:
     op.drop_index("ix_verifications_connection_id_created_at", table_name="verifications")
     op.drop_table("verifications")
     op.drop_table("credentials")
-    op.drop_index("uq_connections_team_id_lower_name", table_name="connections")
+    op.drop_index("uq_connections_team_id_name_key", table_name="connections")
     op.drop_index("ix_connections_team_id_created_at", table_name="connections")
     op.drop_table("connections")

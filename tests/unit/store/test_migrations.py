@@ -115,7 +115,7 @@ def test_drift_check_notices_a_difference(migrated_database_url: str) -> None:
         command.check(alembic_config(migrated_database_url))
 
 
-def test_name_index_is_partial_and_case_insensitive(migrated_database_url: str) -> None:
+def test_name_index_is_partial_and_on_the_folded_name(migrated_database_url: str) -> None:
     with connect(migrated_database_url) as connection:
         if connection.dialect.name == "sqlite":
             definition = connection.scalar(
@@ -127,7 +127,7 @@ def test_name_index_is_partial_and_case_insensitive(migrated_database_url: str) 
             )
     assert definition is not None
     assert "UNIQUE" in definition.upper()
-    assert "lower(" in definition.lower()
+    assert "name_key" in definition
     held = [s.value for s in Status if s.holds_name]
     released = [s.value for s in Status if not s.holds_name]
     assert all(value in definition for value in held)
@@ -137,9 +137,9 @@ def test_name_index_is_partial_and_case_insensitive(migrated_database_url: str) 
 def _insert_connection(connection: SyncConnection, *, status: str, health: str, id_: str) -> None:
     connection.execute(
         text(
-            "INSERT INTO connections (id, team_id, name, provider, created_by, status, health, config,"
-            " credential_version, created_at, updated_at)"
-            " VALUES (:id, 'T1', :id, 'confluent_cloud', 'U1', :status, :health, '{}', 1,"
+            "INSERT INTO connections (id, team_id, name, name_key, provider, created_by, status, health,"
+            " config, credential_version, created_at, updated_at)"
+            " VALUES (:id, 'T1', :id, :id, 'confluent_cloud', 'U1', :status, :health, '{}', 1,"
             " '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
         ),
         {"id": id_, "status": status, "health": health},

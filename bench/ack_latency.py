@@ -117,7 +117,9 @@ def opened_views(slack: FakeSlack, count: int) -> list[dict[str, Any]]:
     views = []
     with httpx.Client(base_url=slack.api_url, headers={"Authorization": f"Bearer {slack.bot_token}"}) as api:
         for _ in range(count):
-            answer = api.post("views.open", json={"trigger_id": slack.issue_trigger_id(), "view": view}).json()
+            answer = api.post(
+                "views.open", json={"trigger_id": slack.issue_trigger_id(), "view": view}
+            ).json()
             views.append(answer["view"])
     return views
 
@@ -165,7 +167,9 @@ async def run(app_url: str, slack: FakeSlack, key: str, secret: str, requests: i
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--database-url", help="default: a SQLite file in a temporary directory")

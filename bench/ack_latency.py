@@ -195,7 +195,8 @@ def main() -> None:
             }
             print(
                 f"{args.requests} requests, {args.concurrency} at a time, loopback; "
-                f"provider answers after {PROVIDER_DELAY * 1000:.0f} ms; database {database_url.split(':')[0]}"
+                f"provider answers after {PROVIDER_DELAY * 1000:.0f} ms; "
+                f"database {database_url.split(':')[0]}"
             )
             with serve_bot(env, Path(tmp)) as app_url:
                 asyncio.run(run(app_url, slack, key, secret, args.requests, args.concurrency))

@@ -335,6 +335,15 @@ def endpoint_problem(endpoint: str) -> str | None:
         return f"That is the bootstrap server; the REST endpoint is the https:// URL, like {example}."
     if parts.scheme.lower() != "https" or not parts.hostname or " " in endpoint:
         return f"The REST endpoint is an https:// URL with a host name, like {example}."
+    if parts.username is not None or parts.password is not None:
+        # Credentials in the URL would be stored and shown as plain configuration.
+        return "Leave the key and secret out of the URL; they go in the API Key and API Secret fields."
+    if not endpoint.isascii() or any(ch.isspace() or not ch.isprintable() for ch in endpoint):
+        return f"The REST endpoint has characters a URL cannot hold; it looks like {example}."
+    try:
+        httpx.URL(endpoint).host  # noqa: B018 -- decoding the host catches bad IDNA labels
+    except (httpx.InvalidURL, ValueError):
+        return f"That isn't a valid URL; the REST endpoint looks like {example}."
     if parts.path or parts.query or parts.fragment:
         return f"Give only the base URL, without a path, like {example}."
     return None

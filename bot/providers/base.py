@@ -12,6 +12,7 @@ To add a provider: subclass :class:`Provider`, fill in the class attributes, imp
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import time
@@ -137,6 +138,8 @@ class Provider(ABC):
     """The secret field whose masked form (first and last 4 characters) identifies a credential."""
     unreachable_hints: tuple[str, ...] = ()
     """Hints for a network failure (DNS, refused connection, TLS, timeout)."""
+    deadline_seconds: float = 60.0
+    """The most a whole verification (every probe, retry and back-off) may take."""
 
     @property
     def fields(self) -> tuple[FormField, ...]:
@@ -173,11 +176,24 @@ class Provider(ABC):
         """Run :meth:`probe` and wrap its result; never raises for a provider-side failure."""
         started = time.perf_counter()
         try:
-            result = await self.probe(values, http)
+            async with asyncio.timeout(self.deadline_seconds):
+                result = await self.probe(values, http)
+        except TimeoutError:
+            result = Probe(
+                outcome=Outcome.UNREACHABLE,
+                summary=f"{self.title} did not finish answering within {self.deadline_seconds:.0f} seconds.",
+                hints=self.unreachable_hints,
+            )
         except httpx.TimeoutException:
             result = Probe(
                 outcome=Outcome.UNREACHABLE,
                 summary=f"{self.title} did not answer in time.",
+                hints=self.unreachable_hints,
+            )
+        except httpx.InvalidURL:
+            result = Probe(
+                outcome=Outcome.INVALID_INPUT,
+                summary=f"That address can't be used to reach {self.title}; check the URL.",
                 hints=self.unreachable_hints,
             )
         except httpx.TransportError as exc:

@@ -209,8 +209,9 @@ class ConfluentCloud(Provider):
             return run.failure(errs.parse_error(listed), where, unauthorized, on_cluster=True)
         topics = len(_data(listed))
         detail = "" if topics else "The list shows only topics the key's owner may describe."
-        run.checks.append(Check(f"{topics} topics visible", True, detail))
-        run.facts.append(f"{topics} topics visible")
+        seen = _count(topics, "topic")
+        run.checks.append(Check(f"{seen} visible", True, detail))
+        run.facts.append(f"{seen} visible")
 
         dry_run = {"topic_name": f"connections-bot-probe-{uuid.uuid4().hex}", "validate_only": True}
         created = await run.send("POST", f"{base}/topics", json=dry_run)
@@ -281,8 +282,9 @@ class _Run:
         count = total if isinstance(total, int) else len(_data(response))
         self.checks.append(Check("Cloud API key accepted", True))
         detail = "" if count else "Its owner probably has no role on any environment (a guess)."
-        self.checks.append(Check(f"{count} environments visible", bool(count), detail))
-        self.facts.append(f"{count} environments visible")
+        seen = _count(count, "environment")
+        self.checks.append(Check(f"{seen} visible", bool(count), detail))
+        self.facts.append(f"{seen} visible")
         if not count:
             self.hints.append(errs.NO_ENVIRONMENTS_HINT)
 
@@ -354,3 +356,7 @@ def _data(response: httpx.Response) -> list[Any]:
 def _plain(values: FieldValues, name: str) -> str:
     value = values.get(name, "")
     return value.reveal() if isinstance(value, Secret) else str(value or "")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

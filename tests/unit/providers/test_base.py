@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
@@ -193,3 +194,27 @@ def test_secrets_of_keeps_only_present_secrets() -> None:
     assert list(found) == ["token"] and found["token"].reveal() == SECRET_TEXT
     assert toy.secrets_of({**VALUES, "token": Secret("")}) == {}
     assert toy.secrets_of({"user": "alice"}) == {}
+
+
+async def test_a_verification_past_its_deadline_is_unreachable_not_stuck() -> None:
+    class Slow(Toy):
+        deadline_seconds = 0.05
+
+        async def probe(self, values: FieldValues, http: httpx.AsyncClient) -> Probe:
+            await asyncio.sleep(5)
+            raise AssertionError("the deadline did not stop the probe")
+
+    result = await Slow().verify(
+        {"user": "u", "token": Secret(SECRET_TEXT)}, client(lambda r: httpx.Response(200))
+    )
+    assert result.outcome is Outcome.UNREACHABLE
+    assert "did not finish answering" in result.summary
+    assert result.hints == Toy.unreachable_hints
+
+
+async def test_an_address_httpx_cannot_use_is_invalid_input() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.InvalidURL("Invalid URL")
+
+    result = await Toy().verify({"user": "u", "token": Secret(SECRET_TEXT)}, client(refuse))
+    assert result.outcome is Outcome.INVALID_INPUT

@@ -315,6 +315,11 @@ def test_a_cflt_secret_in_the_key_field_is_flagged_as_swapped() -> None:
         ("https://pkc-abcde.us-west4.gcp.confluent.cloud:443/kafka/v3/clusters/lkc-abc123", "without a path"),
         ("https://pkc-abcde.us-west4.gcp.confluent.cloud:99999", "valid URL"),
         ("https://pkc abcde.confluent.cloud", "https://"),
+        (f"https://{DOCS_KEY}:secretvalue@pkc-abcde.us-west4.gcp.confluent.cloud:443", "out of the URL"),
+        ("https://user@pkc-abcde.us-west4.gcp.confluent.cloud:443", "out of the URL"),
+        ("https://pkc-abcde\t.confluent.cloud:443", "characters a URL cannot hold"),
+        ("https://éx\u200dample.com", "characters a URL cannot hold"),
+        ("https://xn--a.com", "valid URL"),
     ],
 )
 def test_a_bad_rest_endpoint_is_explained(endpoint: str, says: str) -> None:

@@ -117,15 +117,23 @@ def _encoded_forms(value: str) -> Iterable[str]:
     yield quote(json.dumps(value)[1:-1], safe="")
 
 
-def _basic_auth_forms(values: list[str]) -> Iterable[str]:
-    # A Basic auth header is base64("key:secret"); mask it even though the pieces are masked too.
-    for user in values:
-        for password in values:
-            if user != password:
-                yield base64.b64encode(f"{user}:{password}".encode()).decode()
-
-
 _BOLT_BODY = re.compile(r"(body: ).*", re.DOTALL)
+_BASIC_AUTH = re.compile(r"(?i)(basic\s+)([A-Za-z0-9+/]{8,}={0,2})")
+
+
+def _mask_basic_auth(text: str, values: list[str]) -> str:
+    """Mask a Basic auth header whose base64 payload ("user:password") holds a live secret."""
+
+    def replace(match: re.Match[str]) -> str:
+        try:
+            decoded = base64.b64decode(match.group(2), validate=True).decode("utf-8", "replace")
+        except ValueError:
+            return match.group(0)
+        if any(value in decoded for value in values):
+            return match.group(1) + MASK
+        return match.group(0)
+
+    return _BASIC_AUTH.sub(replace, text)
 
 
 def redact(text: str, extra: Iterable[str] = ()) -> str:
@@ -134,13 +142,10 @@ def redact(text: str, extra: Iterable[str] = ()) -> str:
     values.extend(v for v in extra if len(v) >= _MIN_REGISTERED_LENGTH)
     if not values:
         return text
+    text = _mask_basic_auth(text, values)
     for value in values:
         for form in _encoded_forms(value):
             if form and form in text:
-                text = text.replace(form, MASK)
-    if len(values) > 1 and len(values) <= 8:
-        for form in _basic_auth_forms(values):
-            if form in text:
                 text = text.replace(form, MASK)
     return text
 

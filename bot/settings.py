@@ -32,7 +32,8 @@ class Settings:
     slack_app_token: Secret | None = None
     slack_api_url: str = DEFAULT_SLACK_API_URL
     confluent_cloud_api_url: str = DEFAULT_CONFLUENT_CLOUD_API_URL
-    database_url: str = DEFAULT_DATABASE_URL
+    # A database URL can carry a password; keep it out of reprs (Services embeds Settings).
+    database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
     admin_channel: str | None = None
     admins: frozenset[str] = field(default_factory=frozenset)
     admin_group: str | None = None

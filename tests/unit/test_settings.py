@@ -57,9 +57,16 @@ def test_a_bad_port_is_refused(port: str) -> None:
         Settings.from_mapping({**BASE, "PORT": port})
 
 
-def test_repr_shows_no_token_or_key() -> None:
-    settings = Settings.from_mapping({**BASE, "CONNECTIONS_MASTER_KEY": "bWFzdGVyLWtleS1iYXNlNjQtdmFsdWU="})
+def test_repr_shows_no_token_key_or_database_password() -> None:
+    settings = Settings.from_mapping(
+        {
+            **BASE,
+            "CONNECTIONS_MASTER_KEY": "bWFzdGVyLWtleS1iYXNlNjQtdmFsdWU=",
+            "DATABASE_URL": "postgresql://bot:hunter2pw@db.internal/connections",
+        }
+    )
     text = repr(settings)
+    assert "hunter2pw" not in text
     for value in (*BASE.values(), "bWFzdGVyLWtleS1iYXNlNjQtdmFsdWU="):
         assert value not in text
 

@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 import httpx
 
 from bot.background import Background
-from bot.crypto import Cipher, CryptoError, Sealed, associated_data
-from bot.master_key import LoadedKey, MasterKeyError, load_master_key, verify_key_opens
+from bot.crypto import Cipher
+from bot.master_key import LoadedKey, MasterKeyError
 from bot.providers.registry import ProviderRegistry, build_registry
-from bot.redaction import Secret
 from bot.services.connections import ConnectionService
+from bot.services.key_guard import guard_master_key, key_opens_database
 from bot.settings import Settings
 from bot.store.uow import Database
 
@@ -41,8 +41,12 @@ class Services:
     closers: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
 
     async def healthy(self) -> dict[str, bool]:
-        """What /healthz reports: the database answers and the master key seals and opens."""
-        return {"database": await self.db.ping(), "master_key": _key_works(self.cipher)}
+        """What /healthz reports: the database answers, and the master key opens its canary."""
+        database = await self.db.ping()
+        return {
+            "database": database,
+            "master_key": database and await key_opens_database(self.db, self.cipher),
+        }
 
     async def close(self, drain_seconds: float = 10.0) -> None:
         """Finish (or, past ``drain_seconds``, cancel) after-ack work, then release connections."""
@@ -58,23 +62,10 @@ async def start_services(settings: Settings, *, http: httpx.AsyncClient | None =
     build the services. Migrations must already be applied."""
     db = Database.from_url(settings.database_url)
     try:
-        async with db.transaction() as tx:
-            latest = await tx.credentials.latest()
-        try:
-            loaded = load_master_key(settings, has_ciphertext=latest is not None)
-        except MasterKeyError as exc:
-            raise StartupError(str(exc)) from None
-        cipher = Cipher(loaded.key)
-        if latest is not None:
-            try:
-                verify_key_opens(
-                    cipher,
-                    Sealed(key_id=latest.key_id, nonce=latest.nonce, ciphertext=latest.ciphertext),
-                    associated_data(latest.connection_id, latest.field, latest.version),
-                    where=loaded.location,
-                )
-            except MasterKeyError as exc:
-                raise StartupError(str(exc)) from None
+        loaded, cipher = await guard_master_key(db, settings)
+    except MasterKeyError as exc:
+        await db.dispose()
+        raise StartupError(str(exc)) from None
     except BaseException:
         await db.dispose()
         raise
@@ -97,14 +88,3 @@ async def start_services(settings: Settings, *, http: httpx.AsyncClient | None =
         background=Background(),
         connections=ConnectionService(db, cipher, providers, client),
     )
-
-
-_CANARY_AAD = b"connections-bot/healthz"
-
-
-def _key_works(cipher: Cipher) -> bool:
-    try:
-        probe = Secret("healthz-canary")
-        return cipher.open(cipher.seal(probe, _CANARY_AAD), _CANARY_AAD) == probe
-    except CryptoError:
-        return False

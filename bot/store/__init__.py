@@ -4,16 +4,18 @@ Services use :class:`Database` (``async with db.transaction() as tx``) and the m
 changes only through the Alembic migrations run by :mod:`bot.store.migrate`.
 """
 
-from bot.store.errors import DatabaseUrlError, MigrationError, NameTaken, StoreError
-from bot.store.models import AuditEvent, Connection, Credential, VerificationRecord
+from bot.store.errors import CanaryExists, DatabaseUrlError, MigrationError, NameTaken, StoreError
+from bot.store.models import AuditEvent, Connection, Credential, KeyCanary, VerificationRecord
 from bot.store.uow import Database, UnitOfWork
 
 __all__ = [
     "AuditEvent",
+    "CanaryExists",
     "Connection",
     "Credential",
     "Database",
     "DatabaseUrlError",
+    "KeyCanary",
     "MigrationError",
     "NameTaken",
     "StoreError",

@@ -5,6 +5,7 @@
     StoreError                 anything the store reports on purpose
     ├── DatabaseUrlError       DATABASE_URL names a database the bot cannot use
     ├── MigrationError         the database could not be reached or migrated
+    ├── CanaryExists           another process initialised the master-key canary first
     └── NameTaken              another connection in the workspace holds this name
 
 Messages are safe to show: they never include a password from the URL, a query parameter or a
@@ -14,7 +15,7 @@ that only a bug could break) propagate as SQLAlchemy's own exceptions.
 
 from __future__ import annotations
 
-__all__ = ["DatabaseUrlError", "MigrationError", "NameTaken", "StoreError"]
+__all__ = ["CanaryExists", "DatabaseUrlError", "MigrationError", "NameTaken", "StoreError"]
 
 
 class StoreError(Exception):
@@ -27,6 +28,13 @@ class DatabaseUrlError(StoreError):
 
 class MigrationError(StoreError):
     """The database could not be reached, or a migration failed; the original error is the cause."""
+
+
+class CanaryExists(StoreError):
+    """Another process stored the master-key canary first (two processes initialised one database)."""
+
+    def __init__(self) -> None:
+        super().__init__("the database already has a master-key canary")
 
 
 class NameTaken(StoreError):

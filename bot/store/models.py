@@ -33,6 +33,7 @@ __all__ = [
     "AuditEvent",
     "Connection",
     "Credential",
+    "KeyCanary",
     "VerificationRecord",
     "new_id",
 ]
@@ -115,6 +116,24 @@ class Credential(Base):
     nonce: Mapped[bytes] = mapped_column(LargeBinary, repr=False)
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary, repr=False)
     id: Mapped[str] = mapped_column(String(_ID_LENGTH), primary_key=True, default_factory=new_id)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default_factory=utcnow)
+
+
+class KeyCanary(Base):
+    """A known value sealed with the master key when the database is first used.
+
+    It ties the database to one master key: a process that starts with another key (a second host
+    that made its own, a wrong CONNECTIONS_MASTER_KEY) fails to open it and refuses to start, even
+    before any credential is stored. There is exactly one row (``id`` is always 1), so two processes
+    racing to initialise an empty database cannot both win."""
+
+    __tablename__ = "key_canaries"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    key_id: Mapped[str] = mapped_column(String(64))
+    nonce: Mapped[bytes] = mapped_column(LargeBinary, repr=False)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary, repr=False)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, default=1, autoincrement=False)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default_factory=utcnow)
 
 

@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain import Status, name_key
 from bot.store.db import utcnow
-from bot.store.errors import NameTaken
-from bot.store.models import NAME_INDEX, AuditEvent, Connection, Credential, VerificationRecord
+from bot.store.errors import CanaryExists, NameTaken
+from bot.store.models import NAME_INDEX, AuditEvent, Connection, Credential, KeyCanary, VerificationRecord
 
 __all__ = [
     "AuditRepository",
@@ -197,6 +197,24 @@ class CredentialRepository:
             statement = statement.where(Credential.version == version)
         result = await self._session.execute(statement.returning(Credential.id))
         return len(result.all())
+
+
+class KeyCanaryRepository:
+    """The one sealed canary that ties the database to its master key."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def get(self) -> KeyCanary | None:
+        return await self._session.get(KeyCanary, 1)
+
+    async def add(self, canary: KeyCanary) -> None:
+        """Insert the canary; raises :class:`CanaryExists` if another process did first."""
+        try:
+            async with self._session.begin_nested():
+                self._session.add(canary)
+        except IntegrityError:
+            raise CanaryExists() from None
 
 
 class VerificationRepository:

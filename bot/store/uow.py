@@ -28,6 +28,7 @@ from bot.store.repositories import (
     AuditRepository,
     ConnectionRepository,
     CredentialRepository,
+    KeyCanaryRepository,
     VerificationRepository,
 )
 
@@ -45,6 +46,7 @@ class UnitOfWork:
         self.credentials = CredentialRepository(session)
         self.verifications = VerificationRepository(session)
         self.audit = AuditRepository(session)
+        self.key_canary = KeyCanaryRepository(session)
 
 
 class Database:

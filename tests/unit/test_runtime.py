@@ -15,9 +15,10 @@ import keyring
 import keyring.backends.fail
 import pytest
 from keyring.backend import KeyringBackend
+from sqlalchemy import update
 
 from bot.app import build_app, build_asgi
-from bot.crypto import MasterKey
+from bot.crypto import Cipher, MasterKey, associated_data
 from bot.master_key import KeySource, default_key_file_path
 from bot.providers.base import Outcome
 from bot.providers.confluent_cloud import ConfluentCloud
@@ -25,7 +26,7 @@ from bot.redaction import Secret
 from bot.runtime import Services, StartupError, start_services
 from bot.services.connections import CreateRequest
 from bot.settings import Settings
-from bot.store import Database
+from bot.store import Database, KeyCanary
 from tests.fakes.confluent_api import FakeConfluent, new_api_key, new_api_secret
 
 API = "https://api.confluent.test"
@@ -225,9 +226,41 @@ async def test_health_reports_a_database_that_went_away(migrated_database_url: s
         await services.db.dispose()
         services.db = Database.from_url(UNREACHABLE_DATABASE)
 
-        assert await services.healthy() == {"database": False, "master_key": True}
+        # Without the database the key cannot be shown to open anything, so both fail.
+        assert await services.healthy() == {"database": False, "master_key": False}
         failing = await get_healthz(services)
         assert failing.status_code == 503
-        assert failing.json() == {"status": "unavailable", "database": "failing", "master_key": "ok"}
+        assert failing.json() == {"status": "unavailable", "database": "failing", "master_key": "failing"}
     finally:
         await services.close()
+
+
+async def test_health_reports_a_key_that_no_longer_opens_the_database(migrated_database_url: str) -> None:
+    services = await start_services(settings_for(migrated_database_url, CONNECTIONS_MASTER_KEY=new_key()))
+    try:
+        assert (await get_healthz(services)).status_code == 200
+        # Someone restores the database of another installation under this running bot.
+        other = Cipher(MasterKey.generate())
+        sealed = other.seal(
+            Secret("connections-bot master-key canary"), associated_data("connections-bot", "key-canary", 1)
+        )
+        async with services.db.transaction() as tx:
+            await tx.session.execute(
+                update(KeyCanary).values(
+                    key_id=sealed.key_id, nonce=sealed.nonce, ciphertext=sealed.ciphertext
+                )
+            )
+        failing = await get_healthz(services)
+        assert failing.status_code == 503
+        assert failing.json() == {"status": "unavailable", "database": "ok", "master_key": "failing"}
+    finally:
+        await services.close()
+
+
+async def test_a_second_host_with_its_own_key_is_refused_before_any_credential_exists(
+    migrated_database_url: str,
+) -> None:
+    first = await start_services(settings_for(migrated_database_url, CONNECTIONS_MASTER_KEY=new_key()))
+    await first.close()
+    with pytest.raises(StartupError, match="does not open"):
+        await start_services(settings_for(migrated_database_url, CONNECTIONS_MASTER_KEY=new_key()))

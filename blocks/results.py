@@ -32,6 +32,7 @@ __all__ = [
     "latency_text",
     "message",
     "outcome_headline",
+    "problem_message",
     "quoted_name",
     "result_blocks",
     "result_message",
@@ -185,6 +186,13 @@ def result_message(
         max_blocks=MESSAGE_MAX_BLOCKS,
     )
     return message(text, blocks)
+
+
+def problem_message(provider: Provider, name: str, problem: str) -> dict[str, Any]:
+    """A failure that is not the provider's answer, as a direct message (see ``problem_view``)."""
+    problem_text = escape(truncate(problem.strip(), 2500))
+    text = f"⚠️ {escape(provider.title)} connection {quoted_name(name)}: {problem_text}"
+    return message(text, [section(text)])
 
 
 def _facts(provider: Provider, verification: Verification) -> str:

@@ -26,7 +26,7 @@ __all__ = ["ServicesApp", "build_app", "build_asgi"]
 
 logger = logging.getLogger(__name__)
 
-SHUTDOWN_DRAIN_SECONDS = 10.0
+SHUTDOWN_DRAIN_SECONDS = 20.0
 SLACK_TIMEOUT_SECONDS = 10.0
 
 

@@ -7,8 +7,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
 
-__all__ = ["NAME_MAX_LENGTH", "PAGE_SIZE", "ConnectionSummary", "Health", "Page", "Status", "name_key"]
+__all__ = [
+    "NAME_FIELD",
+    "NAME_MAX_LENGTH",
+    "PAGE_SIZE",
+    "ConnectionSummary",
+    "Health",
+    "Page",
+    "Status",
+    "name_key",
+]
 
+NAME_FIELD = "name"
+"""The field under which a connection's name is submitted and its problems are reported."""
 NAME_MAX_LENGTH = 64
 PAGE_SIZE = 20
 

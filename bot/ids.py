@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from bot.domain import NAME_FIELD
+
 __all__ = [
     "ACTION_CONNECT",
     "ACTION_PAGE",
@@ -29,7 +31,8 @@ ACTION_PAGE_NEXT = f"{ACTION_PAGE}:next"
 ACTION_TRY_AGAIN = "try_again"
 """The result view's Try again button; value = JSON of the provider key and non-secret fields."""
 
-BLOCK_NAME = "name"
-"""block_id of the Name input; every other input's block_id is its provider field name."""
+BLOCK_NAME = NAME_FIELD
+"""block_id of the Name input; every other input's block_id is its provider field name, so the
+services' problems by field name are the modal's inline errors by block_id."""
 INPUT_ACTION = "value"
 """action_id of every text input, so values read as state.values[block_id]["value"]["value"]."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -10,19 +11,24 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from blocks.modal import problem_view, result_view, verifying_view
-from blocks.results import result_message
+from blocks.results import problem_message, result_message
 from bot import ids
 from bot.listeners.state import FormDraft, parse_form_metadata, read_form, team_of
 from bot.providers.base import Provider
 from bot.providers.registry import UnknownProvider
 from bot.runtime import Services
-from bot.services.connections import NAME_FIELD, CreateRequest
+from bot.services.connections import CreateRequest
 
 __all__ = ["register"]
 
 logger = logging.getLogger(__name__)
 
 INTERNAL_ERROR = "Something went wrong on our side and nothing was saved. Please try again in a minute."
+INTERRUPTED = (
+    "The bot was restarted before it finished checking these credentials, so nothing was saved. "
+    "Please submit them again."
+)
+STALE_FORM = "This form is out of date. Close it and run /connections again."
 
 
 def register(app: AsyncApp, services: Services) -> None:
@@ -36,20 +42,19 @@ def register(app: AsyncApp, services: Services) -> None:
         try:
             provider = services.providers.get(parse_form_metadata(view.get("private_metadata")) or "")
         except UnknownProvider:
-            await ack(
-                response_action="errors",
-                errors={ids.BLOCK_NAME: "This form is out of date. Close it and run /connections again."},
-            )
+            await ack(response_action="errors", errors={ids.BLOCK_NAME: STALE_FORM})
             return
-        team_id, user_id = team_of(context, body), str(body["user"]["id"])
-        name, raw_values = read_form(view, provider)
-        checked = await services.connections.check_form(team_id, provider, name, raw_values)
+        try:
+            team_id, user_id = team_of(context, body), str(body["user"]["id"])
+            name, raw_values = read_form(view, provider)
+            checked = await services.connections.check_form(team_id, provider, name, raw_values)
+        except Exception:
+            # Slack would show its generic "trouble connecting"; an inline message says more.
+            logger.exception("checking a %s form failed", provider.key)
+            await ack(response_action="errors", errors={ids.BLOCK_NAME: INTERNAL_ERROR})
+            return
         if not checked.ok:
-            errors = {
-                ids.BLOCK_NAME if key == NAME_FIELD else key: message
-                for key, message in checked.problems.items()
-            }
-            await ack(response_action="errors", errors=errors)
+            await ack(response_action="errors", errors=dict(checked.problems))
             return
         await ack(response_action="update", view=verifying_view(provider, checked.name))
         request = CreateRequest(
@@ -75,52 +80,80 @@ async def _verify_and_report(
     *,
     view_id: str,
 ) -> None:
+    """Create the connection and show the outcome; the user is told in every case, even when the
+    bot is stopping or something breaks."""
     draft = FormDraft(provider.key, request.name, provider.config_of(request.values)).encode()
     try:
         outcome = await services.connections.create(request)
+    except asyncio.CancelledError:
+        await _deliver(
+            client,
+            view_id,
+            request.user_id,
+            problem_view(provider, INTERRUPTED, try_again_value=draft),
+            problem_message(provider, request.name, INTERRUPTED),
+        )
+        raise
     except Exception:
         logger.exception("creating a %s connection failed", provider.key)
-        await _show(client, view_id, problem_view(provider, INTERNAL_ERROR, try_again_value=draft))
+        await _deliver(
+            client,
+            view_id,
+            request.user_id,
+            problem_view(provider, INTERNAL_ERROR, try_again_value=draft),
+            problem_message(provider, request.name, INTERNAL_ERROR),
+        )
         return
     if outcome.problem:
-        await _show(client, view_id, problem_view(provider, outcome.problem, try_again_value=draft))
+        await _deliver(
+            client,
+            view_id,
+            request.user_id,
+            problem_view(provider, outcome.problem, try_again_value=draft),
+            problem_message(provider, request.name, outcome.problem),
+        )
         return
     note = _approval_note(services) if outcome.stored else ""
-    view = result_view(
-        provider, request.name, outcome.verification, try_again_value=draft, approval_note=note
+    await _deliver(
+        client,
+        view_id,
+        request.user_id,
+        result_view(provider, request.name, outcome.verification, try_again_value=draft, approval_note=note),
+        result_message(provider, request.name, outcome.verification, note),
     )
-    if not await _show(client, view_id, view):
-        # The user closed the modal while we were verifying: the result must not be lost.
-        await _direct_message(
-            client, request.user_id, result_message(provider, request.name, outcome.verification, note)
-        )
 
 
 def _approval_note(services: Services) -> str:
-    channel = services.settings.admin_channel
-    if channel:
-        return f"It is saved and now awaits an admin's approval in <#{channel}>."
+    if services.settings.admin_channel:
+        return "It is saved and now awaits an admin's approval."
     return (
         "It is saved and now awaits an admin's approval. No admin channel is configured yet, "
         "so ask whoever runs this bot to set CONNECTIONS_ADMIN_CHANNEL."
     )
 
 
-async def _show(client: AsyncWebClient, view_id: str, view: dict[str, Any]) -> bool:
-    """Replace the "Verifying…" view; False when Slack no longer has it (the modal was closed)."""
+async def _deliver(
+    client: AsyncWebClient,
+    view_id: str,
+    user_id: str,
+    view: dict[str, Any],
+    fallback: dict[str, Any],
+) -> None:
+    """Replace the "Verifying…" view; when Slack no longer has it (the user closed the modal) or
+    cannot be reached for it, send the same news as a direct message so it is never lost."""
     try:
         await client.views_update(view_id=view_id, view=view)
+        return
     except SlackApiError as exc:
         logger.info("views.update of a finished verification failed: %s", _error_code(exc))
-        return False
-    return True
-
-
-async def _direct_message(client: AsyncWebClient, user_id: str, message: dict[str, Any]) -> None:
+    except Exception as exc:
+        logger.warning("views.update of a finished verification failed: %s", type(exc).__name__)
     try:
-        await client.chat_postMessage(channel=user_id, **message)
+        await client.chat_postMessage(channel=user_id, **fallback)
     except SlackApiError as exc:
-        logger.warning("could not send the verification result to %s: %s", user_id, _error_code(exc))
+        logger.warning("could not send a verification result to %s: %s", user_id, _error_code(exc))
+    except Exception as exc:
+        logger.warning("could not send a verification result to %s: %s", user_id, type(exc).__name__)
 
 
 def _error_code(exc: SlackApiError) -> str:

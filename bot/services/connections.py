@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import httpx
 
 from bot.crypto import Cipher, associated_data
-from bot.domain import NAME_MAX_LENGTH, PAGE_SIZE, ConnectionSummary, Health, Page, Status
+from bot.domain import NAME_FIELD, NAME_MAX_LENGTH, PAGE_SIZE, ConnectionSummary, Health, Page, Status
 from bot.providers.base import FieldValues, Provider, Verification
 from bot.providers.registry import ProviderRegistry, UnknownProvider
 from bot.redaction import Secret
@@ -22,9 +22,6 @@ from bot.store.uow import Database
 __all__ = ["NAME_FIELD", "ConnectionService", "CreateOutcome", "CreateRequest", "FormCheck"]
 
 logger = logging.getLogger(__name__)
-
-NAME_FIELD = "name"
-"""The key under which problems with the connection's name are reported."""
 
 FIRST_VERSION = 1
 
@@ -126,7 +123,8 @@ class ConnectionService:
         cleaned = provider.clean(values)
         problems = provider.validate(cleaned)
         if not name:
-            problems[NAME_FIELD] = "Give the connection a name, e.g. “Production Confluent Cloud”."
+            example = f", e.g. “{provider.name_examples[0]}”" if provider.name_examples else ""
+            problems[NAME_FIELD] = f"Give the connection a name{example}."
         elif len(name) > NAME_MAX_LENGTH:
             problems[NAME_FIELD] = f"Keep the name to {NAME_MAX_LENGTH} characters or fewer."
         else:

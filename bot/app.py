@@ -100,8 +100,9 @@ class ServicesApp:
     server's event loop), for servers that import an app rather than run ``connections-bot serve``.
     Migrations must already be applied; a start-up refusal fails the server's start."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, drain_seconds: float = SHUTDOWN_DRAIN_SECONDS) -> None:
         self._settings = settings
+        self._drain_seconds = drain_seconds
         self._inner: Starlette | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -122,5 +123,5 @@ class ServicesApp:
         self._inner = build_asgi(build_app(services), services, own_services=False)
         await send({"type": "lifespan.startup.complete"})
         await receive()  # lifespan.shutdown
-        await services.close(SHUTDOWN_DRAIN_SECONDS)
+        await services.close(self._drain_seconds)
         await send({"type": "lifespan.shutdown.complete"})

@@ -97,11 +97,16 @@ def bot_settings(
 
 @contextmanager
 def running_bot(
-    settings: Settings, slack: FakeSlack, confluent: FakeConfluent, logs: io.StringIO
+    settings: Settings,
+    slack: FakeSlack,
+    confluent: FakeConfluent,
+    logs: io.StringIO,
+    *,
+    drain_seconds: float = 5.0,
 ) -> Iterator[Bot]:
     """The bot served on loopback with ``settings``, and a sender that plays Slack."""
     with (
-        serve_asgi(ServicesApp(settings)) as url,
+        serve_asgi(ServicesApp(settings, drain_seconds=drain_seconds)) as url,
         SlackSender(url, signing_secret=SIGNING_SECRET, fake=slack) as sender,
     ):
         yield Bot(

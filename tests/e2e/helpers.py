@@ -1,4 +1,6 @@
-"""Reading what a user sees in Block Kit, and opening the create form the way a user does."""
+"""Driving the bot the way a user does (opening and filling the create form) and reading what
+the user sees and what the bot stored. ``visible_text`` lives in :mod:`tests.support.block_text`
+and is re-exported here for the end-to-end tests."""
 
 from __future__ import annotations
 
@@ -6,26 +8,19 @@ from typing import Any
 
 from bot import ids
 from tests.fakes.slack_api import FakeSlack
+from tests.support.block_text import visible_text
 from tests.support.slack_requests import SlackSender
 
-
-def visible_text(node: Any) -> str:
-    """Every text a user can read in a view, a message or a list of blocks, joined by newlines."""
-    found: list[str] = []
-
-    def walk(value: Any) -> None:
-        if isinstance(value, dict):
-            for key, item in value.items():
-                if key in ("text", "initial_value") and isinstance(item, str):
-                    found.append(item)
-                elif key not in ("private_metadata", "value", "action_id", "block_id", "callback_id"):
-                    walk(item)
-        elif isinstance(value, list):
-            for item in value:
-                walk(item)
-
-    walk(node)
-    return "\n".join(found)
+__all__ = [
+    "form_values",
+    "input_block",
+    "latest_message",
+    "open_create_form",
+    "stored",
+    "visible_text",
+    "wait_for_result",
+    "wait_until",
+]
 
 
 def latest_message(slack: FakeSlack, sender: SlackSender) -> Any:

@@ -42,12 +42,17 @@ def assert_nothing_stored_but_the_attempt(bot: Bot, outcome: str) -> None:
 
 def test_a_rejected_key_gets_the_typo_wrong_kind_and_propagation_hints(bot: Bot, cloud_key: CloudKey) -> None:
     _, text = submit_and_read(bot, form_values("prod", cloud_key.key, new_api_secret()))
-    lowered = text.lower()
-    assert "typos" in lowered
-    assert "kafka cluster key" in lowered or "cluster key" in lowered
-    assert "cloud resource management" in lowered
-    assert "propagat" in lowered
-    assert "Nothing was saved" in text
+    assert "Check both for typos, a missing or extra character" in text
+    # The wrong kind of key, both ways round: a cluster key given to the Cloud API, and a Cloud key
+    # given to a cluster; then what to do when it is a cluster key.
+    assert "a Kafka cluster key is rejected by the Cloud API" in text
+    assert "a Cloud resource management key is rejected by a Kafka cluster" in text
+    assert (
+        "If this is a Kafka cluster key, fill in the cluster's REST endpoint and cluster ID, "
+        "or create a key for Cloud resource management instead." in text
+    )
+    assert "Keys created in the last few minutes may still be propagating" in text
+    assert "*Nothing was saved.*" in text
     assert_nothing_stored_but_the_attempt(bot, "unauthorized")
 
 
@@ -65,7 +70,10 @@ def test_a_key_whose_owner_lacks_a_role_gets_the_rbac_hint(bot: Bot) -> None:
 def test_rate_limiting_after_the_retries_gets_its_own_hint(bot: Bot, cloud_key: CloudKey) -> None:
     bot.confluent.fail_next("/org/v2/environments", 429, times=3, retry_after=0)
     _, text = submit_and_read(bot, form_values("prod", cloud_key.key, cloud_key.secret))
-    assert "rate" in text.lower()
+    assert "Confluent Cloud is rate-limiting us." in text
+    assert "• Confluent is rate-limiting us; try again in a minute." in text
+    assert "The limit is shared by every caller of the key's organization" in text
+    # Two retries, then the third 429 is the answer.
     assert len(bot.confluent.requests_to("/org/v2/environments")) == 3
     assert_nothing_stored_but_the_attempt(bot, "rate_limited")
 
@@ -73,8 +81,13 @@ def test_rate_limiting_after_the_retries_gets_its_own_hint(bot: Bot, cloud_key: 
 def test_a_provider_error_shows_the_request_id(bot: Bot, cloud_key: CloudKey) -> None:
     bot.confluent.fail_next("/org/v2/environments", 500, times=2)
     _, text = submit_and_read(bot, form_values("prod", cloud_key.key, cloud_key.secret))
-    assert "server error" in text.lower() or "confluent" in text.lower()
-    assert bot.confluent.request_ids[-1] in text
+    # One retry, then the second 500 is the answer.
+    assert len(bot.confluent.requests_to("/org/v2/environments")) == 2
+    request_id = bot.confluent.request_ids[-1]
+    assert "Confluent Cloud had a server error." in text
+    assert f"• Confluent returned a server error (request id {request_id}); try again later." in text
+    assert "check https://status.confluent.cloud and give Confluent support the request id" in text
+    assert f"Confluent Cloud request id: `{request_id}`" in text
     assert_nothing_stored_but_the_attempt(bot, "provider_error")
 
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,29 +18,14 @@ from blocks.connections import (
 )
 from bot import ids
 from bot.domain import NAME_MAX_LENGTH, PAGE_SIZE, ConnectionSummary, Health, Page, Status
-from bot.providers.base import FieldValues, FormField, FormSection, Outcome, Probe, Provider
 from tests.support.block_kit import assert_valid
+from tests.support.block_text import visible_text, visible_texts
+from tests.unit.blocks.providers import FakeProvider
 
 CREATOR = "U0CREATOR1"
 _OUR_TOKENS = re.compile(
     r"<!date\^\d+\^\{date_short_pretty\} at \{time\}\|[^<>|]*>|" + re.escape(f"<@{CREATOR}>")
 )
-
-
-class FakeProvider(Provider):
-    """Any provider: blocks must render from the declaration alone."""
-
-    def __init__(self, key: str, title: str, description: str) -> None:
-        self.key = key
-        self.title = title
-        self.description = description
-        self.sections = (FormSection("Account", (FormField("token", "Token", "Paste it", secret=True),)),)
-
-    def validate(self, values: FieldValues) -> dict[str, str]:
-        return {}
-
-    async def probe(self, values: FieldValues, http: httpx.AsyncClient) -> Probe:
-        return Probe(Outcome.OK, "fine")
 
 
 PROVIDERS = (
@@ -80,23 +64,6 @@ def page_of(
     return Page(
         items=tuple(items), number=number, size=PAGE_SIZE, total=len(items) if total is None else total
     )
-
-
-def texts(node: Any) -> Iterator[str]:
-    """Every text a reader can see (or a notification shows), in order."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "text" and isinstance(value, str):
-                yield value
-            else:
-                yield from texts(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from texts(item)
-
-
-def readable(payload: dict[str, Any]) -> str:
-    return "\n".join(texts(payload))
 
 
 def buttons(payload: dict[str, Any]) -> list[dict[str, Any]]:
@@ -148,7 +115,7 @@ def test_each_card_has_a_connect_button_carrying_the_provider_key() -> None:
 
 def test_empty_workspace_says_so_and_points_at_connect() -> None:
     payload = connections_message(PROVIDERS, page_of([]))
-    text = readable(payload)
+    text = visible_text(payload)
     assert "No connections yet" in text
     assert "Click *Connect*" in text
     assert page_buttons(payload) == {}
@@ -171,7 +138,7 @@ def test_connections_show_name_provider_status_health_last_verified_and_key_hint
         ),
     )
     assert_valid("message", payload)
-    rows = [t for t in texts(payload) if t.startswith(("*Prod*", "*Analytics*", "*Old*"))]
+    rows = [t for t in visible_texts(payload) if t.startswith(("*Prod*", "*Analytics*", "*Old*"))]
     assert [r.split("*")[1] for r in rows] == ["Prod", "Analytics", "Old"]  # the caller's order
 
     prod, analytics, old = rows
@@ -198,7 +165,7 @@ def test_names_and_hints_are_escaped_so_they_cannot_ping_or_link() -> None:
         page_of([summary("<!channel> & <@U123> <https://evil.example|x>", key_hint="<!here>")]),
     )
     assert_valid("message", payload)
-    text = readable(payload)
+    text = visible_text(payload)
     assert "&lt;!channel&gt; &amp; &lt;@U123&gt; &lt;https://evil.example|x&gt;" in text
     assert "`&lt;!here&gt;`" in text
     assert "<!channel>" not in text
@@ -208,7 +175,7 @@ def test_names_and_hints_are_escaped_so_they_cannot_ping_or_link() -> None:
 
 def test_a_creator_that_is_not_a_slack_user_id_is_shown_as_text() -> None:
     payload = connections_message(PROVIDERS, page_of([summary(created_by="<!everyone>")]))
-    text = readable(payload)
+    text = visible_text(payload)
     assert "added by &lt;!everyone&gt;" in text
     assert "<!everyone>" not in text
 
@@ -216,7 +183,7 @@ def test_a_creator_that_is_not_a_slack_user_id_is_shown_as_text() -> None:
 def test_a_long_name_is_shortened_with_an_ellipsis() -> None:
     payload = connections_message(PROVIDERS, page_of([summary("n" * 500)]))
     assert_valid("message", payload)
-    row = next(t for t in texts(payload) if t.startswith("*n"))
+    row = next(t for t in visible_texts(payload) if t.startswith("*n"))
     shown = row.split("*")[1]
     assert shown.endswith("…")
     assert len(shown) < 500
@@ -230,7 +197,7 @@ def test_no_pagination_for_exactly_one_full_page() -> None:
     payload = connections_message(PROVIDERS, page_of(items, total=PAGE_SIZE))
     assert_valid("message", payload)
     assert page_buttons(payload) == {}
-    assert "Page 1 of" not in readable(payload)
+    assert "Page 1 of" not in visible_text(payload)
 
 
 def test_the_twenty_first_connection_brings_a_next_button() -> None:
@@ -238,7 +205,7 @@ def test_the_twenty_first_connection_brings_a_next_button() -> None:
     payload = connections_message(PROVIDERS, page_of(items, total=PAGE_SIZE + 1))
     assert_valid("message", payload)
     assert page_buttons(payload) == {"Next": "2"}
-    assert "Page 1 of 2 · 21 connections" in readable(payload)
+    assert "Page 1 of 2 · 21 connections" in visible_text(payload)
 
 
 def test_a_middle_page_has_previous_and_next_with_distinct_action_ids() -> None:
@@ -246,7 +213,7 @@ def test_a_middle_page_has_previous_and_next_with_distinct_action_ids() -> None:
     payload = connections_message(PROVIDERS, page_of(items, number=2, total=45))
     assert_valid("message", payload)
     assert page_buttons(payload) == {"Previous": "1", "Next": "3"}
-    assert "Page 2 of 3 · 45 connections" in readable(payload)
+    assert "Page 2 of 3 · 45 connections" in visible_text(payload)
     actions = next(b for b in payload["blocks"] if b["type"] == "actions")
     assert [e["action_id"] for e in actions["elements"]] == [ACTION_PAGE_PREVIOUS, ACTION_PAGE_NEXT]
     assert all(a.startswith(ids.ACTION_PAGE) for a in (ACTION_PAGE_PREVIOUS, ACTION_PAGE_NEXT))
@@ -255,13 +222,13 @@ def test_a_middle_page_has_previous_and_next_with_distinct_action_ids() -> None:
 def test_the_last_page_has_only_previous() -> None:
     payload = connections_message(PROVIDERS, page_of([summary("last")], number=3, total=41))
     assert page_buttons(payload) == {"Previous": "2"}
-    assert "Page 3 of 3 · 41 connections" in readable(payload)
+    assert "Page 3 of 3 · 41 connections" in visible_text(payload)
 
 
 def test_a_page_past_the_end_explains_itself_and_offers_the_way_back() -> None:
     payload = connections_message(PROVIDERS, page_of([], number=5, total=21))
     assert_valid("message", payload)
-    assert "nothing on page 5" in readable(payload)
+    assert "nothing on page 5" in visible_text(payload)
     assert page_buttons(payload) == {"Previous": "2"}
 
 
@@ -280,7 +247,7 @@ def test_twenty_connections_and_five_providers_fit_in_one_message() -> None:
 def test_help_explains_every_sub_command_and_lists_provider_keys() -> None:
     payload = help_message(PROVIDERS)
     assert_valid("message", payload)
-    text = readable(payload)
+    text = visible_text(payload)
     for command in (
         "`/connections`",
         "`/connections help`",
@@ -298,8 +265,8 @@ def test_help_for_an_unknown_command_says_so_first_and_escapes_it() -> None:
     assert_valid("message", payload)
     first = payload["blocks"][0]["text"]["text"]
     assert first.startswith("I don't know `&lt;!channel&gt; 'frobnicate'`")
-    assert "<!channel>" not in readable(payload)
-    assert "`/connections list [page]`" in readable(payload)
+    assert "<!channel>" not in visible_text(payload)
+    assert "`/connections list [page]`" in visible_text(payload)
 
 
 # --- property: user text never becomes a mention --------------------------------------------
@@ -320,7 +287,7 @@ names = st.one_of(
 def test_any_name_gives_a_valid_message_without_user_made_mentions(name: str, hint: str | None) -> None:
     payload = connections_message(PROVIDERS, page_of([summary(name, key_hint=hint)], number=1, total=30))
     assert_valid("message", payload)
-    ours_removed = _OUR_TOKENS.sub("", readable(payload))
+    ours_removed = _OUR_TOKENS.sub("", visible_text(payload))
     assert "<!" not in ours_removed
     assert "<@" not in ours_removed
     assert "<" not in ours_removed  # no link, channel or anything else either

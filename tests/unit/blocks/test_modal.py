@@ -2,85 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
 from blocks.modal import create_modal, problem_view, result_view, verifying_view
 from bot import ids
 from bot.domain import NAME_MAX_LENGTH
-from bot.providers.base import (
-    Check,
-    FieldValues,
-    FormField,
-    FormSection,
-    Outcome,
-    Probe,
-    Provider,
-    Verification,
-)
+from bot.providers.base import Check, FormField, FormSection, Outcome, Verification
 from tests.support.block_kit import assert_valid
-
-
-class Warehouse(Provider):
-    """A made-up provider with secret and plain fields and an optional section with a description."""
-
-    key = "acme_warehouse"
-    title = "Acme Warehouse"
-    description = "A warehouse."
-    name_examples = ("Production warehouse", "Staging analytics")
-    sections: tuple[FormSection, ...] = (
-        FormSection(
-            title="Account",
-            fields=(
-                FormField(
-                    "account_url",
-                    "Account URL",
-                    "Your account's address.",
-                    "https://x.acme.example",
-                    max_length=200,
-                ),
-                FormField(
-                    "api_key", "API Key", "Under Settings → Keys.", "AKIA…", secret=True, max_length=100
-                ),
-                FormField("api_secret", "API Secret", "Shown once when the key is made.", secret=True),
-            ),
-        ),
-        FormSection(
-            title="Advanced (optional)",
-            description="Only for private networking & <custom> setups.",
-            fields=(
-                FormField("notes", "Notes", "Anything your team should know.", optional=True, multiline=True),
-            ),
-        ),
-    )
-
-    def validate(self, values: FieldValues) -> dict[str, str]:
-        return {}
-
-    async def probe(self, values: FieldValues, http: httpx.AsyncClient) -> Probe:
-        return Probe(Outcome.OK, "fine")
-
-
-WAREHOUSE = Warehouse()
-
-
-def texts(node: Any) -> Iterator[str]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "text" and isinstance(value, str):
-                yield value
-            else:
-                yield from texts(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from texts(item)
-
-
-def readable(view: dict[str, Any]) -> str:
-    return "\n".join(texts(view["blocks"]))
+from tests.support.block_text import visible_text
+from tests.unit.blocks.providers import WAREHOUSE, Warehouse
 
 
 def inputs(view: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -197,7 +129,7 @@ def test_a_notice_comes_first_and_is_escaped() -> None:
 
 
 def test_the_form_says_what_happens_on_submit() -> None:
-    text = readable(create_modal(WAREHOUSE, private_metadata=""))
+    text = visible_text(create_modal(WAREHOUSE, private_metadata="")["blocks"])
     assert "we check these credentials with Acme Warehouse before saving" in text
 
 
@@ -238,7 +170,7 @@ def test_verifying_view_says_what_is_happening_and_where_the_result_goes() -> No
     assert "submit" not in view
     assert view["close"]["text"] == "Close"
     assert view["title"]["text"] == "Create Acme Warehouse"
-    text = readable(view)
+    text = visible_text(view["blocks"])
     assert "Verifying *“Prod &lt;@U1&gt;”* with Acme Warehouse…" in text
     assert "a few seconds" in text
     assert "direct message" in text
@@ -259,7 +191,7 @@ def test_success_shows_what_worked_what_to_watch_and_what_happens_next() -> None
     assert_valid("modal", view)
     assert view["callback_id"] == ids.VIEW_RESULT
     assert "submit" not in view
-    text = readable(view)
+    text = visible_text(view["blocks"])
     assert text.startswith("✅ *The credentials for “Prod” work.*\nAcme Warehouse accepted the key.")
     assert "✅ *Cloud API key* — Listed 1 environment." in text
     assert "⚠️ *Create topics* — The key may not create topics &lt;here&gt;." in text
@@ -279,7 +211,7 @@ def test_failure_says_why_what_to_check_and_offers_try_again() -> None:
     )
     view = result_view(WAREHOUSE, "Prod", failed, try_again_value='{"p":"acme_warehouse"}', approval_note="x")
     assert_valid("modal", view)
-    text = readable(view)
+    text = visible_text(view["blocks"])
     assert text.startswith("❌ *Acme Warehouse did not accept the key and secret.*")
     assert "We couldn't verify the credentials for “Prod” with Acme Warehouse." in text
     assert "Check the details below, then try again." in text
@@ -304,8 +236,8 @@ def test_a_transient_failure_says_it_is_probably_temporary() -> None:
         try_again_value="v",
         approval_note="",
     )
-    assert "This is often temporary: try again in a minute." in readable(view)
-    assert "Check the details below" not in readable(view)
+    assert "This is often temporary: try again in a minute." in visible_text(view["blocks"])
+    assert "Check the details below" not in visible_text(view["blocks"])
 
 
 def test_long_hints_are_split_across_sections_and_all_shown() -> None:
@@ -344,7 +276,7 @@ def test_a_flood_of_hints_and_checks_still_fits_in_a_modal() -> None:
     view = result_view(WAREHOUSE, "n" * 200, flood, try_again_value="v", approval_note="")
     assert_valid("modal", view)
     assert len(view["blocks"]) <= 100
-    assert "left out" in readable(view)
+    assert "left out" in visible_text(view["blocks"])
     assert view["blocks"][-1]["type"] == "actions"  # Try again survives the cut
 
 
@@ -358,7 +290,9 @@ def test_problem_view_shows_the_message_and_try_again_only_when_offered() -> Non
     assert view["callback_id"] == ids.VIEW_RESULT
     assert view["close"]["text"] == "Close"
     assert "submit" not in view
-    assert "⚠️ Someone else just took the name &lt;Prod&gt;. Nothing was saved." in readable(view)
+    assert "⚠️ Someone else just took the name &lt;Prod&gt;. Nothing was saved." in visible_text(
+        view["blocks"]
+    )
     assert [(b["action_id"], b["value"]) for b in buttons(view)] == [
         (ids.ACTION_TRY_AGAIN, '{"p":"acme_warehouse"}')
     ]
@@ -368,7 +302,7 @@ def test_problem_view_shows_the_message_and_try_again_only_when_offered() -> Non
     )
     assert_valid("modal", internal)
     assert buttons(internal) == []
-    assert "Something went wrong on our side; nothing was saved." in readable(internal)
+    assert "Something went wrong on our side; nothing was saved." in visible_text(internal["blocks"])
 
 
 # --- the real provider ----------------------------------------------------------------------

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,33 +19,12 @@ from blocks.results import (
 )
 from bot import ids
 from bot.domain import NAME_MAX_LENGTH
-from bot.providers.base import (
-    Check,
-    FieldValues,
-    FormField,
-    FormSection,
-    Outcome,
-    Probe,
-    Provider,
-    Verification,
-)
+from bot.providers.base import Check, Outcome, Verification
 from tests.support.block_kit import assert_valid
+from tests.support.block_text import visible_text
+from tests.unit.blocks.providers import FakeProvider
 
-
-class Lake(Provider):
-    key = "lake"
-    title = "Data Lake"
-    description = "A lake."
-    sections = (FormSection("Account", (FormField("token", "Token", "Paste it.", secret=True),)),)
-
-    def validate(self, values: FieldValues) -> dict[str, str]:
-        return {}
-
-    async def probe(self, values: FieldValues, http: httpx.AsyncClient) -> Probe:
-        return Probe(Outcome.OK, "fine")
-
-
-LAKE = Lake()
+LAKE = FakeProvider("lake", "Data Lake", "A lake.")
 
 
 def verification(
@@ -61,22 +38,6 @@ def verification(
     return Verification(outcome, summary, checks, hints, 1234, request_id)
 
 
-def texts(node: Any) -> Iterator[str]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "text" and isinstance(value, str):
-                yield value
-            else:
-                yield from texts(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from texts(item)
-
-
-def readable(payload: Any) -> str:
-    return "\n".join(texts(payload))
-
-
 def as_message(blocks: list[dict[str, Any]]) -> dict[str, Any]:
     return {"text": "t", "blocks": blocks}
 
@@ -86,10 +47,10 @@ def as_message(blocks: list[dict[str, Any]]) -> dict[str, Any]:
 
 def test_checks_mark_failures_as_warnings_when_the_credentials_still_work() -> None:
     checks = (Check("Read", True, "3 topics"), Check("Write", False, "not allowed"))
-    assert readable(checks_blocks(checks, failures_are_fatal=False)) == (
+    assert visible_text(checks_blocks(checks, failures_are_fatal=False)) == (
         "*Checks*\n✅ *Read* — 3 topics\n⚠️ *Write* — not allowed"
     )
-    assert readable(checks_blocks(checks, failures_are_fatal=True)) == (
+    assert visible_text(checks_blocks(checks, failures_are_fatal=True)) == (
         "*Checks*\n✅ *Read* — 3 topics\n❌ *Write* — not allowed"
     )
 
@@ -97,7 +58,7 @@ def test_checks_mark_failures_as_warnings_when_the_credentials_still_work() -> N
 def test_check_names_and_details_from_an_api_are_escaped() -> None:
     blocks = checks_blocks((Check("<!here>", False, "topic <@U1> & co"),), failures_are_fatal=True)
     assert_valid("message", as_message(blocks))
-    assert readable(blocks) == "*Checks*\n❌ *&lt;!here&gt;* — topic &lt;@U1&gt; &amp; co"
+    assert visible_text(blocks) == "*Checks*\n❌ *&lt;!here&gt;* — topic &lt;@U1&gt; &amp; co"
 
 
 def test_no_checks_and_no_hints_render_nothing() -> None:
@@ -108,7 +69,7 @@ def test_no_checks_and_no_hints_render_nothing() -> None:
 def test_hints_are_bullets_under_a_title() -> None:
     blocks = hints_blocks(("Copy the key again.", "Use <the> secret & key together."))
     assert_valid("message", as_message(blocks))
-    assert readable(blocks) == (
+    assert visible_text(blocks) == (
         "*What to check*\n• Copy the key again.\n• Use &lt;the&gt; secret &amp; key together."
     )
 
@@ -119,7 +80,7 @@ def test_a_hint_longer_than_a_section_continues_in_the_next() -> None:
     assert_valid("message", as_message(blocks))
     assert len(blocks) >= 3
     assert all(len(b["text"]["text"]) <= 3000 for b in blocks)
-    joined = " ".join(readable(blocks).replace("*What to check*\n• ", "").split())
+    joined = " ".join(visible_text(blocks).replace("*What to check*\n• ", "").split())
     assert joined == hint
 
 
@@ -169,7 +130,7 @@ def test_success_message_has_a_fallback_text_the_checks_and_the_approval_note() 
     )
     assert_valid("message", payload)
     assert payload["text"] == "✅ The credentials for “Prod” work."
-    text = readable(payload["blocks"])
+    text = visible_text(payload["blocks"])
     assert "✅ *Token* — valid" in text
     # The note is the caller's mrkdwn: the channel stays a link.
     assert "It now awaits an admin's approval in <#C0ADMINS>." in text
@@ -184,7 +145,7 @@ def test_failure_message_lists_hints_and_request_id_and_offers_try_again_when_as
     payload = result_message(LAKE, "Prod", failed, "", try_again_value="lake:42")
     assert_valid("message", payload)
     assert payload["text"] == "❌ Couldn't verify “Prod” with Data Lake: The token may not read."
-    text = readable(payload["blocks"])
+    text = visible_text(payload["blocks"])
     assert "• Grant the reader role." in text
     assert "request id: `abc-1`" in text
     assert "*Nothing was saved.*" in text
@@ -223,4 +184,4 @@ def test_no_name_can_smuggle_a_mention_into_a_result(name: str, ok: bool) -> Non
     outcome = Outcome.OK if ok else Outcome.UNAUTHORIZED
     payload = result_message(LAKE, name, verification(outcome, f"summary {name}"), "Awaits approval.")
     assert_valid("message", payload)
-    assert not re.search(r"<[!@#h]", readable(payload))
+    assert not re.search(r"<[!@#h]", visible_text(payload))

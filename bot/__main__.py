@@ -7,9 +7,15 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from bot.logs import configure_logging
 from bot.settings import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from slack_bolt.async_app import AsyncApp
+
+    from bot.runtime import Services
 
 __all__ = ["main"]
 
@@ -72,24 +78,40 @@ async def _run(settings: Settings) -> int:
         print(f"connections-bot: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     app = build_app(services)
+    if settings.slack_app_token is not None:
+        code = await _connect_socket_mode(app, services, settings.slack_app_token.reveal())
+        if code:
+            await services.close(0)
+            return code
+        logger.info("connected to Slack in Socket Mode; /healthz on %s:%s", settings.host, settings.port)
+    else:
+        logger.info("serving POST /slack/events and GET /healthz on %s:%s", settings.host, settings.port)
     asgi = build_asgi(app, services)
     server = uvicorn.Server(
         uvicorn.Config(asgi, host=settings.host, port=settings.port, log_config=None, proxy_headers=True)
     )
-    socket_mode = None
-    if settings.socket_mode and settings.slack_app_token is not None:
-        from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+    await server.serve()
+    return 0
 
-        socket_mode = AsyncSocketModeHandler(app, settings.slack_app_token.reveal())
-        await socket_mode.connect_async()  # type: ignore[no-untyped-call]
-        logger.info("connected to Slack in Socket Mode; /healthz on %s:%s", settings.host, settings.port)
-    else:
-        logger.info("serving POST /slack/events and GET /healthz on %s:%s", settings.host, settings.port)
+
+async def _connect_socket_mode(app: AsyncApp, services: Services, app_token: str) -> int:
+    """Open the Socket Mode connection; a token Slack refuses stops start-up (the SDK would retry
+    every 10 seconds forever)."""
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+    from slack_sdk.errors import SlackApiError
+
     try:
-        await server.serve()
-    finally:
-        if socket_mode is not None:
-            await socket_mode.close_async()  # type: ignore[no-untyped-call]
+        opened = await app.client.apps_connections_open(app_token=app_token)
+    except SlackApiError as exc:
+        error = exc.response.get("error") if exc.response is not None else "unknown error"
+        print(f"connections-bot: Slack refused SLACK_APP_TOKEN ({error})", file=sys.stderr)
+        return EXIT_CONFIG
+    handler = AsyncSocketModeHandler(app, app_token)
+    handler.client.wss_uri = opened["url"]
+    await handler.connect_async()  # type: ignore[no-untyped-call]
+    # Stop receiving envelopes before draining the work in flight, or that new work would be lost.
+    services.stoppers.append(handler.close_async)
+    services.extra_health["slack_socket"] = handler.client.is_connected
     return 0
 
 

@@ -38,18 +38,29 @@ class Services:
     http: httpx.AsyncClient
     background: Background
     connections: ConnectionService
+    stoppers: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
+    """Run first at shutdown, to stop taking new work (close the Socket Mode connection)."""
     closers: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
+    """Run after the drain, to release what the work used."""
+    extra_health: dict[str, Callable[[], Awaitable[bool]]] = field(default_factory=dict)
+    """Further /healthz checks by name (the Socket Mode connection)."""
 
     async def healthy(self) -> dict[str, bool]:
         """What /healthz reports: the database answers, and the master key opens its canary."""
         database = await self.db.ping()
-        return {
+        checks = {
             "database": database,
             "master_key": database and await key_opens_database(self.db, self.cipher),
         }
+        for name, check in self.extra_health.items():
+            checks[name] = await check()
+        return checks
 
     async def close(self, drain_seconds: float = 10.0) -> None:
-        """Finish (or, past ``drain_seconds``, cancel) after-ack work, then release connections."""
+        """Stop taking work, finish (or, past ``drain_seconds``, cancel) after-ack work, then
+        release connections."""
+        for stop in self.stoppers:
+            await stop()
         await self.background.drain(drain_seconds)
         for close in reversed(self.closers):
             await close()

@@ -5,10 +5,12 @@ at ``fake.api_url``. Every ``/api/<method>`` call is recorded as a ``Call``, eve
 ``Hook``. The fake keeps the state a user would see: open views (``fake.views``, with Slack's ids and
 hashes), messages in channels (``fake.messages``) and inline form errors (``fake.view_errors``).
 
-Rules it enforces, as Slack does: a bot token on every call; trigger ids that were issued, are used
-once and within ``trigger_ttl`` seconds; Block Kit limits (``tests.support.block_kit``) on every view and
-message; ``hash`` on ``views.update``/``views.publish``; at most 3 stacked modals; at most 5 posts per
-response_url; required arguments (from Slack's Web API OpenAPI spec). ``fail_next`` scripts errors.
+Rules it enforces, as Slack does: a bot token on every call (the app-level token on
+``apps.connections.open``, which answers ``socket_mode_url``, and on no other method); trigger ids
+that were issued, are used once and within ``trigger_ttl`` seconds; Block Kit limits
+(``tests.support.block_kit``) on every view and message; ``hash`` on ``views.update``/``views.publish``;
+at most 3 stacked modals; at most 5 posts per response_url; required arguments (from Slack's Web API
+OpenAPI spec). ``fail_next`` scripts errors.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ from tests.support.slack_requests import API_APP_ID, BOT_ID, BOT_USER_ID, TEAM_D
 
 __all__ = ["Call", "FakeSlack", "Hook", "Message"]
 
+# Methods Slack only accepts an app-level (xapp-) token for; every other method wants the bot token.
+APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
 DEFAULT_SCOPES = "commands,chat:write,im:write,users:read,usergroups:read,channels:read,groups:read"
 MAX_VIEW_STACK = 3
 MAX_RESPONSE_URL_USES = 5
@@ -117,6 +121,7 @@ class FakeSlack:
         self,
         *,
         bot_token: str = "xoxb-fake-bot-token",
+        app_token: str = "xapp-1-A0A1B2C3D4E-1111111111111-fakeapptoken",
         team_id: str = TEAM_ID,
         clock: Callable[[], float] = time.monotonic,
         trigger_ttl: float = 3.0,
@@ -124,6 +129,9 @@ class FakeSlack:
         scopes: str = DEFAULT_SCOPES,
     ) -> None:
         self.bot_token = bot_token
+        self.app_token = app_token
+        # What apps.connections.open answers: the URL of a served tests.fakes.socket_mode.FakeSocketMode.
+        self.socket_mode_url: str | None = None
         self.team_id = team_id
         self.clock = clock
         self.trigger_ttl = trigger_ttl
@@ -152,6 +160,7 @@ class FakeSlack:
         self._trigger_seq = itertools.count(7311111111300)
         self._handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             "auth.test": self._auth_test,
+            "apps.connections.open": self._apps_connections_open,
             "views.open": self._views_open,
             "views.push": self._views_push,
             "views.update": self._views_update,
@@ -401,7 +410,14 @@ class FakeSlack:
         authorization = headers.get("authorization")
         if not authorization:
             raise SlackError("not_authed")
-        if authorization != f"Bearer {self.bot_token}":
+        wanted, other = (
+            (self.app_token, self.bot_token)
+            if method in APP_TOKEN_METHODS
+            else (self.bot_token, self.app_token)
+        )
+        if authorization == f"Bearer {other}":
+            raise SlackError("not_allowed_token_type")
+        if authorization != f"Bearer {wanted}":
             raise SlackError("invalid_auth")
         with self._lock:
             scripted = self._scripted.get(method)
@@ -465,6 +481,12 @@ class FakeSlack:
             "bot_id": BOT_ID,
             "is_enterprise_install": False,
         }
+
+    def _apps_connections_open(self, body: dict[str, Any]) -> dict[str, Any]:
+        if self.socket_mode_url is None:
+            # Slack's wording for an app without Socket Mode is not documented; this is the fake's own.
+            raise SlackError("socket_mode_not_enabled")
+        return {"url": self.socket_mode_url}
 
     def _views_open(self, body: dict[str, Any]) -> dict[str, Any]:
         trigger = self._trigger(_required(body, "trigger_id"))

@@ -21,6 +21,9 @@ from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
+from slack_sdk.socket_mode.aiohttp import SocketModeClient
+from slack_sdk.socket_mode.request import SocketModeRequest
+from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 from starlette.applications import Starlette
@@ -29,6 +32,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from tests.fakes.slack_api import FakeSlack
+from tests.fakes.socket_mode import FakeSocketMode
 from tests.support.servers import serve_asgi
 from tests.support.slack_requests import (
     CHANNEL_ID,
@@ -206,6 +210,99 @@ async def test_wait_for_times_out_listing_what_was_received(client: AsyncWebClie
     await client.auth_test()
     with pytest.raises(AssertionError, match=r"got 0; Web API calls received: \['auth.test ok'\]"):
         fake.wait_for("views.open", timeout=0.05)
+
+
+# -- Socket Mode -----------------------------------------------------------------------------------------
+
+
+async def test_apps_connections_open_takes_only_the_app_token_and_answers_the_socket_url(
+    fake: FakeSlack,
+) -> None:
+    web = AsyncWebClient(token=fake.bot_token, base_url=fake.api_url)
+    not_enabled = await error_of(web.apps_connections_open(app_token=fake.app_token))
+    fake.socket_mode_url = "ws://127.0.0.1:1/link/?ticket=t"
+    opened = await web.apps_connections_open(app_token=fake.app_token)
+    with_bot_token = await error_of(web.apps_connections_open(app_token=fake.bot_token))
+    with_other_app = await error_of(web.apps_connections_open(app_token="xapp-1-someone-else"))
+    app_token_elsewhere = await error_of(
+        AsyncWebClient(token=fake.app_token, base_url=fake.api_url).chat_postMessage(
+            channel=CHANNEL_ID, text="hi"
+        )
+    )
+
+    assert not_enabled.response["error"] == "socket_mode_not_enabled"
+    assert opened["url"] == "ws://127.0.0.1:1/link/?ticket=t"
+    assert with_bot_token.response["error"] == "not_allowed_token_type"
+    assert with_other_app.response["error"] == "invalid_auth"
+    assert app_token_elsewhere.response["error"] == "not_allowed_token_type"
+    assert fake.messages == []
+    calls = fake.calls_to("apps.connections.open")
+    assert [c.ok for c in calls] == [False, True, False, False]
+    assert calls[1].headers["authorization"] == f"Bearer {fake.app_token}"
+
+
+async def test_slack_sdks_socket_mode_client_connects_acks_and_reconnects_through_the_fakes(
+    fake: FakeSlack,
+) -> None:
+    socket = FakeSocketMode()
+    seen: list[dict[str, Any]] = []
+
+    async def on_message(_client: Any, message: dict[str, Any], _raw: str | None) -> None:
+        seen.append(message)
+
+    async def on_request(client: Any, request: SocketModeRequest) -> None:
+        answer = {"text": f"ran {request.payload['command']}"} if request.type == "slash_commands" else None
+        await client.send_socket_mode_response(SocketModeResponse(request.envelope_id, answer))
+
+    with socket.serve() as url:
+        fake.socket_mode_url = url
+        client = SocketModeClient(
+            app_token=fake.app_token, web_client=AsyncWebClient(base_url=fake.api_url), ping_interval=1
+        )
+        client.message_listeners.append(on_message)
+        client.socket_mode_request_listeners.append(on_request)
+        try:
+            await client.connect()
+            assert await asyncio.to_thread(socket.wait_for_connection, 1) == 1
+
+            command = socket.send_envelope("slash_commands", {"command": "/connections", "text": ""})
+            click = socket.send_envelope("interactive", {"type": "block_actions", "actions": []})
+            command_ack = await asyncio.to_thread(socket.wait_for_ack, command)
+            click_ack = await asyncio.to_thread(socket.wait_for_ack, click)
+
+            socket.disconnect()
+            assert await asyncio.to_thread(socket.wait_for_connection, 2) == 2
+            # The client reads the new connection's hello on its own time; wait for it, not for a clock.
+            for _ in range(500):
+                if sum(m.get("type") == "hello" for m in seen) == 2:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            await client.close()
+
+    assert command_ack.payload == {"text": "ran /connections"}
+    assert click_ack.payload is None
+    envelopes = [m for m in socket.sent if "envelope_id" in m]
+    assert [(e["type"], e["accepts_response_payload"]) for e in envelopes] == [
+        ("slash_commands", True),
+        ("interactive", False),
+    ]
+    hellos = [m for m in seen if m.get("type") == "hello"]
+    assert len(hellos) == 2
+    assert hellos[0]["connection_info"] == {"app_id": socket.app_id}
+    assert hellos[0]["num_connections"] == 1
+    assert [c.ok for c in fake.calls_to("apps.connections.open")] == [True, True]
+
+
+def test_the_socket_server_refuses_a_url_it_did_not_issue() -> None:
+    socket = FakeSocketMode()
+    with socket.serve() as url:
+        port = url.split(":")[2].split("/")[0]
+        response = httpx.get(f"http://127.0.0.1:{port}/link/?ticket=forged")
+        assert response.status_code == 401
+        assert socket.connections == 0
+        with pytest.raises(AssertionError, match="no open Socket Mode connection"):
+            socket.send_envelope("events_api", {"type": "event_callback"})
 
 
 # -- views -----------------------------------------------------------------------------------------------

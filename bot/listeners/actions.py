@@ -9,9 +9,8 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncResp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from blocks.connections import connections_message
-from blocks.modal import create_modal
 from bot import ids
-from bot.listeners.state import FormDraft, form_metadata, parse_page, team_of
+from bot.listeners.state import FormDraft, form_view, parse_page, team_of
 from bot.providers.registry import UnknownProvider
 from bot.runtime import Services
 
@@ -43,7 +42,7 @@ def register(app: AsyncApp, services: Services) -> None:
         services.background.spawn(
             client.views_open(
                 trigger_id=body["trigger_id"],
-                view=create_modal(provider, private_metadata=form_metadata(provider)),
+                view=form_view(provider),
             ),
             name="action:connect",
         )
@@ -85,12 +84,7 @@ def register(app: AsyncApp, services: Services) -> None:
             client.views_update(
                 view_id=view["id"],
                 hash=view.get("hash"),
-                view=create_modal(
-                    provider,
-                    private_metadata=form_metadata(provider),
-                    initial=draft.initial_values(provider),
-                    notice="Nothing was saved. Fix what the hints pointed at and submit again.",
-                ),
+                view=form_view(provider, draft),
             ),
             name="action:try-again",
         )

@@ -9,8 +9,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncResp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from blocks.connections import connections_message, help_message
-from blocks.modal import create_modal
-from bot.listeners.state import form_metadata, parse_page, team_of
+from bot.listeners.state import form_view, parse_page, team_of
 from bot.providers.registry import UnknownProvider
 from bot.runtime import Services
 
@@ -49,7 +48,7 @@ def register(app: AsyncApp, services: Services) -> None:
                 return
             await client.views_open(
                 trigger_id=command["trigger_id"],
-                view=create_modal(provider, private_metadata=form_metadata(provider)),
+                view=form_view(provider),
             )
 
         async def show_help() -> None:

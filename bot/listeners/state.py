@@ -12,11 +12,20 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncBoltContext
 
+from blocks.modal import create_modal
 from bot import ids
 from bot.providers.base import Provider
 from bot.redaction import Secret
 
-__all__ = ["FormDraft", "form_metadata", "parse_form_metadata", "parse_page", "read_form", "team_of"]
+__all__ = [
+    "FormDraft",
+    "form_metadata",
+    "form_view",
+    "parse_form_metadata",
+    "parse_page",
+    "read_form",
+    "team_of",
+]
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,21 @@ def parse_page(text: str) -> int:
     if text.isascii() and text.isdigit() and len(text) <= 6:
         return max(1, int(text))
     return 1
+
+
+TRY_AGAIN_NOTICE = "Nothing was saved. Fix what the hints pointed at and submit again."
+
+
+def form_view(provider: Provider, draft: FormDraft | None = None) -> dict[str, Any]:
+    """The "Create <provider>" modal; from a draft (Try again), with its non-secret values kept."""
+    if draft is None:
+        return create_modal(provider, private_metadata=form_metadata(provider))
+    return create_modal(
+        provider,
+        private_metadata=form_metadata(provider),
+        initial=draft.initial_values(provider),
+        notice=TRY_AGAIN_NOTICE,
+    )
 
 
 def form_metadata(provider: Provider) -> str:

@@ -6,14 +6,18 @@ from __future__ import annotations
 from bot.domain import NAME_FIELD
 
 __all__ = [
+    "ACTION_APPROVE",
     "ACTION_CONNECT",
     "ACTION_PAGE",
     "ACTION_PAGE_NEXT",
     "ACTION_PAGE_PREVIOUS",
+    "ACTION_REJECT",
     "ACTION_TRY_AGAIN",
     "BLOCK_NAME",
+    "BLOCK_REASON",
     "INPUT_ACTION",
     "VIEW_CREATE",
+    "VIEW_REJECT",
     "VIEW_RESULT",
 ]
 
@@ -36,3 +40,12 @@ BLOCK_NAME = NAME_FIELD
 services' problems by field name are the modal's inline errors by block_id."""
 INPUT_ACTION = "value"
 """action_id of every text input, so values read as state.values[block_id]["value"]["value"]."""
+
+ACTION_APPROVE = "approve_connection"
+"""Approve on an approval request (admin channel or App Home); value = connection id."""
+ACTION_REJECT = "reject_connection"
+"""Reject on an approval request; opens the reason modal; value = connection id."""
+VIEW_REJECT = "reject_connection_reason"
+"""callback_id of the modal asking an admin why they reject; private_metadata holds the ids."""
+BLOCK_REASON = "reason"
+"""block_id of the reason input in the reject modal."""

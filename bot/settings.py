@@ -37,6 +37,8 @@ class Settings:
     admin_channel: str | None = None
     admins: frozenset[str] = field(default_factory=frozenset)
     admin_group: str | None = None
+    allow_self_approval: bool = False
+    approval_ttl_hours: float = 72.0
     master_key: Secret | None = None
     master_key_file: Path | None = None
     host: str = "0.0.0.0"
@@ -84,6 +86,19 @@ class Settings:
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError("LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR")
 
+        self_approval_text = (get("CONNECTIONS_ALLOW_SELF_APPROVAL") or "false").lower()
+        if self_approval_text not in ("true", "false", "1", "0", "yes", "no"):
+            raise ConfigError("CONNECTIONS_ALLOW_SELF_APPROVAL must be true or false")
+        ttl_text = get("CONNECTIONS_APPROVAL_TTL_HOURS") or "72"
+        try:
+            ttl_hours = float(ttl_text)
+        except ValueError:
+            raise ConfigError(
+                f"CONNECTIONS_APPROVAL_TTL_HOURS must be a number of hours, not {ttl_text!r}"
+            ) from None
+        if ttl_hours <= 0:
+            raise ConfigError("CONNECTIONS_APPROVAL_TTL_HOURS must be more than 0")
+
         master_key = get("CONNECTIONS_MASTER_KEY")
         key_file = get("CONNECTIONS_MASTER_KEY_FILE")
         admins = frozenset(a.strip() for a in (get("CONNECTIONS_ADMINS") or "").split(",") if a.strip())
@@ -99,6 +114,8 @@ class Settings:
             admin_channel=get("CONNECTIONS_ADMIN_CHANNEL"),
             admins=admins,
             admin_group=get("CONNECTIONS_ADMIN_GROUP"),
+            allow_self_approval=self_approval_text in ("true", "1", "yes"),
+            approval_ttl_hours=ttl_hours,
             master_key=Secret(master_key) if master_key else None,
             master_key_file=Path(key_file).expanduser() if key_file else None,
             host=get("HOST") or "0.0.0.0",

@@ -81,6 +81,12 @@ class Connection(Base):
     key_hint: Mapped[str | None] = mapped_column(String(64), default=None)
     credential_version: Mapped[int] = mapped_column(Integer, default=1)
     last_verified_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    # Where the approval request was posted, so a decision can update that message in place.
+    approval_channel: Mapped[str | None] = mapped_column(String(_SLACK_ID_LENGTH), default=None)
+    approval_ts: Mapped[str | None] = mapped_column(String(32), default=None)
+    decided_by: Mapped[str | None] = mapped_column(String(_SLACK_ID_LENGTH), default=None)
+    decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    decision_reason: Mapped[str | None] = mapped_column(Text, default=None)
     id: Mapped[str] = mapped_column(String(_ID_LENGTH), primary_key=True, default_factory=new_id)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default_factory=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default_factory=utcnow, onupdate=utcnow)

@@ -80,3 +80,18 @@ def test_dotenv_is_read_and_the_environment_wins(tmp_path: Path, monkeypatch: py
     settings = load_settings(env_file)
     assert settings.slack_bot_token.reveal() == "xoxb-from-file"
     assert settings.port == 5000
+
+
+def test_approval_settings_have_defaults_and_are_checked() -> None:
+    defaults = Settings.from_mapping(BASE)
+    assert (defaults.allow_self_approval, defaults.approval_ttl_hours) == (False, 72.0)
+    custom = Settings.from_mapping(
+        {**BASE, "CONNECTIONS_ALLOW_SELF_APPROVAL": "TRUE", "CONNECTIONS_APPROVAL_TTL_HOURS": "0.5"}
+    )
+    assert (custom.allow_self_approval, custom.approval_ttl_hours) == (True, 0.5)
+    for name, value in (
+        ("CONNECTIONS_ALLOW_SELF_APPROVAL", "maybe"),
+        ("CONNECTIONS_APPROVAL_TTL_HOURS", "-1"),
+    ):
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_mapping({**BASE, name: value})

@@ -6,14 +6,13 @@ key hints and anything else a user typed are escaped, so a name cannot ping a ch
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
 from slack_sdk.models.blocks import ActionsBlock, ButtonElement, HeaderBlock, MarkdownTextObject, SectionBlock
 
 from blocks.results import Block, context, message, section
-from blocks.text import escape, one_line, plural, slack_date, truncate
+from blocks.text import escape, one_line, plural, slack_date, truncate, user_mention
 from bot import ids
 from bot.domain import PAGE_SIZE, ConnectionSummary, Health, Page
 from bot.providers.base import Provider
@@ -37,8 +36,6 @@ _HEALTH = {
     Health.FAILING: "🔴 failing",
     Health.UNKNOWN: "⚪ not checked yet",
 }
-# A Slack user id as Slack sends it; anything else is shown as escaped text, never as a mention.
-_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _DESCRIPTION_MAX = 1000
 _NAME_MAX = 100
 
@@ -126,12 +123,8 @@ def _connection(connection: ConnectionSummary) -> Block:
     facts = [connection.status.label, _HEALTH[connection.health], f"last verified {verified}"]
     if connection.key_hint:
         facts.append(f"key `{escape(truncate(one_line(connection.key_hint), 40))}`")
-    added = f"added by {_user(connection.created_by)}, {slack_date(connection.created_at)}"
+    added = f"added by {user_mention(connection.created_by)}, {slack_date(connection.created_at)}"
     return section(f"*{name}* · {provider}\n{' · '.join(facts)}\n{added}")
-
-
-def _user(user_id: str) -> str:
-    return f"<@{user_id}>" if _USER_ID.match(user_id) else escape(truncate(user_id, 40))
 
 
 def _pagination(page: Page[ConnectionSummary]) -> Block:

@@ -8,6 +8,7 @@ into mrkdwn; plain_text objects need no escaping.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "plural",
     "slack_date",
     "truncate",
+    "user_mention",
 ]
 
 SECTION_TEXT_MAX = 3000
@@ -102,3 +104,11 @@ def plural(n: int, word: str, many: str | None = None) -> str:
     """ "1 connection", "0 connections"; pass ``many`` for irregular plurals."""
     form = word if n == 1 else (many if many is not None else word + "s")
     return f"{n} {form}"
+
+
+_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+
+
+def user_mention(user_id: str) -> str:
+    """``<@U…>`` for a Slack user id as Slack sends it; anything else as escaped text, never a mention."""
+    return f"<@{user_id}>" if _USER_ID.match(user_id) else escape(truncate(user_id, 40))

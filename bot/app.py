@@ -7,10 +7,8 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
-from slack_sdk.web.async_client import AsyncWebClient
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -27,25 +25,14 @@ __all__ = ["ServicesApp", "build_app", "build_asgi"]
 logger = logging.getLogger(__name__)
 
 SHUTDOWN_DRAIN_SECONDS = 20.0
-SLACK_TIMEOUT_SECONDS = 10.0
 
 
 def build_app(services: Services) -> AsyncApp:
     settings = services.settings
-    # One session for every Web API call: keep-alive saves a TLS handshake with Slack per call.
-    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SLACK_TIMEOUT_SECONDS))
-    services.closers.append(session.close)
-    client = AsyncWebClient(
-        token=settings.slack_bot_token.reveal(),
-        base_url=settings.slack_api_url,
-        session=session,
-        timeout=int(SLACK_TIMEOUT_SECONDS),
-        logger=logging.getLogger("connections_bot.slack.web"),
-    )
     bolt_logger = slack_logger()
     app = AsyncApp(
         name="connections-bot",
-        client=client,
+        client=services.slack,
         signing_secret=settings.slack_signing_secret.reveal() if settings.slack_signing_secret else None,
         logger=bolt_logger,
         # Socket Mode connections are authenticated by the app token; HTTP requests by signature.

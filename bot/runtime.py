@@ -6,15 +6,20 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+import aiohttp
 import httpx
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.background import Background
 from bot.crypto import Cipher
 from bot.master_key import LoadedKey, MasterKeyError
 from bot.providers.registry import ProviderRegistry, build_registry
+from bot.services.admins import AdminPolicy
+from bot.services.approvals import ApprovalService
 from bot.services.connections import ConnectionService
 from bot.services.key_guard import guard_master_key, key_opens_database
 from bot.settings import Settings
+from bot.slack_directory import SlackGroupDirectory
 from bot.store.uow import Database
 
 __all__ = ["PROVIDER_TIMEOUT_SECONDS", "Services", "StartupError", "start_services"]
@@ -22,6 +27,8 @@ __all__ = ["PROVIDER_TIMEOUT_SECONDS", "Services", "StartupError", "start_servic
 logger = logging.getLogger(__name__)
 
 PROVIDER_TIMEOUT_SECONDS = 10.0
+SLACK_TIMEOUT_SECONDS = 10.0
+GROUP_LOOKUP_SECONDS = 2.0
 
 
 class StartupError(Exception):
@@ -36,8 +43,10 @@ class Services:
     key: LoadedKey
     providers: ProviderRegistry
     http: httpx.AsyncClient
+    slack: AsyncWebClient
     background: Background
     connections: ConnectionService
+    approvals: ApprovalService
     stoppers: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
     """Run first at shutdown, to stop taking new work (close the Socket Mode connection)."""
     closers: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
@@ -88,14 +97,35 @@ async def start_services(settings: Settings, *, http: httpx.AsyncClient | None =
         headers={"User-Agent": "connections-bot"},
         follow_redirects=False,
     )
+    # One session for every Web API call: keep-alive saves a TLS handshake with Slack per call.
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SLACK_TIMEOUT_SECONDS))
+    slack = AsyncWebClient(
+        token=settings.slack_bot_token.reveal(),
+        base_url=settings.slack_api_url,
+        session=session,
+        timeout=int(SLACK_TIMEOUT_SECONDS),
+        logger=logging.getLogger("connections_bot.slack.web"),
+    )
     providers = build_registry(settings)
-    return Services(
+    # A rejection is decided before its modal is answered, inside Slack's 3 seconds.
+    directory = SlackGroupDirectory(slack, timeout_seconds=GROUP_LOOKUP_SECONDS)
+    policy = AdminPolicy(settings.admins, settings.admin_group, directory)
+    services = Services(
         settings=settings,
         db=db,
         cipher=cipher,
         key=loaded,
         providers=providers,
         http=client,
+        slack=slack,
         background=Background(),
         connections=ConnectionService(db, cipher, providers, client),
+        approvals=ApprovalService(db, providers, policy, allow_self_approval=settings.allow_self_approval),
     )
+    services.closers.append(session.close)
+    if not settings.admin_channel:
+        logger.warning(
+            "CONNECTIONS_ADMIN_CHANNEL is not set: new connections will wait for approval with no "
+            "request posted; set it to the id of the channel where admins decide"
+        )
+    return services

@@ -22,6 +22,7 @@ __all__ = [
     "form_metadata",
     "form_view",
     "parse_form_metadata",
+    "parse_json_object",
     "parse_page",
     "read_form",
     "team_of",
@@ -74,6 +75,12 @@ def _parse_json(text: object) -> Any:
         return json.loads(text)
     except (ValueError, RecursionError):  # a deeply nested value is tampering, not a crash
         return None
+
+
+def parse_json_object(text: object) -> dict[str, Any]:
+    """A JSON object we round-tripped through Slack, or {} when it is missing or tampered with."""
+    data = _parse_json(text)
+    return data if isinstance(data, dict) else {}
 
 
 def parse_page(text: str) -> int:

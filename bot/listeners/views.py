@@ -13,6 +13,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from blocks.modal import problem_view, result_view, verifying_view
 from blocks.results import problem_message, result_message
 from bot import ids
+from bot.listeners.approvals import post_approval_request
 from bot.listeners.state import FormDraft, parse_form_metadata, read_form, team_of
 from bot.providers.base import Provider
 from bot.providers.registry import UnknownProvider
@@ -113,7 +114,10 @@ async def _verify_and_report(
             problem_message(provider, request.name, outcome.problem),
         )
         return
-    note = _approval_note(services) if outcome.stored else ""
+    note = ""
+    if outcome.connection_id is not None:
+        posted = await post_approval_request(services, client, request.team_id, outcome.connection_id)
+        note = _approval_note(services, posted)
     await _deliver(
         client,
         view_id,
@@ -123,12 +127,18 @@ async def _verify_and_report(
     )
 
 
-def _approval_note(services: Services) -> str:
+def _approval_note(services: Services, posted: bool) -> str:
+    if posted:
+        return "It is saved and now awaits an admin's approval; you will get a message when they decide."
     if services.settings.admin_channel:
-        return "It is saved and now awaits an admin's approval."
+        return (
+            "It is saved and awaits an admin's approval, but the bot could not post the request to "
+            "the admin channel. Ask whoever runs this bot to check CONNECTIONS_ADMIN_CHANNEL and to "
+            "invite the bot there."
+        )
     return (
-        "It is saved and now awaits an admin's approval. No admin channel is configured yet, "
-        "so ask whoever runs this bot to set CONNECTIONS_ADMIN_CHANNEL."
+        "It is saved, but approvals are not configured: no admin will see it until whoever runs this "
+        "bot sets CONNECTIONS_ADMIN_CHANNEL."
     )
 
 

@@ -12,8 +12,9 @@ import httpx
 from bot.crypto import Cipher, associated_data
 from bot.domain import NAME_FIELD, NAME_MAX_LENGTH, PAGE_SIZE, ConnectionSummary, Health, Page, Status
 from bot.providers.base import FieldValues, Provider, Verification
-from bot.providers.registry import ProviderRegistry, UnknownProvider
+from bot.providers.registry import ProviderRegistry
 from bot.redaction import Secret
+from bot.services.summaries import summarize
 from bot.store import NameTaken
 from bot.store.models import AuditEvent, Connection, Credential, VerificationRecord
 from bot.store.repositories import ConnectionRepository
@@ -92,28 +93,10 @@ class ConnectionService:
             page = min(max(1, page), last_page)
             rows, total = await connections.list_page(team_id, page, PAGE_SIZE)
         return Page(
-            items=tuple(self._summary(row) for row in rows),
+            items=tuple(summarize(row, self._providers) for row in rows),
             number=page,
             size=PAGE_SIZE,
             total=total,
-        )
-
-    def _summary(self, row: Connection) -> ConnectionSummary:
-        try:
-            title = self._providers.get(row.provider).title
-        except UnknownProvider:
-            title = row.provider
-        return ConnectionSummary(
-            id=row.id,
-            name=row.name,
-            provider_key=row.provider,
-            provider_title=title,
-            status=Status(row.status),
-            health=Health(row.health),
-            created_by=row.created_by,
-            created_at=row.created_at,
-            last_verified_at=row.last_verified_at,
-            key_hint=row.key_hint,
         )
 
     async def check_form(self, team_id: str, provider: Provider, name: str, values: FieldValues) -> FormCheck:

@@ -1,0 +1,237 @@
+"""Approve and Reject on an approval request, the reject-reason modal, and posting the request."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from blocks.approval import (
+    admin_check_failed_reply,
+    already_decided_reply,
+    approval_decided,
+    approval_request,
+    decision_dm,
+    not_admin_reply,
+    not_found_reply,
+    reject_reason_modal,
+    self_approval_reply,
+)
+from bot import ids
+from bot.listeners.state import parse_json_object, team_of
+from bot.runtime import Services
+from bot.services.approvals import Decision, Verdict
+
+__all__ = ["post_approval_request", "register"]
+
+logger = logging.getLogger(__name__)
+
+PRECHECK_SECONDS = 1.5
+"""How long a Reject click may spend checking rights before opening the reason modal anyway (its
+trigger_id expires after 3 s); the submission is checked in full."""
+
+
+def register(app: AsyncApp, services: Services) -> None:
+    async def approve_clicked(
+        ack: AsyncAck,
+        action: dict[str, Any],
+        body: dict[str, Any],
+        client: AsyncWebClient,
+        respond: AsyncRespond,
+        context: AsyncBoltContext,
+    ) -> None:
+        await ack()
+        team_id, actor = team_of(context, body), str(body["user"]["id"])
+        where = _message_of(body)
+
+        async def approve() -> None:
+            decision = await services.approvals.approve(team_id, str(action.get("value", "")), actor)
+            await _answer(services, client, respond, decision, where)
+
+        services.background.spawn(approve(), name="action:approve")
+
+    async def reject_clicked(
+        ack: AsyncAck,
+        action: dict[str, Any],
+        body: dict[str, Any],
+        client: AsyncWebClient,
+        respond: AsyncRespond,
+        context: AsyncBoltContext,
+    ) -> None:
+        await ack()
+        team_id, actor = team_of(context, body), str(body["user"]["id"])
+        connection_id = str(action.get("value", ""))
+        where = _message_of(body)
+
+        async def ask_why() -> None:
+            try:
+                verdict = await asyncio.wait_for(
+                    services.approvals.may_decide(team_id, connection_id, actor), PRECHECK_SECONDS
+                )
+            except TimeoutError:
+                verdict = None
+            if verdict is not None and verdict.verdict is not Verdict.DECIDED:
+                await _answer(services, client, respond, verdict, where)
+                return
+            request = await services.approvals.request(team_id, connection_id)
+            if request.connection is None:
+                await respond(response_type="ephemeral", replace_original=False, **not_found_reply())
+                return
+            metadata = json.dumps({"connection": connection_id, "channel": where[0], "ts": where[1]})
+            await client.views_open(
+                trigger_id=body["trigger_id"],
+                view=reject_reason_modal(request.connection, private_metadata=metadata),
+            )
+
+        services.background.spawn(ask_why(), name="action:reject")
+
+    async def reason_submitted(
+        ack: AsyncAck,
+        body: dict[str, Any],
+        view: dict[str, Any],
+        client: AsyncWebClient,
+        context: AsyncBoltContext,
+    ) -> None:
+        metadata = parse_json_object(view.get("private_metadata"))
+        team_id, actor = team_of(context, body), str(body["user"]["id"])
+        reason_input = (
+            view.get("state", {}).get("values", {}).get(ids.BLOCK_REASON, {}).get(ids.INPUT_ACTION, {})
+        )
+        reason = str(reason_input.get("value") or "").strip()
+        if not reason:
+            await ack(
+                response_action="errors", errors={ids.BLOCK_REASON: "Say why, so the requester can fix it."}
+            )
+            return
+        decision = await services.approvals.reject(
+            team_id, str(metadata.get("connection", "")), actor, reason
+        )
+        if decision.verdict is not Verdict.DECIDED:
+            reply = _reply_for(services, decision)
+            await ack(response_action="errors", errors={ids.BLOCK_REASON: reply["text"]})
+            return
+        await ack()
+        where = (metadata.get("channel"), metadata.get("ts"))
+        services.background.spawn(
+            _announce(services, client, decision, (str(where[0] or ""), str(where[1] or ""))),
+            name="view:reject",
+        )
+
+    app.action(ids.ACTION_APPROVE)(approve_clicked)
+    app.action(ids.ACTION_REJECT)(reject_clicked)
+    app.view(ids.VIEW_REJECT)(reason_submitted)
+
+
+async def post_approval_request(
+    services: Services, client: AsyncWebClient, team_id: str, connection_id: str
+) -> bool:
+    """Post the request to the admin channel; False (and an actionable log line) if it cannot."""
+    channel = services.settings.admin_channel
+    if not channel:
+        return False
+    request = await services.approvals.request(team_id, connection_id)
+    if request.connection is None:
+        return False
+    try:
+        posted = await client.chat_postMessage(
+            channel=channel, **approval_request(request.connection, request.checks)
+        )
+    except SlackApiError as exc:
+        error = exc.response.get("error") if exc.response is not None else "unknown error"
+        logger.warning(
+            "could not post an approval request to CONNECTIONS_ADMIN_CHANNEL %s (%s): check the channel id "
+            "and invite the bot to that channel",
+            channel,
+            error,
+        )
+        return False
+    await services.approvals.record_request_message(
+        team_id, connection_id, str(posted["channel"]), str(posted["ts"])
+    )
+    return True
+
+
+def _message_of(body: dict[str, Any]) -> tuple[str, str]:
+    """The channel and ts of the message whose button was clicked ("" when it was not a message)."""
+    container = body.get("container") or {}
+    if container.get("type") != "message" or container.get("is_ephemeral"):
+        return "", ""
+    return str(container.get("channel_id") or ""), str(container.get("message_ts") or "")
+
+
+def _reply_for(services: Services, decision: Decision) -> dict[str, Any]:
+    if decision.verdict is Verdict.NOT_ADMIN:
+        return not_admin_reply(services.approvals.policy.how_to_become())
+    if decision.verdict is Verdict.ADMIN_CHECK_FAILED:
+        return admin_check_failed_reply(decision.admin.why if decision.admin else "unknown")
+    if decision.verdict is Verdict.SELF_APPROVAL:
+        return self_approval_reply()
+    if decision.verdict is Verdict.ALREADY_DECIDED and decision.status is not None:
+        return already_decided_reply(decision.status, decision.decided_by, decision.decided_at)
+    return not_found_reply()
+
+
+async def _answer(
+    services: Services,
+    client: AsyncWebClient,
+    respond: AsyncRespond,
+    decision: Decision,
+    where: tuple[str, str],
+) -> None:
+    if decision.verdict is Verdict.DECIDED:
+        await _announce(services, client, decision, where)
+        return
+    await respond(response_type="ephemeral", replace_original=False, **_reply_for(services, decision))
+    if decision.verdict is Verdict.ALREADY_DECIDED:
+        # The clicked message may be stale (posted before the decision): bring it up to date.
+        await _update_request(client, decision, where)
+
+
+async def _announce(
+    services: Services, client: AsyncWebClient, decision: Decision, where: tuple[str, str]
+) -> None:
+    """A decision was made: update the request in place and tell the requester."""
+    await _update_request(client, decision, where)
+    connection = decision.connection
+    if connection is None or decision.status is None:
+        return
+    try:
+        await client.chat_postMessage(
+            channel=connection.created_by,
+            **decision_dm(
+                connection, status=decision.status, decided_by=decision.decided_by, reason=decision.reason
+            ),
+        )
+    except SlackApiError as exc:
+        logger.warning(
+            "could not tell %s about the decision: %s", connection.created_by, exc.response.get("error")
+        )
+
+
+async def _update_request(client: AsyncWebClient, decision: Decision, where: tuple[str, str]) -> None:
+    connection = decision.connection
+    channel, ts = where if all(where) else (decision.approval_channel or "", decision.approval_ts or "")
+    if connection is None or decision.status is None or decision.decided_at is None or not (channel and ts):
+        return
+    try:
+        await client.chat_update(
+            channel=channel,
+            ts=ts,
+            **approval_decided(
+                connection,
+                decision.checks,
+                status=decision.status,
+                decided_by=decision.decided_by,
+                decided_at=decision.decided_at,
+                reason=decision.reason,
+            ),
+        )
+    except SlackApiError as exc:
+        logger.warning(
+            "could not update the approval request %s/%s: %s", channel, ts, exc.response.get("error")
+        )

@@ -47,9 +47,15 @@ def form_values(name: str, key: str, secret: str, **extra: str) -> dict[str, str
 
 
 def wait_for_result(slack: FakeSlack, view_id: str, count: int = 1) -> dict[str, Any]:
-    """The view after the bot replaced "Verifying…" with the outcome."""
-    updates = [c for c in slack.wait_for("views.update", count=count) if c.body.get("view_id") == view_id]
-    assert updates and updates[-1].ok, updates[-1].error if updates else "no views.update"
+    """The view after the bot's ``count``-th views.update of ``view_id`` (by default the one that
+    replaced "Verifying…" with the outcome)."""
+
+    def updates() -> list[Any]:
+        return [c for c in slack.calls_to("views.update") if c.body.get("view_id") == view_id]
+
+    wait_until(lambda: len(updates()) >= count, what=f"views.update #{count} of {view_id}")
+    last = updates()[-1]
+    assert last.ok, last.error
     return slack.views[view_id]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import socket
+from typing import Any
 
 import pytest
 
@@ -18,6 +19,7 @@ from tests.e2e.helpers import (
     stored,
     visible_text,
     wait_for_result,
+    wait_until,
 )
 from tests.fakes.confluent_api import FakeConfluent, new_api_key, new_api_secret
 from tests.fakes.slack_api import FakeSlack
@@ -144,9 +146,15 @@ def test_the_result_arrives_as_a_direct_message_when_the_modal_was_closed(
     view_id = open_create_form(bot.slack, bot.sender)
     bot.slack.fail_next("views.update", error="not_found", status=200, retry_after=None)
     bot.sender.submit(view_id, form_values("prod", cloud_key.key, cloud_key.secret))
-    [dm] = bot.slack.wait_for("chat.postMessage")
+
+    def dms() -> list[Any]:
+        return [
+            c for c in bot.slack.calls_to("chat.postMessage") if c.body.get("channel") == bot.sender.user_id
+        ]
+
+    wait_until(lambda: dms(), what="the direct message")
+    [dm] = dms()
     assert dm.ok
-    assert dm.body["channel"] == bot.sender.user_id
     assert "Cloud API key accepted" in visible_text(dm.body.get("blocks"))
     assert len(stored(bot.database_url)["connections"]) == 1
 

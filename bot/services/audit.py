@@ -1,0 +1,205 @@
+"""Reading the audit trail: one connection's recent history for an admin, and the whole log for a SIEM.
+
+The trail itself is written by the use cases that change a connection (create, approve, reject,
+expire), each in the transaction of its change; this module only reads it. Every event row is
+append-only and never holds a secret, so what is read here can be shown and exported as it is.
+
+Who may read a connection's history is decided on the server, like a decision on it: by
+:class:`AdminPolicy`, from the Slack user id of the signed request, before the database is asked
+anything. The export has no such check because only an operator with the database URL can run it.
+"""
+
+from __future__ import annotations
+
+import enum
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, BinaryIO, TextIO
+
+from bot.domain import ConnectionSummary
+from bot.providers.registry import ProviderRegistry
+from bot.services.admins import AdminCheck, AdminPolicy
+from bot.services.summaries import summarize
+from bot.store import AuditEvent, Database
+from bot.store.repositories import AuditRepository, ConnectionRepository
+
+__all__ = [
+    "EXPORT_KEYS",
+    "HISTORY_LIMIT",
+    "AuditEntry",
+    "AuditHistory",
+    "AuditService",
+    "Visibility",
+    "export_events",
+]
+
+HISTORY_LIMIT = 20
+"""How many events ``/connections audit <name>`` shows, newest first."""
+EXPORT_BATCH_SIZE = 500
+"""Rows fetched per round trip while exporting, so memory stays flat however long the log is."""
+
+EXPORT_KEYS = (
+    "id",
+    "time",
+    "team_id",
+    "actor",
+    "action",
+    "connection_id",
+    "before_status",
+    "after_status",
+    "reason",
+    "details",
+)
+"""The keys of every exported JSON object, in the order they are written."""
+
+
+class Visibility(enum.Enum):
+    """Whether a history could be shown, and if not, why."""
+
+    SHOWN = "shown"
+    NOT_FOUND = "not_found"
+    NOT_ADMIN = "not_admin"
+    ADMIN_CHECK_FAILED = "admin_check_failed"
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One audit event as it is shown and exported (a read model: no database session behind it)."""
+
+    id: int
+    created_at: datetime
+    team_id: str
+    actor: str
+    action: str
+    connection_id: str | None
+    before_status: str | None
+    after_status: str | None
+    reason: str | None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, event: AuditEvent) -> AuditEntry:
+        return cls(
+            id=event.id,
+            created_at=event.created_at,
+            team_id=event.team_id,
+            actor=event.actor,
+            action=event.action,
+            connection_id=event.connection_id,
+            before_status=event.before_status,
+            after_status=event.after_status,
+            reason=event.reason,
+            details=dict(event.details or {}),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The exported object: :data:`EXPORT_KEYS`, with ``time`` in ISO 8601, UTC (``…Z``)."""
+        return {
+            "id": self.id,
+            "time": self.created_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "team_id": self.team_id,
+            "actor": self.actor,
+            "action": self.action,
+            "connection_id": self.connection_id,
+            "before_status": self.before_status,
+            "after_status": self.after_status,
+            "reason": self.reason,
+            "details": self.details,
+        }
+
+
+@dataclass(frozen=True)
+class AuditHistory:
+    """The answer to ``/connections audit <name>``.
+
+    ``name`` is what was asked for. With :attr:`Visibility.SHOWN`, ``connection`` is the connection
+    found and ``events`` its latest ``limit`` events, newest first; ``more`` says older ones exist.
+    ``admin`` is the verdict on the asker (absent only when nobody was checked)."""
+
+    visibility: Visibility
+    name: str
+    limit: int
+    connection: ConnectionSummary | None = None
+    events: tuple[AuditEntry, ...] = ()
+    more: bool = False
+    admin: AdminCheck | None = None
+
+
+class AuditService:
+    """Reads the audit trail; see the module docstring."""
+
+    def __init__(self, db: Database, providers: ProviderRegistry, policy: AdminPolicy) -> None:
+        self._db = db
+        self._providers = providers
+        self._policy = policy
+
+    @property
+    def policy(self) -> AdminPolicy:
+        return self._policy
+
+    async def history(self, team_id: str, actor: str, name: str, limit: int = HISTORY_LIMIT) -> AuditHistory:
+        """The latest ``limit`` events of the connection called ``name`` in ``team_id``, if ``actor``
+        (the Slack user id from the signed request) is an admin.
+
+        The connection is the one holding the name now or else the most recent one that had it
+        (names compare case-insensitively), so a rejected or expired connection can still be looked
+        into. Another workspace's connections are never found."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        admin = await self._policy.check(actor)
+        if not admin.allowed:
+            visibility = Visibility.ADMIN_CHECK_FAILED if admin.failed_closed else Visibility.NOT_ADMIN
+            return AuditHistory(visibility, name, limit, admin=admin)
+        async with self._db.read() as session:
+            connections = ConnectionRepository(session)
+            row = await connections.find_by_name(team_id, name) or await connections.latest_by_name(
+                team_id, name
+            )
+            if row is None:
+                return AuditHistory(Visibility.NOT_FOUND, name, limit, admin=admin)
+            # One more than shown, to know whether older events were left out.
+            events = await AuditRepository(session).for_connection(team_id, row.id, limit=limit + 1)
+            return AuditHistory(
+                Visibility.SHOWN,
+                name,
+                limit,
+                connection=summarize(row, self._providers),
+                events=tuple(AuditEntry.of(event) for event in events[:limit]),
+                more=len(events) > limit,
+                admin=admin,
+            )
+
+    async def export(self, out: TextIO | BinaryIO) -> int:
+        """Write every event of every workspace to ``out``; see :func:`export_events`."""
+        return await export_events(self._db, out)
+
+
+async def export_events(db: Database, out: TextIO | BinaryIO, *, batch_size: int = EXPORT_BATCH_SIZE) -> int:
+    """Write every audit event of every workspace to ``out`` as JSON Lines, in the order they were
+    recorded (by id), and return how many were written.
+
+    Each line is one JSON object with the keys :data:`EXPORT_KEYS`, ASCII only, so a text stream
+    in any encoding (or a binary one) takes it. Rows are streamed ``batch_size`` at a time and
+    ``out`` is flushed after each batch; ``out`` is not closed."""
+    write = _line_writer(out)
+    count = 0
+    async with db.read() as session:
+        async for event in AuditRepository(session).all_ordered(batch_size=batch_size):
+            write(json.dumps(AuditEntry.of(event).to_json(), separators=(",", ":")) + "\n")
+            count += 1
+            if count % batch_size == 0:
+                out.flush()
+    out.flush()
+    return count
+
+
+def _line_writer(out: TextIO | BinaryIO) -> Callable[[str], object]:
+    # A binary stream (a file opened "wb", sys.stdout.buffer) takes bytes; anything else text.
+    if isinstance(out, io.RawIOBase | io.BufferedIOBase):
+        binary = out
+        return lambda line: binary.write(line.encode("ascii"))
+    text: TextIO = out  # type: ignore[assignment]
+    return text.write

@@ -1,0 +1,222 @@
+"""The App Home tab: a way to add a connection, the user's own connections, and for admins the
+requests waiting for a decision, each with Approve and Reject.
+
+The buttons are the ones the rest of the bot already routes: Connect carries the provider key
+(``ids.ACTION_CONNECT``), Approve and Reject carry the connection id (``ids.ACTION_APPROVE`` /
+``ids.ACTION_REJECT``), so a click here is handled, and checked, exactly like one in a channel.
+Names, reasons and anything else a user or a provider wrote are escaped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    ButtonElement,
+    ContextBlock,
+    HeaderBlock,
+    MarkdownTextObject,
+    SectionBlock,
+)
+from slack_sdk.models.views import View
+
+from blocks.results import Block, context, quoted_name, section
+from blocks.text import escape, one_line, plural, slack_date, truncate, user_mention
+from bot import ids
+from bot.domain import ConnectionSummary, Health, Status
+from bot.providers.base import Check, Provider
+from bot.services.home import HOME_ITEMS_MAX, HomeData, PendingRequest
+
+__all__ = ["HOME_MAX_BLOCKS", "PROVIDERS_SHOWN_MAX", "decide_block_id", "home_view"]
+
+HOME_MAX_BLOCKS = 100
+"""Slack's limit for a Home tab."""
+PROVIDERS_SHOWN_MAX = 8
+"""Provider cards shown at most; with 20 connections and 20 requests the tab still fits."""
+
+_CHECKS_SHOWN_MAX = 10  # a context block holds at most 10 elements
+_CHECK_NAME_MAX = 100
+_CHECK_DETAIL_MAX = 300
+_NAME_MAX = 100
+_TITLE_MAX = 150
+_DESCRIPTION_MAX = 1000
+_KEY_HINT_MAX = 40
+_WHY_MAX = 300
+
+_STATUS = {
+    Status.PENDING_APPROVAL: "⏳",
+    Status.ACTIVE: "✅",
+    Status.REJECTED: "❌",
+    Status.EXPIRED: "⌛",
+    Status.REVOKED: "🚫",
+}
+_HEALTH = {
+    Health.HEALTHY: "🟢 healthy",
+    Health.FAILING: "🔴 failing",
+    Health.UNKNOWN: "⚪ not checked yet",
+}
+
+
+def decide_block_id(connection_id: str) -> str:
+    """block_id of the Approve / Reject buttons of one request (block ids are unique per view)."""
+    return f"home_decide_{connection_id}"[:255]
+
+
+def home_view(data: HomeData, providers: Sequence[Provider]) -> dict[str, Any]:
+    """The Home tab of ``data.user_id`` as a ``views.publish`` view (``{"type": "home", ...}``).
+
+    At most :data:`PROVIDERS_SHOWN_MAX` provider cards and ``HOME_ITEMS_MAX`` connections and
+    requests are shown; a note says how many more there are and where to see them.
+    """
+    blocks: list[Block] = [
+        _header("Connections"),
+        context(
+            "Your data-platform connections at a glance. Type `/connections` in any channel "
+            "to see every connection in this workspace."
+        ),
+        _header("Add a connection"),
+        *_provider_cards(providers),
+        _header("Your connections"),
+        *_own_connections(data),
+    ]
+    if data.is_admin:
+        blocks += [_header("Waiting for your decision"), *_pending_requests(data)]
+    elif data.admin_check_failed:
+        why = escape(truncate(one_line(data.admin_why, "no reason given"), _WHY_MAX))
+        blocks += [
+            _header("Waiting for your decision"),
+            section(
+                f"⚠️ We couldn't check your admin rights with Slack right now ({why}), so requests "
+                "waiting for a decision are not shown. Open this tab again in a minute."
+            ),
+        ]
+    if len(blocks) > HOME_MAX_BLOCKS:
+        # The caps above keep every Home within the limit; reaching this is a bug, not user input.
+        raise ValueError(f"a Home tab holds at most {HOME_MAX_BLOCKS} blocks, not {len(blocks)}")
+    return dict(View(type="home", blocks=blocks).to_dict())
+
+
+def _provider_cards(providers: Sequence[Provider]) -> list[Block]:
+    if not providers:
+        return [section("No providers are configured in this bot yet.")]
+    shown = providers[:PROVIDERS_SHOWN_MAX]
+    blocks = [_provider_card(p) for p in shown]
+    if len(providers) > len(shown):
+        blocks.append(context(f"{len(providers) - len(shown)} more: type `/connections` to see them all."))
+    return blocks
+
+
+def _provider_card(provider: Provider) -> Block:
+    title = escape(truncate(one_line(provider.title, provider.key), _TITLE_MAX))
+    description = escape(truncate(one_line(provider.description, ""), _DESCRIPTION_MAX))
+    button = ButtonElement(text="Connect", action_id=ids.ACTION_CONNECT, value=provider.key, style="primary")
+    card = SectionBlock(
+        block_id=f"home_provider_{provider.key}"[:255],
+        text=MarkdownTextObject(text=f"*{title}*\n{description}" if description else f"*{title}*"),
+        accessory=button,
+    )
+    return dict(card.to_dict())
+
+
+def _own_connections(data: HomeData) -> list[Block]:
+    if not data.connections:
+        return [section("You haven't added a connection yet. Click *Connect* above to add one.")]
+    shown = data.connections[:HOME_ITEMS_MAX]
+    blocks = [_own_connection(c) for c in shown]
+    total = max(data.connections_total, len(data.connections))
+    if total > len(shown):
+        blocks.append(
+            context(
+                f"Showing your {len(shown)} newest of {plural(total, 'connection')}. "
+                "Type `/connections list` to see them all."
+            )
+        )
+    return blocks
+
+
+def _own_connection(connection: ConnectionSummary) -> Block:
+    name = escape(truncate(one_line(connection.name), _NAME_MAX))
+    verified = slack_date(connection.last_verified_at) if connection.last_verified_at is not None else "never"
+    facts = [
+        f"{_STATUS[connection.status]} {connection.status.label}",
+        _HEALTH[connection.health],
+        f"last verified {verified}",
+    ]
+    if connection.key_hint:
+        facts.append(f"key {_key(connection)}")
+    return section(
+        f"*{name}* · {_provider(connection)}\n{' · '.join(facts)}\nadded {slack_date(connection.created_at)}"
+    )
+
+
+def _pending_requests(data: HomeData) -> list[Block]:
+    if not data.pending:
+        return [section("Nothing is waiting for a decision. New requests also appear in the admin channel.")]
+    shown = data.pending[:HOME_ITEMS_MAX]
+    blocks: list[Block] = []
+    for request in shown:
+        blocks += _pending_request(request, data)
+    total = max(data.pending_total, len(data.pending))
+    if total > len(shown):
+        blocks.append(
+            context(
+                f"Showing the {len(shown)} oldest of {plural(total, 'request')}. "
+                "Decide on these, or find the others in the admin channel."
+            )
+        )
+    return blocks
+
+
+def _pending_request(request: PendingRequest, data: HomeData) -> list[Block]:
+    connection = request.connection
+    facts = (
+        f"*{quoted_name(connection.name)}* · {_provider(connection)}\n"
+        f"Requested by {user_mention(connection.created_by)} {slack_date(connection.created_at)}"
+        f" · key {_key(connection)}"
+    )
+    blocks = [section(facts)]
+    if request.checks:
+        blocks.append(_checks(request.checks))
+    if connection.created_by == data.user_id and not data.allow_self_approval:
+        blocks.append(context("You asked for this connection, so another admin must approve or reject it."))
+        return blocks
+    approve = ButtonElement(
+        text="Approve", action_id=ids.ACTION_APPROVE, value=connection.id, style="primary"
+    )
+    reject = ButtonElement(text="Reject", action_id=ids.ACTION_REJECT, value=connection.id, style="danger")
+    actions = ActionsBlock(block_id=decide_block_id(connection.id), elements=[approve, reject])
+    blocks.append(dict(actions.to_dict()))
+    return blocks
+
+
+def _checks(checks: Sequence[Check]) -> Block:
+    """The latest verification's checks, one context element each (a context holds ten)."""
+    shown = list(checks[:_CHECKS_SHOWN_MAX])
+    if len(checks) > len(shown):
+        shown = shown[:-1]
+    lines = []
+    for check in shown:
+        # A failed check on a pending request is a warning: the credentials did verify.
+        icon = "✅" if check.passed else "⚠️"
+        name = escape(truncate(one_line(check.name, "check"), _CHECK_NAME_MAX))
+        detail = escape(truncate(one_line(check.detail, ""), _CHECK_DETAIL_MAX))
+        lines.append(f"{icon} *{name}*" + (f" — {detail}" if detail else ""))
+    if len(checks) > len(shown):
+        lines.append(f"and {plural(len(checks) - len(shown), 'more check')}")
+    return dict(ContextBlock(elements=[MarkdownTextObject(text=line) for line in lines]).to_dict())
+
+
+def _header(text: str) -> Block:
+    return dict(HeaderBlock(text=text).to_dict())
+
+
+def _provider(connection: ConnectionSummary) -> str:
+    return escape(truncate(one_line(connection.provider_title, connection.provider_key), _TITLE_MAX))
+
+
+def _key(connection: ConnectionSummary) -> str:
+    """The masked key hint as the store keeps it (first and last characters); never more."""
+    hint = connection.key_hint
+    return f"`{escape(truncate(one_line(hint), _KEY_HINT_MAX))}`" if hint else "—"

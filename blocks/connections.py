@@ -90,6 +90,10 @@ def help_message(providers: Sequence[Provider], unknown: str | None = None) -> d
             "/connections list [page]",
             f"list this workspace's connections, newest first, {PAGE_SIZE} per page.",
         ),
+        (
+            "/connections audit <name>",
+            "show who did what to one connection, its last 20 events (admins only).",
+        ),
     ]
     lines = [f"• `{escape(command)}`: {explanation}" for command, explanation in commands]
     blocks.append(section("\n".join(lines)))

@@ -1,4 +1,5 @@
-"""The ``connections-bot`` command: ``serve`` runs the bot, ``migrate`` applies schema migrations."""
+"""The ``connections-bot`` command: ``serve`` runs the bot, ``migrate`` applies schema migrations,
+``audit export`` writes the audit log as JSON Lines."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from bot.logs import configure_logging
-from bot.settings import ConfigError, Settings, load_settings
+from bot.settings import ConfigError, Settings, load_database_url, load_settings
 
 if TYPE_CHECKING:
     from slack_bolt.async_app import AsyncApp
@@ -30,8 +31,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="apply pending migrations, then run the Slack app")
     commands.add_parser("migrate", help="apply pending database migrations and exit")
+    audit = commands.add_parser("audit", help="read the audit log (needs only DATABASE_URL)")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    export = audit_commands.add_parser(
+        "export", help="write every audit event as JSON Lines (one object per line) and exit"
+    )
+    export.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of standard output")
     args = parser.parse_args(argv)
 
+    if args.command == "audit":
+        # Before load_settings: reading the log must not need Slack tokens or the master key.
+        return _export_audit(load_database_url(args.env_file), args.output)
     try:
         settings = load_settings(args.env_file)
     except ConfigError as exc:
@@ -54,6 +64,57 @@ def _migrate(settings: Settings) -> int:
         return EXIT_CONFIG
     logger.info("database is at the latest schema")
     return 0
+
+
+def _export_audit(database_url: str, output: str | None) -> int:
+    """``audit export``: the whole audit log as JSON Lines to ``output`` (or standard output); the
+    count goes to stderr, so stdout holds nothing but the log."""
+    from pathlib import Path
+
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from bot.store import StoreError
+    from bot.store.db import is_sqlite, safe_url
+
+    configure_logging("WARNING")
+    try:
+        # Connecting would create an empty SQLite file; a wrong path should say so instead.
+        if is_sqlite(database_url) and not Path(make_url(database_url).database or "").is_file():
+            print(
+                f"connections-bot: no database at {safe_url(database_url)}; check DATABASE_URL",
+                file=sys.stderr,
+            )
+            return EXIT_CONFIG
+        count = asyncio.run(_write_audit(database_url, output))
+    except StoreError as exc:
+        print(f"connections-bot: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (SQLAlchemyError, OSError) as exc:
+        # The type only: driver messages can name hosts and users.
+        print(
+            f"connections-bot: could not export the audit log from {safe_url(database_url)} "
+            f"({type(exc).__name__}); is the database reachable and migrated (connections-bot migrate)?",
+            file=sys.stderr,
+        )
+        return 1
+    noun = "event" if count == 1 else "events"
+    print(f"connections-bot: exported {count} audit {noun} to {output or 'standard output'}", file=sys.stderr)
+    return 0
+
+
+async def _write_audit(database_url: str, output: str | None) -> int:
+    from bot.services.audit import export_events
+    from bot.store import Database
+
+    db = Database.from_url(database_url)
+    try:
+        if output is None:
+            return await export_events(db, sys.stdout)
+        with open(output, "w", encoding="utf-8", newline="\n") as out:
+            return await export_events(db, out)
+    finally:
+        await db.dispose()
 
 
 def _serve(settings: Settings) -> int:

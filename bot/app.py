@@ -16,6 +16,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from bot.listeners import register_listeners
+from bot.listeners.expiry import start_expiry
 from bot.logs import slack_logger
 from bot.runtime import Services, start_services
 from bot.settings import Settings
@@ -70,6 +71,9 @@ def build_asgi(app: AsyncApp, services: Services, *, own_services: bool = True) 
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        if own_services:
+            # Periodic jobs run only while serving; Services.close() stops them first.
+            start_expiry(services, app.client)
         yield
         if own_services:
             logger.info("shutting down; finishing %d task(s) in flight", services.background.pending)
@@ -108,6 +112,7 @@ class ServicesApp:
             await send({"type": "lifespan.startup.failed", "message": str(exc)})
             return
         self._inner = build_asgi(build_app(services), services, own_services=False)
+        start_expiry(services, services.slack)
         await send({"type": "lifespan.startup.complete"})
         await receive()  # lifespan.shutdown
         await services.close(self._drain_seconds)

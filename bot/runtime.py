@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import aiohttp
 import httpx
@@ -16,7 +17,10 @@ from bot.master_key import LoadedKey, MasterKeyError
 from bot.providers.registry import ProviderRegistry, build_registry
 from bot.services.admins import AdminPolicy
 from bot.services.approvals import ApprovalService
+from bot.services.audit import AuditService
 from bot.services.connections import ConnectionService
+from bot.services.expiry import ExpiryService
+from bot.services.home import HomeService
 from bot.services.key_guard import guard_master_key, key_opens_database
 from bot.settings import Settings
 from bot.slack_directory import SlackGroupDirectory
@@ -47,6 +51,9 @@ class Services:
     background: Background
     connections: ConnectionService
     approvals: ApprovalService
+    expiry: ExpiryService
+    audit: AuditService
+    home: HomeService
     stoppers: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
     """Run first at shutdown, to stop taking new work (close the Socket Mode connection)."""
     closers: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
@@ -121,6 +128,10 @@ async def start_services(settings: Settings, *, http: httpx.AsyncClient | None =
         background=Background(),
         connections=ConnectionService(db, cipher, providers, client),
         approvals=ApprovalService(db, providers, policy, allow_self_approval=settings.allow_self_approval),
+        # Only built here; the periodic run starts with serving (bot.listeners.expiry.start_expiry).
+        expiry=ExpiryService(db, providers, ttl=timedelta(hours=settings.approval_ttl_hours)),
+        audit=AuditService(db, providers, policy),
+        home=HomeService(db, providers, policy, allow_self_approval=settings.allow_self_approval),
     )
     services.closers.append(session.close)
     if not settings.admin_channel:

@@ -14,7 +14,7 @@ from dotenv import dotenv_values
 
 from bot.redaction import Secret
 
-__all__ = ["ConfigError", "Settings", "load_settings"]
+__all__ = ["ConfigError", "Settings", "load_database_url", "load_settings"]
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 DEFAULT_CONFLUENT_CLOUD_API_URL = "https://api.confluent.cloud"
@@ -39,6 +39,8 @@ class Settings:
     admin_group: str | None = None
     allow_self_approval: bool = False
     approval_ttl_hours: float = 72.0
+    # How often overdue approval requests are looked for; mainly turned down by tests and operators.
+    expiry_check_seconds: float = 300.0
     master_key: Secret | None = None
     master_key_file: Path | None = None
     host: str = "0.0.0.0"
@@ -98,6 +100,15 @@ class Settings:
             ) from None
         if ttl_hours <= 0:
             raise ConfigError("CONNECTIONS_APPROVAL_TTL_HOURS must be more than 0")
+        check_text = get("CONNECTIONS_EXPIRY_CHECK_SECONDS") or "300"
+        try:
+            expiry_check_seconds = float(check_text)
+        except ValueError:
+            raise ConfigError(
+                f"CONNECTIONS_EXPIRY_CHECK_SECONDS must be a number of seconds, not {check_text!r}"
+            ) from None
+        if not 0 < expiry_check_seconds < float("inf"):
+            raise ConfigError("CONNECTIONS_EXPIRY_CHECK_SECONDS must be a finite number more than 0")
 
         master_key = get("CONNECTIONS_MASTER_KEY")
         key_file = get("CONNECTIONS_MASTER_KEY_FILE")
@@ -116,6 +127,7 @@ class Settings:
             admin_group=get("CONNECTIONS_ADMIN_GROUP"),
             allow_self_approval=self_approval_text in ("true", "1", "yes"),
             approval_ttl_hours=ttl_hours,
+            expiry_check_seconds=expiry_check_seconds,
             master_key=Secret(master_key) if master_key else None,
             master_key_file=Path(key_file).expanduser() if key_file else None,
             host=get("HOST") or "0.0.0.0",
@@ -130,8 +142,18 @@ def _with_trailing_slash(url: str) -> str:
 
 def load_settings(env_file: str | os.PathLike[str] | None = ".env") -> Settings:
     """Settings from ``.env`` (if present) overlaid by the process environment."""
+    return Settings.from_mapping(_environment(env_file))
+
+
+def load_database_url(env_file: str | os.PathLike[str] | None = ".env") -> str:
+    """``DATABASE_URL`` (or its default) from the same sources as :func:`load_settings`, for
+    commands that only read the database (``audit export``) and so need no Slack token."""
+    return (_environment(env_file).get("DATABASE_URL") or "").strip() or DEFAULT_DATABASE_URL
+
+
+def _environment(env_file: str | os.PathLike[str] | None) -> dict[str, str]:
     values: dict[str, str] = {}
     if env_file is not None and Path(env_file).is_file():
         values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
     values.update(os.environ)
-    return Settings.from_mapping(values)
+    return values

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from slack_bolt.async_app import AsyncApp
 
-from bot.listeners import actions, approvals, commands, views
+from bot.listeners import actions, approvals, commands, events, views
 from bot.runtime import Services
 
 __all__ = ["register_listeners"]
@@ -18,3 +18,4 @@ def register_listeners(app: AsyncApp, services: Services) -> None:
     actions.register(app, services)
     views.register(app, services)
     approvals.register(app, services)
+    events.register(app, services)

@@ -10,6 +10,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from blocks.connections import connections_message
 from bot import ids
+from bot.listeners.replies import tell_user
 from bot.listeners.state import FormDraft, form_view, parse_page, team_of
 from bot.providers.registry import UnknownProvider
 from bot.runtime import Services
@@ -34,7 +35,7 @@ def register(app: AsyncApp, services: Services) -> None:
             provider = services.providers.get(str(action.get("value", "")))
         except UnknownProvider:
             services.background.spawn(
-                respond(response_type="ephemeral", replace_original=False, text=STALE_PROVIDER),
+                tell_user(client, respond, str(body["user"]["id"]), {"text": STALE_PROVIDER}),
                 name="action:connect:stale",
             )
             return

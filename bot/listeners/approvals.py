@@ -23,11 +23,13 @@ from blocks.approval import (
     self_approval_reply,
 )
 from bot import ids
+from bot.listeners.events import publish_home
+from bot.listeners.replies import tell_user
 from bot.listeners.state import parse_json_object, team_of
 from bot.runtime import Services
 from bot.services.approvals import Decision, Verdict
 
-__all__ = ["post_approval_request", "register"]
+__all__ = ["announce_decision", "post_approval_request", "register"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +53,7 @@ def register(app: AsyncApp, services: Services) -> None:
 
         async def approve() -> None:
             decision = await services.approvals.approve(team_id, str(action.get("value", "")), actor)
-            await _answer(services, client, respond, decision, where)
+            await _answer(services, client, respond, decision, where, team_id=team_id, actor=actor)
 
         services.background.spawn(approve(), name="action:approve")
 
@@ -76,11 +78,11 @@ def register(app: AsyncApp, services: Services) -> None:
             except TimeoutError:
                 verdict = None
             if verdict is not None and verdict.verdict is not Verdict.DECIDED:
-                await _answer(services, client, respond, verdict, where)
+                await _answer(services, client, respond, verdict, where, team_id=team_id, actor=actor)
                 return
             request = await services.approvals.request(team_id, connection_id)
             if request.connection is None:
-                await respond(response_type="ephemeral", replace_original=False, **not_found_reply())
+                await tell_user(client, respond, actor, not_found_reply())
                 return
             metadata = json.dumps({"connection": connection_id, "channel": where[0], "ts": where[1]})
             await client.views_open(
@@ -118,7 +120,9 @@ def register(app: AsyncApp, services: Services) -> None:
         await ack()
         where = (metadata.get("channel"), metadata.get("ts"))
         services.background.spawn(
-            _announce(services, client, decision, (str(where[0] or ""), str(where[1] or ""))),
+            _announce(
+                services, client, decision, (str(where[0] or ""), str(where[1] or "")), team_id=team_id
+            ),
             name="view:reject",
         )
 
@@ -182,20 +186,32 @@ async def _answer(
     respond: AsyncRespond,
     decision: Decision,
     where: tuple[str, str],
+    *,
+    team_id: str,
+    actor: str,
 ) -> None:
     if decision.verdict is Verdict.DECIDED:
-        await _announce(services, client, decision, where)
+        await _announce(services, client, decision, where, team_id=team_id)
         return
-    await respond(response_type="ephemeral", replace_original=False, **_reply_for(services, decision))
+    await tell_user(client, respond, actor, _reply_for(services, decision))
     if decision.verdict is Verdict.ALREADY_DECIDED:
         # The clicked message may be stale (posted before the decision): bring it up to date.
         await _update_request(client, decision, where)
+    if not respond.response_url:
+        # A click on App Home, which showed something stale (or buttons to a former admin).
+        await publish_home(services, client, team_id, actor)
 
 
 async def _announce(
-    services: Services, client: AsyncWebClient, decision: Decision, where: tuple[str, str]
+    services: Services,
+    client: AsyncWebClient,
+    decision: Decision,
+    where: tuple[str, str],
+    *,
+    team_id: str | None = None,
 ) -> None:
-    """A decision was made: update the request in place and tell the requester."""
+    """A decision was made: update the request in place, tell the requester and, given the
+    workspace, republish the Home tabs of the requester and of whoever decided."""
     await _update_request(client, decision, where)
     connection = decision.connection
     if connection is None or decision.status is None:
@@ -211,6 +227,15 @@ async def _announce(
         logger.warning(
             "could not tell %s about the decision: %s", connection.created_by, exc.response.get("error")
         )
+    if team_id is not None:
+        # Both Homes list this request: the requester's among their connections, the admin's as
+        # waiting for a decision. Other admins' Homes catch up when opened (or on a stale click).
+        for user_id in dict.fromkeys(u for u in (connection.created_by, decision.decided_by) if u):
+            await publish_home(services, client, team_id, user_id)
+
+
+announce_decision = _announce
+"""Public name of :func:`_announce`, for decisions made outside a click (expiry)."""
 
 
 async def _update_request(client: AsyncWebClient, decision: Decision, where: tuple[str, str]) -> None:

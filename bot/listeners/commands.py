@@ -9,6 +9,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncResp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from blocks.connections import connections_message, help_message
+from bot.listeners.audit import show_audit
 from bot.listeners.state import form_view, parse_page, team_of
 from bot.providers.registry import UnknownProvider
 from bot.runtime import Services
@@ -59,6 +60,8 @@ def register(app: AsyncApp, services: Services) -> None:
             work = show_connections()
         elif sub == "connect":
             work = open_form()
+        elif sub == "audit":
+            work = show_audit(services, respond, team_id, str(command.get("user_id", "")), argument)
         else:
             work = show_help()
         services.background.spawn(work, name=f"command:{sub or 'list'}")

@@ -14,6 +14,7 @@ from blocks.modal import problem_view, result_view, verifying_view
 from blocks.results import problem_message, result_message
 from bot import ids
 from bot.listeners.approvals import post_approval_request
+from bot.listeners.events import publish_home
 from bot.listeners.state import FormDraft, parse_form_metadata, read_form, team_of
 from bot.providers.base import Provider
 from bot.providers.registry import UnknownProvider
@@ -116,7 +117,11 @@ async def _verify_and_report(
         return
     note = ""
     if outcome.connection_id is not None:
-        posted = await post_approval_request(services, client, request.team_id, outcome.connection_id)
+        try:
+            posted = await post_approval_request(services, client, request.team_id, outcome.connection_id)
+        except Exception:  # Slack unreachable: the user still gets the result, with the right note
+            logger.warning("could not post the approval request", exc_info=True)
+            posted = False
         note = _approval_note(services, posted)
     await _deliver(
         client,
@@ -125,6 +130,11 @@ async def _verify_and_report(
         result_view(provider, request.name, outcome.verification, try_again_value=draft, approval_note=note),
         result_message(provider, request.name, outcome.verification, note),
     )
+    if outcome.connection_id is not None:
+        try:
+            await publish_home(services, client, request.team_id, request.user_id)
+        except Exception:  # the Home tab catches up when next opened; the user already has the result
+            logger.warning("could not republish the Home tab of %s", request.user_id, exc_info=True)
 
 
 def _approval_note(services: Services, posted: bool) -> str:

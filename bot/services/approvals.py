@@ -22,7 +22,7 @@ from bot.services.summaries import summarize
 from bot.store import AuditEvent, Connection, Database
 from bot.store.uow import UnitOfWork
 
-__all__ = ["ApprovalService", "Decision", "Verdict"]
+__all__ = ["ApprovalService", "Decision", "Verdict", "describe"]
 
 REASON_MAX_LENGTH = 500
 
@@ -106,7 +106,7 @@ class ApprovalService:
         return await self._decide(team_id, connection_id, actor, Status.ACTIVE, reason=None)
 
     async def reject(self, team_id: str, connection_id: str, actor: str, reason: str) -> Decision:
-        reason = reason.strip()[:REASON_MAX_LENGTH]
+        reason = reason.strip()[:REASON_MAX_LENGTH].rstrip()
         if not reason:
             raise ValueError("a rejection needs a reason")
         return await self._decide(team_id, connection_id, actor, Status.REJECTED, reason=reason)
@@ -172,20 +172,33 @@ class ApprovalService:
     async def _describe(
         self, tx: UnitOfWork, connection: Connection, verdict: Verdict, *, admin: AdminCheck | None = None
     ) -> Decision:
-        records = await tx.verifications.recent(connection.team_id, connection.id, limit=1)
-        checks = (
-            tuple(Check(c["name"], bool(c["passed"]), str(c.get("detail", ""))) for c in records[0].checks)
-            if records
-            else ()
-        )
-        return Decision(
-            verdict,
-            connection=summarize(connection, self._providers),
-            checks=checks,
-            decided_by=connection.decided_by,
-            decided_at=connection.decided_at,
-            reason=connection.decision_reason,
-            admin=admin,
-            approval_channel=connection.approval_channel,
-            approval_ts=connection.approval_ts,
-        )
+        return await describe(tx, connection, self._providers, verdict, admin=admin)
+
+
+async def describe(
+    tx: UnitOfWork,
+    connection: Connection,
+    providers: ProviderRegistry,
+    verdict: Verdict,
+    *,
+    admin: AdminCheck | None = None,
+) -> Decision:
+    """``connection`` as a :class:`Decision` with ``verdict``: its summary, the checks of its
+    latest verification, who decided what and when, and where its request was posted."""
+    records = await tx.verifications.recent(connection.team_id, connection.id, limit=1)
+    checks = (
+        tuple(Check(c["name"], bool(c["passed"]), str(c.get("detail", ""))) for c in records[0].checks)
+        if records
+        else ()
+    )
+    return Decision(
+        verdict,
+        connection=summarize(connection, providers),
+        checks=checks,
+        decided_by=connection.decided_by,
+        decided_at=connection.decided_at,
+        reason=connection.decision_reason,
+        admin=admin,
+        approval_channel=connection.approval_channel,
+        approval_ts=connection.approval_ts,
+    )

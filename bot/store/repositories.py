@@ -9,6 +9,7 @@ case's writes land together or not at all. Every query that a Slack user can rea
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Collection
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, exists, func, select, update
@@ -73,6 +74,17 @@ class ConnectionRepository:
         )
         return await self._session.scalar(statement)
 
+    async def latest_by_name(self, team_id: str, name: str) -> Connection | None:
+        """The most recently created connection named ``name`` (case-insensitively) in the
+        workspace, in any status: a rejected or expired connection stays findable by its name."""
+        statement = (
+            select(Connection)
+            .where(Connection.team_id == team_id, Connection.name_key == name_key(name))
+            .order_by(Connection.created_at.desc(), Connection.id.desc())
+            .limit(1)
+        )
+        return await self._session.scalar(statement)
+
     async def name_taken(self, team_id: str, name: str) -> bool:
         """Whether a connection holding its name (see :attr:`Status.holds_name`) uses ``name``,
         compared case-insensitively. Rejected, expired and revoked connections do not count."""
@@ -120,6 +132,36 @@ class ConnectionRepository:
         rows = await self._session.scalars(statement)
         return list(rows), int(total or 0)
 
+    async def list_matching(
+        self,
+        team_id: str,
+        limit: int,
+        *,
+        created_by: str | None = None,
+        statuses: Collection[Status] | None = None,
+        oldest_first: bool = False,
+    ) -> tuple[list[Connection], int]:
+        """At most ``limit`` of the workspace's connections, newest first (oldest first with
+        ``oldest_first``), and how many match in all.
+
+        ``created_by`` keeps one user's connections only; ``statuses`` keeps those statuses only.
+        """
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        conditions = [Connection.team_id == team_id]
+        if created_by is not None:
+            conditions.append(Connection.created_by == created_by)
+        if statuses is not None:
+            conditions.append(Connection.status.in_(list(statuses)))
+        total = await self._session.scalar(select(func.count()).select_from(Connection).where(*conditions))
+        order = (
+            (Connection.created_at.asc(), Connection.id.asc())
+            if oldest_first
+            else (Connection.created_at.desc(), Connection.id.desc())
+        )
+        statement = select(Connection).where(*conditions).order_by(*order).limit(limit)
+        return list(await self._session.scalars(statement)), int(total or 0)
+
     async def transition(
         self,
         team_id: str,
@@ -148,6 +190,24 @@ class ConnectionRepository:
         )
         result = await self._session.execute(statement)
         return result.first() is not None
+
+    async def pending_created_before(self, cutoff: datetime, limit: int) -> list[Connection]:
+        """Connections of *every* workspace still awaiting approval and created before ``cutoff``,
+        oldest first, at most ``limit`` of them.
+
+        For expiry, a system job that no Slack user can reach, hence no ``team_id``. A plain range
+        on ``created_at`` with an equality on ``status`` (no function around either column), so an
+        index on ``(status, created_at)`` can serve it; ``limit`` keeps each run bounded.
+        """
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        statement = (
+            select(Connection)
+            .where(Connection.status == Status.PENDING_APPROVAL, Connection.created_at < cutoff)
+            .order_by(Connection.created_at, Connection.id)
+            .limit(limit)
+        )
+        return list(await self._session.scalars(statement))
 
 
 def _name_holding_statuses() -> list[Status]:

@@ -201,8 +201,10 @@ def test_a_member_of_the_admin_user_group_may_approve(abot: Bot, cloud_key: Clou
 def test_when_slack_cannot_say_who_is_in_the_group_the_click_is_refused(
     abot: Bot, cloud_key: CloudKey
 ) -> None:
+    # Slack refuses every membership lookup (a failed lookup is never cached, so each check asks).
+    for _ in range(10):
+        abot.slack.fail_next("usergroups.users.list", error="missing_scope", status=200, retry_after=None)
     connection_id, request = create_pending(abot, cloud_key)
-    abot.slack.fail_next("usergroups.users.list", error="missing_scope", status=200, retry_after=None)
     click(abot, ids.ACTION_APPROVE, connection_id, request, GROUP_MEMBER)
     wait_until(lambda: replies_to(abot, GROUP_MEMBER), what="the refusal")
     reply = replies_to(abot, GROUP_MEMBER)[-1]

@@ -1,4 +1,5 @@
-"""Requests built exactly as Slack builds them: signed slash commands, block_actions and view_submission.
+"""Requests built exactly as Slack builds them: signed slash commands, block_actions, view_submission
+and Events API deliveries.
 
 The payload builders re-create the shapes Slack sends (see Slack's interaction payload reference);
 ``SlackSender`` signs them, POSTs them to the app's ``/slack/events`` and keeps the fake Slack Web API
@@ -38,6 +39,7 @@ __all__ = [
     "SlackSender",
     "block_actions_in_view",
     "block_actions_on_message",
+    "event_callback",
     "find_action",
     "form_body",
     "new_trigger_id",
@@ -236,6 +238,36 @@ def view_submission(
     }
 
 
+def event_callback(
+    event: Mapping[str, Any], *, team_id: str, api_app_id: str = API_APP_ID, event_id: str | None = None
+) -> dict[str, Any]:
+    """An Events API delivery of ``event`` (e.g. ``app_home_opened``), as Slack POSTs it in JSON.
+
+    ``event_id`` identifies the event across Slack's redeliveries; a fresh one by default."""
+    return {
+        "token": _LEGACY_TOKEN,
+        "team_id": team_id,
+        "context_team_id": team_id,
+        "context_enterprise_id": None,
+        "api_app_id": api_app_id,
+        "event": copy.deepcopy(dict(event)),
+        "type": "event_callback",
+        "event_id": event_id or "Ev" + secrets.token_hex(5).upper(),
+        "event_time": int(time.time()),
+        "authorizations": [
+            {
+                "enterprise_id": None,
+                "team_id": team_id,
+                "user_id": BOT_USER_ID,
+                "is_bot": True,
+                "is_enterprise_install": False,
+            }
+        ],
+        "is_ext_shared_channel": False,
+        "event_context": "4-" + secrets.token_urlsafe(24),
+    }
+
+
 def find_action(
     blocks: Sequence[Mapping[str, Any]], action_id: str, value: str | None = None
 ) -> tuple[str, dict[str, Any]]:
@@ -413,6 +445,20 @@ class SlackSender:
             view_id, response.status_code, response.headers.get("content-type", ""), response.content
         )
         return response
+
+    def event(
+        self, event: Mapping[str, Any], *, retry_num: int | None = None, event_id: str | None = None
+    ) -> httpx.Response:
+        """Deliver ``event`` through the Events API: a signed JSON ``event_callback``.
+
+        ``retry_num`` makes it a redelivery, with the ``X-Slack-Retry-Num`` and
+        ``X-Slack-Retry-Reason`` headers Slack adds when it did not get a 2xx in time."""
+        body = json.dumps(event_callback(event, team_id=self.team_id, event_id=event_id))
+        headers = {**sign(body, self.signing_secret), "content-type": "application/json"}
+        if retry_num is not None:
+            headers["x-slack-retry-num"] = str(retry_num)
+            headers["x-slack-retry-reason"] = "http_timeout"
+        return self.http.post(self.path, content=body, headers=headers)
 
     def post_raw(self, body: bytes | str, headers: Mapping[str, str]) -> httpx.Response:
         """POST ``body`` with exactly ``headers`` (forged signatures, stale timestamps, ...)."""

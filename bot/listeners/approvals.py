@@ -33,7 +33,10 @@ __all__ = ["announce_decision", "post_approval_request", "register"]
 
 logger = logging.getLogger(__name__)
 
-PRECHECK_SECONDS = 1.5
+NOTHING_CHANGED = "Something went wrong on our side, so nothing changed. Please try again in a minute."
+REJECT_FORM_FAILED = "The reject form could not be opened in time, so nothing changed. Click Reject again."
+
+PRECHECK_SECONDS = 1.0
 """How long a Reject click may spend checking rights before opening the reason modal anyway (its
 trigger_id expires after 3 s); the submission is checked in full."""
 
@@ -52,7 +55,12 @@ def register(app: AsyncApp, services: Services) -> None:
         where = _message_of(body)
 
         async def approve() -> None:
-            decision = await services.approvals.approve(team_id, str(action.get("value", "")), actor)
+            try:
+                decision = await services.approvals.approve(team_id, str(action.get("value", "")), actor)
+            except Exception:
+                logger.exception("approving a connection failed")
+                await tell_user(client, respond, actor, {"text": NOTHING_CHANGED})
+                return
             await _answer(services, client, respond, decision, where, team_id=team_id, actor=actor)
 
         services.background.spawn(approve(), name="action:approve")
@@ -76,7 +84,11 @@ def register(app: AsyncApp, services: Services) -> None:
                     services.approvals.may_decide(team_id, connection_id, actor), PRECHECK_SECONDS
                 )
             except TimeoutError:
-                verdict = None
+                verdict = None  # the submission is checked in full anyway
+            except Exception:
+                logger.exception("checking a rejection failed")
+                await tell_user(client, respond, actor, {"text": NOTHING_CHANGED})
+                return
             if verdict is not None and verdict.verdict is not Verdict.DECIDED:
                 await _answer(services, client, respond, verdict, where, team_id=team_id, actor=actor)
                 return
@@ -85,10 +97,14 @@ def register(app: AsyncApp, services: Services) -> None:
                 await tell_user(client, respond, actor, not_found_reply())
                 return
             metadata = json.dumps({"connection": connection_id, "channel": where[0], "ts": where[1]})
-            await client.views_open(
-                trigger_id=body["trigger_id"],
-                view=reject_reason_modal(request.connection, private_metadata=metadata),
-            )
+            try:
+                await client.views_open(
+                    trigger_id=body["trigger_id"],
+                    view=reject_reason_modal(request.connection, private_metadata=metadata),
+                )
+            except Exception as exc:  # an expired trigger_id, most likely: say so instead of nothing
+                logger.warning("could not open the reject form: %s", type(exc).__name__)
+                await tell_user(client, respond, actor, {"text": REJECT_FORM_FAILED})
 
         services.background.spawn(ask_why(), name="action:reject")
 
@@ -110,12 +126,17 @@ def register(app: AsyncApp, services: Services) -> None:
                 response_action="errors", errors={ids.BLOCK_REASON: "Say why, so the requester can fix it."}
             )
             return
-        decision = await services.approvals.reject(
-            team_id, str(metadata.get("connection", "")), actor, reason
-        )
+        try:
+            decision = await services.approvals.reject(
+                team_id, str(metadata.get("connection", "")), actor, reason
+            )
+        except Exception:
+            logger.exception("rejecting a connection failed")
+            await ack(response_action="errors", errors={ids.BLOCK_REASON: NOTHING_CHANGED})
+            return
         if decision.verdict is not Verdict.DECIDED:
-            reply = _reply_for(services, decision)
-            await ack(response_action="errors", errors={ids.BLOCK_REASON: reply["text"]})
+            # Inline errors are plain text, so the mrkdwn replies are not used here.
+            await ack(response_action="errors", errors={ids.BLOCK_REASON: _plain_refusal(decision)})
             return
         await ack()
         where = (metadata.get("channel"), metadata.get("ts"))
@@ -166,6 +187,19 @@ def _message_of(body: dict[str, Any]) -> tuple[str, str]:
     if container.get("type") != "message" or container.get("is_ephemeral"):
         return "", ""
     return str(container.get("channel_id") or ""), str(container.get("message_ts") or "")
+
+
+def _plain_refusal(decision: Decision) -> str:
+    if decision.verdict is Verdict.NOT_ADMIN:
+        return "Only admins of connections can reject. Nothing changed."
+    if decision.verdict is Verdict.ADMIN_CHECK_FAILED:
+        why = decision.admin.why if decision.admin else "unknown"
+        return f"Your admin rights could not be checked with Slack ({why}), so nothing changed. Try again."
+    if decision.verdict is Verdict.SELF_APPROVAL:
+        return "You asked for this connection, so another admin must decide. Nothing changed."
+    if decision.verdict is Verdict.ALREADY_DECIDED and decision.status is not None:
+        return f"Someone already decided: this connection is {decision.status.label}. Nothing changed."
+    return "This connection no longer exists. Nothing changed."
 
 
 def _reply_for(services: Services, decision: Decision) -> dict[str, Any]:
@@ -223,15 +257,16 @@ async def _announce(
                 connection, status=decision.status, decided_by=decision.decided_by, reason=decision.reason
             ),
         )
-    except SlackApiError as exc:
-        logger.warning(
-            "could not tell %s about the decision: %s", connection.created_by, exc.response.get("error")
-        )
+    except Exception as exc:  # the decision stands; the rest of the announcement must still go out
+        logger.warning("could not tell %s about the decision: %s", connection.created_by, _describe(exc))
     if team_id is not None:
         # Both Homes list this request: the requester's among their connections, the admin's as
         # waiting for a decision. Other admins' Homes catch up when opened (or on a stale click).
         for user_id in dict.fromkeys(u for u in (connection.created_by, decision.decided_by) if u):
-            await publish_home(services, client, team_id, user_id)
+            try:
+                await publish_home(services, client, team_id, user_id)
+            except Exception as exc:
+                logger.warning("could not republish the Home tab of %s: %s", user_id, _describe(exc))
 
 
 announce_decision = _announce
@@ -240,7 +275,10 @@ announce_decision = _announce
 
 async def _update_request(client: AsyncWebClient, decision: Decision, where: tuple[str, str]) -> None:
     connection = decision.connection
-    channel, ts = where if all(where) else (decision.approval_channel or "", decision.approval_ts or "")
+    # The stored location is the one the bot posted to; the clicked one is only a fallback for
+    # requests posted before it was recorded (a payload's channel and ts are not to be trusted).
+    stored = (decision.approval_channel or "", decision.approval_ts or "")
+    channel, ts = stored if all(stored) else where
     if connection is None or decision.status is None or decision.decided_at is None or not (channel and ts):
         return
     try:
@@ -256,7 +294,11 @@ async def _update_request(client: AsyncWebClient, decision: Decision, where: tup
                 reason=decision.reason,
             ),
         )
-    except SlackApiError as exc:
-        logger.warning(
-            "could not update the approval request %s/%s: %s", channel, ts, exc.response.get("error")
-        )
+    except Exception as exc:  # logged, never raised: the requester must still be told
+        logger.warning("could not update the approval request %s/%s: %s", channel, ts, _describe(exc))
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, SlackApiError) and exc.response is not None:
+        return str(exc.response.get("error"))
+    return type(exc).__name__

@@ -46,7 +46,14 @@ async def show_audit(
     if not name:
         await respond(response_type="ephemeral", **audit_usage_reply())
         return
-    history = await services.audit.history(team_id, actor, name)
+    try:
+        history = await services.audit.history(team_id, actor, name)
+    except Exception:
+        logger.exception("reading the audit log failed")
+        await respond(
+            response_type="ephemeral", text="Something went wrong on our side; try again in a minute."
+        )
+        return
     await respond(response_type="ephemeral", **_reply(services, history))
 
 

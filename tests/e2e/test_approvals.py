@@ -335,3 +335,33 @@ def test_without_an_admin_channel_the_user_is_told_approvals_are_not_configured(
     text = visible_text(wait_for_result(abot.slack, view_id))
     assert "approvals are not configured" in text and "CONNECTIONS_ADMIN_CHANNEL" in text
     assert "CONNECTIONS_ADMIN_CHANNEL is not set" in abot.log_text()
+
+
+def test_a_rejection_submitted_after_someone_else_decided_is_refused_in_plain_words(
+    abot: Bot, cloud_key: CloudKey
+) -> None:
+    connection_id, request = create_pending(abot, cloud_key)
+    opened = len(abot.slack.calls_to("views.open"))
+    click(abot, ids.ACTION_REJECT, connection_id, request, ADMIN)
+    modal_id = str(abot.slack.wait_for("views.open", count=opened + 1)[-1].response["view"]["id"])
+    # While the first admin types a reason, the second approves.
+    stale_click(abot, abot.sender, ids.ACTION_APPROVE, connection_id, request, SECOND_ADMIN)
+    wait_until(
+        lambda: stored(abot.database_url)["connections"][0].status == Status.ACTIVE, what="the approval"
+    )
+
+    answer = abot.sender.submit(modal_id, {ids.BLOCK_REASON: "too broad"}, user_id=ADMIN).json()
+    assert answer["response_action"] == "errors"
+    error = answer["errors"][ids.BLOCK_REASON]
+    assert "already decided" in error and "active" in error and "Nothing changed" in error
+    assert "<" not in error  # inline errors are plain text: no mentions or date tokens
+    assert audit(abot, "connection.rejected") == []
+
+
+def test_when_the_reject_form_cannot_open_the_admin_is_told(abot: Bot, cloud_key: CloudKey) -> None:
+    connection_id, request = create_pending(abot, cloud_key)
+    abot.slack.fail_next("views.open", error="expired_trigger_id", status=200, retry_after=None)
+    click(abot, ids.ACTION_REJECT, connection_id, request, ADMIN)
+    wait_until(lambda: replies_to(abot, ADMIN), what="the admin's reply")
+    assert "could not be opened in time" in replies_to(abot, ADMIN)[-1]
+    assert stored(abot.database_url)["connections"][0].status == Status.PENDING_APPROVAL

@@ -117,6 +117,7 @@ async def start_services(settings: Settings, *, http: httpx.AsyncClient | None =
     # A rejection is decided before its modal is answered, inside Slack's 3 seconds.
     directory = SlackGroupDirectory(slack, timeout_seconds=GROUP_LOOKUP_SECONDS)
     policy = AdminPolicy(settings.admins, settings.admin_group, directory)
+    expiry = ExpiryService(db, providers, ttl=timedelta(hours=settings.approval_ttl_hours))
     services = Services(
         settings=settings,
         db=db,
@@ -127,9 +128,11 @@ async def start_services(settings: Settings, *, http: httpx.AsyncClient | None =
         slack=slack,
         background=Background(),
         connections=ConnectionService(db, cipher, providers, client),
-        approvals=ApprovalService(db, providers, policy, allow_self_approval=settings.allow_self_approval),
+        approvals=ApprovalService(
+            db, providers, policy, allow_self_approval=settings.allow_self_approval, expirer=expiry
+        ),
         # Only built here; the periodic run starts with serving (bot.listeners.expiry.start_expiry).
-        expiry=ExpiryService(db, providers, ttl=timedelta(hours=settings.approval_ttl_hours)),
+        expiry=expiry,
         audit=AuditService(db, providers, policy),
         home=HomeService(db, providers, policy, allow_self_approval=settings.allow_self_approval),
     )

@@ -137,6 +137,10 @@ def register(app: AsyncApp, services: Services) -> None:
         if decision.verdict is not Verdict.DECIDED:
             # Inline errors are plain text, so the mrkdwn replies are not used here.
             await ack(response_action="errors", errors={ids.BLOCK_REASON: _plain_refusal(decision)})
+            if decision.verdict is Verdict.EXPIRED:
+                services.background.spawn(
+                    _announce(services, client, decision, ("", ""), team_id=team_id), name="view:expired"
+                )
             return
         await ack()
         where = (metadata.get("channel"), metadata.get("ts"))
@@ -197,6 +201,8 @@ def _plain_refusal(decision: Decision) -> str:
         return f"Your admin rights could not be checked with Slack ({why}), so nothing changed. Try again."
     if decision.verdict is Verdict.SELF_APPROVAL:
         return "You asked for this connection, so another admin must decide. Nothing changed."
+    if decision.verdict is Verdict.EXPIRED:
+        return "This request expired: nobody decided within the time limit. Nothing changed."
     if decision.verdict is Verdict.ALREADY_DECIDED and decision.status is not None:
         return f"Someone already decided: this connection is {decision.status.label}. Nothing changed."
     return "This connection no longer exists. Nothing changed."
@@ -209,7 +215,7 @@ def _reply_for(services: Services, decision: Decision) -> dict[str, Any]:
         return admin_check_failed_reply(decision.admin.why if decision.admin else "unknown")
     if decision.verdict is Verdict.SELF_APPROVAL:
         return self_approval_reply()
-    if decision.verdict is Verdict.ALREADY_DECIDED and decision.status is not None:
+    if decision.verdict in (Verdict.ALREADY_DECIDED, Verdict.EXPIRED) and decision.status is not None:
         return already_decided_reply(decision.status, decision.decided_by, decision.decided_at)
     return not_found_reply()
 
@@ -228,6 +234,10 @@ async def _answer(
         await _announce(services, client, decision, where, team_id=team_id)
         return
     await tell_user(client, respond, actor, _reply_for(services, decision))
+    if decision.verdict is Verdict.EXPIRED:
+        # This click expired the request: announce it as the periodic job would have.
+        await _announce(services, client, decision, where, team_id=team_id)
+        return
     if decision.verdict is Verdict.ALREADY_DECIDED:
         # The clicked message may be stale (posted before the decision): bring it up to date.
         await _update_request(client, decision, where)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Protocol
 
 from bot.domain import ConnectionSummary, Status
 from bot.providers.base import Check
@@ -20,6 +21,7 @@ from bot.providers.registry import ProviderRegistry
 from bot.services.admins import AdminCheck, AdminPolicy
 from bot.services.summaries import summarize
 from bot.store import AuditEvent, Connection, Database
+from bot.store.repositories import ConnectionRepository
 from bot.store.uow import UnitOfWork
 
 __all__ = ["ApprovalService", "Decision", "Verdict", "describe"]
@@ -34,6 +36,8 @@ class Verdict(enum.Enum):
     SELF_APPROVAL = "self_approval"
     NOT_ADMIN = "not_admin"
     ADMIN_CHECK_FAILED = "admin_check_failed"
+    EXPIRED = "expired"
+    """The request had outlived its time to live; this click expired it instead of deciding."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,14 @@ class Decision:
         return self.connection.status if self.connection else None
 
 
+class Expirer(Protocol):
+    """Expires overdue requests (the expiry service), so a click never approves one."""
+
+    def overdue(self, connection: Connection, now: datetime) -> bool: ...
+
+    async def expire(self, team_id: str, connection_id: str, now: datetime) -> Decision | None: ...
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -67,8 +79,10 @@ class ApprovalService:
         policy: AdminPolicy,
         *,
         allow_self_approval: bool = False,
+        expirer: Expirer | None = None,
         clock: Callable[[], datetime] = _now,
     ) -> None:
+        self._expirer = expirer
         self._db = db
         self._providers = providers
         self._policy = policy
@@ -116,6 +130,14 @@ class ApprovalService:
     ) -> Decision:
         admin = await self._policy.check(actor)
         now = self._clock()
+        if admin.allowed and self._expirer is not None:
+            # The periodic job may not have run yet: a request past its time is expired, not decided.
+            async with self._db.read() as session:
+                current = await ConnectionRepository(session).get(team_id, connection_id)
+            if current is not None and self._expirer.overdue(current, now):
+                expired = await self._expirer.expire(team_id, connection_id, now)
+                if expired is not None:
+                    return replace(expired, verdict=Verdict.EXPIRED, admin=admin)
         async with self._db.transaction() as tx:
             refusal = await self._refusal(tx, team_id, connection_id, actor, admin)
             if refusal is not None:

@@ -20,6 +20,7 @@ from bot.providers.registry import ProviderRegistry
 from bot.services.approvals import Decision, Verdict, describe
 from bot.store import AuditEvent, Connection, Database
 from bot.store.repositories import ConnectionRepository
+from bot.store.uow import UnitOfWork
 
 __all__ = ["BATCH_SIZE", "SYSTEM_ACTOR", "ExpiryService"]
 
@@ -89,40 +90,54 @@ class ExpiryService:
                 expired.append(decision)
         return expired
 
-    async def _expire(self, candidate: Connection, now: datetime) -> Decision | None:
-        team_id, connection_id = candidate.team_id, candidate.id
+    def overdue(self, connection: Connection, now: datetime) -> bool:
+        """Whether a pending request has outlived its time to live."""
+        return connection.status is Status.PENDING_APPROVAL and now - connection.created_at >= self._ttl
+
+    async def expire(self, team_id: str, connection_id: str, now: datetime) -> Decision | None:
+        """Expire one request now (a click found it overdue before the periodic job did); the
+        decision if this call's transition won, else None."""
         async with self._db.transaction() as tx:
-            won = await tx.connections.transition(
-                team_id,
-                connection_id,
-                Status.PENDING_APPROVAL,
-                Status.EXPIRED,
-                decided_by=None,
-                decided_at=now,
-                decision_reason=None,
-                updated_at=now,
+            return await self._expire_in(tx, team_id, connection_id, now)
+
+    async def _expire(self, candidate: Connection, now: datetime) -> Decision | None:
+        async with self._db.transaction() as tx:
+            return await self._expire_in(tx, candidate.team_id, candidate.id, now)
+
+    async def _expire_in(
+        self, tx: UnitOfWork, team_id: str, connection_id: str, now: datetime
+    ) -> Decision | None:
+        won = await tx.connections.transition(
+            team_id,
+            connection_id,
+            Status.PENDING_APPROVAL,
+            Status.EXPIRED,
+            decided_by=None,
+            decided_at=now,
+            decision_reason=None,
+            updated_at=now,
+        )
+        if not won:
+            return None
+        connection = await tx.connections.get(team_id, connection_id)
+        if connection is None:  # the winning UPDATE holds the row; this is for the type checker
+            return None
+        # Nobody can approve an expired request, so its ciphertext would only be risk.
+        await tx.credentials.delete_for(connection_id)
+        await tx.audit.add(
+            AuditEvent(
+                team_id=team_id,
+                actor=SYSTEM_ACTOR,
+                action="connection.expired",
+                connection_id=connection_id,
+                before_status=Status.PENDING_APPROVAL,
+                after_status=Status.EXPIRED,
+                reason=f"not decided within {_hours(self._ttl)}",
+                details={"name": connection.name, "provider": connection.provider},
+                created_at=now,
             )
-            if not won:
-                return None
-            connection = await tx.connections.get(team_id, connection_id)
-            if connection is None:  # the winning UPDATE holds the row; this is for the type checker
-                return None
-            # Nobody can approve an expired request, so its ciphertext would only be risk.
-            await tx.credentials.delete_for(connection_id)
-            await tx.audit.add(
-                AuditEvent(
-                    team_id=team_id,
-                    actor=SYSTEM_ACTOR,
-                    action="connection.expired",
-                    connection_id=connection_id,
-                    before_status=Status.PENDING_APPROVAL,
-                    after_status=Status.EXPIRED,
-                    reason=f"not decided within {_hours(self._ttl)}",
-                    details={"name": connection.name, "provider": connection.provider},
-                    created_at=now,
-                )
-            )
-            return await describe(tx, connection, self._providers, Verdict.DECIDED)
+        )
+        return await describe(tx, connection, self._providers, Verdict.DECIDED)
 
 
 def _hours(ttl: timedelta) -> str:

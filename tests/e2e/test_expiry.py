@@ -7,6 +7,8 @@ second, so the whole journey takes a few seconds of real time.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from bot import ids
@@ -107,3 +109,25 @@ def test_a_request_decided_in_time_does_not_expire(abot: Bot, cloud_key: CloudKe
     approved_dm, expired_dm = dms_to(abot, REQUESTER)
     assert "approved" in approved_dm and "decided in time" in approved_dm
     assert "expired" in expired_dm and "left undecided" in expired_dm
+
+
+@pytest.mark.parametrize(
+    "approvals_env",
+    [{"CONNECTIONS_APPROVAL_TTL_HOURS": "0.0003", "CONNECTIONS_EXPIRY_CHECK_SECONDS": "3600"}],
+    indirect=True,
+)
+def test_an_approval_clicked_after_the_time_limit_expires_the_request_instead(
+    abot: Bot, cloud_key: CloudKey
+) -> None:
+    connection_id, request = create_pending(abot, cloud_key)
+    # The periodic job will not run within this test; the click itself must notice the time is up.
+    time.sleep(0.0003 * 3600 + 0.2)
+    click(abot, ids.ACTION_APPROVE, connection_id, request, ADMIN)
+    wait_until(lambda: replies_to(abot, ADMIN), what="the admin's reply")
+    assert "Already expired" in replies_to(abot, ADMIN)[-1]
+    wait_until(lambda: expired(abot, request), what="the request to show it expired")
+    wait_until(lambda: dms_to(abot, REQUESTER), what="the requester's DM")
+    assert "expired" in dms_to(abot, REQUESTER)[-1]
+    [row] = stored(abot.database_url)["connections"]
+    assert row.status == Status.EXPIRED
+    assert audit(abot, "connection.approved") == []

@@ -411,3 +411,27 @@ async def test_an_approval_racing_the_expiry_leaves_exactly_one_outcome(
             assert approval.verdict is Verdict.ALREADY_DECIDED and ids_of(expired) == [connection_id]
             assert (len(approved_events), len(expired_events)) == (0, 1)
             assert await credentials_of(db, connection_id) == []
+
+
+async def test_a_click_on_an_overdue_request_expires_it_instead_of_approving(
+    db: Database,
+    providers: ProviderRegistry,
+    expiry: ExpiryService,
+    create: Callable[..., Awaitable[str]],
+    clock: HandClock,
+) -> None:
+    policy = AdminPolicy(frozenset({ADMIN}), None, NoDirectory())
+    approvals = ApprovalService(db, providers, policy, expirer=expiry, clock=clock)
+    connection_id = await create("late", at=START)
+    clock.now = START + TTL  # the periodic job has not run yet
+
+    decision = await approvals.approve(TEAM, connection_id, ADMIN)
+
+    assert decision.verdict is Verdict.EXPIRED and decision.status is Status.EXPIRED
+    assert (await row(db, connection_id)).status is Status.EXPIRED
+    assert await events_of(db, connection_id, "connection.approved") == []
+    assert len(await events_of(db, connection_id, "connection.expired")) == 1
+    assert await credentials_of(db, connection_id) == []
+    # A request still inside its time is approved as usual.
+    fresh = await create("fresh", at=START + TTL)
+    assert (await approvals.approve(TEAM, fresh, ADMIN)).verdict is Verdict.DECIDED

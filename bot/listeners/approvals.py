@@ -270,9 +270,11 @@ async def _announce(
     except Exception as exc:  # the decision stands; the rest of the announcement must still go out
         logger.warning("could not tell %s about the decision: %s", connection.created_by, _describe(exc))
     if team_id is not None:
-        # Both Homes list this request: the requester's among their connections, the admin's as
-        # waiting for a decision. Other admins' Homes catch up when opened (or on a stale click).
-        for user_id in dict.fromkeys(u for u in (connection.created_by, decision.decided_by) if u):
+        # Homes that list this request: the requester's among their connections, and admins' as
+        # waiting for a decision (the decider and the listed admins; members of the admin group
+        # catch up when they next open Home, or on a stale click).
+        listed = sorted(services.settings.admins)
+        for user_id in dict.fromkeys(u for u in (connection.created_by, decision.decided_by, *listed) if u):
             try:
                 await publish_home(services, client, team_id, user_id)
             except Exception as exc:

@@ -33,7 +33,7 @@ async def expire_and_announce(services: Services, client: AsyncWebClient) -> Non
     """
     for decision in await services.expiry.expire_overdue():
         try:
-            await announce_decision(services, client, decision, ("", ""))
+            await announce_decision(services, client, decision, ("", ""), team_id=decision.team_id)
         except Exception:
             connection_id = decision.connection.id if decision.connection else "?"
             logger.exception("could not announce the expiry of connection %s", connection_id)

@@ -53,6 +53,7 @@ class Decision:
     admin: AdminCheck | None = None
     approval_channel: str | None = None
     approval_ts: str | None = None
+    team_id: str | None = None
 
     @property
     def status(self) -> Status | None:
@@ -223,4 +224,5 @@ async def describe(
         admin=admin,
         approval_channel=connection.approval_channel,
         approval_ts=connection.approval_ts,
+        team_id=connection.team_id,
     )

@@ -66,6 +66,8 @@ class Connection(Base):
         CheckConstraint(_in_values("status", [s.value for s in Status]), name="status"),
         CheckConstraint(_in_values("health", [h.value for h in Health]), name="health"),
         Index("ix_connections_team_id_created_at", "team_id", "created_at"),
+        # The expiry job's query: pending requests, oldest first, across workspaces.
+        Index("ix_connections_status_created_at", "status", "created_at"),
     )
 
     team_id: Mapped[str] = mapped_column(String(_SLACK_ID_LENGTH))

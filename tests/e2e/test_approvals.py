@@ -365,3 +365,14 @@ def test_when_the_reject_form_cannot_open_the_admin_is_told(abot: Bot, cloud_key
     wait_until(lambda: replies_to(abot, ADMIN), what="the admin's reply")
     assert "could not be opened in time" in replies_to(abot, ADMIN)[-1]
     assert stored(abot.database_url)["connections"][0].status == Status.PENDING_APPROVAL
+
+
+def test_a_real_double_click_decides_once(abot: Bot, cloud_key: CloudKey) -> None:
+    connection_id, request = create_pending(abot, cloud_key)
+    # Both clicks leave before the bot has answered either: the same message, twice, at once.
+    stale_click(abot, abot.sender, ids.ACTION_APPROVE, connection_id, request, ADMIN)
+    stale_click(abot, abot.sender, ids.ACTION_APPROVE, connection_id, request, ADMIN)
+    wait_until(lambda: replies_to(abot, ADMIN), what="the reply to the second click")
+    assert "Already approved" in replies_to(abot, ADMIN)[-1]
+    assert len(audit(abot, "connection.approved")) == 1
+    assert len([d for d in dms_to(abot, REQUESTER) if "approved" in d.lower()]) == 1

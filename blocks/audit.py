@@ -14,10 +14,9 @@ from typing import Any, Protocol
 
 from slack_sdk.models.blocks import HeaderBlock
 
-from blocks.results import MESSAGE_MAX_BLOCKS, Block, context, message, quoted_name, section
+from blocks.results import MESSAGE_MAX_BLOCKS, Block, context, message, pack_sections, quoted_name, section
 from blocks.text import (
     HEADER_MAX,
-    SECTION_TEXT_MAX,
     escape,
     one_line,
     plural,
@@ -93,7 +92,11 @@ def audit_history_message(
         blocks.append(context(_facts(connection)))
     if shown:
         # Room for the header, the facts and the footer.
-        blocks.extend(_sections([_line(event) for event in shown], MESSAGE_MAX_BLOCKS - len(blocks) - 1))
+        blocks.extend(
+            pack_sections(
+                [_line(event) for event in shown], MESSAGE_MAX_BLOCKS - len(blocks) - 1, left_out=_LEFT_OUT
+            )
+        )
     else:
         blocks.append(section("No events are recorded for this connection."))
     if more:
@@ -184,24 +187,6 @@ def _status(value: str) -> str:
         return Status(value).label
     except ValueError:
         return escape(truncate(one_line(value, "?"), _UNKNOWN_SHOWN_MAX))
-
-
-def _sections(lines: Sequence[str], max_blocks: int) -> list[Block]:
-    """Pack lines into as few sections as fit; past ``max_blocks`` the oldest lines give way."""
-    texts: list[str] = []
-    current = ""
-    for line in lines:
-        joined = f"{current}\n{line}" if current else line
-        if len(joined) <= SECTION_TEXT_MAX:
-            current = joined
-            continue
-        texts.append(current)
-        current = line
-    if current:
-        texts.append(current)
-    if len(texts) > max_blocks:
-        texts = [*texts[: max_blocks - 1], _LEFT_OUT]
-    return [section(text) for text in texts]
 
 
 def _reply(text: str) -> dict[str, Any]:

@@ -32,6 +32,7 @@ __all__ = [
     "latency_text",
     "message",
     "outcome_headline",
+    "pack_sections",
     "problem_message",
     "quoted_name",
     "result_blocks",
@@ -98,7 +99,7 @@ def checks_blocks(checks: Sequence[Check], *, failures_are_fatal: bool, max_bloc
         icon = "✅" if check.passed else failed_icon
         label = f"{icon} *{escape(truncate(one_line(check.name), 200))}*"
         lines.extend(_item_lines(label, check.detail.strip(), separator=" — "))
-    return _sections(lines, max_blocks)
+    return pack_sections(lines, max_blocks)
 
 
 def hints_blocks(hints: Sequence[str], *, title: str = "What to check", max_blocks: int = 20) -> list[Block]:
@@ -108,7 +109,7 @@ def hints_blocks(hints: Sequence[str], *, title: str = "What to check", max_bloc
     lines = [f"*{escape(title)}*"]
     for hint in hints:
         lines.extend(_item_lines("•", hint.strip(), separator=" "))
-    return _sections(lines, max_blocks)
+    return pack_sections(lines, max_blocks)
 
 
 def latency_text(latency_ms: int) -> str:
@@ -212,8 +213,9 @@ def _item_lines(label: str, body: str, *, separator: str) -> list[str]:
     return [prefix + first, *rest]
 
 
-def _sections(lines: Sequence[str], max_blocks: int) -> list[Block]:
-    """Pack lines into as few sections as fit, keeping at most ``max_blocks``."""
+def pack_sections(lines: Sequence[str], max_blocks: int, *, left_out: str = _LEFT_OUT) -> list[Block]:
+    """Pack lines into as few sections as fit, keeping at most ``max_blocks``; past that, the last
+    kept section says that ``left_out``."""
     texts: list[str] = []
     current = ""
     for line in lines:
@@ -226,7 +228,7 @@ def _sections(lines: Sequence[str], max_blocks: int) -> list[Block]:
     if current:
         texts.append(current)
     if len(texts) > max_blocks:
-        texts = [*texts[: max_blocks - 1], _LEFT_OUT]
+        texts = [*texts[: max_blocks - 1], left_out]
     return [section(text) for text in texts]
 
 

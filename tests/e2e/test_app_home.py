@@ -13,6 +13,7 @@ from tests.e2e.conftest import Bot, CloudKey
 from tests.e2e.helpers import stored, visible_text, wait_until
 from tests.e2e.test_approvals import (
     ADMIN,
+    GROUP_MEMBER,
     OUTSIDER,
     REQUESTER,
     SECOND_ADMIN,
@@ -162,19 +163,25 @@ def test_a_decision_in_the_channel_republishes_homes_and_a_stale_home_click_lear
     abot: Bot, cloud_key: CloudKey
 ) -> None:
     connection_id, request = create_pending(abot, cloud_key, name=NAME)
-    stale_home = open_home(abot, SECOND_ADMIN)
+    # An admin by group membership: not listed, so their open Home is not republished and goes stale.
+    stale_home = open_home(abot, GROUP_MEMBER)
+    listed_home = open_home(abot, SECOND_ADMIN)
+    assert has_button(listed_home, ids.ACTION_APPROVE, connection_id)
     admin_before, requester_before = len(publishes_to(abot, ADMIN)), len(publishes_to(abot, REQUESTER))
+    listed_before = len(publishes_to(abot, SECOND_ADMIN))
 
     click(abot, ids.ACTION_APPROVE, connection_id, request, ADMIN)
     assert "active" in visible_text(republished(abot, REQUESTER, requester_before))
     republished(abot, ADMIN, admin_before)
+    # Listed admins' Homes are republished too, without the decided request.
+    assert not has_button(republished(abot, SECOND_ADMIN, listed_before), ids.ACTION_APPROVE, connection_id)
 
-    second_before = len(publishes_to(abot, SECOND_ADMIN))
-    abot.sender.action(ids.ACTION_APPROVE, connection_id, on=stale_home["id"], user_id=SECOND_ADMIN)
-    wait_until(lambda: dms_to(abot, SECOND_ADMIN), what="the second admin's reply")
-    reply = dms_to(abot, SECOND_ADMIN)[-1]
+    member_before = len(publishes_to(abot, GROUP_MEMBER))
+    abot.sender.action(ids.ACTION_APPROVE, connection_id, on=stale_home["id"], user_id=GROUP_MEMBER)
+    wait_until(lambda: dms_to(abot, GROUP_MEMBER), what="the group member's reply")
+    reply = dms_to(abot, GROUP_MEMBER)[-1]
     assert "Already approved" in reply and f"<@{ADMIN}>" in reply
-    assert not has_button(republished(abot, SECOND_ADMIN, second_before), ids.ACTION_APPROVE, connection_id)
+    assert not has_button(republished(abot, GROUP_MEMBER, member_before), ids.ACTION_APPROVE, connection_id)
     assert len(audit(abot, "connection.approved")) == 1
 
 

@@ -23,7 +23,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from bot.crypto import Cipher, MasterKey
+from bot.crypto import Cipher
 from bot.domain import Status
 from bot.providers.base import Check, Outcome, Verification
 from bot.providers.confluent_cloud import ConfluentCloud
@@ -84,23 +84,6 @@ def new_policy(directory: MemoryDirectory) -> AdminPolicy:
 
 
 # --- fixtures ------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def fake() -> FakeConfluent:
-    return FakeConfluent()
-
-
-@pytest.fixture
-async def http(fake: FakeConfluent) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=fake.app)
-    async with httpx.AsyncClient(transport=transport, base_url=API, timeout=5) as client:
-        yield client
-
-
-@pytest.fixture
-def cipher() -> Cipher:
-    return Cipher(MasterKey.generate())
 
 
 @pytest.fixture

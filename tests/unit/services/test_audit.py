@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -373,19 +372,6 @@ async def test_an_empty_log_exports_nothing(db: Database) -> None:
 
 
 # --- the trail written by the real use cases ------------------------------------------------------
-
-
-@pytest.fixture
-def fake() -> FakeConfluent:
-    return FakeConfluent()
-
-
-@pytest.fixture
-async def http(fake: FakeConfluent) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=fake.app), base_url=API, timeout=5
-    ) as client:
-        yield client
 
 
 async def test_create_approve_and_reject_leave_a_trail_without_a_secret(

@@ -7,7 +7,6 @@ provider and its HTTP calls, which reach :class:`FakeConfluent` in-process throu
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -25,8 +24,8 @@ from bot.services.connections import NAME_FIELD, ConnectionService, CreateOutcom
 from bot.store import AuditEvent, Connection, Credential, Database, VerificationRecord
 from tests.fakes.confluent_api import FakeConfluent, new_api_key, new_api_secret
 from tests.support.databases import dump_database_text
+from tests.unit.services.conftest import API
 
-API = "https://api.confluent.test"
 REST = "https://pkc-abcde.us-west4.gcp.confluent.test:443"
 CLUSTER = "lkc-abc123"
 TEAM = "T0000TEAM"
@@ -46,23 +45,6 @@ class TickingClock:
     def __call__(self) -> datetime:
         self.now += timedelta(seconds=1)
         return self.now
-
-
-@pytest.fixture
-def fake() -> FakeConfluent:
-    return FakeConfluent()
-
-
-@pytest.fixture
-async def http(fake: FakeConfluent) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=fake.app)
-    async with httpx.AsyncClient(transport=transport, base_url=API, timeout=5) as client:
-        yield client
-
-
-@pytest.fixture
-def cipher() -> Cipher:
-    return Cipher(MasterKey.generate())
 
 
 @pytest.fixture

@@ -61,18 +61,6 @@ class NoDirectory:
 
 
 @pytest.fixture
-def fake() -> FakeConfluent:
-    return FakeConfluent()
-
-
-@pytest.fixture
-async def http(fake: FakeConfluent) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=fake.app)
-    async with httpx.AsyncClient(transport=transport, base_url=API, timeout=5) as client:
-        yield client
-
-
-@pytest.fixture
 def clock() -> HandClock:
     return HandClock()
 

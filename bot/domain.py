@@ -14,7 +14,9 @@ __all__ = [
     "ConnectionSummary",
     "Health",
     "Page",
+    "RotationStatus",
     "Status",
+    "Trigger",
     "name_key",
 ]
 
@@ -69,6 +71,27 @@ class Health(enum.StrEnum):
     FAILING = "failing"
 
 
+class RotationStatus(enum.StrEnum):
+    """Where a credential rotation is: waiting for an admin, or done one way or another."""
+
+    PENDING_APPROVAL = "pending_approval"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    """The connection was removed while the rotation waited."""
+
+
+class Trigger(enum.StrEnum):
+    """Why a verification ran, as the history records it."""
+
+    CREATE = "create"
+    RETEST = "retest"
+    """Someone asked from Slack (``/connections test``, a Re-test button)."""
+    SCHEDULE = "schedule"
+    ROTATION = "rotation"
+
+
 @dataclass(frozen=True)
 class ConnectionSummary:
     """A connection as lists show it: no secret, only the masked key hint."""
@@ -83,6 +106,8 @@ class ConnectionSummary:
     created_at: datetime
     last_verified_at: datetime | None
     key_hint: str | None
+    credential_created_at: datetime | None = None
+    """When the credential in use was stored: its age is what rotation reminders go by."""
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,15 @@ Services use :class:`Database` (``async with db.transaction() as tx``) and the m
 changes only through the Alembic migrations run by :mod:`bot.store.migrate`.
 """
 
-from bot.store.errors import CanaryExists, DatabaseUrlError, MigrationError, NameTaken, StoreError
-from bot.store.models import AuditEvent, Connection, Credential, KeyCanary, VerificationRecord
+from bot.store.errors import (
+    CanaryExists,
+    DatabaseUrlError,
+    MigrationError,
+    NameTaken,
+    RotationPending,
+    StoreError,
+)
+from bot.store.models import AuditEvent, Connection, Credential, KeyCanary, Rotation, VerificationRecord
 from bot.store.uow import Database, UnitOfWork
 
 __all__ = [
@@ -18,6 +25,8 @@ __all__ = [
     "KeyCanary",
     "MigrationError",
     "NameTaken",
+    "Rotation",
+    "RotationPending",
     "StoreError",
     "UnitOfWork",
     "VerificationRecord",

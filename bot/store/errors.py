@@ -6,7 +6,8 @@
     ├── DatabaseUrlError       DATABASE_URL names a database the bot cannot use
     ├── MigrationError         the database could not be reached or migrated
     ├── CanaryExists           another process initialised the master-key canary first
-    └── NameTaken              another connection in the workspace holds this name
+    ├── NameTaken              another connection in the workspace holds this name
+    └── RotationPending        the connection already has a rotation waiting for approval
 
 Messages are safe to show: they never include a password from the URL, a query parameter or a
 secret. Database driver errors that the store does not translate (a lost connection, a constraint
@@ -15,7 +16,7 @@ that only a bug could break) propagate as SQLAlchemy's own exceptions.
 
 from __future__ import annotations
 
-__all__ = ["CanaryExists", "DatabaseUrlError", "MigrationError", "NameTaken", "StoreError"]
+__all__ = ["CanaryExists", "DatabaseUrlError", "MigrationError", "NameTaken", "RotationPending", "StoreError"]
 
 
 class StoreError(Exception):
@@ -47,3 +48,11 @@ class NameTaken(StoreError):
     def __init__(self, name: str) -> None:
         super().__init__(f"A connection named {name!r} already exists in this workspace.")
         self.name = name
+
+
+class RotationPending(StoreError):
+    """The connection already has a credential rotation waiting for an admin's decision."""
+
+    def __init__(self, connection_id: str) -> None:
+        super().__init__(f"connection {connection_id} already has a rotation waiting for approval")
+        self.connection_id = connection_id

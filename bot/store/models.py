@@ -24,16 +24,18 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from bot.domain import NAME_MAX_LENGTH, Health, Status, name_key
+from bot.domain import NAME_MAX_LENGTH, Health, RotationStatus, Status, name_key
 from bot.providers.base import Outcome, Verification
 from bot.store.db import Base, StrEnumType, UtcDateTime, utcnow
 
 __all__ = [
     "NAME_INDEX",
+    "ROTATION_PENDING_INDEX",
     "AuditEvent",
     "Connection",
     "Credential",
     "KeyCanary",
+    "Rotation",
     "VerificationRecord",
     "new_id",
 ]
@@ -68,6 +70,8 @@ class Connection(Base):
         Index("ix_connections_team_id_created_at", "team_id", "created_at"),
         # The expiry job's query: pending requests, oldest first, across workspaces.
         Index("ix_connections_status_created_at", "status", "created_at"),
+        # The health schedule's claim: active connections whose next check is due.
+        Index("ix_connections_status_next_check_at", "status", "next_check_at"),
     )
 
     team_id: Mapped[str] = mapped_column(String(_SLACK_ID_LENGTH))
@@ -89,6 +93,17 @@ class Connection(Base):
     decided_by: Mapped[str | None] = mapped_column(String(_SLACK_ID_LENGTH), default=None)
     decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
     decision_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    # When the credential in use was stored (creation or the last approved rotation).
+    credential_created_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    # When the health schedule next re-tests this connection; claiming a check moves it on.
+    next_check_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    # Since when the latest verifications have failed (None while healthy).
+    failing_since: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    # The open alert about this connection's failure: where it was posted and when we last spoke.
+    alert_channel: Mapped[str | None] = mapped_column(String(_SLACK_ID_LENGTH), default=None)
+    alert_ts: Mapped[str | None] = mapped_column(String(32), default=None)
+    alerted_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    rotation_reminded_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
     id: Mapped[str] = mapped_column(String(_ID_LENGTH), primary_key=True, default_factory=new_id)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default_factory=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default_factory=utcnow, onupdate=utcnow)
@@ -105,6 +120,54 @@ Index(
     unique=True,
     sqlite_where=text(_in_values("status", _NAME_HOLDING_STATUSES)),
     postgresql_where=text(_in_values("status", _NAME_HOLDING_STATUSES)),
+)
+
+
+ROTATION_PENDING_INDEX: Final = "uq_rotations_connection_id_pending"
+"""At most one rotation per connection waits for approval."""
+
+
+class Rotation(Base):
+    """A request to replace a connection's credential with a new, verified version.
+
+    The new version's ciphertexts are stored beside the old ones under ``version``; the connection
+    keeps using its ``credential_version`` until an admin approves, when the two swap in one
+    transaction and the old ciphertexts are destroyed."""
+
+    __tablename__ = "rotations"
+    __table_args__ = (
+        CheckConstraint(_in_values("status", [s.value for s in RotationStatus]), name="status"),
+        Index("ix_rotations_status_created_at", "status", "created_at"),
+    )
+
+    team_id: Mapped[str] = mapped_column(String(_SLACK_ID_LENGTH))
+    connection_id: Mapped[str] = mapped_column(
+        String(_ID_LENGTH), ForeignKey("connections.id", ondelete="CASCADE")
+    )
+    version: Mapped[int] = mapped_column(Integer)
+    requested_by: Mapped[str] = mapped_column(String(_SLACK_ID_LENGTH))
+    status: Mapped[RotationStatus] = mapped_column(
+        StrEnumType(RotationStatus), default=RotationStatus.PENDING_APPROVAL
+    )
+    # The new credential's non-secret fields and masked key, applied to the connection on approval.
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default_factory=dict)
+    key_hint: Mapped[str | None] = mapped_column(String(64), default=None)
+    approval_channel: Mapped[str | None] = mapped_column(String(_SLACK_ID_LENGTH), default=None)
+    approval_ts: Mapped[str | None] = mapped_column(String(32), default=None)
+    decided_by: Mapped[str | None] = mapped_column(String(_SLACK_ID_LENGTH), default=None)
+    decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    decision_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    id: Mapped[str] = mapped_column(String(_ID_LENGTH), primary_key=True, default_factory=new_id)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default_factory=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default_factory=utcnow, onupdate=utcnow)
+
+
+Index(
+    ROTATION_PENDING_INDEX,
+    Rotation.connection_id,
+    unique=True,
+    sqlite_where=text("status = 'pending_approval'"),
+    postgresql_where=text("status = 'pending_approval'"),
 )
 
 
@@ -161,7 +224,7 @@ class VerificationRecord(Base):
     outcome: Mapped[Outcome] = mapped_column(StrEnumType(Outcome))
     summary: Mapped[str] = mapped_column(Text)
     latency_ms: Mapped[int] = mapped_column(Integer)
-    trigger: Mapped[str] = mapped_column(String(16))  # "create", later "retest", "schedule"
+    trigger: Mapped[str] = mapped_column(String(16))  # a bot.domain.Trigger value
     # [{"name": ..., "passed": ..., "detail": ...}] as in bot.providers.base.Check
     checks: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default_factory=list)
     hints: Mapped[list[str]] = mapped_column(JSON, default_factory=list)

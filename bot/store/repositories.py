@@ -8,25 +8,39 @@ case's writes land together or not at all. Every query that a Slack user can rea
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection
-from datetime import datetime
+import random
+from collections.abc import AsyncIterator, Collection, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.domain import Status, name_key
+from bot.domain import RotationStatus, Status, name_key
 from bot.store.db import utcnow
-from bot.store.errors import CanaryExists, NameTaken
-from bot.store.models import NAME_INDEX, AuditEvent, Connection, Credential, KeyCanary, VerificationRecord
+from bot.store.errors import CanaryExists, NameTaken, RotationPending
+from bot.store.models import (
+    NAME_INDEX,
+    ROTATION_PENDING_INDEX,
+    AuditEvent,
+    Connection,
+    Credential,
+    KeyCanary,
+    Rotation,
+    VerificationRecord,
+)
 
 __all__ = [
     "AuditRepository",
     "ConnectionRepository",
     "CredentialRepository",
+    "RotationRepository",
     "VerificationRepository",
 ]
+
+_IN_CHUNK = 500
+"""Ids per IN (…) list: well under SQLite's and PostgreSQL's bound-parameter limits."""
 
 
 def _is_name_conflict(error: IntegrityError) -> bool:
@@ -209,6 +223,117 @@ class ConnectionRepository:
         )
         return list(await self._session.scalars(statement))
 
+    async def lock(self, team_id: str, connection_id: str) -> Connection | None:
+        """The connection, locked until the transaction ends (``SELECT … FOR UPDATE`` on
+        PostgreSQL; SQLite's write transaction already holds the database), so read-modify-write
+        of its health by two re-tests at once happens one after the other."""
+        statement = (
+            select(Connection)
+            .where(Connection.id == connection_id, Connection.team_id == team_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return await self._session.scalar(statement)
+
+    async def active(self, team_id: str) -> list[Connection]:
+        """Every active connection of the workspace, oldest first (for ``test all``)."""
+        statement = (
+            select(Connection)
+            .where(Connection.team_id == team_id, Connection.status == Status.ACTIVE)
+            .order_by(Connection.created_at, Connection.id)
+        )
+        return list(await self._session.scalars(statement))
+
+    async def count_active(self, team_id: str) -> int:
+        total = await self._session.scalar(
+            select(func.count())
+            .select_from(Connection)
+            .where(Connection.team_id == team_id, Connection.status == Status.ACTIVE)
+        )
+        return int(total or 0)
+
+    async def schedule_unscheduled(
+        self, now: datetime, interval: timedelta, limit: int, rng: random.Random | None = None
+    ) -> int:
+        """Give active connections that have no next check yet (just approved, or from before the
+        schedule existed) one at a random point within the next ``interval``, so re-tests are
+        spread over the interval rather than all due at once. Returns how many it scheduled.
+
+        Each update is conditional on the column still being empty, so two replicas doing this at
+        once schedule each connection once."""
+        draw = rng or random
+        ids = list(
+            await self._session.scalars(
+                select(Connection.id)
+                .where(Connection.status == Status.ACTIVE, Connection.next_check_at.is_(None))
+                .order_by(Connection.created_at, Connection.id)
+                .limit(limit)
+            )
+        )
+        scheduled = 0
+        for connection_id in ids:
+            when = now + interval * draw.random()
+            result = await self._session.execute(
+                update(Connection)
+                .where(Connection.id == connection_id, Connection.next_check_at.is_(None))
+                .values(next_check_at=when)
+                .returning(Connection.id)
+            )
+            scheduled += result.first() is not None
+        return scheduled
+
+    async def claim_due(self, now: datetime, interval: timedelta, limit: int) -> list[Connection]:
+        """Claim up to ``limit`` active connections of every workspace whose next check is due,
+        earliest first, by moving their next check one ``interval`` on; returns them.
+
+        On PostgreSQL the candidates are read with ``FOR UPDATE SKIP LOCKED``: replicas claiming at
+        the same moment each get different rows, without waiting on each other, and the row locks
+        last until the claim commits, so a check runs once per cycle in total, however many
+        processes run the schedule. (SQLite ignores the clause; its write transactions are
+        serialised by the database lock, which gives the same guarantee on one host.)"""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        due = list(
+            await self._session.scalars(
+                select(Connection)
+                .where(Connection.status == Status.ACTIVE, Connection.next_check_at <= now)
+                .order_by(Connection.next_check_at, Connection.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+                .execution_options(populate_existing=True)
+            )
+        )
+        for connection in due:
+            connection.next_check_at = now + interval
+        await self._session.flush()
+        return due
+
+    async def claim_rotation_reminders(
+        self, now: datetime, older_than: datetime, reminded_before: datetime, limit: int
+    ) -> list[Connection]:
+        """Claim active connections whose credential was stored before ``older_than`` and whose
+        owner was not reminded since ``reminded_before``, marking them reminded now (``SKIP
+        LOCKED`` as in :meth:`claim_due`, so each reminder is sent by one replica)."""
+        reminded = Connection.rotation_reminded_at
+        due = list(
+            await self._session.scalars(
+                select(Connection)
+                .where(
+                    Connection.status == Status.ACTIVE,
+                    Connection.credential_created_at < older_than,
+                    (reminded.is_(None)) | (reminded < reminded_before),
+                )
+                .order_by(Connection.credential_created_at, Connection.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+                .execution_options(populate_existing=True)
+            )
+        )
+        for connection in due:
+            connection.rotation_reminded_at = now
+        await self._session.flush()
+        return due
+
 
 def _name_holding_statuses() -> list[Status]:
     return [status for status in Status if status.holds_name]
@@ -224,6 +349,24 @@ class CredentialRepository:
         """Insert ``credential`` now (a repeated connection, version and field is an IntegrityError)."""
         self._session.add(credential)
         await self._session.flush()
+
+    async def for_connections(self, versions: Sequence[tuple[str, int]]) -> dict[str, list[Credential]]:
+        """The fields of the given (connection id, version) pairs, by connection id, read in a few
+        queries however many connections are asked for."""
+        wanted = dict(versions)
+        found: dict[str, list[Credential]] = {connection_id: [] for connection_id in wanted}
+        ids = list(wanted)
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[start : start + _IN_CHUNK]
+            rows = await self._session.scalars(
+                select(Credential)
+                .where(Credential.connection_id.in_(chunk))
+                .order_by(Credential.connection_id, Credential.field)
+            )
+            for row in rows:
+                if wanted.get(row.connection_id) == row.version:
+                    found[row.connection_id].append(row)
+        return found
 
     async def for_version(self, connection_id: str, version: int) -> list[Credential]:
         """The fields of one credential version, ordered by field name."""
@@ -247,6 +390,14 @@ class CredentialRepository:
         """Every credential field, in a stable order (for re-encryption under a new master key)."""
         return list(await self._session.scalars(select(Credential).order_by(Credential.id)))
 
+    async def delete_other_versions(self, connection_id: str, keep: int) -> int:
+        """Destroy every version of a connection's ciphertexts but ``keep``; how many fields went."""
+        statement = delete(Credential).where(
+            Credential.connection_id == connection_id, Credential.version != keep
+        )
+        result = await self._session.execute(statement.returning(Credential.id))
+        return len(result.all())
+
     async def delete_for(self, connection_id: str, version: int | None = None) -> int:
         """Destroy the ciphertexts of one version (or of every version) of a connection.
 
@@ -257,6 +408,77 @@ class CredentialRepository:
             statement = statement.where(Credential.version == version)
         result = await self._session.execute(statement.returning(Credential.id))
         return len(result.all())
+
+
+class RotationRepository:
+    """Credential rotations waiting for, or past, an admin's decision."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, rotation: Rotation) -> None:
+        """Insert ``rotation`` now; raises :class:`RotationPending` if the connection already has
+        one waiting (in a savepoint, so the transaction stays usable)."""
+        try:
+            async with self._session.begin_nested():
+                self._session.add(rotation)
+        except IntegrityError as error:
+            message = str(error.orig)
+            diag = getattr(error.orig, "diag", None)
+            if (
+                getattr(diag, "constraint_name", None) == ROTATION_PENDING_INDEX
+                or ROTATION_PENDING_INDEX in message
+                or "rotations.connection_id" in message
+            ):
+                raise RotationPending(rotation.connection_id) from None
+            raise
+
+    async def get(self, team_id: str, rotation_id: str) -> Rotation | None:
+        statement = select(Rotation).where(Rotation.id == rotation_id, Rotation.team_id == team_id)
+        return await self._session.scalar(statement)
+
+    async def latest_version(self, connection_id: str) -> int:
+        """The highest credential version any rotation of the connection used (0 if none)."""
+        value = await self._session.scalar(
+            select(func.max(Rotation.version)).where(Rotation.connection_id == connection_id)
+        )
+        return int(value or 0)
+
+    async def pending_for(self, team_id: str, connection_id: str) -> Rotation | None:
+        """The rotation of this connection waiting for approval, if any."""
+        statement = select(Rotation).where(
+            Rotation.team_id == team_id,
+            Rotation.connection_id == connection_id,
+            Rotation.status == RotationStatus.PENDING_APPROVAL,
+        )
+        return await self._session.scalar(statement)
+
+    async def transition(
+        self,
+        team_id: str,
+        rotation_id: str,
+        from_status: RotationStatus,
+        to_status: RotationStatus,
+        **values: Any,
+    ) -> bool:
+        """Conditional status change, as :meth:`ConnectionRepository.transition`."""
+        statement = (
+            update(Rotation)
+            .where(Rotation.id == rotation_id, Rotation.team_id == team_id, Rotation.status == from_status)
+            .values({"updated_at": utcnow(), **values, "status": to_status})
+            .returning(Rotation.id)
+        )
+        return (await self._session.execute(statement)).first() is not None
+
+    async def pending_created_before(self, cutoff: datetime, limit: int) -> list[Rotation]:
+        """Rotations of every workspace still waiting and created before ``cutoff``, oldest first."""
+        statement = (
+            select(Rotation)
+            .where(Rotation.status == RotationStatus.PENDING_APPROVAL, Rotation.created_at < cutoff)
+            .order_by(Rotation.created_at, Rotation.id)
+            .limit(limit)
+        )
+        return list(await self._session.scalars(statement))
 
 
 class KeyCanaryRepository:

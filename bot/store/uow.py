@@ -29,6 +29,7 @@ from bot.store.repositories import (
     ConnectionRepository,
     CredentialRepository,
     KeyCanaryRepository,
+    RotationRepository,
     VerificationRepository,
 )
 
@@ -47,6 +48,7 @@ class UnitOfWork:
         self.verifications = VerificationRepository(session)
         self.audit = AuditRepository(session)
         self.key_canary = KeyCanaryRepository(session)
+        self.rotations = RotationRepository(session)
 
 
 class Database:

@@ -28,7 +28,15 @@ from bot.store.migrate import (
 )
 from bot.store.models import NAME_INDEX
 
-TABLES = {"alembic_version", "audit_events", "connections", "credentials", "key_canaries", "verifications"}
+TABLES = {
+    "alembic_version",
+    "audit_events",
+    "connections",
+    "credentials",
+    "key_canaries",
+    "rotations",
+    "verifications",
+}
 
 # SQLite cannot reflect expression indexes, so autogenerate skips the name index there (and says so);
 # test_name_index_is_partial_and_case_insensitive checks it on both databases instead.

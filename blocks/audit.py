@@ -45,6 +45,15 @@ _ACTIONS = {
     "connection.rejected": "rejected",
     "connection.expired": "expired",
     "connection.create_failed": "create failed",
+    "connection.retested": "re-tested",
+    "connection.health_changed": "health changed",
+    "connection.rotation_requested": "rotation requested",
+    "connection.rotation_failed": "rotation failed verification",
+    "connection.rotated": "rotated",
+    "connection.rotation_rejected": "rotation rejected",
+    "connection.rotation_expired": "rotation expired",
+    "connection.rotation_cancelled": "rotation cancelled",
+    "connection.removed": "removed",
 }
 _REASON_SHOWN_MAX = 300
 _UNKNOWN_SHOWN_MAX = 40

@@ -2,28 +2,47 @@
 
 Provider cards come from each provider's declaration; connections from the read model. Names,
 key hints and anything else a user typed are escaped, so a name cannot ping a channel.
+
+The pieces every view of a connection shares live here too: the health labels, the key's age with
+its rotation warning, and the Re-test and Rotate buttons (each carrying the connection id).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from slack_sdk.models.blocks import ActionsBlock, ButtonElement, HeaderBlock, MarkdownTextObject, SectionBlock
 
 from blocks.results import Block, context, message, section
-from blocks.text import escape, one_line, plural, slack_date, truncate, user_mention
+from blocks.text import (
+    as_utc,
+    credential_age_text,
+    escape,
+    one_line,
+    plural,
+    slack_date,
+    truncate,
+    user_mention,
+)
 from bot import ids
-from bot.domain import PAGE_SIZE, ConnectionSummary, Health, Page
+from bot.domain import PAGE_SIZE, ConnectionSummary, Health, Page, Status
 from bot.providers.base import Provider
 
 __all__ = [
     "ACTION_PAGE_NEXT",
     "ACTION_PAGE_PREVIOUS",
+    "HEALTH_LABELS",
     "PAGINATION_BLOCK",
+    "RETESTABLE",
     "connections_message",
     "help_message",
+    "key_age_fact",
+    "key_is_stale",
     "provider_block_id",
+    "retest_button",
+    "rotate_button",
 ]
 
 ACTION_PAGE_PREVIOUS = ids.ACTION_PAGE_PREVIOUS
@@ -31,11 +50,13 @@ ACTION_PAGE_NEXT = ids.ACTION_PAGE_NEXT
 PAGINATION_BLOCK = "connections_pagination"
 """block_id of the actions block holding Previous / Next."""
 
-_HEALTH = {
+HEALTH_LABELS = {
     Health.HEALTHY: "🟢 healthy",
     Health.FAILING: "🔴 failing",
     Health.UNKNOWN: "⚪ not checked yet",
 }
+RETESTABLE = (Status.ACTIVE, Status.PENDING_APPROVAL)
+"""The statuses whose connections still hold stored credentials, so can be re-tested."""
 _DESCRIPTION_MAX = 1000
 _NAME_MAX = 100
 
@@ -45,10 +66,18 @@ def provider_block_id(provider: Provider) -> str:
     return f"provider_{provider.key}"
 
 
-def connections_message(providers: Sequence[Provider], page: Page[ConnectionSummary]) -> dict[str, Any]:
-    """Provider cards with a Connect button each, then one page of connections in the given order.
+def connections_message(
+    providers: Sequence[Provider],
+    page: Page[ConnectionSummary],
+    *,
+    now: datetime | None = None,
+    rotation_days: float | None = None,
+) -> dict[str, Any]:
+    """Provider cards with a Connect button each, then one page of connections in the given order,
+    each with a Re-test button while it holds credentials.
 
-    Previous / Next buttons appear only when there is more than one page.
+    With ``now``, the key's age is shown in days; with ``rotation_days`` too, a key older than that
+    is flagged for rotation. Previous / Next buttons appear only when there is more than one page.
     """
     blocks: list[Block] = [_header("Connections")]
     if providers:
@@ -62,7 +91,7 @@ def connections_message(providers: Sequence[Provider], page: Page[ConnectionSumm
     elif not page.items:
         blocks.append(section(f"There is nothing on page {page.number}; the list has fewer pages now."))
     else:
-        blocks.extend(_connection(c) for c in page.items)
+        blocks.extend(_connection(c, now, rotation_days) for c in page.items)
     if page.has_previous or page.has_next:
         blocks.append(context(f"Page {page.number} of {page.pages} · {plural(page.total, 'connection')}"))
         blocks.append(_pagination(page))
@@ -91,6 +120,28 @@ def help_message(providers: Sequence[Provider], unknown: str | None = None) -> d
             f"list this workspace's connections, newest first, {PAGE_SIZE} per page.",
         ),
         (
+            "/connections test <name>",
+            "re-verify one connection with its stored credentials and show what the provider said.",
+        ),
+        (
+            "/connections test all",
+            "re-verify every active connection with its stored credentials; failing ones come first.",
+        ),
+        (
+            "/connections status <name>",
+            "show one connection's health, key age and its last 10 verification results.",
+        ),
+        (
+            "/connections rotate <name>",
+            "replace a connection's key (its owner or an admin): the new key is verified, then "
+            "approved by an admin, before it replaces the old one.",
+        ),
+        (
+            "/connections remove <name>",
+            "remove a connection (its owner or an admin): it is revoked and its stored credentials "
+            "are destroyed.",
+        ),
+        (
             "/connections audit <name>",
             "show who did what to one connection, its last 20 events (admins only).",
         ),
@@ -102,6 +153,43 @@ def help_message(providers: Sequence[Provider], unknown: str | None = None) -> d
     else:
         text = "How to use /connections"
     return message(text, blocks)
+
+
+def key_is_stale(stored_at: datetime, now: datetime, rotation_days: float) -> bool:
+    """Whether a key stored at ``stored_at`` is older than ``rotation_days`` at ``now``."""
+    return as_utc(now) - as_utc(stored_at) > timedelta(days=rotation_days)
+
+
+def key_age_fact(
+    connection: ConnectionSummary, now: datetime | None = None, rotation_days: float | None = None
+) -> str | None:
+    """ "key stored 95 days ago", or "⚠️ key 95 days old — rotate it" for an active connection whose
+    key is older than ``rotation_days``; without ``now``, when it was stored. ``None`` when the
+    connection holds no credential or nobody recorded when it was stored."""
+    stored_at = connection.credential_created_at
+    if stored_at is None or connection.status not in RETESTABLE:
+        return None
+    if now is None:
+        return f"key stored {slack_date(stored_at)}"
+    age = credential_age_text(stored_at, now)
+    stale = (
+        rotation_days is not None
+        and connection.status is Status.ACTIVE
+        and key_is_stale(stored_at, now, rotation_days)
+    )
+    if stale:
+        return "⚠️ key stored today — rotate it" if age == "today" else f"⚠️ key {age} old — rotate it"
+    return "key stored today" if age == "today" else f"key stored {age} ago"
+
+
+def retest_button(connection_id: str) -> ButtonElement:
+    """Re-test one connection with its stored credentials."""
+    return ButtonElement(text="Re-test", action_id=ids.ACTION_RETEST, value=connection_id)
+
+
+def rotate_button(connection_id: str) -> ButtonElement:
+    """Open the form that replaces a connection's key."""
+    return ButtonElement(text="Rotate", action_id=ids.ACTION_ROTATE, value=connection_id)
 
 
 def _header(text: str) -> Block:
@@ -120,15 +208,22 @@ def _provider_card(provider: Provider) -> Block:
     return dict(card.to_dict())
 
 
-def _connection(connection: ConnectionSummary) -> Block:
+def _connection(connection: ConnectionSummary, now: datetime | None, rotation_days: float | None) -> Block:
     name = escape(truncate(one_line(connection.name), _NAME_MAX))
     provider = escape(truncate(connection.provider_title, 150))
     verified = slack_date(connection.last_verified_at) if connection.last_verified_at is not None else "never"
-    facts = [connection.status.label, _HEALTH[connection.health], f"last verified {verified}"]
+    facts = [connection.status.label, HEALTH_LABELS[connection.health], f"last verified {verified}"]
     if connection.key_hint:
         facts.append(f"key `{escape(truncate(one_line(connection.key_hint), 40))}`")
+    age = key_age_fact(connection, now, rotation_days)
+    if age is not None:
+        facts.append(age)
     added = f"added by {user_mention(connection.created_by)}, {slack_date(connection.created_at)}"
-    return section(f"*{name}* · {provider}\n{' · '.join(facts)}\n{added}")
+    text = MarkdownTextObject(text=f"*{name}* · {provider}\n{' · '.join(facts)}\n{added}")
+    if connection.status not in RETESTABLE:
+        return dict(SectionBlock(text=text).to_dict())
+    # The button rides on the line itself: a block per connection more would break the 50-block limit.
+    return dict(SectionBlock(text=text, accessory=retest_button(connection.id)).to_dict())
 
 
 def _pagination(page: Page[ConnectionSummary]) -> Block:

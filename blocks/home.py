@@ -2,14 +2,16 @@
 requests waiting for a decision, each with Approve and Reject.
 
 The buttons are the ones the rest of the bot already routes: Connect carries the provider key
-(``ids.ACTION_CONNECT``), Approve and Reject carry the connection id (``ids.ACTION_APPROVE`` /
-``ids.ACTION_REJECT``), so a click here is handled, and checked, exactly like one in a channel.
+(``ids.ACTION_CONNECT``); Re-test, Approve and Reject carry the connection id (``ids.ACTION_RETEST``,
+``ids.ACTION_APPROVE`` / ``ids.ACTION_REJECT``), so a click here is handled, and checked, exactly
+like one in a channel.
 Names, reasons and anything else a user or a provider wrote are escaped.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from slack_sdk.models.blocks import (
@@ -22,10 +24,11 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.models.views import View
 
+from blocks.connections import HEALTH_LABELS, RETESTABLE, key_age_fact, retest_button
 from blocks.results import Block, context, quoted_name, section
 from blocks.text import escape, one_line, plural, slack_date, truncate, user_mention
 from bot import ids
-from bot.domain import ConnectionSummary, Health, Status
+from bot.domain import ConnectionSummary, Status
 from bot.providers.base import Check, Provider
 from bot.services.home import HOME_ITEMS_MAX, HomeData, PendingRequest
 
@@ -52,11 +55,6 @@ _STATUS = {
     Status.EXPIRED: "⌛",
     Status.REVOKED: "🚫",
 }
-_HEALTH = {
-    Health.HEALTHY: "🟢 healthy",
-    Health.FAILING: "🔴 failing",
-    Health.UNKNOWN: "⚪ not checked yet",
-}
 
 
 def decide_block_id(connection_id: str) -> str:
@@ -64,8 +62,17 @@ def decide_block_id(connection_id: str) -> str:
     return f"home_decide_{connection_id}"[:255]
 
 
-def home_view(data: HomeData, providers: Sequence[Provider]) -> dict[str, Any]:
+def home_view(
+    data: HomeData,
+    providers: Sequence[Provider],
+    *,
+    now: datetime | None = None,
+    rotation_days: float | None = None,
+) -> dict[str, Any]:
     """The Home tab of ``data.user_id`` as a ``views.publish`` view (``{"type": "home", ...}``).
+
+    Each connection holding credentials has a Re-test button. With ``now``, a key's age is shown
+    in days; with ``rotation_days`` too, a key older than that is flagged for rotation.
 
     At most :data:`PROVIDERS_SHOWN_MAX` provider cards and ``HOME_ITEMS_MAX`` connections and
     requests are shown; a note says how many more there are and where to see them.
@@ -79,7 +86,7 @@ def home_view(data: HomeData, providers: Sequence[Provider]) -> dict[str, Any]:
         _header("Add a connection"),
         *_provider_cards(providers),
         _header("Your connections"),
-        *_own_connections(data),
+        *_own_connections(data, now, rotation_days),
     ]
     if data.is_admin:
         blocks += [_header("Waiting for your decision"), *_pending_requests(data)]
@@ -120,11 +127,11 @@ def _provider_card(provider: Provider) -> Block:
     return dict(card.to_dict())
 
 
-def _own_connections(data: HomeData) -> list[Block]:
+def _own_connections(data: HomeData, now: datetime | None, rotation_days: float | None) -> list[Block]:
     if not data.connections:
         return [section("You haven't added a connection yet. Click *Connect* above to add one.")]
     shown = data.connections[:HOME_ITEMS_MAX]
-    blocks = [_own_connection(c) for c in shown]
+    blocks = [_own_connection(c, now, rotation_days) for c in shown]
     total = max(data.connections_total, len(data.connections))
     if total > len(shown):
         blocks.append(
@@ -136,19 +143,27 @@ def _own_connections(data: HomeData) -> list[Block]:
     return blocks
 
 
-def _own_connection(connection: ConnectionSummary) -> Block:
+def _own_connection(
+    connection: ConnectionSummary, now: datetime | None, rotation_days: float | None
+) -> Block:
     name = escape(truncate(one_line(connection.name), _NAME_MAX))
     verified = slack_date(connection.last_verified_at) if connection.last_verified_at is not None else "never"
     facts = [
         f"{_STATUS[connection.status]} {connection.status.label}",
-        _HEALTH[connection.health],
+        HEALTH_LABELS[connection.health],
         f"last verified {verified}",
     ]
     if connection.key_hint:
         facts.append(f"key {_key(connection)}")
-    return section(
-        f"*{name}* · {_provider(connection)}\n{' · '.join(facts)}\nadded {slack_date(connection.created_at)}"
-    )
+    age = key_age_fact(connection, now, rotation_days)
+    if age is not None:
+        facts.append(age)
+    added = f"added {slack_date(connection.created_at)}"
+    text = MarkdownTextObject(text=f"*{name}* · {_provider(connection)}\n{' · '.join(facts)}\n{added}")
+    if connection.status not in RETESTABLE:
+        return dict(SectionBlock(text=text).to_dict())
+    # On the line itself: one more block per connection would not fit the tab's 100 blocks.
+    return dict(SectionBlock(text=text, accessory=retest_button(connection.id)).to_dict())
 
 
 def _pending_requests(data: HomeData) -> list[Block]:

@@ -29,8 +29,11 @@ from bot.providers.base import FormField, Provider, Verification
 __all__ = [
     "METADATA_TITLE",
     "SUBMIT_LABEL",
+    "VIEW_MAX_BLOCKS",
     "create_modal",
+    "notice_section",
     "problem_view",
+    "provider_form_blocks",
     "result_view",
     "verifying_view",
 ]
@@ -63,23 +66,16 @@ def create_modal(
     ``private_metadata`` is echoed by Slack to every client, so it must hold ids only.
     """
     initial = dict(initial or {})
-    secret = sorted(name for name in provider.secret_fields if name in initial)
-    if secret:
-        raise ValueError(f"secret fields cannot be pre-filled: {', '.join(secret)}")
-    block_ids = [ids.BLOCK_NAME, *(f.name for f in provider.fields)]
-    if len(set(block_ids)) != len(block_ids):
-        raise ValueError(f"{provider.key} declares a field name twice or uses {ids.BLOCK_NAME!r}")
+    form = provider_form_blocks(provider, initial)
+    if ids.BLOCK_NAME in {f.name for f in provider.fields}:
+        raise ValueError(_declared_twice(provider))
 
     blocks: list[Block] = []
     if notice:
-        blocks.append(section(f"⚠️ {escape(truncate(notice.strip(), SECTION_TEXT_MAX - 3))}"))
+        blocks.append(notice_section(notice))
     blocks.append(_header(METADATA_TITLE))
     blocks.append(_name_input(provider, initial.get(ids.BLOCK_NAME)))
-    for form_section in provider.sections:
-        blocks.append(_header(form_section.title))
-        if form_section.description:
-            blocks.append(_plain_context(form_section.description))
-        blocks.extend(_field_input(f, initial.get(f.name)) for f in form_section.fields)
+    blocks.extend(form)
     blocks.append(
         context(
             f"When you submit, we check these credentials with {escape(provider.title)} before saving "
@@ -97,6 +93,33 @@ def create_modal(
         blocks=blocks,
     )
     return dict(view.to_dict())
+
+
+def provider_form_blocks(provider: Provider, initial: Mapping[str, str] | None = None) -> list[Block]:
+    """The provider's own sections as every form shows them: a header each, its description, then
+    one input per field (block_id = field name, action_id = ``ids.INPUT_ACTION``).
+
+    ``initial`` pre-fills non-secret fields and ignores unknown keys; asking to pre-fill a secret
+    field raises ``ValueError``, as does a provider declaring a field name twice."""
+    initial = dict(initial or {})
+    secret = sorted(name for name in provider.secret_fields if name in initial)
+    if secret:
+        raise ValueError(f"secret fields cannot be pre-filled: {', '.join(secret)}")
+    names = [f.name for f in provider.fields]
+    if len(set(names)) != len(names):
+        raise ValueError(_declared_twice(provider))
+    blocks: list[Block] = []
+    for form_section in provider.sections:
+        blocks.append(_header(form_section.title))
+        if form_section.description:
+            blocks.append(_plain_context(form_section.description))
+        blocks.extend(_field_input(f, initial.get(f.name)) for f in form_section.fields)
+    return blocks
+
+
+def notice_section(notice: str) -> Block:
+    """A warning above a form or in place of a result; ``notice`` is plain text, escaped here."""
+    return section(f"⚠️ {escape(truncate(notice.strip(), SECTION_TEXT_MAX - 3))}")
 
 
 def verifying_view(provider: Provider, name: str) -> dict[str, Any]:
@@ -137,7 +160,7 @@ def result_view(
 def problem_view(provider: Provider, message: str, *, try_again_value: str | None) -> dict[str, Any]:
     """A failure that is not the provider's answer: the name was taken a moment ago, or something
     broke on our side. ``message`` is plain text meant for the user, never an exception's text."""
-    blocks = [section(f"⚠️ {escape(truncate(message.strip(), SECTION_TEXT_MAX - 3))}")]
+    blocks = [notice_section(message)]
     if try_again_value is not None:
         blocks.append(try_again_block(try_again_value))
     return _result_view(provider, blocks)
@@ -152,6 +175,10 @@ def _result_view(provider: Provider, blocks: list[Block]) -> dict[str, Any]:
         blocks=blocks,
     )
     return dict(view.to_dict())
+
+
+def _declared_twice(provider: Provider) -> str:
+    return f"{provider.key} declares a field name twice or uses {ids.BLOCK_NAME!r}"
 
 
 def _title(provider: Provider) -> str:

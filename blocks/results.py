@@ -52,7 +52,8 @@ TRY_AGAIN_BLOCK = "try_again"
 _LEFT_OUT = "_Some items were left out to fit in Slack._"
 # Names are at most NAME_MAX_LENGTH when stored; the cap only guards against a caller's mistake.
 _NAME_SHOWN_MAX = 100
-_SUMMARY_MAX = 1000
+# Escaping can make text five times longer (& -> &amp;): 500 characters stay within a section.
+_SUMMARY_MAX = 500
 
 
 def message(text: str, blocks: Sequence[Block]) -> dict[str, Any]:

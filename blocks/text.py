@@ -9,11 +9,14 @@ into mrkdwn; plain_text objects need no escaping.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 __all__ = [
     "HEADER_MAX",
     "SECTION_TEXT_MAX",
+    "as_utc",
+    "credential_age_text",
+    "duration_text",
     "escape",
     "escaped_chunks",
     "one_line",
@@ -89,15 +92,41 @@ def escaped_chunks(text: str, limit: int) -> list[str]:
     return pieces
 
 
+def as_utc(dt: datetime) -> datetime:
+    """``dt`` in UTC; a naive ``dt`` is taken to be UTC already, as the store writes them."""
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
 def slack_date(dt: datetime, fallback_fmt: str = "%Y-%m-%d %H:%M UTC") -> str:
     """A date Slack shows in each reader's own time zone, e.g. "Yesterday at 3:04 PM".
 
     Clients that cannot render it show the fallback, formatted in UTC. A naive ``dt`` is taken to
     be UTC, which is how the store writes timestamps.
     """
-    aware = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    aware = as_utc(dt)
     fallback = escape(aware.strftime(fallback_fmt)).replace("|", "/")
     return f"<!date^{int(aware.timestamp())}^{{date_short_pretty}} at {{time}}|{fallback}>"
+
+
+def credential_age_text(stored_at: datetime, now: datetime) -> str:
+    """How long ago a credential was stored, in whole days: "today", "1 day", "95 days".
+
+    Naive datetimes are taken to be UTC, as in :func:`slack_date`; a ``stored_at`` after ``now``
+    (clocks a little apart) counts as today."""
+    days = (as_utc(now) - as_utc(stored_at)).days
+    return "today" if days < 1 else plural(days, "day")
+
+
+def duration_text(delta: timedelta) -> str:
+    """A rough length of time for people: "less than a minute", "5 minutes", "3 hours", "2 days"."""
+    seconds = max(0, int(delta.total_seconds()))
+    if seconds < 60:
+        return "less than a minute"
+    if seconds < 3600:
+        return plural(seconds // 60, "minute")
+    if seconds < 86400:
+        return plural(seconds // 3600, "hour")
+    return plural(seconds // 86400, "day")
 
 
 def plural(n: int, word: str, many: str | None = None) -> str:

@@ -16,6 +16,7 @@ from blocks.connections import (
     connections_message,
     help_message,
 )
+from blocks.text import slack_date
 from bot import ids
 from bot.domain import NAME_MAX_LENGTH, PAGE_SIZE, ConnectionSummary, Health, Page, Status
 from tests.support.block_kit import assert_valid
@@ -42,6 +43,7 @@ def summary(
     last_verified_at: datetime | None = datetime(2024, 5, 6, 7, 8, tzinfo=UTC),
     key_hint: str | None = "ABCD…WXYZ",
     created_by: str = CREATOR,
+    credential_created_at: datetime | None = None,
     n: int = 0,
 ) -> ConnectionSummary:
     return ConnectionSummary(
@@ -55,6 +57,7 @@ def summary(
         created_at=datetime(2024, 5, 1, tzinfo=UTC) + timedelta(minutes=n),
         last_verified_at=last_verified_at,
         key_hint=key_hint,
+        credential_created_at=credential_created_at,
     )
 
 
@@ -189,6 +192,71 @@ def test_a_long_name_is_shortened_with_an_ellipsis() -> None:
     assert len(shown) < 500
 
 
+# --- re-test buttons and key age ------------------------------------------------------------
+
+STORED = datetime(2024, 1, 2, 9, 0, tzinfo=UTC)
+NOW = datetime(2024, 4, 6, 12, 0, tzinfo=UTC)  # 95 days later
+
+
+def row_of(payload: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(b for b in payload["blocks"] if b.get("text", {}).get("text", "").startswith(f"*{name}*"))
+
+
+def test_connections_holding_credentials_get_a_retest_button_on_their_line() -> None:
+    items = [summary(status.value, status=status, n=i) for i, status in enumerate(Status)]
+    payload = connections_message(PROVIDERS, page_of(items))
+    assert_valid("message", payload)
+    retest = {b["value"] for b in buttons(payload) if b["action_id"] == ids.ACTION_RETEST}
+    assert retest == {item.id for item in items if item.status in (Status.ACTIVE, Status.PENDING_APPROVAL)}
+    accessory = row_of(payload, "active")["accessory"]
+    assert accessory["text"]["text"] == "Re-test"
+    for gone in (Status.REJECTED, Status.EXPIRED, Status.REVOKED):
+        assert "accessory" not in row_of(payload, gone.value)
+    # The button rides on the line: one block per connection, as before.
+    assert len(payload["blocks"]) == len(connections_message(PROVIDERS, page_of([]))["blocks"]) - 1 + len(
+        items
+    )
+
+
+def test_the_key_age_is_shown_in_days_when_now_is_given() -> None:
+    payload = connections_message(
+        PROVIDERS, page_of([summary("Prod", credential_created_at=STORED)]), now=NOW
+    )
+    assert_valid("message", payload)
+    assert "key `ABCD…WXYZ` · key stored 95 days ago\n" in row_of(payload, "Prod")["text"]["text"]
+
+
+def test_a_key_older_than_the_rotation_period_is_flagged_for_rotation() -> None:
+    items = [
+        summary("Old", credential_created_at=STORED, n=0),
+        summary("Fresh", credential_created_at=NOW - timedelta(days=3), n=1),
+        summary("Waiting", status=Status.PENDING_APPROVAL, credential_created_at=STORED, n=2),
+    ]
+    payload = connections_message(PROVIDERS, page_of(items), now=NOW, rotation_days=90)
+    assert_valid("message", payload)
+    assert "⚠️ key 95 days old — rotate it" in row_of(payload, "Old")["text"]["text"]
+    fresh = row_of(payload, "Fresh")["text"]["text"]
+    assert "key stored 3 days ago" in fresh and "⚠️" not in fresh
+    # Only an active connection can be rotated.
+    waiting = row_of(payload, "Waiting")["text"]["text"]
+    assert "key stored 95 days ago" in waiting and "rotate it" not in waiting
+
+
+def test_without_now_the_key_age_is_the_date_it_was_stored() -> None:
+    payload = connections_message(PROVIDERS, page_of([summary("Prod", credential_created_at=STORED)]))
+    assert f"key stored {slack_date(STORED)}" in visible_text(payload)
+
+
+def test_no_key_age_for_a_connection_whose_credentials_are_gone_or_unknown() -> None:
+    items = [
+        summary("Gone", status=Status.REVOKED, credential_created_at=STORED, n=0),
+        summary("Unknown", credential_created_at=None, n=1),
+    ]
+    payload = connections_message(PROVIDERS, page_of(items), now=NOW, rotation_days=1)
+    assert "stored" not in visible_text(payload)
+    assert "rotate" not in visible_text(payload)
+
+
 # --- pagination -----------------------------------------------------------------------------
 
 
@@ -253,8 +321,19 @@ def test_help_explains_every_sub_command_and_lists_provider_keys() -> None:
         "`/connections help`",
         "`/connections connect &lt;provider key&gt;`",
         "`/connections list [page]`",
+        "`/connections test &lt;name&gt;`",
+        "`/connections test all`",
+        "`/connections status &lt;name&gt;`",
+        "`/connections rotate &lt;name&gt;`",
+        "`/connections remove &lt;name&gt;`",
     ):
         assert command in text
+    assert "re-verify one connection with its stored credentials" in text
+    assert "re-verify every active connection with its stored credentials" in text
+    assert "last 10 verification results" in text
+    assert "its owner or an admin" in text
+    assert "verified, then approved by an admin, before it replaces the old one" in text
+    assert "revoked and its stored credentials are destroyed" in text
     assert "`acme_stream` (Acme Stream)" in text
     assert "`bigwarehouse` (Big Warehouse)" in text
     assert "I don't know" not in text

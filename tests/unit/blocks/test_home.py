@@ -40,6 +40,7 @@ def connection(
     created_by: str = USER,
     key_hint: str | None = KEY_HINT,
     last_verified_at: datetime | None = VERIFIED,
+    credential_created_at: datetime | None = None,
 ) -> ConnectionSummary:
     return ConnectionSummary(
         id=f"00000000-0000-4000-8000-{number:012d}",
@@ -52,6 +53,7 @@ def connection(
         created_at=CREATED + timedelta(minutes=number),
         last_verified_at=last_verified_at,
         key_hint=key_hint,
+        credential_created_at=credential_created_at,
     )
 
 
@@ -151,6 +153,64 @@ def test_twenty_connections_and_twenty_requests_with_many_checks_and_providers_f
     assert f"Showing your {HOME_ITEMS_MAX} newest of {HOME_ITEMS_MAX + 30} connections." in text
     assert f"Showing the {HOME_ITEMS_MAX} oldest of {HOME_ITEMS_MAX + 40} requests." in text
     assert "and 6 more checks" in text
+
+
+# --- re-test buttons and key age ----------------------------------------------------------------
+
+
+def own_line(view: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(b for b in view["blocks"] if b.get("text", {}).get("text", "").startswith(f"*{name}*"))
+
+
+def test_own_connections_holding_credentials_can_be_re_tested_from_home() -> None:
+    items = tuple(connection(i, name=status.value, status=status) for i, status in enumerate(Status))
+    view = home_view(HomeData(user_id=USER, connections=items, connections_total=len(items)), PROVIDERS)
+    assert_valid("home", view)
+    for item in items:
+        line = own_line(view, item.name)
+        if item.status in (Status.ACTIVE, Status.PENDING_APPROVAL):
+            assert line["accessory"]["action_id"] == ids.ACTION_RETEST
+            assert line["accessory"]["value"] == item.id
+            assert line["accessory"]["text"]["text"] == "Re-test"
+        else:
+            assert "accessory" not in line
+
+
+def test_home_shows_the_key_age_and_flags_an_old_key_for_rotation() -> None:
+    now = CREATED + timedelta(days=120)
+    items = (
+        connection(1, name="Old", credential_created_at=CREATED),
+        connection(2, name="Fresh", credential_created_at=now - timedelta(hours=5)),
+    )
+    data = HomeData(user_id=USER, connections=items, connections_total=2)
+    view = home_view(data, PROVIDERS, now=now, rotation_days=90)
+    assert_valid("home", view)
+    assert "· ⚠️ key 120 days old — rotate it\n" in own_line(view, "Old")["text"]["text"]
+    assert "· key stored today\n" in own_line(view, "Fresh")["text"]["text"]
+
+    without_period = home_view(data, PROVIDERS, now=now)
+    assert "· key stored 120 days ago\n" in own_line(without_period, "Old")["text"]["text"]
+    assert "rotate" not in visible_text(without_period)
+
+
+def test_a_full_home_with_buttons_on_every_line_still_fits() -> None:
+    items = tuple(
+        connection(i, name="N" * NAME_MAX_LENGTH, credential_created_at=CREATED)
+        for i in range(HOME_ITEMS_MAX)
+    )
+    requests = tuple(pending(100 + i) for i in range(HOME_ITEMS_MAX))
+    data = HomeData(
+        user_id=ADMIN,
+        connections=items,
+        connections_total=HOME_ITEMS_MAX,
+        is_admin=True,
+        pending=requests,
+        pending_total=HOME_ITEMS_MAX,
+    )
+    view = home_view(data, PROVIDERS, now=CREATED + timedelta(days=400), rotation_days=90)
+    assert_valid("home", view)
+    assert len(view["blocks"]) <= HOME_MAX_BLOCKS
+    assert len([b for b in buttons(view) if b["action_id"] == ids.ACTION_RETEST]) == HOME_ITEMS_MAX
 
 
 # --- admins --------------------------------------------------------------------------------------

@@ -16,7 +16,9 @@ from blocks.results import (
     message,
     outcome_headline,
     result_message,
+    section,
 )
+from blocks.text import SECTION_TEXT_MAX
 from bot import ids
 from bot.domain import NAME_MAX_LENGTH
 from bot.providers.base import Check, Outcome, Verification
@@ -185,3 +187,12 @@ def test_no_name_can_smuggle_a_mention_into_a_result(name: str, ok: bool) -> Non
     payload = result_message(LAKE, name, verification(outcome, f"summary {name}"), "Awaits approval.")
     assert_valid("message", payload)
     assert not re.search(r"<[!@#h]", visible_text(payload))
+
+
+
+def test_a_summary_full_of_characters_to_escape_still_fits_in_a_section() -> None:
+    # Escaping makes "&" five characters long; the cut must leave room for that.
+    failed = Verification(Outcome.UNAUTHORIZED, "&" * 2000, (), (), latency_ms=5)
+    headline = outcome_headline(LAKE, failed)
+    assert len(headline) <= SECTION_TEXT_MAX
+    assert_valid("message", {"text": "x", "blocks": [section(headline)]})

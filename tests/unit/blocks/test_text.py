@@ -9,7 +9,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from blocks.text import escape, escaped_chunks, one_line, plural, slack_date, truncate
+from blocks.text import (
+    as_utc,
+    credential_age_text,
+    duration_text,
+    escape,
+    escaped_chunks,
+    one_line,
+    plural,
+    slack_date,
+    truncate,
+)
 
 
 def test_escape_neutralises_mentions_links_and_ampersands() -> None:
@@ -60,6 +70,47 @@ def test_slack_date_treats_naive_times_as_utc_and_converts_other_zones() -> None
 def test_slack_date_accepts_another_fallback_format() -> None:
     rendered = slack_date(datetime(2024, 1, 2, 3, 4, tzinfo=UTC), fallback_fmt="%d %b %Y")
     assert rendered.endswith("|02 Jan 2024>")
+
+
+STORED = datetime(2024, 1, 2, 9, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("now", "expected"),
+    [
+        (STORED, "today"),
+        (STORED + timedelta(hours=23, minutes=59), "today"),
+        (STORED + timedelta(days=1), "1 day"),
+        (STORED + timedelta(days=95, hours=3), "95 days"),
+        (STORED - timedelta(minutes=5), "today"),  # clocks a little apart
+    ],
+)
+def test_credential_age_counts_whole_days(now: datetime, expected: str) -> None:
+    assert credential_age_text(STORED, now) == expected
+
+
+def test_credential_age_treats_naive_times_as_utc() -> None:
+    naive = datetime(2024, 1, 2, 9, 0)
+    assert credential_age_text(naive, datetime(2024, 1, 4, 10, 0, tzinfo=UTC)) == "2 days"
+    assert credential_age_text(STORED, datetime(2024, 1, 5, 9, 0)) == "3 days"
+    assert as_utc(naive) == STORED
+    assert as_utc(datetime(2024, 1, 2, 11, 0, tzinfo=timezone(timedelta(hours=2)))) == STORED
+
+
+@pytest.mark.parametrize(
+    ("delta", "expected"),
+    [
+        (timedelta(seconds=-5), "less than a minute"),
+        (timedelta(seconds=59), "less than a minute"),
+        (timedelta(minutes=1), "1 minute"),
+        (timedelta(minutes=59, seconds=59), "59 minutes"),
+        (timedelta(hours=3, minutes=40), "3 hours"),
+        (timedelta(days=1), "1 day"),
+        (timedelta(days=12, hours=23), "12 days"),
+    ],
+)
+def test_duration_text(delta: timedelta, expected: str) -> None:
+    assert duration_text(delta) == expected
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,116 @@
+"""The messages posted in the alert channel when a connection's health changes: the alert when it
+starts failing, the reminder (in the alert's thread, at most daily) while it keeps failing, and the
+follow-up once it works again.
+
+A reminder or a follow-up is posted top-level when the alert never made it to Slack, so each one
+names the connection on its own. Names and everything a provider wrote are escaped; the owner is
+mentioned only through :func:`~blocks.text.user_mention`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_sdk.models.blocks import ActionsBlock, ButtonElement
+
+from blocks.connections import RETESTABLE, retest_button, rotate_button
+from blocks.results import Block, checks_blocks, context, hints_blocks, message, quoted_name, section
+from blocks.retests import failing_duration, provider_title, summary_text, verification_facts
+from blocks.text import slack_date, user_mention
+from bot.domain import Status
+from bot.providers.base import Provider
+from bot.services.retests import RetestResult
+
+__all__ = ["health_alert", "recovery_reply", "still_failing_reminder"]
+
+_ALERT_ACTIONS_BLOCK = "health_alert_actions"
+_CHECKS_MAX_BLOCKS = 5
+_HINTS_MAX_BLOCKS = 10
+_TEXT_SUMMARY_MAX = 200
+
+
+def health_alert(result: RetestResult, provider: Provider | None) -> dict[str, Any]:
+    """A connection went from healthy (or never checked) to failing: who owns it, since when, what
+    failed and what to check, with Re-test and Rotate buttons carrying the connection id."""
+    connection, verification = result.connection, result.verification
+    title = provider_title(connection, provider)
+    name = quoted_name(connection.name)
+    facts = [f"Owner: {user_mention(connection.created_by)}"]
+    since = _failing_since(result)
+    if since:
+        facts.append(f"failing since {since}")
+    blocks: list[Block] = [
+        section(f"🔴 *{name} ({title}) is failing*\n{' · '.join(facts)}"),
+        section(f"*What failed:* {summary_text(verification)}"),
+        *checks_blocks(
+            [c for c in verification.checks if not c.passed],
+            failures_are_fatal=True,
+            max_blocks=_CHECKS_MAX_BLOCKS,
+        ),
+        *hints_blocks(verification.hints, max_blocks=_HINTS_MAX_BLOCKS),
+        context(verification_facts(title, verification)),
+    ]
+    buttons = _buttons(result)
+    if buttons:
+        blocks.append(dict(ActionsBlock(block_id=_ALERT_ACTIONS_BLOCK, elements=buttons).to_dict()))
+    text = (
+        f"🔴 {name} ({title}) is failing: {summary_text(verification, _TEXT_SUMMARY_MAX)} "
+        f"(owner {user_mention(connection.created_by)})"
+    )
+    return message(text, blocks)
+
+
+def still_failing_reminder(result: RetestResult, provider: Provider | None) -> dict[str, Any]:
+    """A connection keeps failing: for how long, what the provider says now, and a Re-test button.
+
+    Names the connection and its owner, so it reads the same top-level as in the alert's thread."""
+    connection = result.connection
+    title = provider_title(connection, provider)
+    name = quoted_name(connection.name)
+    lasted = failing_duration(result)
+    since = _failing_since(result)
+    when = f" for {lasted}" if lasted else ""
+    when += f" (since {since})" if since else ""
+    owner = user_mention(connection.created_by)
+    summary = summary_text(result.verification)
+    blocks: list[Block] = [
+        section(f"🔴 {name} ({title}) is still failing{when}. Owner: {owner}\n{summary}"),
+    ]
+    if connection.status in RETESTABLE:
+        blocks.append(dict(ActionsBlock(elements=[retest_button(connection.id)]).to_dict()))
+    text = f"🔴 {name} ({title}) is still failing{f' for {lasted}' if lasted else ''} (owner {owner})"
+    return message(text, blocks)
+
+
+def recovery_reply(result: RetestResult) -> dict[str, Any]:
+    """A failing connection works again: how long it was failing. No buttons: nothing to do."""
+    connection = result.connection
+    title = provider_title(connection, None)
+    lasted = failing_duration(result)
+    # The latest check is the one that worked, so it says nothing about when the failure began.
+    since = _failing_since(result, or_latest_check=False)
+    text = f"✅ {quoted_name(connection.name)} ({title}) works again"
+    if lasted:
+        text += f" after failing for {lasted}"
+    blocks = [section(f"{text}{f' (since {since})' if since else ''}.")]
+    return message(f"{text}.", blocks)
+
+
+def _failing_since(result: RetestResult, *, or_latest_check: bool = True) -> str:
+    """When the failure started, as a Slack date; unless ``or_latest_check`` is off, the latest
+    check when the start was not recorded (that check failed, so it is the earliest known)."""
+    change = result.change
+    started = change.failing_since if change is not None else None
+    if started is None and or_latest_check:
+        started = result.connection.last_verified_at
+    return slack_date(started) if started is not None else ""
+
+
+def _buttons(result: RetestResult) -> list[ButtonElement]:
+    connection = result.connection
+    buttons: list[ButtonElement] = []
+    if connection.status in RETESTABLE:
+        buttons.append(retest_button(connection.id))
+    if connection.status is Status.ACTIVE:
+        buttons.append(rotate_button(connection.id))
+    return buttons

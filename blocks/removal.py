@@ -1,0 +1,81 @@
+"""Removing a connection in blocks: the prompt with its Remove button, the confirm dialog that
+button carries wherever it appears, and the message once it is done.
+
+Removal revokes the connection and destroys its stored credentials, so the button always asks
+for confirmation in a Slack dialog first. Names are escaped; the button carries the connection id.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_sdk.models.blocks import ActionsBlock, ButtonElement, ConfirmObject, PlainTextObject
+
+from blocks.results import Block, context, message, quoted_name, section
+from blocks.text import escape, one_line, truncate, user_mention
+from bot import ids
+from bot.domain import ConnectionSummary
+
+__all__ = ["REMOVE_CONFIRM_TITLE", "remove_button", "remove_confirm", "remove_prompt", "removed_message"]
+
+REMOVE_CONFIRM_TITLE = "Remove connection?"
+# The dialog's text holds at most 300 characters; the fixed sentence takes about 130.
+_CONFIRM_NAME_MAX = 60
+_PROVIDER_MAX = 150
+
+
+def remove_confirm(name: str) -> dict[str, Any]:
+    """The confirm dialog of every Remove button: what removing ``name`` does, and that it is final.
+
+    The text is plain text, which Slack shows as typed, so the name cannot mention or link."""
+    shown = truncate(one_line(name), _CONFIRM_NAME_MAX)
+    confirm = ConfirmObject(
+        title=REMOVE_CONFIRM_TITLE,
+        text=PlainTextObject(
+            text=(f"“{shown}” will be revoked and its stored credentials destroyed. This cannot be undone."),
+            emoji=False,
+        ),
+        confirm="Remove",
+        deny="Cancel",
+        style="danger",
+    )
+    return dict(confirm.to_dict())
+
+
+def remove_button(connection: ConnectionSummary) -> ButtonElement:
+    """The danger-styled Remove button, value = the connection id, behind :func:`remove_confirm`."""
+    return ButtonElement(
+        text="Remove",
+        action_id=ids.ACTION_REMOVE,
+        value=connection.id,
+        style="danger",
+        confirm=remove_confirm(connection.name),
+    )
+
+
+def remove_prompt(connection: ConnectionSummary) -> dict[str, Any]:
+    """The ephemeral reply to ``/connections remove <name>``: what removing does, and the button."""
+    name = quoted_name(connection.name)
+    blocks: list[Block] = [
+        section(
+            f"*Remove {name}?* ({_provider(connection)})\n"
+            "Removing it revokes it and destroys its stored credentials; its name is then free "
+            "again for a new connection. *This cannot be undone.*"
+        ),
+        dict(ActionsBlock(elements=[remove_button(connection)]).to_dict()),
+        context("Nothing changes until you click *Remove* and confirm."),
+    ]
+    return message(f"Remove {name}?", blocks)
+
+
+def removed_message(connection: ConnectionSummary, removed_by: str) -> dict[str, Any]:
+    """Said once a connection is removed: by whom, and that its credentials are gone."""
+    text = (
+        f"🚫 {quoted_name(connection.name)} ({_provider(connection)}) was removed by "
+        f"{user_mention(removed_by)}; its stored credentials were destroyed."
+    )
+    return message(text, [section(text)])
+
+
+def _provider(connection: ConnectionSummary) -> str:
+    return escape(truncate(one_line(connection.provider_title, connection.provider_key), _PROVIDER_MAX))

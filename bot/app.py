@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from bot.listeners import register_listeners
 from bot.listeners.expiry import start_expiry
+from bot.listeners.health import start_health_checks
 from bot.logs import slack_logger
 from bot.runtime import Services, start_services
 from bot.settings import Settings
@@ -74,6 +75,7 @@ def build_asgi(app: AsyncApp, services: Services, *, own_services: bool = True) 
         if own_services:
             # Periodic jobs run only while serving; Services.close() stops them first.
             start_expiry(services, app.client)
+            start_health_checks(services, app.client)
         yield
         if own_services:
             logger.info("shutting down; finishing %d task(s) in flight", services.background.pending)
@@ -113,6 +115,7 @@ class ServicesApp:
             return
         self._inner = build_asgi(build_app(services), services, own_services=False)
         start_expiry(services, services.slack)
+        start_health_checks(services, services.slack)
         await send({"type": "lifespan.startup.complete"})
         await receive()  # lifespan.shutdown
         await services.close(self._drain_seconds)

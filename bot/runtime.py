@@ -22,6 +22,12 @@ from bot.services.connections import ConnectionService
 from bot.services.expiry import ExpiryService
 from bot.services.home import HomeService
 from bot.services.key_guard import guard_master_key, key_opens_database
+from bot.services.permissions import RetestPolicy
+from bot.services.reminders import RotationReminders
+from bot.services.removal import RemovalService
+from bot.services.retests import RetestService
+from bot.services.rotations import RotationService
+from bot.services.status import StatusService
 from bot.settings import Settings
 from bot.slack_directory import SlackGroupDirectory
 from bot.store.uow import Database
@@ -54,6 +60,11 @@ class Services:
     expiry: ExpiryService
     audit: AuditService
     home: HomeService
+    retests: RetestService
+    rotations: RotationService
+    removal: RemovalService
+    status: StatusService
+    reminders: RotationReminders
     stoppers: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
     """Run first at shutdown, to stop taking new work (close the Socket Mode connection)."""
     closers: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
@@ -117,7 +128,12 @@ async def start_services(settings: Settings, *, http: httpx.AsyncClient | None =
     # A rejection is decided before its modal is answered, inside Slack's 3 seconds.
     directory = SlackGroupDirectory(slack, timeout_seconds=GROUP_LOOKUP_SECONDS)
     policy = AdminPolicy(settings.admins, settings.admin_group, directory)
-    expiry = ExpiryService(db, providers, ttl=timedelta(hours=settings.approval_ttl_hours))
+    ttl = timedelta(hours=settings.approval_ttl_hours)
+    expiry = ExpiryService(db, providers, ttl=ttl)
+    oncall = AdminPolicy(frozenset(), settings.oncall_group, directory) if settings.oncall_group else None
+    rotations = RotationService(
+        db, cipher, providers, client, policy, ttl=ttl, allow_self_approval=settings.allow_self_approval
+    )
     services = Services(
         settings=settings,
         db=db,
@@ -135,6 +151,19 @@ async def start_services(settings: Settings, *, http: httpx.AsyncClient | None =
         expiry=expiry,
         audit=AuditService(db, providers, policy),
         home=HomeService(db, providers, policy, allow_self_approval=settings.allow_self_approval),
+        retests=RetestService(
+            db,
+            cipher,
+            providers,
+            client,
+            RetestPolicy(oncall, policy),
+            interval=timedelta(minutes=settings.retest_interval_minutes),
+            concurrency=settings.retest_concurrency,
+        ),
+        rotations=rotations,
+        removal=RemovalService(db, providers, policy),
+        status=StatusService(db, providers, rotations),
+        reminders=RotationReminders(db, providers, rotation_days=settings.rotation_days),
     )
     services.closers.append(session.close)
     if not settings.admin_channel:

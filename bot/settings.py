@@ -6,7 +6,7 @@ Every variable is documented in DESIGN.md's configuration contract and in the RE
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +41,11 @@ class Settings:
     approval_ttl_hours: float = 72.0
     # How often overdue approval requests are looked for; mainly turned down by tests and operators.
     expiry_check_seconds: float = 300.0
+    oncall_group: str | None = None
+    alert_channel: str | None = None
+    retest_interval_minutes: float = 360.0
+    retest_concurrency: int = 16
+    rotation_days: float = 90.0
     master_key: Secret | None = None
     master_key_file: Path | None = None
     host: str = "0.0.0.0"
@@ -50,6 +55,11 @@ class Settings:
     @property
     def socket_mode(self) -> bool:
         return self.slack_app_token is not None
+
+    @property
+    def alerts_channel(self) -> str | None:
+        """Where health alerts go: ``CONNECTIONS_ALERT_CHANNEL``, else the admin channel."""
+        return self.alert_channel or self.admin_channel
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> Settings:
@@ -109,6 +119,17 @@ class Settings:
             ) from None
         if not 0 < expiry_check_seconds < float("inf"):
             raise ConfigError("CONNECTIONS_EXPIRY_CHECK_SECONDS must be a finite number more than 0")
+        retest_minutes = _positive(get, "CONNECTIONS_RETEST_INTERVAL_MINUTES", "360", "minutes")
+        rotation_days = _positive(get, "CONNECTIONS_ROTATION_DAYS", "90", "days")
+        concurrency_text = get("CONNECTIONS_RETEST_CONCURRENCY") or "16"
+        try:
+            concurrency = int(concurrency_text)
+        except ValueError:
+            raise ConfigError(
+                f"CONNECTIONS_RETEST_CONCURRENCY must be a whole number, not {concurrency_text!r}"
+            ) from None
+        if not 1 <= concurrency <= 256:
+            raise ConfigError("CONNECTIONS_RETEST_CONCURRENCY must be between 1 and 256")
 
         master_key = get("CONNECTIONS_MASTER_KEY")
         key_file = get("CONNECTIONS_MASTER_KEY_FILE")
@@ -128,12 +149,28 @@ class Settings:
             allow_self_approval=self_approval_text in ("true", "1", "yes"),
             approval_ttl_hours=ttl_hours,
             expiry_check_seconds=expiry_check_seconds,
+            oncall_group=get("CONNECTIONS_ONCALL_GROUP"),
+            alert_channel=get("CONNECTIONS_ALERT_CHANNEL"),
+            retest_interval_minutes=retest_minutes,
+            retest_concurrency=concurrency,
+            rotation_days=rotation_days,
             master_key=Secret(master_key) if master_key else None,
             master_key_file=Path(key_file).expanduser() if key_file else None,
             host=get("HOST") or "0.0.0.0",
             port=port,
             log_level=log_level,
         )
+
+
+def _positive(get: Callable[[str], str | None], name: str, default: str, unit: str) -> float:
+    text = get(name) or default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of {unit}, not {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise ConfigError(f"{name} must be a finite number of {unit} more than 0")
+    return value
 
 
 def _with_trailing_slash(url: str) -> str:

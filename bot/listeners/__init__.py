@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from slack_bolt.async_app import AsyncApp
 
-from bot.listeners import actions, approvals, commands, events, views
+from bot.listeners import actions, approvals, commands, events, removal, retests, rotation, views
 from bot.runtime import Services
 
 __all__ = ["register_listeners"]
@@ -19,3 +19,6 @@ def register_listeners(app: AsyncApp, services: Services) -> None:
     views.register(app, services)
     approvals.register(app, services)
     events.register(app, services)
+    retests.register(app, services)
+    rotation.register(app, services)
+    removal.register(app, services)

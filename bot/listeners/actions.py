@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
@@ -62,7 +63,15 @@ def register(app: AsyncApp, services: Services) -> None:
         async def show_page() -> None:
             listing = await services.connections.list_connections(team_id, page)
             # The list is an ephemeral reply: there is no message to update, only its response_url.
-            await respond(replace_original=True, **connections_message(list(services.providers), listing))
+            await respond(
+                replace_original=True,
+                **connections_message(
+                    list(services.providers),
+                    listing,
+                    now=datetime.now(UTC),
+                    rotation_days=services.settings.rotation_days,
+                ),
+            )
 
         services.background.spawn(show_page(), name="action:page")
 

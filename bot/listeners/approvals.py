@@ -29,7 +29,7 @@ from bot.listeners.state import parse_json_object, team_of
 from bot.runtime import Services
 from bot.services.approvals import Decision, Verdict
 
-__all__ = ["announce_decision", "post_approval_request", "register"]
+__all__ = ["announce_decision", "message_of", "post_approval_request", "register"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def register(app: AsyncApp, services: Services) -> None:
     ) -> None:
         await ack()
         team_id, actor = team_of(context, body), str(body["user"]["id"])
-        where = _message_of(body)
+        where = message_of(body)
 
         async def approve() -> None:
             try:
@@ -76,7 +76,7 @@ def register(app: AsyncApp, services: Services) -> None:
         await ack()
         team_id, actor = team_of(context, body), str(body["user"]["id"])
         connection_id = str(action.get("value", ""))
-        where = _message_of(body)
+        where = message_of(body)
 
         async def ask_why() -> None:
             try:
@@ -185,7 +185,7 @@ async def post_approval_request(
     return True
 
 
-def _message_of(body: dict[str, Any]) -> tuple[str, str]:
+def message_of(body: dict[str, Any]) -> tuple[str, str]:
     """The channel and ts of the message whose button was clicked ("" when it was not a message)."""
     container = body.get("container") or {}
     if container.get("type") != "message" or container.get("is_ephemeral"):

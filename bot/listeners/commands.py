@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
@@ -10,6 +11,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from blocks.connections import connections_message, help_message
 from bot.listeners.audit import show_audit
+from bot.listeners.removal import remove_command
+from bot.listeners.retests import retest_command, status_command
+from bot.listeners.rotation import open_rotation_form
 from bot.listeners.state import form_view, parse_page, team_of
 from bot.providers.registry import UnknownProvider
 from bot.runtime import Services
@@ -33,11 +37,17 @@ def register(app: AsyncApp, services: Services) -> None:
         sub, _, argument = (command.get("text") or "").strip().partition(" ")
         sub, argument = sub.lower(), argument.strip()
         team_id = team_of(context, command)
+        user_id = str(command.get("user_id", ""))
         providers = list(services.providers)
 
         async def show_connections() -> None:
             listing = await services.connections.list_connections(team_id, parse_page(argument))
-            await respond(response_type="ephemeral", **connections_message(providers, listing))
+            await respond(
+                response_type="ephemeral",
+                **connections_message(
+                    providers, listing, now=datetime.now(UTC), rotation_days=services.settings.rotation_days
+                ),
+            )
 
         async def open_form() -> None:
             try:
@@ -61,7 +71,17 @@ def register(app: AsyncApp, services: Services) -> None:
         elif sub == "connect":
             work = open_form()
         elif sub == "audit":
-            work = show_audit(services, respond, team_id, str(command.get("user_id", "")), argument)
+            work = show_audit(services, respond, team_id, user_id, argument)
+        elif sub == "test":
+            work = retest_command(services, client, respond, team_id, user_id, argument)
+        elif sub == "status":
+            work = status_command(services, respond, team_id, argument)
+        elif sub == "rotate":
+            work = open_rotation_form(
+                services, client, respond, team_id, user_id, str(command.get("trigger_id", "")), name=argument
+            )
+        elif sub == "remove":
+            work = remove_command(services, respond, team_id, user_id, argument)
         else:
             work = show_help()
         services.background.spawn(work, name=f"command:{sub or 'list'}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext, AsyncBoltRequest
@@ -59,7 +60,15 @@ async def publish_home(services: Services, client: AsyncWebClient, team_id: str,
     when Slack refuses. Call it after anything that changes what a Home shows (a decision)."""
     data = await services.home.home_for(team_id, user_id)
     try:
-        await client.views_publish(user_id=user_id, view=home_view(data, list(services.providers)))
+        await client.views_publish(
+            user_id=user_id,
+            view=home_view(
+                data,
+                list(services.providers),
+                now=datetime.now(UTC),
+                rotation_days=services.settings.rotation_days,
+            ),
+        )
     except SlackApiError as exc:
         error = exc.response.get("error") if exc.response is not None else "unknown error"
         logger.warning("could not publish the Home tab of %s: %s", user_id, error)

@@ -12,6 +12,7 @@ import logging
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.listeners.approvals import announce_decision
+from bot.listeners.rotation import announce_rotation
 from bot.runtime import Services
 from bot.scheduler import Periodic
 
@@ -25,8 +26,9 @@ _JITTER_SHARE = 0.1
 
 
 async def expire_and_announce(services: Services, client: AsyncWebClient) -> None:
-    """Expire overdue approval requests, then for each one update its request message in place
-    ("Expired", no buttons) and tell the requester by direct message.
+    """Expire overdue approval requests (of new connections and of rotations), then for each one
+    update its request message in place ("Expired", no buttons) and tell the requester by direct
+    message.
 
     A Slack failure is logged and never raised: the connection is expired whether or not Slack
     heard of it, and one failed announcement must not keep the others from being made.
@@ -37,6 +39,12 @@ async def expire_and_announce(services: Services, client: AsyncWebClient) -> Non
         except Exception:
             connection_id = decision.connection.id if decision.connection else "?"
             logger.exception("could not announce the expiry of connection %s", connection_id)
+    for rotation in await services.rotations.expire_overdue():
+        try:
+            await announce_rotation(services, client, rotation, ("", ""))
+        except Exception:
+            rotation_id = rotation.rotation.id if rotation.rotation else "?"
+            logger.exception("could not announce the expiry of rotation %s", rotation_id)
 
 
 def start_expiry(services: Services, client: AsyncWebClient) -> Periodic:

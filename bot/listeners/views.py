@@ -21,7 +21,7 @@ from bot.providers.registry import UnknownProvider
 from bot.runtime import Services
 from bot.services.connections import CreateRequest
 
-__all__ = ["register"]
+__all__ = ["deliver_result", "register"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ async def _verify_and_report(
     try:
         outcome = await services.connections.create(request)
     except asyncio.CancelledError:
-        await _deliver(
+        await deliver_result(
             client,
             view_id,
             request.user_id,
@@ -98,7 +98,7 @@ async def _verify_and_report(
         raise
     except Exception:
         logger.exception("creating a %s connection failed", provider.key)
-        await _deliver(
+        await deliver_result(
             client,
             view_id,
             request.user_id,
@@ -107,7 +107,7 @@ async def _verify_and_report(
         )
         return
     if outcome.problem:
-        await _deliver(
+        await deliver_result(
             client,
             view_id,
             request.user_id,
@@ -123,7 +123,7 @@ async def _verify_and_report(
             logger.warning("could not post the approval request", exc_info=True)
             posted = False
         note = _approval_note(services, posted)
-    await _deliver(
+    await deliver_result(
         client,
         view_id,
         request.user_id,
@@ -152,7 +152,7 @@ def _approval_note(services: Services, posted: bool) -> str:
     )
 
 
-async def _deliver(
+async def deliver_result(
     client: AsyncWebClient,
     view_id: str,
     user_id: str,

@@ -77,6 +77,8 @@ class Probe:
     checks: tuple[Check, ...] = ()
     hints: tuple[str, ...] = ()
     request_id: str | None = None
+    retry_after: float | None = None
+    """For ``rate_limited``: the seconds the provider asked us to wait, when it said."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,9 @@ class Verification:
     hints: tuple[str, ...]
     latency_ms: int
     request_id: str | None = None
+    retry_after: float | None = None
+    """For ``rate_limited``: the seconds the provider asked us to wait, when it said. Bulk
+    re-tests hold back every worker that long, not only the one that was told."""
 
     @property
     def ok(self) -> bool:
@@ -212,6 +217,7 @@ class Provider(ABC):
             hints=result.hints,
             latency_ms=latency_ms,
             request_id=result.request_id,
+            retry_after=result.retry_after,
         )
 
     def config_of(self, values: FieldValues) -> dict[str, str]:

@@ -295,7 +295,8 @@ class _Run:
     def fail(self, outcome: Outcome, what: str, error: errs.ApiError, hints: tuple[str, ...]) -> Probe:
         said = self.said(error)
         summary = f"{what}. Confluent said: {said}" + ("" if said.endswith((".", "!", "?")) else ".")
-        return Probe(outcome, summary, tuple(self.checks), tuple(hints), error.request_id)
+        wait = self.asked_to_wait if outcome is Outcome.RATE_LIMITED else None
+        return Probe(outcome, summary, tuple(self.checks), tuple(hints), error.request_id, retry_after=wait)
 
     def failure(
         self,

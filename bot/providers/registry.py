@@ -32,6 +32,16 @@ class ProviderRegistry:
     def __len__(self) -> int:
         return len(self._providers)
 
+    def find(self, key: str) -> Provider | None:
+        """The provider registered under ``key``, or None (a connection of a removed provider)."""
+        try:
+            return self.get(key)
+        except UnknownProvider:
+            return None
+
+    def by_key(self) -> dict[str, Provider]:
+        return {provider.key: provider for provider in self}
+
     def get(self, key: str) -> Provider:
         for provider in self._providers:
             if provider.key == key:

@@ -160,6 +160,7 @@ class ConnectionService:
             updated_at=now,
             last_verified_at=now,
             credential_version=FIRST_VERSION,
+            credential_created_at=now,
         )
         try:
             async with self._db.transaction() as tx:

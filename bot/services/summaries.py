@@ -26,4 +26,5 @@ def summarize(row: Connection, providers: ProviderRegistry) -> ConnectionSummary
         created_at=row.created_at,
         last_verified_at=row.last_verified_at,
         key_hint=row.key_hint,
+        credential_created_at=row.credential_created_at,
     )

@@ -3,19 +3,11 @@ stderr."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
-import socket
 import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import keyring.backends.fail
 import pytest
 
 from bot.crypto import Cipher, MasterKey, associated_data
@@ -24,22 +16,8 @@ from bot.store import Connection, Credential, Database
 from bot.store.migrate import is_at_head, upgrade_to_head
 from tests.e2e.conftest import SIGNING_SECRET
 from tests.fakes.slack_api import FakeSlack
+from tests.support.processes import EXE, clean_env, serving
 from tests.support.slack_requests import SlackSender
-
-EXE = shutil.which("connections-bot", path=os.path.dirname(sys.executable)) or "connections-bot"
-
-
-def clean_env(tmp_path: Path, **values: str) -> dict[str, str]:
-    """A minimal environment: no inherited bot settings, an isolated config dir and keyring."""
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": str(tmp_path),
-        "XDG_CONFIG_HOME": str(tmp_path / "config"),
-        "PYTHON_KEYRING_BACKEND": f"{keyring.backends.fail.__name__}.Keyring",
-        "LANG": "C.UTF-8",
-    }
-    env.update(values)
-    return env
 
 
 def run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -68,48 +46,6 @@ def test_migrate_brings_a_new_database_to_the_latest_schema(tmp_path: Path, data
     assert result.returncode == 0, result.stderr
     assert is_at_head(database_url)
     assert run(["migrate"], env, tmp_path).returncode == 0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def serving(env: dict[str, str], cwd: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    port = free_port()
-    process = subprocess.Popen(
-        [EXE, "serve"],
-        env={**env, "HOST": "127.0.0.1", "PORT": str(port)},
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"serve exited with {process.returncode}: {process.stderr.read()}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("serve did not become healthy within 30 s")
-            time.sleep(0.1)
-        yield url, process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 def test_serve_migrates_makes_a_key_file_and_answers_slack(tmp_path: Path) -> None:

@@ -88,6 +88,8 @@ class Message:
     blocks: list[dict[str, Any]]
     ephemeral: bool
     user: str | None = None
+    thread_ts: str | None = None
+    """The parent message's ts, for a reply in a thread."""
 
 
 class SlackError(Exception):
@@ -540,6 +542,13 @@ class FakeSlack:
     def _chat_post_message(self, body: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel(body)
         self._checked_message(body)
+        thread_ts = body.get("thread_ts")
+        if thread_ts is not None:
+            # A reply must name a message of the same channel; Slack would otherwise post it
+            # somewhere the test did not mean (or refuse it).
+            parent = self._messages.get(str(thread_ts))
+            if parent is None or parent.channel != channel or parent.ephemeral:
+                raise SlackError("thread_not_found")
         message = self._add_message(channel, body, ephemeral=False)
         return {"channel": channel, "ts": message.ts, "message": self._message_json(message)}
 
@@ -686,7 +695,16 @@ class FakeSlack:
     ) -> Message:
         ts = f"{int(time.time())}.{next(self._ts):06d}"
         blocks = copy.deepcopy(data.get("blocks") or [])
-        message = Message(channel, ts, data.get("text") or "", blocks, ephemeral, user if ephemeral else None)
+        thread_ts = data.get("thread_ts")
+        message = Message(
+            channel,
+            ts,
+            data.get("text") or "",
+            blocks,
+            ephemeral,
+            user if ephemeral else None,
+            thread_ts=str(thread_ts) if thread_ts and not ephemeral else None,
+        )
         self._messages[ts] = message
         return message
 
@@ -701,6 +719,7 @@ class FakeSlack:
             "app_id": API_APP_ID,
             "team": self.team_id,
             "blocks": copy.deepcopy(message.blocks),
+            **({"thread_ts": message.thread_ts} if message.thread_ts else {}),
         }
 
     def _new_id(self, prefix: str, taken: Any) -> str:

@@ -95,3 +95,52 @@ def test_approval_settings_have_defaults_and_are_checked() -> None:
     ):
         with pytest.raises(ConfigError, match=name):
             Settings.from_mapping({**BASE, name: value})
+
+
+def test_health_and_rotation_settings_have_defaults() -> None:
+    settings = Settings.from_mapping({**BASE, "CONNECTIONS_ADMIN_CHANNEL": "C0ADMINS01"})
+    assert settings.retest_interval_minutes == 360.0
+    assert settings.retest_concurrency == 16
+    assert settings.rotation_days == 90.0
+    assert settings.oncall_group is None
+    # Alerts go to the admin channel unless a channel of their own is set.
+    assert settings.alerts_channel == "C0ADMINS01"
+    assert Settings.from_mapping(BASE).alerts_channel is None
+
+
+def test_health_and_rotation_settings_are_read() -> None:
+    settings = Settings.from_mapping(
+        {
+            **BASE,
+            "CONNECTIONS_ADMIN_CHANNEL": "C0ADMINS01",
+            "CONNECTIONS_ALERT_CHANNEL": "C0ALERTS01",
+            "CONNECTIONS_ONCALL_GROUP": "S0ONCALL01",
+            "CONNECTIONS_RETEST_INTERVAL_MINUTES": "15",
+            "CONNECTIONS_RETEST_CONCURRENCY": "4",
+            "CONNECTIONS_ROTATION_DAYS": "30",
+        }
+    )
+    assert settings.alerts_channel == "C0ALERTS01"
+    assert settings.oncall_group == "S0ONCALL01"
+    assert (settings.retest_interval_minutes, settings.retest_concurrency, settings.rotation_days) == (
+        15,
+        4,
+        30,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("CONNECTIONS_RETEST_INTERVAL_MINUTES", "0"),
+        ("CONNECTIONS_RETEST_INTERVAL_MINUTES", "often"),
+        ("CONNECTIONS_RETEST_INTERVAL_MINUTES", "inf"),
+        ("CONNECTIONS_RETEST_CONCURRENCY", "0"),
+        ("CONNECTIONS_RETEST_CONCURRENCY", "2.5"),
+        ("CONNECTIONS_RETEST_CONCURRENCY", "1000"),
+        ("CONNECTIONS_ROTATION_DAYS", "-3"),
+    ],
+)
+def test_bad_health_and_rotation_settings_are_named(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_mapping({**BASE, name: value})

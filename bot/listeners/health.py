@@ -1,0 +1,136 @@
+"""The health schedule and what it tells Slack: alerts, reminders and recoveries in the alert
+channel, and rotation reminders by direct message.
+
+Not a Slack listener: nothing here answers a request. It runs on the serving process's event loop
+(see :func:`start_health_checks`); every replica runs it, and the database decides which replica
+re-tests which connection (:meth:`bot.services.retests.RetestService.run_due`), so each due
+connection is re-tested, and each change announced, once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from blocks.alerts import health_alert, recovery_reply, still_failing_reminder
+from blocks.rotation import rotation_reminder_dm
+from bot.runtime import Services
+from bot.scheduler import Periodic
+from bot.services.retests import ChangeKind, RetestResult
+
+__all__ = ["JOB_NAME", "announce_changes", "check_health", "send_rotation_reminders", "start_health_checks"]
+
+logger = logging.getLogger(__name__)
+
+JOB_NAME = "health-checks"
+TICK_MAX_SECONDS = 60.0
+"""How often the schedule looks for due re-tests at most: a due check waits this long at worst."""
+TICK_MIN_SECONDS = 0.5
+
+
+async def announce_changes(
+    services: Services, client: AsyncWebClient, results: Iterable[RetestResult]
+) -> None:
+    """Post what changed to the alert channel: an alert for a connection that started failing
+    (remembered, so reminders and the recovery reply in its thread), a reminder in that thread
+    for one still failing a day later, a follow-up when it works again. Slack failures are
+    logged, never raised: the health is recorded either way."""
+    channel = services.settings.alerts_channel
+    for result in results:
+        change = result.change
+        if change is None:
+            continue
+        if not channel:
+            logger.warning(
+                "connection %s is %s but no alert channel is set (CONNECTIONS_ALERT_CHANNEL or "
+                "CONNECTIONS_ADMIN_CHANNEL)",
+                result.connection.id,
+                change.kind.value,
+            )
+            continue
+        provider = services.providers.find(result.connection.provider_key)
+        try:
+            if change.kind is ChangeKind.RECOVERED:
+                await _post(client, channel, change.alert_channel, change.alert_ts, recovery_reply(result))
+                continue
+            if change.kind is ChangeKind.STILL_FAILING and change.alert_ts:
+                reminder = still_failing_reminder(result, provider)
+                await _post(client, channel, change.alert_channel, change.alert_ts, reminder)
+                continue
+            # A new failure, or one whose alert never made it to Slack: a fresh alert.
+            posted = await client.chat_postMessage(channel=channel, **health_alert(result, provider))
+            await services.retests.record_alert(
+                result.team_id, result.connection.id, str(posted["channel"]), str(posted["ts"])
+            )
+        except SlackApiError as exc:
+            error = exc.response.get("error") if exc.response is not None else "unknown error"
+            logger.warning(
+                "could not post the %s notice about connection %s to %s: %s",
+                change.kind.value,
+                result.connection.id,
+                channel,
+                error,
+            )
+        except Exception:
+            logger.exception("could not announce the health of connection %s", result.connection.id)
+
+
+async def _post(
+    client: AsyncWebClient,
+    channel: str,
+    alert_channel: str | None,
+    alert_ts: str | None,
+    body: dict[str, Any],
+) -> None:
+    if alert_channel and alert_ts:
+        await client.chat_postMessage(channel=alert_channel, thread_ts=alert_ts, **body)
+    else:
+        await client.chat_postMessage(channel=channel, **body)
+
+
+async def send_rotation_reminders(services: Services, client: AsyncWebClient) -> int:
+    """DM the owners of credentials past the rotation period (each at most weekly); how many."""
+    sent = 0
+    for reminder in await services.reminders.due():
+        connection = reminder.connection
+        try:
+            await client.chat_postMessage(
+                channel=connection.created_by,
+                **rotation_reminder_dm(
+                    connection, age_days=reminder.age_days, rotation_days=services.reminders.rotation_days
+                ),
+            )
+            sent += 1
+        except Exception as exc:
+            # Claimed already: the next reminder comes a week later rather than in a loop.
+            logger.warning("could not remind %s to rotate %s: %s", connection.created_by, connection.id, exc)
+    return sent
+
+
+async def check_health(services: Services, client: AsyncWebClient) -> None:
+    """One tick of the schedule: re-test what is due, announce changes, send rotation reminders."""
+    report = await services.retests.run_due()
+    await announce_changes(services, client, report.results)
+    await send_rotation_reminders(services, client)
+
+
+def tick_seconds(interval_minutes: float) -> float:
+    """How often to look for due re-tests: a small share of the interval, within bounds."""
+    return min(TICK_MAX_SECONDS, max(TICK_MIN_SECONDS, interval_minutes * 60 / 100))
+
+
+def start_health_checks(services: Services, client: AsyncWebClient) -> Periodic:
+    """Run :func:`check_health` from now on; stopped first at shutdown (``services.stoppers``)."""
+    tick = tick_seconds(services.settings.retest_interval_minutes)
+
+    async def job() -> None:
+        await check_health(services, client)
+
+    periodic = Periodic(JOB_NAME, tick, job, jitter=tick * 0.2)
+    periodic.start()
+    services.stoppers.append(periodic.stop)
+    return periodic

@@ -1,0 +1,418 @@
+"""Rotating credentials from Slack: the Rotate button and ``/connections rotate <name>`` open the
+form, its submission is verified after the ack, the verified rotation is posted for approval, and
+Approve / Reject on that request decide it (checked in full on the server for every click)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from blocks.approval import (
+    admin_check_failed_reply,
+    not_admin_reply,
+    not_found_reply,
+)
+from blocks.results import problem_message
+from blocks.retests import refusal_message
+from blocks.rotation import (
+    rotation_decided,
+    rotation_decision_dm,
+    rotation_modal,
+    rotation_pending_reply,
+    rotation_problem_view,
+    rotation_reject_modal,
+    rotation_request,
+    rotation_result_message,
+    rotation_result_view,
+    rotation_verifying_view,
+)
+from bot import ids
+from bot.listeners.approvals import message_of
+from bot.listeners.events import publish_home
+from bot.listeners.replies import tell_user
+from bot.listeners.state import parse_json_object, read_form, team_of
+from bot.listeners.views import deliver_result
+from bot.providers.base import Provider
+from bot.runtime import Services
+from bot.services.approvals import Verdict
+from bot.services.permissions import Refusal, Refused
+from bot.services.rotations import RotationDecision
+
+__all__ = ["announce_rotation", "open_rotation_form", "register"]
+
+logger = logging.getLogger(__name__)
+
+PRECHECK_SECONDS = 1.5
+"""The rights check before the form opens must leave time for views.open (a trigger lasts 3 s)."""
+NOTHING_CHANGED = "Something went wrong on our side, so nothing changed. Please try again in a minute."
+TOO_SLOW = "Checking your rights took too long, so the form could not open. Click Rotate again."
+STALE_FORM = "This form is out of date. Close it and start the rotation again."
+AWAITS_APPROVAL = (
+    "The new credentials are saved and await an admin's approval; the old key keeps working until "
+    "then. You will get a message when an admin decides."
+)
+NOT_POSTED = (
+    "The new credentials are saved and await an admin's approval, but the request could not be "
+    "posted to the admin channel. Ask whoever runs this bot to check CONNECTIONS_ADMIN_CHANNEL."
+)
+
+
+def register(app: AsyncApp, services: Services) -> None:
+    async def rotate_clicked(
+        ack: AsyncAck,
+        action: dict[str, Any],
+        body: dict[str, Any],
+        client: AsyncWebClient,
+        respond: AsyncRespond,
+        context: AsyncBoltContext,
+    ) -> None:
+        await ack()
+        team_id, actor = team_of(context, body), str(body["user"]["id"])
+        services.background.spawn(
+            open_rotation_form(
+                services,
+                client,
+                respond,
+                team_id,
+                actor,
+                str(body.get("trigger_id", "")),
+                connection_id=str(action.get("value", "")),
+            ),
+            name="action:rotate",
+        )
+
+    async def rotation_submitted(
+        ack: AsyncAck,
+        body: dict[str, Any],
+        view: dict[str, Any],
+        client: AsyncWebClient,
+        context: AsyncBoltContext,
+    ) -> None:
+        metadata = parse_json_object(view.get("private_metadata"))
+        provider = services.providers.find(str(metadata.get("provider", "")))
+        connection_id = str(metadata.get("connection", ""))
+        if provider is None or not connection_id:
+            await ack(response_action="errors", errors={_first_block(provider): STALE_FORM})
+            return
+        team_id, actor = team_of(context, body), str(body["user"]["id"])
+        _, raw = read_form(view, provider)
+        values = provider.clean(raw)
+        problems = provider.validate(values)
+        if problems:
+            await ack(response_action="errors", errors=problems)
+            return
+        name = str(metadata.get("name", ""))
+        await ack(response_action="update", view=rotation_verifying_view(provider, name))
+        services.background.spawn(
+            _verify_and_report(
+                services, client, provider, team_id, actor, connection_id, name, values, str(view["id"])
+            ),
+            name=f"rotate:{provider.key}:{team_id}",
+        )
+
+    async def approve_clicked(
+        ack: AsyncAck,
+        action: dict[str, Any],
+        body: dict[str, Any],
+        client: AsyncWebClient,
+        respond: AsyncRespond,
+        context: AsyncBoltContext,
+    ) -> None:
+        await ack()
+        team_id, actor = team_of(context, body), str(body["user"]["id"])
+        where = message_of(body)
+
+        async def approve() -> None:
+            try:
+                decision = await services.rotations.approve(team_id, str(action.get("value", "")), actor)
+            except Exception:
+                logger.exception("approving a rotation failed")
+                await tell_user(client, respond, actor, {"text": NOTHING_CHANGED})
+                return
+            await _answer(services, client, respond, decision, where, actor)
+
+        services.background.spawn(approve(), name="action:approve-rotation")
+
+    async def reject_clicked(
+        ack: AsyncAck,
+        action: dict[str, Any],
+        body: dict[str, Any],
+        client: AsyncWebClient,
+        respond: AsyncRespond,
+        context: AsyncBoltContext,
+    ) -> None:
+        await ack()
+        team_id, actor = team_of(context, body), str(body["user"]["id"])
+        rotation_id = str(action.get("value", ""))
+        where = message_of(body)
+
+        async def ask_why() -> None:
+            try:
+                verdict = await asyncio.wait_for(
+                    services.rotations.may_decide(team_id, rotation_id, actor), PRECHECK_SECONDS
+                )
+            except TimeoutError:
+                verdict = None  # the submission is checked in full anyway
+            except Exception:
+                logger.exception("checking a rotation rejection failed")
+                await tell_user(client, respond, actor, {"text": NOTHING_CHANGED})
+                return
+            if verdict is not None and verdict.verdict is not Verdict.DECIDED:
+                await _answer(services, client, respond, verdict, where, actor)
+                return
+            rotation = await services.rotations.describe(team_id, rotation_id)
+            if rotation is None:
+                await tell_user(client, respond, actor, not_found_reply())
+                return
+            metadata = json.dumps({"rotation": rotation_id, "channel": where[0], "ts": where[1]})
+            try:
+                await client.views_open(
+                    trigger_id=body["trigger_id"],
+                    view=rotation_reject_modal(rotation, private_metadata=metadata),
+                )
+            except Exception as exc:
+                logger.warning("could not open the rotation reject form: %s", type(exc).__name__)
+                await tell_user(client, respond, actor, {"text": NOTHING_CHANGED})
+
+        services.background.spawn(ask_why(), name="action:reject-rotation")
+
+    async def reason_submitted(
+        ack: AsyncAck,
+        body: dict[str, Any],
+        view: dict[str, Any],
+        client: AsyncWebClient,
+        context: AsyncBoltContext,
+    ) -> None:
+        metadata = parse_json_object(view.get("private_metadata"))
+        team_id, actor = team_of(context, body), str(body["user"]["id"])
+        state = view.get("state", {}).get("values", {})
+        reason = str(state.get(ids.BLOCK_REASON, {}).get(ids.INPUT_ACTION, {}).get("value") or "").strip()
+        if not reason:
+            await ack(response_action="errors", errors={ids.BLOCK_REASON: "Say why, so the requester knows."})
+            return
+        try:
+            decision = await services.rotations.reject(
+                team_id, str(metadata.get("rotation", "")), actor, reason
+            )
+        except Exception:
+            logger.exception("rejecting a rotation failed")
+            await ack(response_action="errors", errors={ids.BLOCK_REASON: NOTHING_CHANGED})
+            return
+        if decision.verdict is not Verdict.DECIDED:
+            await ack(response_action="errors", errors={ids.BLOCK_REASON: _plain_refusal(decision)})
+            return
+        await ack()
+        where = (str(metadata.get("channel") or ""), str(metadata.get("ts") or ""))
+        services.background.spawn(
+            announce_rotation(services, client, decision, where), name="view:reject-rotation"
+        )
+
+    app.action(ids.ACTION_ROTATE)(rotate_clicked)
+    app.view(ids.VIEW_ROTATE)(rotation_submitted)
+    app.action(ids.ACTION_APPROVE_ROTATION)(approve_clicked)
+    app.action(ids.ACTION_REJECT_ROTATION)(reject_clicked)
+    app.view(ids.VIEW_REJECT_ROTATION)(reason_submitted)
+
+
+async def open_rotation_form(
+    services: Services,
+    client: AsyncWebClient,
+    respond: AsyncRespond,
+    team_id: str,
+    actor: str,
+    trigger_id: str,
+    *,
+    connection_id: str | None = None,
+    name: str | None = None,
+) -> None:
+    """Check that ``actor`` may rotate the connection, then open the form (or say why not)."""
+    try:
+        target = await asyncio.wait_for(
+            services.rotations.may_rotate(team_id, actor, connection_id=connection_id, name=name),
+            PRECHECK_SECONDS,
+        )
+    except TimeoutError:
+        await tell_user(client, respond, actor, {"text": TOO_SLOW})
+        return
+    if isinstance(target, Refused):
+        if target.reason is Refusal.ROTATION_PENDING and connection_id is not None:
+            pending = await services.rotations.pending_for(team_id, connection_id)
+            if pending is not None:
+                await tell_user(client, respond, actor, rotation_pending_reply(pending))
+                return
+        await tell_user(client, respond, actor, refusal_message(target.message))
+        return
+    connection = target.connection
+    metadata = json.dumps(
+        {"connection": connection.id, "provider": target.provider.key, "name": connection.name}
+    )
+    try:
+        await client.views_open(
+            trigger_id=trigger_id,
+            view=rotation_modal(
+                target.provider, connection, private_metadata=metadata, initial=target.config
+            ),
+        )
+    except Exception as exc:  # an expired trigger, most likely
+        logger.warning("could not open the rotation form: %s", type(exc).__name__)
+        await tell_user(client, respond, actor, {"text": TOO_SLOW})
+
+
+async def _verify_and_report(
+    services: Services,
+    client: AsyncWebClient,
+    provider: Provider,
+    team_id: str,
+    actor: str,
+    connection_id: str,
+    name: str,
+    values: dict[str, Any],
+    view_id: str,
+) -> None:
+    try:
+        outcome = await services.rotations.request(team_id, connection_id, actor, values)
+    except Exception:
+        logger.exception("rotating a %s connection failed", provider.key)
+        await deliver_result(
+            client,
+            view_id,
+            actor,
+            rotation_problem_view(provider, NOTHING_CHANGED),
+            problem_message(provider, name, NOTHING_CHANGED),
+        )
+        return
+    finally:
+        values.clear()
+    if outcome.refused is not None:
+        await deliver_result(
+            client,
+            view_id,
+            actor,
+            rotation_problem_view(provider, outcome.refused.message),
+            problem_message(provider, name, outcome.refused.message),
+        )
+        return
+    verification = outcome.verification
+    if verification is None:  # every outcome that is not refused has one
+        return
+    note = ""
+    if outcome.rotation_id is not None:
+        posted = await post_rotation_request(services, client, team_id, outcome.rotation_id)
+        note = AWAITS_APPROVAL if posted else NOT_POSTED
+    await deliver_result(
+        client,
+        view_id,
+        actor,
+        rotation_result_view(provider, name, verification, note=note, try_again_value=None),
+        rotation_result_message(provider, name, verification, note=note),
+    )
+
+
+async def post_rotation_request(
+    services: Services, client: AsyncWebClient, team_id: str, rotation_id: str
+) -> bool:
+    channel = services.settings.admin_channel
+    if not channel:
+        return False
+    rotation = await services.rotations.describe(team_id, rotation_id)
+    if rotation is None:
+        return False
+    try:
+        posted = await client.chat_postMessage(channel=channel, **rotation_request(rotation))
+    except SlackApiError as exc:
+        error = exc.response.get("error") if exc.response is not None else "unknown error"
+        logger.warning("could not post a rotation request to %s: %s", channel, error)
+        return False
+    await services.rotations.record_request_message(
+        team_id, rotation_id, str(posted["channel"]), str(posted["ts"])
+    )
+    return True
+
+
+async def _answer(
+    services: Services,
+    client: AsyncWebClient,
+    respond: AsyncRespond,
+    decision: RotationDecision,
+    where: tuple[str, str],
+    actor: str,
+) -> None:
+    if decision.verdict in (Verdict.DECIDED, Verdict.EXPIRED):
+        if decision.verdict is Verdict.EXPIRED:
+            await tell_user(client, respond, actor, {"text": _plain_refusal(decision)})
+        await announce_rotation(services, client, decision, where)
+        return
+    await tell_user(client, respond, actor, _reply_for(services, decision))
+    if decision.verdict is Verdict.ALREADY_DECIDED:
+        await _update_request(client, decision, where)
+
+
+async def announce_rotation(
+    services: Services, client: AsyncWebClient, decision: RotationDecision, where: tuple[str, str]
+) -> None:
+    """A rotation was decided (or expired, or cancelled): update its request in place, tell the
+    requester, and refresh the Home tabs that show the connection's key."""
+    rotation = decision.rotation
+    if rotation is None:
+        return
+    await _update_request(client, decision, where)
+    try:
+        await client.chat_postMessage(channel=rotation.requested_by, **rotation_decision_dm(rotation))
+    except Exception as exc:
+        logger.warning("could not tell %s about the rotation decision: %s", rotation.requested_by, exc)
+    for user_id in dict.fromkeys((rotation.requested_by, rotation.connection.created_by)):
+        try:
+            await publish_home(services, client, rotation.team_id, user_id)
+        except Exception as exc:
+            logger.warning("could not republish the Home tab of %s: %s", user_id, exc)
+
+
+async def _update_request(client: AsyncWebClient, decision: RotationDecision, where: tuple[str, str]) -> None:
+    rotation = decision.rotation
+    if rotation is None or rotation.decided_at is None:
+        return
+    stored = (rotation.approval_channel or "", rotation.approval_ts or "")
+    channel, ts = stored if all(stored) else where
+    if not (channel and ts):
+        return
+    try:
+        await client.chat_update(channel=channel, ts=ts, **rotation_decided(rotation))
+    except Exception as exc:
+        logger.warning("could not update the rotation request %s/%s: %s", channel, ts, exc)
+
+
+def _reply_for(services: Services, decision: RotationDecision) -> dict[str, Any]:
+    if decision.verdict is Verdict.NOT_ADMIN:
+        return not_admin_reply(services.rotations.policy.how_to_become())
+    if decision.verdict is Verdict.ADMIN_CHECK_FAILED:
+        return admin_check_failed_reply(decision.admin.why if decision.admin else "unknown")
+    if decision.verdict in (Verdict.SELF_APPROVAL, Verdict.ALREADY_DECIDED):
+        return refusal_message(_plain_refusal(decision))
+    return not_found_reply()
+
+
+def _plain_refusal(decision: RotationDecision) -> str:
+    if decision.verdict is Verdict.NOT_ADMIN:
+        return "Only admins of connections can decide on rotations. Nothing changed."
+    if decision.verdict is Verdict.ADMIN_CHECK_FAILED:
+        why = decision.admin.why if decision.admin else "unknown"
+        return f"Your admin rights could not be checked with Slack ({why}), so nothing changed. Try again."
+    if decision.verdict is Verdict.SELF_APPROVAL:
+        return "You asked for this rotation, so another admin must decide. Nothing changed."
+    if decision.verdict is Verdict.EXPIRED:
+        return "This rotation request expired: nobody decided within the time limit. Nothing changed."
+    if decision.verdict is Verdict.ALREADY_DECIDED and decision.rotation is not None:
+        return f"Someone already decided: this rotation is {decision.rotation.status.value}. Nothing changed."
+    return "This rotation no longer exists. Nothing changed."
+
+
+def _first_block(provider: Provider | None) -> str:
+    if provider is not None and provider.fields:
+        return provider.fields[0].name
+    return ids.BLOCK_NAME

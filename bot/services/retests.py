@@ -1,0 +1,467 @@
+"""Re-testing stored credentials: one connection, every active one of a workspace, or the ones the
+health schedule says are due, across every workspace.
+
+Each re-test decrypts the stored fields just before the provider call and drops them after it,
+then records the result in one transaction: the history row, the connection's health and
+last-verified time, an audit event, and the health *change* if there is one. The connection row
+is locked for that transaction, so two re-tests finishing at once see each other's health and a
+change (healthy → failing, failing → healthy) is reported exactly once, whichever process made
+it. Only changes alert; a connection that stays failing is reminded about at most once per
+``reminder_every``.
+
+Many re-tests run concurrently, at most ``concurrency`` at a time. When the provider rate-limits
+one of them, every worker holds back for the time the provider asked (or a short default), and
+the rate-limited connection is tried again later, so a bulk re-test slows down instead of
+hammering an API that already said "too many".
+
+A ``rate_limited`` result says nothing about the credential, so it is recorded in the history but
+leaves the health as it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import httpx
+
+from bot.crypto import Cipher, Sealed, associated_data
+from bot.domain import ConnectionSummary, Health, Status, Trigger
+from bot.providers.base import Outcome, Verification
+from bot.providers.registry import ProviderRegistry, UnknownProvider
+from bot.redaction import Secret
+from bot.services.expiry import SYSTEM_ACTOR
+from bot.services.permissions import Refusal, Refused, RetestPolicy
+from bot.services.rotations import RotationSummary
+from bot.services.summaries import summarize
+from bot.store import AuditEvent, Connection, Database, VerificationRecord
+from bot.store.uow import UnitOfWork
+
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "HISTORY_SHOWN",
+    "ChangeKind",
+    "HealthChange",
+    "HistoryEntry",
+    "RetestReport",
+    "RetestResult",
+    "RetestService",
+    "StatusReport",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONCURRENCY = 16
+RATE_LIMIT_PAUSE_SECONDS = 2.0
+"""How long every worker holds back after a 429 whose response did not say how long."""
+RATE_LIMIT_REQUEUES = 2
+"""How many more times a rate-limited connection is tried in the same run."""
+SCHEDULE_BATCH = 200
+"""The most connections one run of the schedule claims; a backlog is worked off by later runs."""
+REMINDER_EVERY = timedelta(days=1)
+HISTORY_SHOWN = 10
+
+_RETESTABLE = (Status.ACTIVE, Status.PENDING_APPROVAL)
+
+
+class ChangeKind(enum.Enum):
+    FAILED = "failed"
+    """Was healthy (or never checked), now failing: raise an alert."""
+    STILL_FAILING = "still_failing"
+    """Still failing, and the last alert or reminder is older than ``reminder_every``: remind."""
+    RECOVERED = "recovered"
+    """Was failing and alerted about, now works again: follow up on the alert."""
+
+
+@dataclass(frozen=True)
+class HealthChange:
+    """A change worth telling the alert channel about. ``alert_channel``/``alert_ts`` point at the
+    alert already posted about this failure, when there is one (reply in its thread)."""
+
+    kind: ChangeKind
+    failing_since: datetime | None = None
+    alert_channel: str | None = None
+    alert_ts: str | None = None
+
+
+@dataclass(frozen=True)
+class RetestResult:
+    """One re-test: the connection as it is afterwards, what the provider said, and the change."""
+
+    team_id: str
+    connection: ConnectionSummary
+    verification: Verification
+    change: HealthChange | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.verification.ok
+
+    @property
+    def conclusive(self) -> bool:
+        """False when the provider only rate-limited us: the credential may be fine."""
+        return self.verification.outcome is not Outcome.RATE_LIMITED
+
+
+@dataclass(frozen=True)
+class RetestReport:
+    """The results of a bulk re-test, failing ones first (then inconclusive, then healthy)."""
+
+    results: tuple[RetestResult, ...]
+    elapsed_ms: int = 0
+
+    @property
+    def healthy(self) -> int:
+        return sum(1 for r in self.results if r.ok)
+
+    @property
+    def failing(self) -> int:
+        return sum(1 for r in self.results if not r.ok and r.conclusive)
+
+    @property
+    def inconclusive(self) -> int:
+        return sum(1 for r in self.results if not r.conclusive)
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One past verification of a connection."""
+
+    at: datetime
+    trigger: Trigger
+    outcome: Outcome
+    summary: str
+    latency_ms: int
+    actor: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is Outcome.OK
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    """``/connections status <name>``: the connection, its latest verifications (newest first),
+    since when it fails, and the rotation waiting for approval, if any."""
+
+    connection: ConnectionSummary
+    history: tuple[HistoryEntry, ...]
+    failing_since: datetime | None = None
+    pending_rotation: RotationSummary | None = None
+
+
+@dataclass(frozen=True)
+class _Target:
+    """A connection to re-test, as loaded: its sealed fields, never their plain text."""
+
+    team_id: str
+    connection_id: str
+    provider_key: str
+    version: int
+    config: dict[str, str]
+    sealed: dict[str, Sealed] = field(repr=False)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class RetestService:
+    def __init__(
+        self,
+        db: Database,
+        cipher: Cipher,
+        providers: ProviderRegistry,
+        http: httpx.AsyncClient,
+        policy: RetestPolicy,
+        *,
+        interval: timedelta = timedelta(hours=6),
+        concurrency: int = DEFAULT_CONCURRENCY,
+        reminder_every: timedelta = REMINDER_EVERY,
+        clock: Callable[[], datetime] = _now,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if interval <= timedelta(0):
+            raise ValueError("interval must be positive")
+        self._db = db
+        self._cipher = cipher
+        self._providers = providers
+        self._http = http
+        self._policy = policy
+        self._interval = interval
+        self._concurrency = concurrency
+        self._reminder_every = reminder_every
+        self._clock = clock
+        self._sleep = sleep
+        self._monotonic = monotonic
+
+    @property
+    def policy(self) -> RetestPolicy:
+        return self._policy
+
+    @property
+    def interval(self) -> timedelta:
+        return self._interval
+
+    # --- from Slack -------------------------------------------------------------------------------
+
+    async def may_retest(self, actor: str) -> Refused | None:
+        check = await self._policy.check(actor)
+        return None if check.allowed else self._policy.refusal(check)
+
+    async def retest_one(
+        self, team_id: str, actor: str, *, connection_id: str | None = None, name: str | None = None
+    ) -> RetestResult | Refused:
+        """Re-test one connection of the workspace, found by id (a button) or by name (a
+        command), if ``actor`` may re-test."""
+        refused = await self.may_retest(actor)
+        if refused is not None:
+            return refused
+        async with self._db.read() as session:
+            tx = UnitOfWork(session)
+            if connection_id is not None:
+                row = await tx.connections.get(team_id, connection_id)
+            else:
+                row = await tx.connections.latest_by_name(team_id, name or "")
+            if row is None:
+                shown = f"“{name}”" if name else "that connection"
+                return Refused(
+                    Refusal.NOT_FOUND,
+                    f"There is no connection named {shown} in this workspace. "
+                    "Run /connections to see them all.",
+                )
+            if row.status not in _RETESTABLE:
+                return Refused(
+                    Refusal.WRONG_STATUS,
+                    f"“{row.name}” is {row.status.label}: it has no stored credentials to re-test.",
+                )
+            [target] = await self._targets(tx, [row])
+        results = await self._run([target], Trigger.RETEST, actor)
+        if not results:
+            return Refused(Refusal.NOT_FOUND, "That connection was removed while it was being re-tested.")
+        return results[0]
+
+    async def count_active(self, team_id: str) -> int:
+        async with self._db.read() as session:
+            return await UnitOfWork(session).connections.count_active(team_id)
+
+    async def retest_all(self, team_id: str, actor: str) -> RetestReport | Refused:
+        """Re-test every active connection of the workspace, if ``actor`` may re-test."""
+        refused = await self.may_retest(actor)
+        if refused is not None:
+            return refused
+        started = self._monotonic()
+        async with self._db.read() as session:
+            tx = UnitOfWork(session)
+            targets = await self._targets(tx, await tx.connections.active(team_id))
+        results = await self._run(targets, Trigger.RETEST, actor)
+        return _report(results, started, self._monotonic())
+
+    # --- the schedule -----------------------------------------------------------------------------
+
+    async def run_due(self, limit: int = SCHEDULE_BATCH) -> RetestReport:
+        """Re-test the active connections (of every workspace) whose next check is due, after
+        scheduling any that have none yet. Claims are made in the database, so when several
+        processes run this at once each due connection is re-tested by one of them."""
+        now = self._clock()
+        started = self._monotonic()
+        async with self._db.transaction() as tx:
+            await tx.connections.schedule_unscheduled(now, self._interval, limit)
+        async with self._db.transaction() as tx:
+            claimed = await tx.connections.claim_due(now, self._interval, limit)
+            targets = await self._targets(tx, claimed)
+        if targets:
+            logger.info("re-testing %d connection(s) due on the schedule", len(targets))
+        results = await self._run(targets, Trigger.SCHEDULE, None)
+        return _report(results, started, self._monotonic())
+
+    async def record_alert(self, team_id: str, connection_id: str, channel: str, ts: str) -> None:
+        """Remember where the alert about a failure was posted, so a reminder or the recovery
+        can reply in its thread. Ignored if the connection recovered in the meantime."""
+        async with self._db.transaction() as tx:
+            row = await tx.connections.lock(team_id, connection_id)
+            if row is not None and row.health is Health.FAILING:
+                row.alert_channel, row.alert_ts = channel, ts
+
+    # --- the work ---------------------------------------------------------------------------------
+
+    async def _targets(self, tx: UnitOfWork, rows: Sequence[Connection]) -> list[_Target]:
+        sealed = await tx.credentials.for_connections([(r.id, r.credential_version) for r in rows])
+        return [
+            _Target(
+                team_id=row.team_id,
+                connection_id=row.id,
+                provider_key=row.provider,
+                version=row.credential_version,
+                config={str(k): str(v) for k, v in row.config.items()},
+                sealed={c.field: Sealed(c.key_id, c.nonce, c.ciphertext) for c in sealed[row.id]},
+            )
+            for row in rows
+        ]
+
+    async def _run(
+        self, targets: Sequence[_Target], trigger: Trigger, actor: str | None
+    ) -> list[RetestResult]:
+        queue = deque((target, 0) for target in targets)
+        results: list[RetestResult] = []
+        resume_at = 0.0
+
+        async def worker() -> None:
+            nonlocal resume_at
+            while queue:
+                target, attempt = queue.popleft()
+                while (wait := resume_at - self._monotonic()) > 0:
+                    await self._sleep(wait)
+                try:
+                    verification = await self._verify(target)
+                    if verification.outcome is Outcome.RATE_LIMITED and attempt < RATE_LIMIT_REQUEUES:
+                        pause = verification.retry_after or RATE_LIMIT_PAUSE_SECONDS
+                        resume_at = max(resume_at, self._monotonic() + pause)
+                        queue.append((target, attempt + 1))
+                        continue
+                    result = await self._record(target, verification, trigger, actor)
+                except Exception:
+                    logger.exception("re-testing connection %s failed", target.connection_id)
+                    continue
+                if result is not None:
+                    results.append(result)
+
+        workers = min(self._concurrency, len(queue))
+        await asyncio.gather(*(worker() for _ in range(workers)))
+        return results
+
+    async def _verify(self, target: _Target) -> Verification:
+        try:
+            provider = self._providers.get(target.provider_key)
+        except UnknownProvider:
+            return Verification(
+                outcome=Outcome.PROVIDER_ERROR,
+                summary=f"This bot no longer offers the provider {target.provider_key!r}.",
+                checks=(),
+                hints=("Ask whoever runs the bot whether the provider was removed on purpose.",),
+                latency_ms=0,
+            )
+        values: dict[str, str | Secret] = dict(target.config)
+        try:
+            for name, sealed in target.sealed.items():
+                aad = associated_data(target.connection_id, name, target.version)
+                values[name] = self._cipher.open(sealed, aad)
+            return await provider.verify(values, self._http)
+        finally:
+            # The plain text lives for the provider call only.
+            values.clear()
+
+    async def _record(
+        self, target: _Target, verification: Verification, trigger: Trigger, actor: str | None
+    ) -> RetestResult | None:
+        now = self._clock()
+        async with self._db.transaction() as tx:
+            row = await tx.connections.lock(target.team_id, target.connection_id)
+            if row is None:
+                return None
+            await tx.verifications.add(
+                VerificationRecord.from_verification(
+                    verification,
+                    team_id=row.team_id,
+                    connection_id=row.id,
+                    trigger=trigger.value,
+                    actor=actor,
+                )
+            )
+            before = row.health
+            change = None
+            # A result about a credential that was rotated or removed meanwhile changes nothing.
+            current = row.status in _RETESTABLE and row.credential_version == target.version
+            if current and verification.outcome is not Outcome.RATE_LIMITED:
+                change = self._apply(row, verification.ok, now)
+            if actor is not None:
+                await tx.audit.add(_retest_event(row, actor, verification, before, now))
+            elif change is not None and change.kind is not ChangeKind.STILL_FAILING:
+                await tx.audit.add(_health_event(row, verification, before, now))
+            return RetestResult(row.team_id, summarize(row, self._providers), verification, change)
+
+    def _apply(self, row: Connection, ok: bool, now: datetime) -> HealthChange | None:
+        """Set the row's health from a conclusive result; the change to announce, if any.
+        Pending connections are not alerted about: nobody relies on them yet."""
+        before = row.health
+        row.last_verified_at = now
+        alerting = row.status is Status.ACTIVE
+        if ok:
+            row.health = Health.HEALTHY
+            if before is not Health.FAILING:
+                return None
+            change = HealthChange(ChangeKind.RECOVERED, row.failing_since, row.alert_channel, row.alert_ts)
+            alerted = row.alerted_at is not None
+            row.failing_since = row.alert_channel = row.alert_ts = row.alerted_at = None
+            return change if alerting and alerted else None
+        row.health = Health.FAILING
+        if before is not Health.FAILING:
+            row.failing_since = now
+            if not alerting:
+                return None
+            row.alerted_at = now
+            return HealthChange(ChangeKind.FAILED, now)
+        last = row.alerted_at
+        if alerting and (last is None or now - last >= self._reminder_every):
+            row.alerted_at = now
+            return HealthChange(ChangeKind.STILL_FAILING, row.failing_since, row.alert_channel, row.alert_ts)
+        return None
+
+
+def _report(results: list[RetestResult], started: float, ended: float) -> RetestReport:
+    def rank(result: RetestResult) -> tuple[int, str]:
+        group = 2 if result.ok else (1 if not result.conclusive else 0)
+        return group, result.connection.name.casefold()
+
+    return RetestReport(tuple(sorted(results, key=rank)), elapsed_ms=round((ended - started) * 1000))
+
+
+def _retest_event(
+    row: Connection, actor: str, verification: Verification, before: Health, now: datetime
+) -> AuditEvent:
+    return AuditEvent(
+        team_id=row.team_id,
+        actor=actor,
+        action="connection.retested",
+        connection_id=row.id,
+        before_status=row.status,
+        after_status=row.status,
+        reason=verification.outcome.value,
+        details={
+            "name": row.name,
+            "provider": row.provider,
+            "health_before": before.value,
+            "health_after": row.health.value,
+            "latency_ms": verification.latency_ms,
+        },
+        created_at=now,
+    )
+
+
+def _health_event(row: Connection, verification: Verification, before: Health, now: datetime) -> AuditEvent:
+    return AuditEvent(
+        team_id=row.team_id,
+        actor=SYSTEM_ACTOR,
+        action="connection.health_changed",
+        connection_id=row.id,
+        before_status=row.status,
+        after_status=row.status,
+        reason=verification.outcome.value,
+        details={
+            "name": row.name,
+            "provider": row.provider,
+            "health_before": before.value,
+            "health_after": row.health.value,
+            "trigger": Trigger.SCHEDULE.value,
+        },
+        created_at=now,
+    )

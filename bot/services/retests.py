@@ -24,6 +24,7 @@ import asyncio
 import enum
 import logging
 import time
+import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ __all__ = [
     "ChangeKind",
     "HealthChange",
     "HistoryEntry",
+    "RetestFailed",
     "RetestReport",
     "RetestResult",
     "RetestService",
@@ -246,9 +248,14 @@ class RetestService:
                 )
             [target] = await self._targets(tx, [row])
         results = await self._run([target], Trigger.RETEST, actor)
-        if not results:
+        if results:
+            return results[0]
+        async with self._db.read() as session:
+            still_there = await UnitOfWork(session).connections.get(team_id, target.connection_id)
+        if still_there is None:
             return Refused(Refusal.NOT_FOUND, "That connection was removed while it was being re-tested.")
-        return results[0]
+        # The re-test itself broke (logged by _run): not the user's problem to diagnose.
+        raise RetestFailed(target.connection_id)
 
     async def count_active(self, team_id: str) -> int:
         async with self._db.read() as session:
@@ -329,8 +336,9 @@ class RetestService:
                         queue.append((target, attempt + 1))
                         continue
                     result = await self._record(target, verification, trigger, actor)
-                except Exception:
-                    logger.exception("re-testing connection %s failed", target.connection_id)
+                except Exception as exc:
+                    # Where, not what: a provider's exception text could quote what it was sent.
+                    logger.error("re-testing connection %s failed: %s", target.connection_id, _where(exc))
                     continue
                 if result is not None:
                     results.append(result)
@@ -415,6 +423,22 @@ class RetestService:
             row.alerted_at = now
             return HealthChange(ChangeKind.STILL_FAILING, row.failing_since, row.alert_channel, row.alert_ts)
         return None
+
+
+class RetestFailed(Exception):
+    """A re-test broke on our side (a bug, not the provider's answer); nothing was recorded."""
+
+    def __init__(self, connection_id: str) -> None:
+        super().__init__(f"re-testing connection {connection_id} failed")
+        self.connection_id = connection_id
+
+
+def _where(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return type(exc).__name__
+    last = frames[-1]
+    return f"{type(exc).__name__} at {last.filename}:{last.lineno} in {last.name}"
 
 
 def _report(results: list[RetestResult], started: float, ended: float) -> RetestReport:

@@ -253,6 +253,13 @@ class FakeConfluent:
         """A cluster that exists but that no registered key belongs to."""
         self.topics.setdefault(cluster_id, list(topics or []))
 
+    def revoke_key(self, key: str) -> None:
+        """Delete ``key`` as deleting an API key in Confluent Cloud does: from now on both surfaces
+        answer 401 for it (the Cloud API with its ``invalid_key`` challenge, Kafka REST with 40101).
+        Register it again with :meth:`add_cloud_key` / :meth:`add_cluster_key` to restore it."""
+        self.cloud_accounts.pop(key, None)
+        self.cluster_accounts.pop(key, None)
+
     def fail_next(
         self,
         path_prefix: str,

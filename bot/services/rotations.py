@@ -380,7 +380,17 @@ class RotationService:
         now: datetime,
     ) -> RotationDecision | None:
         """Move a waiting rotation to ``to`` with everything that goes with it, if this call's
-        conditional UPDATE wins; None if someone else decided first."""
+        conditional UPDATE wins; None if someone else decided first.
+
+        The connection row is locked *before* the rotation is updated: a removal takes the
+        same two rows in that order (connection, then its waiting rotation), and two
+        transactions taking them in opposite orders would deadlock."""
+        found = await tx.rotations.get(team_id, rotation_id)
+        if found is None:
+            return None
+        connection = await tx.connections.lock(team_id, found.connection_id)
+        if connection is None:
+            return None
         won = await tx.rotations.transition(
             team_id,
             rotation_id,
@@ -393,10 +403,7 @@ class RotationService:
         )
         if not won:
             return None
-        rotation = await tx.rotations.get(team_id, rotation_id)
-        connection = await tx.connections.lock(team_id, rotation.connection_id) if rotation else None
-        if rotation is None or connection is None:  # the winning UPDATE holds the row
-            return None
+        rotation = found
         await tx.session.refresh(rotation)
         if to is RotationStatus.APPROVED:
             connection.credential_version = rotation.version
@@ -424,15 +431,17 @@ class RotationService:
         return RotationDecision(Verdict.DECIDED, await self._summary(tx, rotation, connection))
 
     async def _summary(self, tx: UnitOfWork, rotation: Rotation, connection: Connection) -> RotationSummary:
-        records = await tx.verifications.recent(connection.team_id, connection.id, limit=20)
-        checks: tuple[Check, ...] = ()
-        for record in records:
-            if record.trigger == Trigger.ROTATION.value:
-                checks = tuple(
-                    Check(str(c.get("name", "")), bool(c.get("passed")), str(c.get("detail", "")))
-                    for c in record.checks
-                )
-                break
+        record = await tx.verifications.latest_with_trigger(
+            connection.team_id, connection.id, Trigger.ROTATION.value
+        )
+        checks = (
+            tuple(
+                Check(str(c.get("name", "")), bool(c.get("passed")), str(c.get("detail", "")))
+                for c in record.checks
+            )
+            if record is not None
+            else ()
+        )
         return RotationSummary(
             id=rotation.id,
             team_id=rotation.team_id,

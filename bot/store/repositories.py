@@ -510,6 +510,22 @@ class VerificationRepository:
         self._session.add(record)
         await self._session.flush()
 
+    async def latest_with_trigger(
+        self, team_id: str, connection_id: str, trigger: str
+    ) -> VerificationRecord | None:
+        """The newest verification of a connection that ran for ``trigger`` (e.g. a rotation)."""
+        statement = (
+            select(VerificationRecord)
+            .where(
+                VerificationRecord.team_id == team_id,
+                VerificationRecord.connection_id == connection_id,
+                VerificationRecord.trigger == trigger,
+            )
+            .order_by(VerificationRecord.created_at.desc(), VerificationRecord.id.desc())
+            .limit(1)
+        )
+        return await self._session.scalar(statement)
+
     async def recent(self, team_id: str, connection_id: str, limit: int = 10) -> list[VerificationRecord]:
         """The latest ``limit`` verifications of a connection in this workspace, newest first."""
         statement = (

@@ -51,6 +51,7 @@ logger = logging.getLogger(__name__)
 PRECHECK_SECONDS = 1.5
 """The rights check before the form opens must leave time for views.open (a trigger lasts 3 s)."""
 NOTHING_CHANGED = "Something went wrong on our side, so nothing changed. Please try again in a minute."
+SAY_WHICH = "Say which connection to rotate: `/connections rotate <name>`."
 TOO_SLOW = "Checking your rights took too long, so the form could not open. Click Rotate again."
 STALE_FORM = "This form is out of date. Close it and start the rotation again."
 AWAITS_APPROVAL = (
@@ -232,6 +233,9 @@ async def open_rotation_form(
     name: str | None = None,
 ) -> None:
     """Check that ``actor`` may rotate the connection, then open the form (or say why not)."""
+    if connection_id is None and not (name or "").strip():
+        await tell_user(client, respond, actor, {"text": SAY_WHICH})
+        return
     try:
         target = await asyncio.wait_for(
             services.rotations.may_rotate(team_id, actor, connection_id=connection_id, name=name),

@@ -141,6 +141,8 @@ def create_engine(url: str) -> AsyncEngine:
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute("PRAGMA foreign_keys=ON")
+            # Deleted rows (destroyed ciphertexts) are overwritten with zeros, not left in free pages.
+            cursor.execute("PRAGMA secure_delete=ON")
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS:d}")
             if wal:
                 cursor.execute("PRAGMA journal_mode=WAL")

@@ -344,6 +344,8 @@ class CredentialRepository:
 
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
+        self.destroyed = 0
+        """How many ciphertexts this transaction deleted (the unit of work scrubs after commit)."""
 
     async def add(self, credential: Credential) -> None:
         """Insert ``credential`` now (a repeated connection, version and field is an IntegrityError)."""
@@ -396,7 +398,9 @@ class CredentialRepository:
             Credential.connection_id == connection_id, Credential.version != keep
         )
         result = await self._session.execute(statement.returning(Credential.id))
-        return len(result.all())
+        count = len(result.all())
+        self.destroyed += count
+        return count
 
     async def delete_for(self, connection_id: str, version: int | None = None) -> int:
         """Destroy the ciphertexts of one version (or of every version) of a connection.
@@ -407,7 +411,9 @@ class CredentialRepository:
         if version is not None:
             statement = statement.where(Credential.version == version)
         result = await self._session.execute(statement.returning(Credential.id))
-        return len(result.all())
+        count = len(result.all())
+        self.destroyed += count
+        return count
 
 
 class RotationRepository:

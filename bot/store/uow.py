@@ -67,9 +67,26 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[UnitOfWork]:
-        """One read-write transaction: commits when the block ends, rolls back if it raises."""
-        async with self._write_sessions() as session, session.begin():
-            yield UnitOfWork(session)
+        """One read-write transaction: commits when the block ends, rolls back if it raises.
+
+        After a commit that destroyed ciphertexts, a SQLite database also empties its write-ahead
+        log, so the destroyed rows' old page images do not linger in the ``-wal`` file (deleted
+        content in the main file is zeroed by ``secure_delete``, see create_engine)."""
+        async with self._write_sessions() as session:
+            async with session.begin():
+                tx = UnitOfWork(session)
+                yield tx
+            if tx.credentials.destroyed and self.engine.dialect.name == "sqlite":
+                await self._truncate_wal()
+
+    async def _truncate_wal(self) -> None:
+        # Best effort: a checkpoint cannot finish while another connection reads an older
+        # snapshot; the next destroying commit (or SQLite's own checkpoints) catch up.
+        try:
+            async with self.engine.connect() as connection:
+                await connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        except SQLAlchemyError as error:
+            logger.warning("could not truncate the SQLite write-ahead log: %s", type(error).__name__)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,7 +11,9 @@ from sqlalchemy.exc import IntegrityError
 
 from bot.providers.base import Outcome
 from bot.store import AuditEvent, Connection, Credential, Database, VerificationRecord
+from bot.store.db import is_sqlite
 from bot.store.repositories import AuditRepository, CredentialRepository, VerificationRepository
+from tests.support.databases import raw_sqlite_bytes, sqlite_path
 
 TEAM = "T0000TEAM"
 
@@ -157,3 +160,28 @@ async def test_deleting_a_connection_cascades_but_keeps_the_audit_trail(db: Data
         audit = await AuditRepository(session).for_connection(TEAM, connection.id)
         assert [event.action for event in audit] == ["connection.created"]
         assert await session.scalar(select(func.count()).select_from(Connection)) == 1
+
+
+async def test_destroyed_ciphertexts_leave_no_trace_in_the_sqlite_files(
+    db: Database, migrated_database_url: str
+) -> None:
+    if not is_sqlite(migrated_database_url):
+        pytest.skip("PostgreSQL's files are the server's; only SQLite's can be read here")
+    connection = await stored_connection(db)
+    doomed = os.urandom(48)
+    kept = os.urandom(48)
+    async with db.transaction() as tx:
+        for version, ciphertext in ((1, doomed), (2, kept)):
+            credential = make_credential(connection, "api_secret", version)
+            credential.ciphertext = ciphertext
+            await tx.credentials.add(credential)
+    path = sqlite_path(migrated_database_url)
+    assert doomed in raw_sqlite_bytes(path)
+
+    async with db.transaction() as tx:
+        assert await tx.credentials.delete_other_versions(connection.id, keep=2) == 1
+
+    # Neither in the database's free pages (secure_delete) nor in the write-ahead log.
+    raw = raw_sqlite_bytes(path)
+    assert doomed not in raw
+    assert kept in raw

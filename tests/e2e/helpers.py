@@ -31,9 +31,11 @@ def latest_message(slack: FakeSlack, sender: SlackSender) -> Any:
 
 def open_create_form(slack: FakeSlack, sender: SlackSender) -> str:
     """Type /connections, click Connect on the Confluent Cloud card; return the modal's view id."""
+    hooks_before = len(slack.hooks)
     response = sender.command("")
     assert response.status_code == 200
-    slack.wait_for_hook()
+    # Wait for this command's reply, not an earlier one.
+    slack.wait_for_hook(count=hooks_before + 1)
     message = latest_message(slack, sender)
     opened_before = len(slack.calls_to("views.open"))
     sender.action(ids.ACTION_CONNECT, "confluent_cloud", on=message)

@@ -245,8 +245,8 @@ async def open_rotation_form(
         await tell_user(client, respond, actor, {"text": TOO_SLOW})
         return
     if isinstance(target, Refused):
-        if target.reason is Refusal.ROTATION_PENDING and connection_id is not None:
-            pending = await services.rotations.pending_for(team_id, connection_id)
+        if target.reason is Refusal.ROTATION_PENDING and target.connection_id is not None:
+            pending = await services.rotations.pending_for(team_id, target.connection_id)
             if pending is not None:
                 await tell_user(client, respond, actor, rotation_pending_reply(pending))
                 return

@@ -37,6 +37,8 @@ class Refused:
 
     reason: Refusal
     message: str
+    connection_id: str | None = None
+    """The connection the refusal is about, when one was found (to say more about it)."""
 
 
 class RetestPolicy:

@@ -167,6 +167,7 @@ class RotationService:
                 Refusal.ROTATION_PENDING,
                 f"A rotation of “{row.name}” is already waiting for an admin's approval. An admin "
                 "can reject it if it should be replaced.",
+                connection_id=row.id,
             )
         try:
             provider = self._providers.get(row.provider)

@@ -620,7 +620,9 @@ def test_a_second_rotation_waits_for_the_first_to_be_decided(abot: Bot, cloud_ke
     opened_before = len(abot.slack.calls_to("views.open"))
 
     reply = command_reply(abot, f"rotate {NAME}", REQUESTER)
-    assert "already waiting for an admin's approval" in reply
+    # Who asked for the waiting rotation, and which key it brings (masked).
+    assert "already waits for an admin's approval" in reply
+    assert f"<@{REQUESTER}>" in reply and first.key[-4:] in reply
     assert len(abot.slack.calls_to("views.open")) == opened_before
     assert len(rotations(abot)) == 1
     assert second.key not in json.dumps([c.body for c in abot.slack.calls], default=str)

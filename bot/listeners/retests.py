@@ -126,6 +126,11 @@ async def _retest_one(
     user_id: str,
     name: str,
 ) -> None:
+    # Refuse before saying "Re-testing…": someone who may not re-test is promised nothing.
+    refused = await services.retests.may_retest(user_id)
+    if refused is not None:
+        await respond(response_type="ephemeral", **refusal_message(refused.message))
+        return
     await respond(response_type="ephemeral", **retest_one_started(name))
     result = await services.retests.retest_one(team_id, user_id, name=name)
     if isinstance(result, Refused):

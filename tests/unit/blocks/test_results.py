@@ -189,7 +189,6 @@ def test_no_name_can_smuggle_a_mention_into_a_result(name: str, ok: bool) -> Non
     assert not re.search(r"<[!@#h]", visible_text(payload))
 
 
-
 def test_a_summary_full_of_characters_to_escape_still_fits_in_a_section() -> None:
     # Escaping makes "&" five characters long; the cut must leave room for that.
     failed = Verification(Outcome.UNAUTHORIZED, "&" * 2000, (), (), latency_ms=5)

@@ -21,7 +21,7 @@ from bot.domain import Status
 from bot.providers.base import Provider
 from bot.services.retests import RetestResult
 
-__all__ = ["health_alert", "recovery_reply", "still_failing_reminder"]
+__all__ = ["health_alert", "recovery_reply", "resolved_alert", "still_failing_reminder"]
 
 _ALERT_ACTIONS_BLOCK = "health_alert_actions"
 _CHECKS_MAX_BLOCKS = 5
@@ -94,6 +94,24 @@ def recovery_reply(result: RetestResult) -> dict[str, Any]:
         text += f" after failing for {lasted}"
     blocks = [section(f"{text}{f' (since {since})' if since else ''}.")]
     return message(f"{text}.", blocks)
+
+
+def resolved_alert(result: RetestResult) -> dict[str, Any]:
+    """What the alert itself becomes once the connection works again: the same headline, marked
+    resolved, without the buttons (the thread keeps the story)."""
+    connection = result.connection
+    title = provider_title(connection, None)
+    name = quoted_name(connection.name)
+    since = _failing_since(result, or_latest_check=False)
+    lasted = failing_duration(result)
+    failed = f"failed{f' from {since}' if since else ''}{f' for {lasted}' if lasted else ''}"
+    recovered = connection.last_verified_at
+    back = f" and works again since {slack_date(recovered)}" if recovered is not None else " and works again"
+    blocks: list[Block] = [
+        section(f"✅ ~{name} ({title}) is failing~ *Resolved*\n{name} {failed}{back}."),
+        context(f"Owner: {user_mention(connection.created_by)} · the thread below has the details."),
+    ]
+    return message(f"✅ Resolved: {name} ({title}) works again", blocks)
 
 
 def _failing_since(result: RetestResult, *, or_latest_check: bool = True) -> str:

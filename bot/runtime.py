@@ -39,6 +39,9 @@ logger = logging.getLogger(__name__)
 PROVIDER_TIMEOUT_SECONDS = 10.0
 SLACK_TIMEOUT_SECONDS = 10.0
 GROUP_LOOKUP_SECONDS = 2.0
+DB_HEADROOM = 4
+HTTP_HEADROOM = 20
+"""Provider connections beyond the re-test pool: creations and rotations verify meanwhile."""
 
 
 class StartupError(Exception):
@@ -98,7 +101,8 @@ class Services:
 async def start_services(settings: Settings, *, http: httpx.AsyncClient | None = None) -> Services:
     """Open the database, load the master key (refusing one that does not open stored data) and
     build the services. Migrations must already be applied."""
-    db = Database.from_url(settings.database_url)
+    # Room for every re-test recording at once, plus the requests Slack sends meanwhile.
+    db = Database.from_url(settings.database_url, pool_size=settings.retest_concurrency + DB_HEADROOM)
     try:
         loaded, cipher = await guard_master_key(db, settings)
     except MasterKeyError as exc:
@@ -110,8 +114,15 @@ async def start_services(settings: Settings, *, http: httpx.AsyncClient | None =
     if loaded.warning:
         logger.warning("%s", loaded.warning)
     logger.info("master key %s loaded from %s", loaded.key.key_id, loaded.location)
+    concurrency = settings.retest_concurrency
     client = http or httpx.AsyncClient(
         timeout=httpx.Timeout(PROVIDER_TIMEOUT_SECONDS),
+        # httpx keeps 20 connections alive and opens 100 at most by default: a bulk re-test
+        # above 20 would open a new TLS connection per call, and above 100 wait for one.
+        limits=httpx.Limits(
+            max_connections=concurrency + HTTP_HEADROOM,
+            max_keepalive_connections=concurrency + HTTP_HEADROOM,
+        ),
         headers={"User-Agent": "connections-bot"},
         follow_redirects=False,
     )

@@ -16,7 +16,7 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from blocks.alerts import health_alert, recovery_reply, still_failing_reminder
+from blocks.alerts import health_alert, recovery_reply, resolved_alert, still_failing_reminder
 from blocks.rotation import rotation_reminder_dm
 from bot.runtime import Services
 from bot.scheduler import Periodic
@@ -56,6 +56,11 @@ async def announce_changes(
         try:
             if change.kind is ChangeKind.RECOVERED:
                 await _post(client, channel, change.alert_channel, change.alert_ts, recovery_reply(result))
+                if change.alert_channel and change.alert_ts:
+                    # The alert's buttons would invite action on something already fixed.
+                    await client.chat_update(
+                        channel=change.alert_channel, ts=change.alert_ts, **resolved_alert(result)
+                    )
                 continue
             if change.kind is ChangeKind.STILL_FAILING and change.alert_ts:
                 reminder = still_failing_reminder(result, provider)

@@ -321,8 +321,24 @@ class RetestService:
         queue = deque((target, 0) for target in targets)
         results: list[RetestResult] = []
         resume_at = 0.0
+        # A worker hands its result to a recording task and goes on to its next provider call:
+        # the transaction that records a result is then never on the path between two calls.
+        # At most `concurrency` results wait to be recorded, so memory and database connections
+        # stay bounded.
+        recording = asyncio.Semaphore(self._concurrency)
 
-        async def worker() -> None:
+        async def record(target: _Target, verification: Verification) -> None:
+            try:
+                result = await self._record(target, verification, trigger, actor)
+            except Exception as exc:
+                logger.error("recording the re-test of %s failed: %s", target.connection_id, _where(exc))
+                return
+            finally:
+                recording.release()
+            if result is not None:
+                results.append(result)
+
+        async def worker(group: asyncio.TaskGroup) -> None:
             nonlocal resume_at
             while queue:
                 target, attempt = queue.popleft()
@@ -330,21 +346,22 @@ class RetestService:
                     await self._sleep(wait)
                 try:
                     verification = await self._verify(target)
-                    if verification.outcome is Outcome.RATE_LIMITED and attempt < RATE_LIMIT_REQUEUES:
-                        pause = verification.retry_after or RATE_LIMIT_PAUSE_SECONDS
-                        resume_at = max(resume_at, self._monotonic() + pause)
-                        queue.append((target, attempt + 1))
-                        continue
-                    result = await self._record(target, verification, trigger, actor)
                 except Exception as exc:
                     # Where, not what: a provider's exception text could quote what it was sent.
                     logger.error("re-testing connection %s failed: %s", target.connection_id, _where(exc))
                     continue
-                if result is not None:
-                    results.append(result)
+                if verification.outcome is Outcome.RATE_LIMITED and attempt < RATE_LIMIT_REQUEUES:
+                    pause = verification.retry_after or RATE_LIMIT_PAUSE_SECONDS
+                    resume_at = max(resume_at, self._monotonic() + pause)
+                    queue.append((target, attempt + 1))
+                    continue
+                await recording.acquire()
+                group.create_task(record(target, verification))
 
-        workers = min(self._concurrency, len(queue))
-        await asyncio.gather(*(worker() for _ in range(workers)))
+        # A task group: if the run is cancelled (shutdown), workers and recordings stop together.
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(self._concurrency, len(queue))):
+                group.create_task(worker(group))
         return results
 
     async def _verify(self, target: _Target) -> Verification:

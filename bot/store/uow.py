@@ -61,9 +61,9 @@ class Database:
         self._write_sessions = async_sessionmaker(for_writing(engine), expire_on_commit=False)
 
     @classmethod
-    def from_url(cls, url: str) -> Database:
+    def from_url(cls, url: str, *, pool_size: int | None = None) -> Database:
         """A database for a user-style ``DATABASE_URL`` (see :func:`bot.store.db.create_engine`)."""
-        return cls(create_engine(url))
+        return cls(create_engine(url, pool_size=pool_size))
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[UnitOfWork]:

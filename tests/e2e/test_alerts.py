@@ -131,7 +131,11 @@ def test_a_revoked_key_raises_one_alert_the_schedule_does_not_repeat_and_recover
         checked_more(rbot, orders, recovered_at + 1), what="more scheduled checks", timeout=SCHEDULE_WAIT
     )
     assert thread_of(rbot, alert) == [reply]
-    assert in_channel(rbot, ALERTS) == [alert]
+    # The alert itself now says it is resolved, and offers no buttons any more.
+    [resolved] = in_channel(rbot, ALERTS)
+    assert resolved.ts == alert.ts
+    assert "Resolved" in visible_text(resolved.blocks)
+    assert not [b for b in resolved.blocks if b.get("type") == "actions"]
     healthy = row(rbot, orders)
     assert (healthy.health, healthy.alert_ts, healthy.failing_since) == (Health.HEALTHY, None, None)
     # The schedule's two changes are in the audit log, made by the bot.
@@ -173,7 +177,10 @@ def test_a_retest_from_slack_that_flips_health_alerts_once_and_the_alerts_button
     eventually(lambda: thread_of(rbot, alert), what="the recovery reply")
     [reply] = thread_of(rbot, alert)
     assert "works again" in visible_text(reply.blocks)
-    assert in_channel(rbot, ALERTS) == [alert]
+    eventually(
+        lambda: "Resolved" in visible_text(in_channel(rbot, ALERTS)[0].blocks), what="the alert resolved"
+    )
+    assert [m.ts for m in in_channel(rbot, ALERTS)] == [alert.ts]
     assert row(rbot, orders).health is Health.HEALTHY
 
 

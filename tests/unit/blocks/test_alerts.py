@@ -6,7 +6,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from blocks.alerts import health_alert, recovery_reply, still_failing_reminder
+from blocks.alerts import health_alert, recovery_reply, resolved_alert, still_failing_reminder
 from blocks.text import slack_date
 from bot import ids
 from bot.domain import Health, Status
@@ -178,3 +178,21 @@ def test_a_recovery_without_a_recorded_start_just_says_it_works_again() -> None:
 def test_the_recovery_escapes_the_name() -> None:
     result = replace(recovered(), connection=connection(name=HOSTILE))
     assert "<" not in user_made_markup(recovery_reply(result))
+
+
+# --- the alert, once resolved ----------------------------------------------------------------------
+
+
+def test_a_resolved_alert_says_so_without_buttons() -> None:
+    payload = resolved_alert(recovered())
+    assert_valid("message", payload)
+    assert payload["text"] == "✅ Resolved: “Prod stream” (Acme Stream) works again"
+    shown = visible_text(payload["blocks"])
+    assert "*Resolved*" in shown
+    assert f"failed from {slack_date(FAILING_SINCE)} for 3 hours" in shown
+    assert not buttons(payload)
+
+
+def test_a_resolved_alert_escapes_the_name() -> None:
+    result = replace(recovered(), connection=connection(name=HOSTILE))
+    assert "<" not in user_made_markup(resolved_alert(result))

@@ -125,18 +125,19 @@ def create_engine(url: str, *, pool_size: int | None = None) -> AsyncEngine:
     SQLite gets foreign keys (off by default there), a busy timeout, WAL journaling for files (so
     readers are not blocked while the bot writes) and real transactions: SQLAlchemy emits ``BEGIN``
     itself, because the sqlite3 module's legacy mode skips it for SELECT and SAVEPOINT.
-    PostgreSQL gets ``pool_pre_ping`` so a restarted server does not fail the next request, and
-    ``pool_size`` connections kept open (SQLAlchemy's default, 5, when not given).
+    PostgreSQL gets ``pool_pre_ping`` so a restarted server does not fail the next request. Both
+    keep ``pool_size`` connections open (SQLAlchemy's default, 5, when not given).
     Statement parameters are kept out of logs and exception messages.
     """
     parsed = _parse(url)
+    # Connections above pool_size are closed as soon as they are returned; a pool that holds as
+    # many as the re-tests that record at once avoids a new connection (and, on SQLite, a new
+    # thread and its PRAGMAs) per result.
+    sizing: dict[str, Any] = {"pool_size": pool_size} if pool_size is not None else {}
     if _kind(parsed) == "postgresql":
-        # Connections above pool_size are closed as soon as they are returned; a pool that holds
-        # as many as the re-tests that record at once avoids a new connection per result.
-        sizing = {"pool_size": pool_size} if pool_size is not None else {}
         return create_async_engine(async_url(url), pool_pre_ping=True, hide_parameters=True, **sizing)
 
-    engine = create_async_engine(async_url(url), hide_parameters=True)
+    engine = create_async_engine(async_url(url), hide_parameters=True, **sizing)
     wal = _is_sqlite_file(parsed)
 
     @event.listens_for(engine.sync_engine, "connect")

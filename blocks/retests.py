@@ -47,6 +47,7 @@ from blocks.text import (
     truncate,
     user_mention,
 )
+from bot import ids
 from bot.domain import ConnectionSummary, Status, Trigger
 from bot.providers.base import Outcome, Provider, Verification
 from bot.services.retests import (
@@ -396,6 +397,10 @@ def _name(connection: ConnectionSummary) -> str:
 # --- status -------------------------------------------------------------------------------------
 
 
+PENDING_ROTATION_BLOCK = "status_pending_rotation"
+"""block_id of the Approve / Reject buttons of a rotation waiting on the status reply."""
+
+
 def status_message(
     report: StatusReport, provider: Provider | None, *, now: datetime, rotation_days: float
 ) -> dict[str, Any]:
@@ -422,7 +427,19 @@ def status_message(
             )
         )
     if report.pending_rotation is not None:
-        blocks.append(section(_pending_rotation_note(report.pending_rotation)))
+        rotation = report.pending_rotation
+        blocks.append(section(_pending_rotation_note(rotation)))
+        # Also here, not only in the admin channel: a request that could not be posted there must
+        # still be decidable. Shown to anyone; only an admin's click is accepted.
+        approve = ButtonElement(
+            text="Approve rotation", action_id=ids.ACTION_APPROVE_ROTATION, value=rotation.id, style="primary"
+        )
+        reject = ButtonElement(
+            text="Reject rotation", action_id=ids.ACTION_REJECT_ROTATION, value=rotation.id
+        )
+        blocks.append(
+            dict(ActionsBlock(block_id=PENDING_ROTATION_BLOCK, elements=[approve, reject]).to_dict())
+        )
     blocks += _history_blocks(report.history)
     actions = _status_actions(connection)
     if actions is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +24,21 @@ __all__ = ["COMMAND", "register"]
 logger = logging.getLogger(__name__)
 
 COMMAND = "/connections"
+
+
+FAILED = "Something went wrong on our side, so nothing changed. Please try again in a minute."
+
+
+async def _answering(work: Coroutine[Any, Any, None], respond: AsyncRespond, sub: str) -> None:
+    """Run a sub-command's work; if it breaks, the user hears so instead of nothing."""
+    try:
+        await work
+    except Exception:
+        logger.exception("/connections %s failed", sub)
+        try:
+            await respond(response_type="ephemeral", text=FAILED)
+        except Exception as exc:
+            logger.warning("could not tell the user that /connections %s failed: %s", sub, type(exc).__name__)
 
 
 def register(app: AsyncApp, services: Services) -> None:
@@ -84,6 +100,6 @@ def register(app: AsyncApp, services: Services) -> None:
             work = remove_command(services, respond, team_id, user_id, argument)
         else:
             work = show_help()
-        services.background.spawn(work, name=f"command:{sub or 'list'}")
+        services.background.spawn(_answering(work, respond, sub or "list"), name=f"command:{sub or 'list'}")
 
     app.command(COMMAND)(connections_command)

@@ -10,7 +10,7 @@ connection is re-tested, and each change announced, once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
@@ -22,7 +22,14 @@ from bot.runtime import Services
 from bot.scheduler import Periodic
 from bot.services.retests import ChangeKind, RetestResult
 
-__all__ = ["JOB_NAME", "announce_changes", "check_health", "send_rotation_reminders", "start_health_checks"]
+__all__ = [
+    "JOB_NAME",
+    "announce_changes",
+    "announcer",
+    "check_health",
+    "send_rotation_reminders",
+    "start_health_checks",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +91,16 @@ async def announce_changes(
             logger.exception("could not announce the health of connection %s", result.connection.id)
 
 
+def announcer(services: Services, client: AsyncWebClient) -> Callable[[RetestResult], Awaitable[None]]:
+    """Announces each re-test's change as soon as it is recorded (rather than after a whole
+    run, which a shutdown could cut short, or after the reply to the user, which can fail)."""
+
+    async def announce(result: RetestResult) -> None:
+        await announce_changes(services, client, [result])
+
+    return announce
+
+
 async def _post(
     client: AsyncWebClient,
     channel: str,
@@ -118,8 +135,7 @@ async def send_rotation_reminders(services: Services, client: AsyncWebClient) ->
 
 async def check_health(services: Services, client: AsyncWebClient) -> None:
     """One tick of the schedule: re-test what is due, announce changes, send rotation reminders."""
-    report = await services.retests.run_due()
-    await announce_changes(services, client, report.results)
+    await services.retests.run_due(on_result=announcer(services, client))
     await send_rotation_reminders(services, client)
 
 

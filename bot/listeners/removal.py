@@ -53,6 +53,16 @@ def register(app: AsyncApp, services: Services) -> None:
                 await tell_user(client, respond, actor, refusal_message(outcome.message))
                 return
             await tell_user(client, respond, actor, removed_message(outcome.connection, outcome.removed_by))
+            if outcome.alert_channel and outcome.alert_ts:
+                # Close the open alert: nobody needs to act on a connection that is gone.
+                notice = removed_message(outcome.connection, outcome.removed_by)
+                try:
+                    await client.chat_postMessage(
+                        channel=outcome.alert_channel, thread_ts=outcome.alert_ts, **notice
+                    )
+                    await client.chat_update(channel=outcome.alert_channel, ts=outcome.alert_ts, **notice)
+                except Exception as exc:
+                    logger.warning("could not close the alert about %s: %s", outcome.connection.id, exc)
             if outcome.cancelled_rotation is not None:
                 cancelled = RotationDecision(Verdict.DECIDED, outcome.cancelled_rotation)
                 await announce_rotation(services, client, cancelled, ("", ""))

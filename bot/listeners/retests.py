@@ -26,7 +26,7 @@ from blocks.retests import (
 )
 from bot import ids
 from bot.listeners.events import publish_home
-from bot.listeners.health import announce_changes
+from bot.listeners.health import announcer
 from bot.listeners.replies import tell_user
 from bot.listeners.state import team_of
 from bot.runtime import Services
@@ -56,7 +56,9 @@ def register(app: AsyncApp, services: Services) -> None:
 
         async def retest() -> None:
             try:
-                result = await services.retests.retest_one(team_id, actor, connection_id=connection_id)
+                result = await services.retests.retest_one(
+                    team_id, actor, connection_id=connection_id, on_result=announcer(services, client)
+                )
             except Exception:
                 logger.exception("re-testing connection %s failed", connection_id)
                 await tell_user(client, respond, actor, {"text": FAILED})
@@ -66,7 +68,6 @@ def register(app: AsyncApp, services: Services) -> None:
                 return
             provider = services.providers.find(result.connection.provider_key)
             await tell_user(client, respond, actor, retest_result_message(result, provider))
-            await announce_changes(services, client, [result])
             if not respond.response_url:
                 # Clicked on App Home: show the new health there too.
                 await publish_home(services, client, team_id, actor)
@@ -110,12 +111,11 @@ async def _retest_all(
     await respond(response_type="ephemeral", **retest_started(count))
     if count == 0:
         return
-    report = await services.retests.retest_all(team_id, user_id)
+    report = await services.retests.retest_all(team_id, user_id, on_result=announcer(services, client))
     if isinstance(report, Refused):
         await respond(response_type="ephemeral", **refusal_message(report.message))
         return
     await respond(response_type="ephemeral", **retest_report_message(report, services.providers.by_key()))
-    await announce_changes(services, client, report.results)
 
 
 async def _retest_one(
@@ -132,13 +132,14 @@ async def _retest_one(
         await respond(response_type="ephemeral", **refusal_message(refused.message))
         return
     await respond(response_type="ephemeral", **retest_one_started(name))
-    result = await services.retests.retest_one(team_id, user_id, name=name)
+    result = await services.retests.retest_one(
+        team_id, user_id, name=name, on_result=announcer(services, client)
+    )
     if isinstance(result, Refused):
         await respond(response_type="ephemeral", **refusal_message(result.message))
         return
     provider = services.providers.find(result.connection.provider_key)
     await respond(response_type="ephemeral", **retest_result_message(result, provider))
-    await announce_changes(services, client, [result])
 
 
 async def status_command(services: Services, respond: AsyncRespond, team_id: str, name: str) -> None:

@@ -60,7 +60,16 @@ AWAITS_APPROVAL = (
 )
 NOT_POSTED = (
     "The new credentials are saved and await an admin's approval, but the request could not be "
-    "posted to the admin channel. Ask whoever runs this bot to check CONNECTIONS_ADMIN_CHANNEL."
+    "posted to the admin channel. An admin can still decide from `/connections status <name>`; "
+    "ask whoever runs this bot to check CONNECTIONS_ADMIN_CHANNEL and to invite the bot there."
+)
+NO_APPROVALS = (
+    "Rotations need an admin's approval, but approvals are not configured: ask whoever runs this "
+    "bot to set CONNECTIONS_ADMIN_CHANNEL. Nothing changed."
+)
+INTERRUPTED = (
+    "The bot was restarted before it finished checking the new credentials, so nothing changed. "
+    "Please rotate again."
 )
 
 
@@ -167,7 +176,14 @@ def register(app: AsyncApp, services: Services) -> None:
             if verdict is not None and verdict.verdict is not Verdict.DECIDED:
                 await _answer(services, client, respond, verdict, where, actor)
                 return
-            rotation = await services.rotations.describe(team_id, rotation_id)
+            try:
+                rotation = await asyncio.wait_for(
+                    services.rotations.describe(team_id, rotation_id), PRECHECK_SECONDS
+                )
+            except Exception:  # a timeout included: the trigger would expire anyway
+                logger.exception("reading a rotation to reject failed")
+                await tell_user(client, respond, actor, {"text": NOTHING_CHANGED})
+                return
             if rotation is None:
                 await tell_user(client, respond, actor, not_found_reply())
                 return
@@ -236,21 +252,28 @@ async def open_rotation_form(
     if connection_id is None and not (name or "").strip():
         await tell_user(client, respond, actor, {"text": SAY_WHICH})
         return
+    if not services.settings.admin_channel:
+        # A rotation waits for an admin in that channel; without it, it would wait for nobody.
+        await tell_user(client, respond, actor, {"text": NO_APPROVALS})
+        return
     try:
         target = await asyncio.wait_for(
             services.rotations.may_rotate(team_id, actor, connection_id=connection_id, name=name),
             PRECHECK_SECONDS,
         )
+        if isinstance(target, Refused):
+            reply = refusal_message(target.message)
+            if target.reason is Refusal.ROTATION_PENDING and target.connection_id is not None:
+                pending = await services.rotations.pending_for(team_id, target.connection_id)
+                reply = rotation_pending_reply(pending) if pending is not None else reply
+            await tell_user(client, respond, actor, reply)
+            return
     except TimeoutError:
         await tell_user(client, respond, actor, {"text": TOO_SLOW})
         return
-    if isinstance(target, Refused):
-        if target.reason is Refusal.ROTATION_PENDING and target.connection_id is not None:
-            pending = await services.rotations.pending_for(team_id, target.connection_id)
-            if pending is not None:
-                await tell_user(client, respond, actor, rotation_pending_reply(pending))
-                return
-        await tell_user(client, respond, actor, refusal_message(target.message))
+    except Exception:
+        logger.exception("checking a rotation failed")
+        await tell_user(client, respond, actor, {"text": NOTHING_CHANGED})
         return
     connection = target.connection
     metadata = json.dumps(
@@ -281,6 +304,15 @@ async def _verify_and_report(
 ) -> None:
     try:
         outcome = await services.rotations.request(team_id, connection_id, actor, values)
+    except asyncio.CancelledError:
+        await deliver_result(
+            client,
+            view_id,
+            actor,
+            rotation_problem_view(provider, INTERRUPTED),
+            problem_message(provider, name, INTERRUPTED),
+        )
+        raise
     except Exception:
         logger.exception("rotating a %s connection failed", provider.key)
         await deliver_result(
@@ -307,7 +339,11 @@ async def _verify_and_report(
         return
     note = ""
     if outcome.rotation_id is not None:
-        posted = await post_rotation_request(services, client, team_id, outcome.rotation_id)
+        try:
+            posted = await post_rotation_request(services, client, team_id, outcome.rotation_id)
+        except Exception:  # stored already: the user must still hear that, and how it goes on
+            logger.exception("could not post the rotation request")
+            posted = False
         note = AWAITS_APPROVAL if posted else NOT_POSTED
     await deliver_result(
         client,

@@ -34,6 +34,9 @@ class Removal:
     connection: ConnectionSummary
     removed_by: str
     cancelled_rotation: RotationSummary | None = None
+    alert_channel: str | None = None
+    alert_ts: str | None = None
+    """The open alert about the connection's failure, if any: the removal closes it."""
 
 
 def _now() -> datetime:
@@ -85,6 +88,9 @@ class RemovalService:
             return allowed
         now = self._clock()
         async with self._db.transaction() as tx:
+            # Locked first (as rotation decisions do), and read for its open alert.
+            before = await tx.connections.lock(team_id, connection_id)
+            alert = (before.alert_channel, before.alert_ts) if before is not None else (None, None)
             won = await tx.connections.transition(
                 team_id,
                 connection_id,
@@ -123,7 +129,7 @@ class RemovalService:
             )
             summary = summarize(row, self._providers)
         logger.info("connection %s removed by %s", connection_id, actor)
-        return Removal(summary, actor, cancelled)
+        return Removal(summary, actor, cancelled, alert_channel=alert[0], alert_ts=alert[1])
 
 
 def _status_refusal(row: Connection) -> Refused | None:

@@ -64,8 +64,18 @@ RATE_LIMIT_PAUSE_SECONDS = 2.0
 """How long every worker holds back after a 429 whose response did not say how long."""
 RATE_LIMIT_REQUEUES = 2
 """How many more times a rate-limited connection is tried in the same run."""
+RATE_LIMIT_MAX_PAUSE_SECONDS = 30.0
+"""The longest pause a run makes for a 429: asked to wait longer, it records the connection as
+rate-limited (health unchanged) instead of holding every other re-test back."""
 SCHEDULE_BATCH = 200
-"""The most connections one run of the schedule claims; a backlog is worked off by later runs."""
+"""The most connections one run of the schedule re-tests; a backlog is worked off by later runs."""
+CLAIM_LEASE = timedelta(minutes=15)
+"""How long a claimed check is reserved for the process that claimed it. Recording the result
+sets the real next check (one interval on); if the process dies first, another one takes the
+check over when the lease ends instead of a whole interval later."""
+
+OnResult = Callable[["RetestResult"], Awaitable[None]]
+"""Called with each result as soon as it is recorded (to announce a health change at once)."""
 REMINDER_EVERY = timedelta(days=1)
 HISTORY_SHOWN = 10
 
@@ -205,6 +215,9 @@ class RetestService:
         self._clock = clock
         self._sleep = sleep
         self._monotonic = monotonic
+        # Provider calls in flight across every run of this process (the schedule and several
+        # `test all` at once), so they never outgrow the HTTP client's pool.
+        self._slots = asyncio.Semaphore(concurrency)
 
     @property
     def policy(self) -> RetestPolicy:
@@ -221,7 +234,13 @@ class RetestService:
         return None if check.allowed else self._policy.refusal(check)
 
     async def retest_one(
-        self, team_id: str, actor: str, *, connection_id: str | None = None, name: str | None = None
+        self,
+        team_id: str,
+        actor: str,
+        *,
+        connection_id: str | None = None,
+        name: str | None = None,
+        on_result: OnResult | None = None,
     ) -> RetestResult | Refused:
         """Re-test one connection of the workspace, found by id (a button) or by name (a
         command), if ``actor`` may re-test."""
@@ -247,7 +266,7 @@ class RetestService:
                     f"“{row.name}” is {row.status.label}: it has no stored credentials to re-test.",
                 )
             [target] = await self._targets(tx, [row])
-        results = await self._run([target], Trigger.RETEST, actor)
+        results = await self._run([target], Trigger.RETEST, actor, on_result)
         if results:
             return results[0]
         async with self._db.read() as session:
@@ -261,7 +280,9 @@ class RetestService:
         async with self._db.read() as session:
             return await UnitOfWork(session).connections.count_active(team_id)
 
-    async def retest_all(self, team_id: str, actor: str) -> RetestReport | Refused:
+    async def retest_all(
+        self, team_id: str, actor: str, *, on_result: OnResult | None = None
+    ) -> RetestReport | Refused:
         """Re-test every active connection of the workspace, if ``actor`` may re-test."""
         refused = await self.may_retest(actor)
         if refused is not None:
@@ -270,25 +291,37 @@ class RetestService:
         async with self._db.read() as session:
             tx = UnitOfWork(session)
             targets = await self._targets(tx, await tx.connections.active(team_id))
-        results = await self._run(targets, Trigger.RETEST, actor)
+        results = await self._run(targets, Trigger.RETEST, actor, on_result)
         return _report(results, started, self._monotonic())
 
     # --- the schedule -----------------------------------------------------------------------------
 
-    async def run_due(self, limit: int = SCHEDULE_BATCH) -> RetestReport:
+    async def run_due(
+        self, limit: int = SCHEDULE_BATCH, *, on_result: OnResult | None = None
+    ) -> RetestReport:
         """Re-test the active connections (of every workspace) whose next check is due, after
         scheduling any that have none yet. Claims are made in the database, so when several
-        processes run this at once each due connection is re-tested by one of them."""
+        processes run this at once each due connection is re-tested by one of them.
+
+        Connections are claimed a few at a time (twice the concurrency), each claim leased for
+        :data:`CLAIM_LEASE`: a process stopped in the middle of a run leaves little unclaimed
+        work behind, and what it leaves is taken over when the lease ends."""
         now = self._clock()
         started = self._monotonic()
         async with self._db.transaction() as tx:
             await tx.connections.schedule_unscheduled(now, self._interval, limit)
-        async with self._db.transaction() as tx:
-            claimed = await tx.connections.claim_due(now, self._interval, limit)
-            targets = await self._targets(tx, claimed)
-        if targets:
+        results: list[RetestResult] = []
+        claimed_in_all = 0
+        while claimed_in_all < limit:
+            batch = min(2 * self._concurrency, limit - claimed_in_all)
+            async with self._db.transaction() as tx:
+                claimed = await tx.connections.claim_due(now, CLAIM_LEASE, batch)
+                targets = await self._targets(tx, claimed)
+            if not claimed:
+                break
+            claimed_in_all += len(claimed)
             logger.info("re-testing %d connection(s) due on the schedule", len(targets))
-        results = await self._run(targets, Trigger.SCHEDULE, None)
+            results += await self._run(targets, Trigger.SCHEDULE, None, on_result)
         return _report(results, started, self._monotonic())
 
     async def record_alert(self, team_id: str, connection_id: str, channel: str, ts: str) -> None:
@@ -302,21 +335,43 @@ class RetestService:
     # --- the work ---------------------------------------------------------------------------------
 
     async def _targets(self, tx: UnitOfWork, rows: Sequence[Connection]) -> list[_Target]:
+        """What to re-test for ``rows``: their sealed fields of the version in use.
+
+        On PostgreSQL the rows and their fields are read by separate statements, so a rotation
+        approved in between can leave a row whose version has no fields any more; such rows are
+        read again (they now name the new version) rather than tested with nothing."""
         sealed = await tx.credentials.for_connections([(r.id, r.credential_version) for r in rows])
-        return [
-            _Target(
-                team_id=row.team_id,
-                connection_id=row.id,
-                provider_key=row.provider,
-                version=row.credential_version,
-                config={str(k): str(v) for k, v in row.config.items()},
-                sealed={c.field: Sealed(c.key_id, c.nonce, c.ciphertext) for c in sealed[row.id]},
+        targets: list[_Target] = []
+        for row in rows:
+            fields = sealed[row.id]
+            if not fields:
+                fresh = await tx.connections.get(row.team_id, row.id)
+                if fresh is None or fresh.status not in _RETESTABLE:
+                    continue
+                await tx.session.refresh(fresh)
+                row = fresh
+                fields = (await tx.credentials.for_connections([(row.id, row.credential_version)]))[row.id]
+                if not fields:
+                    logger.warning("connection %s has no stored credential to re-test", row.id)
+                    continue
+            targets.append(
+                _Target(
+                    team_id=row.team_id,
+                    connection_id=row.id,
+                    provider_key=row.provider,
+                    version=row.credential_version,
+                    config={str(k): str(v) for k, v in row.config.items()},
+                    sealed={c.field: Sealed(c.key_id, c.nonce, c.ciphertext) for c in fields},
+                )
             )
-            for row in rows
-        ]
+        return targets
 
     async def _run(
-        self, targets: Sequence[_Target], trigger: Trigger, actor: str | None
+        self,
+        targets: Sequence[_Target],
+        trigger: Trigger,
+        actor: str | None,
+        on_result: OnResult | None = None,
     ) -> list[RetestResult]:
         queue = deque((target, 0) for target in targets)
         results: list[RetestResult] = []
@@ -335,8 +390,14 @@ class RetestService:
                 return
             finally:
                 recording.release()
-            if result is not None:
-                results.append(result)
+            if result is None:
+                return
+            results.append(result)
+            if on_result is not None:
+                try:
+                    await on_result(result)
+                except Exception as exc:
+                    logger.error("handling the re-test of %s failed: %s", target.connection_id, _where(exc))
 
         async def worker(group: asyncio.TaskGroup) -> None:
             nonlocal resume_at
@@ -345,16 +406,20 @@ class RetestService:
                 while (wait := resume_at - self._monotonic()) > 0:
                     await self._sleep(wait)
                 try:
-                    verification = await self._verify(target)
+                    async with self._slots:
+                        verification = await self._verify(target)
                 except Exception as exc:
                     # Where, not what: a provider's exception text could quote what it was sent.
                     logger.error("re-testing connection %s failed: %s", target.connection_id, _where(exc))
                     continue
                 if verification.outcome is Outcome.RATE_LIMITED and attempt < RATE_LIMIT_REQUEUES:
-                    pause = verification.retry_after or RATE_LIMIT_PAUSE_SECONDS
-                    resume_at = max(resume_at, self._monotonic() + pause)
-                    queue.append((target, attempt + 1))
-                    continue
+                    asked = verification.retry_after
+                    pause = RATE_LIMIT_PAUSE_SECONDS if asked is None else asked
+                    # Not "pause > max": that would let NaN through.
+                    if 0 <= pause <= RATE_LIMIT_MAX_PAUSE_SECONDS:
+                        resume_at = max(resume_at, self._monotonic() + pause)
+                        queue.append((target, attempt + 1))
+                        continue
                 await recording.acquire()
                 group.create_task(record(target, verification))
 
@@ -408,6 +473,9 @@ class RetestService:
             current = row.status in _RETESTABLE and row.credential_version == target.version
             if current and verification.outcome is not Outcome.RATE_LIMITED:
                 change = self._apply(row, verification.ok, now)
+            if trigger is Trigger.SCHEDULE and row.status is Status.ACTIVE:
+                # The claim only leased the check; the next one is an interval from now.
+                row.next_check_at = now + self._interval
             if actor is not None:
                 await tx.audit.add(_retest_event(row, actor, verification, before, now))
             elif change is not None and change.kind is not ChangeKind.STILL_FAILING:

@@ -137,8 +137,9 @@ def create_engine(url: str, *, pool_size: int | None = None) -> AsyncEngine:
     if _kind(parsed) == "postgresql":
         return create_async_engine(async_url(url), pool_pre_ping=True, hide_parameters=True, **sizing)
 
-    engine = create_async_engine(async_url(url), hide_parameters=True, **sizing)
     wal = _is_sqlite_file(parsed)
+    # An in-memory database lives in one connection (a static pool, which takes no size).
+    engine = create_async_engine(async_url(url), hide_parameters=True, **(sizing if wal else {}))
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:

@@ -23,7 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot.store.db import create_engine, for_writing
+from bot.store.db import SQLITE_BUSY_TIMEOUT_MS, create_engine, for_writing
 from bot.store.repositories import (
     AuditRepository,
     ConnectionRepository,
@@ -36,6 +36,9 @@ from bot.store.repositories import (
 __all__ = ["Database", "UnitOfWork"]
 
 logger = logging.getLogger(__name__)
+
+CHECKPOINT_BUSY_MS = 100
+"""How long the write-ahead log's truncation may wait for readers to finish."""
 
 
 class UnitOfWork:
@@ -84,7 +87,13 @@ class Database:
         # snapshot; the next destroying commit (or SQLite's own checkpoints) catch up.
         try:
             async with self.engine.connect() as connection:
-                await connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+                # Waiting out a reader would hold every writer back meanwhile (a click's ack
+                # among them): try briefly, then leave it to a later commit.
+                await connection.exec_driver_sql(f"PRAGMA busy_timeout={CHECKPOINT_BUSY_MS:d}")
+                try:
+                    await connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+                finally:
+                    await connection.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS:d}")
         except SQLAlchemyError as error:
             logger.warning("could not truncate the SQLite write-ahead log: %s", type(error).__name__)
 

@@ -168,3 +168,28 @@ def test_only_an_active_connection_can_be_removed(abot: Bot, cloud_key: CloudKey
     assert connection(abot, connection_id).status == Status.PENDING_APPROVAL
     assert len(opened_credentials(abot, connection_id)) == 2
     assert audit(abot, "connection.removed") == []
+
+
+def test_removing_a_failing_connection_closes_its_alert(abot: Bot, cloud_key: CloudKey) -> None:
+    connection_id = active_connection(abot, cloud_key)
+    abot.confluent.revoke_key(cloud_key.key)
+    abot.sender.command(f"test {NAME}")
+    wait_until(lambda: connection(abot, connection_id).alert_ts is not None, what="the alert")
+    alert_ts = connection(abot, connection_id).alert_ts
+
+    click_remove(abot, connection_id, remove_prompt(abot, NAME, REQUESTER), REQUESTER)
+
+    # A reply in the alert's thread says who removed it, and the alert offers no buttons any more.
+    wait_until(
+        lambda: any(m.thread_ts == alert_ts for m in abot.slack.messages),
+        what="the note in the alert's thread",
+    )
+    [note] = [m for m in abot.slack.messages if m.thread_ts == alert_ts]
+    assert "was removed by" in visible_text(note.blocks)
+
+    def alert() -> Message:
+        [shown] = [m for m in abot.slack.messages if m.ts == alert_ts]
+        return shown
+
+    wait_until(lambda: "was removed by" in visible_text(alert().blocks), what="the alert updated")
+    assert not [b for b in alert().blocks if b.get("type") == "actions"]

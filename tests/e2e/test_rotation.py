@@ -656,6 +656,26 @@ def test_when_the_request_cannot_be_posted_the_user_is_told_to_check_the_admin_c
     [rotation] = rotations(abot)
     assert rotation.status == RotationStatus.PENDING_APPROVAL and rotation.approval_ts is None
 
+    # Not stuck: an admin decides from the status reply instead.
+    status = status_reply(abot, NAME, ADMIN)
+    _, approve = find_action(status.blocks, ids.ACTION_APPROVE_ROTATION)
+    assert approve["value"] == rotation.id
+    click(abot, ids.ACTION_APPROVE_ROTATION, rotation.id, status, ADMIN)
+    wait_until(lambda: rotation_status(abot, rotation.id) is RotationStatus.APPROVED, what="the approval")
+    assert in_use(abot, connection(abot, rotation.connection_id).id) == secrets_of(new)
+
+
+@pytest.mark.parametrize("approvals_env", [{"CONNECTIONS_ADMIN_CHANNEL": None}], indirect=True)
+def test_without_an_admin_channel_a_rotation_is_refused_before_anything_is_asked(
+    abot: Bot, cloud_key: CloudKey
+) -> None:
+    connection_id = seed_active(abot, cloud_key, NAME)
+    opened = len(abot.slack.calls_to("views.open"))
+    reply = command_reply(abot, f"rotate {NAME}", REQUESTER)
+    assert "approvals are not configured" in reply and "CONNECTIONS_ADMIN_CHANNEL" in reply
+    assert len(abot.slack.calls_to("views.open")) == opened
+    assert rotations(abot) == [] and connection(abot, connection_id).credential_version == 1
+
 
 # --- reminders ---------------------------------------------------------------------------------------
 

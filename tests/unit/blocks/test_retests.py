@@ -13,6 +13,7 @@ import pytest
 from blocks.removal import REMOVE_CONFIRM_TITLE
 from blocks.retests import (
     DETAILED_FAILING_MAX,
+    PENDING_ROTATION_BLOCK,
     refusal_message,
     retest_one_started,
     retest_report_message,
@@ -522,6 +523,12 @@ def test_a_pending_rotation_says_who_asked_when_and_the_new_key_awaits_approval(
     text = visible_text(payload)
     assert "🔄 *A new key `NEWK…EY99` is awaiting approval.*" in text
     assert f"<@{TESTER}> asked {slack_date(VERIFIED)}" in text
+    # Decidable from here too (a request the admin channel never got must not be stuck).
+    [decide] = [b for b in payload["blocks"] if b.get("block_id") == PENDING_ROTATION_BLOCK]
+    assert [(e["action_id"], e["value"]) for e in decide["elements"]] == [
+        (ids.ACTION_APPROVE_ROTATION, "r1"),
+        (ids.ACTION_REJECT_ROTATION, "r1"),
+    ]
 
 
 def test_an_active_connection_can_be_re_tested_rotated_and_removed_after_confirming() -> None:

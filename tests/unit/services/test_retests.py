@@ -35,6 +35,7 @@ from bot.services.admins import AdminPolicy, DirectoryUnavailable
 from bot.services.expiry import SYSTEM_ACTOR
 from bot.services.permissions import Refusal, Refused, RetestPolicy
 from bot.services.retests import (
+    CLAIM_LEASE,
     RATE_LIMIT_REQUEUES,
     ChangeKind,
     HealthChange,
@@ -947,6 +948,68 @@ async def test_a_rate_limit_holds_every_worker_back_and_the_connection_is_tried_
     assert record.outcome is Outcome.OK
 
 
+@pytest.mark.parametrize("asked", [3600.0, float("inf"), float("nan")])
+async def test_a_rate_limit_asking_for_too_long_a_wait_is_recorded_instead_of_holding_the_run(
+    service: RetestService,
+    store: Store,
+    scripted: ScriptedProvider,
+    timer: FakeTime,
+    db: Database,
+    asked: float,
+) -> None:
+    limited = await store("limited", {"token": "limited"}, created_at=START)
+    await store("fine", {"token": "fine"}, created_at=START + timedelta(minutes=1))
+    scripted.script("limited", answer(Outcome.RATE_LIMITED, retry_after=asked))
+
+    report = await retest_all(service)
+
+    # No pause at all: the others go on, and the limited one is reported as inconclusive.
+    assert timer.sleeps == []
+    assert (report.healthy, report.inconclusive) == (1, 1)
+    assert scripted.tokens_called().count("limited") == 1
+    assert [r.outcome for r in await history(db, limited)] == [Outcome.RATE_LIMITED]
+
+
+async def test_runs_at_once_share_one_bound_on_provider_calls(
+    make_service: ServiceFactory, store: Store, scripted: ScriptedProvider
+) -> None:
+    service = make_service(concurrency=2)
+    for i in range(6):
+        await store(f"c{i}", {"token": f"token-{i}"}, created_at=START + timedelta(minutes=i))
+
+    async def slow(_token: str) -> None:
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    scripted.during = slow
+    reports = await asyncio.gather(retest_all(service), retest_all(service), retest_all(service))
+
+    assert [r.healthy for r in reports] == [6, 6, 6]
+    # Three runs of two workers each, but never more than two provider calls in flight.
+    assert scripted.most_in_flight == 2
+
+
+async def test_each_result_is_handed_on_as_soon_as_it_is_recorded(
+    service: RetestService, store: Store, scripted: ScriptedProvider, db: Database
+) -> None:
+    first = await store("first", {"token": "first"}, created_at=START)
+    await store("second", {"token": "second"}, created_at=START + timedelta(minutes=1))
+    scripted.script("first", answer(Outcome.UNAUTHORIZED))
+    seen: list[tuple[str, str]] = []
+
+    async def on_result(result: RetestResult) -> None:
+        # Called after the result's transaction: the row already says so.
+        seen.append((result.connection.name, (await row(db, result.connection.id)).health.value))
+        if result.connection.id == first:
+            raise RuntimeError("a broken announcer must not lose the other results")
+
+    report = await service.retest_all(TEAM, TESTER, on_result=on_result)
+
+    assert isinstance(report, RetestReport)
+    assert sorted(seen) == [("first", "failing"), ("second", "healthy")]
+    assert (report.healthy, report.failing) == (1, 1)
+
+
 async def test_retry_after_from_confluent_pauses_the_run_and_the_retry_succeeds(
     make_service: ServiceFactory,
     store: Store,
@@ -1121,6 +1184,40 @@ async def test_run_due_takes_a_bounded_batch_earliest_first(
     assert [r.connection.name for r in second.results] == ["b"]
     assert third.results == ()
     assert sorted(scripted.tokens_called()) == ["a", "b", "c"]
+
+
+async def test_a_claim_is_a_lease_until_the_result_sets_the_next_check(
+    make_service: ServiceFactory, store: Store, scripted: ScriptedProvider, clock: HandClock, db: Database
+) -> None:
+    service = make_service(concurrency=1)
+    due = await store("due", {"token": "due"}, next_check_at=START - timedelta(minutes=1))
+    leased: list[datetime | None] = []
+
+    async def look(_token: str) -> None:
+        # While the check runs, the row is only leased to this process, not a whole interval.
+        leased.append((await row(db, due)).next_check_at)
+
+    scripted.during = look
+    await service.run_due()
+
+    assert leased == [START + CLAIM_LEASE]
+    assert (await row(db, due)).next_check_at == START + INTERVAL
+
+
+async def test_the_schedule_claims_a_few_at_a_time_up_to_its_limit(
+    make_service: ServiceFactory, store: Store, scripted: ScriptedProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    service = make_service(concurrency=2)
+    for i in range(9):
+        await store(f"c{i}", {"token": f"t{i}"}, next_check_at=START - timedelta(minutes=10 - i))
+
+    with caplog.at_level(logging.INFO, logger="bot.services.retests"):
+        report = await service.run_due(limit=7)
+
+    assert len(report.results) == 7
+    claims = [int(m.split()[1]) for m in caplog.messages if m.endswith("due on the schedule")]
+    assert claims == [4, 3]
+    assert sorted(scripted.tokens_called()) == sorted(f"t{i}" for i in range(7))
 
 
 # --- secrets -------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from bot.domain import ConnectionSummary, Status
 from bot.providers.registry import ProviderRegistry
 from bot.services.admins import AdminPolicy
+from bot.services.lookup import find_connection
 from bot.services.permissions import Refusal, Refused, owner_or_admin, owner_refusal
 from bot.services.rotations import RotationSummary, cancel_pending
 from bot.services.summaries import summarize
@@ -62,17 +63,9 @@ class RemovalService:
     ) -> ConnectionSummary | Refused:
         """The connection ``actor`` may remove, found by id or name, or why not."""
         async with self._db.read() as session:
-            tx = UnitOfWork(session)
-            if connection_id is not None:
-                row = await tx.connections.get(team_id, connection_id)
-            else:
-                row = await tx.connections.find_by_name(team_id, name or "")
-        if row is None:
-            shown = f"“{name}”" if name else "That connection"
-            return Refused(
-                Refusal.NOT_FOUND,
-                f"{shown} is not a connection of this workspace. Run /connections to see them all.",
-            )
+            row = await find_connection(UnitOfWork(session), team_id, connection_id=connection_id, name=name)
+        if isinstance(row, Refused):
+            return row
         refused = _status_refusal(row)
         if refused is not None:
             return refused

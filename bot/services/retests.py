@@ -38,6 +38,7 @@ from bot.providers.base import Outcome, Verification
 from bot.providers.registry import ProviderRegistry, UnknownProvider
 from bot.redaction import Secret
 from bot.services.expiry import SYSTEM_ACTOR
+from bot.services.lookup import find_connection
 from bot.services.permissions import Refusal, Refused, RetestPolicy
 from bot.services.rotations import RotationSummary
 from bot.services.summaries import summarize
@@ -249,17 +250,9 @@ class RetestService:
             return refused
         async with self._db.read() as session:
             tx = UnitOfWork(session)
-            if connection_id is not None:
-                row = await tx.connections.get(team_id, connection_id)
-            else:
-                row = await tx.connections.latest_by_name(team_id, name or "")
-            if row is None:
-                shown = f"“{name}”" if name else "that connection"
-                return Refused(
-                    Refusal.NOT_FOUND,
-                    f"There is no connection named {shown} in this workspace. "
-                    "Run /connections to see them all.",
-                )
+            row = await find_connection(tx, team_id, connection_id=connection_id, name=name, any_status=True)
+            if isinstance(row, Refused):
+                return row
             if row.status not in _RETESTABLE:
                 return Refused(
                     Refusal.WRONG_STATUS,
@@ -537,30 +530,36 @@ def _report(results: list[RetestResult], started: float, ended: float) -> Retest
 def _retest_event(
     row: Connection, actor: str, verification: Verification, before: Health, now: datetime
 ) -> AuditEvent:
-    return AuditEvent(
-        team_id=row.team_id,
-        actor=actor,
-        action="connection.retested",
-        connection_id=row.id,
-        before_status=row.status,
-        after_status=row.status,
-        reason=verification.outcome.value,
-        details={
-            "name": row.name,
-            "provider": row.provider,
-            "health_before": before.value,
-            "health_after": row.health.value,
-            "latency_ms": verification.latency_ms,
-        },
-        created_at=now,
+    return _event(
+        row, actor, "connection.retested", verification, before, now, latency_ms=verification.latency_ms
     )
 
 
 def _health_event(row: Connection, verification: Verification, before: Health, now: datetime) -> AuditEvent:
+    return _event(
+        row,
+        SYSTEM_ACTOR,
+        "connection.health_changed",
+        verification,
+        before,
+        now,
+        trigger=Trigger.SCHEDULE.value,
+    )
+
+
+def _event(
+    row: Connection,
+    actor: str,
+    action: str,
+    verification: Verification,
+    before: Health,
+    now: datetime,
+    **details: object,
+) -> AuditEvent:
     return AuditEvent(
         team_id=row.team_id,
-        actor=SYSTEM_ACTOR,
-        action="connection.health_changed",
+        actor=actor,
+        action=action,
         connection_id=row.id,
         before_status=row.status,
         after_status=row.status,
@@ -570,7 +569,7 @@ def _health_event(row: Connection, verification: Verification, before: Health, n
             "provider": row.provider,
             "health_before": before.value,
             "health_after": row.health.value,
-            "trigger": Trigger.SCHEDULE.value,
+            **details,
         },
         created_at=now,
     )

@@ -25,6 +25,7 @@ from bot.providers.registry import ProviderRegistry, UnknownProvider
 from bot.services.admins import AdminCheck, AdminPolicy
 from bot.services.approvals import REASON_MAX_LENGTH, Verdict
 from bot.services.expiry import SYSTEM_ACTOR
+from bot.services.lookup import find_connection
 from bot.services.permissions import Refusal, Refused, owner_or_admin, owner_refusal
 from bot.services.summaries import summarize
 from bot.store import (
@@ -141,16 +142,9 @@ class RotationService:
         waiting); checked when the form is asked for and again when it is submitted."""
         async with self._db.read() as session:
             tx = UnitOfWork(session)
-            if connection_id is not None:
-                row = await tx.connections.get(team_id, connection_id)
-            else:
-                row = await tx.connections.find_by_name(team_id, name or "")
-            if row is None:
-                shown = f"“{name}”" if name else "That connection"
-                return Refused(
-                    Refusal.NOT_FOUND,
-                    f"{shown} is not a connection of this workspace. Run /connections to see them all.",
-                )
+            row = await find_connection(tx, team_id, connection_id=connection_id, name=name)
+            if isinstance(row, Refused):
+                return row
             summary = summarize(row, self._providers)
             pending = await tx.rotations.pending_for(team_id, row.id)
             pending_summary = await self._summary(tx, pending, row) if pending is not None else None

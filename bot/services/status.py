@@ -5,7 +5,8 @@ from __future__ import annotations
 from bot.domain import Trigger
 from bot.providers.base import Outcome
 from bot.providers.registry import ProviderRegistry
-from bot.services.permissions import Refusal, Refused
+from bot.services.lookup import find_connection
+from bot.services.permissions import Refused
 from bot.services.retests import HISTORY_SHOWN, HistoryEntry, StatusReport
 from bot.services.rotations import RotationService
 from bot.services.summaries import summarize
@@ -26,13 +27,9 @@ class StatusService:
         verifications, newest first."""
         async with self._db.read() as session:
             tx = UnitOfWork(session)
-            row = await tx.connections.latest_by_name(team_id, name)
-            if row is None:
-                return Refused(
-                    Refusal.NOT_FOUND,
-                    f"There is no connection named “{name}” in this workspace. "
-                    "Run /connections to see them all.",
-                )
+            row = await find_connection(tx, team_id, name=name, any_status=True)
+            if isinstance(row, Refused):
+                return row
             records = await tx.verifications.recent(team_id, row.id, limit=HISTORY_SHOWN)
         history = tuple(
             HistoryEntry(

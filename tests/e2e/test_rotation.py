@@ -633,7 +633,7 @@ def test_the_command_says_how_to_name_the_connection_and_what_is_wrong(
 ) -> None:
     assert "/connections rotate <name>" in command_reply(abot, "rotate", REQUESTER)
     unknown = command_reply(abot, "rotate No <!channel> Such", REQUESTER)
-    assert "is not a connection of this workspace" in unknown and "<!channel>" not in unknown
+    assert "There is no connection named" in unknown and "<!channel>" not in unknown
     assert abot.slack.calls_to("views.open") == []
 
     # A form that cannot open in time (an expired trigger) is explained rather than lost.

@@ -156,8 +156,8 @@ async def test_unknown_and_other_workspaces_connections_are_not_found(
 
     for answer in answers:
         assert isinstance(answer, Refused) and answer.reason is Refusal.NOT_FOUND, answer
-        assert "is not a connection of this workspace" in answer.message
-    assert isinstance(answers[3], Refused) and answers[3].message.startswith("“Staging Kafka”")
+        assert answer.message.startswith("There is no ") and "in this workspace" in answer.message
+    assert isinstance(answers[3], Refused) and "named “Staging Kafka”" in answers[3].message
     assert await state(db, theirs) == before
     assert (await row(db, active)).status is Status.ACTIVE
 

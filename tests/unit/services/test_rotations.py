@@ -444,9 +444,9 @@ async def test_unknown_names_and_other_workspaces_connections_are_not_found(
     for refused in (unknown_name, unknown_id, their_id, their_id_admin, their_name, ours_from_there):
         assert isinstance(refused, Refused), refused
         assert refused.reason is Refusal.NOT_FOUND
-        assert "is not a connection of this workspace" in refused.message
-    assert isinstance(unknown_name, Refused) and unknown_name.message.startswith("“Staging Kafka”")
-    assert isinstance(unknown_id, Refused) and unknown_id.message.startswith("That connection")
+        assert refused.message.startswith("There is no ") and "in this workspace" in refused.message
+    assert isinstance(unknown_name, Refused) and "named “Staging Kafka”" in unknown_name.message
+    assert isinstance(unknown_id, Refused) and "no such connection" in unknown_id.message
     assert isinstance(await rotations.may_rotate(OTHER_TEAM, OWNER_ID, connection_id=theirs), RotationTarget)
 
 

@@ -348,7 +348,7 @@ async def bench(args: argparse.Namespace, database_url: str) -> None:
             slack_signing_secret=Secret("bench-signing-secret"),
             slack_api_url="http://127.0.0.1:9/",
             admin_channel="C0BENCH01",
-            confluent_cloud_api_url=fake.url,
+            environment={"CONFLUENT_CLOUD_API_URL": fake.url},
             database_url=database_url,
             retest_concurrency=args.concurrency,
             master_key=MasterKey.generate().to_base64(),

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from bot.logs import configure_logging
+from bot.providers.registry import build_registry
 from bot.settings import ConfigError, Settings, load_database_url, load_settings
 
 if TYPE_CHECKING:
@@ -44,6 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _export_audit(load_database_url(args.env_file), args.output)
     try:
         settings = load_settings(args.env_file)
+        # Each provider reads its own settings; a malformed one stops start-up the same way.
+        build_registry(settings)
     except ConfigError as exc:
         print(f"connections-bot: {exc}", file=sys.stderr)
         return EXIT_CONFIG

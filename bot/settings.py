@@ -17,7 +17,6 @@ from bot.redaction import Secret
 __all__ = ["ConfigError", "Settings", "load_database_url", "load_settings"]
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
-DEFAULT_CONFLUENT_CLOUD_API_URL = "https://api.confluent.cloud"
 DEFAULT_DATABASE_URL = "sqlite:///connections.db"
 
 
@@ -31,7 +30,6 @@ class Settings:
     slack_signing_secret: Secret | None = None
     slack_app_token: Secret | None = None
     slack_api_url: str = DEFAULT_SLACK_API_URL
-    confluent_cloud_api_url: str = DEFAULT_CONFLUENT_CLOUD_API_URL
     # A database URL can carry a password; keep it out of reprs (Services embeds Settings).
     database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
     admin_channel: str | None = None
@@ -51,6 +49,9 @@ class Settings:
     host: str = "0.0.0.0"
     port: int = 3000
     log_level: str = "INFO"
+    # Every variable as read, for the providers' own settings (each provider module reads its
+    # own, so this module names none). It can hold secrets: never in a repr or a comparison.
+    environment: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def socket_mode(self) -> bool:
@@ -139,9 +140,6 @@ class Settings:
             slack_signing_secret=Secret(signing_secret) if signing_secret else None,
             slack_app_token=Secret(app_token) if app_token else None,
             slack_api_url=_with_trailing_slash(get("SLACK_API_URL") or DEFAULT_SLACK_API_URL),
-            confluent_cloud_api_url=(
-                get("CONFLUENT_CLOUD_API_URL") or DEFAULT_CONFLUENT_CLOUD_API_URL
-            ).rstrip("/"),
             database_url=get("DATABASE_URL") or DEFAULT_DATABASE_URL,
             admin_channel=get("CONNECTIONS_ADMIN_CHANNEL"),
             admins=admins,
@@ -159,6 +157,7 @@ class Settings:
             host=get("HOST") or "0.0.0.0",
             port=port,
             log_level=log_level,
+            environment=dict(env),
         )
 
 

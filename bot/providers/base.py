@@ -19,6 +19,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Self
 
 import httpx
 
@@ -146,6 +147,13 @@ class Provider(ABC):
     deadline_seconds: float = 60.0
     """The most a whole verification (every probe, retry and back-off) may take."""
 
+    @classmethod
+    def from_environment(cls, env: Mapping[str, str]) -> Self:
+        """The provider configured from environment variables of its own (API base URLs, TLS
+        settings for tests); raise ``bot.settings.ConfigError`` naming a malformed one. By
+        default a provider needs none."""
+        return cls()
+
     @property
     def fields(self) -> tuple[FormField, ...]:
         return tuple(f for section in self.sections for f in section.fields)
@@ -225,6 +233,15 @@ class Provider(ABC):
         return {
             f.name: str(values.get(f.name, "")) for f in self.fields if not f.secret and values.get(f.name)
         }
+
+    def credential_hint(self, values: FieldValues) -> str | None:
+        """What identifies this credential in lists and messages without revealing it: by default
+        the masked ``hint_field`` (first and last 4 characters). A provider whose secret says
+        nothing masked (a private key) returns something public instead (its fingerprint)."""
+        if self.hint_field is None:
+            return None
+        value = values.get(self.hint_field)
+        return value.masked() if isinstance(value, Secret) and value else None
 
     def secrets_of(self, values: FieldValues) -> dict[str, Secret]:
         """The secret values that are present, to be encrypted."""

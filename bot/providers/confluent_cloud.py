@@ -13,9 +13,9 @@ import asyncio
 import logging
 import random
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote
 
 import httpx
@@ -24,8 +24,11 @@ from bot.providers import _confluent_errors as errs
 from bot.providers._confluent_errors import secret_checksum_ok
 from bot.providers.base import Check, FieldValues, FormField, FormSection, Outcome, Probe, Provider
 from bot.redaction import Secret
+from bot.settings import ConfigError
 
-__all__ = ["ConfluentCloud", "RetryPolicy", "secret_checksum_ok"]
+__all__ = ["DEFAULT_API_URL", "ConfluentCloud", "RetryPolicy", "secret_checksum_ok"]
+
+DEFAULT_API_URL = "https://api.confluent.cloud"
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +120,7 @@ class ConfluentCloud(Provider):
 
     def __init__(
         self,
-        api_url: str = "https://api.confluent.cloud",
+        api_url: str = DEFAULT_API_URL,
         *,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -125,6 +128,15 @@ class ConfluentCloud(Provider):
         self.api_url = api_url.rstrip("/")
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
+
+    @classmethod
+    def from_environment(cls, env: Mapping[str, str]) -> Self:
+        """``CONFLUENT_CLOUD_API_URL`` (default ``https://api.confluent.cloud``): where the Cloud
+        API is reached; tests point it at a fake."""
+        url = (env.get("CONFLUENT_CLOUD_API_URL") or "").strip() or DEFAULT_API_URL
+        if not url.startswith(("https://", "http://")):
+            raise ConfigError("CONFLUENT_CLOUD_API_URL must be an http(s) URL")
+        return cls(api_url=url)
 
     # --- offline ---------------------------------------------------------------------------
 

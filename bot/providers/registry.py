@@ -12,7 +12,7 @@ from bot.providers.base import Provider
 from bot.providers.confluent_cloud import ConfluentCloud
 from bot.settings import Settings
 
-__all__ = ["ProviderRegistry", "UnknownProvider", "build_registry"]
+__all__ = ["PROVIDERS", "ProviderRegistry", "UnknownProvider", "build_registry"]
 
 
 class UnknownProvider(LookupError):
@@ -49,5 +49,11 @@ class ProviderRegistry:
         raise UnknownProvider(key)
 
 
+PROVIDERS: tuple[type[Provider], ...] = (ConfluentCloud,)
+"""Every provider plug-in, in the order of their cards."""
+
+
 def build_registry(settings: Settings) -> ProviderRegistry:
-    return ProviderRegistry((ConfluentCloud(api_url=settings.confluent_cloud_api_url),))
+    """Each provider built from its own settings in the environment; raises ``ConfigError``
+    (naming the variable) for a malformed one."""
+    return ProviderRegistry(tuple(provider.from_environment(settings.environment) for provider in PROVIDERS))

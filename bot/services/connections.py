@@ -146,7 +146,6 @@ class ConnectionService:
             return CreateOutcome(verification=verification)
 
         secrets = provider.secrets_of(request.values)
-        hint_value = secrets.get(provider.hint_field) if provider.hint_field else None
         connection = Connection(
             team_id=request.team_id,
             name=request.name,
@@ -154,7 +153,7 @@ class ConnectionService:
             status=Status.PENDING_APPROVAL,
             health=Health.HEALTHY,
             config=provider.config_of(request.values),
-            key_hint=hint_value.masked() if hint_value else None,
+            key_hint=provider.credential_hint(request.values),
             created_by=request.user_id,
             created_at=now,
             updated_at=now,

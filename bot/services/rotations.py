@@ -188,7 +188,6 @@ class RotationService:
                 await tx.audit.add(AuditEvent(**(event | {"reason": verification.outcome.value})))
             return RotationOutcome(verification=verification)
         secrets = provider.secrets_of(values)
-        hint_value = secrets.get(provider.hint_field) if provider.hint_field else None
         try:
             async with self._db.transaction() as tx:
                 row = await tx.connections.lock(team_id, connection_id)
@@ -207,7 +206,7 @@ class RotationService:
                     version=version,
                     requested_by=actor,
                     config=provider.config_of(values),
-                    key_hint=hint_value.masked() if hint_value else None,
+                    key_hint=provider.credential_hint(values),
                     created_at=now,
                     updated_at=now,
                 )

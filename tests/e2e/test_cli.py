@@ -164,3 +164,15 @@ def test_serve_starts_with_the_right_key(
         )
         with serving(env, tmp_path) as (health_url, _):
             assert httpx.get(f"{health_url}/healthz").json()["master_key"] == "ok"
+
+
+def test_a_malformed_provider_setting_stops_start_up_with_one_line_and_exit_2(tmp_path: Path) -> None:
+    env = clean_env(
+        tmp_path,
+        SLACK_BOT_TOKEN="xoxb-1",
+        SLACK_SIGNING_SECRET="s",
+        CONFLUENT_CLOUD_API_URL="api.confluent.cloud",
+    )
+    result = run(["serve"], env, tmp_path)
+    assert result.returncode == 2
+    assert "CONFLUENT_CLOUD_API_URL" in result.stderr and len(result.stderr.strip().splitlines()) == 1

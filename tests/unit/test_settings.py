@@ -14,7 +14,6 @@ BASE = {"SLACK_BOT_TOKEN": "xoxb-123-abc-secretvalue", "SLACK_SIGNING_SECRET": "
 def test_defaults_follow_the_configuration_contract() -> None:
     settings = Settings.from_mapping(BASE)
     assert settings.slack_api_url == "https://slack.com/api/"
-    assert settings.confluent_cloud_api_url == "https://api.confluent.cloud"
     assert settings.database_url == "sqlite:///connections.db"
     assert (settings.host, settings.port) == ("0.0.0.0", 3000)
     assert settings.admins == frozenset()
@@ -42,13 +41,17 @@ def test_values_are_parsed() -> None:
             "PORT": "8080",
             "CONNECTIONS_ADMINS": " U1, U2 ,,",
             "SLACK_API_URL": "http://127.0.0.1:9/api",
-            "CONFLUENT_CLOUD_API_URL": "http://127.0.0.1:9/",
         }
     )
     assert settings.port == 8080
     assert settings.admins == frozenset({"U1", "U2"})
     assert settings.slack_api_url == "http://127.0.0.1:9/api/"
-    assert settings.confluent_cloud_api_url == "http://127.0.0.1:9"
+
+
+def test_providers_read_their_own_variables_from_the_environment_kept_out_of_the_repr() -> None:
+    settings = Settings.from_mapping({**BASE, "SOME_PROVIDER_TOKEN": "provider-secret-value"})
+    assert settings.environment["SOME_PROVIDER_TOKEN"] == "provider-secret-value"
+    assert "provider-secret-value" not in repr(settings)
 
 
 @pytest.mark.parametrize("port", ["abc", "70000"])

@@ -218,3 +218,17 @@ async def test_an_address_httpx_cannot_use_is_invalid_input() -> None:
 
     result = await Toy().verify({"user": "u", "token": Secret(SECRET_TEXT)}, client(refuse))
     assert result.outcome is Outcome.INVALID_INPUT
+
+
+def test_the_credential_hint_is_the_masked_hint_field_by_default() -> None:
+    class Hinted(Toy):
+        hint_field = "token"
+
+    values = Hinted().clean({"user": "u", "token": Secret("tok-ABCDEFGHIJKL")})
+    assert Hinted().credential_hint(values) == Secret("tok-ABCDEFGHIJKL").masked()
+    assert Hinted().credential_hint({"user": "u"}) is None
+    assert Toy().credential_hint(values) is None
+
+
+def test_a_provider_needs_no_settings_by_default() -> None:
+    assert isinstance(Toy.from_environment({"ANYTHING": "x"}), Toy)

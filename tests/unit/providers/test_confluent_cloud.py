@@ -13,6 +13,7 @@ import pytest
 from bot.providers.base import Outcome, Verification
 from bot.providers.confluent_cloud import ConfluentCloud, RetryPolicy, secret_checksum_ok
 from bot.redaction import Secret
+from bot.settings import ConfigError
 from tests.fakes.confluent_api import (
     FakeConfluent,
     cloud_error,
@@ -183,6 +184,14 @@ def test_declares_the_confluent_form() -> None:
 
 def test_api_url_loses_its_trailing_slash() -> None:
     assert ConfluentCloud("http://127.0.0.1:9/").api_url == "http://127.0.0.1:9"
+
+
+def test_the_api_url_comes_from_its_own_variable() -> None:
+    assert ConfluentCloud.from_environment({}).api_url == "https://api.confluent.cloud"
+    configured = ConfluentCloud.from_environment({"CONFLUENT_CLOUD_API_URL": " http://127.0.0.1:9/ "})
+    assert configured.api_url == "http://127.0.0.1:9"
+    with pytest.raises(ConfigError, match="CONFLUENT_CLOUD_API_URL"):
+        ConfluentCloud.from_environment({"CONFLUENT_CLOUD_API_URL": "api.confluent.cloud"})
 
 
 # --- clean -------------------------------------------------------------------------------------------

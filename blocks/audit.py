@@ -129,7 +129,7 @@ def audit_usage_reply() -> dict[str, Any]:
     """Told when ``/connections audit`` came without a name."""
     return _reply(
         "Which connection? Type `/connections audit <name>`, for example "
-        "`/connections audit Production Confluent Cloud`. Only admins of connections can see it."
+        "`/connections audit Production warehouse`. Only admins of connections can see it."
     )
 
 

@@ -30,7 +30,7 @@ T = TypeVar("T")
 
 def name_key(name: str) -> str:
     """The form under which names are compared: whitespace collapsed and Unicode case folded, so
-    "Prod  Kafka", "prod kafka" and "PROD KAFKA" are one name in a workspace. Computed here rather
+    "Prod  Warehouse", "prod warehouse" and "PROD WAREHOUSE" are one name in a workspace. Computed here rather
     than with the database's lower(), which folds only ASCII on SQLite."""
     return " ".join(name.split()).casefold()
 

@@ -131,9 +131,9 @@ class Provider(ABC):
     """Base class of every provider plug-in."""
 
     key: str
-    """Stable identifier, stored with each connection (``confluent_cloud``)."""
+    """Stable identifier, stored with each connection (``acme_stream``)."""
     title: str
-    """Human name ("Confluent Cloud"); the modal is titled "Create <title>"."""
+    """Human name ("Acme Stream"); the modal is titled "Create <title>"."""
     description: str
     """One line for the provider card."""
     name_examples: tuple[str, ...] = ()

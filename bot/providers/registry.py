@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 from bot.providers.base import Provider
 from bot.providers.confluent_cloud import ConfluentCloud
+from bot.providers.redshift import Redshift
 from bot.settings import Settings
 
 __all__ = ["PROVIDERS", "ProviderRegistry", "UnknownProvider", "build_registry"]
@@ -49,7 +50,7 @@ class ProviderRegistry:
         raise UnknownProvider(key)
 
 
-PROVIDERS: tuple[type[Provider], ...] = (ConfluentCloud,)
+PROVIDERS: tuple[type[Provider], ...] = (ConfluentCloud, Redshift)
 """Every provider plug-in, in the order of their cards."""
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from bot import ids
 from bot.domain import Status
+from bot.providers.registry import PROVIDERS
 from tests.e2e.conftest import Bot, CloudKey
 from tests.e2e.helpers import (
     form_values,
@@ -24,7 +25,7 @@ from tests.e2e.helpers import (
 from tests.fakes.confluent_api import new_api_key, new_api_secret
 
 
-def test_connections_lists_the_provider_card_and_no_connections_yet(bot: Bot) -> None:
+def test_connections_lists_the_provider_cards_and_no_connections_yet(bot: Bot) -> None:
     response = bot.sender.command("")
     assert response.status_code == 200
     bot.slack.wait_for_hook()
@@ -39,7 +40,9 @@ def test_connections_lists_the_provider_card_and_no_connections_yet(bot: Bot) ->
         for element in [block.get("accessory") or {}]
         if element.get("action_id") == ids.ACTION_CONNECT
     ]
-    assert [c["value"] for c in connect] == ["confluent_cloud"]
+    # One card per provider, in the registry's order, each with its Connect button.
+    assert [c["value"] for c in connect] == [provider.key for provider in PROVIDERS]
+    assert all(provider.title in text for provider in PROVIDERS)
     assert "no connections yet" in text.lower()
 
 

@@ -1,0 +1,270 @@
+"""What the Redshift provider says about failures: connect errors read by their text, and hints.
+
+psycopg 3 gives no SQLSTATE for a failed connection (specs/redshift/README.md §2), so a connect
+error is classified by libpq's and the server's message (§3): Redshift and PostgreSQL word the
+errors that matter here alike. The server's own words are shown to the user only when they cannot
+hold the password.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from bot.providers.base import Outcome, Probe
+from bot.redaction import redact
+
+__all__ = [
+    "BUSY_HINT",
+    "PROVIDER_ERROR_HINT",
+    "TLS_HINTS",
+    "UNREACHABLE_HINTS",
+    "ConnectFailure",
+    "Target",
+    "classify_connect_error",
+    "quote_ident",
+    "schema_missing_hint",
+    "server_said",
+    "temp_hint",
+    "usage_hint",
+]
+
+_SAID_MAX = 200
+
+# --- hints -----------------------------------------------------------------------------------
+
+UNREACHABLE_HINTS = (
+    "Make the cluster or workgroup publicly accessible (in the Redshift console: Actions → Modify "
+    "publicly accessible setting), or it can only be reached from inside its VPC.",
+    "Add an inbound rule for TCP 5439 (or the port you use) from the bot's egress IP addresses to the "
+    "VPC security group of the cluster or workgroup; check network ACLs and firewalls on the way too.",
+    "Check that the cluster isn't paused: its status in the Redshift console should be Available.",
+)
+
+TLS_HINTS = (
+    "Use the endpoint host exactly as the Redshift console shows it, not an IP address, SSH tunnel, "
+    "VPC endpoint or alias: the server's certificate is checked against that name.",
+    "The bot trusts the system's root certificates, which include Amazon Trust Services (the issuer of "
+    "Redshift's certificates); a server without TLS, or with a certificate no trusted CA issued, is "
+    "refused.",
+)
+
+_PASSWORD_HINT = (
+    "User or password rejected. Check the password: paste it exactly as it was set, special characters "
+    "as they are (not URL-encoded, no quotes around it)."
+)
+_USER_HINT = (
+    "Confirm that the user exists (an admin can run `SELECT usename FROM pg_user;`). It is a database "
+    "user made with CREATE USER … PASSWORD, not an IAM user."
+)
+_DATABASE_HINT = (
+    "Database not found. The default database is usually dev; an admin can list them with "
+    "`SELECT datname FROM pg_database;`."
+)
+_DNS_HINT = (
+    "Host not found: copy the endpoint again from the Redshift console (the cluster's General "
+    "information, or the workgroup's page). A deleted or renamed cluster has a new endpoint."
+)
+_DNS_LATER_HINT = "The bot's DNS lookup failed for now; try again in a minute."
+_REFUSED_HINT = (
+    "Something at that address refused the connection: check the port (5439 unless it was changed). "
+    "A security group drops unwanted connections rather than refusing them."
+)
+_HBA_HINT = (
+    "The server refuses this user from the bot's address (its host-based access rules); ask its admin "
+    "to allow the bot's egress IP addresses."
+)
+_SSL_OFF_HINT = (
+    "The server requires TLS, but REDSHIFT_SSLMODE=disable turned it off for the bot; that setting is "
+    "for tests only: remove it."
+)
+_NOT_ACCEPTING_HINT = (
+    "The database doesn't accept connections right now (maintenance, resize or restore); try again later."
+)
+PROVIDER_ERROR_HINT = (
+    "Redshift answered with an error the bot didn't expect; try again in a minute. If it persists, look "
+    "at the cluster's or workgroup's status in the Redshift console."
+)
+BUSY_HINT = (
+    "Redshift took too long to answer simple questions; queries may be waiting in a busy WLM queue. "
+    "Try again when the cluster is less busy."
+)
+
+
+def quote_ident(name: str) -> str:
+    """``name`` as SQL would need it in a GRANT: bare when it is a plain lower-case identifier."""
+    if re.fullmatch(r"[a-z_][a-z0-9_$]*", name):
+        return name
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _rate_limit_hint(user: str) -> str:
+    return (
+        "The connection limit is reached, not a problem with the credentials: close idle sessions, or "
+        f"raise the user's limit with `ALTER USER {quote_ident(user)} CONNECTION LIMIT n;`, then try "
+        "again. Redshift allows up to 2,000 connections on RA3 nodes and Serverless."
+    )
+
+
+def _connect_hint(database: str, user: str) -> str:
+    return (
+        f"The user may not connect to this database: an admin can run `GRANT CONNECT ON DATABASE "
+        f"{quote_ident(database)} TO {quote_ident(user)};`, or use a database the user may use."
+    )
+
+
+def temp_hint(database: str, user: str) -> str:
+    return (
+        f"`GRANT TEMP ON DATABASE {quote_ident(database)} TO {quote_ident(user)};` lets the user create "
+        "temporary tables, which many tools need."
+    )
+
+
+def usage_hint(schema: str, user: str) -> str:
+    s, u = quote_ident(schema), quote_ident(user)
+    return (
+        f"`GRANT USAGE ON SCHEMA {s} TO {u}; GRANT SELECT ON ALL TABLES IN SCHEMA {s} TO {u};` lets the "
+        f"user read schema {schema} (add `GRANT CREATE ON SCHEMA {s} TO {u};` if it writes there)."
+    )
+
+
+def schema_missing_hint(schema: str, database: str) -> str:
+    return (
+        f"There is no schema {schema} in database {database}: check the spelling (names are "
+        "case-sensitive) and the database."
+    )
+
+
+# --- connect errors --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a verification connects, as the user entered it (the names shown in messages)."""
+
+    host: str
+    port: int
+    database: str
+    user: str
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ConnectFailure:
+    probe: Probe
+    kind: str
+    """A short label for logs (never the error's text)."""
+    transient: bool = False
+    """Worth one more attempt: the server said "not now" in a way we don't know better."""
+
+
+def server_said(message: str, password: str) -> str:
+    """The server's own words from a psycopg error, on one line, or "" when they could hold the
+    password (then nothing of them is shown)."""
+    if password and password in message:
+        return ""
+    text = redact(message)
+    for marker in ("FATAL:", "ERROR:"):
+        at = text.rfind(marker)
+        if at >= 0:
+            text = text[at + len(marker) :]
+            break
+    else:
+        text = text.rsplit("failed: ", 1)[-1]
+    text = " ".join(text.split())
+    if len(text) > _SAID_MAX:
+        text = text[: _SAID_MAX - 1].rstrip() + "…"
+    return text
+
+
+def _with_said(what: str, said: str) -> str:
+    if not said:
+        return f"{what}."
+    return f"{what}. It said: {said}" + ("" if said.endswith((".", "!", "?")) else ".")
+
+
+def classify_connect_error(
+    message: str, target: Target, password: str, *, tls_enabled: bool
+) -> ConnectFailure:
+    """Map the text of a failed connection attempt to an outcome with its hints."""
+    text = message.lower()
+    # Quoted names (host, user, database) must not decide the kind: a host may be called "ssl-1".
+    bare = re.sub(r'"[^"]*"', '""', text)
+    said = server_said(message, password)
+    where = target.address
+
+    def fail(
+        outcome: Outcome, kind: str, summary: str, hints: tuple[str, ...], *, transient: bool = False
+    ) -> ConnectFailure:
+        return ConnectFailure(Probe(outcome, summary, hints=hints), kind, transient)
+
+    if "failed to resolve host" in text or "could not translate host name" in text:
+        if "temporary failure" in text or "try again" in text:
+            return fail(
+                Outcome.UNREACHABLE,
+                "dns-unavailable",
+                f"We couldn't look up {target.host} right now (a temporary DNS failure).",
+                (_DNS_LATER_HINT, *UNREACHABLE_HINTS),
+            )
+        return fail(Outcome.INVALID_INPUT, "dns", f"The host {target.host} does not exist.", (_DNS_HINT,))
+    if "password authentication failed" in text or "authentication failed" in text:
+        summary = _with_said(f"Amazon Redshift rejected the user {target.user} or its password", said)
+        return fail(Outcome.UNAUTHORIZED, "auth", summary, (_PASSWORD_HINT, _USER_HINT))
+    if re.search(r'role ".*" does not exist', text) or "no password supplied" in text:
+        summary = _with_said(f"Amazon Redshift doesn't accept the user {target.user}", said)
+        return fail(Outcome.UNAUTHORIZED, "auth", summary, (_USER_HINT, _PASSWORD_HINT))
+    if re.search(r'database ".*" does not exist', text):
+        summary = _with_said(f"There is no database {target.database} at {target.host}", said)
+        return fail(Outcome.INVALID_INPUT, "database", summary, (_DATABASE_HINT,))
+    if "permission denied for database" in text:
+        summary = _with_said(f"The user {target.user} may not connect to {target.database}", said)
+        return fail(
+            Outcome.FORBIDDEN, "connect-privilege", summary, (_connect_hint(target.database, target.user),)
+        )
+    if (
+        "too many connections" in text
+        or "connection limit exceeded" in text
+        or "remaining connection slots are reserved" in text
+    ):
+        summary = _with_said("Amazon Redshift has no connection to spare right now", said)
+        return fail(Outcome.RATE_LIMITED, "connection-limit", summary, (_rate_limit_hint(target.user),))
+    if "no pg_hba.conf entry" in text:
+        if "ssl off" in text or "no encryption" in text:
+            summary = f"{where} only accepts connections over TLS."
+            return fail(Outcome.UNREACHABLE, "tls-required", summary, (_SSL_OFF_HINT, *TLS_HINTS))
+        summary = _with_said(f"{target.host} refuses the user {target.user} from the bot's address", said)
+        return fail(Outcome.FORBIDDEN, "host-rules", summary, (_HBA_HINT,))
+    if "not currently accepting connections" in text:
+        summary = _with_said(f"The database {target.database} isn't accepting connections", said)
+        return fail(Outcome.PROVIDER_ERROR, "not-accepting", summary, (_NOT_ACCEPTING_HINT,), transient=True)
+    if tls_enabled and any(
+        word in bare for word in ("ssl", "certificate", "tls", "does not match host name", "sslrootcert")
+    ):
+        if "does not support ssl" in bare:
+            reason = "it doesn't offer TLS"
+        elif "does not match host name" in bare:
+            reason = "its certificate is for another name"
+        elif "certificate" in bare:
+            reason = "its certificate couldn't be verified"
+        else:
+            reason = "the TLS handshake failed"
+        return fail(
+            Outcome.UNREACHABLE, "tls", f"We couldn't connect to {where} securely: {reason}.", TLS_HINTS
+        )
+    if "timeout expired" in bare or "timed out" in bare:
+        summary = f"{where} didn't answer in time (the connection timed out)."
+        return fail(Outcome.UNREACHABLE, "timeout", summary, UNREACHABLE_HINTS)
+    if "connection refused" in bare:
+        summary = f"{where} refused the connection."
+        return fail(Outcome.UNREACHABLE, "refused", summary, (_REFUSED_HINT, *UNREACHABLE_HINTS))
+    if any(
+        phrase in bare
+        for phrase in ("no route to host", "network is unreachable", "could not connect", "host is down")
+    ):
+        summary = f"We couldn't reach {where}."
+        return fail(Outcome.UNREACHABLE, "network", summary, UNREACHABLE_HINTS)
+    summary = _with_said(f"Amazon Redshift at {where} didn't let us connect", said)
+    return fail(Outcome.PROVIDER_ERROR, "other", summary, (PROVIDER_ERROR_HINT,), transient=True)

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from bot.providers.base import Provider
 from bot.providers.confluent_cloud import ConfluentCloud
 from bot.providers.redshift import Redshift
+from bot.providers.snowflake import Snowflake
 from bot.settings import Settings
 
 __all__ = ["PROVIDERS", "ProviderRegistry", "UnknownProvider", "build_registry"]
@@ -50,7 +51,7 @@ class ProviderRegistry:
         raise UnknownProvider(key)
 
 
-PROVIDERS: tuple[type[Provider], ...] = (ConfluentCloud, Redshift)
+PROVIDERS: tuple[type[Provider], ...] = (ConfluentCloud, Snowflake, Redshift)
 """Every provider plug-in, in the order of their cards."""
 
 

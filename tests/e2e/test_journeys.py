@@ -11,11 +11,11 @@ from __future__ import annotations
 import io
 import secrets
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from psycopg import sql
 
 from bot import ids
@@ -29,9 +29,11 @@ from tests.e2e.test_rotation import connection, rotation_request_calls, rotation
 from tests.e2e.test_security import assert_not_leaked
 from tests.fakes.confluent_api import FakeConfluent, new_api_key, new_api_secret
 from tests.fakes.slack_api import FakeSlack, Message
+from tests.fakes.snowflake_api import FakeSnowflake, new_rsa_key
 from tests.support.databases import dump_database_text
 from tests.support.private_postgres import PrivatePostgres
 from tests.support.private_postgres import private_postgres_server as private_postgres_server
+from tests.support.servers import serve_asgi
 from tests.support.slack_requests import CHANNEL_ID, find_action
 
 ALERTS = ADMIN_CHANNEL
@@ -118,7 +120,37 @@ class RedshiftDriver:
         self.server.execute(statement)
 
 
-DriverFactory = Callable[[], AbstractContextManager[Driver]]
+class SnowflakeDriver:
+    """The fake SQL API on loopback; SNOWFLAKE_API_URL sends each account to its path prefix."""
+
+    key = "snowflake"
+    account_name = "myorg-journey"
+    user_name = "SVC_JOURNEY"
+
+    def __init__(self, fake: FakeSnowflake, url: str) -> None:
+        self.fake, self.url = fake, url
+        self.account = fake.add_account(self.account_name)
+        self.user = fake.add_user(self.account, self.user_name)
+
+    def env(self) -> dict[str, str]:
+        return {"SNOWFLAKE_API_URL": f"{self.url}/{{account}}"}
+
+    def new_credential(self) -> Credential:
+        # A second key goes into the user's other slot, as RSA_PUBLIC_KEY_2 is used for rotation.
+        key = new_rsa_key()
+        self.user.public_keys.append(key.public_key())
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
+        values = {"account": self.account_name, "user": self.user_name, "private_key": pem}
+        # The whole key, and one line of it: a partial leak must show too.
+        return Credential(values, [pem, pem.splitlines()[5]])
+
+    def break_(self, credential: Credential) -> None:
+        pem = credential.values["private_key"].encode()
+        public = serialization.load_pem_private_key(pem, password=None).public_key()
+        numbers = public.public_numbers()  # type: ignore[union-attr]
+        self.user.public_keys[:] = [k for k in self.user.public_keys if k.public_numbers() != numbers]
 
 
 @pytest.fixture(params=[p.key for p in PROVIDERS])
@@ -127,6 +159,10 @@ def driver(request: pytest.FixtureRequest, fake_confluent: tuple[FakeConfluent, 
         yield ConfluentDriver(*fake_confluent)
     elif request.param == "redshift":
         yield RedshiftDriver(request.getfixturevalue("private_postgres"))
+    elif request.param == "snowflake":
+        fake = FakeSnowflake()
+        with serve_asgi(fake.app) as url:
+            yield SnowflakeDriver(fake, url)
     else:
         raise AssertionError(f"no journey driver for provider {request.param!r}: add one here")
 

@@ -1,0 +1,323 @@
+"""What the Snowflake provider says about failures: the SQL API's error bodies, and the hints for
+each kind of failure (specs/snowflake/README.md §4 and §5).
+
+The SQL API answers errors with ``{"code", "message", "sqlState"?, "statementHandle"?, …}``
+(QueryStatus / QueryFailureStatus); authentication failures may carry only ``code`` and
+``message``, and a 429 or a gateway's 5xx may have no body at all. Codes are matched first, the
+HTTP status second, because Snowflake documents the codes better than the statuses they come with.
+Text taken from a response is trimmed to one short line and never taken from a non-JSON body.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from bot.redaction import MASK, redact
+
+__all__ = [
+    "CODE_JWT_INVALID",
+    "CODE_NETWORK_POLICY",
+    "CODE_NO_WAREHOUSE",
+    "CODE_OBJECT_MISSING",
+    "CODE_ROLE_NOT_ALLOWED",
+    "CODE_ROLE_NOT_GRANTED",
+    "CODE_STATEMENT_TIMEOUT",
+    "CODE_USER_DISABLED",
+    "CODE_USER_LOCKED",
+    "CODE_WAREHOUSE_AT_LOGIN",
+    "KEY_WONT_LOAD",
+    "PASSWORD_REFUSED",
+    "UNREACHABLE_HINTS",
+    "ApiError",
+    "account_not_found_hints",
+    "api_forbidden_hints",
+    "database_hint",
+    "disabled_hints",
+    "key_rejected_hints",
+    "locked_hints",
+    "login_failure_id",
+    "network_policy_hints",
+    "parse_error",
+    "provider_error_hints",
+    "rate_limited_hints",
+    "role_hints",
+    "scrub",
+    "seen_address",
+    "slow_hints",
+    "token_rejected_hints",
+    "warehouse_case_hint",
+    "warehouse_hint",
+]
+
+CODE_JWT_INVALID = "390144"
+CODE_USER_DISABLED = "390101"
+CODE_USER_LOCKED = "390102"
+CODE_ROLE_NOT_GRANTED = "390189"
+CODE_ROLE_NOT_ALLOWED = "390186"  # seen for scoped OAuth; the same fix
+CODE_NETWORK_POLICY = "390422"
+CODE_WAREHOUSE_AT_LOGIN = "390201"
+CODE_NO_WAREHOUSE = "000606"
+CODE_OBJECT_MISSING = "002003"
+CODE_STATEMENT_TIMEOUT = "000630"
+
+_MAX_TEXT = 300
+_MAX_KEPT = 4000  # what is kept of a message until it is scrubbed, then cut to _MAX_TEXT
+_FAILURE_ID = re.compile(r"\[([0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})\]")
+_ADDRESS = re.compile(
+    r"(?<![\w.:])([0-9]{1,3}(?:\.[0-9]{1,3}){3}|[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7})(?![\w.:])"
+)
+
+# --- hints -----------------------------------------------------------------------------------
+
+PASSWORD_REFUSED = (
+    "That looks like a password, not a token. Snowflake is blocking single-factor password sign-in "
+    "(fully enforced by October 2026) and its SQL API never takes passwords. Use a key pair instead: "
+    "create one with openssl genrsa 2048 | openssl pkcs8 -topk8 -nocrypt -out rsa_key.p8, have an admin "
+    "register the public key (openssl rsa -in rsa_key.p8 -pubout) with ALTER USER … SET "
+    "RSA_PUBLIC_KEY='MIIB…', and paste rsa_key.p8 under Private key. A programmatic access token works too."
+)
+
+KEY_WONT_LOAD = (
+    "Paste the PKCS#8 PEM file (BEGIN PRIVATE KEY, or BEGIN ENCRYPTED PRIVATE KEY with its "
+    "passphrase): an RSA key of at least 2048 bits."
+)
+
+_ACCOUNT_FORMS = (
+    "Use the account identifier from Snowsight (account menu → View account details): "
+    "`orgname-account_name`, or the full account locator with its region, like `xy12345.us-east-2.aws`."
+)
+
+UNREACHABLE_HINTS = (
+    "We couldn't reach Snowflake. Check the account identifier: a wrong one often has no address at all. "
+    + _ACCOUNT_FORMS,
+    "Accounts that allow only private connectivity (PrivateLink) can't be reached from the bot unless "
+    "its operator points it there.",
+    "If this keeps happening for every connection, the bot's own network or proxy may be blocking "
+    "snowflakecomputing.com.",
+)
+
+
+def account_not_found_hints(custom_url: bool) -> tuple[str, ...]:
+    hints = ["Snowflake doesn't know this account. " + _ACCOUNT_FORMS]
+    hints.append(
+        "A bare locator (`xy12345`) works only for AWS us-west-2; elsewhere add the region and "
+        "cloud, like `xy12345.east-us-2.azure`."
+    )
+    if custom_url:
+        hints.append("The bot reaches Snowflake through a configured address; its operator can check it.")
+    return tuple(hints)
+
+
+def key_rejected_hints(user: str, fingerprint: str, failure_id: str | None) -> tuple[str, ...]:
+    return (
+        f"Snowflake didn't accept the key for this user. Run `DESC USER {user}` and compare "
+        f"RSA_PUBLIC_KEY_FP (and RSA_PUBLIC_KEY_2_FP) with this key's fingerprint `{fingerprint}`.",
+        f"If they differ, register this key: `ALTER USER {user} SET RSA_PUBLIC_KEY='MIIB…'` (the public "
+        "key without its BEGIN/END lines; use RSA_PUBLIC_KEY_2 to rotate without downtime).",
+        "If the fingerprint matches, check the account identifier (`orgname-account_name`, no region) and "
+        "the login name: the same key on another account or user is rejected the same way.",
+        _failure_details(failure_id),
+    )
+
+
+def token_rejected_hints(user: str, failure_id: str | None) -> tuple[str, ...]:
+    return (
+        "Snowflake didn't accept the programmatic access token. Check that it was copied whole and "
+        f"hasn't expired (15 days by default) or been removed: `SHOW USER PATS FOR USER {user}`.",
+        "A token works only for the user it was created for, on its own account: check the login name "
+        "and the account identifier.",
+        "A token with a role restriction stops working when that role is revoked from the user.",
+        _failure_details(failure_id),
+    )
+
+
+def _failure_details(failure_id: str | None) -> str:
+    if failure_id:
+        return (
+            "An admin can see the exact reason with "
+            f"`SELECT SYSTEM$GET_LOGIN_FAILURE_DETAILS('{failure_id}');` (for a few hours after the attempt)."
+        )
+    return "An admin can look for the failed sign-in in the LOGIN_HISTORY of the account."
+
+
+def disabled_hints(user: str) -> tuple[str, ...]:
+    return (f"The user is disabled. An admin can enable it with `ALTER USER {user} SET DISABLED = FALSE`.",)
+
+
+def locked_hints(user: str) -> tuple[str, ...]:
+    return (
+        "The user is locked after too many failed sign-ins. Wait 15 minutes, or ask an admin to run "
+        f"`ALTER USER {user} SET MINS_TO_UNLOCK = 0`.",
+    )
+
+
+def network_policy_hints(address: str | None, token: bool) -> tuple[str, ...]:
+    where = f" ({address}, the address Snowflake saw)" if address else ""
+    hints = [
+        f"A network policy blocks the bot's address{where}. Ask an admin to add the bot's egress "
+        "address to the network policy that applies to this user (`NETWORK_POLICY` in `DESC USER`) "
+        "or to the account.",
+    ]
+    if token:
+        hints.append(
+            "Programmatic access tokens are only accepted from users under a network policy, so the "
+            "policy must allow the bot rather than be removed."
+        )
+    return tuple(hints)
+
+
+def role_hints(role: str | None, user: str, token: bool) -> tuple[str, ...]:
+    target = role or "<role>"
+    hints = [
+        f"The role isn't granted to this user: `GRANT ROLE {target} TO USER {user}`, "
+        "or leave Role empty to use the user's default role.",
+    ]
+    if token:
+        hints.append(
+            "A token with a role restriction works only with that role: leave Role empty, or use the "
+            "role in ROLE_RESTRICTION (`SHOW USER PATS FOR USER " + user + "`)."
+        )
+    return tuple(hints)
+
+
+def warehouse_hint(warehouse: str, role: str) -> str:
+    return (
+        f"Warehouse {warehouse} doesn't exist or role {role} can't use it: `GRANT USAGE ON WAREHOUSE "
+        f"{warehouse} TO ROLE {role}`, and check the name (case matters for names in double quotes)."
+    )
+
+
+def warehouse_case_hint(typed: str, found: str) -> str:
+    return (
+        f"There is a warehouse named {found}, which differs from {typed} only in case: enter it as "
+        f"{found} (names in double quotes keep their case; others are upper-cased)."
+    )
+
+
+def database_hint(database: str, role: str) -> str:
+    return (
+        f"Database {database} doesn't exist or role {role} can't use it: `GRANT USAGE ON DATABASE "
+        f"{database} TO ROLE {role}` (and USAGE on its schemas, SELECT on tables, as needed)."
+    )
+
+
+def api_forbidden_hints() -> tuple[str, ...]:
+    return (
+        "Snowflake refused the request. The SQL API may be turned off for this account, or an "
+        "account-level policy blocks it; ask an admin.",
+        "Check the account identifier too. " + _ACCOUNT_FORMS,
+    )
+
+
+def rate_limited_hints(wait_seconds: float | None) -> tuple[str, ...]:
+    when = f"in about {_duration(wait_seconds)}" if wait_seconds else "in a minute"
+    return (f"Snowflake is rate-limiting requests for this account; try again {when}.",)
+
+
+def provider_error_hints(reference: str | None) -> tuple[str, ...]:
+    ref = f" (request {reference})" if reference else ""
+    return (
+        f"Snowflake returned a server error{ref}; try again later.",
+        "If it keeps failing, check https://status.snowflake.com and give Snowflake support the request id.",
+    )
+
+
+def slow_hints(seconds: float) -> tuple[str, ...]:
+    return (
+        f"Snowflake accepted the request but hadn't finished the check after {seconds:.0f} seconds; "
+        "the account may be busy. Try again in a minute.",
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{round(seconds)} seconds"
+    return f"{round(seconds / 60)} minutes"
+
+
+# --- error parsing ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ApiError:
+    """What a non-success response said."""
+
+    status: int
+    code: str | None = None
+    message: str | None = None
+    sql_state: str | None = None
+    statement_handle: str | None = None
+
+    @property
+    def text(self) -> str:
+        if self.message:
+            return self.message
+        return f"HTTP {self.status} {httpx.codes.get_reason_phrase(self.status)}".strip()
+
+
+def parse_error(response: httpx.Response) -> ApiError:
+    """Read the SQL API's error body; fall back to the HTTP status text."""
+    body = _json_body(response)
+    if not isinstance(body, dict):
+        return ApiError(status=response.status_code)
+    return ApiError(
+        status=response.status_code,
+        code=_text(body.get("code")),
+        message=_text(body.get("message")),
+        sql_state=_text(body.get("sqlState")),
+        statement_handle=_text(body.get("statementHandle")),
+    )
+
+
+def _json_body(response: httpx.Response) -> Any:
+    content_type = response.headers.get("content-type", "").lower()
+    if "json" not in content_type or not response.content:
+        return None
+    try:
+        return json.loads(response.content)
+    except ValueError:
+        return None
+
+
+def _text(value: object) -> str | None:
+    if value is None or isinstance(value, dict | list | bool):
+        return None
+    text = " ".join(str(value).split())
+    return text[:_MAX_KEPT] or None
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= _MAX_TEXT else text[: _MAX_TEXT - 1] + "…"
+
+
+def login_failure_id(message: str | None) -> str | None:
+    """The ``[uuid]`` Snowflake appends to a failed sign-in, for SYSTEM$GET_LOGIN_FAILURE_DETAILS."""
+    found = _FAILURE_ID.search(message or "")
+    return found.group(1) if found else None
+
+
+def seen_address(message: str | None) -> str | None:
+    """The client address a 390422 message names ("Incoming request with IP/Token a.b.c.d …")."""
+    for candidate in _ADDRESS.findall(message or ""):
+        try:
+            return str(ipaddress.ip_address(candidate))
+        except ValueError:
+            continue
+    return None
+
+
+def scrub(text: str, values: Iterable[str]) -> str:
+    """Remove credential values from text that came from Snowflake, in case it echoes them (the ones
+    given, and every secret the process holds: bot.redaction), then shorten it to one short line.
+    Scrubbing comes first, so a cut can't leave part of a value behind."""
+    for value in values:
+        if len(value) >= 4:
+            text = text.replace(value, MASK)
+    return _shorten(redact(text))

@@ -1,0 +1,345 @@
+"""Snowflake key pairs: reading a pasted PKCS#8 PEM, its public-key fingerprint, and the key-pair
+JWT the SQL API takes (specs/snowflake/README.md §2 and §3).
+
+Everything here is offline and raises :class:`KeyProblem` with a message that is safe to show:
+never a byte of the key or the passphrase, never the text of a cryptography exception.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from dataclasses import dataclass, field
+
+import jwt
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import dh, dsa, ec, ed448, ed25519, rsa, x448, x25519
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+
+__all__ = [
+    "JWT_LIFETIME_SECONDS",
+    "MAX_KDF_ROUNDS",
+    "MIN_RSA_BITS",
+    "KeyPair",
+    "KeyProblem",
+    "fingerprint_of",
+    "kdf_problem",
+    "load_key_pair",
+    "looks_like_token",
+    "mint_jwt",
+    "normalise_pem",
+]
+
+MIN_RSA_BITS = 2048
+JWT_LIFETIME_SECONDS = 60
+"""Snowflake refuses a JWT that arrives more than 60 s after its ``iat`` (LFD 394302), so one is
+minted per request and a longer ``exp`` would buy nothing."""
+MAX_KDF_ROUNDS = 2_000_000
+"""The most PBKDF2 rounds we run to open an encrypted key: about a quarter of a second. OpenSSL
+uses 2048 by default; a key asking for millions would stall the bot while it decrypts."""
+_MAX_SCRYPT_WORK = 2**20  # N * r * p; OpenSSL's default (N=16384, r=8, p=1) is 2**17
+_MAX_PEM_CHARS = 16_000
+
+_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]{1,40})-----(.*?)-----END \1-----", re.DOTALL)
+_QUOTES = {'"': '"', "'": "'", "`": "`", "“": "”", "‘": "’"}
+_TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+
+MAKE_KEY = (
+    "openssl genrsa 2048 | openssl pkcs8 -topk8 -v2 aes-256-cbc -out rsa_key.p8 "
+    "(or -nocrypt instead of -v2 aes-256-cbc for a key without a passphrase)"
+)
+_TO_PKCS8 = (
+    "Convert it to PKCS#8 with openssl pkcs8 -topk8 -v2 aes-256-cbc -in rsa_key.pem -out rsa_key.p8 "
+    "(or -nocrypt for no passphrase) and paste rsa_key.p8; the fingerprint stays the same."
+)
+_NOT_RSA = "Snowflake key-pair sign-in here needs an RSA key of at least 2048 bits. Create one with "
+
+
+class KeyProblem(ValueError):
+    """A pasted key that can't be used; ``field`` is the form field to show ``message`` on."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """A loaded RSA private key and what identifies it publicly."""
+
+    private_key: rsa.RSAPrivateKey = field(repr=False)
+    fingerprint: str
+    """``SHA256:<base64>``, what ``DESC USER`` shows as RSA_PUBLIC_KEY_FP."""
+    bits: int
+
+
+def fingerprint_of(public_key: PublicKeyTypes) -> str:
+    """``SHA256:`` + base64 of the SHA-256 of the DER SubjectPublicKeyInfo (README §2)."""
+    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return "SHA256:" + base64.b64encode(hashlib.sha256(der).digest()).decode()
+
+
+def looks_like_token(text: str) -> bool:
+    """Three dot-separated base64url parts: the shape of a JWT, which a PAT has."""
+    return bool(_TOKEN_SHAPE.fullmatch(text))
+
+
+def normalise_pem(text: str) -> str:
+    """Undo what copying does to a PEM: surrounding quotes, ``\\r``, literal ``\\n`` escapes (from
+    an .env file or JSON), and a body whose line breaks became spaces (a one-line field)."""
+    text = text.strip()
+    while len(text) >= 2 and _QUOTES.get(text[0]) == text[-1]:
+        text = text[1:-1].strip()
+    text = text.replace("\r", "").replace("\\n", "\n")
+
+    def rewrap(match: re.Match[str]) -> str:
+        label, body = match.group(1), match.group(2)
+        if ":" in body:  # RFC 1421 headers (an encrypted PKCS#1 key): leave it for the check to name
+            return match.group(0)
+        joined = "".join(body.split())
+        lines = [joined[i : i + 64] for i in range(0, len(joined), 64)]
+        return "\n".join([f"-----BEGIN {label}-----", *lines, f"-----END {label}-----"])
+
+    return _BLOCK.sub(rewrap, text)
+
+
+def load_key_pair(pem: str, passphrase: str) -> KeyPair:
+    """Read a PKCS#8 RSA private key (encrypted or not); raise :class:`KeyProblem` saying why not."""
+    if len(pem) > _MAX_PEM_CHARS:
+        raise KeyProblem("private_key", "That is far longer than a private key; paste only the key file.")
+    blocks = _BLOCK.findall(pem)
+    if not blocks:
+        raise KeyProblem("private_key", _no_pem_problem(pem))
+    if len(blocks) > 1:
+        labels = ", ".join(label for label, _ in blocks)
+        raise KeyProblem(
+            "private_key", f"Paste only the private key: this holds {len(blocks)} PEM blocks ({labels})."
+        )
+    label, body = blocks[0]
+    encrypted = _check_label(label)
+    try:
+        der = base64.b64decode("".join(body.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise KeyProblem("private_key", _DAMAGED) from None
+    if encrypted and not passphrase:
+        raise KeyProblem(
+            "passphrase", "This key is encrypted (BEGIN ENCRYPTED PRIVATE KEY): enter its passphrase."
+        )
+    if not encrypted and passphrase:
+        raise KeyProblem("passphrase", "This key is not encrypted: leave the passphrase empty.")
+    if encrypted and (too_costly := kdf_problem(der)):
+        raise KeyProblem("private_key", too_costly)
+    try:
+        key = serialization.load_der_private_key(der, passphrase.encode() if encrypted else None)
+    except UnsupportedAlgorithm:
+        raise KeyProblem(
+            "private_key",
+            "This key is encrypted with a cipher we can't open. Re-encrypt it with "
+            "openssl pkcs8 -topk8 -v2 aes-256-cbc -in rsa_key.p8 -out rsa_key_new.p8 and paste that.",
+        ) from None
+    except (ValueError, TypeError):
+        if encrypted:
+            raise KeyProblem(
+                "passphrase",
+                "This passphrase doesn't open the key. Check it for typos: it is case-sensitive.",
+            ) from None
+        raise KeyProblem("private_key", _DAMAGED) from None
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise KeyProblem("private_key", f"This is {_kind_of(key)}. {_NOT_RSA}{MAKE_KEY}.")
+    if key.key_size < MIN_RSA_BITS:
+        raise KeyProblem(
+            "private_key",
+            f"This RSA key has {key.key_size} bits; Snowflake needs at least {MIN_RSA_BITS}. "
+            f"Create a new one with {MAKE_KEY}.",
+        )
+    return KeyPair(key, fingerprint_of(key.public_key()), key.key_size)
+
+
+_DAMAGED = (
+    "This key can't be read: it may be cut short or changed by copying. Paste the whole .p8 file "
+    "again, from -----BEGIN to -----END."
+)
+
+
+def _no_pem_problem(pem: str) -> str:
+    if "-----BEGIN" in pem:
+        return "The key is cut short: its -----END … line is missing. Paste the whole file."
+    if looks_like_token(pem):
+        return "This looks like a programmatic access token: paste it in the token field instead."
+    return (
+        "Paste the whole PEM file, with its -----BEGIN PRIVATE KEY----- and -----END PRIVATE KEY----- "
+        "lines (BEGIN ENCRYPTED PRIVATE KEY for a key with a passphrase)."
+    )
+
+
+def _check_label(label: str) -> bool:
+    """Whether the PEM label is an encrypted PKCS#8 key; raise for every label but PKCS#8's."""
+    if label == "PRIVATE KEY":
+        return False
+    if label == "ENCRYPTED PRIVATE KEY":
+        return True
+    if label == "RSA PRIVATE KEY":
+        raise KeyProblem(
+            "private_key", f"This key is in the older PKCS#1 format (BEGIN RSA PRIVATE KEY). {_TO_PKCS8}"
+        )
+    if label in ("PUBLIC KEY", "RSA PUBLIC KEY"):
+        raise KeyProblem(
+            "private_key",
+            "This is the public key. Paste the private key here; the public key is the one an "
+            "admin registers with ALTER USER … SET RSA_PUBLIC_KEY.",
+        )
+    if label == "OPENSSH PRIVATE KEY":
+        raise KeyProblem(
+            "private_key",
+            f"This is an OpenSSH key. Snowflake needs a PKCS#8 PEM RSA key: create one with {MAKE_KEY}.",
+        )
+    if label in ("EC PRIVATE KEY", "DSA PRIVATE KEY"):
+        kind = "an elliptic-curve (EC) key" if label.startswith("EC") else "a DSA key"
+        raise KeyProblem("private_key", f"This is {kind}. {_NOT_RSA}{MAKE_KEY}.")
+    raise KeyProblem(
+        "private_key", f"This is a {label.lower()}, not a private key. Paste the private key (.p8) file."
+    )
+
+
+def _kind_of(key: object) -> str:
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return "an elliptic-curve (EC) key"
+    if isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
+        return "an EdDSA key"
+    if isinstance(key, dsa.DSAPrivateKey):
+        return "a DSA key"
+    if isinstance(key, x25519.X25519PrivateKey | x448.X448PrivateKey | dh.DHPrivateKey):
+        return "a key-agreement key"
+    return "not an RSA key"
+
+
+# --- how much work opening an encrypted key takes ----------------------------------------------------
+
+_PBES2 = "1.2.840.113549.1.5.13"
+_PBKDF2 = "1.2.840.113549.1.5.12"
+_SCRYPT = "1.3.6.1.4.1.11591.4.11"
+# PBES1 (PKCS#5 v1.5) and PKCS#12 PBE schemes: their parameters are {salt, iterations}.
+_PBES1_PREFIXES = ("1.2.840.113549.1.5.", "1.2.840.113549.1.12.1.")
+_SEQUENCE, _OCTET_STRING, _INTEGER, _OID = 0x30, 0x04, 0x02, 0x06
+
+
+def kdf_problem(der: bytes) -> str | None:
+    """Refuse an EncryptedPrivateKeyInfo whose key derivation would take too long to run.
+
+    Reads just enough DER to find the iteration count (PBKDF2, PBES1, PKCS#12) or the scrypt
+    parameters. Anything it can't read is left to cryptography, which rejects malformed input."""
+    try:
+        algorithm = _children(der, *_only(der))[0]
+        oid, params = _algorithm(der, algorithm)
+        if oid == _PBES2:
+            kdf = _children(der, params[1], params[2])[0]
+            kdf_oid, kdf_params = _algorithm(der, kdf)
+            values = [
+                _integer(der, c) for c in _children(der, kdf_params[1], kdf_params[2]) if c[0] == _INTEGER
+            ]
+            if kdf_oid == _PBKDF2 and values:
+                rounds = values[0]
+            elif kdf_oid == _SCRYPT and len(values) >= 3:
+                if values[0] * values[1] * values[2] > _MAX_SCRYPT_WORK:
+                    return _TOO_COSTLY
+                return None
+            else:
+                return None
+        elif oid.startswith(_PBES1_PREFIXES):
+            integers = [c for c in _children(der, params[1], params[2]) if c[0] == _INTEGER]
+            if not integers:
+                return None
+            rounds = _integer(der, integers[0])
+        else:
+            return None
+    except (IndexError, ValueError):
+        return None
+    return _TOO_COSTLY if rounds > MAX_KDF_ROUNDS else None
+
+
+_TOO_COSTLY = (
+    f"This key's encryption asks for more work than we run (over {MAX_KDF_ROUNDS:,} rounds). "
+    "Re-encrypt it with openssl pkcs8 -topk8 -v2 aes-256-cbc -in rsa_key.p8 -out rsa_key_new.p8 "
+    "and paste that."
+)
+
+_Node = tuple[int, int, int]
+"""A DER element: tag, start of its contents, end of its contents."""
+
+
+def _read(der: bytes, pos: int, limit: int) -> _Node:
+    tag, length = der[pos], der[pos + 1]
+    pos += 2
+    if length & 0x80:
+        size = length & 0x7F
+        if not 1 <= size <= 4:
+            raise ValueError("unsupported DER length")
+        length = int.from_bytes(der[pos : pos + size], "big")
+        pos += size
+    if pos + length > limit:
+        raise ValueError("DER element overruns its parent")
+    return tag, pos, pos + length
+
+
+def _only(der: bytes) -> tuple[int, int]:
+    tag, start, end = _read(der, 0, len(der))
+    if tag != _SEQUENCE:
+        raise ValueError("not a SEQUENCE")
+    return start, end
+
+
+def _children(der: bytes, start: int, end: int) -> list[_Node]:
+    nodes: list[_Node] = []
+    pos = start
+    while pos < end:
+        node = _read(der, pos, end)
+        nodes.append(node)
+        pos = node[2]
+    return nodes
+
+
+def _algorithm(der: bytes, node: _Node) -> tuple[str, _Node]:
+    """An AlgorithmIdentifier: its OID in dotted form and its parameters element."""
+    if node[0] != _SEQUENCE:
+        raise ValueError("not an AlgorithmIdentifier")
+    oid_node, params = _children(der, node[1], node[2])[:2]
+    if oid_node[0] != _OID or params[0] != _SEQUENCE:
+        raise ValueError("not an AlgorithmIdentifier")
+    return _oid(der[oid_node[1] : oid_node[2]]), params
+
+
+def _oid(content: bytes) -> str:
+    arcs: list[int] = []
+    value = 0
+    for byte in content:
+        value = (value << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            arcs.append(value)
+            value = 0
+    if not arcs:
+        raise ValueError("empty OID")
+    first = min(arcs[0] // 40, 2)
+    return ".".join(str(a) for a in [first, arcs[0] - 40 * first, *arcs[1:]])
+
+
+def _integer(der: bytes, node: _Node) -> int:
+    return int.from_bytes(der[node[1] : node[2]], "big", signed=True)
+
+
+# --- the JWT -----------------------------------------------------------------------------------------
+
+
+def mint_jwt(key: KeyPair, account: str, user: str, now: int) -> str:
+    """A key-pair JWT for ``user`` on ``account`` (already in its JWT form), valid for a minute."""
+    qualified = f"{account}.{user.upper()}"
+    payload = {
+        "iss": f"{qualified}.{key.fingerprint}",
+        "sub": qualified,
+        "iat": now,
+        "exp": now + JWT_LIFETIME_SECONDS,
+    }
+    return jwt.encode(payload, key.private_key, algorithm="RS256")

@@ -1,0 +1,828 @@
+"""Snowflake: a user signing in with a key pair (recommended) or a programmatic access token.
+
+Passwords are refused: Snowflake is removing single-factor password sign-in and its SQL API never
+took one. The verification follows specs/snowflake/README.md §8 over the SQL API v2 with httpx:
+
+1. ``SELECT CURRENT_ACCOUNT(), CURRENT_USER(), CURRENT_ROLE(), CURRENT_WAREHOUSE(),
+   CURRENT_DATABASE()`` with the requested role, warehouse and database in the request body. A
+   202 is polled (every ``poll_interval`` seconds, ``poll_limit`` seconds at most) and then
+   cancelled. A role that isn't granted fails the request; a warehouse or database that can't be
+   used comes back NULL.
+2. When a warehouse was asked for, ``SHOW WAREHOUSES LIKE '<name>' WITH PRIVILEGES USAGE``, whose
+   rows are compared by exact name here (``_`` and ``%`` are LIKE wildcards, and LIKE ignores
+   case). It needs no running warehouse.
+
+Nothing else is sent: no statement that could resume a warehouse (and spend credits). A key-pair
+request carries a fresh JWT (one minute, RS256); a failed request is retried once for a 429, a 5xx
+or a timeout, under the same ``requestId`` so Snowflake runs it at most once.
+
+``SNOWFLAKE_API_URL`` (optional) replaces ``https://<account>.snowflakecomputing.com`` for every
+account: for PrivateLink, a proxy, or a fake in tests. A ``{account}`` in it is replaced by the
+normalised account identifier (``https://{account}.privatelink.example``, ``http://fake/{account}``);
+without one, every account goes to the same address and the server learns the account from the
+credential (the JWT's ``iss``/``sub``, or whom the token belongs to).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any, Self
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from bot.providers import _snowflake_errors as errs
+from bot.providers import _snowflake_keys as keys
+from bot.providers import _snowflake_names as names
+from bot.providers.base import Check, FieldValues, FormField, FormSection, Outcome, Probe, Provider
+from bot.redaction import Secret
+from bot.settings import ConfigError
+
+__all__ = [
+    "API_URL_VARIABLE",
+    "PROBE_STATEMENT",
+    "RetryPolicy",
+    "Snowflake",
+    "show_warehouses_statement",
+]
+
+logger = logging.getLogger(__name__)
+
+API_URL_VARIABLE = "SNOWFLAKE_API_URL"
+STATEMENTS_PATH = "/api/v2/statements"
+PROBE_STATEMENT = (
+    "SELECT CURRENT_ACCOUNT(), CURRENT_USER(), CURRENT_ROLE(), CURRENT_WAREHOUSE(), CURRENT_DATABASE()"
+)
+QUERY_TAG = "connections-bot credential check"
+"""Set on every statement, so an admin can tell the bot's checks apart in QUERY_HISTORY."""
+KEYPAIR_JWT = "KEYPAIR_JWT"
+PROGRAMMATIC_ACCESS_TOKEN = "PROGRAMMATIC_ACCESS_TOKEN"
+_MIN_TOKEN_LENGTH = 64
+"""A programmatic access token is a JWT of some hundreds of characters; anything shorter that was
+typed into the token field is taken for a password."""
+_HANDLE = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
+_BEARER = re.compile(r"(?i)^bearer\s+")
+
+
+def _user_agent() -> str:
+    try:
+        return f"connections-bot/{metadata.version('connections-bot')}"
+    except metadata.PackageNotFoundError:
+        return "connections-bot/0"
+
+
+USER_AGENT = _user_agent()
+
+
+def show_warehouses_statement(warehouse: names.Identifier) -> str:
+    """The warehouse probe; the name goes in as an escaped string literal, never as SQL."""
+    return f"SHOW WAREHOUSES LIKE {names.sql_string_literal(warehouse.name)} WITH PRIVILEGES USAGE"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try when Snowflake says "not now" (429), fails (5xx) or doesn't answer in time:
+    once each, with jittered backoff, as the SQL API reference recommends."""
+
+    rate_limit_retries: int = 1
+    server_error_retries: int = 1
+    timeout_retries: int = 1
+    backoff: tuple[float, ...] = (1.0, 2.0)
+    """Seconds to wait before retry n, when the response does not say."""
+    jitter: float = 0.25
+    """Up to this fraction is added to each backoff step."""
+    max_retry_after: float = 30.0
+    """The longest ``Retry-After`` worth waiting for; past it we give up at once, as rate_limited."""
+    rng: Callable[[], float] = field(default=random.random, repr=False)
+
+    def backoff_delay(self, retry: int) -> float:
+        step = self.backoff[min(retry, len(self.backoff) - 1)]
+        return step * (1 + self.jitter * self.rng())
+
+
+class Snowflake(Provider):
+    """The Snowflake provider plug-in."""
+
+    key = "snowflake"
+    title = "Snowflake"
+    description = "Cloud data platform. Connect a user with a key pair or a programmatic access token."
+    name_examples = ("Analytics Snowflake", "Snowflake dbt service user")
+    hint_field = None  # credential_hint() gives the key's fingerprint or the masked token
+    unreachable_hints = errs.UNREACHABLE_HINTS
+    deadline_seconds = 60.0
+    sections = (
+        FormSection(
+            title="Snowflake account",
+            fields=(
+                FormField(
+                    name="account",
+                    label="Account identifier",
+                    hint="In Snowsight open your account menu → View account details and copy the "
+                    "account identifier (orgname-account_name). An account locator with its region, "
+                    "like xy12345.us-east-2.aws, works too, and so does a pasted account URL.",
+                    placeholder="myorg-account_name",
+                    max_length=255,
+                ),
+                FormField(
+                    name="user",
+                    label="User",
+                    hint="The login name of the user the bot signs in as (LOGIN_NAME in DESC USER). "
+                    "A service user (TYPE = SERVICE) suits a shared connection best.",
+                    placeholder="SVC_REPORTING",
+                    max_length=255,
+                ),
+            ),
+        ),
+        FormSection(
+            title="Authentication",
+            description="Give a key pair (recommended) or a programmatic access token, not a password: "
+            "Snowflake is ending single-factor password sign-in.",
+            fields=(
+                FormField(
+                    name="private_key",
+                    label="Private key",
+                    hint="The PKCS#8 PEM file (rsa_key.p8), BEGIN and END lines included: RSA, 2048 or "
+                    "3072 bits (a 4096-bit key is longer than a Slack field takes). To create one: "
+                    f"{keys.MAKE_KEY}. Then an admin registers its public key (openssl rsa -in "
+                    "rsa_key.p8 -pubout) with ALTER USER <user> SET RSA_PUBLIC_KEY='MIIB…'.",
+                    placeholder="-----BEGIN PRIVATE KEY----- …",
+                    secret=True,
+                    optional=True,
+                    max_length=3000,
+                    multiline=True,
+                ),
+                FormField(
+                    name="passphrase",
+                    label="Key passphrase",
+                    hint="Only for an encrypted key (BEGIN ENCRYPTED PRIVATE KEY). It is stored "
+                    "encrypted, like the key.",
+                    secret=True,
+                    optional=True,
+                    max_length=1024,
+                ),
+                FormField(
+                    name="token",
+                    label="Programmatic access token",
+                    hint="Instead of a key pair: a programmatic access token for this user (Snowsight → "
+                    "your profile → Programmatic access tokens, or ALTER USER … ADD PAT). Snowflake "
+                    "accepts one only from a user under a network policy, and it expires (after 15 "
+                    "days by default). Not your password.",
+                    placeholder="The token's secret, shown once when it is created",
+                    secret=True,
+                    optional=True,
+                    max_length=3000,
+                ),
+            ),
+        ),
+        FormSection(
+            title="Context (optional)",
+            description="Checked with the role you give, without starting any warehouse. Leave a "
+            "field empty to use the user's default.",
+            fields=(
+                FormField(
+                    name="role",
+                    label="Role",
+                    hint="A role granted to the user (for a token with a role restriction: that role). "
+                    "Unquoted names are upper-cased; use double quotes for a case-sensitive one.",
+                    placeholder="REPORTING",
+                    optional=True,
+                    max_length=257,
+                ),
+                FormField(
+                    name="warehouse",
+                    label="Warehouse",
+                    hint="A warehouse the role may use (USAGE). We only check that it exists and may be "
+                    "used; we never start it.",
+                    placeholder="REPORTING_WH",
+                    optional=True,
+                    max_length=257,
+                ),
+                FormField(
+                    name="database",
+                    label="Database",
+                    hint="A database the role may use (USAGE).",
+                    placeholder="ANALYTICS",
+                    optional=True,
+                    max_length=257,
+                ),
+            ),
+        ),
+    )
+
+    def __init__(
+        self,
+        api_url: str | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.time,
+        poll_interval: float = 1.0,
+        poll_limit: float = 20.0,
+        statement_timeout: int = 20,
+        request_timeout: httpx.Timeout | None = None,
+    ) -> None:
+        self.api_url = api_url.rstrip("/") if api_url else None
+        self.retry = retry or RetryPolicy()
+        self.poll_interval = poll_interval
+        self.poll_limit = poll_limit
+        self.statement_timeout = statement_timeout
+        # Longer than the statement's own timeout, so Snowflake's 408 arrives before we give up.
+        self.request_timeout = request_timeout or httpx.Timeout(statement_timeout + 10.0, connect=5.0)
+        self._sleep = sleep
+        self._clock = clock
+
+    @classmethod
+    def from_environment(cls, env: Mapping[str, str]) -> Self:
+        """``SNOWFLAKE_API_URL`` (optional): see the module docstring."""
+        url = (env.get(API_URL_VARIABLE) or "").strip()
+        if not url:
+            return cls()
+        try:
+            parts = urlsplit(url.replace("{account}", "account"))
+            valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+            valid = valid and not parts.query and not parts.fragment and parts.username is None
+        except ValueError:
+            valid = False
+        if not valid:
+            raise ConfigError(
+                f"{API_URL_VARIABLE} must be an http(s) URL without credentials or query, like "
+                "https://snowflake-proxy.example.com or https://{account}.privatelink.snowflakecomputing.com"
+            )
+        return cls(api_url=url)
+
+    def base_url(self, account: str) -> str:
+        """Where the SQL API of ``account`` (a normalised identifier) is reached."""
+        if self.api_url is None:
+            return f"https://{names.host_of(account)}"
+        return self.api_url.replace("{account}", account)
+
+    # --- offline ---------------------------------------------------------------------------
+
+    def clean(self, values: FieldValues) -> dict[str, str | Secret]:
+        """Trim; normalise the account identifier, the names, and a PEM or token mangled by copying."""
+        cleaned = super().clean(values)
+        for name in self.secret_fields:
+            if not isinstance(cleaned[name], Secret):
+                cleaned[name] = Secret(str(cleaned[name]))
+        pem = _plain(cleaned, "private_key")
+        if pem:
+            cleaned["private_key"] = Secret(keys.normalise_pem(pem))
+        token = _plain(cleaned, "token")
+        if token:
+            cleaned["token"] = Secret(_BEARER.sub("", names.unquote(token)))
+        account = str(cleaned["account"])
+        cleaned["account"] = names.normalise_account(account) or account
+        for name in ("role", "warehouse", "database"):
+            identifier = names.parse_identifier(str(cleaned[name]))
+            if identifier is not None:
+                cleaned[name] = identifier.sql
+        return cleaned
+
+    def validate(self, values: FieldValues) -> dict[str, str]:
+        """Field name -> what is wrong with it; no I/O."""
+        problems: dict[str, str] = {}
+        if account_problem := names.account_problem(_plain(values, "account")):
+            problems["account"] = account_problem
+        if user_problem := names.user_problem(_plain(values, "user").strip()):
+            problems["user"] = user_problem
+        pem, passphrase, token = (_plain(values, n) for n in ("private_key", "passphrase", "token"))
+        if token and (token_problem := _token_problem(token)):
+            problems["token"] = token_problem
+        elif pem and token:
+            problems["token"] = "Give a key pair or a token, not both: clear one of them."
+        if not pem and not token:
+            problems["private_key"] = (
+                "Paste a private key (recommended) or fill in a programmatic access token below. "
+                "Snowflake is ending password sign-in, so a password won't do."
+            )
+        if pem:
+            try:
+                keys.load_key_pair(pem, passphrase)
+            except keys.KeyProblem as problem:
+                problems[problem.field] = problem.message
+        elif passphrase:
+            problems["passphrase"] = "A passphrase goes with an encrypted private key; leave it empty here."
+        for name, what in (("role", "role"), ("warehouse", "warehouse"), ("database", "database")):
+            if name_problem := names.identifier_problem(_plain(values, name).strip(), what):
+                problems[name] = name_problem
+        return problems
+
+    def config_of(self, values: FieldValues) -> dict[str, str]:
+        """Account (normalised), user, role, warehouse and database, when given."""
+        config = super().config_of(values)
+        if "account" in config:
+            config["account"] = names.normalise_account(config["account"]) or config["account"]
+        for name in ("role", "warehouse", "database"):
+            if name in config and (identifier := names.parse_identifier(config[name])) is not None:
+                config[name] = identifier.sql
+        return config
+
+    def credential_hint(self, values: FieldValues) -> str | None:
+        """The public key's fingerprint (``SHA256:…``, as DESC USER shows it), or the masked token."""
+        pem = _plain(values, "private_key")
+        if pem:
+            try:
+                return keys.load_key_pair(pem, _plain(values, "passphrase")).fingerprint
+            except keys.KeyProblem:
+                return None
+        token = values.get("token")
+        return token.masked() if isinstance(token, Secret) and token else None
+
+    # --- online ----------------------------------------------------------------------------
+
+    async def probe(self, values: FieldValues, http: httpx.AsyncClient) -> Probe:
+        """Sign in and look at the session's context; see the module docstring."""
+        account = names.normalise_account(_plain(values, "account"))
+        user = _plain(values, "user").strip()
+        if account is None or names.user_problem(user):
+            return Probe(
+                Outcome.INVALID_INPUT,
+                "The account identifier or the user can't be used; check them in the form.",
+                hints=errs.account_not_found_hints(self.api_url is not None),
+            )
+        try:
+            credential = _credential(values, account, user, self._clock)
+        except keys.KeyProblem as problem:
+            summary = f"The private key can't be used. {problem.message}"
+            return Probe(Outcome.INVALID_INPUT, summary, hints=(errs.KEY_WONT_LOAD,))
+        context = _Context.of(values)
+        run = _Run(self, http, self.base_url(account), credential, account, user, context)
+        if credential.fingerprint:
+            run.checks.append(Check("key fingerprint", True, credential.fingerprint))
+
+        answer = await run.execute(PROBE_STATEMENT)
+        if answer.slow:
+            return run.slow()
+        if answer.error is not None:
+            if answer.error.code not in _CONTEXT_CODES:
+                return run.failure(answer.error)
+            # The credential works; the requested context is what failed.
+            run.checks.append(Check("signed in", True, f"as {user.upper()} on {account}"))
+            run.context_failed(answer.error)
+            return run.result()
+        row = answer.rows[0] if answer.rows else []
+        seen = [row[i] if i < len(row) else None for i in range(5)]
+        return await run.inspect_session(*seen)
+
+
+# The probe failed over the context, not the credential.
+_CONTEXT_CODES = frozenset({errs.CODE_NO_WAREHOUSE, errs.CODE_OBJECT_MISSING, errs.CODE_WAREHOUSE_AT_LOGIN})
+
+
+@dataclass(frozen=True)
+class _Context:
+    role: names.Identifier | None
+    warehouse: names.Identifier | None
+    database: names.Identifier | None
+
+    @classmethod
+    def of(cls, values: FieldValues) -> _Context:
+        def parse(name: str) -> names.Identifier | None:
+            text = _plain(values, name).strip()
+            return names.parse_identifier(text) if text else None
+
+        return cls(parse("role"), parse("warehouse"), parse("database"))
+
+    def body(self) -> dict[str, str]:
+        found = {"role": self.role, "warehouse": self.warehouse, "database": self.database}
+        return {key: identifier.name for key, identifier in found.items() if identifier is not None}
+
+
+class _Credential:
+    """What goes in the Authorization header: a fresh JWT per request, or the token."""
+
+    def __init__(
+        self,
+        token_type: str,
+        *,
+        key: keys.KeyPair | None = None,
+        token: str = "",
+        jwt_account: str = "",
+        user: str = "",
+        clock: Callable[[], float] = time.time,
+        secrets: tuple[str, ...] = (),
+    ) -> None:
+        self.token_type = token_type
+        self._key, self._token, self._account, self._user, self._clock = key, token, jwt_account, user, clock
+        self.sent: list[str] = list(secrets)
+        """Every value that must never be shown: the form's secrets and each JWT minted."""
+
+    @property
+    def fingerprint(self) -> str | None:
+        return self._key.fingerprint if self._key else None
+
+    @property
+    def kind(self) -> str:
+        return "key pair" if self._key else "programmatic access token"
+
+    def bearer(self) -> str:
+        if self._key is None:
+            return self._token
+        minted = keys.mint_jwt(self._key, self._account, self._user, int(self._clock()))
+        self.sent.append(minted)
+        return minted
+
+    def __repr__(self) -> str:
+        return f"_Credential({self.token_type})"
+
+
+def _credential(values: FieldValues, account: str, user: str, clock: Callable[[], float]) -> _Credential:
+    pem, passphrase, token = (_plain(values, n) for n in ("private_key", "passphrase", "token"))
+    secrets = tuple(v for v in (pem, passphrase, token) if v)
+    if pem:
+        key = keys.load_key_pair(pem, passphrase)
+        return _Credential(
+            KEYPAIR_JWT,
+            key=key,
+            jwt_account=names.jwt_account(account),
+            user=user,
+            clock=clock,
+            secrets=secrets,
+        )
+    if not token:
+        raise keys.KeyProblem("private_key", "Give a private key or a programmatic access token.")
+    return _Credential(PROGRAMMATIC_ACCESS_TOKEN, token=token, secrets=secrets)
+
+
+@dataclass
+class _Answer:
+    rows: list[list[str | None]] = field(default_factory=list)
+    columns: list[str] = field(default_factory=list)
+    error: errs.ApiError | None = None
+    slow: bool = False
+
+
+class _Run:
+    """One probe's requests, retries, and the checks and hints gathered on the way."""
+
+    def __init__(
+        self,
+        provider: Snowflake,
+        http: httpx.AsyncClient,
+        base: str,
+        credential: _Credential,
+        account: str,
+        user: str,
+        context: _Context,
+    ) -> None:
+        self._provider, self._http, self._base, self._credential = provider, http, base, credential
+        self._retry = provider.retry
+        self.account, self.user, self.context = account, user, context
+        self.checks: list[Check] = []
+        self.hints: list[str] = []
+        self.facts: list[str] = []
+        self.problems: list[str] = []
+        self.request_id: str | None = None
+        self.handle: str | None = None
+        self.asked_to_wait: float | None = None
+
+    @property
+    def reference(self) -> str | None:
+        """The first statement handle, else our first requestId: what Snowflake support can trace."""
+        return self.handle or self.request_id
+
+    @property
+    def user_sql(self) -> str:
+        """The user as SQL text for hints (login names usually equal user names)."""
+        identifier = names.parse_identifier(self.user)
+        if identifier is not None and not identifier.quoted:
+            return identifier.name
+        return names.Identifier(self.user, quoted=True).sql
+
+    # --- requests ------------------------------------------------------------------------------
+
+    async def send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One request with fresh credentials, retried once for a 429, a 5xx or a timeout."""
+        rate_limited = server_errors = timeouts = 0
+        while True:
+            headers = {
+                "Authorization": f"Bearer {self._credential.bearer()}",
+                "X-Snowflake-Authorization-Token-Type": self._credential.token_type,
+                "Accept": "application/json",
+                "Content-Type": "application/json",
+                "User-Agent": USER_AGENT,
+            }
+            try:
+                response = await self._http.request(
+                    method,
+                    self._base + path,
+                    headers=headers,
+                    timeout=self._provider.request_timeout,
+                    **kwargs,
+                )
+            except httpx.TimeoutException:
+                if timeouts >= self._retry.timeout_retries:
+                    raise
+                delay = self._retry.backoff_delay(timeouts)
+                timeouts += 1
+                logger.info("snowflake %s %s timed out; retrying in %.1f s", method, path, delay)
+                await self._provider._sleep(delay)
+                continue
+            logger.info("snowflake %s %s -> %d", method, path, response.status_code)
+            if response.status_code == 429:
+                self.asked_to_wait = _retry_after(response)
+                if rate_limited >= self._retry.rate_limit_retries or (
+                    self.asked_to_wait is not None and self.asked_to_wait > self._retry.max_retry_after
+                ):
+                    return response
+                delay = (
+                    self._retry.backoff_delay(rate_limited)
+                    if self.asked_to_wait is None
+                    else self.asked_to_wait
+                )
+                rate_limited += 1
+            elif response.status_code >= 500 and server_errors < self._retry.server_error_retries:
+                delay = self._retry.backoff_delay(server_errors)
+                server_errors += 1
+            else:
+                return response
+            logger.info("snowflake answered %d; retrying in %.1f s", response.status_code, delay)
+            await self._provider._sleep(delay)
+
+    async def execute(self, statement: str) -> _Answer:
+        """Submit one statement; poll a 202 within the bound, then cancel it."""
+        request_id = str(uuid.uuid4())
+        self.request_id = self.request_id or request_id
+        body: dict[str, Any] = {
+            "statement": statement,
+            "timeout": self._provider.statement_timeout,
+            **self.context.body(),
+            "parameters": {"query_tag": QUERY_TAG},
+        }
+        response = await self.send("POST", STATEMENTS_PATH, params={"requestId": request_id}, json=body)
+        waited = 0.0
+        handle: str | None = None
+        while response.status_code == 202:
+            handle = handle or _handle_of(response)
+            if handle is None:
+                return _Answer(
+                    error=errs.ApiError(202, message="Snowflake sent no statement handle to poll.")
+                )
+            self._note_handle(handle)
+            if waited >= self._provider.poll_limit:
+                await self._cancel(handle)
+                return _Answer(slow=True)
+            await self._provider._sleep(self._provider.poll_interval)
+            waited += self._provider.poll_interval
+            response = await self.send("GET", f"{STATEMENTS_PATH}/{quote(handle, safe='')}")
+        if response.status_code != 200:
+            error = errs.parse_error(response)
+            if error.statement_handle and _HANDLE.fullmatch(error.statement_handle):
+                self._note_handle(error.statement_handle)
+            return _Answer(error=error)
+        if (handle := _handle_of(response)) is not None:
+            self._note_handle(handle)
+        parsed = _result_set(_json(response))
+        if parsed is None:
+            return _Answer(error=errs.ApiError(200, message="Snowflake's answer had no result set."))
+        columns, rows = parsed
+        return _Answer(rows=rows, columns=columns)
+
+    async def _cancel(self, handle: str) -> None:
+        try:
+            await self.send("POST", f"{STATEMENTS_PATH}/{quote(handle, safe='')}/cancel")
+        except httpx.HTTPError as exc:  # the check is reported as slow either way
+            logger.info("snowflake cancel failed: %s", type(exc).__name__)
+
+    def _note_handle(self, handle: str) -> None:
+        self.handle = self.handle or handle
+
+    # --- the session -----------------------------------------------------------------------------
+
+    async def inspect_session(
+        self,
+        account_seen: str | None,
+        user_seen: str | None,
+        role_seen: str | None,
+        warehouse_seen: str | None,
+        database_seen: str | None,
+    ) -> Probe:
+        where = f" on account {account_seen}" if account_seen else ""
+        self.checks.append(Check("signed in", True, f"as {user_seen or self.user.upper()}{where}"))
+        role = self.context.role
+        role_sql = role.sql if role else names.sql_name(role_seen) if role_seen else "<role>"
+        if role is not None:
+            self.checks.append(Check(f"role {role.sql}", True, "granted to the user and in use"))
+        elif role_seen:
+            self.checks.append(Check("role", True, f"none asked for; the user's default is {role_seen}"))
+        self.facts.append(f"role {role_sql}")
+
+        warehouse = self.context.warehouse
+        if warehouse is not None:
+            await self._check_warehouse(warehouse, warehouse_seen, role_sql)
+        elif warehouse_seen:
+            self.checks.append(
+                Check("warehouse", True, f"none asked for; the user's default is {warehouse_seen}")
+            )
+        else:
+            self.checks.append(
+                Check("warehouse", True, "none asked for, and the user has no default: queries will need one")
+            )
+
+        database = self.context.database
+        if database is not None:
+            if database_seen == database.name:
+                self.checks.append(Check(f"database {database.sql}", True, "exists and the role may use it"))
+                self.facts.append(f"database {database.sql}")
+            else:
+                self._database_failed(database, role_sql)
+        return self.result()
+
+    async def _check_warehouse(self, warehouse: names.Identifier, seen: str | None, role_sql: str) -> None:
+        """CURRENT_WAREHOUSE() decides; SHOW WAREHOUSES adds its state, or a near miss in case."""
+        name = f"warehouse {warehouse.sql}"
+        answer = await self.execute(show_warehouses_statement(warehouse))
+        rows: list[dict[str, str | None]] = []
+        if answer.error is None and not answer.slow:
+            lowered = [c.lower() for c in answer.columns]
+            rows = [dict(zip(lowered, row, strict=False)) for row in answer.rows]
+        listed = [r for r in rows if r.get("name") == warehouse.name]
+        if seen == warehouse.name:
+            state = (listed[0].get("state") or "").upper() if listed else ""
+            detail = "exists and the role may use it"
+            if state == "SUSPENDED":
+                detail += "; suspended (we didn't start it; it resumes when a query needs it)"
+            elif state:
+                detail += f"; {state.lower()}"
+            self.checks.append(Check(name, True, detail))
+            self.facts.append(name)
+            return
+        if answer.error is not None or answer.slow:
+            said = "it didn't answer in time" if answer.slow else self.said(answer.error)
+            detail = f"not usable with role {role_sql} (SHOW WAREHOUSES failed: {said})"
+        else:
+            detail = f"not usable with role {role_sql}"
+        self.checks.append(Check(name, False, detail))
+        self.problems.append(f"role {role_sql} can't use {name}")
+        self.hints.append(errs.warehouse_hint(warehouse.sql, role_sql))
+        for row in rows:
+            other = row.get("name")
+            if other and other != warehouse.name and other.upper() == warehouse.name.upper():
+                self.hints.append(errs.warehouse_case_hint(warehouse.sql, names.sql_name(other)))
+                break
+
+    def _database_failed(self, database: names.Identifier, role_sql: str) -> None:
+        self.checks.append(Check(f"database {database.sql}", False, f"not usable with role {role_sql}"))
+        self.problems.append(f"role {role_sql} can't use database {database.sql}")
+        self.hints.append(errs.database_hint(database.sql, role_sql))
+
+    def context_failed(self, error: errs.ApiError) -> None:
+        """The probe failed with a warehouse or database error: say which, with its GRANT."""
+        role_sql = self.context.role.sql if self.context.role else "<role>"
+        said = self.said(error)
+        if error.code == errs.CODE_OBJECT_MISSING and self.context.database is not None:
+            self._database_failed(self.context.database, role_sql)
+        elif self.context.warehouse is not None:
+            warehouse = self.context.warehouse
+            self.checks.append(Check(f"warehouse {warehouse.sql}", False, said))
+            self.problems.append(f"role {role_sql} can't use warehouse {warehouse.sql}")
+            self.hints.append(errs.warehouse_hint(warehouse.sql, role_sql))
+        else:
+            self.checks.append(Check("session context", False, said))
+            self.problems.append("its context can't be used")
+
+    # --- results ---------------------------------------------------------------------------------
+
+    def said(self, error: errs.ApiError | None) -> str:
+        text = error.text if error is not None else "nothing"
+        return errs.scrub(text, self._credential.sent)
+
+    def result(self) -> Probe:
+        subject = f"Snowflake accepted the {self._credential.kind} for {self.user} on {self.account}"
+        if self.problems:
+            summary = f"{subject}, but {' and '.join(self.problems)}."
+        else:
+            summary = f"{subject} ({'; '.join(self.facts)})." if self.facts else f"{subject}."
+        return Probe(Outcome.OK, summary, tuple(self.checks), tuple(self.hints), self.reference)
+
+    def slow(self) -> Probe:
+        limit = self._provider.poll_limit
+        self.checks.append(Check("signed in", True, "Snowflake accepted the request"))
+        self.checks.append(Check("check finished", False, f"still running after {limit:.0f} s; cancelled"))
+        summary = f"Snowflake didn't finish the check within {limit:.0f} seconds."
+        return Probe(
+            Outcome.PROVIDER_ERROR, summary, tuple(self.checks), errs.slow_hints(limit), self.reference
+        )
+
+    def fail(self, outcome: Outcome, what: str, error: errs.ApiError, hints: tuple[str, ...]) -> Probe:
+        said = self.said(error)
+        summary = f"{what}. Snowflake said: {said}" + ("" if said.endswith((".", "!", "?", "]")) else ".")
+        wait = self.asked_to_wait if outcome is Outcome.RATE_LIMITED else None
+        return Probe(outcome, summary, tuple(self.checks), hints, self.reference, retry_after=wait)
+
+    def failure(self, error: errs.ApiError) -> Probe:
+        """Map a failed probe to an outcome: by Snowflake's code first, by HTTP status second."""
+        code, status, user = error.code, error.status, self.user_sql
+        kind, token = self._credential.kind, self._credential.fingerprint is None
+        subject = f"{self.user} on {self.account}"
+        if status == 429:
+            hints = errs.rate_limited_hints(self.asked_to_wait)
+            return self.fail(Outcome.RATE_LIMITED, "Snowflake is rate-limiting us", error, hints)
+        if code == errs.CODE_NETWORK_POLICY:
+            hints = errs.network_policy_hints(errs.seen_address(error.message), token)
+            return self.fail(Outcome.FORBIDDEN, "A network policy blocks the bot", error, hints)
+        if code in (errs.CODE_ROLE_NOT_GRANTED, errs.CODE_ROLE_NOT_ALLOWED):
+            role = self.context.role.sql if self.context.role else None
+            what = (
+                f"The {kind} works, but {f'role {role}' if role else 'the role'} isn't granted to {self.user}"
+            )
+            return self.fail(Outcome.FORBIDDEN, what, error, errs.role_hints(role, user, token))
+        if code == errs.CODE_USER_DISABLED:
+            return self.fail(
+                Outcome.UNAUTHORIZED, f"User {subject} is disabled", error, errs.disabled_hints(user)
+            )
+        if code == errs.CODE_USER_LOCKED:
+            return self.fail(
+                Outcome.UNAUTHORIZED, f"User {subject} is locked", error, errs.locked_hints(user)
+            )
+        if code == errs.CODE_JWT_INVALID or status == 401:
+            failure_id = errs.login_failure_id(error.message)
+            fingerprint = self._credential.fingerprint
+            if fingerprint:
+                hints = errs.key_rejected_hints(user, fingerprint, failure_id)
+            else:
+                hints = errs.token_rejected_hints(user, failure_id)
+            return self.fail(
+                Outcome.UNAUTHORIZED, f"Snowflake rejected the {kind} for {subject}", error, hints
+            )
+        if status == 404:
+            hints = errs.account_not_found_hints(self._provider.api_url is not None)
+            what = f"Snowflake doesn't know the account {self.account}"
+            return self.fail(Outcome.INVALID_INPUT, what, error, hints)
+        if status == 403:
+            return self.fail(
+                Outcome.FORBIDDEN, "Snowflake refused the request", error, errs.api_forbidden_hints()
+            )
+        if status == 408 or code == errs.CODE_STATEMENT_TIMEOUT:
+            limit = float(self._provider.statement_timeout)
+            return self.fail(
+                Outcome.PROVIDER_ERROR, "Snowflake timed out the check", error, errs.slow_hints(limit)
+            )
+        if status >= 500:
+            hints = errs.provider_error_hints(self.reference)
+            return self.fail(Outcome.PROVIDER_ERROR, "Snowflake had a server error", error, hints)
+        what = f"Snowflake gave an unexpected answer (HTTP {status})"
+        return self.fail(Outcome.PROVIDER_ERROR, what, error, errs.provider_error_hints(self.reference))
+
+
+def _token_problem(token: str) -> str | None:
+    if "-----BEGIN" in token:
+        return "That is a private key: paste it under Private key, and leave this field empty."
+    if len(token) < _MIN_TOKEN_LENGTH:
+        return errs.PASSWORD_REFUSED
+    if any(ch.isspace() for ch in token) or not keys.looks_like_token(token):
+        return (
+            "This doesn't look like a programmatic access token: those are one long string in three "
+            "parts separated by dots. Copy the token again; Snowflake shows it only once."
+        )
+    return None
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        return max(0.0, float(response.headers.get("retry-after", "")))
+    except ValueError:
+        return None
+
+
+def _handle_of(response: httpx.Response) -> str | None:
+    body = _json(response)
+    handle = body.get("statementHandle") if isinstance(body, dict) else None
+    return handle if isinstance(handle, str) and _HANDLE.fullmatch(handle) else None
+
+
+def _result_set(body: Any) -> tuple[list[str], list[list[str | None]]] | None:
+    """The column names and rows of a ResultSet (values are strings or null), or None."""
+    if not isinstance(body, dict):
+        return None
+    meta, data = body.get("resultSetMetaData"), body.get("data")
+    if not isinstance(meta, dict) or not isinstance(data, list):
+        return None
+    row_type = meta.get("rowType")
+    columns = [
+        str(c.get("name", ""))
+        for c in (row_type if isinstance(row_type, list) else [])
+        if isinstance(c, dict)
+    ]
+    rows = [[v if isinstance(v, str) else None for v in row] for row in data if isinstance(row, list)]
+    return columns, rows
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _plain(values: FieldValues, name: str) -> str:
+    value = values.get(name, "")
+    return value.reveal() if isinstance(value, Secret) else str(value or "")

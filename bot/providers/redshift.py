@@ -208,8 +208,10 @@ class Redshift(Provider):
     """The Amazon Redshift provider plug-in (provisioned clusters and Serverless workgroups)."""
 
     key = "redshift"
-    title = "Amazon Redshift"
-    description = "Redshift clusters and Serverless workgroups. Connect with a database user and password."
+    title = "Redshift"
+    description = (
+        "Amazon Redshift clusters and Serverless workgroups. Connect with a database user and password."
+    )
     name_examples = ("Analytics warehouse", "Redshift Serverless (prod)")
     hint_field = None  # the password says nothing masked; credential_hint gives user@cluster
     unreachable_hints = errs.UNREACHABLE_HINTS

@@ -240,7 +240,7 @@ def test_a_provider_goes_through_the_whole_journey(jbot: Bot, driver: Driver) ->
     # Create, from the provider's card.
     first = driver.new_credential()
     view_id = open_form_from_card(jbot, driver.key)
-    assert jbot.slack.open_view(view_id)["title"]["text"].startswith("Create ")
+    assert jbot.slack.open_view(view_id)["title"]["text"] == f"Create {provider.title}"
     response = jbot.sender.submit(view_id, {ids.BLOCK_NAME: name, **first.values})
     assert response.json().get("response_action") == "update", response.text
     result = visible_text(wait_for_result(jbot.slack, view_id))

@@ -274,7 +274,9 @@ class TestRedshiftContractOnPostgres(ProviderContract):
 
 def test_declaration() -> None:
     provider = Redshift()
-    assert (provider.key, provider.title) == ("redshift", "Amazon Redshift")
+    # The modal is "Create Redshift"; the card's description names Amazon Redshift.
+    assert (provider.key, provider.title) == ("redshift", "Redshift")
+    assert provider.description.startswith("Amazon Redshift ")
     assert [f.name for f in provider.fields] == ["endpoint", "port", "database", "user", "password", "schema"]
     assert provider.secret_fields == ("password",)
     assert {f.name for f in provider.fields if f.optional} == {"port", "schema"}

@@ -113,7 +113,7 @@ def register(app: AsyncApp, services: Services) -> None:
         team_id, actor = team_of(context, body), str(body["user"]["id"])
         _, raw = read_form(view, provider)
         values = provider.clean(raw)
-        problems = provider.validate(values)
+        problems = await services.rotations.check_form(provider, values)
         if problems:
             await ack(response_action="errors", errors=problems)
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -104,7 +105,9 @@ class ConnectionService:
         free. No provider call: this runs before Slack is answered."""
         name = " ".join(name.split())
         cleaned = provider.clean(values)
-        problems = provider.validate(cleaned)
+        # Offline but not always cheap (opening an encrypted private key runs its key derivation):
+        # on a thread, so other requests' acks are not held up meanwhile.
+        problems = await asyncio.to_thread(provider.validate, cleaned)
         if not name:
             example = f", e.g. “{provider.name_examples[0]}”" if provider.name_examples else ""
             problems[NAME_FIELD] = f"Give the connection a name{example}."

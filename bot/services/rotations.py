@@ -10,6 +10,7 @@ destroys the new ones. Each decision is one conditional UPDATE, so two clicks ca
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -134,6 +135,11 @@ class RotationService:
         return self._policy
 
     # --- asking ---------------------------------------------------------------------------------
+
+    async def check_form(self, provider: Provider, values: FieldValues) -> dict[str, str]:
+        """The provider's offline checks of a rotation form, on a thread (see
+        ConnectionService.check_form): problems by field name."""
+        return await asyncio.to_thread(provider.validate, values)
 
     async def may_rotate(
         self, team_id: str, actor: str, *, connection_id: str | None = None, name: str | None = None

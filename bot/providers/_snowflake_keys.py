@@ -107,8 +107,12 @@ def normalise_pem(text: str) -> str:
     return _BLOCK.sub(rewrap, text)
 
 
-def load_key_pair(pem: str, passphrase: str) -> KeyPair:
-    """Read a PKCS#8 RSA private key (encrypted or not); raise :class:`KeyProblem` saying why not."""
+def load_key_pair(pem: str, passphrase: str, *, checked: bool = True) -> KeyPair:
+    """Read a PKCS#8 RSA private key (encrypted or not); raise :class:`KeyProblem` saying why not.
+
+    ``checked=False`` skips cryptography's consistency check of the RSA key (about 30 ms of CPU,
+    on the event loop): only for a key the offline checks already loaded with it, i.e. at
+    verification and for the credential's hint, never for a key seen for the first time."""
     if len(pem) > _MAX_PEM_CHARS:
         raise KeyProblem("private_key", "That is far longer than a private key; paste only the key file.")
     blocks = _BLOCK.findall(pem)
@@ -134,7 +138,9 @@ def load_key_pair(pem: str, passphrase: str) -> KeyPair:
     if encrypted and (too_costly := kdf_problem(der)):
         raise KeyProblem("private_key", too_costly)
     try:
-        key = serialization.load_der_private_key(der, passphrase.encode() if encrypted else None)
+        key = serialization.load_der_private_key(
+            der, passphrase.encode() if encrypted else None, unsafe_skip_rsa_key_validation=not checked
+        )
     except UnsupportedAlgorithm:
         raise KeyProblem(
             "private_key",

@@ -330,7 +330,8 @@ class Snowflake(Provider):
         pem = _plain(values, "private_key")
         if pem:
             try:
-                return keys.load_key_pair(pem, _plain(values, "passphrase")).fingerprint
+                # Called after validate() has loaded (and checked) this very key.
+                return keys.load_key_pair(pem, _plain(values, "passphrase"), checked=False).fingerprint
             except keys.KeyProblem:
                 return None
         token = values.get("token")
@@ -438,7 +439,9 @@ def _credential(values: FieldValues, account: str, user: str, clock: Callable[[]
     pem, passphrase, token = (_plain(values, n) for n in ("private_key", "passphrase", "token"))
     secrets = tuple(v for v in (pem, passphrase, token) if v)
     if pem:
-        key = keys.load_key_pair(pem, passphrase)
+        # Checked by validate() when the key was submitted; a stored one cannot have changed since
+        # (sealed with AES-GCM), so the check is not paid again on every (re-)test.
+        key = keys.load_key_pair(pem, passphrase, checked=False)
         return _Credential(
             KEYPAIR_JWT,
             key=key,

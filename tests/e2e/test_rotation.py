@@ -85,8 +85,12 @@ def actions_of(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def active_connection(bot: Bot, key: CloudKey, name: str = NAME) -> str:
     """A connection the requester registered and an admin approved; its id."""
     connection_id, request = register(bot, key, name)
+    dms_before = len(dms_to(bot, REQUESTER))
     click(bot, ids.ACTION_APPROVE, connection_id, request, ADMIN)
     wait_until(lambda: connection(bot, connection_id).status == Status.ACTIVE, what="the approval")
+    # The approval's direct message comes after the commit: wait for it, so a test counting the
+    # requester's messages from here on does not count it.
+    wait_until(lambda: len(dms_to(bot, REQUESTER)) > dms_before, what="the approval's DM")
     return connection_id
 
 

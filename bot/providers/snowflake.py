@@ -14,7 +14,12 @@ took one. The verification follows specs/snowflake/README.md §8 over the SQL AP
 
 Nothing else is sent: no statement that could resume a warehouse (and spend credits). A key-pair
 request carries a fresh JWT (one minute, RS256); a failed request is retried once for a 429, a 5xx
-or a timeout, under the same ``requestId`` so Snowflake runs it at most once.
+or a timeout. A statement is re-sent under the same ``requestId`` with ``retry=true``, as
+Snowflake's own clients do, so that Snowflake answers it from the first execution if there was one.
+
+Each verification has a time budget: ``deadline_seconds`` less a reserve for a cancel. A retry, a
+backoff, a ``Retry-After`` or a poll that can't fit in what is left is skipped and the outcome known
+so far is reported; a statement still running when the time is up is cancelled first.
 
 ``SNOWFLAKE_API_URL`` (optional) replaces ``https://<account>.snowflakecomputing.com`` for every
 account: for PrivateLink, a proxy, or a fake in tests. A ``{account}`` in it is replaced by the
@@ -65,9 +70,15 @@ QUERY_TAG = "connections-bot credential check"
 """Set on every statement, so an admin can tell the bot's checks apart in QUERY_HISTORY."""
 KEYPAIR_JWT = "KEYPAIR_JWT"
 PROGRAMMATIC_ACCESS_TOKEN = "PROGRAMMATIC_ACCESS_TOKEN"
-_MIN_TOKEN_LENGTH = 64
-"""A programmatic access token is a JWT of some hundreds of characters; anything shorter that was
-typed into the token field is taken for a password."""
+_MIN_TOKEN_LENGTH = 32
+"""Programmatic access tokens are long random strings (hundreds of characters, so far JWT-shaped,
+which Snowflake doesn't promise); a shorter value, or one with spaces, is taken for a password."""
+_CANCEL_RESERVE = 5.0
+"""Seconds kept at the end of a verification's budget for cancelling a statement and reporting."""
+_DEADLINE_MARGIN = 1.0
+"""Seconds the budget stays short of ``deadline_seconds``, so the base class's timeout never fires."""
+_MIN_ATTEMPT = 5.0
+"""The least time worth giving a request after a wait: less, and the wait isn't started."""
 _HANDLE = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
 _BEARER = re.compile(r"(?i)^bearer\s+")
 
@@ -224,10 +235,12 @@ class Snowflake(Provider):
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         poll_interval: float = 1.0,
         poll_limit: float = 20.0,
         statement_timeout: int = 20,
         request_timeout: httpx.Timeout | None = None,
+        key_cache: keys.KeyCache | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/") if api_url else None
         self.retry = retry or RetryPolicy()
@@ -238,6 +251,8 @@ class Snowflake(Provider):
         self.request_timeout = request_timeout or httpx.Timeout(statement_timeout + 10.0, connect=5.0)
         self._sleep = sleep
         self._clock = clock
+        self._monotonic = monotonic
+        self._keys = key_cache or keys.KeyCache()
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str]) -> Self:
@@ -255,6 +270,13 @@ class Snowflake(Provider):
             raise ConfigError(
                 f"{API_URL_VARIABLE} must be an http(s) URL without credentials or query, like "
                 "https://snowflake-proxy.example.com or https://{account}.privatelink.snowflakecomputing.com"
+            )
+        if parts.scheme != "https":
+            logger.warning(
+                "%s is not https: credentials (key-pair JWTs, programmatic access tokens) will be "
+                "sent unencrypted to %s. Use this only for a local test server.",
+                API_URL_VARIABLE,
+                parts.hostname,
             )
         return cls(api_url=url)
 
@@ -305,7 +327,7 @@ class Snowflake(Provider):
             )
         if pem:
             try:
-                keys.load_key_pair(pem, passphrase)
+                self._keys.load(pem, passphrase)
             except keys.KeyProblem as problem:
                 problems[problem.field] = problem.message
         elif passphrase:
@@ -330,8 +352,8 @@ class Snowflake(Provider):
         pem = _plain(values, "private_key")
         if pem:
             try:
-                # Called after validate() has loaded (and checked) this very key.
-                return keys.load_key_pair(pem, _plain(values, "passphrase"), checked=False).fingerprint
+                # Called after validate() loaded this very key, so it comes from the cache.
+                return self._keys.load(pem, _plain(values, "passphrase"), checked=False).fingerprint
             except keys.KeyProblem:
                 return None
         token = values.get("token")
@@ -349,13 +371,14 @@ class Snowflake(Provider):
                 "The account identifier or the user can't be used; check them in the form.",
                 hints=errs.account_not_found_hints(self.api_url is not None),
             )
+        started = self._monotonic()
         try:
-            credential = _credential(values, account, user, self._clock)
+            credential = _credential(values, await self._key_pair(values), account, user, self._clock)
         except keys.KeyProblem as problem:
             summary = f"The private key can't be used. {problem.message}"
             return Probe(Outcome.INVALID_INPUT, summary, hints=(errs.KEY_WONT_LOAD,))
         context = _Context.of(values)
-        run = _Run(self, http, self.base_url(account), credential, account, user, context)
+        run = _Run(self, http, self.base_url(account), credential, account, user, context, started)
         if credential.fingerprint:
             run.checks.append(Check("key fingerprint", True, credential.fingerprint))
 
@@ -372,6 +395,19 @@ class Snowflake(Provider):
         row = answer.rows[0] if answer.rows else []
         seen = [row[i] if i < len(row) else None for i in range(5)]
         return await run.inspect_session(*seen)
+
+    async def _key_pair(self, values: FieldValues) -> keys.KeyPair | None:
+        """The form's key pair, from the cache or else loaded in a worker thread: opening an
+        encrypted key runs its PBKDF2, which would hold up the event loop."""
+        pem, passphrase = _plain(values, "private_key"), _plain(values, "passphrase")
+        if not pem:
+            return None
+        found = self._keys.peek(pem, passphrase)
+        if found is not None:
+            return found
+        # Checked by validate() when the key was submitted; a stored one cannot have changed since
+        # (sealed with AES-GCM), so the check is not paid again on every (re-)test.
+        return await asyncio.to_thread(self._keys.load, pem, passphrase, checked=False)
 
 
 # The probe failed over the context, not the credential.
@@ -435,13 +471,12 @@ class _Credential:
         return f"_Credential({self.token_type})"
 
 
-def _credential(values: FieldValues, account: str, user: str, clock: Callable[[], float]) -> _Credential:
+def _credential(
+    values: FieldValues, key: keys.KeyPair | None, account: str, user: str, clock: Callable[[], float]
+) -> _Credential:
     pem, passphrase, token = (_plain(values, n) for n in ("private_key", "passphrase", "token"))
     secrets = tuple(v for v in (pem, passphrase, token) if v)
-    if pem:
-        # Checked by validate() when the key was submitted; a stored one cannot have changed since
-        # (sealed with AES-GCM), so the check is not paid again on every (re-)test.
-        key = keys.load_key_pair(pem, passphrase, checked=False)
+    if key is not None:
         return _Credential(
             KEYPAIR_JWT,
             key=key,
@@ -475,9 +510,12 @@ class _Run:
         account: str,
         user: str,
         context: _Context,
+        started: float,
     ) -> None:
         self._provider, self._http, self._base, self._credential = provider, http, base, credential
         self._retry = provider.retry
+        self._started = started
+        self._deadline = started + provider.deadline_seconds - _DEADLINE_MARGIN
         self.account, self.user, self.context = account, user, context
         self.checks: list[Check] = []
         self.hints: list[str] = []
@@ -486,6 +524,8 @@ class _Run:
         self.request_id: str | None = None
         self.handle: str | None = None
         self.asked_to_wait: float | None = None
+        self.gave_up_after = provider.poll_limit
+        """Seconds after which a statement was given up as slow."""
 
     @property
     def reference(self) -> str | None:
@@ -500,12 +540,46 @@ class _Run:
             return identifier.name
         return names.Identifier(self.user, quoted=True).sql
 
+    # --- the time budget -----------------------------------------------------------------------
+
+    def elapsed(self) -> float:
+        return self._provider._monotonic() - self._started
+
+    def time_left(self) -> float:
+        """Seconds left for work, the cancel reserve excluded."""
+        return self._deadline - _CANCEL_RESERVE - self._provider._monotonic()
+
+    def fits(self, wait: float) -> bool:
+        """Whether waiting ``wait`` seconds still leaves a request worth sending."""
+        return self.time_left() - wait >= _MIN_ATTEMPT
+
+    def _timeout(self, left: float) -> httpx.Timeout:
+        """The configured timeouts, none longer than ``left`` seconds."""
+        configured = self._provider.request_timeout
+        left = max(left, 0.5)
+
+        def cap(value: float | None) -> float:
+            return left if value is None else min(value, left)
+
+        return httpx.Timeout(
+            connect=cap(configured.connect),
+            read=cap(configured.read),
+            write=cap(configured.write),
+            pool=cap(configured.pool),
+        )
+
     # --- requests ------------------------------------------------------------------------------
 
-    async def send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """One request with fresh credentials, retried once for a 429, a 5xx or a timeout."""
+    async def send(self, method: str, path: str, *, retry: bool = True, **kwargs: Any) -> httpx.Response:
+        """One request with fresh credentials, retried once for a 429, a 5xx or a timeout when the
+        time budget allows; ``retry=False`` sends it once, within the cancel reserve."""
         rate_limited = server_errors = timeouts = 0
+        attempt = 0
         while True:
+            if attempt and isinstance(kwargs.get("params"), dict) and "requestId" in kwargs["params"]:
+                # A re-sent statement: Snowflake answers it from the first execution, if it ran.
+                kwargs["params"] = {**kwargs["params"], "retry": "true"}
+            attempt += 1
             headers = {
                 "Authorization": f"Bearer {self._credential.bearer()}",
                 "X-Snowflake-Authorization-Token-Type": self._credential.token_type,
@@ -518,18 +592,23 @@ class _Run:
                     method,
                     self._base + path,
                     headers=headers,
-                    timeout=self._provider.request_timeout,
+                    timeout=self._timeout(self.time_left() + (0 if retry else _CANCEL_RESERVE)),
                     **kwargs,
                 )
             except httpx.TimeoutException:
-                if timeouts >= self._retry.timeout_retries:
+                if not retry or timeouts >= self._retry.timeout_retries:
                     raise
                 delay = self._retry.backoff_delay(timeouts)
+                if not self.fits(delay):
+                    logger.info("snowflake %s %s timed out; no time left to retry", method, path)
+                    raise
                 timeouts += 1
                 logger.info("snowflake %s %s timed out; retrying in %.1f s", method, path, delay)
                 await self._provider._sleep(delay)
                 continue
             logger.info("snowflake %s %s -> %d", method, path, response.status_code)
+            if not retry:
+                return response
             if response.status_code == 429:
                 self.asked_to_wait = _retry_after(response)
                 if rate_limited >= self._retry.rate_limit_retries or (
@@ -547,11 +626,18 @@ class _Run:
                 server_errors += 1
             else:
                 return response
+            if not self.fits(delay):
+                logger.info("snowflake answered %d; no time left to retry", response.status_code)
+                return response
             logger.info("snowflake answered %d; retrying in %.1f s", response.status_code, delay)
             await self._provider._sleep(delay)
 
     async def execute(self, statement: str) -> _Answer:
-        """Submit one statement; poll a 202 within the bound, then cancel it."""
+        """Submit one statement; poll a 202 within the bounds, then cancel it."""
+        if self.request_id is not None and self.time_left() < _MIN_ATTEMPT:
+            # The sign-in check always goes out; a later statement only with time to answer.
+            self.gave_up_after = self.elapsed()
+            return _Answer(slow=True)
         request_id = str(uuid.uuid4())
         self.request_id = self.request_id or request_id
         body: dict[str, Any] = {
@@ -570,7 +656,10 @@ class _Run:
                     error=errs.ApiError(202, message="Snowflake sent no statement handle to poll.")
                 )
             self._note_handle(handle)
-            if waited >= self._provider.poll_limit:
+            if waited >= self._provider.poll_limit or not self.fits(self._provider.poll_interval):
+                # Past the poll limit, or the verification's deadline comes first.
+                out_of_time = waited < self._provider.poll_limit
+                self.gave_up_after = self.elapsed() if out_of_time else self._provider.poll_limit
                 await self._cancel(handle)
                 return _Answer(slow=True)
             await self._provider._sleep(self._provider.poll_interval)
@@ -591,7 +680,7 @@ class _Run:
 
     async def _cancel(self, handle: str) -> None:
         try:
-            await self.send("POST", f"{STATEMENTS_PATH}/{quote(handle, safe='')}/cancel")
+            await self.send("POST", f"{STATEMENTS_PATH}/{quote(handle, safe='')}/cancel", retry=False)
         except httpx.HTTPError as exc:  # the check is reported as slow either way
             logger.info("snowflake cancel failed: %s", type(exc).__name__)
 
@@ -707,7 +796,7 @@ class _Run:
         return Probe(Outcome.OK, summary, tuple(self.checks), tuple(self.hints), self.reference)
 
     def slow(self) -> Probe:
-        limit = self._provider.poll_limit
+        limit = self.gave_up_after
         self.checks.append(Check("signed in", True, "Snowflake accepted the request"))
         self.checks.append(Check("check finished", False, f"still running after {limit:.0f} s; cancelled"))
         summary = f"Snowflake didn't finish the check within {limit:.0f} seconds."
@@ -779,13 +868,9 @@ class _Run:
 def _token_problem(token: str) -> str | None:
     if "-----BEGIN" in token:
         return "That is a private key: paste it under Private key, and leave this field empty."
-    if len(token) < _MIN_TOKEN_LENGTH:
+    # Only what is clearly a password is refused: the token's format is Snowflake's to change.
+    if len(token) < _MIN_TOKEN_LENGTH or any(ch.isspace() for ch in token):
         return errs.PASSWORD_REFUSED
-    if any(ch.isspace() for ch in token) or not keys.looks_like_token(token):
-        return (
-            "This doesn't look like a programmatic access token: those are one long string in three "
-            "parts separated by dots. Copy the token again; Snowflake shows it only once."
-        )
     return None
 
 

@@ -36,6 +36,8 @@ Contracts encoded here (SPEC, README §3-§4):
   ``_`` and ``%`` wildcards and lists only warehouses the role may use. No statement ever changes a
   warehouse's state.
 * A submit repeated with the same ``requestId`` is answered from the first execution, not run again.
+  A client marks such a re-send with ``retry=true`` (anything but ``true``/``false`` is a 400); the
+  fake answers it from the first execution either way.
 * A 429 has no body (SPEC: "body not guaranteed"), with ``Retry-After`` when the fault asks for one.
 
 Usage::
@@ -386,6 +388,8 @@ class FakeSnowflake:
         request_id = request.query_params.get("requestId")
         if request_id is not None and not _is_uuid(request_id):
             return _error(400, None, "requestId must be a UUID.")
+        if request.query_params.get("retry", "false") not in ("true", "false"):
+            return _error(400, None, "retry must be true or false.")
         if "application/json" not in (request.headers.get("content-type") or ""):
             return _error(415, None, "Unsupported media type: the SQL API takes application/json only.")
         problem = _body_problem(body)

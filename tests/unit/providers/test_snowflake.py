@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from functools import cache
@@ -299,6 +300,19 @@ def test_the_api_url_comes_from_its_own_variable() -> None:
         {"SNOWFLAKE_API_URL": "https://{account}.privatelink.snowflakecomputing.com"}
     )
     assert privatelink.base_url(ACCOUNT) == "https://myorg-analytics.privatelink.snowflakecomputing.com"
+
+
+def test_an_api_url_without_tls_is_accepted_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="bot.providers.snowflake")
+    plain = Snowflake.from_environment({"SNOWFLAKE_API_URL": "http://sf-proxy.internal.example/{account}"})
+    assert plain.base_url(ACCOUNT) == "http://sf-proxy.internal.example/myorg-analytics"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "SNOWFLAKE_API_URL is not https" in warnings[0] and "sent unencrypted" in warnings[0]
+    assert "sf-proxy.internal.example" in warnings[0]
+    caplog.clear()
+    Snowflake.from_environment({"SNOWFLAKE_API_URL": "https://sf-proxy.internal.example"})
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 @pytest.mark.parametrize(
@@ -605,9 +619,10 @@ def _encrypted_pem(kdf: bytes) -> str:
     "kdf",
     [
         _seq(_oid("1.2.840.113549.1.5.12"), _seq(_der(0x04, b"salt1234"), _int(50_000_000))),
+        _seq(_oid("1.2.840.113549.1.5.12"), _seq(_der(0x04, b"salt1234"), _int(600_000))),
         _seq(_oid("1.3.6.1.4.1.11591.4.11"), _seq(_der(0x04, b"salt1234"), _int(2**20), _int(8), _int(1))),
     ],
-    ids=["pbkdf2-50M-rounds", "scrypt-N-2^20"],
+    ids=["pbkdf2-50M-rounds", "pbkdf2-600k-rounds", "scrypt-N-2^20"],
 )
 def test_a_key_that_would_take_too_long_to_open_is_refused_before_trying(kdf: bytes) -> None:
     found = problems(form(private_key=_encrypted_pem(kdf), passphrase=PASSPHRASE))
@@ -624,7 +639,15 @@ def test_an_ordinary_pbkdf2_key_is_within_the_bound() -> None:
 # --- the token and the choice of credential ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("password", ["hunter2", "Winter2026!", "correct.horse.battery.staple"])
+@pytest.mark.parametrize(
+    "password",
+    [
+        "hunter2",
+        "Winter2026!",
+        "correct.horse.battery.staple",
+        "a passphrase long enough to pass for a token by length",
+    ],
+)
 def test_a_password_in_the_token_field_is_refused_with_the_key_pair_hint(password: str) -> None:
     found = problems(form(token=password))
     assert set(found) == {"token"}
@@ -634,9 +657,14 @@ def test_a_password_in_the_token_field_is_refused_with_the_key_pair_hint(passwor
     assert password not in message
 
 
-def test_a_long_value_that_is_not_token_shaped_is_refused() -> None:
-    found = problems(form(token="A" * 80))
-    assert "doesn't look like a programmatic access token" in found["token"]
+@pytest.mark.parametrize(
+    "token",
+    ["A" * 32, "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", new_token()],
+    ids=["32-chars", "hex", "jwt-shaped"],
+)
+def test_a_long_token_of_any_shape_is_accepted(token: str) -> None:
+    # Snowflake documents no format for programmatic access tokens.
+    assert problems(form(token=token)) == {}
 
 
 def test_a_private_key_in_the_token_field_is_redirected() -> None:
@@ -1130,6 +1158,24 @@ async def test_a_second_5xx_is_a_provider_error_with_the_request_id(
     assert len(sleeps) == 1
 
 
+async def test_a_resent_statement_carries_its_request_id_and_retry_true(
+    fake: FakeSnowflake,
+    provider: Snowflake,
+    http: httpx.AsyncClient,
+    sleeps: Sleeps,
+    arranged: tuple[FakeAccount, FakeUser],
+) -> None:
+    fake.fail_next(502)
+    verification = await verify(provider, http, key_form(warehouse=WAREHOUSE, role=ROLE))
+    assert verification.outcome is Outcome.OK
+    submits = fake.requests_to(STATEMENTS, "POST")
+    first, again, show = submits
+    assert first.query == {"requestId": first.query["requestId"]}
+    assert again.query == {"requestId": first.query["requestId"], "retry": "true"}
+    assert show.query == {"requestId": show.query["requestId"]}  # another statement, sent once
+    assert fake.executions == {first.query["requestId"]: 1, show.query["requestId"]: 1}
+
+
 async def test_a_replayed_request_is_not_run_twice(
     fake: FakeSnowflake, http: httpx.AsyncClient, arranged: tuple[FakeAccount, FakeUser]
 ) -> None:
@@ -1137,7 +1183,7 @@ async def test_a_replayed_request_is_not_run_twice(
     request_id = "0b6f3c55-8a63-4c8e-9a53-2d3f9d0c1e11"
     url = f"https://{ACCOUNT}.snowflakecomputing.com{STATEMENTS}?requestId={request_id}"
     answers = []
-    for _ in range(2):
+    for query in ("", "&retry=true"):
         now = int(fake.clock())
         headers = {
             "Authorization": f"Bearer {_bearer(rsa_key(), iat=now, exp=now + 60)}",
@@ -1145,8 +1191,10 @@ async def test_a_replayed_request_is_not_run_twice(
             "User-Agent": "tests/1",
         }
         answers.append(
-            await http.post(url, json={"statement": PROBE_STATEMENT, "timeout": 20}, headers=headers)
+            await http.post(url + query, json={"statement": PROBE_STATEMENT, "timeout": 20}, headers=headers)
         )
+    bad = await http.post(url + "&retry=yes", json={"statement": PROBE_STATEMENT}, headers=headers)
+    assert bad.status_code == 400
     first, again = answers
     assert first.status_code == again.status_code == 200
     assert first.json()["statementHandle"] == again.json()["statementHandle"]
@@ -1447,3 +1495,177 @@ async def test_the_fake_can_hold_requests_until_released(
     fake.release()
     assert (await task).outcome is Outcome.OK
     assert fake.held == 0
+
+
+# --- the time budget -------------------------------------------------------------------------------------
+
+
+class Clock:
+    """A monotonic clock the test moves: by each sleep, and by ``per_request`` for each request sent."""
+
+    def __init__(self, per_request: float) -> None:
+        self.now = 0.0
+        self.per_request = per_request
+        self.sleeps: list[float] = []
+        self.sent: list[str] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    async def on_request(self, request: httpx.Request) -> None:
+        self.sent.append(f"{request.method} {request.url.path}")
+        self.now += self.per_request
+
+
+def clocked(clock: Clock, **options: Any) -> Snowflake:
+    return Snowflake(retry=RetryPolicy(rng=lambda: 0.5), sleep=clock.sleep, monotonic=clock, **options)
+
+
+@asynccontextmanager
+async def clocked_http(fake: FakeSnowflake, clock: Clock) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=fake.app)
+    hooks = {"request": [clock.on_request]}
+    async with httpx.AsyncClient(transport=transport, timeout=5, event_hooks=hooks) as http:
+        yield http
+
+
+async def test_a_timeout_is_not_retried_when_the_retry_cannot_finish_in_time(
+    slow_server: str, fake: FakeSnowflake, arranged: tuple[FakeAccount, FakeUser]
+) -> None:
+    # The first POST is taken to have used 50 of the 60 seconds before it timed out.
+    clock = Clock(per_request=50.0)
+    provider = Snowflake(slow_server, sleep=clock.sleep, monotonic=clock, request_timeout=httpx.Timeout(0.2))
+    async with httpx.AsyncClient(event_hooks={"request": [clock.on_request]}) as http:
+        verification = await verify(provider, http, key_form())
+    assert verification.outcome is Outcome.UNREACHABLE
+    assert verification.summary == "Snowflake did not answer in time."
+    assert verification.hints == provider.unreachable_hints
+    assert clock.sleeps == [] and clock.sent == [f"POST {STATEMENTS}"]
+
+
+@pytest.mark.parametrize(
+    ("status", "retry_after", "per_request", "outcome", "says"),
+    [
+        (429, 20, 40.0, Outcome.RATE_LIMITED, "try again in about 20 seconds"),
+        (503, None, 52.0, Outcome.PROVIDER_ERROR, "Snowflake returned a server error (request "),
+    ],
+    ids=["retry-after-too-long-for-what-is-left", "backoff-too-long-for-what-is-left"],
+)
+async def test_a_wait_that_does_not_fit_the_deadline_is_skipped(
+    fake: FakeSnowflake,
+    arranged: tuple[FakeAccount, FakeUser],
+    status: int,
+    retry_after: int | None,
+    per_request: float,
+    outcome: Outcome,
+    says: str,
+) -> None:
+    clock = Clock(per_request=per_request)
+    fake.fail_next(status, retry_after=retry_after)
+    async with clocked_http(fake, clock) as http:
+        verification = await verify(clocked(clock), http, key_form())
+    assert verification.outcome is outcome
+    assert says in hints_text(verification)
+    assert verification.retry_after == retry_after
+    assert clock.sleeps == [] and clock.sent == [f"POST {STATEMENTS}"]
+
+
+async def test_a_wait_that_fits_the_deadline_is_taken(
+    fake: FakeSnowflake, arranged: tuple[FakeAccount, FakeUser]
+) -> None:
+    clock = Clock(per_request=10.0)
+    fake.fail_next(429, retry_after=20)
+    async with clocked_http(fake, clock) as http:
+        verification = await verify(clocked(clock), http, key_form())
+    assert verification.outcome is Outcome.OK
+    assert clock.sleeps == [20.0] and len(clock.sent) == 2
+
+
+async def test_polling_stops_and_cancels_before_the_deadline(
+    fake: FakeSnowflake, arranged: tuple[FakeAccount, FakeUser]
+) -> None:
+    # Each request takes 2 s and each poll waits 1 s; the poll limit alone would allow ten minutes.
+    clock = Clock(per_request=2.0)
+    fake.answer_async(polls=None)
+    async with clocked_http(fake, clock) as http:
+        verification = await verify(clocked(clock, poll_limit=600.0), http, key_form())
+    assert verification.outcome is Outcome.PROVIDER_ERROR
+    handle = verification.request_id
+    assert handle is not None and fake.cancelled == [handle]
+    assert clock.sent[-1] == f"POST {STATEMENTS}/{handle}/cancel"
+    assert clock.now < 60.0
+    polls = fake.requests_to(handle, "GET")
+    assert len(polls) == len(clock.sleeps) == 16
+    assert verification.summary == "Snowflake didn't finish the check within 50 seconds."
+    assert check(verification, "check finished").detail == "still running after 50 s; cancelled"
+
+
+async def test_no_second_statement_starts_without_time_to_answer(
+    fake: FakeSnowflake, arranged: tuple[FakeAccount, FakeUser]
+) -> None:
+    clock = Clock(per_request=50.0)
+    async with clocked_http(fake, clock) as http:
+        verification = await verify(clocked(clock), http, key_form(role=ROLE, warehouse=WAREHOUSE))
+    assert verification.outcome is Outcome.OK
+    assert check(verification, f"warehouse {WAREHOUSE}").passed  # CURRENT_WAREHOUSE() says so
+    assert fake.statements == [PROBE_STATEMENT]
+
+
+# --- opening a stored key ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def loads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Each time a PEM is actually loaded: the id of the thread that loaded it."""
+    calls: list[int] = []
+    real = keys.load_key_pair
+
+    def counting(pem: str, passphrase: str, *, checked: bool = True) -> keys.KeyPair:
+        calls.append(threading.get_ident())
+        return real(pem, passphrase, checked=checked)
+
+    monkeypatch.setattr(keys, "load_key_pair", counting)
+    return calls
+
+
+async def test_a_stored_encrypted_key_is_opened_once_and_off_the_event_loop(
+    provider: Snowflake, http: httpx.AsyncClient, arranged: tuple[FakeAccount, FakeUser], loads: list[int]
+) -> None:
+    stored = provider.clean(key_form())  # as read back from the store: not validated again
+    first = await provider.verify(stored, http)
+    again = await provider.verify(stored, http)
+    assert first.outcome is again.outcome is Outcome.OK
+    assert len(loads) == 1
+    assert loads[0] != threading.get_ident()
+
+
+def test_validation_fills_the_cache_the_hint_reads(loads: list[int]) -> None:
+    provider = Snowflake()
+    cleaned = provider.clean(key_form())
+    assert provider.validate(cleaned) == {}
+    assert provider.credential_hint(cleaned) == fingerprint_from_der(rsa_key())
+    assert len(loads) == 1
+
+
+def test_the_key_cache_keeps_no_secret_text_and_drops_the_least_recently_used(loads: list[int]) -> None:
+    cache = keys.KeyCache(size=2)
+    pems = [pem_of(rsa_key(2048, n), PASSPHRASE) for n in range(3)]
+    cache.load(pems[0], PASSPHRASE)
+    cache.load(pems[1], PASSPHRASE)
+    assert cache.peek(pems[0], PASSPHRASE) is not None  # now the most recently used
+    cache.load(pems[2], PASSPHRASE)
+    assert len(cache) == 2 and len(loads) == 3
+    assert cache.peek(pems[1], PASSPHRASE) is None
+    assert cache.load(pems[0], PASSPHRASE).fingerprint == fingerprint_from_der(rsa_key(2048, 0))
+    assert len(loads) == 3
+    state = repr(vars(cache))
+    for pem in pems[:1] + pems[2:]:
+        unkeyed = hashlib.sha256((pem + PASSPHRASE).encode()).digest()
+        for digest in cache.digests:
+            assert len(digest) == 32 and digest != unkeyed and PASSPHRASE.encode() not in digest
+        for secret in [PASSPHRASE, *(line for line in pem.splitlines() if not line.startswith("-----"))]:
+            assert secret not in state

@@ -40,6 +40,12 @@ _SERVERLESS = re.compile(
     r"(?P<name>[a-z0-9-]+)\.(?P<id>\d{12})\.(?P<region>[a-z0-9-]+)\.redshift-serverless\.amazonaws\.com"
 )
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_AUTHORITY = re.compile(r"(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+\.?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?")
+_NUMERIC_LABEL = re.compile(r"0x[0-9a-f]*|\d+")
+"""A label inet_aton reads as a number: ``127.1`` and ``0x7f.1`` are loopback addresses."""
+_LOCAL_SUFFIXES = (".internal", ".local", ".localhost")
+"""Names that only resolve inside a private network (``metadata.google.internal``,
+``*.svc.cluster.local``)."""
 
 _SHAPES = (
     "A cluster's endpoint looks like examplecluster.abc123xyz789.us-west-2.redshift.amazonaws.com, "
@@ -78,13 +84,33 @@ class Pasted:
     host: str
     port: str = ""
     database: str = ""
-    user: str = ""
+
+
+def _plausible_authority(text: str) -> bool:
+    """Whether ``text`` reads as ``host.name[:port]`` (or ``[IPv6]:port``): nothing of a password."""
+    return bool(_AUTHORITY.fullmatch(text))
+
+
+def _without_userinfo(rest: str) -> tuple[str, bool]:
+    """``rest`` (a URL after its scheme) with any ``user:password@`` dropped, and whether there was
+    one. The password may hold ``/ ? # @``, so the userinfo runs to the last ``@``, unless every
+    ``@`` sits in a ``?key=value`` query after a plain host (JDBC's ``?password=…``)."""
+    first_at = rest.find("@")
+    if first_at < 0:
+        return rest, False
+    query = rest.find("?")
+    if 0 <= query < first_at and "=" in rest[query:first_at]:
+        authority = re.split(r"[/;#]", rest[:query], maxsplit=1)[0]
+        if _plausible_authority(authority):
+            return rest, False  # the query, @ and all, is dropped with the rest of it
+    return rest[rest.rfind("@") + 1 :], True
 
 
 def split_pasted(text: str) -> Pasted:
     """Take ``jdbc:redshift://host:5439/dev``, ``postgresql://user@host/dev`` or the console's
-    ``host:5439/dev`` apart. A password in a URL is dropped, never kept in a plain field. Text
-    with another scheme (``jdbc:redshift:iam://``) is returned whole, for validation to explain."""
+    ``host:5439/dev`` apart. The userinfo of a URL (user and password) is dropped whole, never kept
+    in a plain field. Text with another scheme (``jdbc:redshift:iam://``) is returned whole, for
+    validation to explain."""
     text = text.strip()
     lowered = text.lower()
     rest = text
@@ -95,19 +121,21 @@ def split_pasted(text: str) -> Pasted:
     else:
         if "://" in text or lowered.startswith("jdbc:"):
             return Pasted(host=text)
+    rest, had_userinfo = _without_userinfo(rest)
     rest = rest.split("?", 1)[0].split("#", 1)[0].split(";", 1)[0]
     authority, _, path = rest.partition("/")
-    userinfo, at, hostport = authority.rpartition("@")
-    user = unquote(userinfo.partition(":")[0]) if at else ""
-    if hostport.startswith("["):  # [IPv6]:port
-        host, _, after = hostport[1:].partition("]")
+    if had_userinfo and not _plausible_authority(authority):
+        # What follows the last @ may still be part of a password: keep none of it.
+        return Pasted(host="")
+    if authority.startswith("["):  # [IPv6]:port
+        host, _, after = authority[1:].partition("]")
         port = after.removeprefix(":")
-    elif hostport.count(":") == 1:
-        host, _, port = hostport.partition(":")
+    elif authority.count(":") == 1:
+        host, _, port = authority.partition(":")
     else:
-        host, port = hostport, ""
+        host, port = authority, ""
     database = unquote(path.strip("/"))
-    return Pasted(host=host.strip().lower().rstrip("."), port=port.strip(), database=database, user=user)
+    return Pasted(host=host.strip().lower().rstrip("."), port=port.strip(), database=database)
 
 
 def classify(host: str) -> Endpoint:
@@ -136,12 +164,17 @@ def endpoint_problem(host: str) -> str | None:
                 "paste the endpoint and use a database user and password."
             )
         return "Paste the endpoint host, or a jdbc:redshift://, redshift:// or postgresql:// URL."
-    if _is_ip(host) or host == "localhost" or host.endswith(".localhost"):
+    labels = host.split(".")
+    if _is_ip(host) or host == "localhost" or _NUMERIC_LABEL.fullmatch(labels[-1]):
         return (
             "Use the endpoint's host name from the Redshift console, not an IP address or localhost: "
             "the TLS certificate is checked against that name."
         )
-    labels = host.split(".")
+    if host.endswith(_LOCAL_SUFFIXES):
+        return (
+            "That name only resolves inside a private network; use the endpoint's public host name "
+            f"from the Redshift console. {_SHAPES}"
+        )
     if len(host) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
         return f"That isn't a host name. {_SHAPES}"
     if len(labels) == 1:

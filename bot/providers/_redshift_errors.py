@@ -22,6 +22,8 @@ __all__ = [
     "ConnectFailure",
     "Target",
     "classify_connect_error",
+    "dns_failure",
+    "private_address_failure",
     "quote_ident",
     "schema_missing_hint",
     "server_said",
@@ -44,9 +46,9 @@ UNREACHABLE_HINTS = (
 TLS_HINTS = (
     "Use the endpoint host exactly as the Redshift console shows it, not an IP address, SSH tunnel, "
     "VPC endpoint or alias: the server's certificate is checked against that name.",
-    "The bot trusts the system's root certificates, which include Amazon Trust Services (the issuer of "
-    "Redshift's certificates); a server without TLS, or with a certificate no trusted CA issued, is "
-    "refused.",
+    "The bot trusts the Mozilla root certificates (certifi), which include Amazon Trust Services (the "
+    "issuer of Redshift's certificates); a server without TLS, or with a certificate no trusted CA "
+    "issued, is refused.",
 )
 
 _PASSWORD_HINT = (
@@ -66,6 +68,14 @@ _DNS_HINT = (
     "information, or the workgroup's page). A deleted or renamed cluster has a new endpoint."
 )
 _DNS_LATER_HINT = "The bot's DNS lookup failed for now; try again in a minute."
+_PRIVATE_HINT = (
+    "Use the endpoint of a cluster or workgroup that is publicly accessible. If the bot runs inside the "
+    "cluster's VPC, its operator can allow private addresses with REDSHIFT_ALLOW_PRIVATE_ADDRESSES=true."
+)
+_DROPPED_HINT = (
+    "The connection was closed while it was being set up, which is usually a network hiccup or a "
+    "restarting cluster; try again in a minute."
+)
 _REFUSED_HINT = (
     "Something at that address refused the connection: check the port (5439 unless it was changed). "
     "A security group drops unwanted connections rather than refusing them."
@@ -130,8 +140,8 @@ def usage_hint(schema: str, user: str) -> str:
 
 def schema_missing_hint(schema: str, database: str) -> str:
     return (
-        f"There is no schema {schema} in database {database}: check the spelling (names are "
-        "case-sensitive) and the database."
+        f"There is no schema {schema} in database {database}: check the spelling and the database. A "
+        'name not in double quotes is lower-cased, as in SQL; write a mixed-case name in quotes, as "Sales".'
     )
 
 
@@ -186,6 +196,26 @@ def _with_said(what: str, said: str) -> str:
     return f"{what}. It said: {said}" + ("" if said.endswith((".", "!", "?")) else ".")
 
 
+def dns_failure(target: Target, *, temporary: bool) -> ConnectFailure:
+    """The endpoint's name did not resolve: gone for good, or the lookup failed for now."""
+    if temporary:
+        summary = f"We couldn't look up {target.host} right now (a temporary DNS failure)."
+        probe = Probe(Outcome.UNREACHABLE, summary, hints=(_DNS_LATER_HINT, *UNREACHABLE_HINTS))
+        return ConnectFailure(probe, "dns-unavailable")
+    probe = Probe(Outcome.INVALID_INPUT, f"The host {target.host} does not exist.", hints=(_DNS_HINT,))
+    return ConnectFailure(probe, "dns")
+
+
+def private_address_failure(target: Target) -> ConnectFailure:
+    """The endpoint's name resolved to an address that is not public; nothing was connected to.
+    The address itself is not shown: it could map a private network."""
+    summary = (
+        f"{target.host} points to a private or local network address, and the bot only connects to "
+        "public addresses."
+    )
+    return ConnectFailure(Probe(Outcome.INVALID_INPUT, summary, hints=(_PRIVATE_HINT,)), "private-address")
+
+
 def classify_connect_error(
     message: str, target: Target, password: str, *, tls_enabled: bool
 ) -> ConnectFailure:
@@ -202,14 +232,7 @@ def classify_connect_error(
         return ConnectFailure(Probe(outcome, summary, hints=hints), kind, transient)
 
     if "failed to resolve host" in text or "could not translate host name" in text:
-        if "temporary failure" in text or "try again" in text:
-            return fail(
-                Outcome.UNREACHABLE,
-                "dns-unavailable",
-                f"We couldn't look up {target.host} right now (a temporary DNS failure).",
-                (_DNS_LATER_HINT, *UNREACHABLE_HINTS),
-            )
-        return fail(Outcome.INVALID_INPUT, "dns", f"The host {target.host} does not exist.", (_DNS_HINT,))
+        return dns_failure(target, temporary="temporary failure" in text or "try again" in text)
     if "password authentication failed" in text or "authentication failed" in text:
         summary = _with_said(f"Amazon Redshift rejected the user {target.user} or its password", said)
         return fail(Outcome.UNAUTHORIZED, "auth", summary, (_PASSWORD_HINT, _USER_HINT))
@@ -240,6 +263,23 @@ def classify_connect_error(
     if "not currently accepting connections" in text:
         summary = _with_said(f"The database {target.database} isn't accepting connections", said)
         return fail(Outcome.PROVIDER_ERROR, "not-accepting", summary, (_NOT_ACCEPTING_HINT,), transient=True)
+    # A TLS connection cut short ("SSL SYSCALL error: EOF detected") is a dropped connection, not a
+    # TLS misconfiguration, unless the text is about the certificate.
+    dropped = any(
+        phrase in bare
+        for phrase in (
+            "ssl syscall error",
+            "ssl connection has been closed unexpectedly",
+            "eof detected",
+            "server closed the connection unexpectedly",
+            "connection reset by peer",
+        )
+    )
+    if dropped and not ("certificate" in bare or "verify" in bare):
+        summary = _with_said(f"{where} closed the connection while it was being set up", said)
+        return fail(
+            Outcome.PROVIDER_ERROR, "dropped", summary, (_DROPPED_HINT, PROVIDER_ERROR_HINT), transient=True
+        )
     if tls_enabled and any(
         word in bare for word in ("ssl", "certificate", "tls", "does not match host name", "sslrootcert")
     ):

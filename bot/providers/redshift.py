@@ -6,6 +6,21 @@ I and where (``current_user``, ``current_database()``, ``version()``), may I cre
 tables, and, when a schema is given, may I use it. Redshift needs two shims in psycopg: its client
 encoding is called ``UNICODE``, and it rejects ``DEALLOCATE``, so nothing is prepared.
 
+The endpoint is user input, so the probe resolves it first and connects only when every address
+is public (``is_global``); libpq then gets the checked address as ``hostaddr`` and the endpoint as
+``host``, so TLS still checks the name and a second DNS answer cannot swap the address.
+
+Settings (environment variables, read by :meth:`Redshift.from_environment`):
+
+* ``REDSHIFT_SSLMODE`` — ``verify-full`` (default); ``verify-ca``, ``require`` and ``disable`` are
+  for tests only and warned about at start.
+* ``REDSHIFT_SSLROOTCERT`` — the trusted CAs: ``certifi`` (default; Mozilla's roots, which hold
+  Amazon's), ``system`` (the TLS library's own store) or the path of a PEM CA bundle.
+* ``REDSHIFT_CONNECT_TO`` — ``host:port`` to connect to instead of the endpoint (tunnels, tests),
+  like curl's ``--connect-to``; the address is then not checked.
+* ``REDSHIFT_ALLOW_PRIVATE_ADDRESSES`` — ``true`` lets endpoints resolve to private addresses, for
+  a bot deployed inside the cluster's VPC (default ``false``).
+
 A connect error carries no SQLSTATE in psycopg, so it is classified by its text
 (:mod:`bot.providers._redshift_errors`). The password goes to psycopg's ``connect`` as a keyword
 and nowhere else; an error text is shown only when it cannot hold the password.
@@ -14,14 +29,18 @@ and nowhere else; an error text is shown only when it cannot hold the password.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+import socket
+import ssl
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, LiteralString, Protocol, Self
 
+import certifi
 import httpx
 import psycopg
 from psycopg import _encodings
@@ -50,9 +69,13 @@ __all__ = [
     "EndpointKind",
     "PsycopgSession",
     "Redshift",
+    "Resolver",
     "Session",
+    "default_rootcert",
     "install_unicode_alias",
     "psycopg_connect",
+    "resolve_host",
+    "schema_identifier",
     "server_product",
 ]
 
@@ -101,6 +124,20 @@ class Session(Protocol):
 
 
 Connector = Callable[[ConnectParams], Awaitable[Session]]
+Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
+"""``(host, port)`` -> the IP addresses the host resolves to; raises OSError (``socket.gaierror``)."""
+
+
+def default_rootcert() -> str:
+    """certifi's CA bundle. ``sslrootcert=system`` is not a safe default: psycopg-binary's own
+    OpenSSL looks for a CA file that Debian does not have, and then trusts nothing."""
+    return certifi.where()
+
+
+async def resolve_host(host: str, port: int) -> list[str]:
+    """The addresses ``host`` resolves to, in the resolver's order, each once."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 def install_unicode_alias(codecs: MutableMapping[bytes, str] | None = None) -> None:
@@ -188,6 +225,48 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+def _is_public(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])  # fe80::1%eth0
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global
+
+
+def schema_identifier(text: str) -> str:
+    """The schema as Redshift names it: unquoted names are folded to lower case, a double-quoted
+    one is kept as written (without its quotes)."""
+    if len(text) >= 2 and text.startswith('"') and text.endswith('"'):
+        return text[1:-1].replace('""', '"')
+    return text.lower()
+
+
+def _rootcert(raw: str | None) -> str:
+    text = (raw or "").strip()
+    if not text or text == "certifi":
+        return default_rootcert()
+    if text == "system":
+        return text
+    if not Path(text).is_file():
+        raise ConfigError("REDSHIFT_SSLROOTCERT must be 'certifi', 'system' or the path of a CA bundle file")
+    try:
+        context = ssl.create_default_context(cafile=text)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise ConfigError(f"REDSHIFT_SSLROOTCERT {text} holds no readable certificate") from exc
+    if context.cert_store_stats()["x509"] == 0:
+        raise ConfigError(f"REDSHIFT_SSLROOTCERT {text} holds no certificate")
+    return text
+
+
+def _flag(raw: str | None, name: str) -> bool:
+    text = (raw or "").strip().lower()
+    if text not in ("", "true", "false", "1", "0", "yes", "no"):
+        raise ConfigError(f"{name} must be true or false")
+    return text in ("true", "1", "yes")
+
+
 def _connect_to(raw: str | None) -> tuple[str, int] | None:
     text = (raw or "").strip()
     if not text:
@@ -270,7 +349,8 @@ class Redshift(Provider):
                 FormField(
                     name="schema",
                     label="Schema",
-                    hint="A schema the user must be able to use; the check tells whether it may.",
+                    hint="A schema the user must be able to use; the check tells whether it may. As in SQL, "
+                    'a name is lower-cased unless it is in double quotes ("Sales").',
                     placeholder="public",
                     optional=True,
                     max_length=127,
@@ -283,11 +363,14 @@ class Redshift(Provider):
         self,
         *,
         sslmode: str = "verify-full",
-        sslrootcert: str = "system",
+        sslrootcert: str | None = None,
         connect_to: tuple[str, int] | None = None,
+        allow_private: bool = False,
         connector: Connector = psycopg_connect,
+        resolve: Resolver = resolve_host,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         connect_timeout: int = 10,
+        resolve_budget: float = 3.0,
         connect_budget: float = 15.0,
         probe_budget: float = 20.0,
         retry_delay: float = 1.0,
@@ -295,8 +378,11 @@ class Redshift(Provider):
         if sslmode not in SSL_MODES:
             raise ValueError(f"sslmode must be one of {', '.join(SSL_MODES)}")
         self.sslmode = sslmode
-        self.sslrootcert = sslrootcert
+        self.sslrootcert = default_rootcert() if sslrootcert is None else sslrootcert
         self.connect_to = connect_to
+        self.allow_private = allow_private
+        self.resolve_budget = resolve_budget
+        self._resolve = resolve
         self.connect_timeout = connect_timeout
         self.connect_budget = connect_budget
         self.probe_budget = probe_budget
@@ -304,32 +390,36 @@ class Redshift(Provider):
         self._connector = connector
         self._sleep = sleep
         if sslmode != "verify-full":
+            risk = (
+                "passwords and data may travel unencrypted"
+                if sslmode == "disable"
+                else "the server is not authenticated by its name, so passwords and data may travel to "
+                "an impostor"
+            )
             logger.warning(
-                "Redshift TLS is relaxed to sslmode=%s: server certificates are not fully verified. "
-                "This is for tests only.",
-                sslmode,
+                "Redshift TLS is relaxed to sslmode=%s: %s. This is for tests only.", sslmode, risk
             )
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str]) -> Self:
-        """``REDSHIFT_SSLMODE`` (default ``verify-full``; the weaker ``verify-ca``, ``require`` and
-        ``disable`` are for tests only), ``REDSHIFT_SSLROOTCERT`` (default ``system``: the OS trust
-        store, which holds Amazon's roots; or a CA bundle file), ``REDSHIFT_CONNECT_TO``
-        (``host:port`` to connect to instead of the endpoint, like curl's ``--connect-to``; the
-        endpoint's name is still the one TLS checks when the address is an IP)."""
+        """The settings listed in the module's docstring; a bad value raises ConfigError naming it.
+        With ``REDSHIFT_CONNECT_TO`` set to an IP, the endpoint's name is still the one TLS checks."""
         sslmode = (env.get("REDSHIFT_SSLMODE") or "").strip().lower() or "verify-full"
         if sslmode not in SSL_MODES:
             raise ConfigError(f"REDSHIFT_SSLMODE must be one of {', '.join(SSL_MODES)}")
-        rootcert = (env.get("REDSHIFT_SSLROOTCERT") or "").strip() or "system"
-        if rootcert != "system" and not Path(rootcert).is_file():
-            raise ConfigError("REDSHIFT_SSLROOTCERT must be 'system' or the path of a CA bundle file")
+        rootcert = _rootcert(env.get("REDSHIFT_SSLROOTCERT"))
         if sslmode == "verify-ca" and rootcert == "system":
             raise ConfigError(
                 "REDSHIFT_SSLMODE=verify-ca needs REDSHIFT_SSLROOTCERT set to a CA bundle file "
                 "('system' works only with verify-full)"
             )
         return cls(
-            sslmode=sslmode, sslrootcert=rootcert, connect_to=_connect_to(env.get("REDSHIFT_CONNECT_TO"))
+            sslmode=sslmode,
+            sslrootcert=rootcert,
+            connect_to=_connect_to(env.get("REDSHIFT_CONNECT_TO")),
+            allow_private=_flag(
+                env.get("REDSHIFT_ALLOW_PRIVATE_ADDRESSES"), "REDSHIFT_ALLOW_PRIVATE_ADDRESSES"
+            ),
         )
 
     # --- offline -------------------------------------------------------------------------------
@@ -340,7 +430,7 @@ class Redshift(Provider):
         cleaned = super().clean(values)
         pasted = split_pasted(str(cleaned["endpoint"]))
         cleaned["endpoint"] = pasted.host
-        for name, found in (("port", pasted.port), ("database", pasted.database), ("user", pasted.user)):
+        for name, found in (("port", pasted.port), ("database", pasted.database)):
             if not cleaned[name] and found:
                 cleaned[name] = found
         return cleaned
@@ -389,12 +479,10 @@ class Redshift(Provider):
                 host = elsewhere
         password = values.get("password")
         verifies = self.sslmode.startswith("verify-")
-        # libpq refuses sslrootcert=system with any mode but verify-full.
-        rootcert = (
-            self.sslrootcert
-            if verifies or (self.sslmode == "require" and self.sslrootcert != "system")
-            else None
-        )
+        # libpq refuses sslrootcert=system with any mode but verify-full, and a root file turns
+        # require into verify-ca: only a bundle set on purpose does that.
+        chosen = self.sslrootcert not in ("system", default_rootcert())
+        rootcert = self.sslrootcert if verifies or (self.sslmode == "require" and chosen) else None
         return ConnectParams(
             host=host,
             port=port,
@@ -412,13 +500,19 @@ class Redshift(Provider):
         params = self.connect_params(values)
         host = _plain(values, "endpoint")
         target = errs.Target(host, parse_port(_plain(values, "port")), params.dbname, params.user)
+        if self.connect_to is None:
+            address = await self._checked_address(params.host, params.port, target)
+            if isinstance(address, errs.ConnectFailure):
+                return address.probe
+            params = dataclasses.replace(params, hostaddr=address)
         session = await self._connect(params, target)
         if isinstance(session, errs.ConnectFailure):
             return session.probe
         password = params.password.reveal()
         try:
             async with asyncio.timeout(self.probe_budget):
-                return await self._ask(session, target, classify(host), _plain(values, "schema"))
+                schema = schema_identifier(_plain(values, "schema"))
+                return await self._ask(session, target, classify(host), schema)
         except (TimeoutError, psycopg.errors.QueryCanceled):
             logger.info("redshift %s: the checks took too long", target.address)
             summary = f"We connected to {target.address}, but the checks didn't finish in time."
@@ -432,6 +526,28 @@ class Redshift(Provider):
             return Probe(Outcome.PROVIDER_ERROR, summary, hints=(errs.PROVIDER_ERROR_HINT,))
         finally:
             await self._close(session, target)
+
+    async def _checked_address(self, host: str, port: int, target: errs.Target) -> str | errs.ConnectFailure:
+        """The address to connect to: ``host`` resolved once, and refused unless every address it
+        has is public (or private ones are allowed). Nothing is connected to here."""
+        try:
+            async with asyncio.timeout(self.resolve_budget):
+                addresses = list(await self._resolve(host, port))
+        except TimeoutError:
+            failure = errs.dns_failure(target, temporary=True)
+        except socket.gaierror as exc:
+            failure = errs.dns_failure(target, temporary=exc.errno in (socket.EAI_AGAIN, socket.EAI_FAIL))
+        except OSError:
+            failure = errs.dns_failure(target, temporary=True)
+        else:
+            if not addresses:
+                failure = errs.dns_failure(target, temporary=False)
+            elif not self.allow_private and not all(_is_public(a) for a in addresses):
+                failure = errs.private_address_failure(target)
+            else:
+                return addresses[0]
+        logger.info("redshift %s: not connecting (%s)", target.address, failure.kind)
+        return failure
 
     async def _connect(self, params: ConnectParams, target: errs.Target) -> Session | errs.ConnectFailure:
         """One attempt, and one more after a short pause when the failure looked transient."""

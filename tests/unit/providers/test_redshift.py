@@ -6,27 +6,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import socket
+import ssl
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import certifi
 import httpx
 import psycopg
 import pytest
 from psycopg import _encodings, sql
 
 from bot.providers import _redshift_errors as errs
-from bot.providers._redshift_endpoint import EndpointKind, classify, split_pasted
+from bot.providers._redshift_endpoint import EndpointKind, classify, endpoint_problem, split_pasted
 from bot.providers.base import Check, Outcome, Verification
 from bot.providers.redshift import (
     ConnectParams,
     PsycopgSession,
     Redshift,
+    default_rootcert,
     install_unicode_alias,
     psycopg_connect,
+    resolve_host,
+    schema_identifier,
     server_product,
 )
 from bot.redaction import Secret
@@ -45,6 +51,7 @@ REDSHIFT_VERSION = (
 )
 PASSWORD = "Sup3r-Secret-Pa55word!"
 WHERE = f'connection failed: connection to server at "{ENDPOINT}" (10.0.0.7), port 5439 failed: '
+PUBLIC_IP = "52.10.20.30"
 
 
 def form(
@@ -76,6 +83,24 @@ def closed_port() -> int:
 class Sleeps(list[float]):
     async def __call__(self, seconds: float) -> None:
         self.append(seconds)
+
+
+@dataclass
+class Resolver:
+    """Answers every lookup with ``addresses``, or raises ``error``; remembers what was asked."""
+
+    addresses: list[str] = field(default_factory=lambda: [PUBLIC_IP])
+    error: BaseException | None = None
+    hang: bool = False
+    asked: list[tuple[str, int]] = field(default_factory=list)
+
+    async def __call__(self, host: str, port: int) -> list[str]:
+        self.asked.append((host, port))
+        if self.hang:
+            await asyncio.Event().wait()
+        if self.error is not None:
+            raise self.error
+        return self.addresses
 
 
 @dataclass
@@ -132,6 +157,7 @@ class FakeRedshift:
 
 
 def faked(fake: FakeRedshift, **kwargs: Any) -> Redshift:
+    kwargs.setdefault("resolve", Resolver())
     return Redshift(connector=fake, sleep=Sleeps(), **kwargs)
 
 
@@ -305,6 +331,12 @@ def test_unreachable_hints_name_public_access_the_security_group_and_pausing() -
         (f"{ENDPOINT}:5439/dev", ENDPOINT, "5439", "dev"),  # the console's "Endpoint" as copied
         (f"{ENDPOINT}.", ENDPOINT, "", ""),
         (ENDPOINT, ENDPOINT, "", ""),
+        (f"postgresql://admin:Pa#ss1@{ENDPOINT}/dev", ENDPOINT, "", "dev"),
+        (f"redshift://admin:pa/ss@{ENDPOINT}/dev", ENDPOINT, "", "dev"),
+        (f"redshift://admin:12/34@{ENDPOINT}:5440/dev", ENDPOINT, "5440", "dev"),
+        (f"postgresql://admin:p@ss?w=rd@{ENDPOINT}:5439/dev", ENDPOINT, "5439", "dev"),
+        (f"jdbc:redshift://{ENDPOINT}:5439/dev?user=admin&password=Se@cret", ENDPOINT, "5439", "dev"),
+        ("postgresql://admin:Pa#ss1@", "", "", ""),
     ],
 )
 def test_pasted_urls_are_taken_apart(pasted: str, host: str, port: str, database: str) -> None:
@@ -324,10 +356,28 @@ def test_clean_fills_empty_fields_from_a_url_and_keeps_what_was_typed() -> None:
 def test_a_password_in_a_pasted_url_is_dropped() -> None:
     provider = Redshift()
     cleaned = provider.clean(form(f"postgresql://bob:{PASSWORD}@{ENDPOINT}:5439/dev", user=""))
-    assert cleaned["endpoint"] == ENDPOINT and cleaned["user"] == "bob"
+    assert cleaned["endpoint"] == ENDPOINT and cleaned["user"] == ""
     plain = [value for value in cleaned.values() if isinstance(value, str)]
     assert not any(PASSWORD in value for value in plain)
     assert PASSWORD not in repr(provider.config_of(cleaned))
+
+
+@pytest.mark.parametrize(
+    "pasted",
+    [
+        "postgresql://admin:Pa#ss1@{host}/dev",
+        "redshift://admin:pa/ss@{host}/dev",
+        "redshift://admin:Pa;ss:5439@{host}/dev",
+        "jdbc:redshift://admin:Pa?ss=1@{host}:5439/dev",
+        "postgresql://admin:Pa#ss1@broken",
+    ],
+)
+def test_no_part_of_the_userinfo_lands_in_a_plain_field(pasted: str) -> None:
+    provider = Redshift()
+    cleaned = provider.clean(form(pasted.format(host=ENDPOINT), port="", database="", user=""))
+    plain = " ".join(str(cleaned[name]) for name in ("endpoint", "port", "database", "user"))
+    for part in ("admin", "Pa", "pa", "ss"):
+        assert part not in plain.replace(ENDPOINT, ""), (part, plain)
 
 
 @pytest.mark.parametrize(
@@ -366,6 +416,13 @@ def problems(**fields: str) -> dict[str, str]:
         ("my_cluster.abc.us-west-2.redshift.amazonaws.com", "isn't a host name"),
         (f"jdbc:redshift:iam://{ENDPOINT}:5439/dev", "IAM URLs"),
         (f"https://{ENDPOINT}", "jdbc:redshift://"),
+        ("127.1", "not an IP address or localhost"),
+        ("0x7f.1", "not an IP address or localhost"),
+        ("0177.0.0.1", "not an IP address or localhost"),
+        ("2130706433", "not an IP address or localhost"),
+        ("metadata.google.internal", "only resolves inside a private network"),
+        ("redis.default.svc.cluster.local", "only resolves inside a private network"),
+        ("db.localhost", "only resolves inside a private network"),
     ],
 )
 def test_endpoint_problems(endpoint: str, says: str) -> None:
@@ -417,10 +474,14 @@ def test_the_credential_hint_is_the_user_at_the_cluster() -> None:
 # --- settings ----------------------------------------------------------------------------------------------
 
 
-def test_from_environment_defaults_to_full_verification_against_the_system_roots() -> None:
+def test_from_environment_defaults_to_full_verification_against_the_certifi_roots() -> None:
     provider = Redshift.from_environment({})
     params = provider.connect_params(provider.clean(form()))
-    assert (params.sslmode, params.sslrootcert) == ("verify-full", "system")
+    assert (params.sslmode, params.sslrootcert) == ("verify-full", certifi.where())
+    assert params.sslrootcert is not None and Path(params.sslrootcert).is_file()
+    context = ssl.create_default_context(cafile=params.sslrootcert)
+    assert context.cert_store_stats()["x509_ca"] > 0
+    assert Redshift().sslrootcert == default_rootcert() == certifi.where()
     assert (params.host, params.port, params.hostaddr) == (ENDPOINT, 5439, None)
     assert (params.dbname, params.user, params.connect_timeout) == ("dev", "alice", 10)
     assert params.password.reveal() == PASSWORD and PASSWORD not in repr(params)
@@ -443,14 +504,32 @@ def test_weak_tls_is_only_set_explicitly_and_warned_about(caplog: pytest.LogCapt
     assert relaxed.sslmode == "disable"
     assert relaxed.connect_params(relaxed.clean(form())).sslrootcert is None
     assert "sslmode=disable" in caplog.text and "tests only" in caplog.text
+    assert "passwords and data may travel unencrypted" in caplog.text
+
+
+@pytest.mark.parametrize("sslmode", ["require", "verify-ca"])
+def test_unauthenticated_tls_is_warned_about(caplog: pytest.LogCaptureFixture, sslmode: str) -> None:
+    caplog.set_level(logging.WARNING)
+    provider = Redshift.from_environment({"REDSHIFT_SSLMODE": sslmode})
+    assert provider.sslmode == sslmode
+    [record] = caplog.records
+    assert record.levelno == logging.WARNING
+    assert f"sslmode={sslmode}" in record.getMessage()
+    assert "not authenticated" in record.getMessage() and "passwords and data" in record.getMessage()
+
+
+def test_require_does_not_verify_against_the_default_roots() -> None:
+    provider = Redshift.from_environment({"REDSHIFT_SSLMODE": "require"})
+    assert provider.connect_params(provider.clean(form())).sslrootcert is None
 
 
 @pytest.mark.parametrize(
     ("env", "variable"),
     [
         ({"REDSHIFT_SSLMODE": "prefer"}, "REDSHIFT_SSLMODE"),
-        ({"REDSHIFT_SSLMODE": "verify-ca"}, "REDSHIFT_SSLROOTCERT"),
+        ({"REDSHIFT_SSLMODE": "verify-ca", "REDSHIFT_SSLROOTCERT": "system"}, "REDSHIFT_SSLROOTCERT"),
         ({"REDSHIFT_SSLROOTCERT": "/nonexistent/amazon-trust-ca-bundle.crt"}, "REDSHIFT_SSLROOTCERT"),
+        ({"REDSHIFT_ALLOW_PRIVATE_ADDRESSES": "maybe"}, "REDSHIFT_ALLOW_PRIVATE_ADDRESSES"),
         ({"REDSHIFT_CONNECT_TO": "127.0.0.1"}, "REDSHIFT_CONNECT_TO"),
         ({"REDSHIFT_CONNECT_TO": "127.0.0.1:99999"}, "REDSHIFT_CONNECT_TO"),
         ({"REDSHIFT_CONNECT_TO": "bad host:5439"}, "REDSHIFT_CONNECT_TO"),
@@ -463,11 +542,21 @@ def test_malformed_settings_name_the_variable(env: dict[str, str], variable: str
 
 def test_a_ca_bundle_file_can_be_trusted_instead(tmp_path: Path) -> None:
     bundle = tmp_path / "amazon-trust-ca-bundle.crt"
-    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    shutil.copyfile(certifi.where(), bundle)
     provider = Redshift.from_environment(
         {"REDSHIFT_SSLMODE": "verify-ca", "REDSHIFT_SSLROOTCERT": str(bundle)}
     )
     assert provider.connect_params(provider.clean(form())).sslrootcert == str(bundle)
+    system = Redshift.from_environment({"REDSHIFT_SSLROOTCERT": "system"})
+    assert system.connect_params(system.clean(form())).sslrootcert == "system"
+
+
+@pytest.mark.parametrize("content", ["", "-----BEGIN CERTIFICATE-----\n", "not a certificate\n"])
+def test_a_ca_bundle_without_a_certificate_is_refused_at_start(tmp_path: Path, content: str) -> None:
+    bundle = tmp_path / "empty.pem"
+    bundle.write_text(content)
+    with pytest.raises(ConfigError, match="REDSHIFT_SSLROOTCERT"):
+        Redshift.from_environment({"REDSHIFT_SSLROOTCERT": str(bundle)})
 
 
 # --- psycopg shims -----------------------------------------------------------------------------------------
@@ -513,7 +602,7 @@ async def test_psycopg_is_asked_for_autocommit_no_prepares_and_the_password_as_a
     assert kwargs["autocommit"] is True and kwargs["prepare_threshold"] is None
     assert (kwargs["sslmode"], kwargs["sslrootcert"], kwargs["connect_timeout"]) == (
         "verify-full",
-        "system",
+        certifi.where(),
         10,
     )
     assert (kwargs["host"], kwargs["port"], kwargs["dbname"], kwargs["user"]) == (
@@ -544,12 +633,12 @@ async def test_redshift_answers_in_char_and_names_itself_in_version() -> None:
 
 async def test_each_probe_is_its_own_statement_and_the_schema_is_a_parameter() -> None:
     fake = FakeRedshift()
-    await verify(faked(fake), form(schema="analytics'); DROP TABLE x; --"))
+    await verify(faked(fake), form(schema="analytics'); drop table x; --"))
     assert fake.session.statements == [
         ("SET statement_timeout TO 10000", ()),
         ("SELECT current_user, current_database(), version()", ()),
         ("SELECT has_database_privilege(current_database(), 'TEMP')", ()),
-        ("SELECT has_schema_privilege(%s, 'USAGE')", ("analytics'); DROP TABLE x; --",)),
+        ("SELECT has_schema_privilege(%s, 'USAGE')", ("analytics'); drop table x; --",)),
     ]
 
 
@@ -569,7 +658,7 @@ async def test_missing_privileges_leave_the_credential_ok_with_grants_to_run() -
     fake = FakeRedshift(
         session=FakeSession(identity=("IAM:ops", "dev", REDSHIFT_VERSION), temp="f", usage="f")
     )
-    verification = await verify(faked(fake), form(SERVERLESS, user="IAM:ops", schema="Sales"))
+    verification = await verify(faked(fake), form(SERVERLESS, user="IAM:ops", schema='"Sales"'))
     assert verification.outcome is Outcome.OK
     assert "lacks TEMP on database dev and USAGE on schema Sales" in verification.summary
     assert "Serverless workgroup default in us-east-1" in check(verification, "Signed in as IAM:ops").detail
@@ -667,6 +756,24 @@ def test_server_product() -> None:
             "Amazon Trust Services",
         ),
         (
+            WHERE + "SSL SYSCALL error: EOF detected",
+            Outcome.PROVIDER_ERROR,
+            "closed the connection while it was being set up",
+            "network hiccup",
+        ),
+        (
+            WHERE + "SSL connection has been closed unexpectedly",
+            Outcome.PROVIDER_ERROR,
+            "closed the connection while it was being set up",
+            "try again",
+        ),
+        (
+            WHERE + "SSL SYSCALL error: certificate verify failed",
+            Outcome.UNREACHABLE,
+            "its certificate couldn't be verified",
+            "Amazon Trust Services",
+        ),
+        (
             WHERE + 'FATAL:  database "dev" is not currently accepting connections',
             Outcome.PROVIDER_ERROR,
             "isn't accepting connections",
@@ -726,7 +833,15 @@ async def test_a_short_password_in_an_error_is_not_shown() -> None:
 async def test_transient_failures_are_tried_once_more() -> None:
     sleeps = Sleeps()
     fake = FakeRedshift(refusals=[WHERE + "FATAL:  the database system is starting up"])
-    verification = await verify(Redshift(connector=fake, sleep=sleeps), form())
+    verification = await verify(Redshift(connector=fake, sleep=sleeps, resolve=Resolver()), form())
+    assert verification.outcome is Outcome.OK
+    assert len(fake.attempts) == 2 and sleeps == [1.0]
+
+
+async def test_a_dropped_tls_connection_is_tried_once_more() -> None:
+    sleeps = Sleeps()
+    fake = FakeRedshift(refusals=[WHERE + "SSL SYSCALL error: EOF detected"])
+    verification = await verify(Redshift(connector=fake, sleep=sleeps, resolve=Resolver()), form())
     assert verification.outcome is Outcome.OK
     assert len(fake.attempts) == 2 and sleeps == [1.0]
 
@@ -734,7 +849,7 @@ async def test_transient_failures_are_tried_once_more() -> None:
 async def test_credential_failures_are_not_retried() -> None:
     sleeps = Sleeps()
     fake = FakeRedshift(refusals=[WHERE + 'FATAL:  password authentication failed for user "alice"'])
-    verification = await verify(Redshift(connector=fake, sleep=sleeps), form())
+    verification = await verify(Redshift(connector=fake, sleep=sleeps, resolve=Resolver()), form())
     assert verification.outcome is Outcome.UNAUTHORIZED
     assert len(fake.attempts) == 1 and sleeps == []
 
@@ -777,13 +892,169 @@ async def test_a_missing_schema_is_a_failed_check() -> None:
     assert "check the spelling" in hints_text(verification)
 
 
+@pytest.mark.parametrize(
+    ("typed", "name"),
+    [
+        ("Analytics", "analytics"),
+        ("analytics", "analytics"),
+        ('"Sales"', "Sales"),
+        ('"We""ird"', 'We"ird'),
+        ('"', '"'),
+    ],
+)
+def test_schema_identifier_folds_unquoted_names(typed: str, name: str) -> None:
+    assert schema_identifier(typed) == name
+
+
+async def test_an_unquoted_schema_is_asked_for_in_lower_case() -> None:
+    fake = FakeRedshift()
+    verification = await verify(faked(fake), form(schema="Analytics"))
+    assert fake.session.statements[-1] == ("SELECT has_schema_privilege(%s, 'USAGE')", ("analytics",))
+    assert check(verification, "USAGE on schema analytics").passed
+
+
+def test_the_missing_schema_hint_explains_case_folding() -> None:
+    hint = errs.schema_missing_hint("sales", "dev")
+    assert "case-sensitive" not in hint
+    assert "lower-cased" in hint and 'in quotes, as "Sales"' in hint
+
+
 def test_quote_ident() -> None:
     assert errs.quote_ident("analytics") == "analytics"
     assert errs.quote_ident("Sales") == '"Sales"'
     assert errs.quote_ident('we"ird') == '"we""ird"'
 
 
+# --- where the probe connects: the endpoint resolved once, and only to public addresses --------------------
+
+
+async def test_the_checked_address_is_connected_to_and_the_name_kept_for_tls() -> None:
+    fake, resolver = FakeRedshift(), Resolver()
+    verification = await verify(faked(fake, resolve=resolver), form(port="5440"))
+    assert verification.outcome is Outcome.OK
+    assert resolver.asked == [(ENDPOINT, 5440)]
+    [params] = fake.attempts
+    assert (params.host, params.hostaddr, params.port) == (ENDPOINT, PUBLIC_IP, 5440)
+
+
+async def test_a_retry_reuses_the_checked_address() -> None:
+    resolver = Resolver(addresses=[PUBLIC_IP, "52.10.20.31"])
+    fake = FakeRedshift(refusals=[WHERE + "FATAL:  the database system is starting up"])
+    verification = await verify(faked(fake, resolve=resolver), form())
+    assert verification.outcome is Outcome.OK
+    assert len(resolver.asked) == 1
+    assert [params.hostaddr for params in fake.attempts] == [PUBLIC_IP, PUBLIC_IP]
+
+
+@pytest.mark.parametrize(
+    "addresses",
+    [
+        ["127.0.0.1"],  # 127.0.0.1.nip.io
+        ["10.0.0.7"],
+        ["172.16.5.4"],
+        ["192.168.1.10"],
+        ["100.64.0.1"],
+        ["0.0.0.0"],
+        ["169.254.169.254"],  # 169.254.169.254.nip.io, the cloud metadata service
+        ["fd00:ec2::254"],  # the EC2 metadata service over IPv6
+        ["::1"],
+        ["fe80::1%eth0"],
+        ["::ffff:127.0.0.1"],
+        [PUBLIC_IP, "10.0.0.7"],
+    ],
+)
+async def test_an_endpoint_resolving_to_a_private_address_is_not_connected_to(addresses: list[str]) -> None:
+    fake = FakeRedshift()
+    verification = await verify(faked(fake, resolve=Resolver(addresses=addresses)), form())
+    assert verification.outcome is Outcome.INVALID_INPUT
+    assert verification.summary == (
+        f"{ENDPOINT} points to a private or local network address, and the bot only connects to "
+        "public addresses."
+    )
+    assert "REDSHIFT_ALLOW_PRIVATE_ADDRESSES=true" in hints_text(verification)
+    assert not any(address in repr(verification) for address in addresses if address != PUBLIC_IP)
+    assert fake.attempts == []
+
+
+async def test_private_addresses_may_be_allowed_for_a_bot_inside_the_vpc() -> None:
+    provider = Redshift.from_environment({"REDSHIFT_ALLOW_PRIVATE_ADDRESSES": "true"})
+    assert provider.allow_private
+    assert not Redshift.from_environment({}).allow_private
+    fake = FakeRedshift()
+    allowed = faked(fake, allow_private=True, resolve=Resolver(addresses=["10.0.0.7"]))
+    verification = await verify(allowed, form())
+    assert verification.outcome is Outcome.OK
+    assert [params.hostaddr for params in fake.attempts] == ["10.0.0.7"]
+
+
+async def test_connect_to_skips_the_lookup() -> None:
+    fake, resolver = FakeRedshift(), Resolver(addresses=["127.0.0.1"])
+    verification = await verify(faked(fake, resolve=resolver, connect_to=("127.0.0.1", 15439)), form())
+    assert verification.outcome is Outcome.OK
+    assert resolver.asked == []
+    assert fake.attempts[0].hostaddr == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("resolver", "outcome", "in_summary", "in_hints"),
+    [
+        (
+            Resolver(error=socket.gaierror(socket.EAI_NONAME, "Name or service not known")),
+            Outcome.INVALID_INPUT,
+            f"The host {ENDPOINT} does not exist.",
+            "copy the endpoint again",
+        ),
+        (Resolver(addresses=[]), Outcome.INVALID_INPUT, "does not exist", "copy the endpoint again"),
+        (
+            Resolver(error=socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")),
+            Outcome.UNREACHABLE,
+            "temporary DNS failure",
+            "try again in a minute",
+        ),
+        (Resolver(hang=True), Outcome.UNREACHABLE, "temporary DNS failure", "try again in a minute"),
+    ],
+)
+async def test_a_failed_lookup_connects_to_nothing(
+    resolver: Resolver, outcome: Outcome, in_summary: str, in_hints: str
+) -> None:
+    fake = FakeRedshift()
+    verification = await verify(faked(fake, resolve=resolver, resolve_budget=0.05), form())
+    assert verification.outcome is outcome
+    assert in_summary in verification.summary
+    assert in_hints in hints_text(verification)
+    assert fake.attempts == []
+
+
+async def test_the_system_resolver_answers_for_localhost_and_loopback_is_refused() -> None:
+    addresses = await resolve_host("localhost", 5439)
+    assert addresses and len(addresses) == len(set(addresses))
+    assert all(address in ("127.0.0.1", "::1") for address in addresses)
+    fake = FakeRedshift()
+    provider = Redshift(connector=fake, sleep=Sleeps())
+    async with httpx.AsyncClient() as http:
+        probe = await provider.probe(provider.clean(form("localhost")), http)
+    assert probe.outcome is Outcome.INVALID_INPUT
+    assert "private or local network address" in probe.summary
+    assert fake.attempts == []
+
+
+def test_local_names_are_refused_before_any_lookup() -> None:
+    for host in ("127.0.0.1.nip.io", "169.254.169.254.nip.io"):
+        assert endpoint_problem(host) is None  # a real name: the lookup decides
+    for host in ("127.1", "0x7f.1", "metadata.google.internal", "api.default.svc.cluster.local"):
+        assert endpoint_problem(host) is not None
+
+
 # --- the private PostgreSQL as Redshift's stand-in ---------------------------------------------------------
+
+
+async def test_libpq_connects_to_the_checked_address_under_the_endpoint_name(world: World) -> None:
+    provider = Redshift(
+        sslmode="disable", allow_private=True, resolve=Resolver(addresses=["127.0.0.1"]), retry_delay=0.0
+    )
+    verification = await verify(provider, as_user(world, "rs_alice", port=str(world.server.port)))
+    assert verification.outcome is Outcome.OK, verification
+    assert check(verification, "Signed in as rs_alice to rs_dev").passed
 
 
 async def test_working_credentials(world: World) -> None:
@@ -830,12 +1101,27 @@ async def test_no_usage_on_the_schema_is_ok_with_the_grant_to_run(world: World) 
 
 
 async def test_a_quoted_schema_name_goes_as_a_parameter(world: World) -> None:
-    verification = await verify(world.relaxed(), as_user(world, "rs_bob", schema="Sales"))
+    verification = await verify(world.relaxed(), as_user(world, "rs_bob", schema='"Sales"'))
     assert not check(verification, "USAGE on schema Sales").passed
     assert 'GRANT USAGE ON SCHEMA "Sales" TO rs_bob;' in hints_text(verification)
     sneaky = await verify(world.relaxed(), as_user(world, "rs_alice", schema="analytics', 'USAGE') --"))
     assert sneaky.outcome is Outcome.OK
     assert "There is no schema" in check(sneaky, "USAGE on schema").detail
+
+
+async def test_a_mixed_case_schema_name_finds_the_lower_case_schema(world: World) -> None:
+    verification = await verify(world.relaxed(), as_user(world, "rs_alice", schema="Analytics"))
+    assert verification.outcome is Outcome.OK
+    assert check(verification, "USAGE on schema analytics").passed
+    assert verification.hints == ()
+
+
+async def test_a_quoted_schema_name_keeps_its_case(world: World) -> None:
+    quoted = await verify(world.relaxed(), as_user(world, "rs_alice", schema='"Analytics"'))
+    assert check(quoted, "USAGE on schema Analytics").detail == "There is no schema Analytics in rs_dev."
+    assert "lower-cased" in hints_text(quoted)
+    sales = await verify(world.relaxed(), as_user(world, "rs_alice", schema="Sales"))
+    assert check(sales, "USAGE on schema sales").detail == "There is no schema sales in rs_dev."
 
 
 async def test_no_temp_privilege(world: World) -> None:
@@ -888,7 +1174,10 @@ async def test_a_closed_port_is_refused(world: World) -> None:
 
 @pytest.mark.parametrize("env", [{}, {"REDSHIFT_SSLMODE": "verify-full"}, {"REDSHIFT_SSLMODE": "require"}])
 async def test_tls_is_required_unless_relaxed_explicitly(world: World, env: dict[str, str]) -> None:
-    verification = await verify(world.provider(**env), as_user(world, "rs_alice"))
+    provider = world.provider(**env)
+    if provider.sslmode == "verify-full":
+        assert provider.sslrootcert == certifi.where()
+    verification = await verify(provider, as_user(world, "rs_alice"))
     assert verification.outcome is Outcome.UNREACHABLE
     assert verification.summary == f"We couldn't connect to {ENDPOINT}:5439 securely: it doesn't offer TLS."
     assert verification.hints == errs.TLS_HINTS

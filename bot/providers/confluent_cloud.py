@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Self
 from urllib.parse import quote
 
 import httpx
 
 from bot.providers import _confluent_errors as errs
+from bot.providers import _retries as retries
 from bot.providers._confluent_errors import secret_checksum_ok
 from bot.providers.base import Check, FieldValues, FormField, FormSection, Outcome, Probe, Provider
 from bot.redaction import Secret
@@ -34,29 +34,12 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
-    """How hard to try when Confluent says "not now" (429) or fails (5xx, Kafka 50003)."""
+class RetryPolicy(retries.RetryPolicy):
+    """Confluent's: two tries after a 429 and one after a 5xx (or Kafka 50003), backing off 1, 2,
+    then 4 seconds when the response does not say (Kafka REST never does)."""
 
     rate_limit_retries: int = 2
-    server_error_retries: int = 1
     backoff: tuple[float, ...] = (1.0, 2.0, 4.0)
-    """Seconds to wait before retry n, when the response does not say (Kafka REST never does)."""
-    jitter: float = 0.25
-    """Up to this fraction is added to each backoff step, so callers that failed together spread out."""
-    max_retry_after: float = 30.0
-    """The longest ``Retry-After`` worth waiting for; past it we give up at once, as rate_limited."""
-    rng: Callable[[], float] = field(default=random.random, repr=False)
-
-    def backoff_delay(self, retry: int) -> float:
-        step = self.backoff[min(retry, len(self.backoff) - 1)]
-        return step * (1 + self.jitter * self.rng())
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    try:
-        return max(0.0, float(response.headers.get("retry-after", "")))
-    except ValueError:
-        return None
 
 
 class ConfluentCloud(Provider):
@@ -267,7 +250,7 @@ class _Run:
             logger.info("confluent %s %s -> %d", method, where, response.status_code)
             self.first_request_id = self.first_request_id or response.headers.get("x-request-id")
             if response.status_code == 429:
-                self.asked_to_wait = _retry_after(response)
+                self.asked_to_wait = retries.retry_after(response)
                 if rate_limited >= self._retry.rate_limit_retries or (
                     self.asked_to_wait is not None and self.asked_to_wait > self._retry.max_retry_after
                 ):

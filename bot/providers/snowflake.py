@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import re
 import time
 import uuid
@@ -44,6 +43,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from bot.providers import _retries as retries
 from bot.providers import _snowflake_errors as errs
 from bot.providers import _snowflake_keys as keys
 from bot.providers import _snowflake_names as names
@@ -99,24 +99,11 @@ def show_warehouses_statement(warehouse: names.Identifier) -> str:
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
-    """How hard to try when Snowflake says "not now" (429), fails (5xx) or doesn't answer in time:
-    once each, with jittered backoff, as the SQL API reference recommends."""
+class RetryPolicy(retries.RetryPolicy):
+    """Snowflake's: once each after a 429, a 5xx or a timeout, with jittered backoff, as the SQL
+    API reference recommends."""
 
-    rate_limit_retries: int = 1
-    server_error_retries: int = 1
     timeout_retries: int = 1
-    backoff: tuple[float, ...] = (1.0, 2.0)
-    """Seconds to wait before retry n, when the response does not say."""
-    jitter: float = 0.25
-    """Up to this fraction is added to each backoff step."""
-    max_retry_after: float = 30.0
-    """The longest ``Retry-After`` worth waiting for; past it we give up at once, as rate_limited."""
-    rng: Callable[[], float] = field(default=random.random, repr=False)
-
-    def backoff_delay(self, retry: int) -> float:
-        step = self.backoff[min(retry, len(self.backoff) - 1)]
-        return step * (1 + self.jitter * self.rng())
 
 
 class Snowflake(Provider):
@@ -610,7 +597,7 @@ class _Run:
             if not retry:
                 return response
             if response.status_code == 429:
-                self.asked_to_wait = _retry_after(response)
+                self.asked_to_wait = retries.retry_after(response)
                 if rate_limited >= self._retry.rate_limit_retries or (
                     self.asked_to_wait is not None and self.asked_to_wait > self._retry.max_retry_after
                 ):
@@ -872,13 +859,6 @@ def _token_problem(token: str) -> str | None:
     if len(token) < _MIN_TOKEN_LENGTH or any(ch.isspace() for ch in token):
         return errs.PASSWORD_REFUSED
     return None
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    try:
-        return max(0.0, float(response.headers.get("retry-after", "")))
-    except ValueError:
-        return None
 
 
 def _handle_of(response: httpx.Response) -> str | None:

@@ -255,6 +255,8 @@ class Provider(ABC):
 
 def _describe_transport_error(exc: httpx.TransportError) -> str:
     text = str(exc).lower()
+    if "temporary failure in name resolution" in text or ("try again" in text and "name" in text):
+        return "the host name could not be resolved just now"
     if "name or service not known" in text or "nodename" in text or "getaddrinfo" in text:
         return "the host name does not resolve"
     if "certificate" in text or "ssl" in text or "tls" in text:

@@ -168,6 +168,20 @@ class ConfluentCloud(Provider):
         has_cluster = bool(endpoint and cluster)
 
         cloud = await run.send("GET", f"{self.api_url}/org/v2/environments", params={"page_size": "1"})
+        if cloud.status_code == 200 and not _is_environment_list(cloud):
+            # A proxy, a captive portal or a changed API, not Confluent saying the key works.
+            return Probe(
+                Outcome.PROVIDER_ERROR,
+                "Confluent Cloud gave an unexpected answer (HTTP 200): not the list of environments "
+                "it sends for a valid key.",
+                tuple(run.checks),
+                (
+                    "Something answered for the Cloud API that is not it: check CONFLUENT_CLOUD_API_URL "
+                    "and any proxy between the bot and api.confluent.cloud.",
+                    "If it persists, Confluent may have changed the API: tell whoever runs this bot.",
+                ),
+                cloud.headers.get("x-request-id"),
+            )
         if cloud.status_code == 200:
             run.record_environments(cloud)
             if not has_cluster:
@@ -327,6 +341,12 @@ class _Run:
 def _rejects_key(error: errs.ApiError) -> bool:
     """A 401, or a 403 that says the key is invalid (treated as a 401, as Terraform does)."""
     return error.status == 401 or (error.status == 403 and error.says_invalid_api_key)
+
+
+def _is_environment_list(response: httpx.Response) -> bool:
+    """Whether a 200 is the Cloud API's list: ``{"api_version", "kind", "metadata", "data": [...]}``."""
+    body = _json(response)
+    return isinstance(body, dict) and isinstance(body.get("data"), list)
 
 
 def _is_server_error(response: httpx.Response) -> bool:

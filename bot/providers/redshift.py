@@ -576,6 +576,9 @@ class Redshift(Provider):
         row = await session.fetch_one(_WHO_AM_I)
         if row is None or len(row) < 3:
             raise psycopg.DataError("no answer to the identity question")
+        if not all(isinstance(value, str) and value for value in row[:3]):
+            # current_user, current_database() and version() are always text on a real server.
+            raise psycopg.DataError("an identity answer that is not text")
         user, database, version = str(row[0]), str(row[1]), str(row[2])
         is_redshift, product = server_product(version)
         kind = endpoint.describe()

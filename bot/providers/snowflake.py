@@ -379,7 +379,11 @@ class Snowflake(Provider):
             run.checks.append(Check("signed in", True, f"as {user.upper()} on {account}"))
             run.context_failed(answer.error)
             return run.result()
-        row = answer.rows[0] if answer.rows else []
+        row = answer.rows[0] if answer.rows else None
+        if row is None or not row or row[0] is None or row[1] is None:
+            # The account and the user always come back for a session that exists: anything else
+            # is not Snowflake's answer to the probe (a proxy, a changed API).
+            return run.unexpected()
         seen = [row[i] if i < len(row) else None for i in range(5)]
         return await run.inspect_session(*seen)
 
@@ -781,6 +785,15 @@ class _Run:
         else:
             summary = f"{subject} ({'; '.join(self.facts)})." if self.facts else f"{subject}."
         return Probe(Outcome.OK, summary, tuple(self.checks), tuple(self.hints), self.reference)
+
+    def unexpected(self) -> Probe:
+        summary = "Snowflake gave an unexpected answer (HTTP 200): no session in the result."
+        hints = (
+            "Something answered for Snowflake that is not it: check SNOWFLAKE_API_URL and any proxy "
+            "between the bot and <account>.snowflakecomputing.com.",
+            "If it persists, Snowflake may have changed the SQL API: tell whoever runs this bot.",
+        )
+        return Probe(Outcome.PROVIDER_ERROR, summary, tuple(self.checks), hints, self.reference)
 
     def slow(self) -> Probe:
         limit = self.gave_up_after

@@ -29,6 +29,7 @@ __all__ = [
     "server_said",
     "temp_hint",
     "usage_hint",
+    "with_said",
 ]
 
 _SAID_MAX = 200
@@ -190,7 +191,7 @@ def server_said(message: str, password: str) -> str:
     return text
 
 
-def _with_said(what: str, said: str) -> str:
+def with_said(what: str, said: str) -> str:
     if not said:
         return f"{what}."
     return f"{what}. It said: {said}" + ("" if said.endswith((".", "!", "?")) else ".")
@@ -234,16 +235,16 @@ def classify_connect_error(
     if "failed to resolve host" in text or "could not translate host name" in text:
         return dns_failure(target, temporary="temporary failure" in text or "try again" in text)
     if "password authentication failed" in text or "authentication failed" in text:
-        summary = _with_said(f"Amazon Redshift rejected the user {target.user} or its password", said)
+        summary = with_said(f"Amazon Redshift rejected the user {target.user} or its password", said)
         return fail(Outcome.UNAUTHORIZED, "auth", summary, (_PASSWORD_HINT, _USER_HINT))
     if re.search(r'role ".*" does not exist', text) or "no password supplied" in text:
-        summary = _with_said(f"Amazon Redshift doesn't accept the user {target.user}", said)
+        summary = with_said(f"Amazon Redshift doesn't accept the user {target.user}", said)
         return fail(Outcome.UNAUTHORIZED, "auth", summary, (_USER_HINT, _PASSWORD_HINT))
     if re.search(r'database ".*" does not exist', text):
-        summary = _with_said(f"There is no database {target.database} at {target.host}", said)
+        summary = with_said(f"There is no database {target.database} at {target.host}", said)
         return fail(Outcome.INVALID_INPUT, "database", summary, (_DATABASE_HINT,))
     if "permission denied for database" in text:
-        summary = _with_said(f"The user {target.user} may not connect to {target.database}", said)
+        summary = with_said(f"The user {target.user} may not connect to {target.database}", said)
         return fail(
             Outcome.FORBIDDEN, "connect-privilege", summary, (_connect_hint(target.database, target.user),)
         )
@@ -252,16 +253,16 @@ def classify_connect_error(
         or "connection limit exceeded" in text
         or "remaining connection slots are reserved" in text
     ):
-        summary = _with_said("Amazon Redshift has no connection to spare right now", said)
+        summary = with_said("Amazon Redshift has no connection to spare right now", said)
         return fail(Outcome.RATE_LIMITED, "connection-limit", summary, (_rate_limit_hint(target.user),))
     if "no pg_hba.conf entry" in text:
         if "ssl off" in text or "no encryption" in text:
             summary = f"{where} only accepts connections over TLS."
             return fail(Outcome.UNREACHABLE, "tls-required", summary, (_SSL_OFF_HINT, *TLS_HINTS))
-        summary = _with_said(f"{target.host} refuses the user {target.user} from the bot's address", said)
+        summary = with_said(f"{target.host} refuses the user {target.user} from the bot's address", said)
         return fail(Outcome.FORBIDDEN, "host-rules", summary, (_HBA_HINT,))
     if "not currently accepting connections" in text:
-        summary = _with_said(f"The database {target.database} isn't accepting connections", said)
+        summary = with_said(f"The database {target.database} isn't accepting connections", said)
         return fail(Outcome.PROVIDER_ERROR, "not-accepting", summary, (_NOT_ACCEPTING_HINT,), transient=True)
     # A TLS connection cut short ("SSL SYSCALL error: EOF detected") is a dropped connection, not a
     # TLS misconfiguration, unless the text is about the certificate.
@@ -276,7 +277,7 @@ def classify_connect_error(
         )
     )
     if dropped and not ("certificate" in bare or "verify" in bare):
-        summary = _with_said(f"{where} closed the connection while it was being set up", said)
+        summary = with_said(f"{where} closed the connection while it was being set up", said)
         return fail(
             Outcome.PROVIDER_ERROR, "dropped", summary, (_DROPPED_HINT, PROVIDER_ERROR_HINT), transient=True
         )
@@ -306,5 +307,5 @@ def classify_connect_error(
     ):
         summary = f"We couldn't reach {where}."
         return fail(Outcome.UNREACHABLE, "network", summary, UNREACHABLE_HINTS)
-    summary = _with_said(f"Amazon Redshift at {where} didn't let us connect", said)
+    summary = with_said(f"Amazon Redshift at {where} didn't let us connect", said)
     return fail(Outcome.PROVIDER_ERROR, "other", summary, (PROVIDER_ERROR_HINT,), transient=True)

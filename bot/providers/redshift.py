@@ -520,9 +520,8 @@ class Redshift(Provider):
         except psycopg.Error as exc:
             logger.info("redshift %s: a check failed (SQLSTATE %s)", target.address, exc.sqlstate)
             said = errs.server_said(str(exc), password)
-            summary = f"We connected to {target.address}, but a check failed" + (
-                f". It said: {said}" if said else "."
-            )
+            what = f"We connected to {target.address}, but a check failed"
+            summary = errs.with_said(what, said) if said else f"{what}."
             return Probe(Outcome.PROVIDER_ERROR, summary, hints=(errs.PROVIDER_ERROR_HINT,))
         finally:
             await self._close(session, target)

@@ -1,5 +1,6 @@
 """The ``connections-bot`` command: ``serve`` runs the bot, ``migrate`` applies schema migrations,
-``audit export`` writes the audit log as JSON Lines."""
+``audit export`` writes the audit log as JSON Lines, ``rotate-master-key`` re-encrypts every
+credential under a new master key."""
 
 from __future__ import annotations
 
@@ -8,16 +9,25 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.logs import configure_logging
 from bot.providers.registry import build_registry
-from bot.settings import ConfigError, Settings, load_database_url, load_settings
+from bot.settings import (
+    ConfigError,
+    KeySettings,
+    Settings,
+    load_database_url,
+    load_key_settings,
+    load_settings,
+)
 
 if TYPE_CHECKING:
     from slack_bolt.async_app import AsyncApp
 
     from bot.runtime import Services
+    from bot.services.master_key_rotation import RotationOutcome
 
 __all__ = ["main"]
 
@@ -38,11 +48,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         "export", help="write every audit event as JSON Lines (one object per line) and exit"
     )
     export.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of standard output")
+    rotate = commands.add_parser(
+        "rotate-master-key",
+        help="re-encrypt every credential under a new master key (needs only DATABASE_URL and the key)",
+    )
+    rotate.add_argument(
+        "--new-key-file",
+        metavar="PATH",
+        type=Path,
+        help="with CONNECTIONS_MASTER_KEY: write the new key to PATH, a new file (default: "
+        "master.key.<key id>.next in the config directory, where a start looks for it)",
+    )
+    rotate.add_argument(
+        "--yes",
+        action="store_true",
+        help="replace a key kept in the keyring or the default key file without asking (other "
+        "databases run by this OS user may use it too: see the warning)",
+    )
     args = parser.parse_args(argv)
 
     if args.command == "audit":
         # Before load_settings: reading the log must not need Slack tokens or the master key.
         return _export_audit(load_database_url(args.env_file), args.output)
+    if args.command == "rotate-master-key":
+        # Before load_settings too: an operator rotating the key needs no Slack token.
+        # Absolute, so the swap steps printed at the end name the file wherever they are read.
+        new_key_file = args.new_key_file.expanduser().absolute() if args.new_key_file else None
+        return _rotate_master_key(load_key_settings(args.env_file), new_key_file, assume_yes=args.yes)
     try:
         settings = load_settings(args.env_file)
         # Each provider reads its own settings; a malformed one stops start-up the same way.
@@ -57,6 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _migrate(settings: Settings) -> int:
+    # Alembic announces each of its plugins at INFO when it is first imported (just below):
+    # set-up chatter that would bury the one line saying why a start failed.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     from bot.store import StoreError
     from bot.store.migrate import upgrade_to_head
 
@@ -118,6 +153,104 @@ async def _write_audit(database_url: str, output: str | None) -> int:
             return await export_events(db, out)
     finally:
         await db.dispose()
+
+
+def _rotate_master_key(settings: KeySettings, new_key_file: Path | None, *, assume_yes: bool) -> int:
+    """``rotate-master-key``: progress on stderr (logs), the result and what to do next on stdout."""
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from bot.master_key import MasterKeyError
+    from bot.services.master_key_rotation import PromotionFailed, crash_at, rotate_master_key
+    from bot.store import Database, StoreError
+    from bot.store.db import is_sqlite, safe_url
+
+    configure_logging("INFO")
+    url = settings.database_url
+    try:
+        if is_sqlite(url) and not Path(make_url(url).database or "").is_file():
+            print(f"connections-bot: no database at {safe_url(url)}; check DATABASE_URL", file=sys.stderr)
+            return EXIT_CONFIG
+        checkpoint = crash_at(settings.failpoint)
+
+        async def rotate() -> RotationOutcome:
+            db = Database.from_url(url)
+            try:
+                return await rotate_master_key(
+                    db,
+                    settings,
+                    new_key_file=new_key_file,
+                    confirm=lambda warning: _confirm_shared_slot(warning, assume_yes=assume_yes),
+                    checkpoint=checkpoint,
+                )
+            finally:
+                await db.dispose()
+
+        outcome = asyncio.run(rotate())
+    except PromotionFailed as exc:
+        print(f"connections-bot: {exc}", file=sys.stderr)
+        return 1
+    except (MasterKeyError, StoreError) as exc:
+        print(f"connections-bot: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (SQLAlchemyError, OSError) as exc:
+        # The type only: driver messages can name hosts and users.
+        print(
+            f"connections-bot: could not rotate the master key on {safe_url(url)} ({type(exc).__name__}); "
+            "is the database reachable and migrated (connections-bot migrate)? Nothing was committed "
+            "unless the output above says so",
+            file=sys.stderr,
+        )
+        return 1
+    print(_rotation_report(outcome))
+    return 0
+
+
+def _confirm_shared_slot(warning: str, *, assume_yes: bool) -> bool:
+    """Print ``warning`` before anything changes; go on with ``--yes`` or a typed "yes" at a terminal."""
+    print(f"WARNING: {warning}.", file=sys.stderr, flush=True)
+    if assume_yes:
+        return True
+    if not sys.stdin.isatty():
+        print("connections-bot: run the command again with --yes to go on", file=sys.stderr)
+        return False
+    print("Type yes to replace the key: ", end="", file=sys.stderr, flush=True)
+    try:
+        answer = input()
+    except EOFError:
+        return False
+    return answer.strip().lower() == "yes"
+
+
+def _rotation_report(outcome: RotationOutcome) -> str:
+    from bot.master_key import ENV_VAR
+
+    if outcome.already_committed:
+        lines = [
+            f"A previous rotation already moved every credential to master key {outcome.new_key_id}; "
+            f"{ENV_VAR} still holds the old key {outcome.old_key_id}. Nothing new was rotated."
+        ]
+    else:
+        lines = [
+            f"Re-encrypted {outcome.credentials} credential fields and the key canary under the new "
+            f"master key {outcome.new_key_id} (was {outcome.old_key_id})."
+        ]
+    if outcome.swap_file is not None:
+        path = outcome.swap_file
+        lines += [
+            f"The new key is in {path} (readable only by you). To finish:",
+            f"  1. set {ENV_VAR} to the contents of {path} on every instance (e.g. in your secret manager);",
+            "  2. restart every instance;",
+            f"  3. delete {path}.",
+            f"Until then the old {ENV_VAR} opens nothing: a bot started on this machine uses the file "
+            "(with a warning), and anywhere else it refuses to start.",
+        ]
+    else:
+        lines += [
+            f"The new key replaced the old one in {outcome.key_location}; the old key is gone.",
+            "Restart every running bot on this database: it still holds the old key.",
+        ]
+    return "\n".join(lines)
 
 
 def _serve(settings: Settings) -> int:

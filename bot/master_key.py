@@ -13,6 +13,9 @@ Lookup order (see DESIGN.md, "Secrets"):
 A key is generated only when the caller says the database holds no ciphertext yet: in the keyring
 if one is usable, else in the key file. With ciphertext present and no key found, loading fails.
 
+Rotation (``connections-bot rotate-master-key``) stages its new key beside the primary and promotes
+it after the commit: see :mod:`bot.master_key_slots`.
+
 Exception hierarchy (all messages are one line and safe to print: paths and key ids, never keys)::
 
     CryptoError                    (bot.crypto)
@@ -30,8 +33,9 @@ import enum
 import logging
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import keyring
 import keyring.backends.fail
@@ -40,7 +44,7 @@ import platformdirs
 from keyring.backend import KeyringBackend
 
 from bot.crypto import Cipher, CryptoError, DecryptionError, InvalidMasterKey, MasterKey, Sealed
-from bot.settings import Settings
+from bot.redaction import Secret
 
 __all__ = [
     "ENV_VAR",
@@ -53,6 +57,7 @@ __all__ = [
     "MalformedMasterKey",
     "MasterKeyError",
     "MasterKeyMissing",
+    "MasterKeySettings",
     "WrongMasterKey",
     "default_key_file_path",
     "load_master_key",
@@ -89,6 +94,16 @@ class WrongMasterKey(MasterKeyError):
     """The loaded master key does not open the stored credentials."""
 
 
+class MasterKeySettings(Protocol):
+    """The two settings that say where the master key is (``Settings`` and ``KeySettings`` both fit)."""
+
+    @property
+    def master_key(self) -> Secret | None: ...
+
+    @property
+    def master_key_file(self) -> Path | None: ...
+
+
 class KeySource(enum.Enum):
     ENV = "env"
     KEYRING = "keyring"
@@ -101,6 +116,10 @@ class LoadedKey:
 
     ``location`` says where in words ("CONNECTIONS_MASTER_KEY", a keyring backend, a file path) for
     start-up logs and :func:`verify_key_opens`; ``warning`` is set when production should do better.
+    ``backend`` is the keyring backend that holds a keyring key (where its "next" slot lives).
+    ``from_next_slot`` marks the key of a committed rotation read from its staged slot because it
+    is not (yet) the primary: ``CONNECTIONS_MASTER_KEY`` still holds the old key, or the promotion
+    failed. Another rotation must not start then: the operator finishes this one first.
     """
 
     key: MasterKey
@@ -109,6 +128,8 @@ class LoadedKey:
     location: str
     warning: str | None = None
     path: Path | None = None
+    backend: KeyringBackend | None = field(default=None, repr=False, compare=False)
+    from_next_slot: bool = False
 
 
 def default_key_file_path() -> Path:
@@ -117,7 +138,7 @@ def default_key_file_path() -> Path:
 
 
 def load_master_key(
-    settings: Settings,
+    settings: MasterKeySettings,
     *,
     has_ciphertext: bool,
     keyring_backend: KeyringBackend | None = None,
@@ -216,6 +237,10 @@ class _Keyring:
         return bool(self._backends)
 
     @property
+    def members(self) -> list[KeyringBackend]:
+        return list(self._backends)
+
+    @property
     def location(self) -> str:
         return _keyring_location(self._backends)
 
@@ -229,7 +254,7 @@ class _Keyring:
                 logger.info("not using keyring backend %s: %s", _class_name(backend), _reason(exc))
                 continue
             if value is not None:
-                return _parse_keyring_value(value, _keyring_location([backend]))
+                return _parse_keyring_value(value, backend)
             answering.append(backend)
         self._backends = answering
         return None
@@ -257,23 +282,26 @@ class _Keyring:
                 continue
             location = _keyring_location([backend])
             logger.info("created a new master key %s in the %s", key.key_id, location)
-            return LoadedKey(key=key, source=KeySource.KEYRING, created=True, location=location)
+            return LoadedKey(
+                key=key, source=KeySource.KEYRING, created=True, location=location, backend=backend
+            )
         return None
 
 
-def _parse_keyring_value(value: str, location: str) -> LoadedKey:
+def _parse_keyring_value(value: str, backend: KeyringBackend) -> LoadedKey:
+    location = _keyring_location([backend])
     try:
         key = MasterKey.from_base64(value)
     except InvalidMasterKey as exc:
         raise MalformedMasterKey(
             f"the {location} entry is malformed: {exc}; fix or delete that entry"
         ) from None
-    return LoadedKey(key=key, source=KeySource.KEYRING, created=False, location=location)
+    return LoadedKey(key=key, source=KeySource.KEYRING, created=False, location=location, backend=backend)
 
 
-def _keyring_location(backends: list[KeyringBackend]) -> str:
+def _keyring_location(backends: list[KeyringBackend], username: str = KEYRING_USERNAME) -> str:
     names = ", ".join(_class_name(b) for b in backends)
-    return f"system keyring service {KEYRING_SERVICE!r} user {KEYRING_USERNAME!r} ({names})"
+    return f"system keyring service {KEYRING_SERVICE!r} user {username!r} ({names})"
 
 
 def _usable_keyring(given: KeyringBackend | None) -> _Keyring | None:
@@ -382,18 +410,29 @@ def _read_key_file(path: Path, location: str) -> LoadedKey | None:
     )
 
 
-def _create_key_file(path: Path, location: str) -> LoadedKey:
-    """Write a new key to ``path`` (0600, directory 0700), without ever replacing an existing file."""
+def _write_temporary_key_file(path: Path, key: MasterKey) -> Path:
+    """``key`` in a new private file beside ``path``, flushed to disk, for a link or rename to
+    publish under ``path``: a reader never sees half a key."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    key = MasterKey.generate()
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
-    # The key is complete on disk before it appears under its name: a reader never sees half a key.
     fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(key.to_base64().reveal().encode("ascii") + b"\n")
             handle.flush()
             os.fsync(handle.fileno())
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
+def _create_key_file(path: Path, location: str) -> LoadedKey:
+    """Write a new key to ``path`` (0600, directory 0700), without ever replacing an existing file."""
+    key = MasterKey.generate()
+    tmp = _write_temporary_key_file(path, key)
+    try:
         try:
             # link() fails if the name exists, unlike rename(): a racing start cannot replace a key.
             os.link(tmp, path)

@@ -14,7 +14,14 @@ from dotenv import dotenv_values
 
 from bot.redaction import Secret
 
-__all__ = ["ConfigError", "Settings", "load_database_url", "load_settings"]
+__all__ = [
+    "ConfigError",
+    "KeySettings",
+    "Settings",
+    "load_database_url",
+    "load_key_settings",
+    "load_settings",
+]
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 DEFAULT_DATABASE_URL = "sqlite:///connections.db"
@@ -185,6 +192,35 @@ def load_database_url(env_file: str | os.PathLike[str] | None = ".env") -> str:
     """``DATABASE_URL`` (or its default) from the same sources as :func:`load_settings`, for
     commands that only read the database (``audit export``) and so need no Slack token."""
     return (_environment(env_file).get("DATABASE_URL") or "").strip() or DEFAULT_DATABASE_URL
+
+
+@dataclass(frozen=True)
+class KeySettings:
+    """What ``rotate-master-key`` reads: the database and the master key, no Slack token."""
+
+    database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
+    master_key: Secret | None = None
+    master_key_file: Path | None = None
+    # Fault injection for the kill-safety tests (CONNECTIONS_FAILPOINT): the step at which the
+    # command exits as a SIGKILL would stop it. Unset in any real deployment.
+    failpoint: str | None = None
+
+
+def load_key_settings(env_file: str | os.PathLike[str] | None = ".env") -> KeySettings:
+    """:class:`KeySettings` from the same sources as :func:`load_settings`."""
+    env = _environment(env_file)
+
+    def get(name: str) -> str | None:
+        return (env.get(name) or "").strip() or None
+
+    master_key = get("CONNECTIONS_MASTER_KEY")
+    key_file = get("CONNECTIONS_MASTER_KEY_FILE")
+    return KeySettings(
+        database_url=get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+        master_key=Secret(master_key) if master_key else None,
+        master_key_file=Path(key_file).expanduser() if key_file else None,
+        failpoint=get("CONNECTIONS_FAILPOINT"),
+    )
 
 
 def _environment(env_file: str | os.PathLike[str] | None) -> dict[str, str]:

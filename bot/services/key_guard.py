@@ -5,52 +5,287 @@ start then proves, before serving a request, that the configured key opens that 
 newest stored credential; ``/healthz`` repeats the canary check. A second host that made a key of
 its own, a mistyped ``CONNECTIONS_MASTER_KEY`` or a restored database with another key's data are
 all refused with a message that says so, instead of sealing new rows under a key nobody else has.
+
+``rotate-master-key`` (:mod:`bot.services.master_key_rotation`) stages its new key in a slot named
+after that key's id (:mod:`bot.master_key_slots`) before it re-encrypts anything and promotes it
+after the commit. When the primary key does not open the canary, a start reads the slot named after
+the canary's key id:
+
+* the primary opens it: the staged slot for the primary's own id, if any, is a copy left by a
+  promotion stopped halfway and is removed (for ``CONNECTIONS_MASTER_KEY`` the operator deletes it);
+  slots staged by a rotation that never committed are never read, let alone replaced;
+* only the staged key opens it: the rotation committed and stopped before its promotion, which is
+  finished here (only if the primary still holds the key it started from); for
+  ``CONNECTIONS_MASTER_KEY`` the bot starts with the staged file's key and warns that the variable
+  still holds the old one. With no primary key at all (a keyring entry or key file lost after the
+  commit), the staged key is restored into the empty primary slot;
+* neither: :class:`WrongMasterKey`, naming the rotation that moved the data if the audit log has one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from dataclasses import dataclass
+from pathlib import Path
 
-from bot.crypto import Cipher, CryptoError, Sealed, associated_data
-from bot.master_key import LoadedKey, MasterKeyError, load_master_key, verify_key_opens
+from keyring.backend import KeyringBackend
+
+from bot.crypto import Cipher, CryptoError, DecryptionError, MasterKey, Sealed, associated_data
+from bot.master_key import (
+    ENV_VAR,
+    KeySource,
+    LoadedKey,
+    MasterKeyError,
+    MasterKeyMissing,
+    MasterKeySettings,
+    WrongMasterKey,
+    load_master_key,
+    verify_key_opens,
+)
+from bot.master_key_slots import (
+    StagedKey,
+    discard_staged_key,
+    find_staged_for_missing_primary,
+    promote_staged_key,
+    read_staged_key,
+)
 from bot.redaction import Secret
-from bot.settings import Settings
-from bot.store import CanaryExists, Database, KeyCanary
-from bot.store.repositories import CredentialRepository, KeyCanaryRepository
+from bot.store import AuditEvent, CanaryExists, Credential, Database, KeyCanary
+from bot.store.repositories import AuditRepository, CredentialRepository, KeyCanaryRepository
 
-__all__ = ["guard_master_key", "key_opens_database"]
+__all__ = [
+    "CANARY_AAD",
+    "CANARY_TEXT",
+    "ROTATION_ACTION",
+    "guard_master_key",
+    "key_opens_database",
+    "sealed_canary",
+]
 
 logger = logging.getLogger(__name__)
 
-_CANARY_AAD = associated_data("connections-bot", "key-canary", 1)
-_CANARY_TEXT = "connections-bot master-key canary"
+CANARY_AAD = associated_data("connections-bot", "key-canary", 1)
+CANARY_TEXT = "connections-bot master-key canary"
+ROTATION_ACTION = "master_key.rotated"
+"""The audit action of a master-key rotation (its details name both key ids and the staged slot)."""
 
 
-async def guard_master_key(db: Database, settings: Settings) -> tuple[LoadedKey, Cipher]:
+@dataclass(frozen=True)
+class _Probe:
+    """One stored row that the master key in use must open."""
+
+    sealed: Sealed
+    aad: bytes
+
+
+async def guard_master_key(
+    db: Database,
+    settings: MasterKeySettings,
+    *,
+    keyring_backend: KeyringBackend | None = None,
+    default_key_file: Path | None = None,
+) -> tuple[LoadedKey, Cipher]:
     """Load the master key and prove it opens the database's data; raises :class:`MasterKeyError`.
 
-    A key is only ever created while the database holds neither a canary nor a credential."""
+    A key is only ever created while the database holds neither a canary nor a credential. Pass
+    ``keyring_backend`` and ``default_key_file`` in tests, as for :func:`load_master_key`."""
     async with db.read() as session:
         canary = await KeyCanaryRepository(session).get()
         latest = await CredentialRepository(session).latest()
-    loaded = load_master_key(settings, has_ciphertext=canary is not None or latest is not None)
-    cipher = Cipher(loaded.key)
-    if canary is not None:
-        verify_key_opens(cipher, _sealed(canary), _CANARY_AAD, where=loaded.location)
-    if latest is not None:
-        verify_key_opens(
-            cipher,
-            Sealed(key_id=latest.key_id, nonce=latest.nonce, ciphertext=latest.ciphertext),
-            associated_data(latest.connection_id, latest.field, latest.version),
-            where=loaded.location,
+    probes = _probes(canary, latest)
+    try:
+        loaded = load_master_key(
+            settings,
+            has_ciphertext=bool(probes),
+            keyring_backend=keyring_backend,
+            default_key_file=default_key_file,
         )
+    except MasterKeyMissing:
+        restored = _restore_a_lost_primary(settings, probes, keyring_backend, default_key_file)
+        if restored is None:
+            raise
+        loaded = restored
+    if probes:
+        loaded = await _key_that_opens(db, loaded, probes, default_key_file)
+    cipher = Cipher(loaded.key)
     if canary is None:
         await _store_canary(db, cipher, loaded)
     return loaded, cipher
 
 
+def _probes(canary: KeyCanary | None, latest: Credential | None) -> list[_Probe]:
+    """The canary first (it decides between the primary and a staged key), then the newest row."""
+    probes = []
+    if canary is not None:
+        probes.append(_Probe(sealed_canary(canary), CANARY_AAD))
+    if latest is not None:
+        probes.append(
+            _Probe(
+                Sealed(key_id=latest.key_id, nonce=latest.nonce, ciphertext=latest.ciphertext),
+                associated_data(latest.connection_id, latest.field, latest.version),
+            )
+        )
+    return probes
+
+
+async def _key_that_opens(
+    db: Database, loaded: LoadedKey, probes: list[_Probe], default_key_file: Path | None
+) -> LoadedKey:
+    first = probes[0]
+    if _opens(loaded.key, first):
+        chosen = loaded
+        if not loaded.from_next_slot:
+            # A key still read from its staged slot is the only copy: never discard that slot.
+            _settle_a_copy_of_the_primary(loaded, default_key_file)
+    else:
+        # Only now is a staged key needed, so only now may a bad one stop the start.
+        staged = read_staged_key(loaded, first.sealed.key_id, default_key_file=default_key_file)
+        if staged is None or not _opens(staged.key, first):
+            raise await _wrong_key(db, loaded, first)
+        chosen = _resume_rotation(loaded, staged)
+    cipher = Cipher(chosen.key)
+    for probe in probes:
+        verify_key_opens(cipher, probe.sealed, probe.aad, where=chosen.location)
+    return chosen
+
+
+def _opens(key: MasterKey, probe: _Probe) -> bool:
+    if probe.sealed.key_id != key.key_id:
+        return False
+    try:
+        Cipher(key).open(probe.sealed, probe.aad)
+    except DecryptionError:
+        return False
+    return True
+
+
+def _restore_a_lost_primary(
+    settings: MasterKeySettings,
+    probes: list[_Probe],
+    keyring_backend: KeyringBackend | None,
+    default_key_file: Path | None,
+) -> LoadedKey | None:
+    """No primary key anywhere: a committed rotation's staged key that opens the data goes into
+    the empty primary slot (it is the only key that can); None if there is no such key."""
+    found = find_staged_for_missing_primary(
+        settings, probes[0].sealed.key_id, keyring_backend=keyring_backend, default_key_file=default_key_file
+    )
+    if found is None or not _opens(found[1].key, probes[0]):
+        return None
+    empty, staged = found
+    try:
+        restored = promote_staged_key(empty, staged, expected=None)
+    except MasterKeyError as exc:
+        logger.warning("could not move the staged master key into the empty primary slot: %s", exc)
+        return dataclasses.replace(empty, location=staged.location, path=staged.path, from_next_slot=True)
+    logger.warning(
+        "no master key was in %s; restored master key %s there from %s, where a rotation staged it",
+        restored.location,
+        staged.key.key_id,
+        staged.location,
+    )
+    return restored
+
+
+def _settle_a_copy_of_the_primary(loaded: LoadedKey, default_key_file: Path | None) -> None:
+    """The slot staged for the primary's own id, if any: a copy left once the primary took its key."""
+    try:
+        staged = read_staged_key(loaded, loaded.key.key_id, default_key_file=default_key_file)
+    except MasterKeyError as exc:
+        # The primary opens the data, so the staged key is needed by nobody: say so and go on.
+        logger.warning("ignoring the staged master key: %s", exc)
+        return
+    if staged is None:
+        return
+    if staged.key != loaded.key:
+        logger.warning(
+            "ignoring %s: it is named after master key %s but holds another key",
+            staged.location,
+            loaded.key.key_id,
+        )
+    elif loaded.source is KeySource.ENV:
+        logger.info(
+            "%s holds the master key staged in %s; delete that file once every instance uses the key",
+            ENV_VAR,
+            staged.location,
+        )
+    else:
+        discard_staged_key(staged)
+        logger.info(
+            "finished an interrupted master-key rotation: removed the staged copy of master key %s from %s",
+            staged.key.key_id,
+            staged.location,
+        )
+
+
+def _resume_rotation(loaded: LoadedKey, staged: StagedKey) -> LoadedKey:
+    """Only the staged key opens the data: a rotation committed and stopped before its promotion."""
+    old, new = loaded.key.key_id, staged.key.key_id
+    if loaded.source is KeySource.ENV:
+        return LoadedKey(
+            key=staged.key,
+            source=KeySource.ENV,
+            created=False,
+            location=f"{staged.location} (staged by rotate-master-key)",
+            warning=(
+                f"{ENV_VAR} holds master key {old}, which no longer opens the data: rotate-master-key "
+                f"moved it to master key {new} and wrote that key to {staged.location}, which the bot "
+                f"uses for now. Set {ENV_VAR} to the contents of {staged.location} on every instance, "
+                "restart them, then delete the file"
+            ),
+            path=staged.path,
+            from_next_slot=True,
+        )
+    try:
+        promoted = promote_staged_key(loaded, staged, expected=loaded.key)
+    except MasterKeyError as exc:
+        # The staged slot keeps the key durably; the next start tries the promotion again.
+        logger.warning("could not finish the interrupted master-key rotation: %s", exc)
+        return dataclasses.replace(
+            loaded, key=staged.key, location=staged.location, path=staged.path, from_next_slot=True
+        )
+    logger.warning(
+        "finished a master-key rotation that stopped after its commit: master key %s replaced %s in %s",
+        new,
+        old,
+        promoted.location,
+    )
+    return promoted
+
+
+async def _wrong_key(db: Database, loaded: LoadedKey, probe: _Probe) -> MasterKeyError:
+    """The error for a key that does not open ``probe``, naming a rotation that explains it."""
+    if probe.sealed.key_id != loaded.key.key_id:
+        async with db.read() as session:
+            rotation = await AuditRepository(session).latest_with_action(ROTATION_ACTION)
+        if rotation is not None and rotation.details.get("to_key_id") == probe.sealed.key_id:
+            return WrongMasterKey(_moved_by_rotation(loaded, rotation))
+    try:
+        verify_key_opens(Cipher(loaded.key), probe.sealed, probe.aad, where=loaded.location)
+    except WrongMasterKey as exc:
+        return exc
+    return WrongMasterKey(f"the master key from {loaded.location} does not open the stored credentials")
+
+
+def _moved_by_rotation(loaded: LoadedKey, rotation: AuditEvent) -> str:
+    details = rotation.details
+    staged_in = details.get("staged_in") or "the slot it printed"
+    moved = (
+        f"the master key from {loaded.location} (key {loaded.key.key_id}) no longer opens the stored "
+        f"credentials: rotate-master-key moved them to master key {details.get('to_key_id')} on "
+        f"{rotation.created_at:%Y-%m-%d %H:%M} UTC"
+    )
+    if details.get("key_source") == KeySource.ENV.value:
+        return (
+            f"{moved}; on every instance set {ENV_VAR} to the new key (rotate-master-key wrote it to "
+            f"{staged_in} on the machine where it ran) and restart, then delete that file"
+        )
+    return f"{moved}; it staged the new key in {staged_in}: put it back where the bot reads its key"
+
+
 async def _store_canary(db: Database, cipher: Cipher, loaded: LoadedKey) -> None:
-    sealed = cipher.seal(Secret(_CANARY_TEXT), _CANARY_AAD)
+    sealed = cipher.seal(Secret(CANARY_TEXT), CANARY_AAD)
     try:
         async with db.transaction() as tx:
             await tx.key_canary.add(
@@ -62,7 +297,7 @@ async def _store_canary(db: Database, cipher: Cipher, loaded: LoadedKey) -> None
             theirs = await KeyCanaryRepository(session).get()
         if theirs is None:
             raise MasterKeyError("the master-key canary vanished while starting; start again") from None
-        verify_key_opens(cipher, _sealed(theirs), _CANARY_AAD, where=loaded.location)
+        verify_key_opens(cipher, sealed_canary(theirs), CANARY_AAD, where=loaded.location)
     logger.info("this database is now bound to master key %s", sealed.key_id)
 
 
@@ -76,10 +311,11 @@ async def key_opens_database(db: Database, cipher: Cipher) -> bool:
     if canary is None:
         return False
     try:
-        return cipher.open(_sealed(canary), _CANARY_AAD).reveal() == _CANARY_TEXT
+        return cipher.open(sealed_canary(canary), CANARY_AAD).reveal() == CANARY_TEXT
     except CryptoError:
         return False
 
 
-def _sealed(canary: KeyCanary) -> Sealed:
+def sealed_canary(canary: KeyCanary) -> Sealed:
+    """The canary row as a :class:`Sealed` value."""
     return Sealed(key_id=canary.key_id, nonce=canary.nonce, ciphertext=canary.ciphertext)

@@ -7,6 +7,7 @@ changes only through the Alembic migrations run by :mod:`bot.store.migrate`.
 from bot.store.errors import (
     CanaryExists,
     DatabaseUrlError,
+    MasterKeyMoved,
     MigrationError,
     NameTaken,
     RotationPending,
@@ -23,6 +24,7 @@ __all__ = [
     "Database",
     "DatabaseUrlError",
     "KeyCanary",
+    "MasterKeyMoved",
     "MigrationError",
     "NameTaken",
     "Rotation",

@@ -7,6 +7,7 @@
     ├── MigrationError         the database could not be reached or migrated
     ├── CanaryExists           another process initialised the master-key canary first
     ├── NameTaken              another connection in the workspace holds this name
+    ├── MasterKeyMoved         the data was re-sealed under another master key while this process ran
     └── RotationPending        the connection already has a rotation waiting for approval
 
 Messages are safe to show: they never include a password from the URL, a query parameter or a
@@ -16,7 +17,15 @@ that only a bug could break) propagate as SQLAlchemy's own exceptions.
 
 from __future__ import annotations
 
-__all__ = ["CanaryExists", "DatabaseUrlError", "MigrationError", "NameTaken", "RotationPending", "StoreError"]
+__all__ = [
+    "CanaryExists",
+    "DatabaseUrlError",
+    "MasterKeyMoved",
+    "MigrationError",
+    "NameTaken",
+    "RotationPending",
+    "StoreError",
+]
 
 
 class StoreError(Exception):
@@ -56,3 +65,17 @@ class RotationPending(StoreError):
     def __init__(self, connection_id: str) -> None:
         super().__init__(f"connection {connection_id} already has a rotation waiting for approval")
         self.connection_id = connection_id
+
+
+class MasterKeyMoved(StoreError):
+    """``rotate-master-key`` re-sealed the data under another key after this process loaded its key.
+
+    A credential sealed now with the old key would be lost once that key is retired, so writes of
+    ciphertext are refused until the process restarts with the new key."""
+
+    def __init__(self, loaded: str, current: str) -> None:
+        super().__init__(
+            f"the data is sealed with master key {current}, but this process loaded {loaded}; "
+            "restart it so it loads the new key"
+        )
+        self.loaded, self.current = loaded, current

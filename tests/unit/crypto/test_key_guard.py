@@ -1,0 +1,290 @@
+"""The start-up guard after a master-key rotation stopped at each step: it picks the key that opens
+the canary, finishes a committed rotation's promotion, and explains a key that opens nothing."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from bot.crypto import MasterKey
+from bot.master_key import (
+    KEYRING_SERVICE,
+    KEYRING_USERNAME,
+    InsecureKeyFile,
+    KeySource,
+    LoadedKey,
+    MasterKeyMissing,
+    WrongMasterKey,
+)
+from bot.services.key_guard import guard_master_key
+from bot.services.master_key_rotation import rotate_master_key
+from bot.settings import KeySettings
+from bot.store import Database
+from tests.support.key_sources import SOURCES, KeySetup, key_setup
+from tests.support.sealed_data import SealedData, open_everything, seed_sealed_data
+
+
+class Stop(BaseException):
+    """Stands in for the kill at a step (the subprocess tests kill for real): a BaseException, so
+    the rotation's clean-up after an ordinary failure does not run, as it would not after a kill."""
+
+
+def stop_at(step: str) -> Callable[[str], None]:
+    def checkpoint(name: str) -> None:
+        if name == step:
+            raise Stop(name)
+
+    return checkpoint
+
+
+@pytest.fixture(params=SOURCES)
+def setup(request: pytest.FixtureRequest, tmp_path: Path) -> KeySetup:
+    return key_setup(request.param, tmp_path)
+
+
+@pytest.fixture
+async def sealed(setup: KeySetup, migrated_database_url: str) -> SealedData:
+    return await seed_sealed_data(migrated_database_url, setup.old)
+
+
+async def guard(db: Database, setup: KeySetup, settings: KeySettings | None = None) -> LoadedKey:
+    loaded, _ = await guard_master_key(
+        db,
+        settings or setup.settings(),
+        keyring_backend=setup.keyring_backend(),
+        default_key_file=setup.key_file,
+    )
+    return loaded
+
+
+async def rotate_until(db: Database, setup: KeySetup, step: str) -> None:
+    with pytest.raises(Stop):
+        await rotate_master_key(
+            db,
+            setup.settings(),
+            confirm=lambda warning: True,
+            checkpoint=stop_at(step),
+            keyring_backend=setup.keyring_backend(),
+            default_key_file=setup.key_file,
+        )
+
+
+@pytest.mark.parametrize("step", ["staged", "resealed"])
+async def test_before_the_commit_the_old_key_is_used_and_the_staged_one_left_alone(
+    db: Database, migrated_database_url: str, setup: KeySetup, sealed: SealedData, step: str
+) -> None:
+    await rotate_until(db, setup, step)
+    staged = setup.staged()
+    assert staged is not None and staged != setup.old
+
+    loaded = await guard(db, setup)
+
+    assert loaded.key == setup.old and not loaded.from_next_slot
+    # Left in place: a rotation running right now could be about to commit with it.
+    assert setup.staged() == staged and setup.primary() == setup.old
+    opened = await open_everything(migrated_database_url, setup.old)
+    assert opened.canary and opened.values == sealed.plaintexts
+
+
+@pytest.mark.parametrize("source", ["key_file", "keyring"])
+async def test_after_the_commit_a_start_finishes_the_promotion(
+    db: Database,
+    migrated_database_url: str,
+    tmp_path: Path,
+    source: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    setup = key_setup(source, tmp_path)
+    sealed = await seed_sealed_data(migrated_database_url, setup.old)
+    await rotate_until(db, setup, "committed")
+    new = setup.staged()
+    assert new is not None and setup.primary() == setup.old
+
+    with caplog.at_level(logging.INFO):
+        loaded = await guard(db, setup)
+
+    assert loaded.key == new and loaded.source.value == source and not loaded.from_next_slot
+    assert setup.primary() == new and setup.staged() is None
+    assert "finished a master-key rotation that stopped after its commit" in caplog.text
+    opened = await open_everything(migrated_database_url, new)
+    assert opened.canary and opened.values == sealed.plaintexts
+
+
+@pytest.mark.parametrize("source", ["key_file", "keyring"])
+async def test_a_promotion_stopped_halfway_is_finished_or_tidied(
+    db: Database, migrated_database_url: str, tmp_path: Path, source: str
+) -> None:
+    setup = key_setup(source, tmp_path)
+    await seed_sealed_data(migrated_database_url, setup.old)
+    await rotate_until(db, setup, "promoting")
+    new = setup.primary()
+    assert new is not None and new != setup.old
+
+    loaded = await guard(db, setup)
+
+    assert loaded.key == new
+    assert setup.primary() == new and setup.staged() is None
+
+
+async def test_after_an_env_rotation_commits_a_start_uses_the_staged_file_and_says_to_swap(
+    db: Database, migrated_database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    setup = key_setup("env", tmp_path)
+    sealed = await seed_sealed_data(migrated_database_url, setup.old)
+    await rotate_until(db, setup, "committed")
+    new = setup.staged()
+    assert new is not None
+
+    loaded = await guard(db, setup)
+
+    assert loaded.key == new and loaded.source is KeySource.ENV and loaded.from_next_slot
+    assert loaded.warning is not None
+    assert str(setup.staged_file(new.key_id)) in loaded.warning
+    assert "CONNECTIONS_MASTER_KEY holds master key" in loaded.warning
+    assert setup.old.key_id in loaded.warning and new.key_id in loaded.warning
+    # The operator swaps; until then the file stays.
+    assert setup.staged_file(new.key_id).exists()
+    opened = await open_everything(migrated_database_url, new)
+    assert opened.canary and opened.values == sealed.plaintexts
+
+    swapped = await guard(db, setup, setup.settings(env_key=new))
+    assert swapped.key == new and not swapped.from_next_slot
+    with caplog.at_level(logging.INFO):
+        await guard(db, setup, setup.settings(env_key=new))
+    assert "delete that file once every instance uses the key" in caplog.text
+
+
+async def test_an_old_key_after_a_rotation_is_refused_with_what_to_do(
+    db: Database, migrated_database_url: str, tmp_path: Path
+) -> None:
+    setup = key_setup("env", tmp_path)
+    await seed_sealed_data(migrated_database_url, setup.old)
+    elsewhere = tmp_path / "handed-over" / "new.key"
+    outcome = await rotate_master_key(
+        db, setup.settings(), new_key_file=elsewhere, default_key_file=setup.key_file
+    )
+
+    with pytest.raises(WrongMasterKey) as caught:
+        await guard(db, setup)
+
+    message = str(caught.value)
+    assert "rotate-master-key moved them to master key" in message
+    assert outcome.new_key_id in message and setup.old.key_id in message
+    assert str(elsewhere) in message and "set CONNECTIONS_MASTER_KEY" in message
+    assert setup.old.to_base64().reveal() not in message
+    assert MasterKey.from_base64(elsewhere.read_text()).to_base64().reveal() not in message
+
+
+async def test_a_wrong_key_without_a_rotation_keeps_the_plain_refusal(
+    db: Database, migrated_database_url: str, tmp_path: Path
+) -> None:
+    setup = key_setup("env", tmp_path)
+    await seed_sealed_data(migrated_database_url, setup.old)
+
+    with pytest.raises(WrongMasterKey) as caught:
+        await guard(db, setup, setup.settings(env_key=MasterKey.generate()))
+
+    assert "does not open the stored credentials" in str(caught.value)
+    assert "rotate-master-key" not in str(caught.value)
+
+
+async def test_an_unsafe_staged_file_is_ignored_while_the_primary_opens_the_data(
+    db: Database, migrated_database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    setup = key_setup("key_file", tmp_path)
+    await seed_sealed_data(migrated_database_url, setup.old)
+    copy = setup.staged_file(setup.old.key_id)
+    copy.write_text(setup.old.to_base64().reveal())
+    copy.chmod(0o644)
+
+    with caplog.at_level(logging.WARNING):
+        loaded = await guard(db, setup)
+
+    assert loaded.key == setup.old
+    assert "ignoring the staged master key" in caplog.text
+
+
+async def test_an_unsafe_staged_file_is_an_error_when_only_it_could_open_the_data(
+    db: Database, migrated_database_url: str, tmp_path: Path
+) -> None:
+    setup = key_setup("key_file", tmp_path)
+    await seed_sealed_data(migrated_database_url, setup.old)
+    await rotate_until(db, setup, "committed")
+    new = setup.staged()
+    assert new is not None
+    setup.staged_file(new.key_id).chmod(0o644)
+
+    with pytest.raises(InsecureKeyFile):
+        await guard(db, setup)
+
+    assert setup.primary() == setup.old  # nothing was promoted from an unsafe file
+
+
+@pytest.mark.parametrize("source", ["key_file", "keyring"])
+async def test_a_lost_primary_is_restored_from_a_committed_rotation_never_made_anew(
+    db: Database, migrated_database_url: str, tmp_path: Path, source: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    setup = key_setup(source, tmp_path)
+    sealed = await seed_sealed_data(migrated_database_url, setup.old)
+    await rotate_until(db, setup, "committed")
+    new = setup.staged()
+    assert new is not None
+    if source == "keyring":
+        setup.ring.delete_password(KEYRING_SERVICE, KEYRING_USERNAME)
+    else:
+        setup.key_file.unlink()
+
+    with caplog.at_level(logging.WARNING):
+        loaded = await guard(db, setup)
+
+    assert loaded.key == new and not loaded.from_next_slot
+    assert setup.primary() == new and setup.staged() is None
+    assert f"restored master key {new.key_id}" in caplog.text
+    opened = await open_everything(migrated_database_url, new)
+    assert opened.canary and opened.values == sealed.plaintexts
+
+
+async def test_a_lost_primary_that_cannot_be_restored_keeps_its_staged_copy(
+    db: Database,
+    migrated_database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    setup = key_setup("keyring", tmp_path)
+    sealed = await seed_sealed_data(migrated_database_url, setup.old)
+    await rotate_until(db, setup, "committed")
+    new = setup.staged()
+    assert new is not None
+    setup.ring.delete_password(KEYRING_SERVICE, KEYRING_USERNAME)
+    store = setup.ring.set_password
+
+    def refuse_the_primary(service: str, username: str, password: str) -> None:
+        if username == KEYRING_USERNAME:
+            raise OSError("the keyring is locked")
+        store(service, username, password)
+
+    monkeypatch.setattr(setup.ring, "set_password", refuse_the_primary)
+
+    for _ in range(2):  # and the start after it still finds the key
+        loaded = await guard(db, setup)
+        assert loaded.key == new and loaded.from_next_slot
+        assert setup.staged() == new, "the staged slot holds the only copy of the key"
+    opened = await open_everything(migrated_database_url, new)
+    assert opened.canary and opened.values == sealed.plaintexts
+
+
+async def test_a_lost_primary_with_no_staged_key_is_still_missing(
+    db: Database, migrated_database_url: str, tmp_path: Path
+) -> None:
+    setup = key_setup("key_file", tmp_path)
+    await seed_sealed_data(migrated_database_url, setup.old)
+    await rotate_until(db, setup, "staged")  # a staged key that opens nothing
+    setup.key_file.unlink()
+
+    with pytest.raises(MasterKeyMissing):
+        await guard(db, setup)
+
+    assert not setup.key_file.exists()

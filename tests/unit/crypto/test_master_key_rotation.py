@@ -1,0 +1,408 @@
+"""``rotate_master_key``: every row moves to the new key in one transaction, or none does."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from bot.crypto import Cipher, MasterKey, associated_data
+from bot.master_key_slots import RotationBusy
+from bot.redaction import Secret
+from bot.services.key_guard import ROTATION_ACTION, guard_master_key
+from bot.services.master_key_rotation import (
+    ALL_WORKSPACES,
+    NothingToRotate,
+    RotationRefused,
+    crash_at,
+    rotate_master_key,
+)
+from bot.settings import KeySettings
+from bot.store import Credential, Database
+from bot.store.migrate import upgrade_to_head
+from bot.store.repositories import AuditRepository
+from tests.support.databases import dump_database_text, raw_sqlite_bytes, sqlite_path
+from tests.support.key_sources import SOURCES, KeySetup, key_setup
+from tests.support.sealed_data import SealedData, open_everything, seed_sealed_data
+
+
+@pytest.fixture(params=SOURCES)
+def setup(request: pytest.FixtureRequest, tmp_path: Path) -> KeySetup:
+    return key_setup(request.param, tmp_path)
+
+
+@pytest.fixture
+async def sealed(setup: KeySetup, migrated_database_url: str) -> SealedData:
+    return await seed_sealed_data(migrated_database_url, setup.old)
+
+
+async def rotate(db: Database, setup: KeySetup, new_key_file: Path | None = None) -> MasterKey:
+    """Rotate, and return the new key from wherever it now lives."""
+    outcome = await rotate_master_key(
+        db,
+        setup.settings(),
+        new_key_file=new_key_file,
+        confirm=lambda warning: True,
+        keyring_backend=setup.keyring_backend(),
+        default_key_file=setup.key_file,
+    )
+    new = setup.staged() if setup.source == "env" else setup.primary()
+    assert new is not None and new.key_id == outcome.new_key_id
+    return new
+
+
+async def test_a_rotation_moves_every_row_to_the_new_key_and_retires_the_old_one(
+    db: Database, migrated_database_url: str, setup: KeySetup, sealed: SealedData
+) -> None:
+    before = await open_everything(migrated_database_url, setup.old)
+
+    new = await rotate(db, setup)
+
+    after = await open_everything(migrated_database_url, new)
+    assert after.canary and after.values == sealed.plaintexts
+    assert after.key_ids == {new.key_id}
+    old_only = await open_everything(migrated_database_url, setup.old)
+    assert not old_only.canary and old_only.values == {}
+    # Fresh nonces: no old ciphertext is left anywhere in a row.
+    assert not set(before.ciphertexts) & set(after.ciphertexts)
+    if setup.source == "env":
+        assert setup.staged_file(new.key_id).stat().st_mode & 0o777 == 0o600
+    else:
+        assert setup.staged() is None
+
+
+async def test_the_rotation_is_audited_without_any_secret(
+    db: Database, migrated_database_url: str, setup: KeySetup, sealed: SealedData
+) -> None:
+    new = await rotate(db, setup)
+
+    async with db.read() as session:
+        event = await AuditRepository(session).latest_with_action(ROTATION_ACTION)
+    assert event is not None
+    assert event.team_id == ALL_WORKSPACES and event.actor == "system" and event.connection_id is None
+    assert event.details["from_key_id"] == setup.old.key_id
+    assert event.details["to_key_id"] == new.key_id
+    assert event.details["credentials"] == len(sealed.plaintexts)
+    assert event.details["key_source"] == setup.source
+
+    dump = dump_database_text(migrated_database_url)
+    for key in (setup.old, new):
+        assert key.to_base64().reveal() not in dump
+        assert base64.b64decode(key.to_base64().reveal()).hex() not in dump
+    for secret in sealed.secrets():
+        assert secret not in dump
+
+
+async def test_old_ciphertexts_are_gone_from_the_sqlite_files(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'connections.db'}"
+    upgrade_to_head(url)
+    setup = key_setup("key_file", tmp_path)
+    await seed_sealed_data(url, setup.old)
+    before = await open_everything(url, setup.old)
+    db = Database.from_url(url)
+    try:
+        await rotate(db, setup)
+    finally:
+        await db.dispose()
+
+    raw = raw_sqlite_bytes(sqlite_path(url))
+    assert not [c for c in before.ciphertexts if c in raw]
+
+
+async def test_a_row_the_key_does_not_open_stops_the_rotation_before_anything_changes(
+    db: Database, migrated_database_url: str, setup: KeySetup, sealed: SealedData
+) -> None:
+    connection_id = next(iter(sealed.plaintexts))[0]
+    stranger = Cipher(MasterKey.generate()).seal(
+        Secret("sealed elsewhere"), associated_data(connection_id, "x", 1)
+    )
+    async with db.transaction() as tx:
+        await tx.credentials.add(
+            Credential(
+                team_id="T1",
+                connection_id=connection_id,
+                version=1,
+                field="x",
+                key_id=stranger.key_id,
+                nonce=stranger.nonce,
+                ciphertext=stranger.ciphertext,
+                # Older than the rest, so the start-up probe (the newest row) does not see it.
+                created_at=datetime(2020, 1, 1, tzinfo=UTC),
+            )
+        )
+    before = await open_everything(migrated_database_url, setup.old)
+
+    with pytest.raises(RotationRefused) as caught:
+        await rotate(db, setup)
+
+    assert "1 of 9 stored credential fields do not open" in str(caught.value)
+    assert connection_id in str(caught.value) and "nothing was changed" in str(caught.value)
+    after = await open_everything(migrated_database_url, setup.old)
+    assert after == before
+    assert setup.staged() is None and setup.primary() == setup.old
+
+
+async def test_an_empty_database_has_nothing_to_rotate(db: Database, tmp_path: Path) -> None:
+    setup = key_setup("key_file", tmp_path)
+
+    with pytest.raises(NothingToRotate):
+        await rotate(db, setup)
+
+    assert setup.staged() is None and setup.primary() == setup.old
+
+
+async def test_a_new_key_file_is_only_for_an_env_key(
+    db: Database, migrated_database_url: str, tmp_path: Path
+) -> None:
+    setup = key_setup("keyring", tmp_path)
+    await seed_sealed_data(migrated_database_url, setup.old)
+
+    with pytest.raises(RotationRefused, match="--new-key-file"):
+        await rotate(db, setup, new_key_file=tmp_path / "new.key")
+
+    assert not (tmp_path / "new.key").exists() and setup.staged() is None
+
+
+async def test_an_env_rotation_waiting_for_its_swap_is_not_rotated_again(
+    db: Database, migrated_database_url: str, tmp_path: Path
+) -> None:
+    setup = key_setup("env", tmp_path)
+    sealed = await seed_sealed_data(migrated_database_url, setup.old)
+    first = await rotate_master_key(db, setup.settings(), default_key_file=setup.key_file)
+
+    again = await rotate_master_key(db, setup.settings(), default_key_file=setup.key_file)
+
+    assert again.already_committed and again.swap_file == setup.staged_file(first.new_key_id)
+    assert again.new_key_id == first.new_key_id and again.old_key_id == setup.old.key_id
+    new = setup.staged()
+    assert new is not None and new.key_id == first.new_key_id
+    opened = await open_everything(migrated_database_url, new)
+    assert opened.values == sealed.plaintexts
+
+    # Once swapped, the next rotation stages its key in a file of its own.
+    third = await rotate_master_key(db, setup.settings(env_key=new), default_key_file=setup.key_file)
+    assert not third.already_committed and third.old_key_id == new.key_id
+    assert third.swap_file == setup.staged_file(third.new_key_id)
+    newest = MasterKey.from_base64(third.swap_file.read_text())
+    assert (await open_everything(migrated_database_url, newest)).values == sealed.plaintexts
+
+
+def test_an_unknown_failpoint_is_refused() -> None:
+    with pytest.raises(RotationRefused, match="CONNECTIONS_FAILPOINT"):
+        crash_at("after-commit")
+
+
+@pytest.mark.postgres
+async def test_two_rotations_at_once_on_postgresql_cannot_interleave(
+    postgres_admin_url: object, tmp_path: Path, migrated_database_url: str
+) -> None:
+    if not migrated_database_url.startswith("postgresql"):
+        pytest.skip("SQLite's write transaction (BEGIN IMMEDIATE) already queues writers")
+    setup = key_setup("key_file", tmp_path)
+    sealed = await seed_sealed_data(migrated_database_url, setup.old)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_after_staging(step: str) -> None:
+        if step == "staged":
+            holding.set()
+            release.wait(30)
+
+    async def first_rotation() -> str:
+        db = Database.from_url(migrated_database_url)
+        try:
+            outcome = await rotate_master_key(
+                db,
+                KeySettings(master_key_file=setup.key_file),
+                checkpoint=hold_after_staging,
+                default_key_file=setup.key_file,
+            )
+        finally:
+            await db.dispose()
+        return outcome.new_key_id
+
+    # The first rotation runs on a loop of its own, so its checkpoint can block while it holds the lock.
+    first = asyncio.get_running_loop().run_in_executor(None, asyncio.run, first_rotation())
+    await asyncio.to_thread(holding.wait, 30)
+    second_db = Database.from_url(migrated_database_url)
+    try:
+        # A copy of the key in another directory, so another lock file: only the row lock stands
+        # between the two.
+        copy = tmp_path / "elsewhere" / "master.key"
+        copy.parent.mkdir()
+        copy.write_text(setup.key_file.read_text())
+        copy.chmod(0o600)
+        second = asyncio.ensure_future(
+            rotate_master_key(second_db, KeySettings(master_key_file=copy), default_key_file=copy)
+        )
+        await wait_for_a_lock_wait(migrated_database_url)
+        release.set()
+        first_key_id = await first
+        with pytest.raises(RotationRefused, match="while this rotation started"):
+            await second
+    finally:
+        release.set()
+        await second_db.dispose()
+
+    new = setup.primary()
+    assert new is not None and new.key_id == first_key_id and setup.staged() is None
+    opened = await open_everything(migrated_database_url, new)
+    assert opened.canary and opened.values == sealed.plaintexts
+
+
+async def wait_for_a_lock_wait(url: str) -> None:
+    """Poll until a session of this database waits for a row lock (the second rotation)."""
+    deadline = time.monotonic() + 30
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as connection:
+        while time.monotonic() < deadline:
+            cursor = await connection.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            row = await cursor.fetchone()
+            if row is not None and row[0] > 0:
+                return
+            await asyncio.sleep(0.02)
+    raise AssertionError("the second rotation never waited for the first one's lock")
+
+
+async def test_rotating_another_env_database_keeps_this_ones_staged_key(
+    db: Database, migrated_database_url: str, tmp_path: Path
+) -> None:
+    # Two databases with keys of their own, rotated on one machine before either swap is done.
+    setup = key_setup("env", tmp_path)
+    sealed = await seed_sealed_data(migrated_database_url, setup.old)
+    other_url = f"sqlite:///{tmp_path / 'other.db'}"
+    upgrade_to_head(other_url)
+    other_key = MasterKey.generate()
+    other_sealed = await seed_sealed_data(other_url, other_key)
+    other_db = Database.from_url(other_url)
+    try:
+        first = await rotate_master_key(db, setup.settings(), default_key_file=setup.key_file)
+        second = await rotate_master_key(
+            other_db, setup.settings(env_key=other_key), default_key_file=setup.key_file
+        )
+        # Each start, with its old variable still set, finds its own staged key.
+        mine, _ = await guard_master_key(db, setup.settings(), default_key_file=setup.key_file)
+        theirs, _ = await guard_master_key(
+            other_db, setup.settings(env_key=other_key), default_key_file=setup.key_file
+        )
+    finally:
+        await other_db.dispose()
+
+    assert first.swap_file != second.swap_file
+    assert mine.key.key_id == first.new_key_id and mine.from_next_slot
+    assert theirs.key.key_id == second.new_key_id and theirs.from_next_slot
+    assert (await open_everything(migrated_database_url, mine.key)).values == sealed.plaintexts
+    assert (await open_everything(other_url, theirs.key)).values == other_sealed.plaintexts
+
+
+@pytest.mark.parametrize("source", ["keyring", "key_file"])
+async def test_a_key_in_a_shared_slot_is_not_replaced_without_confirmation(
+    db: Database, migrated_database_url: str, tmp_path: Path, source: str
+) -> None:
+    setup = key_setup(source, tmp_path)
+    sealed = await seed_sealed_data(migrated_database_url, setup.old)
+    before = await open_everything(migrated_database_url, setup.old)
+    warnings: list[str] = []
+
+    def decline(warning: str) -> bool:
+        warnings.append(warning)
+        return False
+
+    with pytest.raises(RotationRefused, match="not confirmed: nothing was changed"):
+        await rotate_master_key(
+            db,
+            setup.settings(),
+            confirm=decline,
+            keyring_backend=setup.keyring_backend(),
+            default_key_file=setup.key_file,
+        )
+
+    [warning] = warnings
+    location = "'master-key'" if source == "keyring" else str(setup.key_file)
+    assert location in warning and setup.old.key_id in warning
+    assert "CONNECTIONS_MASTER_KEY_FILE" in warning and "every other database" in warning
+    assert setup.old.to_base64().reveal() not in warning
+    assert await open_everything(migrated_database_url, setup.old) == before
+    assert before.values == sealed.plaintexts
+    assert setup.primary() == setup.old and setup.staged() is None
+
+
+@pytest.mark.parametrize("source", ["env", "named_key_file"])
+async def test_a_key_of_the_databases_own_is_rotated_without_asking(
+    db: Database, migrated_database_url: str, tmp_path: Path, source: str
+) -> None:
+    old = MasterKey.generate()
+    await seed_sealed_data(migrated_database_url, old)
+    named = tmp_path / "secrets" / "bot.key"
+    if source == "env":
+        settings = KeySettings(master_key=old.to_base64())
+    else:
+        named.parent.mkdir()
+        named.write_text(old.to_base64().reveal())
+        named.chmod(0o600)
+        settings = KeySettings(master_key_file=named)
+
+    def must_not_ask(warning: str) -> bool:
+        raise AssertionError(f"asked: {warning}")
+
+    outcome = await rotate_master_key(
+        db, settings, confirm=must_not_ask, default_key_file=tmp_path / "config" / "master.key"
+    )
+
+    assert outcome.old_key_id == old.key_id and outcome.new_key_id != old.key_id
+
+
+@pytest.mark.parametrize("source", ["keyring", "key_file"])
+async def test_a_second_rotation_while_one_is_promoting_is_turned_away(
+    migrated_database_url: str, tmp_path: Path, source: str
+) -> None:
+    setup = key_setup(source, tmp_path)
+    sealed = await seed_sealed_data(migrated_database_url, setup.old)
+    second_tries: list[BaseException | str] = []
+
+    async def rotation(checkpoint: Callable[[str], None] = lambda step: None) -> str:
+        db = Database.from_url(migrated_database_url)
+        try:
+            outcome = await rotate_master_key(
+                db,
+                setup.settings(),
+                confirm=lambda warning: True,
+                checkpoint=checkpoint,
+                keyring_backend=setup.keyring_backend(),
+                default_key_file=setup.key_file,
+            )
+        finally:
+            await db.dispose()
+        return outcome.new_key_id
+
+    def second_rotation_between_commit_and_promotion(step: str) -> None:
+        # Another process's rotation, started while this one's new key waits to be promoted; its
+        # thread is joined here, so it runs to its end while this one is stopped.
+        if step == "committed":
+            worker = threading.Thread(target=lambda: second_tries.append(try_a_rotation()))
+            worker.start()
+            worker.join(60)
+
+    def try_a_rotation() -> BaseException | str:
+        try:
+            return asyncio.run(rotation())
+        except RotationBusy as busy:
+            return busy
+
+    first = await asyncio.to_thread(asyncio.run, rotation(second_rotation_between_commit_and_promotion))
+
+    [second] = second_tries
+    assert isinstance(second, RotationBusy), second
+    assert "another rotate-master-key is running" in str(second)
+    new = setup.primary()
+    assert new is not None and new.key_id == first and setup.staged() is None
+    opened = await open_everything(migrated_database_url, new)
+    assert opened.canary and opened.values == sealed.plaintexts

@@ -16,7 +16,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from bot.listeners import register_listeners
-from bot.listeners.expiry import start_expiry
+from bot.listeners.expiry import recover_interrupted, start_expiry
 from bot.listeners.health import start_health_checks
 from bot.logs import slack_logger
 from bot.runtime import Services, start_services
@@ -73,6 +73,8 @@ def build_asgi(app: AsyncApp, services: Services, *, own_services: bool = True) 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         if own_services:
+            # Before the first request: users left on "Verifying…" by the last stop are told.
+            await recover_interrupted(services, app.client)
             # Periodic jobs run only while serving; Services.close() stops them first.
             start_expiry(services, app.client)
             start_health_checks(services, app.client)
@@ -114,6 +116,7 @@ class ServicesApp:
             await send({"type": "lifespan.startup.failed", "message": str(exc)})
             return
         self._inner = build_asgi(build_app(services), services, own_services=False)
+        await recover_interrupted(services, services.slack)
         start_expiry(services, services.slack)
         start_health_checks(services, services.slack)
         await send({"type": "lifespan.startup.complete"})

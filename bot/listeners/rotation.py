@@ -10,7 +10,6 @@ import logging
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from blocks.approval import (
@@ -35,24 +34,34 @@ from blocks.rotation import (
 from bot import ids
 from bot.listeners.approvals import message_of
 from bot.listeners.events import publish_home
-from bot.listeners.replies import tell_user
-from bot.listeners.state import parse_json_object, read_form, team_of
-from bot.listeners.views import deliver_result
+from bot.listeners.replies import SLACK_ERRORS, channel_failure, open_modal, slack_failure, tell_user
+from bot.listeners.state import (
+    first_input,
+    form_fits,
+    parse_json_object,
+    parse_rotation_metadata,
+    read_form,
+    read_reason,
+    team_of,
+)
+from bot.listeners.views import LAST_WORD_SECONDS, deliver_final, deliver_result
 from bot.providers.base import Provider
 from bot.runtime import Services
 from bot.services.approvals import Verdict
+from bot.services.interrupted import ClaimBusy
 from bot.services.permissions import Refusal, Refused
 from bot.services.rotations import RotationDecision
 
-__all__ = ["announce_rotation", "open_rotation_form", "register"]
+__all__ = ["announce_rotation", "interrupted_rotation_news", "open_rotation_form", "register"]
 
 logger = logging.getLogger(__name__)
 
 PRECHECK_SECONDS = 1.5
 """The rights check before the form opens must leave time for views.open (a trigger lasts 3 s)."""
 NOTHING_CHANGED = "Something went wrong on our side, so nothing changed. Please try again in a minute."
-SAY_WHICH = "Say which connection to rotate: `/connections rotate <name>`."
+SAY_WHICH = "Say which connection to rotate: `/connections rotate &lt;name&gt;`."
 TOO_SLOW = "Checking your rights took too long, so the form could not open. Click Rotate again."
+REJECT_FORM_FAILED = "The reject form could not be opened in time, so nothing changed. Click Reject again."
 STALE_FORM = "This form is out of date. Close it and start the rotation again."
 AWAITS_APPROVAL = (
     "The new credentials are saved and await an admin's approval; the old key keeps working until "
@@ -60,7 +69,7 @@ AWAITS_APPROVAL = (
 )
 NOT_POSTED = (
     "The new credentials are saved and await an admin's approval, but the request could not be "
-    "posted to the admin channel. An admin can still decide from `/connections status <name>`; "
+    "posted to the admin channel. An admin can still decide from `/connections status &lt;name&gt;`; "
     "ask whoever runs this bot to check CONNECTIONS_ADMIN_CHANNEL and to invite the bot there."
 )
 NO_APPROVALS = (
@@ -70,6 +79,19 @@ NO_APPROVALS = (
 INTERRUPTED = (
     "The bot was restarted before it finished checking the new credentials, so nothing changed. "
     "Please rotate again."
+)
+CUT_SHORT = (
+    "The new credentials are saved and await an admin's approval; the old key keeps working until "
+    "then. The bot was restarting, so the request may not have reached the admin channel: an admin "
+    "can decide from `/connections status &lt;name&gt;`."
+)
+DATABASE_BUSY = (
+    "The bot's database is busy right now, so nothing was checked or changed. Submit the form again "
+    "in a moment."
+)
+ALREADY_ROTATING = (
+    "New credentials for this connection are being checked right now (someone submitted them a "
+    "moment ago). Wait for that check to finish; nothing changed."
 )
 
 
@@ -104,12 +126,12 @@ def register(app: AsyncApp, services: Services) -> None:
         client: AsyncWebClient,
         context: AsyncBoltContext,
     ) -> None:
-        metadata = parse_json_object(view.get("private_metadata"))
-        provider = services.providers.find(str(metadata.get("provider", "")))
-        connection_id = str(metadata.get("connection", ""))
-        if provider is None or not connection_id:
-            await ack(response_action="errors", errors={_first_block(provider): STALE_FORM})
+        form = parse_rotation_metadata(view.get("private_metadata"))
+        provider = services.providers.find(form.provider_key) if form is not None else None
+        if form is None or provider is None or not form_fits(view, provider):
+            await ack(response_action="errors", errors={first_input(view): STALE_FORM})
             return
+        connection_id = form.connection_id
         team_id, actor = team_of(context, body), str(body["user"]["id"])
         _, raw = read_form(view, provider)
         values = provider.clean(raw)
@@ -117,11 +139,32 @@ def register(app: AsyncApp, services: Services) -> None:
         if problems:
             await ack(response_action="errors", errors=problems)
             return
-        name = str(metadata.get("name", ""))
+        name = form.name
+        view_id = str(view["id"])
+        try:
+            claim_id = await services.rotations.claim(
+                team_id,
+                actor,
+                provider,
+                connection_id,
+                name=name,
+                config=provider.config_of(values),
+                view_id=view_id,
+            )
+        except ClaimBusy:
+            await ack(response_action="errors", errors={first_input(view): DATABASE_BUSY})
+            return
+        except Exception:
+            logger.exception("recording a %s rotation failed", provider.key)
+            await ack(response_action="errors", errors={first_input(view): NOTHING_CHANGED})
+            return
+        if claim_id is None:
+            await ack(response_action="errors", errors={first_input(view): ALREADY_ROTATING})
+            return
         await ack(response_action="update", view=rotation_verifying_view(provider, name))
         services.background.spawn(
             _verify_and_report(
-                services, client, provider, team_id, actor, connection_id, name, values, str(view["id"])
+                services, client, provider, team_id, actor, connection_id, name, values, view_id, claim_id
             ),
             name=f"rotate:{provider.key}:{team_id}",
         )
@@ -193,9 +236,9 @@ def register(app: AsyncApp, services: Services) -> None:
                     trigger_id=body["trigger_id"],
                     view=rotation_reject_modal(rotation, private_metadata=metadata),
                 )
-            except Exception as exc:
-                logger.warning("could not open the rotation reject form: %s", type(exc).__name__)
-                await tell_user(client, respond, actor, {"text": NOTHING_CHANGED})
+            except Exception as exc:  # an expired trigger, most likely: one more click fixes it
+                logger.warning("could not open the rotation reject form: %s", slack_failure(exc))
+                await tell_user(client, respond, actor, {"text": REJECT_FORM_FAILED})
 
         services.background.spawn(ask_why(), name="action:reject-rotation")
 
@@ -208,8 +251,7 @@ def register(app: AsyncApp, services: Services) -> None:
     ) -> None:
         metadata = parse_json_object(view.get("private_metadata"))
         team_id, actor = team_of(context, body), str(body["user"]["id"])
-        state = view.get("state", {}).get("values", {})
-        reason = str(state.get(ids.BLOCK_REASON, {}).get(ids.INPUT_ACTION, {}).get("value") or "").strip()
+        reason = read_reason(view)
         if not reason:
             await ack(response_action="errors", errors={ids.BLOCK_REASON: "Say why, so the requester knows."})
             return
@@ -279,16 +321,15 @@ async def open_rotation_form(
     metadata = json.dumps(
         {"connection": connection.id, "provider": target.provider.key, "name": connection.name}
     )
-    try:
-        await client.views_open(
-            trigger_id=trigger_id,
-            view=rotation_modal(
-                target.provider, connection, private_metadata=metadata, initial=target.config
-            ),
-        )
-    except Exception as exc:  # an expired trigger, most likely
-        logger.warning("could not open the rotation form: %s", type(exc).__name__)
-        await tell_user(client, respond, actor, {"text": TOO_SLOW})
+    await open_modal(
+        client,
+        respond,
+        actor,
+        trigger_id=trigger_id,
+        view=rotation_modal(target.provider, connection, private_metadata=metadata, initial=target.config),
+        what="rotation",
+        again="Click Rotate again." if connection_id is not None else "Run the command again.",
+    )
 
 
 async def _verify_and_report(
@@ -301,21 +342,18 @@ async def _verify_and_report(
     name: str,
     values: dict[str, Any],
     view_id: str,
+    claim_id: str,
 ) -> None:
+    """Verify and store the rotation, then show the outcome; as for a new connection
+    (bot.listeners.views), the user is told once in every case."""
     try:
-        outcome = await services.rotations.request(team_id, connection_id, actor, values)
+        outcome = await services.rotations.request(team_id, connection_id, actor, values, claim_id=claim_id)
     except asyncio.CancelledError:
-        await deliver_result(
-            client,
-            view_id,
-            actor,
-            rotation_problem_view(provider, INTERRUPTED),
-            problem_message(provider, name, INTERRUPTED),
-        )
+        await _tell_interrupted(services, client, provider, name, actor, view_id, claim_id)
         raise
     except Exception:
         logger.exception("rotating a %s connection failed", provider.key)
-        await deliver_result(
+        await deliver_final(
             client,
             view_id,
             actor,
@@ -325,8 +363,10 @@ async def _verify_and_report(
         return
     finally:
         values.clear()
+    if outcome.abandoned:  # the user was told it was interrupted; a second answer would contradict it
+        return
     if outcome.refused is not None:
-        await deliver_result(
+        await deliver_final(
             client,
             view_id,
             actor,
@@ -337,21 +377,58 @@ async def _verify_and_report(
     verification = outcome.verification
     if verification is None:  # every outcome that is not refused has one
         return
+
+    def news(note: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        return (
+            rotation_result_view(provider, name, verification, note=note, try_again_value=None),
+            rotation_result_message(provider, name, verification, note=note),
+        )
+
     note = ""
     if outcome.rotation_id is not None:
+        # Stored, and the claim ended with it: no sweep will tell the user, so a shutdown gives up
+        # the admin post (the request stays decidable from the status reply), not the user's news.
         try:
-            posted = await post_rotation_request(services, client, team_id, outcome.rotation_id)
-        except Exception:  # stored already: the user must still hear that, and how it goes on
-            logger.exception("could not post the rotation request")
-            posted = False
+            posted = await _post_for_approval(services, client, team_id, outcome.rotation_id)
+        except asyncio.CancelledError:
+            await deliver_result(client, view_id, actor, *news(CUT_SHORT), within=LAST_WORD_SECONDS)
+            raise
         note = AWAITS_APPROVAL if posted else NOT_POSTED
-    await deliver_result(
-        client,
-        view_id,
-        actor,
-        rotation_result_view(provider, name, verification, note=note, try_again_value=None),
-        rotation_result_message(provider, name, verification, note=note),
-    )
+    await deliver_final(client, view_id, actor, *news(note))
+
+
+async def _tell_interrupted(
+    services: Services,
+    client: AsyncWebClient,
+    provider: Provider,
+    name: str,
+    actor: str,
+    view_id: str,
+    claim_id: str,
+) -> None:
+    """Shutdown gave up waiting: tell the user unless a sweep already did, and end the claim only
+    once they were told (else the next start tells them)."""
+    if not await services.rotations.claim_held(claim_id):
+        return
+    view, fallback = interrupted_rotation_news(provider, name)
+    if await deliver_result(client, view_id, actor, view, fallback, within=LAST_WORD_SECONDS):
+        await services.rotations.release_claim(claim_id)
+
+
+async def _post_for_approval(
+    services: Services, client: AsyncWebClient, team_id: str, rotation_id: str
+) -> bool:
+    try:
+        return await post_rotation_request(services, client, team_id, rotation_id)
+    except Exception:  # stored already: the user must still hear that, and how it goes on
+        logger.exception("could not post the rotation request")
+        return False
+
+
+def interrupted_rotation_news(provider: Provider, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The modal and the direct message that tell a user their new credentials were not checked to
+    the end: nothing changed, rotate again."""
+    return rotation_problem_view(provider, INTERRUPTED), problem_message(provider, name, INTERRUPTED)
 
 
 async def post_rotation_request(
@@ -365,9 +442,13 @@ async def post_rotation_request(
         return False
     try:
         posted = await client.chat_postMessage(channel=channel, **rotation_request(rotation))
-    except SlackApiError as exc:
-        error = exc.response.get("error") if exc.response is not None else "unknown error"
-        logger.warning("could not post a rotation request to %s: %s", channel, error)
+    except SLACK_ERRORS as exc:
+        logger.warning(
+            "could not post the rotation request %s to CONNECTIONS_ADMIN_CHANNEL %s: %s",
+            rotation_id,
+            channel,
+            channel_failure(exc, "CONNECTIONS_ADMIN_CHANNEL"),
+        )
         return False
     await services.rotations.record_request_message(
         team_id, rotation_id, str(posted["channel"]), str(posted["ts"])

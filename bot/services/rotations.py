@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from sqlalchemy.exc import OperationalError
 
 from bot.crypto import Cipher, associated_data
 from bot.domain import ConnectionSummary, RotationStatus, Status, Trigger
@@ -26,6 +27,16 @@ from bot.providers.registry import ProviderRegistry, UnknownProvider
 from bot.services.admins import AdminCheck, AdminPolicy
 from bot.services.approvals import REASON_MAX_LENGTH, Verdict
 from bot.services.expiry import SYSTEM_ACTOR
+from bot.services.interrupted import (
+    CLAIM_LOCK_WAIT_MS,
+    ClaimBusy,
+    ClaimLost,
+    ProcessOwner,
+    end_claim,
+    lock_wait_exceeded,
+    release_quietly,
+    still_claimed,
+)
 from bot.services.lookup import find_connection
 from bot.services.permissions import Refusal, Refused, owner_or_admin, owner_refusal
 from bot.services.summaries import summarize
@@ -34,10 +45,12 @@ from bot.store import (
     Connection,
     Credential,
     Database,
+    MasterKeyMoved,
     Rotation,
     RotationPending,
     VerificationRecord,
 )
+from bot.store.models import InFlightKind
 from bot.store.uow import UnitOfWork
 
 __all__ = [
@@ -93,11 +106,14 @@ class RotationDecision:
 @dataclass(frozen=True)
 class RotationOutcome:
     """What became of a submitted rotation: refused before any provider call, or verified (and,
-    when the verification passed, stored as ``rotation_id`` awaiting approval)."""
+    when the verification passed, stored as ``rotation_id`` awaiting approval). ``abandoned`` means
+    a sweep took the request's claim first (it overran its deadline): its user was told it was
+    interrupted, and nothing was stored."""
 
     verification: Verification | None = None
     rotation_id: str | None = None
     refused: Refused | None = None
+    abandoned: bool = False
 
     @property
     def stored(self) -> bool:
@@ -120,7 +136,9 @@ class RotationService:
         ttl: timedelta,
         allow_self_approval: bool = False,
         clock: Callable[[], datetime] = _now,
+        owner: ProcessOwner | None = None,
     ) -> None:
+        self._owner = owner or ProcessOwner.current()
         self._db = db
         self._cipher = cipher
         self._providers = providers
@@ -175,14 +193,87 @@ class RotationService:
             return Refused(Refusal.WRONG_STATUS, f"This bot no longer offers {row.provider!r}.")
         return RotationTarget(summary, provider, {str(k): str(v) for k, v in row.config.items()})
 
+    async def claim(
+        self,
+        team_id: str,
+        actor: str,
+        provider: Provider,
+        connection_id: str,
+        *,
+        name: str,
+        config: dict[str, str],
+        view_id: str,
+    ) -> str | None:
+        """Record, before the form is acknowledged, that ``actor`` waits in ``view_id`` for the
+        verification of a new credential of the connection; the claim's id, or ``None`` while
+        another rotation of the connection is being verified. Raises :class:`ClaimBusy` when the
+        database stays locked past :data:`CLAIM_LOCK_WAIT_MS` (nothing is recorded then)."""
+        row = self._owner.claim(
+            kind=InFlightKind.ROTATION,
+            team_id=team_id,
+            user_id=actor,
+            provider=provider,
+            name=name,
+            view_id=view_id,
+            config=config,
+            now=self._clock(),
+            connection_id=connection_id,
+        )
+        try:
+            async with self._db.transaction(lock_wait_ms=CLAIM_LOCK_WAIT_MS) as tx:
+                claimed = await tx.in_flight.claim(row)
+        except OperationalError as error:
+            if lock_wait_exceeded(error):  # nothing was written; the form can be submitted again
+                raise ClaimBusy from None
+            raise
+        return row.id if claimed else None
+
+    async def release_claim(self, claim_id: str | None) -> bool:
+        """End the claim of a verification that stopped without an outcome; never raises.
+        ``False`` when a sweep had taken it: its user was told, and must not be told again."""
+        return await release_quietly(self._db, claim_id)
+
+    async def claim_held(self, claim_id: str | None) -> bool:
+        """Whether the claim is still this process's to end (no sweep took it and told its user)."""
+        return await still_claimed(self._db, claim_id)
+
     async def request(
-        self, team_id: str, connection_id: str, actor: str, values: FieldValues
+        self,
+        team_id: str,
+        connection_id: str,
+        actor: str,
+        values: FieldValues,
+        *,
+        claim_id: str | None = None,
     ) -> RotationOutcome:
         """Verify the new credential and, if it works, store it as a rotation awaiting approval.
         The provider call happens outside any transaction; a failure stores nothing but an audit
-        event."""
+        event. The claim (see :meth:`claim`) ends in the transaction that stores the outcome, or,
+        if anything raises, right away."""
+        try:
+            return await self._verify_and_store(team_id, connection_id, actor, values, claim_id)
+        except ClaimLost as lost:
+            logger.warning(
+                "a rotation of connection %s overran its deadline and was reported as interrupted; "
+                "its outcome was dropped",
+                connection_id,
+            )
+            return RotationOutcome(verification=lost.verification, abandoned=True)
+        except Exception:
+            if not await self.release_claim(claim_id):
+                # A sweep took the claim and told the user it was interrupted: one answer is enough.
+                logger.exception("a rotation of connection %s failed after it was reported", connection_id)
+                return RotationOutcome(abandoned=True)
+            raise
+
+    async def _verify_and_store(
+        self, team_id: str, connection_id: str, actor: str, values: FieldValues, claim_id: str | None
+    ) -> RotationOutcome:
         target = await self.may_rotate(team_id, actor, connection_id=connection_id)
         if isinstance(target, Refused):
+            if claim_id is not None:
+                async with self._db.transaction() as tx:
+                    await end_claim(tx, claim_id, None)
             return RotationOutcome(refused=target)
         provider = target.provider
         verification = await provider.verify(values, self._http)
@@ -190,12 +281,14 @@ class RotationService:
         connection = target.connection
         if not verification.ok:
             async with self._db.transaction() as tx:
+                await end_claim(tx, claim_id, verification)
                 event = _event(team_id, actor, "connection.rotation_failed", connection, now)
                 await tx.audit.add(AuditEvent(**(event | {"reason": verification.outcome.value})))
             return RotationOutcome(verification=verification)
         secrets = provider.secrets_of(values)
         try:
             async with self._db.transaction() as tx:
+                await end_claim(tx, claim_id, verification)
                 row = await tx.connections.lock(team_id, connection_id)
                 if row is None or row.status is not Status.ACTIVE:
                     return RotationOutcome(
@@ -217,6 +310,7 @@ class RotationService:
                     updated_at=now,
                 )
                 await tx.rotations.add(rotation)
+                await tx.key_canary.require_sealing_key(self._cipher.key_id)
                 for field_name, secret in secrets.items():
                     sealed = self._cipher.seal(secret, associated_data(row.id, field_name, version))
                     await tx.credentials.add(
@@ -244,11 +338,24 @@ class RotationService:
                     AuditEvent(**_event(team_id, actor, "connection.rotation_requested", connection, now))
                 )
         except RotationPending:
+            # The conflict rolled the whole transaction back, the claim's end with it.
+            await self.release_claim(claim_id)
             return RotationOutcome(
                 verification=verification,
                 refused=Refused(
                     Refusal.ROTATION_PENDING,
                     "Someone else asked to rotate this connection a moment ago; nothing was saved.",
+                ),
+            )
+        except MasterKeyMoved as moved:
+            await self.release_claim(claim_id)
+            logger.error("not storing a rotation of connection %s: %s", connection_id, moved)
+            return RotationOutcome(
+                verification=verification,
+                refused=Refused(
+                    Refusal.CHECK_FAILED,
+                    "The new credentials work, but the bot's master key was rotated while it was running, "
+                    "so nothing was saved. Ask whoever runs the bot to restart it, then rotate again.",
                 ),
             )
         logger.info("rotation %s of connection %s requested by %s", rotation.id, row.id, actor)

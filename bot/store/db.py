@@ -39,12 +39,16 @@ __all__ = [
 
 SQLITE_BUSY_TIMEOUT_MS: Final = 15_000
 """How long a SQLite connection waits for another writer before giving up with "database is locked"."""
+CONNECT_TIMEOUT_SECONDS: Final = 10
+"""How long PostgreSQL may take to accept a connection before the request fails (and says so)."""
 
 _SQLITE_SCHEMES: Final = frozenset({"sqlite", "sqlite+pysqlite", "sqlite+aiosqlite"})
 _POSTGRES_SCHEMES: Final = frozenset({"postgresql", "postgres", "postgresql+psycopg"})
 
 # The execution option that asks the SQLite "begin" hook for a write transaction (see for_writing).
 _SQLITE_BEGIN_OPTION: Final = "connections_bot_sqlite_begin"
+# The execution option that gives one transaction its own SQLite busy timeout (see for_writing).
+_SQLITE_BUSY_OPTION: Final = "connections_bot_sqlite_busy_ms"
 
 NAMING_CONVENTION: Final = {
     "ix": "ix_%(column_0_label)s",
@@ -135,7 +139,19 @@ def create_engine(url: str, *, pool_size: int | None = None) -> AsyncEngine:
     # thread and its PRAGMAs) per result.
     sizing: dict[str, Any] = {"pool_size": pool_size} if pool_size is not None else {}
     if _kind(parsed) == "postgresql":
-        return create_async_engine(async_url(url), pool_pre_ping=True, hide_parameters=True, **sizing)
+        # A host that accepts the connection and never answers would hold a request (and its user)
+        # for good; a URL's own connect_timeout wins.
+        timeout = {} if "connect_timeout" in parsed.query else {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+        return create_async_engine(
+            async_url(url),
+            pool_pre_ping=True,
+            hide_parameters=True,
+            connect_args=timeout,
+            # The claims and locks are reasoned about under READ COMMITTED (each statement sees the
+            # latest commits); a server whose default is stricter would turn races into errors.
+            isolation_level="READ COMMITTED",
+            **sizing,
+        )
 
     wal = _is_sqlite_file(parsed)
     # An in-memory database lives in one connection (a static pool, which takes no size).
@@ -157,20 +173,27 @@ def create_engine(url: str, *, pool_size: int | None = None) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: SyncConnection) -> None:
-        mode = connection.get_execution_options().get(_SQLITE_BEGIN_OPTION, "")
-        connection.exec_driver_sql(f"BEGIN {mode}".strip())
+        options = connection.get_execution_options()
+        # Set before every BEGIN, so a transaction that asked for a shorter wait leaves none behind.
+        busy_ms = int(options.get(_SQLITE_BUSY_OPTION, SQLITE_BUSY_TIMEOUT_MS))
+        connection.exec_driver_sql(f"PRAGMA busy_timeout={busy_ms:d}")
+        connection.exec_driver_sql(f"BEGIN {options.get(_SQLITE_BEGIN_OPTION, '')}".strip())
 
     return engine
 
 
-def for_writing(engine: AsyncEngine) -> AsyncEngine:
+def for_writing(engine: AsyncEngine, *, busy_timeout_ms: int | None = None) -> AsyncEngine:
     """The same engine (and pool), with SQLite transactions started as ``BEGIN IMMEDIATE``.
 
     A deferred SQLite transaction that reads and then writes fails at once with "database is
     locked" if another connection committed in between; taking the write lock at BEGIN makes
-    concurrent writers queue behind the busy timeout instead. PostgreSQL ignores the option.
+    concurrent writers queue behind the busy timeout instead (``busy_timeout_ms``, or
+    :data:`SQLITE_BUSY_TIMEOUT_MS`). PostgreSQL ignores the options.
     """
-    return engine.execution_options(**{_SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+    options: dict[str, Any] = {_SQLITE_BEGIN_OPTION: "IMMEDIATE"}
+    if busy_timeout_ms is not None:
+        options[_SQLITE_BUSY_OPTION] = busy_timeout_ms
+    return engine.execution_options(**options)
 
 
 def utcnow() -> datetime:

@@ -6,12 +6,14 @@ nonce and the id of the key that sealed it; connections keep a masked ``key_hint
 
 from __future__ import annotations
 
+import enum
 import uuid
 from datetime import datetime
 from typing import Any, Final
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     CheckConstraint,
     ForeignKey,
     Index,
@@ -29,11 +31,15 @@ from bot.providers.base import Outcome, Verification
 from bot.store.db import Base, StrEnumType, UtcDateTime, utcnow
 
 __all__ = [
+    "IN_FLIGHT_CONNECTION_KEY",
+    "IN_FLIGHT_NAME_KEY",
     "NAME_INDEX",
     "ROTATION_PENDING_INDEX",
     "AuditEvent",
     "Connection",
     "Credential",
+    "InFlightKind",
+    "InFlightVerification",
     "KeyCanary",
     "Rotation",
     "VerificationRecord",
@@ -285,3 +291,79 @@ class AuditEvent(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default_factory=dict)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default_factory=utcnow)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, init=False)
+
+
+IN_FLIGHT_NAME_KEY: Final = "uq_in_flight_verifications_team_id_name_key"
+"""Reserves a name in a workspace while a new connection of that name is being verified."""
+IN_FLIGHT_CONNECTION_KEY: Final = "uq_in_flight_verifications_connection_id"
+"""At most one rotation of a connection is being verified at a time."""
+
+_HOST_LENGTH = 255  # the longest host name DNS allows
+_VIEW_ID_LENGTH = 64  # Slack's view ids are 11 characters today
+_BOOT_ID_LENGTH = 36  # a UUID in canonical text form
+
+
+class InFlightKind(enum.StrEnum):
+    """What an in-flight verification will store if it passes."""
+
+    CREATE = "create"
+    ROTATION = "rotation"
+
+
+class InFlightVerification(Base):
+    """A verification that a user is waiting for: their modal says "Verifying…" until it ends.
+
+    The row is written when the submission is acknowledged and goes in the same transaction as the
+    verification's outcome, so a row that outlives its process (a crash, a kill) is the record of a
+    user left waiting: the next start, or any replica once ``deadline`` has passed, removes it and
+    tells the user. For a new connection the row also reserves the name (``name_key``, unique per
+    workspace): of two submissions of one name, the second is refused while the first is checked.
+
+    ``host``, ``boot_id``, ``pid_namespace``, ``pid`` and ``instance`` (random per start) identify
+    the process doing the work; the row holds no secret, only the form's non-secret fields
+    (``config``) to pre-fill a retry.
+    Deliberately no foreign key to ``connections``: the row is bookkeeping about a request, and must
+    not stop anything that happens to the connection meanwhile.
+    """
+
+    __tablename__ = "in_flight_verifications"
+    __table_args__ = (
+        CheckConstraint(_in_values("kind", [k.value for k in InFlightKind]), name="kind"),
+        # A creation reserves a name and has no connection yet; a rotation names its connection.
+        CheckConstraint(
+            "(kind = 'create' AND name_key IS NOT NULL AND connection_id IS NULL)"
+            " OR (kind = 'rotation' AND connection_id IS NOT NULL AND name_key IS NULL)",
+            name="target",
+        ),
+        # NULLs are distinct in both databases, so each constraint binds only its own kind of row.
+        UniqueConstraint("team_id", "name_key", name=IN_FLIGHT_NAME_KEY),
+        UniqueConstraint("connection_id", name=IN_FLIGHT_CONNECTION_KEY),
+        # The sweeps: rows past their deadline, and rows of processes on this host.
+        Index("ix_in_flight_verifications_deadline", "deadline"),
+        Index("ix_in_flight_verifications_host", "host"),
+    )
+
+    team_id: Mapped[str] = mapped_column(String(_SLACK_ID_LENGTH))
+    user_id: Mapped[str] = mapped_column(String(_SLACK_ID_LENGTH))
+    kind: Mapped[InFlightKind] = mapped_column(StrEnumType(InFlightKind))
+    provider: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(NAME_MAX_LENGTH))
+    view_id: Mapped[str] = mapped_column(String(_VIEW_ID_LENGTH))
+    host: Mapped[str] = mapped_column(String(_HOST_LENGTH))
+    pid: Mapped[int] = mapped_column(Integer)
+    instance: Mapped[str] = mapped_column(String(_ID_LENGTH))
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    deadline: Mapped[datetime] = mapped_column(UtcDateTime)
+    connection_id: Mapped[str | None] = mapped_column(String(_ID_LENGTH), default=None)
+    # Non-secret form fields only, as Connection.config.
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default_factory=dict)
+    # Unknown (None) where the system does not say; see bot.services.interrupted.
+    boot_id: Mapped[str | None] = mapped_column(String(_BOOT_ID_LENGTH), default=None)
+    # An inode number: above 2**31 on Linux (4026531836 for the first namespace), so 64 bits.
+    pid_namespace: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    name_key: Mapped[str | None] = mapped_column(String(4 * NAME_MAX_LENGTH), init=False, default=None)
+    id: Mapped[str] = mapped_column(String(_ID_LENGTH), primary_key=True, default_factory=new_id)
+
+    def __post_init__(self) -> None:
+        # Folded as Connection.name_key, so a reservation and a stored name compare alike.
+        self.name_key = name_key(self.name) if InFlightKind(self.kind) is InFlightKind.CREATE else None

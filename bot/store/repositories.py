@@ -19,13 +19,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain import RotationStatus, Status, name_key
 from bot.store.db import utcnow
-from bot.store.errors import CanaryExists, NameTaken, RotationPending
+from bot.store.errors import CanaryExists, MasterKeyMoved, NameTaken, RotationPending
 from bot.store.models import (
+    IN_FLIGHT_CONNECTION_KEY,
+    IN_FLIGHT_NAME_KEY,
     NAME_INDEX,
     ROTATION_PENDING_INDEX,
     AuditEvent,
     Connection,
     Credential,
+    InFlightVerification,
     KeyCanary,
     Rotation,
     VerificationRecord,
@@ -35,6 +38,7 @@ __all__ = [
     "AuditRepository",
     "ConnectionRepository",
     "CredentialRepository",
+    "InFlightRepository",
     "RotationRepository",
     "VerificationRepository",
 ]
@@ -52,6 +56,13 @@ def _is_name_conflict(error: IntegrityError) -> bool:
     # SQLite names the index's columns rather than the index.
     message = str(error.orig)
     return NAME_INDEX in message or "connections.name_key" in message
+
+
+def _unstorable(*values: str) -> bool:
+    """Whether a looked-up id or name holds NUL, which no stored text does (PostgreSQL refuses it
+    in text, and names are checked before they are stored): such a lookup finds nothing, rather
+    than fail on PostgreSQL. Ids and names come from Slack payloads, so they can hold anything."""
+    return any("\x00" in value for value in values)
 
 
 class ConnectionRepository:
@@ -76,11 +87,15 @@ class ConnectionRepository:
 
     async def get(self, team_id: str, connection_id: str) -> Connection | None:
         """The connection with this id in this workspace; ``None`` for another team's id."""
+        if _unstorable(connection_id):
+            return None
         statement = select(Connection).where(Connection.id == connection_id, Connection.team_id == team_id)
         return await self._session.scalar(statement)
 
     async def find_by_name(self, team_id: str, name: str) -> Connection | None:
         """The connection currently holding ``name`` (case-insensitively) in the workspace, if any."""
+        if _unstorable(name):
+            return None
         statement = select(Connection).where(
             Connection.team_id == team_id,
             Connection.name_key == name_key(name),
@@ -91,6 +106,8 @@ class ConnectionRepository:
     async def latest_by_name(self, team_id: str, name: str) -> Connection | None:
         """The most recently created connection named ``name`` (case-insensitively) in the
         workspace, in any status: a rejected or expired connection stays findable by its name."""
+        if _unstorable(name):
+            return None
         statement = (
             select(Connection)
             .where(Connection.team_id == team_id, Connection.name_key == name_key(name))
@@ -102,6 +119,8 @@ class ConnectionRepository:
     async def name_taken(self, team_id: str, name: str) -> bool:
         """Whether a connection holding its name (see :attr:`Status.holds_name`) uses ``name``,
         compared case-insensitively. Rejected, expired and revoked connections do not count."""
+        if _unstorable(name):
+            return False
         statement = select(
             exists().where(
                 Connection.team_id == team_id,
@@ -227,6 +246,8 @@ class ConnectionRepository:
         """The connection, locked until the transaction ends (``SELECT … FOR UPDATE`` on
         PostgreSQL; SQLite's write transaction already holds the database), so read-modify-write
         of its health by two re-tests at once happens one after the other."""
+        if _unstorable(connection_id):
+            return None
         statement = (
             select(Connection)
             .where(Connection.id == connection_id, Connection.team_id == team_id)
@@ -415,6 +436,20 @@ class CredentialRepository:
         self.destroyed += count
         return count
 
+    async def lock_all(self) -> list[Credential]:
+        """Every credential field, each row locked until the transaction ends (PostgreSQL), for
+        re-sealing under a new master key."""
+        statement = select(Credential).order_by(Credential.id).with_for_update()
+        return list(await self._session.scalars(statement))
+
+    async def replace_ciphertext(
+        self, credential: Credential, key_id: str, nonce: bytes, ciphertext: bytes
+    ) -> None:
+        """Store a re-sealed value in place of the row's ciphertext. The old one counts as destroyed,
+        so the unit of work scrubs SQLite's write-ahead log after the commit."""
+        credential.key_id, credential.nonce, credential.ciphertext = key_id, nonce, ciphertext
+        self.destroyed += 1
+
 
 class RotationRepository:
     """Credential rotations waiting for, or past, an admin's decision."""
@@ -440,6 +475,8 @@ class RotationRepository:
             raise
 
     async def get(self, team_id: str, rotation_id: str) -> Rotation | None:
+        if _unstorable(rotation_id):
+            return None
         statement = select(Rotation).where(Rotation.id == rotation_id, Rotation.team_id == team_id)
         return await self._session.scalar(statement)
 
@@ -452,6 +489,8 @@ class RotationRepository:
 
     async def pending_for(self, team_id: str, connection_id: str) -> Rotation | None:
         """The rotation of this connection waiting for approval, if any."""
+        if _unstorable(connection_id):
+            return None
         statement = select(Rotation).where(
             Rotation.team_id == team_id,
             Rotation.connection_id == connection_id,
@@ -503,6 +542,26 @@ class KeyCanaryRepository:
                 self._session.add(canary)
         except IntegrityError:
             raise CanaryExists() from None
+
+    async def lock(self) -> KeyCanary | None:
+        """The canary, its row locked until the transaction ends (PostgreSQL; on SQLite the write
+        transaction already shuts other writers out), so two master-key rotations cannot interleave."""
+        return await self._session.scalar(select(KeyCanary).where(KeyCanary.id == 1).with_for_update())
+
+    async def replace(self, canary: KeyCanary, key_id: str, nonce: bytes, ciphertext: bytes) -> None:
+        """The canary re-sealed under another master key."""
+        canary.key_id, canary.nonce, canary.ciphertext = key_id, nonce, ciphertext
+
+    async def require_sealing_key(self, key_id: str) -> None:
+        """Raise :class:`MasterKeyMoved` unless the canary is sealed with ``key_id``.
+
+        Call it in a transaction that stores new ciphertext: on PostgreSQL the canary row is share-
+        locked until the commit, so a master-key rotation (which locks it for update) waits for the
+        write or the write sees the rotated key; SQLite's single writer gives the same order."""
+        statement = select(KeyCanary.key_id).where(KeyCanary.id == 1).with_for_update(read=True)
+        current = await self._session.scalar(statement)
+        if current is not None and current != key_id:
+            raise MasterKeyMoved(loaded=key_id, current=current)
 
 
 class VerificationRepository:
@@ -576,3 +635,104 @@ class AuditRepository:
                 yield event
         finally:
             await result.close()
+
+    async def latest_with_action(self, action: str) -> AuditEvent | None:
+        """The newest event of ``action`` in any workspace (e.g. the last master-key rotation)."""
+        statement = (
+            select(AuditEvent).where(AuditEvent.action == action).order_by(AuditEvent.id.desc()).limit(1)
+        )
+        return await self._session.scalar(statement)
+
+
+def _is_in_flight_conflict(error: IntegrityError) -> bool:
+    # As _is_name_conflict: PostgreSQL names the constraint, SQLite names the constrained columns.
+    diag = getattr(error.orig, "diag", None)
+    if getattr(diag, "constraint_name", None) in (IN_FLIGHT_NAME_KEY, IN_FLIGHT_CONNECTION_KEY):
+        return True
+    message = str(error.orig)
+    return any(
+        marker in message
+        for marker in (
+            IN_FLIGHT_NAME_KEY,
+            IN_FLIGHT_CONNECTION_KEY,
+            "in_flight_verifications.name_key",
+            "in_flight_verifications.connection_id",
+        )
+    )
+
+
+class InFlightRepository:
+    """Verifications users are waiting for (see :class:`~bot.store.models.InFlightVerification`).
+
+    Unlike the other repositories, the sweeps here work across workspaces: they are system jobs
+    that no Slack user can reach."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def claim(self, row: InFlightVerification) -> bool:
+        """Insert ``row`` now; ``False`` (and nothing inserted) if another verification holds the
+        same name in the workspace, or the same connection.
+
+        On PostgreSQL an insert that meets an uncommitted row with the same key waits for that
+        transaction to end, so a conflict is seen even between two claims made at the same moment.
+        The insert runs in a savepoint: after ``False`` the transaction is still usable."""
+        try:
+            async with self._session.begin_nested():
+                self._session.add(row)
+        except IntegrityError as error:
+            if _is_in_flight_conflict(error):
+                return False
+            raise
+        return True
+
+    async def release(self, row_id: str) -> bool:
+        """Delete the row; ``False`` if it was already gone (a sweep took it as interrupted)."""
+        result = await self._session.execute(
+            delete(InFlightVerification)
+            .where(InFlightVerification.id == row_id)
+            .returning(InFlightVerification.id)
+        )
+        return result.first() is not None
+
+    async def take(self, row_id: str) -> InFlightVerification | None:
+        """Delete the row and return it as it was; ``None`` if someone else deleted it first, so of
+        two sweeps (two replicas) only one tells its user."""
+        row = await self._session.get(InFlightVerification, row_id, populate_existing=True)
+        if row is None or not await self.release(row_id):
+            return None
+        return row
+
+    async def holds(self, row_id: str) -> bool:
+        """Whether the row is still there (no sweep took it, no outcome ended it)."""
+        found = await self._session.scalar(
+            select(InFlightVerification.id).where(InFlightVerification.id == row_id)
+        )
+        return found is not None
+
+    async def on_machine(
+        self, host: str, boot_id: str | None, pid_namespace: int | None, limit: int
+    ) -> list[InFlightVerification]:
+        """Rows of processes on ``host`` in the same boot and pid namespace (an unknown one
+        matches only an unknown one), oldest first."""
+        statement = (
+            select(InFlightVerification)
+            .where(
+                InFlightVerification.host == host,
+                InFlightVerification.boot_id.is_not_distinct_from(boot_id),
+                InFlightVerification.pid_namespace.is_not_distinct_from(pid_namespace),
+            )
+            .order_by(InFlightVerification.started_at, InFlightVerification.id)
+            .limit(limit)
+        )
+        return list(await self._session.scalars(statement))
+
+    async def past_deadline(self, now: datetime, limit: int) -> list[InFlightVerification]:
+        """Rows of every process and workspace whose deadline is before ``now``, oldest first."""
+        statement = (
+            select(InFlightVerification)
+            .where(InFlightVerification.deadline < now)
+            .order_by(InFlightVerification.deadline, InFlightVerification.id)
+            .limit(limit)
+        )
+        return list(await self._session.scalars(statement))

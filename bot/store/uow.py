@@ -28,6 +28,7 @@ from bot.store.repositories import (
     AuditRepository,
     ConnectionRepository,
     CredentialRepository,
+    InFlightRepository,
     KeyCanaryRepository,
     RotationRepository,
     VerificationRepository,
@@ -52,6 +53,7 @@ class UnitOfWork:
         self.audit = AuditRepository(session)
         self.key_canary = KeyCanaryRepository(session)
         self.rotations = RotationRepository(session)
+        self.in_flight = InFlightRepository(session)
 
 
 class Database:
@@ -69,14 +71,24 @@ class Database:
         return cls(create_engine(url, pool_size=pool_size))
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[UnitOfWork]:
+    async def transaction(self, *, lock_wait_ms: int | None = None) -> AsyncIterator[UnitOfWork]:
         """One read-write transaction: commits when the block ends, rolls back if it raises.
+
+        ``lock_wait_ms`` bounds how long it waits for a lock another transaction holds (SQLite's
+        busy timeout for its BEGIN, PostgreSQL's ``lock_timeout``); past it, the database raises
+        an ``OperationalError`` and nothing is written.
 
         After a commit that destroyed ciphertexts, a SQLite database also empties its write-ahead
         log, so the destroyed rows' old page images do not linger in the ``-wal`` file (deleted
         content in the main file is zeroed by ``secure_delete``, see create_engine)."""
-        async with self._write_sessions() as session:
+        sessions = self._write_sessions
+        if lock_wait_ms is not None:
+            writer = for_writing(self.engine, busy_timeout_ms=lock_wait_ms)
+            sessions = async_sessionmaker(writer, expire_on_commit=False)
+        async with sessions() as session:
             async with session.begin():
+                if lock_wait_ms is not None and self.engine.dialect.name == "postgresql":
+                    await session.execute(text(f"SET LOCAL lock_timeout = {int(lock_wait_ms):d}"))
                 tx = UnitOfWork(session)
                 yield tx
             if tx.credentials.destroyed and self.engine.dialect.name == "sqlite":

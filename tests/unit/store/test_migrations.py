@@ -33,6 +33,7 @@ TABLES = {
     "audit_events",
     "connections",
     "credentials",
+    "in_flight_verifications",
     "key_canaries",
     "rotations",
     "verifications",
@@ -71,7 +72,11 @@ def test_migrations_directory_holds_the_scripts() -> None:
 def test_config_keeps_the_url_out_of_the_ini_options() -> None:
     config = alembic_config("postgresql://bot:pa%25ss@db/connections")
     assert config.get_main_option("sqlalchemy.url") is None
-    assert config.attributes["url"] == "postgresql+psycopg://bot:pa%25ss@db/connections"
+    # With a connect timeout, so that a server that never answers cannot stall start-up; one in
+    # DATABASE_URL wins.
+    assert config.attributes["url"] == "postgresql+psycopg://bot:pa%25ss@db/connections?connect_timeout=10"
+    own = alembic_config("postgresql://bot@db/connections?connect_timeout=3")
+    assert own.attributes["url"] == "postgresql+psycopg://bot@db/connections?connect_timeout=3"
 
 
 def test_upgrade_reaches_head_and_is_idempotent(database_url: str) -> None:

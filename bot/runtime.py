@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 import aiohttp
 import httpx
+from slack_sdk.http_retry.async_handler import AsyncRetryHandler
+from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.background import Background
@@ -21,6 +28,7 @@ from bot.services.audit import AuditService
 from bot.services.connections import ConnectionService
 from bot.services.expiry import ExpiryService
 from bot.services.home import HomeService
+from bot.services.interrupted import InterruptedVerifications, ProcessOwner
 from bot.services.key_guard import guard_master_key, key_opens_database
 from bot.services.permissions import RetestPolicy
 from bot.services.reminders import RotationReminders
@@ -32,7 +40,14 @@ from bot.settings import Settings
 from bot.slack_directory import SlackGroupDirectory
 from bot.store.uow import Database
 
-__all__ = ["PROVIDER_TIMEOUT_SECONDS", "Services", "StartupError", "start_services"]
+__all__ = [
+    "PROVIDER_TIMEOUT_SECONDS",
+    "Services",
+    "SlackRateLimitWait",
+    "StartupError",
+    "slack_retry_handlers",
+    "start_services",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +57,83 @@ GROUP_LOOKUP_SECONDS = 2.0
 DB_HEADROOM = 4
 HTTP_HEADROOM = 20
 """Provider connections beyond the re-test pool: creations and rotations verify meanwhile."""
+SLACK_RATE_LIMIT_MAX_WAIT_SECONDS = 30.0
+"""The longest ``Retry-After`` the bot waits out before trying a Web API call again."""
+SLACK_RATE_LIMIT_RETRIES = 2
+SLACK_DEADLINE_METHODS = frozenset({"views.open", "views.push", "usergroups.users.list"})
+"""Web API methods called against Slack's 3 seconds (a trigger_id's life, an admin check inside
+an ack): waiting out a rate limit would outlast what the call is for, so they fail at once."""
 
 
 class StartupError(Exception):
     """The bot must not start; the message is one line, safe to print, and says what to do."""
+
+
+class SlackRateLimitWait(AsyncRetryHandler):
+    """Waits out a ``ratelimited`` answer (HTTP 429) for as long as Slack's ``Retry-After`` asks,
+    then tries the call again, ``max_retry_count`` times at most. Work done after the ack (a
+    verification result, an approval request, an alert, a Home tab) then arrives late instead of
+    never. A call in :data:`SLACK_DEADLINE_METHODS`, or one asked to wait longer than
+    ``max_wait_seconds``, fails at once with Slack's error for its caller to report."""
+
+    def __init__(
+        self,
+        *,
+        max_retry_count: int = SLACK_RATE_LIMIT_RETRIES,
+        max_wait_seconds: float = SLACK_RATE_LIMIT_MAX_WAIT_SECONDS,
+    ) -> None:
+        super().__init__(max_retry_count=max_retry_count)
+        self.max_wait_seconds = max_wait_seconds
+
+    async def _can_retry_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        if response is None or response.status_code != 429:
+            return False
+        if _method_of(request) in SLACK_DEADLINE_METHODS:
+            return False
+        return 0 <= _retry_after(response) <= self.max_wait_seconds
+
+    async def prepare_for_next_attempt_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> None:
+        wait = _retry_after(response) if response is not None else 1.0
+        logger.warning("Slack rate-limited %s; trying again in %.0f s", _method_of(request), wait)
+        state.next_attempt_requested = True
+        # A little spread, so replicas limited together do not all come back at the same instant.
+        await asyncio.sleep(wait + random.uniform(0, 0.25))
+        state.increment_current_attempt()
+
+
+def _method_of(request: HttpRequest) -> str:
+    return request.url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _retry_after(response: HttpResponse) -> float:
+    """Slack's ``Retry-After`` in seconds (1 when it is missing or unreadable, as Slack's SDKs do)."""
+    for name, values in response.headers.items():
+        if name.lower() == "retry-after" and values:
+            try:
+                return float(values[0])
+            except ValueError:
+                break
+    return 1.0
+
+
+def slack_retry_handlers() -> list[AsyncRetryHandler]:
+    """What the Web API client retries: a dropped connection once (the SDK's default), and a rate
+    limit after the wait Slack asks for."""
+    return [AsyncConnectionErrorRetryHandler(), SlackRateLimitWait()]
 
 
 @dataclass
@@ -68,6 +156,8 @@ class Services:
     removal: RemovalService
     status: StatusService
     reminders: RotationReminders
+    interrupted: InterruptedVerifications
+    """Verifications that a stopped process or a missed deadline left unfinished."""
     stoppers: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
     """Run first at shutdown, to stop taking new work (close the Socket Mode connection)."""
     closers: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
@@ -134,6 +224,7 @@ async def start_services(settings: Settings, *, http: httpx.AsyncClient | None =
         session=session,
         timeout=int(SLACK_TIMEOUT_SECONDS),
         logger=logging.getLogger("connections_bot.slack.web"),
+        retry_handlers=slack_retry_handlers(),
     )
     providers = build_registry(settings)
     # A rejection is decided before its modal is answered, inside Slack's 3 seconds.
@@ -142,8 +233,17 @@ async def start_services(settings: Settings, *, http: httpx.AsyncClient | None =
     ttl = timedelta(hours=settings.approval_ttl_hours)
     expiry = ExpiryService(db, providers, ttl=ttl)
     oncall = AdminPolicy(frozenset(), settings.oncall_group, directory) if settings.oncall_group else None
+    # Marks the verifications this process runs, so a later start can tell which ones it abandoned.
+    owner = ProcessOwner.current()
     rotations = RotationService(
-        db, cipher, providers, client, policy, ttl=ttl, allow_self_approval=settings.allow_self_approval
+        db,
+        cipher,
+        providers,
+        client,
+        policy,
+        ttl=ttl,
+        allow_self_approval=settings.allow_self_approval,
+        owner=owner,
     )
     services = Services(
         settings=settings,
@@ -154,7 +254,7 @@ async def start_services(settings: Settings, *, http: httpx.AsyncClient | None =
         http=client,
         slack=slack,
         background=Background(),
-        connections=ConnectionService(db, cipher, providers, client),
+        connections=ConnectionService(db, cipher, providers, client, owner=owner),
         approvals=ApprovalService(
             db, providers, policy, allow_self_approval=settings.allow_self_approval, expirer=expiry
         ),
@@ -175,6 +275,7 @@ async def start_services(settings: Settings, *, http: httpx.AsyncClient | None =
         removal=RemovalService(db, providers, policy),
         status=StatusService(db, providers, rotations),
         reminders=RotationReminders(db, providers, rotation_days=settings.rotation_days),
+        interrupted=InterruptedVerifications(db, owner),
     )
     services.closers.append(session.close)
     if not settings.admin_channel:

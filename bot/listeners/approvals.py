@@ -24,8 +24,8 @@ from blocks.approval import (
 )
 from bot import ids
 from bot.listeners.events import publish_home
-from bot.listeners.replies import tell_user
-from bot.listeners.state import parse_json_object, team_of
+from bot.listeners.replies import SLACK_ERRORS, channel_failure, slack_failure, tell_user
+from bot.listeners.state import parse_json_object, read_reason, team_of
 from bot.runtime import Services
 from bot.services.approvals import Decision, Verdict
 
@@ -92,7 +92,12 @@ def register(app: AsyncApp, services: Services) -> None:
             if verdict is not None and verdict.verdict is not Verdict.DECIDED:
                 await _answer(services, client, respond, verdict, where, team_id=team_id, actor=actor)
                 return
-            request = await services.approvals.request(team_id, connection_id)
+            try:
+                request = await services.approvals.request(team_id, connection_id)
+            except Exception:
+                logger.exception("reading a connection to reject failed")
+                await tell_user(client, respond, actor, {"text": NOTHING_CHANGED})
+                return
             if request.connection is None:
                 await tell_user(client, respond, actor, not_found_reply())
                 return
@@ -103,7 +108,7 @@ def register(app: AsyncApp, services: Services) -> None:
                     view=reject_reason_modal(request.connection, private_metadata=metadata),
                 )
             except Exception as exc:  # an expired trigger_id, most likely: say so instead of nothing
-                logger.warning("could not open the reject form: %s", type(exc).__name__)
+                logger.warning("could not open the reject form: %s", slack_failure(exc))
                 await tell_user(client, respond, actor, {"text": REJECT_FORM_FAILED})
 
         services.background.spawn(ask_why(), name="action:reject")
@@ -117,10 +122,7 @@ def register(app: AsyncApp, services: Services) -> None:
     ) -> None:
         metadata = parse_json_object(view.get("private_metadata"))
         team_id, actor = team_of(context, body), str(body["user"]["id"])
-        reason_input = (
-            view.get("state", {}).get("values", {}).get(ids.BLOCK_REASON, {}).get(ids.INPUT_ACTION, {})
-        )
-        reason = str(reason_input.get("value") or "").strip()
+        reason = read_reason(view)
         if not reason:
             await ack(
                 response_action="errors", errors={ids.BLOCK_REASON: "Say why, so the requester can fix it."}
@@ -170,13 +172,12 @@ async def post_approval_request(
         posted = await client.chat_postMessage(
             channel=channel, **approval_request(request.connection, request.checks)
         )
-    except SlackApiError as exc:
-        error = exc.response.get("error") if exc.response is not None else "unknown error"
+    except SLACK_ERRORS as exc:
         logger.warning(
-            "could not post an approval request to CONNECTIONS_ADMIN_CHANNEL %s (%s): check the channel id "
-            "and invite the bot to that channel",
+            "could not post the approval request of connection %s to CONNECTIONS_ADMIN_CHANNEL %s: %s",
+            connection_id,
             channel,
-            error,
+            channel_failure(exc, "CONNECTIONS_ADMIN_CHANNEL"),
         )
         return False
     await services.approvals.record_request_message(

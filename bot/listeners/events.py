@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext, AsyncBoltRequest
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from blocks.home import home_view
+from bot.listeners.replies import SLACK_ERRORS, slack_failure
 from bot.listeners.state import team_of
 from bot.runtime import Services
 
@@ -57,7 +57,8 @@ def is_retry(headers: Mapping[str, Sequence[str] | str]) -> bool:
 
 async def publish_home(services: Services, client: AsyncWebClient, team_id: str, user_id: str) -> bool:
     """Build ``user_id``'s Home tab from the current data and publish it; False (and a warning)
-    when Slack refuses. Call it after anything that changes what a Home shows (a decision)."""
+    when Slack refuses or cannot be reached. Call it after anything that changes what a Home
+    shows (a decision)."""
     data = await services.home.home_for(team_id, user_id)
     try:
         await client.views_publish(
@@ -69,8 +70,7 @@ async def publish_home(services: Services, client: AsyncWebClient, team_id: str,
                 rotation_days=services.settings.rotation_days,
             ),
         )
-    except SlackApiError as exc:
-        error = exc.response.get("error") if exc.response is not None else "unknown error"
-        logger.warning("could not publish the Home tab of %s: %s", user_id, error)
+    except SLACK_ERRORS as exc:
+        logger.warning("could not publish the Home tab of %s: %s", user_id, slack_failure(exc))
         return False
     return True

@@ -13,14 +13,14 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from blocks.alerts import health_alert, recovery_reply, resolved_alert, still_failing_reminder
 from blocks.rotation import rotation_reminder_dm
+from bot.listeners.replies import SLACK_ERRORS, channel_failure, slack_failure
 from bot.runtime import Services
 from bot.scheduler import Periodic
-from bot.services.retests import ChangeKind, RetestResult
+from bot.services.retests import ChangeKind, HealthChange, RetestResult
 
 __all__ = [
     "JOB_NAME",
@@ -78,17 +78,36 @@ async def announce_changes(
             await services.retests.record_alert(
                 result.team_id, result.connection.id, str(posted["channel"]), str(posted["ts"])
             )
-        except SlackApiError as exc:
-            error = exc.response.get("error") if exc.response is not None else "unknown error"
-            logger.warning(
-                "could not post the %s notice about connection %s to %s: %s",
-                change.kind.value,
-                result.connection.id,
-                channel,
-                error,
-            )
+        except SLACK_ERRORS as exc:
+            await _not_announced(services, result, change, channel, exc)
         except Exception:
             logger.exception("could not announce the health of connection %s", result.connection.id)
+
+
+async def _not_announced(
+    services: Services, result: RetestResult, change: HealthChange, channel: str, exc: BaseException
+) -> None:
+    """Log why a notice did not reach the channel, naming the setting to fix; an alert or a
+    reminder that did not go out is raised again by the next re-test that finds the connection
+    still failing, rather than counted as sent."""
+    setting = "CONNECTIONS_ALERT_CHANNEL" if services.settings.alert_channel else "CONNECTIONS_ADMIN_CHANNEL"
+    failing = change.kind is not ChangeKind.RECOVERED
+    logger.warning(
+        "could not post the %s notice about connection %s to %s %s: %s%s",
+        change.kind.value,
+        result.connection.id,
+        setting,
+        channel,
+        channel_failure(exc, setting),
+        "; the next re-test that finds it still failing posts it again" if failing else "",
+    )
+    if failing:
+        try:
+            await services.retests.alert_not_posted(result.team_id, result.connection.id)
+        except Exception:
+            logger.exception(
+                "could not mark the alert about connection %s as not posted", result.connection.id
+            )
 
 
 def announcer(services: Services, client: AsyncWebClient) -> Callable[[RetestResult], Awaitable[None]]:
@@ -129,7 +148,12 @@ async def send_rotation_reminders(services: Services, client: AsyncWebClient) ->
             sent += 1
         except Exception as exc:
             # Claimed already: the next reminder comes a week later rather than in a loop.
-            logger.warning("could not remind %s to rotate %s: %s", connection.created_by, connection.id, exc)
+            logger.warning(
+                "could not remind %s to rotate %s: %s",
+                connection.created_by,
+                connection.id,
+                slack_failure(exc),
+            )
     return sent
 
 

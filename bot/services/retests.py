@@ -325,6 +325,16 @@ class RetestService:
             if row is not None and row.health is Health.FAILING:
                 row.alert_channel, row.alert_ts = channel, ts
 
+    async def alert_not_posted(self, team_id: str, connection_id: str) -> None:
+        """The alert (or reminder) about a failing connection could not be posted (Slack refused
+        or was down): make it due again, so the next re-test that still finds the connection
+        failing raises it instead of a day later. It still counts as raised, so a recovery
+        before then is announced (the re-test's reply told the user an alert went out)."""
+        async with self._db.transaction() as tx:
+            row = await tx.connections.lock(team_id, connection_id)
+            if row is not None and row.health is Health.FAILING:
+                row.alerted_at = self._clock() - self._reminder_every
+
     # --- the work ---------------------------------------------------------------------------------
 
     async def _targets(self, tx: UnitOfWork, rows: Sequence[Connection]) -> list[_Target]:

@@ -19,6 +19,7 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import Connection as SyncConnection
 from sqlalchemy import create_engine as create_sync_engine
+from sqlalchemy import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
@@ -36,6 +37,10 @@ __all__ = [
 ]
 
 FILE_TEMPLATE = "%%(year)d-%%(month).2d-%%(day).2d_%%(slug)s"
+POSTGRES_CONNECT_TIMEOUT_SECONDS = 10
+"""How long a migration waits for PostgreSQL to answer: a server that accepts the connection but
+never answers (a hung host, a firewall dropping packets) would otherwise stall start-up for good.
+A ``connect_timeout`` in ``DATABASE_URL`` takes precedence."""
 
 
 def migrations_directory() -> Path:
@@ -56,8 +61,17 @@ def alembic_config(url: str) -> Config:
     config = Config()
     config.set_main_option("script_location", str(migrations_directory()))
     config.set_main_option("file_template", FILE_TEMPLATE)
-    config.attributes["url"] = sync_url(url)
+    config.attributes["url"] = _migration_url(url)
     return config
+
+
+def _migration_url(url: str) -> str:
+    """The sync URL for migrations, with a connect timeout on PostgreSQL (see
+    :data:`POSTGRES_CONNECT_TIMEOUT_SECONDS`)."""
+    parsed = make_url(sync_url(url))
+    if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+        parsed = parsed.update_query_dict({"connect_timeout": str(POSTGRES_CONNECT_TIMEOUT_SECONDS)})
+    return parsed.render_as_string(hide_password=False)
 
 
 def _first_line(error: BaseException) -> str:
@@ -97,7 +111,7 @@ def head_revision() -> str | None:
 
 @contextmanager
 def _connect(url: str) -> Iterator[SyncConnection]:
-    engine = create_sync_engine(sync_url(url), poolclass=NullPool, hide_parameters=True)
+    engine = create_sync_engine(_migration_url(url), poolclass=NullPool, hide_parameters=True)
     try:
         with engine.connect() as connection:
             yield connection

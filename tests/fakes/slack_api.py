@@ -10,7 +10,8 @@ Rules it enforces, as Slack does: a bot token on every call (the app-level token
 that were issued, are used once and within ``trigger_ttl`` seconds; Block Kit limits
 (``tests.support.block_kit``) on every view and message; ``hash`` on ``views.update``/``views.publish``;
 at most 3 stacked modals; at most 5 posts per response_url; required arguments (from Slack's Web API
-OpenAPI spec). ``fail_next`` scripts errors.
+OpenAPI spec). ``fail_next`` scripts errors; ``close_modal`` plays a user closing a modal (Slack then
+answers ``views.update`` of it ``not_found``); ``unreachable()`` takes the fake off the network for a while.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ class Call:
     ok: bool
     error: str | None
     response: dict[str, Any] = field(default_factory=dict)
+    at: float = 0.0
+    """When the fake answered it, on the fake's ``clock`` (``time.monotonic`` by default)."""
 
 
 @dataclass(frozen=True)
@@ -143,11 +146,13 @@ class FakeSlack:
         self.users: dict[str, dict[str, Any]] = {}
         self.channel_members: dict[str, set[str]] = {}
         self.base_url: str | None = None
+        self._server: contextlib.ExitStack | None = None
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._calls: list[Call] = []
         self._hooks: list[Hook] = []
         self._views: dict[str, dict[str, Any]] = {}
+        self._closed_by_user: set[str] = set()
         self._stacks: list[list[str]] = []
         self._homes: dict[str, str] = {}
         self._view_errors: dict[str, dict[str, str]] = {}
@@ -187,12 +192,38 @@ class FakeSlack:
     @contextmanager
     def serve(self) -> Iterator[str]:
         """Serve the fake on loopback; yields (and sets ``base_url`` to) e.g. ``http://127.0.0.1:5555``."""
-        with serve_asgi(self.app) as url:
-            self.base_url = url
-            try:
-                yield url
-            finally:
-                self.base_url = None
+        self.base_url = self._start(port=0)
+        try:
+            yield self.base_url
+        finally:
+            self._stop()
+            self.base_url = None
+
+    @contextmanager
+    def unreachable(self) -> Iterator[None]:
+        """Slack cannot be reached while the block runs: the fake stops listening, so every Web API
+        call and response_url post is refused at the TCP level (as with a network outage), then
+        serves again on the same address with the state it had."""
+        if self.base_url is None or self._server is None:
+            raise RuntimeError("the fake is not being served; use `with fake.serve():`")
+        port = urlsplit(self.base_url).port
+        assert port is not None
+        self._stop()
+        try:
+            yield
+        finally:
+            self._start(port=port)
+
+    def _start(self, *, port: int) -> str:
+        stack = contextlib.ExitStack()
+        url = stack.enter_context(serve_asgi(self.app, port=port))
+        self._server = stack
+        return url
+
+    def _stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
 
     @property
     def api_url(self) -> str:
@@ -303,6 +334,19 @@ class FakeSlack:
             self._response_urls[path] = _ResponseUrl(channel_id, user_id, message_ts)
         return self.base_url + path
 
+    def close_modal(self, view_id: str) -> None:
+        """The user closes the modal ``view_id`` (its X or Cancel): it leaves the screen with the
+        views stacked on it, and Slack answers a later ``views.update`` of any of them ``not_found``."""
+        with self._lock:
+            stack = self._stack_of(view_id)
+            if stack is None:
+                raise AssertionError(f"view {view_id} is not an open modal")
+            closed = stack[stack.index(view_id) :]
+            del stack[stack.index(view_id) :]
+            self._closed_by_user.update(closed)
+            self._stacks = [s for s in self._stacks if s]
+            self._changed.notify_all()
+
     def fail_next(
         self, method: str, error: str = "ratelimited", status: int = 429, retry_after: int | None = 1
     ) -> None:
@@ -398,7 +442,14 @@ class FakeSlack:
         if method == "auth.test" and payload["ok"]:
             extra["x-oauth-scopes"] = self.scopes
         call = Call(
-            method, http_method, headers, body, payload["ok"], payload.get("error"), copy.deepcopy(payload)
+            method,
+            http_method,
+            headers,
+            body,
+            payload["ok"],
+            payload.get("error"),
+            copy.deepcopy(payload),
+            at=self.clock(),
         )
         with self._lock:
             self._calls.append(call)
@@ -518,7 +569,7 @@ class FakeSlack:
         view_arg = _required(body, "view")
         view_id = self._resolve_view_id(body)
         current = self._views.get(view_id) if view_id else None
-        if current is None:
+        if current is None or current["id"] in self._closed_by_user:
             raise SlackError("not_found")
         if body.get("hash") and body["hash"] != current["hash"]:
             raise SlackError("hash_conflict")

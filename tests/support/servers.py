@@ -22,15 +22,17 @@ def serve_asgi(
     app: ASGIApp,
     *,
     host: str = "127.0.0.1",
+    port: int = 0,
     startup_timeout: float = 10.0,
     shutdown_timeout: float = 10.0,
 ) -> Iterator[str]:
-    """Run ``app`` on ``host`` and yield its base URL, e.g. ``"http://127.0.0.1:54321"``.
+    """Run ``app`` on ``host`` and yield its base URL, e.g. ``"http://127.0.0.1:54321"``; on
+    ``port``, or a free one the OS picks (a fake that goes away and comes back keeps its address).
 
     Raises ``RuntimeError`` if the server stops during start-up (port in use, a failing lifespan
     handler) and ``TimeoutError`` if it is not listening within ``startup_timeout`` seconds.
     """
-    config = uvicorn.Config(app, host=host, port=0, log_level="warning", lifespan="auto")
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="auto")
     server = uvicorn.Server(config)
     failure: list[BaseException] = []
 

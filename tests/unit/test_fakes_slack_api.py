@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qs
 
+import aiohttp
 import httpx
 import pytest
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
@@ -190,6 +191,38 @@ async def test_fail_next_scripts_one_rate_limited_answer(client: AsyncWebClient,
     second = await client.chat_postMessage(channel=CHANNEL_ID, text="second")
     assert second["ok"]
     assert [m.text for m in fake.messages] == ["second"]
+
+
+async def test_each_call_records_when_it_was_answered_on_the_fakes_clock() -> None:
+    now = [100.0]
+    fake = FakeSlack(clock=lambda: now[0])
+    with fake.serve():
+        client = AsyncWebClient(token=fake.bot_token, base_url=fake.api_url)
+        await client.auth_test()
+        now[0] = 102.5
+        await client.auth_test()
+    assert [c.at for c in fake.calls] == [100.0, 102.5]
+
+
+async def test_an_unreachable_fake_refuses_connections_then_serves_again_as_it_was(
+    client: AsyncWebClient, fake: FakeSlack
+) -> None:
+    await client.chat_postMessage(channel=CHANNEL_ID, text="before")
+    url = fake.api_url
+    response_url = fake.issue_response_url(channel_id=CHANNEL_ID, user_id=USER_ID)
+
+    with fake.unreachable():
+        with pytest.raises(aiohttp.ClientConnectorError):
+            await AsyncWebClient(token=fake.bot_token, base_url=url).auth_test()
+        with pytest.raises(httpx.ConnectError):
+            httpx.post(response_url, json={"text": "lost"})
+
+    assert fake.api_url == url
+    await client.chat_postMessage(channel=CHANNEL_ID, text="after")
+    assert httpx.post(response_url, json={"text": "back"}).status_code == 200
+    assert [m.text for m in fake.messages] == ["before", "after", "back"]
+    # Refused calls never reached Slack, so there is nothing to record.
+    assert [c.method for c in fake.calls] == ["chat.postMessage", "chat.postMessage"]
 
 
 async def test_wait_for_returns_calls_made_from_another_thread(
@@ -386,6 +419,26 @@ async def test_views_update_checks_id_and_hash(client: AsyncWebClient, fake: Fak
     assert stale.response["error"] == "hash_conflict"
     assert too_long.response["error"] == "invalid_arguments"
     assert fake.views[opened["id"]]["title"]["text"] == "Verifying"
+
+
+async def test_a_modal_the_user_closed_answers_views_update_with_not_found(
+    client: AsyncWebClient, fake: FakeSlack
+) -> None:
+    root = (await client.views_open(trigger_id=fake.issue_trigger_id(), view=info_modal("One")))["view"]
+    pushed = (
+        await client.views_push(trigger_id=fake.issue_trigger_id(view_id=root["id"]), view=info_modal("Two"))
+    )["view"]
+    other = (await client.views_open(trigger_id=fake.issue_trigger_id(), view=info_modal("Other")))["view"]
+
+    fake.close_modal(root["id"])
+
+    for view_id in (root["id"], pushed["id"]):
+        gone = await error_of(client.views_update(view_id=view_id, view=info_modal("Done")))
+        assert gone.response["error"] == "not_found"
+        assert not fake.is_open(view_id)
+    assert (await client.views_update(view_id=other["id"], view=info_modal("Done")))["ok"]
+    with pytest.raises(AssertionError, match="not an open modal"):
+        fake.close_modal(root["id"])
 
 
 async def test_views_update_by_external_id(client: AsyncWebClient, fake: FakeSlack) -> None:

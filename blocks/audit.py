@@ -128,7 +128,7 @@ def audit_not_found_reply(name: str) -> dict[str, Any]:
 def audit_usage_reply() -> dict[str, Any]:
     """Told when ``/connections audit`` came without a name."""
     return _reply(
-        "Which connection? Type `/connections audit <name>`, for example "
+        "Which connection? Type `/connections audit &lt;name&gt;`, for example "
         "`/connections audit Production warehouse`. Only admins of connections can see it."
     )
 

@@ -11,8 +11,9 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncResp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from blocks.connections import connections_message, help_message
-from bot.listeners.audit import show_audit
+from bot.listeners.audit import parse_name, show_audit
 from bot.listeners.removal import remove_command
+from bot.listeners.replies import open_modal
 from bot.listeners.retests import retest_command, status_command
 from bot.listeners.rotation import open_rotation_form
 from bot.listeners.state import form_view, parse_page, team_of
@@ -73,9 +74,14 @@ def register(app: AsyncApp, services: Services) -> None:
                     response_type="ephemeral", **help_message(providers, unknown=f"connect {argument}")
                 )
                 return
-            await client.views_open(
+            await open_modal(
+                client,
+                respond,
+                user_id,
                 trigger_id=command["trigger_id"],
                 view=form_view(provider),
+                what=provider.key,
+                again=f"Run `/connections connect {provider.key}` again.",
             )
 
         async def show_help() -> None:
@@ -89,15 +95,21 @@ def register(app: AsyncApp, services: Services) -> None:
         elif sub == "audit":
             work = show_audit(services, respond, team_id, user_id, argument)
         elif sub == "test":
-            work = retest_command(services, client, respond, team_id, user_id, argument)
+            work = retest_command(services, client, respond, team_id, user_id, parse_name(argument))
         elif sub == "status":
-            work = status_command(services, respond, team_id, argument)
+            work = status_command(services, respond, team_id, parse_name(argument))
         elif sub == "rotate":
             work = open_rotation_form(
-                services, client, respond, team_id, user_id, str(command.get("trigger_id", "")), name=argument
+                services,
+                client,
+                respond,
+                team_id,
+                user_id,
+                str(command.get("trigger_id", "")),
+                name=parse_name(argument),
             )
         elif sub == "remove":
-            work = remove_command(services, respond, team_id, user_id, argument)
+            work = remove_command(services, respond, team_id, user_id, parse_name(argument))
         else:
             work = show_help()
         services.background.spawn(_answering(work, respond, sub or "list"), name=f"command:{sub or 'list'}")

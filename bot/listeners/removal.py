@@ -25,7 +25,7 @@ __all__ = ["register", "remove_command"]
 
 logger = logging.getLogger(__name__)
 
-SAY_WHICH = "Say which connection to remove: `/connections remove <name>`."
+SAY_WHICH = "Say which connection to remove: `/connections remove &lt;name&gt;`."
 NOTHING_CHANGED = "Something went wrong on our side, so nothing changed. Please try again in a minute."
 
 

@@ -36,8 +36,8 @@ __all__ = ["register", "retest_command", "status_command"]
 
 logger = logging.getLogger(__name__)
 
-SAY_WHICH = "Say which connection to re-test: `/connections test <name>`, or `/connections test all`."
-SAY_WHICH_STATUS = "Say which connection: `/connections status <name>`."
+SAY_WHICH = "Say which connection to re-test: `/connections test &lt;name&gt;`, or `/connections test all`."
+SAY_WHICH_STATUS = "Say which connection: `/connections status &lt;name&gt;`."
 FAILED = "Something went wrong on our side while re-testing. Please try again in a minute."
 
 

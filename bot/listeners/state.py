@@ -6,6 +6,7 @@ defensively, and never holding a secret (Slack shows them to the client)."""
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,17 +15,24 @@ from slack_bolt.async_app import AsyncBoltContext
 
 from blocks.modal import create_modal
 from bot import ids
+from bot.domain import NAME_MAX_LENGTH
 from bot.providers.base import Provider
 from bot.redaction import Secret
 
 __all__ = [
     "FormDraft",
+    "RotationForm",
+    "first_input",
+    "form_fits",
     "form_metadata",
     "form_view",
     "parse_form_metadata",
+    "parse_id",
     "parse_json_object",
     "parse_page",
+    "parse_rotation_metadata",
     "read_form",
+    "read_reason",
     "team_of",
 ]
 
@@ -83,6 +91,40 @@ def parse_json_object(text: object) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+_ID_MAX = 36
+"""Our ids are UUIDs in their 36-character text form."""
+
+
+def parse_id(value: object) -> str | None:
+    """An id as we write them into button values and private_metadata, or None for anything that
+    cannot be one (too long, blanks, control or non-ASCII characters)."""
+    if not isinstance(value, str) or not 0 < len(value) <= _ID_MAX:
+        return None
+    return value if value.isascii() and value.isprintable() and " " not in value else None
+
+
+@dataclass(frozen=True)
+class RotationForm:
+    """What a rotation form carries in its private_metadata: the connection, its provider, and
+    its name (only shown, never looked up)."""
+
+    connection_id: str
+    provider_key: str
+    name: str
+
+
+def parse_rotation_metadata(text: object) -> RotationForm | None:
+    """A rotation form's private_metadata, or None when it is not one we wrote; the name comes
+    back on one line, without control characters, at most as long as a stored name."""
+    data = parse_json_object(text)
+    connection_id = parse_id(data.get("connection"))
+    provider_key, name = data.get("provider"), data.get("name")
+    if connection_id is None or not isinstance(provider_key, str):
+        return None
+    shown = "".join(ch for ch in name if unicodedata.category(ch) != "Cc") if isinstance(name, str) else ""
+    return RotationForm(connection_id, provider_key, " ".join(shown.split())[:NAME_MAX_LENGTH])
+
+
 def parse_page(text: str) -> int:
     """A page number typed or sent back by a button; anything else is page 1."""
     text = text.strip()
@@ -117,6 +159,29 @@ def parse_form_metadata(text: str | None) -> str | None:
     return key if isinstance(key, str) else None
 
 
+def _input_blocks(view: Mapping[str, Any]) -> list[str]:
+    """The block_ids of the view's inputs, in order, as Slack echoes the view back."""
+    blocks = view.get("blocks")
+    return [
+        str(block["block_id"])
+        for block in (blocks if isinstance(blocks, list) else [])
+        if isinstance(block, Mapping) and block.get("type") == "input" and block.get("block_id")
+    ]
+
+
+def first_input(view: Mapping[str, Any]) -> str:
+    """Where an error about the whole form goes: Slack refuses a submission's errors under
+    anything but an input of the submitted view, and then shows the user only its own failure."""
+    found = _input_blocks(view)
+    return found[0] if found else ids.BLOCK_NAME
+
+
+def form_fits(view: Mapping[str, Any], provider: Provider) -> bool:
+    """Whether the view holds an input for each of the provider's fields: false when the
+    private_metadata names another provider than the one the form was built for."""
+    return {f.name for f in provider.fields} <= set(_input_blocks(view))
+
+
 def read_form(view: Mapping[str, Any], provider: Provider) -> tuple[str, dict[str, str | Secret]]:
     """The submitted name and field values; secret fields are wrapped at once."""
     state = view.get("state", {}).get("values", {})
@@ -130,6 +195,15 @@ def read_form(view: Mapping[str, Any], provider: Provider) -> tuple[str, dict[st
         raw = text(f.name)
         values[f.name] = Secret(raw) if f.secret else raw
     return text(ids.BLOCK_NAME), values
+
+
+def read_reason(view: Mapping[str, Any]) -> str:
+    """The reason typed into a reject modal, trimmed, without control characters other than
+    line breaks and tabs: they do not show, and PostgreSQL cannot store NUL at all."""
+    state = view.get("state", {}).get("values", {})
+    value = state.get(ids.BLOCK_REASON, {}).get(ids.INPUT_ACTION, {}).get("value")
+    text = value if isinstance(value, str) else ""
+    return "".join(ch for ch in text if ch.isspace() or unicodedata.category(ch) != "Cc").strip()
 
 
 def team_of(context: AsyncBoltContext, body: Mapping[str, Any]) -> str:

@@ -135,7 +135,7 @@ def test_an_unknown_name_is_not_found(abot: Bot, cloud_key: CloudKey) -> None:
 @pytest.mark.parametrize("text", ["audit", "AUDIT  ", 'audit ""'])
 def test_without_a_name_the_user_is_shown_how_to_ask(abot: Bot, text: str) -> None:
     reply = run_audit(abot, text, ADMIN)
-    assert "`/connections audit <name>`" in visible_text(reply.blocks)
+    assert "`/connections audit &lt;name&gt;`" in visible_text(reply.blocks)
 
 
 def test_help_lists_the_audit_command(abot: Bot) -> None:

@@ -160,7 +160,7 @@ def test_an_admin_who_does_not_own_the_connection_may_remove_it_and_the_owner_is
 
 
 def test_only_an_active_connection_can_be_removed(abot: Bot, cloud_key: CloudKey) -> None:
-    assert "/connections remove <name>" in command_reply(abot, "remove", REQUESTER)
+    assert "/connections remove &lt;name&gt;" in command_reply(abot, "remove", REQUESTER)
     unknown = command_reply(abot, "remove No Such Connection", REQUESTER)
     assert "There is no connection named “No Such Connection”" in unknown
 

@@ -496,3 +496,15 @@ def test_a_provider_that_does_not_answer_in_time_is_reported_unreachable(
         assert "We couldn't reach Confluent" in text
         [record] = history(bot, connection_id)
         assert record.outcome.value == "unreachable"
+
+
+def test_a_name_with_characters_slack_escapes_in_command_text_is_found(rbot: Bot) -> None:
+    # Slack sends &, < and > of a command's text as entities; quotes around a name are a habit.
+    key = new_key(rbot)
+    store(rbot, "Kafka <EU> & US", key, health=Health.UNKNOWN)
+
+    started, result = retest(rbot, "“Kafka &lt;EU&gt; &amp; US”")
+    assert "Re-testing" in started and "Kafka &lt;EU&gt; &amp; US" in started
+    assert "works." in shown(result)
+    [status] = command(rbot, "status Kafka &lt;EU&gt; &amp; US", until=replies(1), what="the status")
+    assert "No connection named" not in shown(status)

@@ -635,7 +635,7 @@ def test_a_second_rotation_waits_for_the_first_to_be_decided(abot: Bot, cloud_ke
 def test_the_command_says_how_to_name_the_connection_and_what_is_wrong(
     abot: Bot, cloud_key: CloudKey
 ) -> None:
-    assert "/connections rotate <name>" in command_reply(abot, "rotate", REQUESTER)
+    assert "/connections rotate &lt;name&gt;" in command_reply(abot, "rotate", REQUESTER)
     unknown = command_reply(abot, "rotate No <!channel> Such", REQUESTER)
     assert "There is no connection named" in unknown and "<!channel>" not in unknown
     assert abot.slack.calls_to("views.open") == []

@@ -225,7 +225,7 @@ def test_not_found_names_what_was_asked_escaped() -> None:
 def test_usage_shows_how_to_ask() -> None:
     payload = audit_usage_reply()
     assert_valid("message", payload)
-    assert "`/connections audit <name>`" in visible_text(payload)
+    assert "`/connections audit &lt;name&gt;`" in visible_text(payload)
 
 
 def test_refusals_say_who_may_and_why() -> None:

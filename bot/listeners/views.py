@@ -17,6 +17,7 @@ from blocks.results import problem_message, result_message
 from bot import ids
 from bot.listeners.approvals import post_approval_request
 from bot.listeners.events import publish_home
+from bot.listeners.replies import slack_failure
 from bot.listeners.state import FormDraft, first_input, form_fits, parse_form_metadata, read_form, team_of
 from bot.providers.base import Provider
 from bot.runtime import Services
@@ -240,14 +241,14 @@ async def deliver_result(
     if await _attempt(
         client.views_update(view_id=view_id, view=view),
         _seconds_left(deadline, share=0.5),
-        "views.update of a finished verification",
+        "update the modal of a finished verification",
         slack_refusal_level=logging.INFO,
     ):
         return True
     return await _attempt(
         client.chat_postMessage(channel=user_id, **fallback),
         _seconds_left(deadline),
-        f"sending a verification result to {user_id}",
+        f"send a verification result to {user_id}",
         slack_refusal_level=logging.WARNING,
     )
 
@@ -275,17 +276,13 @@ async def _attempt(call: Awaitable[Any], bound: float | None, what: str, *, slac
     try:
         await asyncio.wait_for(call, bound)
     except SlackApiError as exc:
-        logger.log(slack_refusal_level, "%s failed: %s", what, _error_code(exc))
-    except TimeoutError:
-        logger.warning("%s gave up: the bot is stopping", what)
+        logger.log(slack_refusal_level, "could not %s: %s", what, slack_failure(exc))
+    except TimeoutError as exc:
+        why = "the bot is stopping" if bound is not None else slack_failure(exc)
+        logger.warning("could not %s: %s", what, why)
     except Exception as exc:
-        logger.warning("%s failed: %s", what, type(exc).__name__)
+        # Slack unreachable (a refused or dropped connection): one line, never a traceback.
+        logger.warning("could not %s: %s", what, slack_failure(exc))
     else:
         return True
     return False
-
-
-def _error_code(exc: SlackApiError) -> str:
-    response = exc.response
-    error = response.get("error") if response is not None else None
-    return str(error or "unknown error")

@@ -20,6 +20,7 @@ import json
 import os
 from pathlib import Path
 
+from jaraco.classes import properties
 from keyring.backend import KeyringBackend
 from keyring.errors import PasswordDeleteError
 
@@ -39,7 +40,13 @@ def keyring_env(path: Path) -> dict[str, str]:
 class SharedFileKeyring(KeyringBackend):
     """Entries as ``{"service\\x00username": password}`` in one JSON file."""
 
-    priority = 1  # type: ignore[assignment]
+    @properties.classproperty
+    def priority(cls) -> float:
+        # Viable only where a test selected it: keyring's auto-detection instantiates every viable
+        # subclass it has seen imported, and would otherwise pick this one without a file.
+        if FILE_ENV_VAR not in os.environ:
+            raise RuntimeError(f"{FILE_ENV_VAR} is not set")
+        return 1
 
     def __init__(self, path: Path | None = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]

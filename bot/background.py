@@ -13,9 +13,12 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
-__all__ = ["Background"]
+__all__ = ["CANCEL_GRACE_SECONDS", "Background"]
 
 logger = logging.getLogger(__name__)
+
+CANCEL_GRACE_SECONDS = 1.0
+"""How long cancelled work may take to finish its last words before the drain returns."""
 
 
 class Background:
@@ -51,4 +54,4 @@ class Background:
         for task in still_running:
             task.cancel()
         if still_running:
-            await asyncio.wait(still_running, timeout=1)
+            await asyncio.wait(still_running, timeout=CANCEL_GRACE_SECONDS)

@@ -8,7 +8,6 @@ import logging
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from blocks.approval import (
@@ -269,7 +268,7 @@ async def _announce(
             ),
         )
     except Exception as exc:  # the decision stands; the rest of the announcement must still go out
-        logger.warning("could not tell %s about the decision: %s", connection.created_by, _describe(exc))
+        logger.warning("could not tell %s about the decision: %s", connection.created_by, slack_failure(exc))
     if team_id is not None:
         # Homes that list this request: the requester's among their connections, and admins' as
         # waiting for a decision (the decider and the listed admins; members of the admin group
@@ -279,7 +278,7 @@ async def _announce(
             try:
                 await publish_home(services, client, team_id, user_id)
             except Exception as exc:
-                logger.warning("could not republish the Home tab of %s: %s", user_id, _describe(exc))
+                logger.warning("could not republish the Home tab of %s: %s", user_id, slack_failure(exc))
 
 
 announce_decision = _announce
@@ -308,10 +307,4 @@ async def _update_request(client: AsyncWebClient, decision: Decision, where: tup
             ),
         )
     except Exception as exc:  # logged, never raised: the requester must still be told
-        logger.warning("could not update the approval request %s/%s: %s", channel, ts, _describe(exc))
-
-
-def _describe(exc: Exception) -> str:
-    if isinstance(exc, SlackApiError) and exc.response is not None:
-        return str(exc.response.get("error"))
-    return type(exc).__name__
+        logger.warning("could not update the approval request %s/%s: %s", channel, ts, slack_failure(exc))

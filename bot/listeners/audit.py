@@ -18,24 +18,13 @@ from blocks.audit import (
     audit_not_found_reply,
     audit_usage_reply,
 )
+from bot.listeners.state import parse_name
 from bot.runtime import Services
 from bot.services.audit import AuditHistory, Visibility
 
-__all__ = ["parse_name", "show_audit"]
+__all__ = ["show_audit"]
 
 logger = logging.getLogger(__name__)
-
-_QUOTES = {'"': '"', "'": "'", "“": "”", "‘": "’", "`": "`"}
-
-
-def parse_name(argument: str) -> str:
-    """The connection name typed after ``audit``: Slack's escaping of ``&``, ``<`` and ``>`` in a
-    command's text undone, and one pair of surrounding quotes dropped (people quote names with
-    spaces out of habit)."""
-    name = argument.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&").strip()
-    if len(name) >= 2 and _QUOTES.get(name[0]) == name[-1]:
-        name = name[1:-1].strip()
-    return name
 
 
 async def show_audit(

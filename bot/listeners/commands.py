@@ -11,12 +11,12 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncResp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from blocks.connections import connections_message, help_message
-from bot.listeners.audit import parse_name, show_audit
+from bot.listeners.audit import show_audit
 from bot.listeners.removal import remove_command
 from bot.listeners.replies import open_modal
 from bot.listeners.retests import retest_command, status_command
 from bot.listeners.rotation import open_rotation_form
-from bot.listeners.state import form_view, parse_page, team_of
+from bot.listeners.state import form_view, parse_name, parse_page, team_of
 from bot.providers.registry import UnknownProvider
 from bot.runtime import Services
 

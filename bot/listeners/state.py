@@ -29,6 +29,7 @@ __all__ = [
     "parse_form_metadata",
     "parse_id",
     "parse_json_object",
+    "parse_name",
     "parse_page",
     "parse_rotation_metadata",
     "read_form",
@@ -217,3 +218,16 @@ def team_of(context: AsyncBoltContext, body: Mapping[str, Any]) -> str:
     if not team:
         raise ValueError("a Slack request without a team id")
     return str(team)
+
+
+_QUOTES = {'"': '"', "'": "'", "“": "”", "‘": "’", "`": "`"}
+
+
+def parse_name(argument: str) -> str:
+    """The connection name typed after a sub-command: Slack's escaping of ``&``, ``<`` and ``>`` in a
+    command's text undone, and one pair of surrounding quotes dropped (people quote names with
+    spaces out of habit)."""
+    name = argument.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&").strip()
+    if len(name) >= 2 and _QUOTES.get(name[0]) == name[-1]:
+        name = name[1:-1].strip()
+    return name

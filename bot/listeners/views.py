@@ -15,6 +15,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from blocks.modal import problem_view, result_view, verifying_view
 from blocks.results import problem_message, result_message
 from bot import ids
+from bot.background import CANCEL_GRACE_SECONDS
 from bot.listeners.approvals import post_approval_request
 from bot.listeners.events import publish_home
 from bot.listeners.replies import slack_failure
@@ -39,10 +40,9 @@ CUT_SHORT = (
     "have reached the admin channel: admins can approve or reject it on the bot's Home tab, under "
     "“Waiting for your decision”."
 )
-LAST_WORD_SECONDS = 0.7
-"""How long a verification cut short by shutdown may still take to tell its user: the shutdown
-gives cancelled work 1 second (bot.background) before it closes the database, and ending the
-claim after the news needs the rest."""
+LAST_WORD_SECONDS = 0.7 * CANCEL_GRACE_SECONDS
+"""How long a verification cut short by shutdown may still take to tell its user: the rest of the
+grace the shutdown gives cancelled work is for ending the claim after the news."""
 
 
 def register(app: AsyncApp, services: Services) -> None:

@@ -53,8 +53,7 @@ from sqlalchemy import URL
 from bot import ids
 from bot.crypto import Cipher, MasterKey
 from bot.domain import NAME_MAX_LENGTH, RotationStatus, Status
-from bot.listeners.audit import parse_name
-from bot.listeners.state import FormDraft
+from bot.listeners.state import FormDraft, parse_name
 from bot.logs import configure_logging
 from bot.providers.registry import PROVIDERS
 from bot.settings import Settings

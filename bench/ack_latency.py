@@ -33,7 +33,7 @@ import httpx
 
 from blocks.modal import create_modal
 from bot.crypto import MasterKey
-from bot.listeners.state import form_metadata
+from bot.payloads import form_metadata
 from bot.providers.confluent_cloud import ConfluentCloud
 from bot.store.migrate import upgrade_to_head
 from tests.fakes.confluent_api import FakeConfluent, new_api_key, new_api_secret

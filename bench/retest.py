@@ -53,10 +53,9 @@ from sqlalchemy.pool import QueuePool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bot.crypto import Cipher, MasterKey, associated_data
-from bot.domain import Health, Status
+from bot.domain import Health, Refused, Status
 from bot.redaction import Secret
 from bot.runtime import Services, start_services
-from bot.services.permissions import Refused
 from bot.services.retests import RetestService
 from bot.settings import Settings
 from bot.store import Connection, Database

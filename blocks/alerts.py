@@ -14,12 +14,11 @@ from typing import Any
 from slack_sdk.models.blocks import ActionsBlock, ButtonElement
 
 from blocks.connections import RETESTABLE, retest_button, rotate_button
-from blocks.results import Block, checks_blocks, context, hints_blocks, message, quoted_name, section
+from blocks.parts import Block, checks_blocks, context, hints_blocks, message, quoted_name, section
 from blocks.retests import failing_duration, provider_title, summary_text, verification_facts
 from blocks.text import slack_date, user_mention
-from bot.domain import Status
+from bot.domain import RetestResult, Status
 from bot.providers.base import Provider
-from bot.services.retests import RetestResult
 
 __all__ = ["health_alert", "recovery_reply", "resolved_alert", "still_failing_reminder"]
 

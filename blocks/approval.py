@@ -1,16 +1,15 @@
-"""The approval flow in blocks: the request posted to the admin channel, the same request once
-decided, the modal asking why an admin rejects, the direct message to the requester, and the short
-ephemeral replies to a click that changes nothing.
+"""Approval requests in blocks, for a new connection and for a rotation alike: the request posted
+to the admin channel, the same request once decided, the modal asking why an admin rejects, the
+direct message to the requester, and the replies to a click that changes nothing.
 
-Names, reasons and anything else a user typed are escaped; user ids become ``<@U…>`` mentions only
-when they look like Slack user ids. Nothing here is provider-specific: the provider is named by
-``ConnectionSummary.provider_title``. Callers pass the connection's id as ``summary.id``; it is
-carried in the buttons' values, never shown.
+The two kinds share every layout; a rotation shows what changes (the key in use → the new one) and
+says what approving it does. Names, reasons and anything else a user typed are escaped; user ids
+become ``<@U…>`` mentions only when they look like Slack user ids. The request's id travels in the
+buttons' values, never in text.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -25,94 +24,162 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.models.views import View
 
-# The mention rule lives with the connections list; both must agree on what counts as a user id.
-from blocks.results import Block, checks_blocks, context, message, quoted_name, section
+from blocks.parts import (
+    Block,
+    by,
+    checks_blocks,
+    context,
+    key_text,
+    message,
+    named_key,
+    provider_text,
+    quoted_name,
+    quoted_reason,
+    reply,
+    section,
+)
 from blocks.text import HEADER_MAX, escape, one_line, slack_date, truncate, user_mention
 from bot import ids
-from bot.domain import ConnectionSummary, Status
-from bot.providers.base import Check
+from bot.domain import (
+    REASON_MAX_LENGTH,
+    ApprovalRequest,
+    ConnectionSummary,
+    Decision,
+    RequestKind,
+    RotationStatus,
+    Status,
+    Verdict,
+)
 
 __all__ = [
     "APPROVAL_ACTIONS_BLOCK",
     "REASON_MAX_LENGTH",
+    "REMINDER_ACTIONS_BLOCK",
+    "ROTATION_ACTIONS_BLOCK",
     "admin_check_failed_reply",
     "already_decided_reply",
-    "approval_decided",
-    "approval_request",
+    "decide_buttons",
+    "decided_message",
     "decision_dm",
+    "decision_reply",
     "not_admin_reply",
     "not_found_reply",
-    "reject_reason_modal",
+    "reason_modal",
+    "refusal_text",
+    "request_message",
+    "rotate_actions",
     "self_approval_reply",
 ]
 
 APPROVAL_ACTIONS_BLOCK = "approval_actions"
-"""block_id of the actions block holding Approve and Reject."""
-REASON_MAX_LENGTH = 500
-"""The most characters an admin may write as the reason for a rejection."""
+"""block_id of the actions block holding Approve and Reject on a new connection's request."""
+ROTATION_ACTIONS_BLOCK = "rotation_actions"
+"""block_id of the actions block holding Approve and Reject on a rotation request."""
+REMINDER_ACTIONS_BLOCK = "rotation_reminder_actions"
+"""block_id of the actions block holding a Rotate button in a direct message."""
 
-_MODAL_TITLE = "Reject connection"
-_PROVIDER_SHOWN_MAX = 150
-_KEY_HINT_SHOWN_MAX = 40
-# The modal caps reasons at REASON_MAX_LENGTH; this guards a caller passing something longer.
-# Escaping and quoting grow a text at most fivefold, so this many characters fit in a section.
-_REASON_SHOWN_MAX = 550
-_WHY_SHOWN_MAX = 500
 _CHECKS_MAX_BLOCKS = 10
+_WHY_SHOWN_MAX = 500
 _NEVER_DECIDED = "a request awaiting approval has no decision to show"
 
+_ACTIONS = {
+    RequestKind.CONNECTION: (ids.ACTION_APPROVE, ids.ACTION_REJECT, APPROVAL_ACTIONS_BLOCK),
+    RequestKind.ROTATION: (ids.ACTION_APPROVE_ROTATION, ids.ACTION_REJECT_ROTATION, ROTATION_ACTIONS_BLOCK),
+}
+_ICONS = {
+    Status.ACTIVE: "✅",
+    Status.REJECTED: "❌",
+    Status.EXPIRED: "⌛",
+    Status.REVOKED: "🚫",
+    RotationStatus.APPROVED: "✅",
+    RotationStatus.REJECTED: "❌",
+    RotationStatus.EXPIRED: "⌛",
+    RotationStatus.CANCELLED: "🚫",
+}
+_ON_APPROVAL = {
+    RequestKind.CONNECTION: (
+        "Approving makes the connection usable by the team. Rejecting asks you for a reason, which "
+        "the requester sees, and destroys the stored credentials."
+    ),
+    RequestKind.ROTATION: (
+        "Approving replaces the key in use with the new one and destroys the old stored credentials. "
+        "Rejecting asks you for a reason, which the requester sees, destroys the new credentials and "
+        "keeps the old ones working."
+    ),
+}
+_ROTATION_OUTCOMES = {
+    RotationStatus.APPROVED: "the new key is in use and the old stored credentials were destroyed.",
+    RotationStatus.REJECTED: "the new credentials were destroyed; the old key is still in use.",
+    RotationStatus.EXPIRED: (
+        "nobody decided in time. The new credentials were destroyed; the old key is still in use."
+    ),
+    RotationStatus.CANCELLED: "the connection was removed, and the new credentials were destroyed.",
+}
 
-def approval_request(summary: ConnectionSummary, checks: Sequence[Check]) -> dict[str, Any]:
+
+# --- the admin channel ----------------------------------------------------------------------
+
+
+def request_message(request: ApprovalRequest) -> dict[str, Any]:
     """The message posted to the admin channel: who asks for what, what the verification found,
-    and the Approve / Reject buttons, each carrying ``summary.id`` as its value.
-
-    Reject opens :func:`reject_reason_modal`, which asks for the reason, so it has no confirm step.
-    """
-    approve = ButtonElement(text="Approve", action_id=ids.ACTION_APPROVE, value=summary.id, style="primary")
-    reject = ButtonElement(text="Reject", action_id=ids.ACTION_REJECT, value=summary.id, style="danger")
+    and Approve / Reject, each carrying ``request.id``. Reject opens :func:`reason_modal`, which
+    asks for the reason, so it has no confirm step."""
     blocks = [
-        *_request_blocks(summary, checks),
-        context(
-            "Approving makes the connection usable by the team. Rejecting asks you for a reason, "
-            "which the requester sees, and destroys the stored credentials."
-        ),
-        dict(ActionsBlock(block_id=APPROVAL_ACTIONS_BLOCK, elements=[approve, reject]).to_dict()),
+        *_request_blocks(request),
+        context(_ON_APPROVAL[request.kind]),
+        decide_buttons(request),
     ]
-    text = (
-        f"Approval requested: {quoted_name(summary.name)} ({_provider(summary)}) "
-        f"by {user_mention(summary.created_by)}"
-    )
-    return message(text, blocks)
+    return message(f"{_subject_line(request)} by {user_mention(request.requested_by)}", blocks)
 
 
-def approval_decided(
-    summary: ConnectionSummary,
-    checks: Sequence[Check],
+def decide_buttons(
+    request: ApprovalRequest,
     *,
-    status: Status,
-    decided_by: str | None,
-    decided_at: datetime,
-    reason: str | None,
-) -> dict[str, Any]:
-    """The approval request updated in place once decided: the same facts, no buttons, and who
-    decided what and when (with the reason, quoted, when there is one).
-
-    ``status`` is the connection's status after the decision; ``decided_by`` is ignored for an
-    expiry, which nobody decided. A status still awaiting approval raises ``ValueError``.
-    """
-    outcome = _outcome_line(status, decided_by, decided_at)
-    blocks = [*_request_blocks(summary, checks), section(outcome)]
-    if status is Status.REJECTED or (reason and reason.strip()):
-        blocks.append(section(_quoted_reason(reason)))
-    text = f"{quoted_name(summary.name)} ({_provider(summary)}): {outcome}"
-    return message(text, blocks)
+    block_id: str | None = None,
+    noun: str = "",
+    reject_style: str | None = "danger",
+) -> Block:
+    """The actions block with Approve and Reject for ``request`` (labelled "Approve <noun>" with
+    ``noun``), each button carrying its id."""
+    approve_id, reject_id, default_block = _ACTIONS[request.kind]
+    label = f" {noun}" if noun else ""
+    approve = ButtonElement(text=f"Approve{label}", action_id=approve_id, value=request.id, style="primary")
+    reject = ButtonElement(text=f"Reject{label}", action_id=reject_id, value=request.id, style=reject_style)
+    return dict(ActionsBlock(block_id=block_id or default_block, elements=[approve, reject]).to_dict())
 
 
-def reject_reason_modal(summary: ConnectionSummary, *, private_metadata: str) -> dict[str, Any]:
+def decided_message(request: ApprovalRequest) -> dict[str, Any]:
+    """The request updated in place once decided: the same facts, no buttons, what became of it,
+    who decided and when (with the reason, quoted, when there is one). A request still awaiting
+    approval raises ``ValueError``."""
+    outcome = _outcome_line(request)
+    blocks = [*_request_blocks(request), section(outcome)]
+    if request.status in (Status.REJECTED, RotationStatus.REJECTED) or (
+        request.reason and request.reason.strip()
+    ):
+        blocks.append(section(quoted_reason(request.reason)))
+    connection = request.connection
+    prefix = "" if request.kind is RequestKind.CONNECTION else "🔁 Rotation of "
+    return message(f"{prefix}{quoted_name(connection.name)} ({provider_text(connection)}): {outcome}", blocks)
+
+
+def reason_modal(request: ApprovalRequest, *, private_metadata: str) -> dict[str, Any]:
     """The modal an admin fills in to reject: a required reason the requester will read.
-
-    ``private_metadata`` is echoed by Slack to every client, so it must hold ids only.
-    """
+    ``private_metadata`` is echoed by Slack to every client, so it must hold ids only."""
+    connection = request.connection
+    asked = f"requested by {user_mention(request.requested_by)} {slack_date(request.requested_at)}?"
+    if request.kind is RequestKind.CONNECTION:
+        title, callback_id = "Reject connection", ids.VIEW_REJECT
+        question = f"Reject {provider_text(connection)} connection *{quoted_name(connection.name)}*, {asked}"
+        what_happens = "Its stored credentials are destroyed; to try again, the requester registers it anew."
+    else:
+        title, callback_id = "Reject rotation", ids.VIEW_REJECT_ROTATION
+        credentials = f"the new {provider_text(connection)} credentials"
+        question = f"Reject {credentials} for *{quoted_name(connection.name)}*, {asked}"
+        what_happens = (
+            f"The new credentials{named_key(request.new_key_hint)} are destroyed; the connection keeps "
+            f"using its current key{named_key(connection.key_hint)}."
+        )
     reason = InputBlock(
         block_id=ids.BLOCK_REASON,
         label="Reason",
@@ -126,55 +193,242 @@ def reject_reason_modal(summary: ConnectionSummary, *, private_metadata: str) ->
             placeholder="e.g. Use a service account key, not a personal one.",
         ),
     )
-    blocks = [
-        section(
-            f"Reject {_provider(summary)} connection *{quoted_name(summary.name)}*, "
-            f"requested by {user_mention(summary.created_by)} {slack_date(summary.created_at)}?"
-        ),
-        dict(reason.to_dict()),
-        context("Its stored credentials are destroyed; to try again, the requester registers it anew."),
-    ]
     view = View(
         type="modal",
-        callback_id=ids.VIEW_REJECT,
-        title=_MODAL_TITLE,
+        callback_id=callback_id,
+        title=title,
         submit="Reject",
         close="Cancel",
         private_metadata=private_metadata,
-        blocks=blocks,
+        blocks=[section(question), dict(reason.to_dict()), context(what_happens)],
     )
     return dict(view.to_dict())
 
 
-def decision_dm(
-    summary: ConnectionSummary, *, status: Status, decided_by: str | None, reason: str | None
-) -> dict[str, Any]:
-    """The direct message telling the requester what became of their connection, and for a
-    rejection or an expiry, what to do next. A status still awaiting approval raises ``ValueError``."""
-    subject = f"Your {_provider(summary)} connection {quoted_name(summary.name)}"
-    by = _by(decided_by)
-    destroyed = "*What next:* the credentials you entered were destroyed."
-    again = "register the connection again with `/connections`"
-    parts: list[str]
-    if status is Status.ACTIVE:
-        text = f"✅ {subject} was approved{by}."
-        parts = [f"{text} It is now {status.label} and ready to use."]
-    elif status is Status.REJECTED:
-        text = f"❌ {subject} was {status.label}{by}."
-        parts = [text, _quoted_reason(reason), f"{destroyed} Fix what the reason says, then {again}."]
-    elif status is Status.EXPIRED:
-        text = f"⌛ {subject} {status.label}: nobody decided on it within the time limit."
-        parts = [text, f"{destroyed} To use it, {again} and let an admin know it is waiting."]
-    elif status is Status.REVOKED:
-        text = f"🚫 {subject} was {status.label}{by}."
-        parts = [f"{text} It can no longer be used."]
-        if reason and reason.strip():
-            parts.append(_quoted_reason(reason))
+def _subject_line(request: ApprovalRequest) -> str:
+    connection = request.connection
+    prefix = "Approval requested:" if request.kind is RequestKind.CONNECTION else "🔁 Rotation requested for"
+    return f"{prefix} {quoted_name(connection.name)} ({provider_text(connection)})"
+
+
+def _request_blocks(request: ApprovalRequest) -> list[Block]:
+    """What the request and its decided form share: header, facts and checks."""
+    connection = request.connection
+    name = one_line(connection.name)
+    if request.kind is RequestKind.CONNECTION:
+        header = truncate(f"Approval requested: {name}", HEADER_MAX)
+    else:
+        prefix = "🔁 Rotation requested for “"
+        header = f"{prefix}{truncate(name, HEADER_MAX - len(prefix) - 1)}”"
+    fields = [
+        f"*Provider*\n{provider_text(connection)}",
+        f"*Name*\n{quoted_name(connection.name)}",
+        f"*Requested by*\n{user_mention(request.requested_by)}",
+        f"*When*\n{slack_date(request.requested_at)}",
+        f"*Key*\n{_key_change(request)}",
+    ]
+    if connection.created_by != request.requested_by:
+        fields.append(f"*Owner*\n{user_mention(connection.created_by)}")
+    return [
+        dict(HeaderBlock(text=header).to_dict()),
+        dict(SectionBlock(fields=[MarkdownTextObject(text=f) for f in fields]).to_dict()),
+        *checks_blocks(request.checks, failures_are_fatal=False, max_blocks=_CHECKS_MAX_BLOCKS),
+    ]
+
+
+def _key_change(request: ApprovalRequest) -> str:
+    """The key in use; for a rotation "`old` → `new`", or only the new one once it is in use."""
+    old = request.connection.key_hint
+    if request.kind is RequestKind.CONNECTION:
+        return key_text(old)
+    new = request.new_key_hint
+    return key_text(new) if old is not None and old == new else f"{key_text(old)} → {key_text(new)}"
+
+
+def _outcome_line(request: ApprovalRequest) -> str:
+    """ "✅ Approved by <@U1> <date>", "⌛ Expired <date>: nobody decided in time", …"""
+    status = request.status
+    if request.kind is RequestKind.CONNECTION:
+        decision = _decision(Status(status), request.decided_by, request.decided_at)
+    elif status in _ROTATION_OUTCOMES:
+        when = f" {slack_date(request.decided_at)}" if request.decided_at is not None else ""
+        who = "" if status in (RotationStatus.EXPIRED, RotationStatus.CANCELLED) else by(request.decided_by)
+        decision = f"{status.value.capitalize()}{who}{when}: {_ROTATION_OUTCOMES[RotationStatus(status)]}"
     else:
         raise ValueError(_NEVER_DECIDED)
+    return f"{_ICONS[status]} {decision}"
+
+
+def _decision(status: Status, decided_by: str | None, decided_at: datetime | None) -> str:
+    """ "Approved by <@U1> <date>", "Expired <date>: nobody decided in time", …"""
+    when = f" {slack_date(decided_at)}" if decided_at is not None else ""
+    if status is Status.ACTIVE:
+        return f"Approved{by(decided_by)}{when}"
+    if status is Status.EXPIRED:
+        return f"{status.label.capitalize()}{when}: nobody decided in time"
+    if status in (Status.REJECTED, Status.REVOKED):
+        return f"{status.label.capitalize()}{by(decided_by)}{when}"
+    raise ValueError(_NEVER_DECIDED)
+
+
+# --- the requester --------------------------------------------------------------------------
+
+
+def decision_dm(request: ApprovalRequest) -> dict[str, Any]:
+    """The direct message telling the requester what became of their request and what to do next.
+    A request still awaiting approval raises ``ValueError``."""
+    if request.kind is RequestKind.CONNECTION:
+        text, parts, retry = _connection_news(request)
+    else:
+        text, parts, retry = _rotation_news(request)
     # One section each: an escaped reason can be five times its typed length.
-    blocks = [*(section(part) for part in parts), context(_identity(summary))]
+    blocks = [*(section(part) for part in parts), context(_identity(request))]
+    if retry:
+        blocks.append(rotate_actions(request.connection))
     return message(text, blocks)
+
+
+def _connection_news(request: ApprovalRequest) -> tuple[str, list[str], bool]:
+    connection, status = request.connection, request.status
+    subject = f"Your {provider_text(connection)} connection {quoted_name(connection.name)}"
+    decided = by(request.decided_by)
+    destroyed = "*What next:* the credentials you entered were destroyed."
+    again = "register the connection again with `/connections`"
+    if status is Status.ACTIVE:
+        text = f"✅ {subject} was approved{decided}."
+        return text, [f"{text} It is now {status.label} and ready to use."], False
+    if status is Status.REJECTED:
+        text = f"❌ {subject} was {status.label}{decided}."
+        return (
+            text,
+            [text, quoted_reason(request.reason), f"{destroyed} Fix what the reason says, then {again}."],
+            False,
+        )
+    if status is Status.EXPIRED:
+        text = f"⌛ {subject} {status.label}: nobody decided on it within the time limit."
+        return text, [text, f"{destroyed} To use it, {again} and let an admin know it is waiting."], False
+    if status is Status.REVOKED:
+        text = f"🚫 {subject} was {status.label}{decided}."
+        parts = [f"{text} It can no longer be used."]
+        if request.reason and request.reason.strip():
+            parts.append(quoted_reason(request.reason))
+        return text, parts, False
+    raise ValueError(_NEVER_DECIDED)
+
+
+def _rotation_news(request: ApprovalRequest) -> tuple[str, list[str], bool]:
+    connection, status = request.connection, request.status
+    provider = provider_text(connection)
+    subject = f"The new credentials for {provider} connection {quoted_name(connection.name)}"
+    still = f"the connection keeps using its current key{named_key(connection.key_hint)}"
+    if status is RotationStatus.APPROVED:
+        text = f"✅ {subject} were approved{by(request.decided_by)}."
+        return (
+            text,
+            [
+                f"{text} The new key{named_key(request.new_key_hint)} is now in use, and the old stored "
+                "credentials were destroyed.",
+                f"*What next:* delete the old key{named_key(_old_hint(request))} at {provider}, so it can "
+                "no longer be used anywhere.",
+            ],
+            False,
+        )
+    if status is RotationStatus.REJECTED:
+        text = f"❌ {subject} were rejected{by(request.decided_by)}."
+        what_next = (
+            f"*What next:* the new credentials you entered were destroyed and {still}. Fix what the "
+            "reason says, then click *Rotate* to try again."
+        )
+        return text, [text, quoted_reason(request.reason), what_next], True
+    if status is RotationStatus.EXPIRED:
+        text = f"⌛ {subject} expired: nobody decided on them within the time limit."
+        what_next = (
+            f"*What next:* the new credentials you entered were destroyed and {still}. To rotate, "
+            "click *Rotate* and let an admin know it is waiting."
+        )
+        return text, [text, what_next], True
+    if status is RotationStatus.CANCELLED:
+        text = (
+            f"🚫 The rotation of {provider} connection {quoted_name(connection.name)} was cancelled: the "
+            "connection was removed."
+        )
+        gone = (
+            "The new credentials you entered were destroyed. If you created the new key only for this "
+            f"connection, delete it at {provider}."
+        )
+        return text, [text, gone], False
+    raise ValueError(_NEVER_DECIDED)
+
+
+def rotate_actions(connection: ConnectionSummary) -> Block:
+    """A Rotate button for ``connection``, for a direct message."""
+    button = ButtonElement(text="Rotate", action_id=ids.ACTION_ROTATE, value=connection.id, style="primary")
+    return dict(ActionsBlock(block_id=REMINDER_ACTIONS_BLOCK, elements=[button]).to_dict())
+
+
+def _old_hint(request: ApprovalRequest) -> str | None:
+    """The replaced key's hint, unless the connection was read after the swap."""
+    old = request.connection.key_hint
+    return None if old == request.new_key_hint else old
+
+
+def _identity(request: ApprovalRequest) -> str:
+    """Which credential a direct message is about, without revealing it."""
+    connection = request.connection
+    if request.kind is RequestKind.CONNECTION:
+        return (
+            f"{provider_text(connection)} · key {key_text(connection.key_hint)} · requested "
+            f"{slack_date(connection.created_at)}"
+        )
+    facts = [provider_text(connection)]
+    old = _old_hint(request)
+    if old:
+        facts.append(f"old key {key_text(old)}")
+    facts += [f"new key {key_text(request.new_key_hint)}", f"requested {slack_date(request.requested_at)}"]
+    return " · ".join(facts)
+
+
+# --- a click that changes nothing -------------------------------------------------------------
+
+
+def decision_reply(decision: Decision, how_to_become_admin: str) -> dict[str, Any]:
+    """Told to whoever clicked Approve or Reject when their click decided nothing."""
+    request = decision.request
+    if decision.verdict is Verdict.NOT_ADMIN:
+        return not_admin_reply(how_to_become_admin)
+    if decision.verdict is Verdict.ADMIN_CHECK_FAILED:
+        return admin_check_failed_reply(decision.admin.why if decision.admin else "unknown")
+    if request is None:
+        return not_found_reply()
+    if request.kind is RequestKind.ROTATION:
+        return reply(escape(refusal_text(decision, request.kind)))
+    if decision.verdict is Verdict.SELF_APPROVAL:
+        return self_approval_reply()
+    return already_decided_reply(Status(request.status), request.decided_by, request.decided_at)
+
+
+def refusal_text(decision: Decision, kind: RequestKind) -> str:
+    """Why a decision on a request of ``kind`` changed nothing, as plain text (an error under the
+    reject modal's reason)."""
+    request = decision.request
+    rotation = kind is RequestKind.ROTATION
+    noun = "rotation" if rotation else "connection"
+    verdict = decision.verdict
+    if verdict is Verdict.NOT_ADMIN:
+        what = "decide on rotations" if rotation else "reject"
+        return f"Only admins of connections can {what}. Nothing changed."
+    if verdict is Verdict.ADMIN_CHECK_FAILED:
+        why = decision.admin.why if decision.admin else "unknown"
+        return f"Your admin rights could not be checked with Slack ({why}), so nothing changed. Try again."
+    if verdict is Verdict.SELF_APPROVAL:
+        return f"You asked for this {noun}, so another admin must decide. Nothing changed."
+    if verdict is Verdict.EXPIRED:
+        request_noun = "rotation request" if rotation else "request"
+        return f"This {request_noun} expired: nobody decided within the time limit. Nothing changed."
+    if verdict is Verdict.ALREADY_DECIDED and request is not None:
+        status = request.status.label if isinstance(request.status, Status) else request.status.value
+        return f"Someone already decided: this {noun} is {status}. Nothing changed."
+    return f"This {noun} no longer exists. Nothing changed."
 
 
 def not_admin_reply(how_to_become: str) -> dict[str, Any]:
@@ -184,12 +438,12 @@ def not_admin_reply(how_to_become: str) -> dict[str, Any]:
     user text, so it is not escaped."""
     text = "Only admins of connections can approve or reject. Nothing changed."
     how = how_to_become.strip()
-    return _reply(f"{text} {how}" if how else text)
+    return reply(f"{text} {how}" if how else text)
 
 
 def self_approval_reply() -> dict[str, Any]:
     """Told to an admin who clicked Approve or Reject on their own request."""
-    return _reply(
+    return reply(
         "You requested this connection, so another admin must approve or reject it. Nothing changed."
     )
 
@@ -201,12 +455,12 @@ def already_decided_reply(
     stale message): who decided what, and when. A status still awaiting approval raises
     ``ValueError``."""
     outcome = _decision(status, decided_by, decided_at)
-    return _reply(f"Already {outcome[0].lower()}{outcome[1:]}. Nothing changed.")
+    return reply(f"Already {outcome[0].lower()}{outcome[1:]}. Nothing changed.")
 
 
 def not_found_reply() -> dict[str, Any]:
     """Told to whoever clicked on a request whose connection no longer exists."""
-    return _reply("This connection no longer exists, so there is nothing to approve or reject.")
+    return reply("This connection no longer exists, so there is nothing to approve or reject.")
 
 
 def admin_check_failed_reply(why: str) -> dict[str, Any]:
@@ -214,77 +468,7 @@ def admin_check_failed_reply(why: str) -> dict[str, Any]:
 
     ``why`` is a short plain-text reason (e.g. "Slack did not answer in time"); it is escaped."""
     shown = escape(truncate(one_line(why, "no reason given"), _WHY_SHOWN_MAX))
-    return _reply(
+    return reply(
         f"⚠️ We couldn't check your admin rights with Slack right now ({shown}), so nothing "
         "changed. Try again in a minute."
     )
-
-
-def _request_blocks(summary: ConnectionSummary, checks: Sequence[Check]) -> list[Block]:
-    """What the request and its decided form share: header, facts and checks."""
-    header = truncate(f"Approval requested: {one_line(summary.name)}", HEADER_MAX)
-    facts = SectionBlock(
-        fields=[
-            MarkdownTextObject(text=f"*Provider*\n{_provider(summary)}"),
-            MarkdownTextObject(text=f"*Name*\n{quoted_name(summary.name)}"),
-            MarkdownTextObject(text=f"*Requested by*\n{user_mention(summary.created_by)}"),
-            MarkdownTextObject(text=f"*When*\n{slack_date(summary.created_at)}"),
-            MarkdownTextObject(text=f"*Key*\n{_key(summary)}"),
-        ]
-    )
-    return [
-        dict(HeaderBlock(text=header).to_dict()),
-        dict(facts.to_dict()),
-        *checks_blocks(checks, failures_are_fatal=False, max_blocks=_CHECKS_MAX_BLOCKS),
-    ]
-
-
-def _outcome_line(status: Status, decided_by: str | None, decided_at: datetime) -> str:
-    icons = {Status.ACTIVE: "✅", Status.REJECTED: "❌", Status.EXPIRED: "⌛", Status.REVOKED: "🚫"}
-    decision = _decision(status, decided_by, decided_at)
-    return f"{icons[status]} {decision}"
-
-
-def _decision(status: Status, decided_by: str | None, decided_at: datetime | None) -> str:
-    """ "Approved by <@U1> <date>", "Expired <date>: nobody decided in time", ..."""
-    when = f" {slack_date(decided_at)}" if decided_at is not None else ""
-    if status is Status.ACTIVE:
-        return f"Approved{_by(decided_by)}{when}"
-    if status is Status.EXPIRED:
-        return f"{status.label.capitalize()}{when}: nobody decided in time"
-    if status in (Status.REJECTED, Status.REVOKED):
-        return f"{status.label.capitalize()}{_by(decided_by)}{when}"
-    raise ValueError(_NEVER_DECIDED)
-
-
-def _by(user_id: str | None) -> str:
-    return f" by {user_mention(user_id)}" if user_id else ""
-
-
-def _quoted_reason(reason: str | None) -> str:
-    """The reason as a mrkdwn block quote, escaped line by line so it cannot end the quote early."""
-    text = (reason or "").strip()
-    if not text:
-        return "_No reason was given._"
-    lines = truncate(text, _REASON_SHOWN_MAX).splitlines()
-    return "\n".join(f"> {escape(line)}" if line.strip() else ">" for line in lines)
-
-
-def _provider(summary: ConnectionSummary) -> str:
-    return escape(truncate(one_line(summary.provider_title, "a provider"), _PROVIDER_SHOWN_MAX))
-
-
-def _identity(summary: ConnectionSummary) -> str:
-    """Which credential a direct message is about, without revealing it."""
-    return f"{_provider(summary)} · key {_key(summary)} · requested {slack_date(summary.created_at)}"
-
-
-def _key(summary: ConnectionSummary) -> str:
-    """The masked key hint (first and last characters) as the store keeps it; never more."""
-    hint = summary.key_hint
-    return f"`{escape(truncate(one_line(hint), _KEY_HINT_SHOWN_MAX))}`" if hint else "—"
-
-
-def _reply(text: str) -> dict[str, Any]:
-    """A short ephemeral reply for ``chat.postEphemeral`` or ``respond``."""
-    return message(text, [section(text)])

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from slack_sdk.models.blocks import HeaderBlock
 
-from blocks.results import MESSAGE_MAX_BLOCKS, Block, context, message, pack_sections, quoted_name, section
+from blocks.parts import MESSAGE_MAX_BLOCKS, Block, context, message, pack_sections, quoted_name, section
 from blocks.text import (
     HEADER_MAX,
     escape,

@@ -15,7 +15,7 @@ from typing import Any
 
 from slack_sdk.models.blocks import ActionsBlock, ButtonElement, HeaderBlock, MarkdownTextObject, SectionBlock
 
-from blocks.results import Block, context, message, section
+from blocks.parts import Block, context, message, section
 from blocks.text import (
     as_utc,
     credential_age_text,

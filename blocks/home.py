@@ -15,7 +15,6 @@ from datetime import datetime
 from typing import Any
 
 from slack_sdk.models.blocks import (
-    ActionsBlock,
     ButtonElement,
     ContextBlock,
     HeaderBlock,
@@ -24,13 +23,13 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.models.views import View
 
+from blocks.approval import decide_buttons
 from blocks.connections import HEALTH_LABELS, RETESTABLE, key_age_fact, retest_button
-from blocks.results import Block, context, quoted_name, section
+from blocks.parts import Block, context, key_text, provider_text, quoted_name, section
 from blocks.text import escape, one_line, plural, slack_date, truncate, user_mention
 from bot import ids
-from bot.domain import ConnectionSummary, Status
+from bot.domain import HOME_ITEMS_MAX, ApprovalRequest, ConnectionSummary, HomeData, Status
 from bot.providers.base import Check, Provider
-from bot.services.home import HOME_ITEMS_MAX, HomeData, PendingRequest
 
 __all__ = ["HOME_MAX_BLOCKS", "PROVIDERS_SHOWN_MAX", "decide_block_id", "home_view"]
 
@@ -45,7 +44,6 @@ _CHECK_DETAIL_MAX = 300
 _NAME_MAX = 100
 _TITLE_MAX = 150
 _DESCRIPTION_MAX = 1000
-_KEY_HINT_MAX = 40
 _WHY_MAX = 300
 
 _STATUS = {
@@ -154,12 +152,12 @@ def _own_connection(
         f"last verified {verified}",
     ]
     if connection.key_hint:
-        facts.append(f"key {_key(connection)}")
+        facts.append(f"key {key_text(connection.key_hint)}")
     age = key_age_fact(connection, now, rotation_days)
     if age is not None:
         facts.append(age)
     added = f"added {slack_date(connection.created_at)}"
-    text = MarkdownTextObject(text=f"*{name}* · {_provider(connection)}\n{' · '.join(facts)}\n{added}")
+    text = MarkdownTextObject(text=f"*{name}* · {provider_text(connection)}\n{' · '.join(facts)}\n{added}")
     if connection.status not in RETESTABLE:
         return dict(SectionBlock(text=text).to_dict())
     # On the line itself: one more block per connection would not fit the tab's 100 blocks.
@@ -184,25 +182,20 @@ def _pending_requests(data: HomeData) -> list[Block]:
     return blocks
 
 
-def _pending_request(request: PendingRequest, data: HomeData) -> list[Block]:
+def _pending_request(request: ApprovalRequest, data: HomeData) -> list[Block]:
     connection = request.connection
     facts = (
-        f"*{quoted_name(connection.name)}* · {_provider(connection)}\n"
-        f"Requested by {user_mention(connection.created_by)} {slack_date(connection.created_at)}"
-        f" · key {_key(connection)}"
+        f"*{quoted_name(connection.name)}* · {provider_text(connection)}\n"
+        f"Requested by {user_mention(request.requested_by)} {slack_date(request.requested_at)}"
+        f" · key {key_text(connection.key_hint)}"
     )
     blocks = [section(facts)]
     if request.checks:
         blocks.append(_checks(request.checks))
-    if connection.created_by == data.user_id and not data.allow_self_approval:
+    if request.requested_by == data.user_id and not data.allow_self_approval:
         blocks.append(context("You asked for this connection, so another admin must approve or reject it."))
         return blocks
-    approve = ButtonElement(
-        text="Approve", action_id=ids.ACTION_APPROVE, value=connection.id, style="primary"
-    )
-    reject = ButtonElement(text="Reject", action_id=ids.ACTION_REJECT, value=connection.id, style="danger")
-    actions = ActionsBlock(block_id=decide_block_id(connection.id), elements=[approve, reject])
-    blocks.append(dict(actions.to_dict()))
+    blocks.append(decide_buttons(request, block_id=decide_block_id(request.id)))
     return blocks
 
 
@@ -225,13 +218,3 @@ def _checks(checks: Sequence[Check]) -> Block:
 
 def _header(text: str) -> Block:
     return dict(HeaderBlock(text=text).to_dict())
-
-
-def _provider(connection: ConnectionSummary) -> str:
-    return escape(truncate(one_line(connection.provider_title, connection.provider_key), _TITLE_MAX))
-
-
-def _key(connection: ConnectionSummary) -> str:
-    """The masked key hint as the store keeps it (first and last characters); never more."""
-    hint = connection.key_hint
-    return f"`{escape(truncate(one_line(hint), _KEY_HINT_MAX))}`" if hint else "—"

@@ -20,7 +20,8 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.models.views import View
 
-from blocks.results import Block, context, quoted_name, result_blocks, section, try_again_block
+from blocks.parts import Block, context, quoted_name, section
+from blocks.results import result_blocks, try_again_block
 from blocks.text import HEADER_MAX, SECTION_TEXT_MAX, escape, truncate
 from bot import ids
 from bot.domain import NAME_MAX_LENGTH

@@ -11,7 +11,7 @@ from typing import Any
 
 from slack_sdk.models.blocks import ActionsBlock, ButtonElement, ConfirmObject, PlainTextObject
 
-from blocks.results import Block, context, message, quoted_name, section
+from blocks.parts import Block, context, message, quoted_name, section
 from blocks.text import escape, one_line, truncate, user_mention
 from bot import ids
 from bot.domain import ConnectionSummary

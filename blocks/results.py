@@ -7,70 +7,41 @@ provider or its API wrote is escaped: a check's detail can quote an API response
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-from slack_sdk.models.blocks import (
-    ActionsBlock,
-    ButtonElement,
-    ContextBlock,
-    MarkdownTextObject,
-    SectionBlock,
-)
+from slack_sdk.models.blocks import ActionsBlock, ButtonElement
 
-from blocks.text import SECTION_TEXT_MAX, escape, escaped_chunks, one_line, truncate
+from blocks.parts import (
+    MESSAGE_MAX_BLOCKS,
+    Block,
+    checks_blocks,
+    context,
+    hints_blocks,
+    message,
+    quoted_name,
+    section,
+)
+from blocks.text import SECTION_TEXT_MAX, escape, one_line, truncate
 from bot import ids
-from bot.providers.base import Check, Provider, Verification
+from bot.providers.base import Provider, Verification
 
 __all__ = [
-    "MESSAGE_MAX_BLOCKS",
     "NOTHING_SAVED",
     "TRY_AGAIN_BLOCK",
-    "checks_blocks",
-    "context",
-    "hints_blocks",
     "latency_text",
-    "message",
     "outcome_headline",
-    "pack_sections",
     "problem_message",
-    "quoted_name",
     "result_blocks",
     "result_message",
-    "section",
     "try_again_block",
 ]
 
-Block = dict[str, Any]
-
-MESSAGE_MAX_BLOCKS = 50
-"""Slack's limit for one message (a modal or App Home allows 100)."""
 NOTHING_SAVED = "Nothing was saved."
 TRY_AGAIN_BLOCK = "try_again"
 """block_id of the actions block that holds the Try again button."""
 
-_LEFT_OUT = "_Some items were left out to fit in Slack._"
-# Names are at most NAME_MAX_LENGTH when stored; the cap only guards against a caller's mistake.
-_NAME_SHOWN_MAX = 100
 # Escaping can make text five times longer (& -> &amp;): 500 characters stay within a section.
 _SUMMARY_MAX = 500
-
-
-def message(text: str, blocks: Sequence[Block]) -> dict[str, Any]:
-    """A ``{"text", "blocks"}`` message payload; ``text`` is the notification fallback.
-
-    slack_sdk does not check the 50-block limit of a message, so this does.
-    """
-    if not text:
-        raise ValueError("a message needs fallback text for notifications")
-    if not 1 <= len(blocks) <= MESSAGE_MAX_BLOCKS:
-        raise ValueError(f"a message holds 1 to {MESSAGE_MAX_BLOCKS} blocks, not {len(blocks)}")
-    return {"text": text, "blocks": list(blocks)}
-
-
-def quoted_name(name: str) -> str:
-    """A connection name ready for mrkdwn: one line, shortened, escaped, in quotes."""
-    return f"“{escape(truncate(one_line(name), _NAME_SHOWN_MAX))}”"
 
 
 def outcome_headline(provider: Provider, verification: Verification, name: str | None = None) -> str:
@@ -87,30 +58,6 @@ def outcome_headline(provider: Provider, verification: Verification, name: str |
     else:
         next_step = "This is often temporary: try again in a minute."
     return f"{headline}\nWe couldn't verify {subject} with {title}. {next_step}"
-
-
-def checks_blocks(checks: Sequence[Check], *, failures_are_fatal: bool, max_blocks: int = 10) -> list[Block]:
-    """The checks that ran, one line each: ✅ passed, ❌ failed (or ⚠️ when the credentials
-    still work, ``failures_are_fatal=False``), with what each found."""
-    if not checks:
-        return []
-    failed_icon = "❌" if failures_are_fatal else "⚠️"
-    lines = ["*Checks*"]
-    for check in checks:
-        icon = "✅" if check.passed else failed_icon
-        label = f"{icon} *{escape(truncate(one_line(check.name), 200))}*"
-        lines.extend(_item_lines(label, check.detail.strip(), separator=" — "))
-    return pack_sections(lines, max_blocks)
-
-
-def hints_blocks(hints: Sequence[str], *, title: str = "What to check", max_blocks: int = 20) -> list[Block]:
-    """Troubleshooting hints as bullets under a bold title, split across sections as needed."""
-    if not hints:
-        return []
-    lines = [f"*{escape(title)}*"]
-    for hint in hints:
-        lines.extend(_item_lines("•", hint.strip(), separator=" "))
-    return pack_sections(lines, max_blocks)
 
 
 def latency_text(latency_ms: int) -> str:
@@ -203,41 +150,3 @@ def _facts(provider: Provider, verification: Verification) -> str:
         request_id = escape(truncate(one_line(verification.request_id), 200))
         facts.append(f"{escape(provider.title)} request id: `{request_id}` (quote it if you contact them)")
     return " · ".join(facts)
-
-
-def _item_lines(label: str, body: str, *, separator: str) -> list[str]:
-    """One list item as lines that each fit in a section; the label starts the first one."""
-    if not body:
-        return [label]
-    prefix = label + separator
-    first, *rest = escaped_chunks(body, SECTION_TEXT_MAX - len(prefix))
-    return [prefix + first, *rest]
-
-
-def pack_sections(lines: Sequence[str], max_blocks: int, *, left_out: str = _LEFT_OUT) -> list[Block]:
-    """Pack lines into as few sections as fit, keeping at most ``max_blocks``; past that, the last
-    kept section says that ``left_out``."""
-    texts: list[str] = []
-    current = ""
-    for line in lines:
-        joined = f"{current}\n{line}" if current else line
-        if len(joined) <= SECTION_TEXT_MAX:
-            current = joined
-            continue
-        texts.append(current)
-        current = line
-    if current:
-        texts.append(current)
-    if len(texts) > max_blocks:
-        texts = [*texts[: max_blocks - 1], left_out]
-    return [section(text) for text in texts]
-
-
-def section(text: str) -> Block:
-    """A section holding one mrkdwn text (at most 3000 characters, already escaped)."""
-    return dict(SectionBlock(text=MarkdownTextObject(text=text)).to_dict())
-
-
-def context(text: str) -> Block:
-    """A context line holding one mrkdwn text (already escaped)."""
-    return dict(ContextBlock(elements=[MarkdownTextObject(text=text)]).to_dict())

@@ -21,20 +21,21 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
+from blocks.approval import decide_buttons
 from blocks.connections import HEALTH_LABELS, RETESTABLE, key_is_stale, retest_button, rotate_button
-from blocks.removal import remove_button
-from blocks.results import (
+from blocks.parts import (
     MESSAGE_MAX_BLOCKS,
     Block,
     checks_blocks,
     context,
     hints_blocks,
-    latency_text,
     message,
     pack_sections,
     quoted_name,
     section,
 )
+from blocks.removal import remove_button
+from blocks.results import latency_text
 from blocks.text import (
     HEADER_MAX,
     SECTION_TEXT_MAX,
@@ -47,24 +48,24 @@ from blocks.text import (
     truncate,
     user_mention,
 )
-from bot import ids
-from bot.domain import ConnectionSummary, Status, Trigger
-from bot.providers.base import Outcome, Provider, Verification
-from bot.services.retests import (
+from bot.domain import (
     HISTORY_SHOWN,
+    ApprovalRequest,
     ChangeKind,
+    ConnectionSummary,
     HistoryEntry,
     RetestReport,
     RetestResult,
+    Status,
     StatusReport,
+    Trigger,
 )
-from bot.services.rotations import RotationSummary
+from bot.providers.base import Outcome, Provider, Verification
 
 __all__ = [
     "DETAILED_FAILING_MAX",
     "failing_duration",
     "provider_title",
-    "refusal_message",
     "retest_one_started",
     "retest_report_message",
     "retest_result_message",
@@ -94,7 +95,6 @@ _CHECKS_MAX_BLOCKS = 10
 _HINTS_MAX_BLOCKS = 20
 _HISTORY_MAX_BLOCKS = 4
 _KEY_HINT_MAX = 40
-_REFUSAL_MAX = 500
 _STATUS_ACTIONS_BLOCK = "connection_status_actions"
 
 
@@ -120,12 +120,6 @@ def verification_facts(title: str, verification: Verification) -> str:
         request_id = escape(truncate(one_line(verification.request_id), 200))
         facts.append(f"{title} request id: `{request_id}` (quote it if you contact them)")
     return " · ".join(facts)
-
-
-def refusal_message(text: str) -> dict[str, Any]:
-    """A short ephemeral reply from one or two plain-text sentences (a refusal, a not-found)."""
-    shown = escape(truncate(text.strip() or "Nothing changed.", _REFUSAL_MAX))
-    return message(shown, [section(shown)])
 
 
 # --- starting -----------------------------------------------------------------------------------
@@ -431,14 +425,8 @@ def status_message(
         blocks.append(section(_pending_rotation_note(rotation)))
         # Also here, not only in the admin channel: a request that could not be posted there must
         # still be decidable. Shown to anyone; only an admin's click is accepted.
-        approve = ButtonElement(
-            text="Approve rotation", action_id=ids.ACTION_APPROVE_ROTATION, value=rotation.id, style="primary"
-        )
-        reject = ButtonElement(
-            text="Reject rotation", action_id=ids.ACTION_REJECT_ROTATION, value=rotation.id
-        )
         blocks.append(
-            dict(ActionsBlock(block_id=PENDING_ROTATION_BLOCK, elements=[approve, reject]).to_dict())
+            decide_buttons(rotation, block_id=PENDING_ROTATION_BLOCK, noun="rotation", reject_style=None)
         )
     blocks += _history_blocks(report.history)
     actions = _status_actions(connection)
@@ -473,7 +461,7 @@ def _status_facts(report: StatusReport, title: str, now: datetime) -> Block:
     return dict(SectionBlock(fields=[MarkdownTextObject(text=f) for f in fields]).to_dict())
 
 
-def _pending_rotation_note(rotation: RotationSummary) -> str:
+def _pending_rotation_note(rotation: ApprovalRequest) -> str:
     new_key = rotation.new_key_hint
     key = f" `{escape(truncate(one_line(new_key), _KEY_HINT_MAX))}`" if new_key else ""
     return (

@@ -1,12 +1,10 @@
 """Credential rotation in blocks: the form asking for the new credential, the views that replace it
-while and after verifying, the request an admin approves in the admin channel, the same request
-once decided, the direct messages to the requester and to the owner of an ageing credential, and
-the reply to someone who tries to rotate while a rotation already waits.
+while and after verifying, the direct message to the owner of an ageing credential, and the reply
+to someone who tries to rotate while a rotation already waits (the request an admin decides is
+in :mod:`blocks.approval`).
 
 A rotation shows two masked key hints and never more: ``connection.key_hint`` is the key in use,
-``new_key_hint`` the one waiting for approval. Names, reasons and anything else a user typed are
-escaped; user ids become ``<@U…>`` mentions only when they look like Slack user ids. Ids travel in
-button values and ``private_metadata``, never in text.
+``new_key_hint`` the one waiting for approval. Names and anything else a user typed are escaped.
 """
 
 from __future__ import annotations
@@ -14,48 +12,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from slack_sdk.models.blocks import (
-    ActionsBlock,
-    ButtonElement,
-    HeaderBlock,
-    InputBlock,
-    MarkdownTextObject,
-    PlainTextInputElement,
-    SectionBlock,
-)
 from slack_sdk.models.views import View
 
-from blocks.approval import REASON_MAX_LENGTH
+from blocks.approval import rotate_actions
 from blocks.modal import VIEW_MAX_BLOCKS, notice_section, provider_form_blocks
-from blocks.results import (
-    MESSAGE_MAX_BLOCKS,
-    Block,
-    checks_blocks,
-    context,
-    message,
-    quoted_name,
-    result_blocks,
-    section,
-    try_again_block,
-)
-from blocks.text import HEADER_MAX, escape, one_line, plural, slack_date, truncate, user_mention
+from blocks.parts import MESSAGE_MAX_BLOCKS, Block, context, message, named_key, quoted_name, section
+from blocks.results import result_blocks, try_again_block
+from blocks.text import escape, one_line, plural, slack_date, truncate, user_mention
 from bot import ids
-from bot.domain import ConnectionSummary, RotationStatus
+from bot.domain import ApprovalRequest, ConnectionSummary
 from bot.providers.base import Provider, Verification
-from bot.services.rotations import RotationSummary
 
 __all__ = [
-    "REMINDER_ACTIONS_BLOCK",
-    "ROTATION_ACTIONS_BLOCK",
     "ROTATION_TITLE",
-    "rotation_decided",
-    "rotation_decision_dm",
     "rotation_modal",
     "rotation_pending_reply",
     "rotation_problem_view",
-    "rotation_reject_modal",
     "rotation_reminder_dm",
-    "rotation_request",
     "rotation_result_message",
     "rotation_result_view",
     "rotation_verifying_view",
@@ -63,26 +36,9 @@ __all__ = [
 
 ROTATION_TITLE = "Rotate credentials"
 """The title of the rotation form and of the views that replace it (Slack allows 24 characters)."""
-ROTATION_ACTIONS_BLOCK = "rotation_actions"
-"""block_id of the actions block holding Approve and Reject on a rotation request."""
-REMINDER_ACTIONS_BLOCK = "rotation_reminder_actions"
-"""block_id of the actions block holding the Rotate button in a reminder."""
 
 _SUBMIT_LABEL = "Verify"
-_REJECT_TITLE = "Reject rotation"
 _PROVIDER_SHOWN_MAX = 150
-_KEY_HINT_SHOWN_MAX = 40
-# Reasons are capped at REASON_MAX_LENGTH by the modal; this guards a caller passing more. Escaping
-# and quoting grow a text at most fivefold, so this many characters still fit in a section.
-_REASON_SHOWN_MAX = 550
-_CHECKS_MAX_BLOCKS = 10
-_NEVER_DECIDED = "a rotation awaiting approval has no decision to show"
-_ICONS = {
-    RotationStatus.APPROVED: "✅",
-    RotationStatus.REJECTED: "❌",
-    RotationStatus.EXPIRED: "⌛",
-    RotationStatus.CANCELLED: "🚫",
-}
 
 
 # --- the form and the views that replace it -------------------------------------------------
@@ -184,146 +140,7 @@ def rotation_problem_view(provider: Provider, message: str) -> dict[str, Any]:
     return _result_view([notice_section(message)])
 
 
-# --- the admin channel ----------------------------------------------------------------------
-
-
-def rotation_request(rotation: RotationSummary) -> dict[str, Any]:
-    """The message posted to the admin channel: who asks to replace which key with which, what the
-    new credential's verification found, and Approve / Reject, each carrying ``rotation.id``.
-
-    Reject opens a modal asking for the reason, so it has no confirm step."""
-    approve = ButtonElement(
-        text="Approve", action_id=ids.ACTION_APPROVE_ROTATION, value=rotation.id, style="primary"
-    )
-    reject = ButtonElement(
-        text="Reject", action_id=ids.ACTION_REJECT_ROTATION, value=rotation.id, style="danger"
-    )
-    blocks = [
-        *_request_blocks(rotation),
-        context(
-            "Approving replaces the key in use with the new one and destroys the old stored "
-            "credentials. Rejecting asks you for a reason, which the requester sees, destroys the "
-            "new credentials and keeps the old ones working."
-        ),
-        dict(ActionsBlock(block_id=ROTATION_ACTIONS_BLOCK, elements=[approve, reject]).to_dict()),
-    ]
-    text = (
-        f"🔁 Rotation requested for {quoted_name(rotation.connection.name)} ({_provider(rotation)}) "
-        f"by {user_mention(rotation.requested_by)}"
-    )
-    return message(text, blocks)
-
-
-def rotation_decided(rotation: RotationSummary) -> dict[str, Any]:
-    """The rotation request updated in place once decided: the same facts, no buttons, what became
-    of each key, and who decided and when (with the reason, quoted, for a rejection). A rotation
-    still awaiting approval raises ``ValueError``."""
-    outcome = _outcome_line(rotation)
-    blocks = [*_request_blocks(rotation), section(outcome)]
-    if rotation.status is RotationStatus.REJECTED or (rotation.reason and rotation.reason.strip()):
-        blocks.append(section(_quoted_reason(rotation.reason)))
-    text = f"🔁 Rotation of {quoted_name(rotation.connection.name)} ({_provider(rotation)}): {outcome}"
-    return message(text, blocks)
-
-
-def rotation_reject_modal(rotation: RotationSummary, *, private_metadata: str) -> dict[str, Any]:
-    """The modal an admin fills in to reject a rotation: a required reason the requester will read.
-
-    The reason input is read as in the connection's reject modal (``ids.BLOCK_REASON``).
-    ``private_metadata`` is echoed by Slack to every client, so it must hold ids only."""
-    reason = InputBlock(
-        block_id=ids.BLOCK_REASON,
-        label="Reason",
-        hint="The requester sees this reason in a direct message, so say what to fix.",
-        optional=False,
-        element=PlainTextInputElement(
-            action_id=ids.INPUT_ACTION,
-            multiline=True,
-            min_length=1,
-            max_length=REASON_MAX_LENGTH,
-            placeholder="e.g. Use a service account key, not a personal one.",
-        ),
-    )
-    blocks = [
-        section(
-            f"Reject the new {_provider(rotation)} credentials for "
-            f"*{quoted_name(rotation.connection.name)}*, "
-            f"requested by {user_mention(rotation.requested_by)} {slack_date(rotation.requested_at)}?"
-        ),
-        dict(reason.to_dict()),
-        context(
-            f"The new credentials{_named(rotation.new_key_hint)} are destroyed; the connection keeps "
-            f"using its current key{_named(rotation.connection.key_hint)}."
-        ),
-    ]
-    view = View(
-        type="modal",
-        callback_id=ids.VIEW_REJECT_ROTATION,
-        title=_REJECT_TITLE,
-        submit="Reject",
-        close="Cancel",
-        private_metadata=private_metadata,
-        blocks=blocks,
-    )
-    return dict(view.to_dict())
-
-
 # --- direct messages and replies ------------------------------------------------------------
-
-
-def rotation_decision_dm(rotation: RotationSummary) -> dict[str, Any]:
-    """The direct message telling the requester what became of their new credentials and what to
-    do next. A rotation still awaiting approval raises ``ValueError``."""
-    subject = (
-        f"The new credentials for {_provider(rotation)} connection {quoted_name(rotation.connection.name)}"
-    )
-    by = _by(rotation.decided_by)
-    old = _old_hint(rotation)
-    still = f"the connection keeps using its current key{_named(rotation.connection.key_hint)}"
-    parts: list[str]
-    retry = False
-    if rotation.status is RotationStatus.APPROVED:
-        text = f"✅ {subject} were approved{by}."
-        parts = [
-            f"{text} The new key{_named(rotation.new_key_hint)} is now in use, and the old stored "
-            "credentials were destroyed.",
-            f"*What next:* delete the old key{_named(old)} at {_provider(rotation)}, so it can no "
-            "longer be used anywhere.",
-        ]
-    elif rotation.status is RotationStatus.REJECTED:
-        text = f"❌ {subject} were rejected{by}."
-        parts = [
-            text,
-            _quoted_reason(rotation.reason),
-            f"*What next:* the new credentials you entered were destroyed and {still}. Fix what the "
-            "reason says, then click *Rotate* to try again.",
-        ]
-        retry = True
-    elif rotation.status is RotationStatus.EXPIRED:
-        text = f"⌛ {subject} expired: nobody decided on them within the time limit."
-        parts = [
-            text,
-            f"*What next:* the new credentials you entered were destroyed and {still}. To rotate, "
-            "click *Rotate* and let an admin know it is waiting.",
-        ]
-        retry = True
-    elif rotation.status is RotationStatus.CANCELLED:
-        text = (
-            f"🚫 The rotation of {_provider(rotation)} connection {quoted_name(rotation.connection.name)} "
-            "was cancelled: the connection was removed."
-        )
-        parts = [
-            text,
-            f"The new credentials you entered were destroyed. If you created the new key only for this "
-            f"connection, delete it at {_provider(rotation)}.",
-        ]
-    else:
-        raise ValueError(_NEVER_DECIDED)
-    # One section each: an escaped reason can be five times its typed length.
-    blocks = [*(section(part) for part in parts), context(_identity(rotation))]
-    if retry:
-        blocks.append(_rotate_actions(rotation.connection))
-    return message(text, blocks)
 
 
 def rotation_reminder_dm(
@@ -337,7 +154,7 @@ def rotation_reminder_dm(
     text = f"🔁 The key of your {provider} connection {name} is {age} old: time to rotate it."
     blocks = [
         section(
-            f"🔁 *Time to rotate {name}*\nIts {provider} key{_named(connection.key_hint)} is {age} old, "
+            f"🔁 *Time to rotate {name}*\nIts {provider} key{named_key(connection.key_hint)} is {age} old, "
             f"older than your team's rotation period of {_days(rotation_days)}."
         ),
         section(
@@ -350,16 +167,16 @@ def rotation_reminder_dm(
     ]
     if connection.credential_created_at is not None:
         blocks.append(context(f"Key stored {slack_date(connection.credential_created_at)}"))
-    blocks.append(_rotate_actions(connection))
+    blocks.append(rotate_actions(connection))
     return message(text, blocks)
 
 
-def rotation_pending_reply(rotation: RotationSummary) -> dict[str, Any]:
+def rotation_pending_reply(rotation: ApprovalRequest) -> dict[str, Any]:
     """Told to someone who tries to rotate a connection whose rotation already waits for an admin."""
     text = (
         f"A rotation of {quoted_name(rotation.connection.name)} already waits for an admin's approval: "
         f"requested by {user_mention(rotation.requested_by)} {slack_date(rotation.requested_at)}, "
-        f"new key{_named(rotation.new_key_hint) or ' (no hint)'}. Nothing changed. Once an admin decides "
+        f"new key{named_key(rotation.new_key_hint) or ' (no hint)'}. Nothing changed. Once an admin decides "
         "on it, you can rotate again."
     )
     return message(text, [section(text)])
@@ -403,93 +220,10 @@ def _result_blocks(
     return blocks
 
 
-def _request_blocks(rotation: RotationSummary) -> list[Block]:
-    """What the request and its decided form share: header, facts and the new key's checks."""
-    connection = rotation.connection
-    name = one_line(connection.name)
-    prefix = "🔁 Rotation requested for “"
-    header = f"{prefix}{truncate(name, HEADER_MAX - len(prefix) - 1)}”"
-    fields = [
-        MarkdownTextObject(text=f"*Provider*\n{_provider(rotation)}"),
-        MarkdownTextObject(text=f"*Name*\n{quoted_name(connection.name)}"),
-        MarkdownTextObject(text=f"*Requested by*\n{user_mention(rotation.requested_by)}"),
-        MarkdownTextObject(text=f"*When*\n{slack_date(rotation.requested_at)}"),
-        MarkdownTextObject(text=f"*Key*\n{_key_change(rotation)}"),
-    ]
-    if connection.created_by != rotation.requested_by:
-        fields.append(MarkdownTextObject(text=f"*Owner*\n{user_mention(connection.created_by)}"))
-    return [
-        dict(HeaderBlock(text=header).to_dict()),
-        dict(SectionBlock(fields=fields).to_dict()),
-        *checks_blocks(rotation.checks, failures_are_fatal=False, max_blocks=_CHECKS_MAX_BLOCKS),
-    ]
-
-
-def _key_change(rotation: RotationSummary) -> str:
-    """ "`old` → `new`"; once the connection already shows the new key, only the new one."""
-    old, new = rotation.connection.key_hint, rotation.new_key_hint
-    if old is not None and old == new:
-        return _key(new)
-    return f"{_key(old)} → {_key(new)}"
-
-
-def _old_hint(rotation: RotationSummary) -> str | None:
-    """The replaced key's hint, unless the connection summary was read after the swap."""
-    old = rotation.connection.key_hint
-    return None if old == rotation.new_key_hint else old
-
-
-def _outcome_line(rotation: RotationSummary) -> str:
-    """ "✅ Approved by <@U1> <date>: …", "⌛ Expired <date>: nobody decided in time. …"."""
-    status = rotation.status
-    when = f" {slack_date(rotation.decided_at)}" if rotation.decided_at is not None else ""
-    by = _by(rotation.decided_by)
-    if status is RotationStatus.APPROVED:
-        line = f"Approved{by}{when}: the new key is in use and the old stored credentials were destroyed."
-    elif status is RotationStatus.REJECTED:
-        line = f"Rejected{by}{when}: the new credentials were destroyed; the old key is still in use."
-    elif status is RotationStatus.EXPIRED:
-        line = (
-            f"Expired{when}: nobody decided in time. The new credentials were destroyed; the old key "
-            "is still in use."
-        )
-    elif status is RotationStatus.CANCELLED:
-        line = f"Cancelled{when}: the connection was removed, and the new credentials were destroyed."
-    else:
-        raise ValueError(_NEVER_DECIDED)
-    return f"{_ICONS[status]} {line}"
-
-
-def _rotate_actions(connection: ConnectionSummary) -> Block:
-    button = ButtonElement(text="Rotate", action_id=ids.ACTION_ROTATE, value=connection.id, style="primary")
-    return dict(ActionsBlock(block_id=REMINDER_ACTIONS_BLOCK, elements=[button]).to_dict())
-
-
 def _current_key_keeps_working(connection: ConnectionSummary) -> str:
-    return f"The current key{_named(connection.key_hint)} keeps working until an admin approves the new one."
-
-
-def _identity(rotation: RotationSummary) -> str:
-    """Which credentials a direct message is about, without revealing them."""
-    facts = [_provider(rotation)]
-    old = _old_hint(rotation)
-    if old:
-        facts.append(f"old key {_key(old)}")
-    facts += [f"new key {_key(rotation.new_key_hint)}", f"requested {slack_date(rotation.requested_at)}"]
-    return " · ".join(facts)
-
-
-def _by(user_id: str | None) -> str:
-    return f" by {user_mention(user_id)}" if user_id else ""
-
-
-def _quoted_reason(reason: str | None) -> str:
-    """The reason as a mrkdwn block quote, escaped line by line so it cannot end the quote early."""
-    text = (reason or "").strip()
-    if not text:
-        return "_No reason was given._"
-    lines = truncate(text, _REASON_SHOWN_MAX).splitlines()
-    return "\n".join(f"> {escape(line)}" if line.strip() else ">" for line in lines)
+    return (
+        f"The current key{named_key(connection.key_hint)} keeps working until an admin approves the new one."
+    )
 
 
 def _days(days: float) -> str:
@@ -498,23 +232,9 @@ def _days(days: float) -> str:
     return f"{shown} day" if days == 1 else f"{shown} days"
 
 
-def _provider(rotation: RotationSummary) -> str:
-    return _title(rotation.connection.provider_title)
-
-
 def _provider_title(provider: Provider) -> str:
     return _title(provider.title)
 
 
 def _title(title: str) -> str:
     return escape(truncate(one_line(title, "the provider"), _PROVIDER_SHOWN_MAX))
-
-
-def _key(hint: str | None) -> str:
-    """A masked key hint (first and last characters) as the store keeps it, in code; never more."""
-    return f"`{escape(truncate(one_line(hint), _KEY_HINT_SHOWN_MAX))}`" if hint else "—"
-
-
-def _named(hint: str | None) -> str:
-    """ " `ABCD…WXYZ`" to follow "key" in a sentence, or nothing when there is no hint."""
-    return f" {_key(hint)}" if hint else ""

@@ -24,9 +24,6 @@ from bot.settings import (
 )
 
 if TYPE_CHECKING:
-    from slack_bolt.async_app import AsyncApp
-
-    from bot.runtime import Services
     from bot.services.master_key_rotation import RotationOutcome
 
 __all__ = ["main"]
@@ -266,49 +263,23 @@ def _serve(settings: Settings) -> int:
 async def _run(settings: Settings) -> int:
     import uvicorn
 
-    from bot.app import build_app, build_asgi
-    from bot.runtime import StartupError, start_services
+    from bot.app import BotApp
+    from bot.runtime import StartupError
 
+    app = BotApp(settings)
     try:
-        services = await start_services(settings)
+        # Started here rather than by the server, so a refusal is one line and exit code 2.
+        await app.start()
     except StartupError as exc:
         print(f"connections-bot: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    app = build_app(services)
-    if settings.slack_app_token is not None:
-        code = await _connect_socket_mode(app, services, settings.slack_app_token.reveal())
-        if code:
-            await services.close(0)
-            return code
-        logger.info("connected to Slack in Socket Mode; /healthz on %s:%s", settings.host, settings.port)
-    else:
-        logger.info("serving POST /slack/events and GET /healthz on %s:%s", settings.host, settings.port)
-    asgi = build_asgi(app, services)
     server = uvicorn.Server(
-        uvicorn.Config(asgi, host=settings.host, port=settings.port, log_config=None, proxy_headers=True)
+        uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, proxy_headers=True)
     )
-    await server.serve()
-    return 0
-
-
-async def _connect_socket_mode(app: AsyncApp, services: Services, app_token: str) -> int:
-    """Open the Socket Mode connection; a token Slack refuses stops start-up (the SDK would retry
-    every 10 seconds forever)."""
-    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
-    from slack_sdk.errors import SlackApiError
-
     try:
-        opened = await app.client.apps_connections_open(app_token=app_token)
-    except SlackApiError as exc:
-        error = exc.response.get("error") if exc.response is not None else "unknown error"
-        print(f"connections-bot: Slack refused SLACK_APP_TOKEN ({error})", file=sys.stderr)
-        return EXIT_CONFIG
-    handler = AsyncSocketModeHandler(app, app_token)
-    handler.client.wss_uri = opened["url"]
-    await handler.connect_async()  # type: ignore[no-untyped-call]
-    # Stop receiving envelopes before draining the work in flight, or that new work would be lost.
-    services.stoppers.append(handler.close_async)
-    services.extra_health["slack_socket"] = handler.client.is_connected
+        await server.serve()
+    finally:
+        await app.stop()  # a no-op when the server's lifespan already stopped it
     return 0
 
 

@@ -1,42 +1,47 @@
-"""The Bolt app and the ASGI application that serves it."""
+"""The bot as one ASGI application, started the same way wherever it runs: ``connections-bot
+serve`` runs it under uvicorn, and the end-to-end tests serve the very same object.
+
+Starting it (:meth:`BotApp.start`, or the server's lifespan) opens the database and proves the
+master key, builds the Bolt app, connects Socket Mode when ``SLACK_APP_TOKEN`` is set, tells users
+whose verification the last stop interrupted, and starts the periodic jobs. Stopping it stops
+taking work (jobs, the socket), drains what Slack was already answered about, then closes.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from bot.jobs import recover_interrupted, start_jobs
 from bot.listeners import register_listeners
-from bot.listeners.expiry import recover_interrupted, start_expiry
-from bot.listeners.health import start_health_checks
 from bot.logs import slack_logger
-from bot.runtime import Services, start_services
+from bot.runtime import Services, StartupError, start_services
 from bot.settings import Settings
 
-__all__ = ["ServicesApp", "build_app", "build_asgi"]
+__all__ = ["SHUTDOWN_DRAIN_SECONDS", "BotApp", "build_bolt_app"]
 
 logger = logging.getLogger(__name__)
 
 SHUTDOWN_DRAIN_SECONDS = 20.0
 
 
-def build_app(services: Services) -> AsyncApp:
+def build_bolt_app(services: Services) -> AsyncApp:
+    """The Bolt app: every listener registered, the services reachable from their context."""
     settings = services.settings
-    bolt_logger = slack_logger()
     app = AsyncApp(
         name="connections-bot",
         client=services.slack,
         signing_secret=settings.slack_signing_secret.reveal() if settings.slack_signing_secret else None,
-        logger=bolt_logger,
+        logger=slack_logger(),
         # Socket Mode connections are authenticated by the app token; HTTP requests by signature.
         request_verification_enabled=not settings.socket_mode,
         # Listeners ack and hand slow work to services.background themselves, so Bolt can answer as
@@ -54,9 +59,73 @@ def build_app(services: Services) -> AsyncApp:
     return app
 
 
-def build_asgi(app: AsyncApp, services: Services, *, own_services: bool = True) -> Starlette:
-    """``POST /slack/events`` (commands, interactivity, events) and ``GET /healthz``."""
-    handler = AsyncSlackRequestHandler(app)
+class BotApp:
+    """``POST /slack/events`` (commands, interactivity, events; not in Socket Mode) and
+    ``GET /healthz``, behind a lifespan that starts and stops everything else."""
+
+    def __init__(self, settings: Settings, *, drain_seconds: float = SHUTDOWN_DRAIN_SECONDS) -> None:
+        self.settings = settings
+        self.services: Services | None = None
+        self._drain_seconds = drain_seconds
+        self._routes: Starlette | None = None
+
+    async def start(self) -> Services:
+        """Start serving's every part, once; raises :class:`StartupError` (a one-line message) when
+        the bot must not start. Migrations must already be applied."""
+        if self.services is not None:
+            return self.services
+        services = await start_services(self.settings)
+        bolt = build_bolt_app(services)
+        try:
+            if self.settings.slack_app_token is not None:
+                await _connect_socket_mode(bolt, services, self.settings.slack_app_token.reveal())
+        except BaseException:
+            await services.close(0)
+            raise
+        # Before the first request: users left on "Verifying…" by the last stop are told.
+        await recover_interrupted(services, services.slack)
+        start_jobs(services, services.slack)
+        self._routes = _routes(bolt, services)
+        self.services = services
+        where = f"{self.settings.host}:{self.settings.port}"
+        if self.settings.socket_mode:
+            logger.info("connected to Slack in Socket Mode; /healthz on %s", where)
+        else:
+            logger.info("serving POST /slack/events and GET /healthz on %s", where)
+        return services
+
+    async def stop(self) -> None:
+        """Stop taking work, finish (or, past the drain time, cancel) after-ack work, then close."""
+        services, self.services = self.services, None
+        if services is None:
+            return
+        logger.info("shutting down; finishing %d task(s) in flight", services.background.pending)
+        await services.close(self._drain_seconds)
+        logger.info("stopped")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if self._routes is None:
+            raise RuntimeError("the app was called before it started")
+        await self._routes(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        await receive()  # lifespan.startup
+        try:
+            await self.start()
+        except StartupError as exc:
+            await send({"type": "lifespan.startup.failed", "message": str(exc)})
+            return
+        await send({"type": "lifespan.startup.complete"})
+        await receive()  # lifespan.shutdown
+        await self.stop()
+        await send({"type": "lifespan.shutdown.complete"})
+
+
+def _routes(bolt: AsyncApp, services: Services) -> Starlette:
+    handler = AsyncSlackRequestHandler(bolt)
 
     async def slack_events(request: Request) -> Response:
         return await handler.handle(request)
@@ -70,56 +139,25 @@ def build_asgi(app: AsyncApp, services: Services, *, own_services: bool = True) 
         }
         return JSONResponse(body, status_code=200 if healthy else 503)
 
-    @contextlib.asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        if own_services:
-            # Before the first request: users left on "Verifying…" by the last stop are told.
-            await recover_interrupted(services, app.client)
-            # Periodic jobs run only while serving; Services.close() stops them first.
-            start_expiry(services, app.client)
-            start_health_checks(services, app.client)
-        yield
-        if own_services:
-            logger.info("shutting down; finishing %d task(s) in flight", services.background.pending)
-            await services.close(SHUTDOWN_DRAIN_SECONDS)
-            logger.info("stopped")
-
     routes = [Route("/healthz", healthz, methods=["GET"])]
     if not services.settings.socket_mode:
         routes.append(Route("/slack/events", slack_events, methods=["POST"]))
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(routes=routes)
 
 
-class ServicesApp:
-    """An ASGI app that starts its services during the server's lifespan startup (and so on the
-    server's event loop), for servers that import an app rather than run ``connections-bot serve``.
-    Migrations must already be applied; a start-up refusal fails the server's start."""
+async def _connect_socket_mode(app: AsyncApp, services: Services, app_token: str) -> None:
+    """Open the Socket Mode connection; a token Slack refuses stops start-up (the SDK would retry
+    every 10 seconds forever)."""
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
-    def __init__(self, settings: Settings, *, drain_seconds: float = SHUTDOWN_DRAIN_SECONDS) -> None:
-        self._settings = settings
-        self._drain_seconds = drain_seconds
-        self._inner: Starlette | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-            return
-        if self._inner is None:
-            raise RuntimeError("the app was called before its lifespan started it")
-        await self._inner(scope, receive, send)
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        await receive()  # lifespan.startup
-        try:
-            services = await start_services(self._settings)
-        except Exception as exc:
-            await send({"type": "lifespan.startup.failed", "message": str(exc)})
-            return
-        self._inner = build_asgi(build_app(services), services, own_services=False)
-        await recover_interrupted(services, services.slack)
-        start_expiry(services, services.slack)
-        start_health_checks(services, services.slack)
-        await send({"type": "lifespan.startup.complete"})
-        await receive()  # lifespan.shutdown
-        await services.close(self._drain_seconds)
-        await send({"type": "lifespan.shutdown.complete"})
+    try:
+        opened = await app.client.apps_connections_open(app_token=app_token)
+    except SlackApiError as exc:
+        error = exc.response.get("error") if exc.response is not None else "unknown error"
+        raise StartupError(f"Slack refused SLACK_APP_TOKEN ({error})") from None
+    handler = AsyncSocketModeHandler(app, app_token)
+    handler.client.wss_uri = opened["url"]
+    await handler.connect_async()  # type: ignore[no-untyped-call]
+    # Stop receiving envelopes before draining the work in flight, or that new work would be lost.
+    services.stoppers.append(handler.close_async)
+    services.extra_health["slack_socket"] = handler.client.is_connected

@@ -25,17 +25,14 @@ from bot.providers.registry import ProviderRegistry, build_registry
 from bot.services.admins import AdminPolicy
 from bot.services.approvals import ApprovalService
 from bot.services.audit import AuditService
-from bot.services.connections import ConnectionService
-from bot.services.expiry import ExpiryService
-from bot.services.home import HomeService
 from bot.services.interrupted import InterruptedVerifications, ProcessOwner
 from bot.services.key_guard import guard_master_key, key_opens_database
 from bot.services.permissions import RetestPolicy
+from bot.services.queries import Queries
 from bot.services.reminders import RotationReminders
 from bot.services.removal import RemovalService
 from bot.services.retests import RetestService
-from bot.services.rotations import RotationService
-from bot.services.status import StatusService
+from bot.services.submissions import Submissions
 from bot.settings import Settings
 from bot.slack_directory import SlackGroupDirectory
 from bot.store.uow import Database
@@ -138,6 +135,8 @@ def slack_retry_handlers() -> list[AsyncRetryHandler]:
 
 @dataclass
 class Services:
+    """Everything a listener or a job needs: the settings, the shared clients, and the use cases."""
+
     settings: Settings
     db: Database
     cipher: Cipher
@@ -146,16 +145,13 @@ class Services:
     http: httpx.AsyncClient
     slack: AsyncWebClient
     background: Background
-    connections: ConnectionService
+    queries: Queries
+    submissions: Submissions
     approvals: ApprovalService
-    expiry: ExpiryService
-    audit: AuditService
-    home: HomeService
     retests: RetestService
-    rotations: RotationService
     removal: RemovalService
-    status: StatusService
     reminders: RotationReminders
+    audit: AuditService
     interrupted: InterruptedVerifications
     """Verifications that a stopped process or a missed deadline left unfinished."""
     stoppers: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
@@ -229,22 +225,10 @@ async def start_services(settings: Settings, *, http: httpx.AsyncClient | None =
     providers = build_registry(settings)
     # A rejection is decided before its modal is answered, inside Slack's 3 seconds.
     directory = SlackGroupDirectory(slack, timeout_seconds=GROUP_LOOKUP_SECONDS)
-    policy = AdminPolicy(settings.admins, settings.admin_group, directory)
-    ttl = timedelta(hours=settings.approval_ttl_hours)
-    expiry = ExpiryService(db, providers, ttl=ttl)
+    admins = AdminPolicy(settings.admins, settings.admin_group, directory)
     oncall = AdminPolicy(frozenset(), settings.oncall_group, directory) if settings.oncall_group else None
     # Marks the verifications this process runs, so a later start can tell which ones it abandoned.
     owner = ProcessOwner.current()
-    rotations = RotationService(
-        db,
-        cipher,
-        providers,
-        client,
-        policy,
-        ttl=ttl,
-        allow_self_approval=settings.allow_self_approval,
-        owner=owner,
-    )
     services = Services(
         settings=settings,
         db=db,
@@ -254,27 +238,27 @@ async def start_services(settings: Settings, *, http: httpx.AsyncClient | None =
         http=client,
         slack=slack,
         background=Background(),
-        connections=ConnectionService(db, cipher, providers, client, owner=owner),
+        queries=Queries(db, providers, admins, allow_self_approval=settings.allow_self_approval),
+        submissions=Submissions(db, cipher, providers, client, admins, owner=owner),
         approvals=ApprovalService(
-            db, providers, policy, allow_self_approval=settings.allow_self_approval, expirer=expiry
+            db,
+            providers,
+            admins,
+            ttl=timedelta(hours=settings.approval_ttl_hours),
+            allow_self_approval=settings.allow_self_approval,
         ),
-        # Only built here; the periodic run starts with serving (bot.listeners.expiry.start_expiry).
-        expiry=expiry,
-        audit=AuditService(db, providers, policy),
-        home=HomeService(db, providers, policy, allow_self_approval=settings.allow_self_approval),
         retests=RetestService(
             db,
             cipher,
             providers,
             client,
-            RetestPolicy(oncall, policy),
+            RetestPolicy(oncall, admins),
             interval=timedelta(minutes=settings.retest_interval_minutes),
             concurrency=settings.retest_concurrency,
         ),
-        rotations=rotations,
-        removal=RemovalService(db, providers, policy),
-        status=StatusService(db, providers, rotations),
+        removal=RemovalService(db, providers, admins),
         reminders=RotationReminders(db, providers, rotation_days=settings.rotation_days),
+        audit=AuditService(db, providers, admins),
         interrupted=InterruptedVerifications(db, owner),
     )
     services.closers.append(session.close)

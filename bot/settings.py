@@ -47,7 +47,8 @@ class Settings:
     # How often overdue approval requests are looked for; mainly turned down by tests and operators.
     expiry_check_seconds: float = 300.0
     oncall_group: str | None = None
-    alert_channel: str | None = None
+    own_alert_channel: str | None = None
+    """``CONNECTIONS_ALERT_CHANNEL`` as set; :attr:`alert_channel` is where alerts go."""
     retest_interval_minutes: float = 360.0
     retest_concurrency: int = 16
     rotation_days: float = 90.0
@@ -65,9 +66,14 @@ class Settings:
         return self.slack_app_token is not None
 
     @property
-    def alerts_channel(self) -> str | None:
+    def alert_channel(self) -> str | None:
         """Where health alerts go: ``CONNECTIONS_ALERT_CHANNEL``, else the admin channel."""
-        return self.alert_channel or self.admin_channel
+        return self.own_alert_channel or self.admin_channel
+
+    @property
+    def alert_channel_setting(self) -> str:
+        """The variable that decides :attr:`alert_channel`, to name in a log line."""
+        return "CONNECTIONS_ALERT_CHANNEL" if self.own_alert_channel else "CONNECTIONS_ADMIN_CHANNEL"
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> Settings:
@@ -155,7 +161,7 @@ class Settings:
             approval_ttl_hours=ttl_hours,
             expiry_check_seconds=expiry_check_seconds,
             oncall_group=get("CONNECTIONS_ONCALL_GROUP"),
-            alert_channel=get("CONNECTIONS_ALERT_CHANNEL"),
+            own_alert_channel=get("CONNECTIONS_ALERT_CHANNEL"),
             retest_interval_minutes=retest_minutes,
             retest_concurrency=concurrency,
             rotation_days=rotation_days,

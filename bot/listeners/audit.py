@@ -1,15 +1,9 @@
-"""``/connections audit <name>``: an admin reads the recent history of one connection.
-
-The command listener acks and hands the work here (see :mod:`bot.listeners.commands`); the asker
-is the user id from Slack's signed request, and the admin check happens in the service.
-"""
+"""``/connections audit <name>``: an admin reads the recent history of one connection. The asker is
+the user id from Slack's signed request; the admin check happens in the service."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
-
-from slack_bolt.async_app import AsyncRespond
 
 from blocks.audit import (
     audit_admin_check_failed_reply,
@@ -18,40 +12,27 @@ from blocks.audit import (
     audit_not_found_reply,
     audit_usage_reply,
 )
-from bot.listeners.state import parse_name
-from bot.runtime import Services
-from bot.services.audit import AuditHistory, Visibility
+from bot.domain import AuditHistory, Visibility
+from bot.listeners.kit import Command
 
-__all__ = ["show_audit"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["show"]
 
 
-async def show_audit(
-    services: Services, respond: AsyncRespond, team_id: str, actor: str, argument: str
-) -> None:
-    """Answer ``/connections audit <argument>`` privately to ``actor``."""
-    name = parse_name(argument)
-    if not name:
-        await respond(response_type="ephemeral", **audit_usage_reply())
+async def show(command: Command) -> None:
+    """Answer ``/connections audit <name>`` privately to whoever typed it."""
+    if not command.name:
+        await command.tell(audit_usage_reply())
         return
-    try:
-        history = await services.audit.history(team_id, actor, name)
-    except Exception:
-        logger.exception("reading the audit log failed")
-        await respond(
-            response_type="ephemeral", text="Something went wrong on our side; try again in a minute."
-        )
-        return
-    await respond(response_type="ephemeral", **_reply(services, history))
+    audit = command.services.audit
+    history = await audit.history(command.team_id, command.user_id, command.name)
+    await command.tell(_reply(history, audit.policy.how_to_become()))
 
 
-def _reply(services: Services, history: AuditHistory) -> dict[str, Any]:
+def _reply(history: AuditHistory, how_to_become_admin: str) -> dict[str, Any]:
     if history.visibility is Visibility.NOT_ADMIN:
-        return audit_not_admin_reply(services.audit.policy.how_to_become())
+        return audit_not_admin_reply(how_to_become_admin)
     if history.visibility is Visibility.ADMIN_CHECK_FAILED:
-        why = history.admin.why if history.admin else "unknown"
-        return audit_admin_check_failed_reply(why)
+        return audit_admin_check_failed_reply(history.admin.why if history.admin else "unknown")
     if history.visibility is Visibility.NOT_FOUND or history.connection is None:
         return audit_not_found_reply(history.name)
     return audit_history_message(history.connection, history.events, limit=history.limit, more=history.more)

@@ -193,12 +193,6 @@ class KeyCache:
             mac.update(part)
         return mac.digest()
 
-    @property
-    def digests(self) -> tuple[bytes, ...]:
-        """What the entries are keyed by, oldest use first."""
-        with self._lock:
-            return tuple(self._entries)
-
     def peek(self, pem: str, passphrase: str, *, checked: bool = False) -> KeyPair | None:
         """The cached key pair, or None; ``checked`` asks for one loaded with the RSA check."""
         digest = self.digest(pem, passphrase)

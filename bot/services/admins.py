@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from bot.domain import AdminCheck
+
 __all__ = [
     "LISTED",
     "MEMBER",
@@ -67,19 +69,6 @@ class GroupDirectory(Protocol):
     async def members(self, group_id: str) -> frozenset[str]:
         """The user ids in ``group_id`` now; raises :class:`DirectoryUnavailable`."""
         ...
-
-
-@dataclass(frozen=True)
-class AdminCheck:
-    """The verdict on one user.
-
-    ``why`` is one of :data:`LISTED`, :data:`MEMBER`, :data:`NOT_ADMIN`, :data:`NOBODY_CONFIGURED`
-    or ``f"{UNCHECKED}: <reason>"``. ``failed_closed`` is True when the answer is "no" only
-    because the directory could not be asked (the user may well be an admin; try again later)."""
-
-    allowed: bool
-    why: str
-    failed_closed: bool = False
 
 
 @dataclass(frozen=True)

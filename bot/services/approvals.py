@@ -1,228 +1,471 @@
-"""Deciding on connections: approve or reject, exactly once, by an admin who did not ask for it.
+"""Deciding on approval requests: approve, reject, expire or cancel, exactly once, by an admin who
+did not ask for it.
+
+A request's subject is a new connection or new credentials for an active one (a rotation). Both go
+through one path; they differ only in where the request's status lives and what a decision does
+(:class:`_NewConnection`, :class:`_Rotation`).
 
 Every decision is checked here, on the server, for every click: the actor's admin rights (through
-:class:`AdminPolicy`), the self-approval rule, and the connection's current status. The transition
-itself is one conditional UPDATE in the same transaction as its audit event (and, for a rejection,
-the destruction of the ciphertexts), so two admins clicking at once, a double click or a click on a
-stale message produce exactly one decision; the others learn who made it.
+:class:`AdminPolicy`), the self-approval rule, the request's time to live and its status. The
+transition is one conditional UPDATE (``… WHERE status = 'pending_approval'``) in the transaction
+of what it does and of its audit event, so two admins clicking at once, a double click, a click on
+a stale message or an expiry running meanwhile make exactly one decision; the others learn who made
+it. The connection row is locked first, as a removal locks it, so the two cannot deadlock.
 """
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Callable
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
-from typing import Protocol
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, ClassVar, Protocol
 
-from bot.domain import ConnectionSummary, Status
-from bot.providers.base import Check
+from bot.domain import (
+    REASON_MAX_LENGTH,
+    SYSTEM_ACTOR,
+    AdminCheck,
+    ApprovalRequest,
+    Decision,
+    RequestKind,
+    RotationStatus,
+    Status,
+    Trigger,
+    Verdict,
+    utcnow,
+)
 from bot.providers.registry import ProviderRegistry
-from bot.services.admins import AdminCheck, AdminPolicy
-from bot.services.summaries import summarize
-from bot.store import AuditEvent, Connection, Database
-from bot.store.repositories import ConnectionRepository
+from bot.services.admins import AdminPolicy
+from bot.services.records import audit_event, checks_of, summarize
+from bot.store import Connection, Database, Rotation
 from bot.store.uow import UnitOfWork
 
-__all__ = ["ApprovalService", "Decision", "Verdict", "describe"]
+__all__ = [
+    "BATCH_SIZE",
+    "ApprovalService",
+    "close_request",
+    "connection_request",
+    "describe_request",
+    "pending_rotation",
+]
 
-REASON_MAX_LENGTH = 500
+logger = logging.getLogger(__name__)
 
+BATCH_SIZE = 100
+"""The most requests of each kind one expiry run closes; a longer backlog waits for the next run."""
 
-class Verdict(enum.Enum):
-    DECIDED = "decided"
-    ALREADY_DECIDED = "already_decided"
-    NOT_FOUND = "not_found"
-    SELF_APPROVAL = "self_approval"
-    NOT_ADMIN = "not_admin"
-    ADMIN_CHECK_FAILED = "admin_check_failed"
-    EXPIRED = "expired"
-    """The request had outlived its time to live; this click expired it instead of deciding."""
-
-
-@dataclass(frozen=True)
-class Decision:
-    """The answer to a click: what happened, and what the messages about it need to show."""
-
-    verdict: Verdict
-    connection: ConnectionSummary | None = None
-    checks: tuple[Check, ...] = ()
-    decided_by: str | None = None
-    decided_at: datetime | None = None
-    reason: str | None = None
-    admin: AdminCheck | None = None
-    approval_channel: str | None = None
-    approval_ts: str | None = None
-    team_id: str | None = None
-
-    @property
-    def status(self) -> Status | None:
-        return self.connection.status if self.connection else None
+Decided = Status | RotationStatus
 
 
-class Expirer(Protocol):
-    """Expires overdue requests (the expiry service), so a click never approves one."""
+class _Subject(Protocol):
+    """What one kind of request is about."""
 
-    def overdue(self, connection: Connection, now: datetime) -> bool: ...
+    kind: RequestKind
+    outcomes: ClassVar[Mapping[str, Decided]]
+    """The status each decision ("approve", "reject", "expire", "cancel") moves the request to."""
+    actions: ClassVar[Mapping[Decided, str]]
+    """The audit action of each decision."""
 
-    async def expire(self, team_id: str, connection_id: str, now: datetime) -> Decision | None: ...
+    async def load(
+        self, tx: UnitOfWork, team_id: str, request_id: str, *, lock: bool = False
+    ) -> tuple[Any, Connection] | None:
+        """The request's row and its connection (with ``lock``, locked until the transaction ends,
+        and both read afresh)."""
 
+    async def pending_before(self, tx: UnitOfWork, cutoff: datetime, limit: int) -> list[Any]:
+        """Rows of every workspace still waiting since before ``cutoff``, oldest first."""
 
-def _now() -> datetime:
-    return datetime.now(UTC)
+    async def transition(self, tx: UnitOfWork, row: Any, to: Decided, **values: Any) -> bool:
+        """The conditional UPDATE from pending to ``to``; whether it won."""
 
-
-class ApprovalService:
-    def __init__(
-        self,
-        db: Database,
-        providers: ProviderRegistry,
-        policy: AdminPolicy,
-        *,
-        allow_self_approval: bool = False,
-        expirer: Expirer | None = None,
-        clock: Callable[[], datetime] = _now,
+    async def apply(
+        self, tx: UnitOfWork, row: Any, connection: Connection, to: Decided, now: datetime
     ) -> None:
-        self._expirer = expirer
-        self._db = db
-        self._providers = providers
-        self._policy = policy
-        self._allow_self_approval = allow_self_approval
-        self._clock = clock
+        """What a decision does besides the status, once its UPDATE won."""
 
-    @property
-    def policy(self) -> AdminPolicy:
-        return self._policy
+    def audit(
+        self, row: Any, connection: Connection, to: Decided, admin: AdminCheck | None
+    ) -> dict[str, Any]:
+        """The decision's audit event fields: statuses before and after, details."""
 
-    async def request(self, team_id: str, connection_id: str) -> Decision:
-        """The pending connection and its checks, for posting the approval request."""
-        async with self._db.transaction() as tx:
-            connection = await tx.connections.get(team_id, connection_id)
-            if connection is None:
-                return Decision(Verdict.NOT_FOUND)
-            return await self._describe(tx, connection, Verdict.DECIDED)
+    async def describe(
+        self, tx: UnitOfWork, row: Any, connection: Connection, providers: ProviderRegistry
+    ) -> ApprovalRequest:
+        """The request as messages show it."""
 
-    async def record_request_message(self, team_id: str, connection_id: str, channel: str, ts: str) -> None:
-        """Remember where the request was posted, so decisions and expiry can update it."""
-        async with self._db.transaction() as tx:
-            connection = await tx.connections.get(team_id, connection_id)
-            if connection is not None:
-                connection.approval_channel, connection.approval_ts = channel, ts
 
-    async def may_decide(self, team_id: str, connection_id: str, actor: str) -> Decision:
-        """Every check of a decision, without deciding (before asking a rejecting admin why)."""
-        admin = await self._policy.check(actor)
-        async with self._db.transaction() as tx:
-            return await self._refusal(tx, team_id, connection_id, actor, admin) or Decision(
-                Verdict.DECIDED, admin=admin
-            )
+class _NewConnection:
+    """A new connection waits as ``pending_approval``; deciding sets its status."""
 
-    async def approve(self, team_id: str, connection_id: str, actor: str) -> Decision:
-        return await self._decide(team_id, connection_id, actor, Status.ACTIVE, reason=None)
+    kind = RequestKind.CONNECTION
+    outcomes: ClassVar[Mapping[str, Decided]] = {
+        "approve": Status.ACTIVE,
+        "reject": Status.REJECTED,
+        "expire": Status.EXPIRED,
+    }
+    actions: ClassVar[Mapping[Decided, str]] = {
+        Status.ACTIVE: "connection.approved",
+        Status.REJECTED: "connection.rejected",
+        Status.EXPIRED: "connection.expired",
+    }
 
-    async def reject(self, team_id: str, connection_id: str, actor: str, reason: str) -> Decision:
+    async def load(
+        self, tx: UnitOfWork, team_id: str, request_id: str, *, lock: bool = False
+    ) -> tuple[Connection, Connection] | None:
+        connection = await (tx.connections.lock if lock else tx.connections.get)(team_id, request_id)
+        return None if connection is None else (connection, connection)
+
+    async def pending_before(self, tx: UnitOfWork, cutoff: datetime, limit: int) -> list[Connection]:
+        return await tx.connections.pending_created_before(cutoff, limit)
+
+    async def transition(self, tx: UnitOfWork, row: Connection, to: Decided, **values: Any) -> bool:
+        return await tx.connections.transition(
+            row.team_id, row.id, Status.PENDING_APPROVAL, Status(to), **values
+        )
+
+    async def apply(
+        self, tx: UnitOfWork, row: Connection, connection: Connection, to: Decided, now: datetime
+    ) -> None:
+        if to is not Status.ACTIVE:
+            # Nobody can approve it any more, so its ciphertext would only be risk.
+            await tx.credentials.delete_for(connection.id)
+
+    def audit(
+        self, row: Connection, connection: Connection, to: Decided, admin: AdminCheck | None
+    ) -> dict[str, Any]:
+        details = {} if admin is None else {"admin": admin.why}
+        return {"before": Status.PENDING_APPROVAL, "after": to, "details": details}
+
+    async def describe(
+        self, tx: UnitOfWork, row: Connection, connection: Connection, providers: ProviderRegistry
+    ) -> ApprovalRequest:
+        records = await tx.verifications.recent(row.team_id, row.id, limit=1)
+        return ApprovalRequest(
+            kind=self.kind,
+            id=row.id,
+            team_id=row.team_id,
+            connection=summarize(row, providers),
+            requested_by=row.created_by,
+            requested_at=row.created_at,
+            status=row.status,
+            checks=checks_of(records[0] if records else None),
+            decided_by=row.decided_by,
+            decided_at=row.decided_at,
+            reason=row.decision_reason,
+            message_channel=row.approval_channel,
+            message_ts=row.approval_ts,
+        )
+
+
+class _Rotation:
+    """New credentials wait beside the old ones as a :class:`Rotation`; approval swaps them, any
+    other end destroys the new ones. The connection stays active throughout."""
+
+    kind = RequestKind.ROTATION
+    outcomes: ClassVar[Mapping[str, Decided]] = {
+        "approve": RotationStatus.APPROVED,
+        "reject": RotationStatus.REJECTED,
+        "expire": RotationStatus.EXPIRED,
+        "cancel": RotationStatus.CANCELLED,
+    }
+    actions: ClassVar[Mapping[Decided, str]] = {
+        RotationStatus.APPROVED: "connection.rotated",
+        RotationStatus.REJECTED: "connection.rotation_rejected",
+        RotationStatus.EXPIRED: "connection.rotation_expired",
+        RotationStatus.CANCELLED: "connection.rotation_cancelled",
+    }
+
+    async def load(
+        self, tx: UnitOfWork, team_id: str, request_id: str, *, lock: bool = False
+    ) -> tuple[Rotation, Connection] | None:
+        rotation = await tx.rotations.get(team_id, request_id)
+        if rotation is None:
+            return None
+        connection = await (tx.connections.lock if lock else tx.connections.get)(
+            team_id, rotation.connection_id
+        )
+        if connection is None:
+            return None
+        if lock:  # read again once the lock is held: a decision may have landed meanwhile
+            await tx.session.refresh(rotation)
+        return rotation, connection
+
+    async def pending_before(self, tx: UnitOfWork, cutoff: datetime, limit: int) -> list[Rotation]:
+        return await tx.rotations.pending_created_before(cutoff, limit)
+
+    async def transition(self, tx: UnitOfWork, row: Rotation, to: Decided, **values: Any) -> bool:
+        return await tx.rotations.transition(
+            row.team_id, row.id, RotationStatus.PENDING_APPROVAL, RotationStatus(to), **values
+        )
+
+    async def apply(
+        self, tx: UnitOfWork, row: Rotation, connection: Connection, to: Decided, now: datetime
+    ) -> None:
+        if to is not RotationStatus.APPROVED:
+            await tx.credentials.delete_for(connection.id, row.version)
+            return
+        connection.credential_version = row.version
+        connection.key_hint = row.key_hint
+        connection.config = dict(row.config)
+        connection.credential_created_at = now
+        connection.rotation_reminded_at = None
+        # Re-test the new credential soon: a recovery then follows the usual path (and closes an
+        # open alert) instead of being assumed here.
+        connection.next_check_at = now
+        connection.updated_at = now
+        await tx.credentials.delete_other_versions(connection.id, keep=row.version)
+
+    def audit(
+        self, row: Rotation, connection: Connection, to: Decided, admin: AdminCheck | None
+    ) -> dict[str, Any]:
+        status = Status(connection.status)
+        return {"before": status, "after": status, "details": {"rotation": row.id, "version": row.version}}
+
+    async def describe(
+        self, tx: UnitOfWork, row: Rotation, connection: Connection, providers: ProviderRegistry
+    ) -> ApprovalRequest:
+        record = await tx.verifications.latest_with_trigger(row.team_id, connection.id, Trigger.ROTATION)
+        return ApprovalRequest(
+            kind=self.kind,
+            id=row.id,
+            team_id=row.team_id,
+            connection=summarize(connection, providers),
+            requested_by=row.requested_by,
+            requested_at=row.created_at,
+            status=row.status,
+            checks=checks_of(record),
+            decided_by=row.decided_by,
+            decided_at=row.decided_at,
+            reason=row.decision_reason,
+            message_channel=row.approval_channel,
+            message_ts=row.approval_ts,
+            new_key_hint=row.key_hint,
+        )
+
+
+SUBJECTS: dict[RequestKind, _Subject] = {
+    RequestKind.CONNECTION: _NewConnection(),
+    RequestKind.ROTATION: _Rotation(),
+}
+
+
+async def close_request(
+    tx: UnitOfWork,
+    providers: ProviderRegistry,
+    kind: RequestKind,
+    team_id: str,
+    request_id: str,
+    decision: str,
+    *,
+    actor: str,
+    now: datetime,
+    reason: str | None = None,
+    admin: AdminCheck | None = None,
+    audit_reason: str | None = None,
+) -> ApprovalRequest | None:
+    """Close a waiting request as ``decision`` ("approve", "reject", "expire" or "cancel"), with
+    what it does and its audit event, in ``tx``, if this call's conditional UPDATE wins; None when
+    the request is gone or someone decided first. ``reason`` is kept and shown with the decision;
+    ``audit_reason``, when given, is what the audit event records instead."""
+    subject = SUBJECTS[kind]
+    found = await subject.load(tx, team_id, request_id, lock=True)
+    if found is None:
+        return None
+    row, connection = found
+    to = subject.outcomes[decision]
+    won = await subject.transition(
+        tx,
+        row,
+        to,
+        decided_by=None if actor == SYSTEM_ACTOR else actor,
+        decided_at=now,
+        decision_reason=reason,
+        updated_at=now,
+    )
+    if not won:
+        return None
+    await tx.session.refresh(row)
+    await subject.apply(tx, row, connection, to, now)
+    fields = subject.audit(row, connection, to, admin)
+    await tx.audit.add(
+        audit_event(
+            team_id,
+            actor,
+            subject.actions[to],
+            now,
+            connection=connection,
+            before=fields["before"],
+            after=fields["after"],
+            reason=reason if audit_reason is None else audit_reason,
+            details=fields["details"],
+        )
+    )
+    return await subject.describe(tx, row, connection, providers)
+
+
+async def describe_request(
+    tx: UnitOfWork, providers: ProviderRegistry, kind: RequestKind, team_id: str, request_id: str
+) -> ApprovalRequest | None:
+    """The request as it is now, or None if there is no such request in the workspace."""
+    subject = SUBJECTS[kind]
+    found = await subject.load(tx, team_id, request_id)
+    return None if found is None else await subject.describe(tx, *found, providers)
+
+
+async def connection_request(tx: UnitOfWork, providers: ProviderRegistry, row: Connection) -> ApprovalRequest:
+    """A connection as the request for its approval."""
+    return await SUBJECTS[RequestKind.CONNECTION].describe(tx, row, row, providers)
+
+
+async def pending_rotation(
+    tx: UnitOfWork, providers: ProviderRegistry, team_id: str, connection_id: str
+) -> ApprovalRequest | None:
+    """The rotation of a connection waiting for approval, if any."""
+    rotation = await tx.rotations.pending_for(team_id, connection_id)
+    return (
+        None
+        if rotation is None
+        else await describe_request(tx, providers, RequestKind.ROTATION, team_id, rotation.id)
+    )
+
+
+@dataclass
+class ApprovalService:
+    """Reads, decides and expires approval requests; see the module docstring."""
+
+    db: Database
+    providers: ProviderRegistry
+    policy: AdminPolicy
+    ttl: timedelta
+    allow_self_approval: bool = False
+    clock: Callable[[], datetime] = utcnow
+    batch_size: int = BATCH_SIZE
+
+    def __post_init__(self) -> None:
+        if self.ttl <= timedelta(0):
+            raise ValueError("ttl must be positive")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+
+    async def describe(self, kind: RequestKind, team_id: str, request_id: str) -> ApprovalRequest | None:
+        """The request as it is now (to post it, or to ask an admin why they reject it)."""
+        async with self.db.read() as tx:
+            return await describe_request(tx, self.providers, kind, team_id, request_id)
+
+    async def record_message(
+        self, kind: RequestKind, team_id: str, request_id: str, channel: str, ts: str
+    ) -> None:
+        """Remember where the request was posted, so decisions and expiry can update it in place."""
+        async with self.db.transaction() as tx:
+            found = await SUBJECTS[kind].load(tx, team_id, request_id)
+            if found is not None:
+                found[0].approval_channel, found[0].approval_ts = channel, ts
+
+    async def may_decide(self, kind: RequestKind, team_id: str, request_id: str, actor: str) -> Decision:
+        """Every check of a decision, without deciding (before asking a rejecting admin why):
+        :attr:`Verdict.ALLOWED`, or why not."""
+        admin = await self.policy.check(actor)
+        async with self.db.read() as tx:
+            refusal = await self._refusal(tx, kind, team_id, request_id, actor, admin)
+        return refusal or Decision(Verdict.ALLOWED, admin=admin)
+
+    async def approve(self, kind: RequestKind, team_id: str, request_id: str, actor: str) -> Decision:
+        return await self._decide(kind, team_id, request_id, actor, "approve", None)
+
+    async def reject(
+        self, kind: RequestKind, team_id: str, request_id: str, actor: str, reason: str
+    ) -> Decision:
         reason = reason.strip()[:REASON_MAX_LENGTH].rstrip()
         if not reason:
             raise ValueError("a rejection needs a reason")
-        return await self._decide(team_id, connection_id, actor, Status.REJECTED, reason=reason)
+        return await self._decide(kind, team_id, request_id, actor, "reject", reason)
+
+    async def expire_overdue(self, now: datetime | None = None) -> list[Decision]:
+        """Expire the requests of every workspace that nobody decided on within the time to live,
+        oldest first, at most ``batch_size`` of each kind per run. Each one expires in its own
+        transaction: one that another caller decided first is left out, one that fails is logged
+        and left for the next run."""
+        now = self.clock() if now is None else now
+        expired: list[Decision] = []
+        for kind, subject in SUBJECTS.items():
+            async with self.db.read() as tx:
+                overdue = await subject.pending_before(tx, now - self.ttl, self.batch_size)
+            for row in overdue:
+                try:
+                    request = await self._expire(kind, row.team_id, row.id, now)
+                except Exception:
+                    logger.exception("could not expire %s request %s; the next run tries again", kind, row.id)
+                    continue
+                if request is not None:
+                    logger.info("%s request %s (team %s) expired", kind, row.id, row.team_id)
+                    expired.append(Decision(Verdict.DECIDED, request))
+        return expired
+
+    async def _expire(
+        self, kind: RequestKind, team_id: str, request_id: str, now: datetime
+    ) -> ApprovalRequest | None:
+        async with self.db.transaction() as tx:
+            return await close_request(
+                tx,
+                self.providers,
+                kind,
+                team_id,
+                request_id,
+                "expire",
+                actor=SYSTEM_ACTOR,
+                now=now,
+                audit_reason=f"not decided within {_hours(self.ttl)}",
+            )
 
     async def _decide(
-        self, team_id: str, connection_id: str, actor: str, to_status: Status, *, reason: str | None
+        self, kind: RequestKind, team_id: str, request_id: str, actor: str, decision: str, reason: str | None
     ) -> Decision:
-        admin = await self._policy.check(actor)
-        now = self._clock()
-        if admin.allowed and self._expirer is not None:
+        admin = await self.policy.check(actor)
+        now = self.clock()
+        if admin.allowed:
             # The periodic job may not have run yet: a request past its time is expired, not decided.
-            async with self._db.read() as session:
-                current = await ConnectionRepository(session).get(team_id, connection_id)
-            if current is not None and self._expirer.overdue(current, now):
-                expired = await self._expirer.expire(team_id, connection_id, now)
+            current = await self.describe(kind, team_id, request_id)
+            if current is not None and current.pending and now - current.requested_at >= self.ttl:
+                expired = await self._expire(kind, team_id, request_id, now)
                 if expired is not None:
-                    return replace(expired, verdict=Verdict.EXPIRED, admin=admin)
-        async with self._db.transaction() as tx:
-            refusal = await self._refusal(tx, team_id, connection_id, actor, admin)
+                    return Decision(Verdict.EXPIRED, expired, admin)
+        async with self.db.transaction() as tx:
+            refusal = await self._refusal(tx, kind, team_id, request_id, actor, admin)
             if refusal is not None:
                 return refusal
-            won = await tx.connections.transition(
+            decided = await close_request(
+                tx,
+                self.providers,
+                kind,
                 team_id,
-                connection_id,
-                Status.PENDING_APPROVAL,
-                to_status,
-                decided_by=actor,
-                decided_at=now,
-                decision_reason=reason,
-                updated_at=now,
+                request_id,
+                decision,
+                actor=actor,
+                now=now,
+                reason=reason,
+                admin=admin,
             )
-            connection = await tx.connections.get(team_id, connection_id)
-            if connection is None:
-                return Decision(Verdict.NOT_FOUND, admin=admin)
-            await tx.session.refresh(connection)
-            if not won:
-                return await self._describe(tx, connection, Verdict.ALREADY_DECIDED, admin=admin)
-            if to_status is Status.REJECTED:
-                # A rejected credential has no further use; keeping its ciphertext would only be risk.
-                await tx.credentials.delete_for(connection.id)
-            await tx.audit.add(
-                AuditEvent(
-                    team_id=team_id,
-                    actor=actor,
-                    action="connection.approved" if to_status is Status.ACTIVE else "connection.rejected",
-                    connection_id=connection.id,
-                    before_status=Status.PENDING_APPROVAL,
-                    after_status=to_status,
-                    reason=reason,
-                    details={"name": connection.name, "provider": connection.provider, "admin": admin.why},
-                    created_at=now,
-                )
-            )
-            return await self._describe(tx, connection, Verdict.DECIDED, admin=admin)
+            if decided is not None:
+                return Decision(Verdict.DECIDED, decided, admin)
+            request = await describe_request(tx, self.providers, kind, team_id, request_id)
+            return Decision(Verdict.NOT_FOUND if request is None else Verdict.ALREADY_DECIDED, request, admin)
 
     async def _refusal(
-        self, tx: UnitOfWork, team_id: str, connection_id: str, actor: str, admin: AdminCheck
+        self, tx: UnitOfWork, kind: RequestKind, team_id: str, request_id: str, actor: str, admin: AdminCheck
     ) -> Decision | None:
         if not admin.allowed:
             verdict = Verdict.ADMIN_CHECK_FAILED if admin.failed_closed else Verdict.NOT_ADMIN
             return Decision(verdict, admin=admin)
-        connection = await tx.connections.get(team_id, connection_id)
-        if connection is None:
+        request = await describe_request(tx, self.providers, kind, team_id, request_id)
+        if request is None:
             return Decision(Verdict.NOT_FOUND, admin=admin)
-        if connection.status is not Status.PENDING_APPROVAL:
-            return await self._describe(tx, connection, Verdict.ALREADY_DECIDED, admin=admin)
-        if connection.created_by == actor and not self._allow_self_approval:
-            return await self._describe(tx, connection, Verdict.SELF_APPROVAL, admin=admin)
+        if not request.pending:
+            return Decision(Verdict.ALREADY_DECIDED, request, admin)
+        if request.requested_by == actor and not self.allow_self_approval:
+            return Decision(Verdict.SELF_APPROVAL, request, admin)
         return None
 
-    async def _describe(
-        self, tx: UnitOfWork, connection: Connection, verdict: Verdict, *, admin: AdminCheck | None = None
-    ) -> Decision:
-        return await describe(tx, connection, self._providers, verdict, admin=admin)
 
-
-async def describe(
-    tx: UnitOfWork,
-    connection: Connection,
-    providers: ProviderRegistry,
-    verdict: Verdict,
-    *,
-    admin: AdminCheck | None = None,
-) -> Decision:
-    """``connection`` as a :class:`Decision` with ``verdict``: its summary, the checks of its
-    latest verification, who decided what and when, and where its request was posted."""
-    records = await tx.verifications.recent(connection.team_id, connection.id, limit=1)
-    checks = (
-        tuple(Check(c["name"], bool(c["passed"]), str(c.get("detail", ""))) for c in records[0].checks)
-        if records
-        else ()
-    )
-    return Decision(
-        verdict,
-        connection=summarize(connection, providers),
-        checks=checks,
-        decided_by=connection.decided_by,
-        decided_at=connection.decided_at,
-        reason=connection.decision_reason,
-        admin=admin,
-        approval_channel=connection.approval_channel,
-        approval_ts=connection.approval_ts,
-        team_id=connection.team_id,
-    )
+def _hours(ttl: timedelta) -> str:
+    hours = ttl.total_seconds() / 3600
+    return f"{hours:g} hour" if hours == 1 else f"{hours:g} hours"

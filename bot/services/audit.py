@@ -11,30 +11,19 @@ anything. The export has no such check because only an operator with the databas
 
 from __future__ import annotations
 
-import enum
 import io
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, BinaryIO, TextIO
+from dataclasses import dataclass
+from typing import BinaryIO, TextIO
 
-from bot.domain import ConnectionSummary
+from bot.domain import AuditEntry, AuditHistory, Visibility
 from bot.providers.registry import ProviderRegistry
-from bot.services.admins import AdminCheck, AdminPolicy
-from bot.services.summaries import summarize
+from bot.services.admins import AdminPolicy
+from bot.services.records import summarize
 from bot.store import AuditEvent, Database
-from bot.store.repositories import AuditRepository, ConnectionRepository
 
-__all__ = [
-    "EXPORT_KEYS",
-    "HISTORY_LIMIT",
-    "AuditEntry",
-    "AuditHistory",
-    "AuditService",
-    "Visibility",
-    "export_events",
-]
+__all__ = ["EXPORT_KEYS", "HISTORY_LIMIT", "AuditService", "entry_of", "export_events"]
 
 HISTORY_LIMIT = 20
 """How many events ``/connections audit <name>`` shows, newest first."""
@@ -56,89 +45,29 @@ EXPORT_KEYS = (
 """The keys of every exported JSON object, in the order they are written."""
 
 
-class Visibility(enum.Enum):
-    """Whether a history could be shown, and if not, why."""
-
-    SHOWN = "shown"
-    NOT_FOUND = "not_found"
-    NOT_ADMIN = "not_admin"
-    ADMIN_CHECK_FAILED = "admin_check_failed"
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    """One audit event as it is shown and exported (a read model: no database session behind it)."""
-
-    id: int
-    created_at: datetime
-    team_id: str
-    actor: str
-    action: str
-    connection_id: str | None
-    before_status: str | None
-    after_status: str | None
-    reason: str | None
-    details: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, event: AuditEvent) -> AuditEntry:
-        return cls(
-            id=event.id,
-            created_at=event.created_at,
-            team_id=event.team_id,
-            actor=event.actor,
-            action=event.action,
-            connection_id=event.connection_id,
-            before_status=event.before_status,
-            after_status=event.after_status,
-            reason=event.reason,
-            details=dict(event.details or {}),
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        """The exported object: :data:`EXPORT_KEYS`, with ``time`` in ISO 8601, UTC (``…Z``)."""
-        return {
-            "id": self.id,
-            "time": self.created_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "team_id": self.team_id,
-            "actor": self.actor,
-            "action": self.action,
-            "connection_id": self.connection_id,
-            "before_status": self.before_status,
-            "after_status": self.after_status,
-            "reason": self.reason,
-            "details": self.details,
-        }
+def entry_of(event: AuditEvent) -> AuditEntry:
+    """A stored event as it is shown and exported."""
+    return AuditEntry(
+        id=event.id,
+        created_at=event.created_at,
+        team_id=event.team_id,
+        actor=event.actor,
+        action=event.action,
+        connection_id=event.connection_id,
+        before_status=event.before_status,
+        after_status=event.after_status,
+        reason=event.reason,
+        details=dict(event.details or {}),
+    )
 
 
-@dataclass(frozen=True)
-class AuditHistory:
-    """The answer to ``/connections audit <name>``.
-
-    ``name`` is what was asked for. With :attr:`Visibility.SHOWN`, ``connection`` is the connection
-    found and ``events`` its latest ``limit`` events, newest first; ``more`` says older ones exist.
-    ``admin`` is the verdict on the asker (absent only when nobody was checked)."""
-
-    visibility: Visibility
-    name: str
-    limit: int
-    connection: ConnectionSummary | None = None
-    events: tuple[AuditEntry, ...] = ()
-    more: bool = False
-    admin: AdminCheck | None = None
-
-
+@dataclass
 class AuditService:
     """Reads the audit trail; see the module docstring."""
 
-    def __init__(self, db: Database, providers: ProviderRegistry, policy: AdminPolicy) -> None:
-        self._db = db
-        self._providers = providers
-        self._policy = policy
-
-    @property
-    def policy(self) -> AdminPolicy:
-        return self._policy
+    db: Database
+    providers: ProviderRegistry
+    policy: AdminPolicy
 
     async def history(self, team_id: str, actor: str, name: str, limit: int = HISTORY_LIMIT) -> AuditHistory:
         """The latest ``limit`` events of the connection called ``name`` in ``team_id``, if ``actor``
@@ -149,32 +78,31 @@ class AuditService:
         into. Another workspace's connections are never found."""
         if limit < 1:
             raise ValueError("limit must be at least 1")
-        admin = await self._policy.check(actor)
+        admin = await self.policy.check(actor)
         if not admin.allowed:
             visibility = Visibility.ADMIN_CHECK_FAILED if admin.failed_closed else Visibility.NOT_ADMIN
             return AuditHistory(visibility, name, limit, admin=admin)
-        async with self._db.read() as session:
-            connections = ConnectionRepository(session)
-            row = await connections.find_by_name(team_id, name) or await connections.latest_by_name(
+        async with self.db.read() as tx:
+            row = await tx.connections.find_by_name(team_id, name) or await tx.connections.latest_by_name(
                 team_id, name
             )
             if row is None:
                 return AuditHistory(Visibility.NOT_FOUND, name, limit, admin=admin)
             # One more than shown, to know whether older events were left out.
-            events = await AuditRepository(session).for_connection(team_id, row.id, limit=limit + 1)
+            events = await tx.audit.for_connection(team_id, row.id, limit=limit + 1)
             return AuditHistory(
                 Visibility.SHOWN,
                 name,
                 limit,
-                connection=summarize(row, self._providers),
-                events=tuple(AuditEntry.of(event) for event in events[:limit]),
+                connection=summarize(row, self.providers),
+                events=tuple(entry_of(event) for event in events[:limit]),
                 more=len(events) > limit,
                 admin=admin,
             )
 
     async def export(self, out: TextIO | BinaryIO) -> int:
         """Write every event of every workspace to ``out``; see :func:`export_events`."""
-        return await export_events(self._db, out)
+        return await export_events(self.db, out)
 
 
 async def export_events(db: Database, out: TextIO | BinaryIO, *, batch_size: int = EXPORT_BATCH_SIZE) -> int:
@@ -186,9 +114,9 @@ async def export_events(db: Database, out: TextIO | BinaryIO, *, batch_size: int
     ``out`` is flushed after each batch; ``out`` is not closed."""
     write = _line_writer(out)
     count = 0
-    async with db.read() as session:
-        async for event in AuditRepository(session).all_ordered(batch_size=batch_size):
-            write(json.dumps(AuditEntry.of(event).to_json(), separators=(",", ":")) + "\n")
+    async with db.read() as tx:
+        async for event in tx.audit.all_ordered(batch_size=batch_size):
+            write(json.dumps(entry_of(event).to_json(), separators=(",", ":")) + "\n")
             count += 1
             if count % batch_size == 0:
                 out.flush()

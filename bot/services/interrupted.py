@@ -31,14 +31,16 @@ import sqlite3
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy.exc import OperationalError
 
+from bot.domain import InFlightKind, utcnow
 from bot.providers.base import Provider, Verification
+from bot.services.records import audit_event
 from bot.store import AuditEvent, Database
-from bot.store.models import InFlightKind, InFlightVerification
+from bot.store.models import InFlightVerification
 from bot.store.uow import UnitOfWork
 
 __all__ = [
@@ -69,10 +71,6 @@ BATCH_SIZE = 100
 """The most rows one sweep takes; a longer backlog is worked off by the following runs."""
 REASON_STOPPED = "the bot stopped before the verification finished"
 REASON_OVERDUE = "the verification did not finish within its time limit"
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def pid_alive(pid: int) -> bool:
@@ -214,8 +212,8 @@ async def still_claimed(db: Database, claim_id: str | None) -> bool:
     if claim_id is None:
         return True
     try:
-        async with db.read() as session:
-            return await UnitOfWork(session).in_flight.holds(claim_id)
+        async with db.read() as tx:
+            return await tx.in_flight.holds(claim_id)
     except Exception as exc:
         logger.warning("could not look up in-flight verification %s: %s", claim_id, type(exc).__name__)
         return True
@@ -268,39 +266,29 @@ class Interrupted:
         )
 
 
+@dataclass
 class InterruptedVerifications:
     """Finds and removes the in-flight rows nobody will finish; see the module docstring."""
 
-    def __init__(
-        self,
-        db: Database,
-        owner: ProcessOwner,
-        *,
-        alive: Callable[[int], bool] = pid_alive,
-        clock: Callable[[], datetime] = _now,
-        batch_size: int = BATCH_SIZE,
-    ) -> None:
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
-        self._db = db
-        self._owner = owner
-        self._alive = alive
-        self._clock = clock
-        self._batch_size = batch_size
+    db: Database
+    owner: ProcessOwner
+    alive: Callable[[int], bool] = pid_alive
+    clock: Callable[[], datetime] = utcnow
+    batch_size: int = BATCH_SIZE
 
-    @property
-    def owner(self) -> ProcessOwner:
-        return self._owner
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
 
     async def sweep_at_start(self) -> list[Interrupted]:
         """Take the rows of processes on this machine that are gone, and every row past its deadline."""
-        now = self._clock()
-        async with self._db.read() as session:
-            rows = UnitOfWork(session).in_flight
+        now = self.clock()
+        async with self.db.read() as tx:
+            rows = tx.in_flight
             local = await rows.on_machine(
-                self._owner.host, self._owner.boot_id, self._owner.pid_namespace, self._batch_size
+                self.owner.host, self.owner.boot_id, self.owner.pid_namespace, self.batch_size
             )
-            overdue = await rows.past_deadline(now, self._batch_size)
+            overdue = await rows.past_deadline(now, self.batch_size)
         candidates = {row.id: (row, REASON_STOPPED) for row in local if self._orphaned(row)}
         for row in overdue:
             candidates.setdefault(row.id, (row, REASON_OVERDUE))
@@ -308,19 +296,19 @@ class InterruptedVerifications:
 
     async def sweep_overdue(self) -> list[Interrupted]:
         """Take every row past its deadline (for the periodic job, on any replica)."""
-        now = self._clock()
-        async with self._db.read() as session:
-            overdue = await UnitOfWork(session).in_flight.past_deadline(now, self._batch_size)
+        now = self.clock()
+        async with self.db.read() as tx:
+            overdue = await tx.in_flight.past_deadline(now, self.batch_size)
         return await self._take_all(((row, REASON_OVERDUE) for row in overdue), now)
 
     def _orphaned(self, row: InFlightVerification) -> bool:
         """Whether a row of this machine (see :meth:`ProcessOwner.shares_pids_with`) belongs to no
         running bot; a row of any other is never taken for one, whatever its pid."""
-        if not self._owner.shares_pids_with(row):
+        if not self.owner.shares_pids_with(row):
             return False
-        if row.pid == self._owner.pid:
-            return row.instance != self._owner.instance
-        return not self._alive(row.pid)
+        if row.pid == self.owner.pid:
+            return row.instance != self.owner.instance
+        return not self.alive(row.pid)
 
     async def _take_all(
         self, candidates: Iterable[tuple[InFlightVerification, str]], now: datetime
@@ -337,7 +325,7 @@ class InterruptedVerifications:
         return taken
 
     async def _take(self, row_id: str, reason: str, now: datetime) -> Interrupted | None:
-        async with self._db.transaction() as tx:
+        async with self.db.transaction() as tx:
             row = await tx.in_flight.take(row_id)
             if row is None:
                 return None
@@ -354,17 +342,13 @@ class InterruptedVerifications:
 
 
 def _audit_event(interrupted: Interrupted, reason: str, now: datetime) -> AuditEvent:
-    action = (
-        "connection.create_interrupted" if interrupted.kind is InFlightKind.CREATE else "rotation.interrupted"
-    )
-    return AuditEvent(
-        team_id=interrupted.team_id,
-        actor=interrupted.user_id,
-        action=action,
+    create = interrupted.kind is InFlightKind.CREATE
+    return audit_event(
+        interrupted.team_id,
+        interrupted.user_id,
+        "connection.create_interrupted" if create else "rotation.interrupted",
+        now,
         connection_id=interrupted.connection_id,
-        before_status=None,
-        after_status=None,
         reason=reason,
         details={"provider": interrupted.provider_key, "name": interrupted.name},
-        created_at=now,
     )

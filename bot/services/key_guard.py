@@ -52,7 +52,6 @@ from bot.master_key_slots import (
 )
 from bot.redaction import Secret
 from bot.store import AuditEvent, CanaryExists, Credential, Database, KeyCanary
-from bot.store.repositories import AuditRepository, CredentialRepository, KeyCanaryRepository
 
 __all__ = [
     "CANARY_AAD",
@@ -90,9 +89,9 @@ async def guard_master_key(
 
     A key is only ever created while the database holds neither a canary nor a credential. Pass
     ``keyring_backend`` and ``default_key_file`` in tests, as for :func:`load_master_key`."""
-    async with db.read() as session:
-        canary = await KeyCanaryRepository(session).get()
-        latest = await CredentialRepository(session).latest()
+    async with db.read() as tx:
+        canary = await tx.key_canary.get()
+        latest = await tx.credentials.latest()
     probes = _probes(canary, latest)
     try:
         loaded = load_master_key(
@@ -257,8 +256,8 @@ def _resume_rotation(loaded: LoadedKey, staged: StagedKey) -> LoadedKey:
 async def _wrong_key(db: Database, loaded: LoadedKey, probe: _Probe) -> MasterKeyError:
     """The error for a key that does not open ``probe``, naming a rotation that explains it."""
     if probe.sealed.key_id != loaded.key.key_id:
-        async with db.read() as session:
-            rotation = await AuditRepository(session).latest_with_action(ROTATION_ACTION)
+        async with db.read() as tx:
+            rotation = await tx.audit.latest_with_action(ROTATION_ACTION)
         if rotation is not None and rotation.details.get("to_key_id") == probe.sealed.key_id:
             return WrongMasterKey(_moved_by_rotation(loaded, rotation))
     try:
@@ -293,8 +292,8 @@ async def _store_canary(db: Database, cipher: Cipher, loaded: LoadedKey) -> None
             )
     except CanaryExists:
         # Another process initialised the database at the same moment; its key must be ours too.
-        async with db.read() as session:
-            theirs = await KeyCanaryRepository(session).get()
+        async with db.read() as tx:
+            theirs = await tx.key_canary.get()
         if theirs is None:
             raise MasterKeyError("the master-key canary vanished while starting; start again") from None
         verify_key_opens(cipher, sealed_canary(theirs), CANARY_AAD, where=loaded.location)
@@ -304,8 +303,8 @@ async def _store_canary(db: Database, cipher: Cipher, loaded: LoadedKey) -> None
 async def key_opens_database(db: Database, cipher: Cipher) -> bool:
     """Whether the master key in use still opens the database's canary (for /healthz)."""
     try:
-        async with db.read() as session:
-            canary = await KeyCanaryRepository(session).get()
+        async with db.read() as tx:
+            canary = await tx.key_canary.get()
     except Exception:
         return False
     if canary is None:

@@ -35,6 +35,7 @@ from typing import Final
 from keyring.backend import KeyringBackend
 
 from bot.crypto import Cipher, DecryptionError, MasterKey, Sealed, associated_data
+from bot.domain import SYSTEM_ACTOR
 from bot.master_key import ENV_VAR, FILE_ENV_VAR, KeySource, LoadedKey, MasterKeyError, MasterKeySettings
 from bot.master_key_slots import (
     StagedKey,
@@ -43,10 +44,8 @@ from bot.master_key_slots import (
     rotation_lock,
     stage_next_key,
 )
-from bot.services.expiry import SYSTEM_ACTOR
 from bot.services.key_guard import CANARY_AAD, ROTATION_ACTION, guard_master_key, sealed_canary
 from bot.store import AuditEvent, Credential, Database, KeyCanary
-from bot.store.repositories import CredentialRepository, KeyCanaryRepository
 from bot.store.uow import UnitOfWork
 
 __all__ = [
@@ -232,8 +231,8 @@ async def _reseal_everything(
 async def _sealed_with(db: Database, key: MasterKey) -> bool:
     """Whether the canary is sealed with ``key``; True when that cannot be read (keep the key)."""
     try:
-        async with db.read() as session:
-            canary = await KeyCanaryRepository(session).get()
+        async with db.read() as tx:
+            canary = await tx.key_canary.get()
     except Exception:
         return True
     return canary is not None and canary.key_id == key.key_id
@@ -247,9 +246,9 @@ class _Rows:
 
 async def _refuse_an_empty_database(db: Database) -> None:
     # Without this, loading would make a first key, which is serve's job, not a rotation's.
-    async with db.read() as session:
-        canary = await KeyCanaryRepository(session).get()
-        anything = canary is not None or await CredentialRepository(session).any_exists()
+    async with db.read() as tx:
+        canary = await tx.key_canary.get()
+        anything = canary is not None or await tx.credentials.any_exists()
     if not anything:
         raise NothingToRotate(
             "nothing to rotate: the database holds no sealed data yet (the first `serve` binds it to a key)"

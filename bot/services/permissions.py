@@ -10,35 +10,25 @@ signed payload, and fails closed (with the reason) when Slack cannot say who is 
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass
+from bot.domain import AdminCheck, Refusal, Refused
+from bot.services.admins import AdminPolicy
+from bot.store import Connection
+from bot.store.uow import UnitOfWork
 
-from bot.services.admins import AdminCheck, AdminPolicy
-
-__all__ = ["ANYONE", "ONCALL_MEMBER", "OWNER", "Refusal", "Refused", "RetestPolicy", "owner_or_admin"]
+__all__ = [
+    "ANYONE",
+    "ONCALL_MEMBER",
+    "OWNER",
+    "RetestPolicy",
+    "find_connection",
+    "not_found",
+    "owner_or_admin",
+    "owner_refusal",
+]
 
 ANYONE = "anyone in the workspace may re-test"
 ONCALL_MEMBER = "member of the on-call group"
 OWNER = "owner of the connection"
-
-
-class Refusal(enum.Enum):
-    NOT_FOUND = "not_found"
-    NOT_ALLOWED = "not_allowed"
-    CHECK_FAILED = "check_failed"
-    """The user's rights could not be checked (Slack did not answer); try again."""
-    WRONG_STATUS = "wrong_status"
-    ROTATION_PENDING = "rotation_pending"
-
-
-@dataclass(frozen=True)
-class Refused:
-    """Why a request changed nothing, with one plain-text sentence or two for the user."""
-
-    reason: Refusal
-    message: str
-    connection_id: str | None = None
-    """The connection the refusal is about, when one was found (to say more about it)."""
 
 
 class RetestPolicy:
@@ -49,10 +39,6 @@ class RetestPolicy:
         # single-flight, fail-closed group lookup, under another name.
         self._oncall = oncall
         self._admins = admins
-
-    @property
-    def restricted(self) -> bool:
-        return self._oncall is not None
 
     @property
     def group_id(self) -> str | None:
@@ -107,4 +93,31 @@ def owner_refusal(check: AdminCheck, what: str) -> Refused:
         Refusal.NOT_ALLOWED,
         f"Only the person who added this connection, or an admin of connections, can {what} it. "
         "Nothing changed.",
+    )
+
+
+async def find_connection(
+    tx: UnitOfWork,
+    team_id: str,
+    *,
+    connection_id: str | None = None,
+    name: str | None = None,
+    any_status: bool = False,
+) -> Connection | Refused:
+    """The workspace's connection with ``connection_id`` (a button), else the one holding ``name``
+    (a command; with ``any_status``, the newest of that name whatever its status), or a NOT_FOUND
+    refusal. Another workspace's id is not found, like a made-up one."""
+    if connection_id is not None:
+        row = await tx.connections.get(team_id, connection_id)
+    elif any_status:
+        row = await tx.connections.latest_by_name(team_id, name or "")
+    else:
+        row = await tx.connections.find_by_name(team_id, name or "")
+    return row if row is not None else not_found(name)
+
+
+def not_found(name: str | None) -> Refused:
+    what = f"connection named “{name}”" if name else "such connection (it may have been removed)"
+    return Refused(
+        Refusal.NOT_FOUND, f"There is no {what} in this workspace. Run /connections to see them all."
     )

@@ -9,63 +9,45 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-from bot.domain import ConnectionSummary
+from bot.domain import Reminder, utcnow
 from bot.providers.registry import ProviderRegistry
-from bot.services.summaries import summarize
+from bot.services.records import summarize
 from bot.store import Database
 
-__all__ = ["REMIND_EVERY", "Reminder", "RotationReminders"]
+__all__ = ["REMIND_EVERY", "RotationReminders"]
 
 REMIND_EVERY = timedelta(days=7)
 BATCH_SIZE = 100
 
 
-@dataclass(frozen=True)
-class Reminder:
-    team_id: str
-    connection: ConnectionSummary
-    age_days: int
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
+@dataclass
 class RotationReminders:
-    def __init__(
-        self,
-        db: Database,
-        providers: ProviderRegistry,
-        *,
-        rotation_days: float,
-        every: timedelta = REMIND_EVERY,
-        clock: Callable[[], datetime] = _now,
-    ) -> None:
-        if rotation_days <= 0:
-            raise ValueError("rotation_days must be positive")
-        self._db = db
-        self._providers = providers
-        self._max_age = timedelta(days=rotation_days)
-        self._every = every
-        self._clock = clock
+    db: Database
+    providers: ProviderRegistry
+    rotation_days: float
+    every: timedelta = REMIND_EVERY
+    clock: Callable[[], datetime] = utcnow
 
-    @property
-    def rotation_days(self) -> float:
-        return self._max_age.total_seconds() / 86400
+    def __post_init__(self) -> None:
+        if self.rotation_days <= 0:
+            raise ValueError("rotation_days must be positive")
 
     async def due(self, limit: int = BATCH_SIZE) -> list[Reminder]:
         """Claim the reminders due now (marking them sent) and return them for sending."""
-        now = self._clock()
-        async with self._db.transaction() as tx:
+        now = self.clock()
+        async with self.db.transaction() as tx:
             rows = await tx.connections.claim_rotation_reminders(
-                now, older_than=now - self._max_age, reminded_before=now - self._every, limit=limit
+                now,
+                older_than=now - timedelta(days=self.rotation_days),
+                reminded_before=now - self.every,
+                limit=limit,
             )
             return [
                 Reminder(
                     team_id=row.team_id,
-                    connection=summarize(row, self._providers),
+                    connection=summarize(row, self.providers),
                     age_days=(now - (row.credential_created_at or row.created_at)).days,
                 )
                 for row in rows

@@ -21,42 +21,39 @@ leaves the health as it was.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import time
 import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import httpx
 
 from bot.crypto import Cipher, Sealed, associated_data
-from bot.domain import ConnectionSummary, Health, Status, Trigger
+from bot.domain import (
+    SYSTEM_ACTOR,
+    ChangeKind,
+    Health,
+    HealthChange,
+    Refusal,
+    Refused,
+    RetestReport,
+    RetestResult,
+    Status,
+    Trigger,
+    utcnow,
+)
 from bot.providers.base import Outcome, Verification
 from bot.providers.registry import ProviderRegistry, UnknownProvider
 from bot.redaction import Secret
-from bot.services.expiry import SYSTEM_ACTOR
-from bot.services.lookup import find_connection
-from bot.services.permissions import Refusal, Refused, RetestPolicy
-from bot.services.rotations import RotationSummary
-from bot.services.summaries import summarize
+from bot.services.permissions import RetestPolicy, find_connection
+from bot.services.records import audit_event, summarize
 from bot.store import AuditEvent, Connection, Database, VerificationRecord
 from bot.store.uow import UnitOfWork
 
-__all__ = [
-    "DEFAULT_CONCURRENCY",
-    "HISTORY_SHOWN",
-    "ChangeKind",
-    "HealthChange",
-    "HistoryEntry",
-    "RetestFailed",
-    "RetestReport",
-    "RetestResult",
-    "RetestService",
-    "StatusReport",
-]
+__all__ = ["DEFAULT_CONCURRENCY", "RetestFailed", "RetestService"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,95 +75,8 @@ check over when the lease ends instead of a whole interval later."""
 OnResult = Callable[["RetestResult"], Awaitable[None]]
 """Called with each result as soon as it is recorded (to announce a health change at once)."""
 REMINDER_EVERY = timedelta(days=1)
-HISTORY_SHOWN = 10
 
 _RETESTABLE = (Status.ACTIVE, Status.PENDING_APPROVAL)
-
-
-class ChangeKind(enum.Enum):
-    FAILED = "failed"
-    """Was healthy (or never checked), now failing: raise an alert."""
-    STILL_FAILING = "still_failing"
-    """Still failing, and the last alert or reminder is older than ``reminder_every``: remind."""
-    RECOVERED = "recovered"
-    """Was failing and alerted about, now works again: follow up on the alert."""
-
-
-@dataclass(frozen=True)
-class HealthChange:
-    """A change worth telling the alert channel about. ``alert_channel``/``alert_ts`` point at the
-    alert already posted about this failure, when there is one (reply in its thread)."""
-
-    kind: ChangeKind
-    failing_since: datetime | None = None
-    alert_channel: str | None = None
-    alert_ts: str | None = None
-
-
-@dataclass(frozen=True)
-class RetestResult:
-    """One re-test: the connection as it is afterwards, what the provider said, and the change."""
-
-    team_id: str
-    connection: ConnectionSummary
-    verification: Verification
-    change: HealthChange | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.verification.ok
-
-    @property
-    def conclusive(self) -> bool:
-        """False when the provider only rate-limited us: the credential may be fine."""
-        return self.verification.outcome is not Outcome.RATE_LIMITED
-
-
-@dataclass(frozen=True)
-class RetestReport:
-    """The results of a bulk re-test, failing ones first (then inconclusive, then healthy)."""
-
-    results: tuple[RetestResult, ...]
-    elapsed_ms: int = 0
-
-    @property
-    def healthy(self) -> int:
-        return sum(1 for r in self.results if r.ok)
-
-    @property
-    def failing(self) -> int:
-        return sum(1 for r in self.results if not r.ok and r.conclusive)
-
-    @property
-    def inconclusive(self) -> int:
-        return sum(1 for r in self.results if not r.conclusive)
-
-
-@dataclass(frozen=True)
-class HistoryEntry:
-    """One past verification of a connection."""
-
-    at: datetime
-    trigger: Trigger
-    outcome: Outcome
-    summary: str
-    latency_ms: int
-    actor: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.outcome is Outcome.OK
-
-
-@dataclass(frozen=True)
-class StatusReport:
-    """``/connections status <name>``: the connection, its latest verifications (newest first),
-    since when it fails, and the rotation waiting for approval, if any."""
-
-    connection: ConnectionSummary
-    history: tuple[HistoryEntry, ...]
-    failing_since: datetime | None = None
-    pending_rotation: RotationSummary | None = None
 
 
 @dataclass(frozen=True)
@@ -181,58 +91,34 @@ class _Target:
     sealed: dict[str, Sealed] = field(repr=False)
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
+@dataclass
 class RetestService:
-    def __init__(
-        self,
-        db: Database,
-        cipher: Cipher,
-        providers: ProviderRegistry,
-        http: httpx.AsyncClient,
-        policy: RetestPolicy,
-        *,
-        interval: timedelta = timedelta(hours=6),
-        concurrency: int = DEFAULT_CONCURRENCY,
-        reminder_every: timedelta = REMINDER_EVERY,
-        clock: Callable[[], datetime] = _now,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
-        if concurrency < 1:
+    db: Database
+    cipher: Cipher
+    providers: ProviderRegistry
+    http: httpx.AsyncClient
+    policy: RetestPolicy
+    interval: timedelta = timedelta(hours=6)
+    concurrency: int = DEFAULT_CONCURRENCY
+    reminder_every: timedelta = REMINDER_EVERY
+    clock: Callable[[], datetime] = utcnow
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    monotonic: Callable[[], float] = time.monotonic
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        if interval <= timedelta(0):
+        if self.interval <= timedelta(0):
             raise ValueError("interval must be positive")
-        self._db = db
-        self._cipher = cipher
-        self._providers = providers
-        self._http = http
-        self._policy = policy
-        self._interval = interval
-        self._concurrency = concurrency
-        self._reminder_every = reminder_every
-        self._clock = clock
-        self._sleep = sleep
-        self._monotonic = monotonic
         # Provider calls in flight across every run of this process (the schedule and several
         # `test all` at once), so they never outgrow the HTTP client's pool.
-        self._slots = asyncio.Semaphore(concurrency)
-
-    @property
-    def policy(self) -> RetestPolicy:
-        return self._policy
-
-    @property
-    def interval(self) -> timedelta:
-        return self._interval
+        self._slots = asyncio.Semaphore(self.concurrency)
 
     # --- from Slack -------------------------------------------------------------------------------
 
     async def may_retest(self, actor: str) -> Refused | None:
-        check = await self._policy.check(actor)
-        return None if check.allowed else self._policy.refusal(check)
+        check = await self.policy.check(actor)
+        return None if check.allowed else self.policy.refusal(check)
 
     async def retest_one(
         self,
@@ -248,8 +134,7 @@ class RetestService:
         refused = await self.may_retest(actor)
         if refused is not None:
             return refused
-        async with self._db.read() as session:
-            tx = UnitOfWork(session)
+        async with self.db.read() as tx:
             row = await find_connection(tx, team_id, connection_id=connection_id, name=name, any_status=True)
             if isinstance(row, Refused):
                 return row
@@ -262,16 +147,16 @@ class RetestService:
         results = await self._run([target], Trigger.RETEST, actor, on_result)
         if results:
             return results[0]
-        async with self._db.read() as session:
-            still_there = await UnitOfWork(session).connections.get(team_id, target.connection_id)
+        async with self.db.read() as tx:
+            still_there = await tx.connections.get(team_id, target.connection_id)
         if still_there is None:
             return Refused(Refusal.NOT_FOUND, "That connection was removed while it was being re-tested.")
         # The re-test itself broke (logged by _run): not the user's problem to diagnose.
         raise RetestFailed(target.connection_id)
 
     async def count_active(self, team_id: str) -> int:
-        async with self._db.read() as session:
-            return await UnitOfWork(session).connections.count_active(team_id)
+        async with self.db.read() as tx:
+            return await tx.connections.count_active(team_id)
 
     async def retest_all(
         self, team_id: str, actor: str, *, on_result: OnResult | None = None
@@ -280,12 +165,11 @@ class RetestService:
         refused = await self.may_retest(actor)
         if refused is not None:
             return refused
-        started = self._monotonic()
-        async with self._db.read() as session:
-            tx = UnitOfWork(session)
+        started = self.monotonic()
+        async with self.db.read() as tx:
             targets = await self._targets(tx, await tx.connections.active(team_id))
         results = await self._run(targets, Trigger.RETEST, actor, on_result)
-        return _report(results, started, self._monotonic())
+        return _report(results, started, self.monotonic())
 
     # --- the schedule -----------------------------------------------------------------------------
 
@@ -299,15 +183,15 @@ class RetestService:
         Connections are claimed a few at a time (twice the concurrency), each claim leased for
         :data:`CLAIM_LEASE`: a process stopped in the middle of a run leaves little unclaimed
         work behind, and what it leaves is taken over when the lease ends."""
-        now = self._clock()
-        started = self._monotonic()
-        async with self._db.transaction() as tx:
-            await tx.connections.schedule_unscheduled(now, self._interval, limit)
+        now = self.clock()
+        started = self.monotonic()
+        async with self.db.transaction() as tx:
+            await tx.connections.schedule_unscheduled(now, self.interval, limit)
         results: list[RetestResult] = []
         claimed_in_all = 0
         while claimed_in_all < limit:
-            batch = min(2 * self._concurrency, limit - claimed_in_all)
-            async with self._db.transaction() as tx:
+            batch = min(2 * self.concurrency, limit - claimed_in_all)
+            async with self.db.transaction() as tx:
                 claimed = await tx.connections.claim_due(now, CLAIM_LEASE, batch)
                 targets = await self._targets(tx, claimed)
             if not claimed:
@@ -315,12 +199,12 @@ class RetestService:
             claimed_in_all += len(claimed)
             logger.info("re-testing %d connection(s) due on the schedule", len(targets))
             results += await self._run(targets, Trigger.SCHEDULE, None, on_result)
-        return _report(results, started, self._monotonic())
+        return _report(results, started, self.monotonic())
 
     async def record_alert(self, team_id: str, connection_id: str, channel: str, ts: str) -> None:
         """Remember where the alert about a failure was posted, so a reminder or the recovery
         can reply in its thread. Ignored if the connection recovered in the meantime."""
-        async with self._db.transaction() as tx:
+        async with self.db.transaction() as tx:
             row = await tx.connections.lock(team_id, connection_id)
             if row is not None and row.health is Health.FAILING:
                 row.alert_channel, row.alert_ts = channel, ts
@@ -330,10 +214,10 @@ class RetestService:
         or was down): make it due again, so the next re-test that still finds the connection
         failing raises it instead of a day later. It still counts as raised, so a recovery
         before then is announced (the re-test's reply told the user an alert went out)."""
-        async with self._db.transaction() as tx:
+        async with self.db.transaction() as tx:
             row = await tx.connections.lock(team_id, connection_id)
             if row is not None and row.health is Health.FAILING:
-                row.alerted_at = self._clock() - self._reminder_every
+                row.alerted_at = self.clock() - self.reminder_every
 
     # --- the work ---------------------------------------------------------------------------------
 
@@ -383,7 +267,7 @@ class RetestService:
         # the transaction that records a result is then never on the path between two calls.
         # At most `concurrency` results wait to be recorded, so memory and database connections
         # stay bounded.
-        recording = asyncio.Semaphore(self._concurrency)
+        recording = asyncio.Semaphore(self.concurrency)
 
         async def record(target: _Target, verification: Verification) -> None:
             try:
@@ -406,8 +290,8 @@ class RetestService:
             nonlocal resume_at
             while queue:
                 target, attempt = queue.popleft()
-                while (wait := resume_at - self._monotonic()) > 0:
-                    await self._sleep(wait)
+                while (wait := resume_at - self.monotonic()) > 0:
+                    await self.sleep(wait)
                 try:
                     async with self._slots:
                         verification = await self._verify(target)
@@ -420,7 +304,7 @@ class RetestService:
                     pause = RATE_LIMIT_PAUSE_SECONDS if asked is None else asked
                     # Not "pause > max": that would let NaN through.
                     if 0 <= pause <= RATE_LIMIT_MAX_PAUSE_SECONDS:
-                        resume_at = max(resume_at, self._monotonic() + pause)
+                        resume_at = max(resume_at, self.monotonic() + pause)
                         queue.append((target, attempt + 1))
                         continue
                 await recording.acquire()
@@ -428,13 +312,13 @@ class RetestService:
 
         # A task group: if the run is cancelled (shutdown), workers and recordings stop together.
         async with asyncio.TaskGroup() as group:
-            for _ in range(min(self._concurrency, len(queue))):
+            for _ in range(min(self.concurrency, len(queue))):
                 group.create_task(worker(group))
         return results
 
     async def _verify(self, target: _Target) -> Verification:
         try:
-            provider = self._providers.get(target.provider_key)
+            provider = self.providers.get(target.provider_key)
         except UnknownProvider:
             return Verification(
                 outcome=Outcome.PROVIDER_ERROR,
@@ -447,8 +331,8 @@ class RetestService:
         try:
             for name, sealed in target.sealed.items():
                 aad = associated_data(target.connection_id, name, target.version)
-                values[name] = self._cipher.open(sealed, aad)
-            return await provider.verify(values, self._http)
+                values[name] = self.cipher.open(sealed, aad)
+            return await provider.verify(values, self.http)
         finally:
             # The plain text lives for the provider call only.
             values.clear()
@@ -456,8 +340,8 @@ class RetestService:
     async def _record(
         self, target: _Target, verification: Verification, trigger: Trigger, actor: str | None
     ) -> RetestResult | None:
-        now = self._clock()
-        async with self._db.transaction() as tx:
+        now = self.clock()
+        async with self.db.transaction() as tx:
             row = await tx.connections.lock(target.team_id, target.connection_id)
             if row is None:
                 return None
@@ -478,12 +362,31 @@ class RetestService:
                 change = self._apply(row, verification.ok, now)
             if trigger is Trigger.SCHEDULE and row.status is Status.ACTIVE:
                 # The claim only leased the check; the next one is an interval from now.
-                row.next_check_at = now + self._interval
+                row.next_check_at = now + self.interval
             if actor is not None:
-                await tx.audit.add(_retest_event(row, actor, verification, before, now))
+                await tx.audit.add(
+                    _event(
+                        row,
+                        actor,
+                        "connection.retested",
+                        verification,
+                        before,
+                        now,
+                        latency_ms=verification.latency_ms,
+                    )
+                )
             elif change is not None and change.kind is not ChangeKind.STILL_FAILING:
-                await tx.audit.add(_health_event(row, verification, before, now))
-            return RetestResult(row.team_id, summarize(row, self._providers), verification, change)
+                event = _event(
+                    row,
+                    SYSTEM_ACTOR,
+                    "connection.health_changed",
+                    verification,
+                    before,
+                    now,
+                    trigger=Trigger.SCHEDULE.value,
+                )
+                await tx.audit.add(event)
+            return RetestResult(row.team_id, summarize(row, self.providers), verification, change)
 
     def _apply(self, row: Connection, ok: bool, now: datetime) -> HealthChange | None:
         """Set the row's health from a conclusive result; the change to announce, if any.
@@ -507,7 +410,7 @@ class RetestService:
             row.alerted_at = now
             return HealthChange(ChangeKind.FAILED, now)
         last = row.alerted_at
-        if alerting and (last is None or now - last >= self._reminder_every):
+        if alerting and (last is None or now - last >= self.reminder_every):
             row.alerted_at = now
             return HealthChange(ChangeKind.STILL_FAILING, row.failing_since, row.alert_channel, row.alert_ts)
         return None
@@ -537,26 +440,6 @@ def _report(results: list[RetestResult], started: float, ended: float) -> Retest
     return RetestReport(tuple(sorted(results, key=rank)), elapsed_ms=round((ended - started) * 1000))
 
 
-def _retest_event(
-    row: Connection, actor: str, verification: Verification, before: Health, now: datetime
-) -> AuditEvent:
-    return _event(
-        row, actor, "connection.retested", verification, before, now, latency_ms=verification.latency_ms
-    )
-
-
-def _health_event(row: Connection, verification: Verification, before: Health, now: datetime) -> AuditEvent:
-    return _event(
-        row,
-        SYSTEM_ACTOR,
-        "connection.health_changed",
-        verification,
-        before,
-        now,
-        trigger=Trigger.SCHEDULE.value,
-    )
-
-
 def _event(
     row: Connection,
     actor: str,
@@ -564,22 +447,16 @@ def _event(
     verification: Verification,
     before: Health,
     now: datetime,
-    **details: object,
+    **extra: object,
 ) -> AuditEvent:
-    return AuditEvent(
-        team_id=row.team_id,
-        actor=actor,
-        action=action,
-        connection_id=row.id,
-        before_status=row.status,
-        after_status=row.status,
+    return audit_event(
+        row.team_id,
+        actor,
+        action,
+        now,
+        connection=row,
+        before=row.status,
+        after=row.status,
         reason=verification.outcome.value,
-        details={
-            "name": row.name,
-            "provider": row.provider,
-            "health_before": before.value,
-            "health_after": row.health.value,
-            **details,
-        },
-        created_at=now,
+        details={"health_before": before.value, "health_after": row.health.value, **extra},
     )

@@ -6,7 +6,6 @@ nonce and the id of the key that sealed it; connections keep a masked ``key_hint
 
 from __future__ import annotations
 
-import enum
 import uuid
 from datetime import datetime
 from typing import Any, Final
@@ -26,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from bot.domain import NAME_MAX_LENGTH, Health, RotationStatus, Status, name_key
+from bot.domain import NAME_MAX_LENGTH, Health, InFlightKind, RotationStatus, Status, name_key
 from bot.providers.base import Outcome, Verification
 from bot.store.db import Base, StrEnumType, UtcDateTime, utcnow
 
@@ -301,13 +300,6 @@ IN_FLIGHT_CONNECTION_KEY: Final = "uq_in_flight_verifications_connection_id"
 _HOST_LENGTH = 255  # the longest host name DNS allows
 _VIEW_ID_LENGTH = 64  # Slack's view ids are 11 characters today
 _BOOT_ID_LENGTH = 36  # a UUID in canonical text form
-
-
-class InFlightKind(enum.StrEnum):
-    """What an in-flight verification will store if it passes."""
-
-    CREATE = "create"
-    ROTATION = "rotation"
 
 
 class InFlightVerification(Base):

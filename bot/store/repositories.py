@@ -204,43 +204,14 @@ class ConnectionRepository:
         **values: Any,
     ) -> bool:
         """Move a connection from ``from_status`` to ``to_status`` if, and only if, it is still in
-        ``from_status``; ``values`` sets other columns in the same statement.
-
-        One conditional ``UPDATE … WHERE status = :from``: of two concurrent identical transitions
-        (two clicks on Approve) exactly one returns ``True``. ``False`` also means the connection is
-        not in this workspace or does not exist. ``updated_at`` is set to now unless ``values``
-        sets it.
-        """
-        statement = (
-            update(Connection)
-            .where(
-                Connection.id == connection_id,
-                Connection.team_id == team_id,
-                Connection.status == from_status,
-            )
-            .values({"updated_at": utcnow(), **values, "status": to_status})
-            .returning(Connection.id)
+        ``from_status``; ``values`` sets other columns in the same statement (see :func:`_transition`)."""
+        return await _transition(
+            self._session, Connection, team_id, connection_id, from_status, to_status, values
         )
-        result = await self._session.execute(statement)
-        return result.first() is not None
 
     async def pending_created_before(self, cutoff: datetime, limit: int) -> list[Connection]:
-        """Connections of *every* workspace still awaiting approval and created before ``cutoff``,
-        oldest first, at most ``limit`` of them.
-
-        For expiry, a system job that no Slack user can reach, hence no ``team_id``. A plain range
-        on ``created_at`` with an equality on ``status`` (no function around either column), so an
-        index on ``(status, created_at)`` can serve it; ``limit`` keeps each run bounded.
-        """
-        if limit < 1:
-            raise ValueError("limit must be at least 1")
-        statement = (
-            select(Connection)
-            .where(Connection.status == Status.PENDING_APPROVAL, Connection.created_at < cutoff)
-            .order_by(Connection.created_at, Connection.id)
-            .limit(limit)
-        )
-        return list(await self._session.scalars(statement))
+        """Connections awaiting approval since before ``cutoff`` (see :func:`_pending_before`)."""
+        return await _pending_before(self._session, Connection, Status.PENDING_APPROVAL, cutoff, limit)
 
     async def lock(self, team_id: str, connection_id: str) -> Connection | None:
         """The connection, locked until the transaction ends (``SELECT … FOR UPDATE`` on
@@ -391,15 +362,6 @@ class CredentialRepository:
                     found[row.connection_id].append(row)
         return found
 
-    async def for_version(self, connection_id: str, version: int) -> list[Credential]:
-        """The fields of one credential version, ordered by field name."""
-        statement = (
-            select(Credential)
-            .where(Credential.connection_id == connection_id, Credential.version == version)
-            .order_by(Credential.field)
-        )
-        return list(await self._session.scalars(statement))
-
     async def any_exists(self) -> bool:
         """Whether the database holds any ciphertext at all (decides if a new master key may be made)."""
         return bool(await self._session.scalar(select(exists().select_from(Credential))))
@@ -408,10 +370,6 @@ class CredentialRepository:
         """The most recently stored credential field: a start-up probe that the master key opens."""
         statement = select(Credential).order_by(Credential.created_at.desc(), Credential.id.desc()).limit(1)
         return await self._session.scalar(statement)
-
-    async def list_all(self) -> list[Credential]:
-        """Every credential field, in a stable order (for re-encryption under a new master key)."""
-        return list(await self._session.scalars(select(Credential).order_by(Credential.id)))
 
     async def delete_other_versions(self, connection_id: str, keep: int) -> int:
         """Destroy every version of a connection's ciphertexts but ``keep``; how many fields went."""
@@ -507,23 +465,57 @@ class RotationRepository:
         **values: Any,
     ) -> bool:
         """Conditional status change, as :meth:`ConnectionRepository.transition`."""
-        statement = (
-            update(Rotation)
-            .where(Rotation.id == rotation_id, Rotation.team_id == team_id, Rotation.status == from_status)
-            .values({"updated_at": utcnow(), **values, "status": to_status})
-            .returning(Rotation.id)
+        return await _transition(
+            self._session, Rotation, team_id, rotation_id, from_status, to_status, values
         )
-        return (await self._session.execute(statement)).first() is not None
 
     async def pending_created_before(self, cutoff: datetime, limit: int) -> list[Rotation]:
-        """Rotations of every workspace still waiting and created before ``cutoff``, oldest first."""
-        statement = (
-            select(Rotation)
-            .where(Rotation.status == RotationStatus.PENDING_APPROVAL, Rotation.created_at < cutoff)
-            .order_by(Rotation.created_at, Rotation.id)
-            .limit(limit)
-        )
-        return list(await self._session.scalars(statement))
+        """Rotations waiting since before ``cutoff`` (see :func:`_pending_before`)."""
+        return await _pending_before(self._session, Rotation, RotationStatus.PENDING_APPROVAL, cutoff, limit)
+
+
+async def _transition(
+    session: AsyncSession,
+    model: type[Connection] | type[Rotation],
+    team_id: str,
+    row_id: str,
+    from_status: str,
+    to_status: str,
+    values: dict[str, Any],
+) -> bool:
+    """The one conditional ``UPDATE … WHERE status = :from`` of every status change: of two
+    concurrent identical transitions (two clicks on Approve) exactly one returns ``True``. ``False``
+    also means the row is not in this workspace or does not exist. ``updated_at`` is set to now
+    unless ``values`` sets it."""
+    statement = (
+        update(model)
+        .where(model.id == row_id, model.team_id == team_id, model.status == from_status)
+        .values({"updated_at": utcnow(), **values, "status": to_status})
+        .returning(model.id)
+    )
+    return (await session.execute(statement)).first() is not None
+
+
+async def _pending_before(
+    session: AsyncSession,
+    model: type[Connection] | type[Rotation],
+    pending: str,
+    cutoff: datetime,
+    limit: int,
+) -> list[Any]:
+    """Rows of *every* workspace still ``pending`` and created before ``cutoff``, oldest first, at
+    most ``limit`` of them: for expiry, a system job no Slack user can reach, hence no ``team_id``.
+    A range on ``created_at`` with an equality on ``status`` (no function around either), so an index
+    on ``(status, created_at)`` serves it."""
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
+    statement = (
+        select(model)
+        .where(model.status == pending, model.created_at < cutoff)
+        .order_by(model.created_at, model.id)
+        .limit(limit)
+    )
+    return list(await session.scalars(statement))
 
 
 class KeyCanaryRepository:

@@ -110,11 +110,11 @@ class Database:
             logger.warning("could not truncate the SQLite write-ahead log: %s", type(error).__name__)
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncSession]:
-        """A session for read-only queries. Nothing is committed: closing the session at the end
-        of the block rolls back its transaction, and the rows it loaded stay readable (detached)."""
+    async def read(self) -> AsyncIterator[UnitOfWork]:
+        """The repositories for read-only queries. Nothing is committed: closing the session at the
+        end of the block rolls back its transaction, and the rows it loaded stay readable (detached)."""
         async with self.sessions() as session:
-            yield session
+            yield UnitOfWork(session)
 
     async def ping(self, timeout: float = 5.0) -> bool:
         """Whether the database answers ``SELECT 1`` within ``timeout`` seconds (for ``/healthz``)."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from bot.app import ServicesApp
+from bot.app import BotApp
 from bot.crypto import MasterKey
 from bot.logs import configure_logging
 from bot.settings import Settings
@@ -106,7 +106,7 @@ def running_bot(
 ) -> Iterator[Bot]:
     """The bot served on loopback with ``settings``, and a sender that plays Slack."""
     with (
-        serve_asgi(ServicesApp(settings, drain_seconds=drain_seconds)) as url,
+        serve_asgi(BotApp(settings, drain_seconds=drain_seconds)) as url,
         SlackSender(url, signing_secret=SIGNING_SECRET, fake=slack) as sender,
     ):
         yield Bot(

@@ -79,7 +79,7 @@ def stored(database_url: str) -> dict[str, list[Any]]:
     async def read() -> dict[str, list[Any]]:
         db = Database.from_url(database_url)
         try:
-            async with db.read() as session:
+            async with db.read() as tx:
                 result: dict[str, list[Any]] = {}
                 for name, model in (
                     ("connections", Connection),
@@ -87,7 +87,7 @@ def stored(database_url: str) -> dict[str, list[Any]]:
                     ("verifications", VerificationRecord),
                     ("audit_events", AuditEvent),
                 ):
-                    result[name] = list((await session.scalars(select(model))).all())
+                    result[name] = list((await tx.session.scalars(select(model))).all())
                 return result
         finally:
             await db.dispose()

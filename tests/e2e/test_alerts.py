@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 
 from bot import ids
-from bot.domain import Health, Status, Trigger
-from bot.services.expiry import SYSTEM_ACTOR
+from bot.domain import SYSTEM_ACTOR, Health, Status, Trigger
 from tests.e2e import test_retests
 from tests.e2e.conftest import Bot
 from tests.e2e.helpers import stored, visible_text

@@ -53,8 +53,8 @@ from sqlalchemy import URL
 from bot import ids
 from bot.crypto import Cipher, MasterKey
 from bot.domain import NAME_MAX_LENGTH, RotationStatus, Status
-from bot.listeners.state import FormDraft, parse_name
 from bot.logs import configure_logging
+from bot.payloads import FormDraft, parse_name
 from bot.providers.registry import PROVIDERS
 from bot.settings import Settings
 from bot.store import Database, Rotation
@@ -854,8 +854,8 @@ def pending_rotation(fuzz: Fuzz) -> str:
             return False
         db = Database.from_url(fuzz.bot.database_url)
         try:
-            async with db.read() as session:
-                row = await session.get(Rotation, rotation_id)
+            async with db.read() as tx:
+                row = await tx.session.get(Rotation, rotation_id)
                 return row is not None and row.status is RotationStatus.PENDING_APPROVAL
         finally:
             await db.dispose()

@@ -48,8 +48,8 @@ def in_flight(database_url: str) -> list[InFlightVerification]:
     async def read() -> list[InFlightVerification]:
         db = Database.from_url(database_url)
         try:
-            async with db.read() as session:
-                return list(await session.scalars(select(InFlightVerification)))
+            async with db.read() as tx:
+                return list(await tx.session.scalars(select(InFlightVerification)))
         finally:
             await db.dispose()
 

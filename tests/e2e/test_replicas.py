@@ -53,9 +53,9 @@ def _scheduled_checks(url: str) -> dict[str, int]:
     async def run() -> dict[str, int]:
         db = Database.from_url(url)
         try:
-            async with db.read() as session:
+            async with db.read() as tx:
                 rows = (
-                    await session.scalars(
+                    await tx.session.scalars(
                         VerificationRecord.__table__.select()
                         .with_only_columns(VerificationRecord.connection_id)
                         .where(VerificationRecord.trigger == Trigger.SCHEDULE.value)

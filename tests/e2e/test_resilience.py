@@ -38,8 +38,8 @@ def read_all(database_url: str, model: Any) -> list[Any]:
     async def read() -> list[Any]:
         db = Database.from_url(database_url)
         try:
-            async with db.read() as session:
-                return list(await session.scalars(select(model)))
+            async with db.read() as tx:
+                return list(await tx.session.scalars(select(model)))
         finally:
             await db.dispose()
 

@@ -119,8 +119,8 @@ def read_all(bot: Bot, model: Any) -> list[Any]:
     async def read() -> list[Any]:
         db = Database.from_url(bot.database_url)
         try:
-            async with db.read() as session:
-                return list((await session.scalars(select(model))).all())
+            async with db.read() as tx:
+                return list((await tx.session.scalars(select(model))).all())
         finally:
             await db.dispose()
 

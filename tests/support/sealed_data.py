@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sqlalchemy import select
+
 from bot.crypto import Cipher, CryptoError, MasterKey, Sealed, associated_data
 from bot.redaction import Secret
 from bot.services.key_guard import CANARY_AAD, CANARY_TEXT, sealed_canary
 from bot.store import Credential, Database, KeyCanary
-from bot.store.repositories import CredentialRepository, KeyCanaryRepository
 from tests.fakes.confluent_api import new_api_key, new_api_secret
 from tests.support.seeding import Seed, seed_connections
 
@@ -81,9 +82,9 @@ async def open_everything(url: str, *keys: MasterKey) -> Opened:
     """Which stored rows ``keys`` open (a row that opens with none of them is left out)."""
     db = Database.from_url(url)
     try:
-        async with db.read() as session:
-            canary = await KeyCanaryRepository(session).get()
-            rows = await CredentialRepository(session).list_all()
+        async with db.read() as tx:
+            canary = await tx.key_canary.get()
+            rows = list(await tx.session.scalars(select(Credential).order_by(Credential.id)))
     finally:
         await db.dispose()
     ciphers = [Cipher(key) for key in keys]

@@ -17,14 +17,15 @@ import pytest
 from keyring.backend import KeyringBackend
 from sqlalchemy import update
 
-from bot.app import build_app, build_asgi
+from bot.app import BotApp
 from bot.crypto import Cipher, MasterKey, associated_data
+from bot.domain import RequestKind
 from bot.master_key import KeySource, default_key_file_path
 from bot.providers.base import Outcome
 from bot.providers.confluent_cloud import ConfluentCloud
 from bot.redaction import Secret
-from bot.runtime import Services, StartupError, start_services
-from bot.services.connections import CreateRequest
+from bot.runtime import StartupError, start_services
+from bot.services.submissions import Submission
 from bot.settings import Settings
 from bot.store import Database, KeyCanary
 from tests.fakes.confluent_api import FakeConfluent, new_api_key, new_api_secret
@@ -83,17 +84,19 @@ async def store_a_credential(
     fake.add_cloud_key(api_key, api_secret)
     services = await start_services(settings_for(database_url, CONNECTIONS_MASTER_KEY=key), http=http)
     try:
-        outcome = await services.connections.create(
-            CreateRequest(
+        outcome = await services.submissions.submit(
+            Submission(
+                kind=RequestKind.CONNECTION,
                 team_id="T0000TEAM",
                 user_id="U0000USER",
-                provider_key="confluent_cloud",
+                provider=services.providers.get("confluent_cloud"),
                 name="Prod Kafka",
                 values={"api_key": Secret(api_key), "api_secret": Secret(api_secret)},
             )
         )
     finally:
         await services.close()
+    assert outcome.verification is not None
     assert outcome.verification.outcome is Outcome.OK and outcome.stored
     return api_key, api_secret
 
@@ -111,7 +114,7 @@ async def test_starts_on_an_empty_database(migrated_database_url: str) -> None:
         assert services.cipher.key_id == MasterKey.from_base64(key).key_id
         provider = services.providers.get("confluent_cloud")
         assert isinstance(provider, ConfluentCloud) and provider.api_url == API
-        page = await services.connections.list_connections("T0000TEAM")
+        page = await services.queries.list_connections("T0000TEAM")
         assert page.total == 0
     finally:
         await services.close()
@@ -125,7 +128,7 @@ async def test_starts_again_with_the_key_that_sealed_the_credentials(
 
     services = await start_services(settings_for(migrated_database_url, CONNECTIONS_MASTER_KEY=key))
     try:
-        assert (await services.connections.list_connections("T0000TEAM")).total == 1
+        assert (await services.queries.list_connections("T0000TEAM")).total == 1
     finally:
         await services.close()
 
@@ -207,8 +210,7 @@ async def test_makes_a_key_file_when_nothing_is_stored_yet(
 # --- health ----------------------------------------------------------------------------------------
 
 
-async def get_healthz(services: Services) -> httpx.Response:
-    app = build_asgi(build_app(services), services, own_services=False)
+async def get_healthz(app: BotApp) -> httpx.Response:
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://bot.test"
     ) as client:
@@ -216,10 +218,11 @@ async def get_healthz(services: Services) -> httpx.Response:
 
 
 async def test_health_reports_a_database_that_went_away(migrated_database_url: str) -> None:
-    services = await start_services(settings_for(migrated_database_url, CONNECTIONS_MASTER_KEY=new_key()))
+    app = BotApp(settings_for(migrated_database_url, CONNECTIONS_MASTER_KEY=new_key()))
+    services = await app.start()
     try:
         assert await services.healthy() == {"database": True, "master_key": True}
-        working = await get_healthz(services)
+        working = await get_healthz(app)
         assert working.status_code == 200
         assert working.json() == {"status": "ok", "database": "ok", "master_key": "ok"}
 
@@ -228,17 +231,18 @@ async def test_health_reports_a_database_that_went_away(migrated_database_url: s
 
         # Without the database the key cannot be shown to open anything, so both fail.
         assert await services.healthy() == {"database": False, "master_key": False}
-        failing = await get_healthz(services)
+        failing = await get_healthz(app)
         assert failing.status_code == 503
         assert failing.json() == {"status": "unavailable", "database": "failing", "master_key": "failing"}
     finally:
-        await services.close()
+        await app.stop()
 
 
 async def test_health_reports_a_key_that_no_longer_opens_the_database(migrated_database_url: str) -> None:
-    services = await start_services(settings_for(migrated_database_url, CONNECTIONS_MASTER_KEY=new_key()))
+    app = BotApp(settings_for(migrated_database_url, CONNECTIONS_MASTER_KEY=new_key()))
+    services = await app.start()
     try:
-        assert (await get_healthz(services)).status_code == 200
+        assert (await get_healthz(app)).status_code == 200
         # Someone restores the database of another installation under this running bot.
         other = Cipher(MasterKey.generate())
         sealed = other.seal(
@@ -250,11 +254,11 @@ async def test_health_reports_a_key_that_no_longer_opens_the_database(migrated_d
                     key_id=sealed.key_id, nonce=sealed.nonce, ciphertext=sealed.ciphertext
                 )
             )
-        failing = await get_healthz(services)
+        failing = await get_healthz(app)
         assert failing.status_code == 503
         assert failing.json() == {"status": "unavailable", "database": "ok", "master_key": "failing"}
     finally:
-        await services.close()
+        await app.stop()
 
 
 async def test_a_second_host_with_its_own_key_is_refused_before_any_credential_exists(

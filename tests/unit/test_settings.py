@@ -107,8 +107,8 @@ def test_health_and_rotation_settings_have_defaults() -> None:
     assert settings.rotation_days == 90.0
     assert settings.oncall_group is None
     # Alerts go to the admin channel unless a channel of their own is set.
-    assert settings.alerts_channel == "C0ADMINS01"
-    assert Settings.from_mapping(BASE).alerts_channel is None
+    assert settings.alert_channel == "C0ADMINS01"
+    assert Settings.from_mapping(BASE).alert_channel is None
 
 
 def test_health_and_rotation_settings_are_read() -> None:
@@ -123,7 +123,7 @@ def test_health_and_rotation_settings_are_read() -> None:
             "CONNECTIONS_ROTATION_DAYS": "30",
         }
     )
-    assert settings.alerts_channel == "C0ALERTS01"
+    assert settings.alert_channel == "C0ALERTS01"
     assert settings.oncall_group == "S0ONCALL01"
     assert (settings.retest_interval_minutes, settings.retest_concurrency, settings.rotation_days) == (
         15,

@@ -9,9 +9,8 @@ from typing import Any
 from blocks.alerts import health_alert, recovery_reply, resolved_alert, still_failing_reminder
 from blocks.text import slack_date
 from bot import ids
-from bot.domain import Health, Status
+from bot.domain import ChangeKind, Health, HealthChange, RetestResult, Status
 from bot.providers.base import Check, Outcome, Verification
-from bot.services.retests import ChangeKind, HealthChange, RetestResult
 from tests.support.block_kit import assert_valid
 from tests.support.block_text import visible_text
 from tests.support.slack_requests import find_action

@@ -18,17 +18,17 @@ from blocks.approval import (
     REASON_MAX_LENGTH,
     admin_check_failed_reply,
     already_decided_reply,
-    approval_decided,
-    approval_request,
+    decided_message,
     decision_dm,
     not_admin_reply,
     not_found_reply,
-    reject_reason_modal,
+    reason_modal,
+    request_message,
     self_approval_reply,
 )
 from blocks.text import slack_date
 from bot import ids
-from bot.domain import NAME_MAX_LENGTH, ConnectionSummary, Health, Status
+from bot.domain import NAME_MAX_LENGTH, ApprovalRequest, ConnectionSummary, Health, RequestKind, Status
 from bot.providers.base import Check
 from tests.support.block_kit import assert_valid
 from tests.support.block_text import visible_text
@@ -67,6 +67,32 @@ def summary(
     )
 
 
+def approval(
+    item: ConnectionSummary | None = None,
+    checks: tuple[Check, ...] = CHECKS,
+    *,
+    status: Status = Status.PENDING_APPROVAL,
+    decided_by: str | None = None,
+    decided_at: datetime | None = None,
+    reason: str | None = None,
+) -> ApprovalRequest:
+    """The approval request of a new connection, as the approval service describes it."""
+    item = item or summary()
+    return ApprovalRequest(
+        kind=RequestKind.CONNECTION,
+        id=item.id,
+        team_id="T0TEAM",
+        connection=item,
+        requested_by=item.created_by,
+        requested_at=item.created_at,
+        status=status,
+        checks=checks,
+        decided_by=decided_by,
+        decided_at=decided_at,
+        reason=reason,
+    )
+
+
 def decided(
     status: Status,
     *,
@@ -74,13 +100,8 @@ def decided(
     decided_by: str | None = ADMIN,
     reason: str | None = None,
 ) -> dict[str, Any]:
-    return approval_decided(
-        item or summary(),
-        CHECKS,
-        status=status,
-        decided_by=decided_by,
-        decided_at=DECIDED,
-        reason=reason,
+    return decided_message(
+        approval(item, CHECKS, status=status, decided_by=decided_by, decided_at=DECIDED, reason=reason)
     )
 
 
@@ -120,7 +141,7 @@ def user_made_markup(payload: dict[str, Any]) -> str:
 
 
 def test_request_shows_who_asks_for_what_with_the_checks_and_two_buttons() -> None:
-    payload = approval_request(summary(), CHECKS)
+    payload = request_message(approval(summary(), CHECKS))
     assert_valid("message", payload)
     header = payload["blocks"][0]
     assert header["type"] == "header"
@@ -136,7 +157,7 @@ def test_request_shows_who_asks_for_what_with_the_checks_and_two_buttons() -> No
 
 
 def test_request_buttons_carry_the_connection_id_and_reject_has_no_confirm_dialog() -> None:
-    payload = approval_request(summary(), CHECKS)
+    payload = request_message(approval(summary(), CHECKS))
     actions = [b for b in payload["blocks"] if b["type"] == "actions"]
     assert [a["block_id"] for a in actions] == [APPROVAL_ACTIONS_BLOCK]
     assert [
@@ -149,12 +170,12 @@ def test_request_buttons_carry_the_connection_id_and_reject_has_no_confirm_dialo
 
 
 def test_request_fallback_text_names_the_connection_and_the_requester() -> None:
-    payload = approval_request(summary("Lake <prod>"), CHECKS)
+    payload = request_message(approval(summary("Lake <prod>"), CHECKS))
     assert payload["text"] == f"Approval requested: “Lake &lt;prod&gt;” (Acme Stream) by <@{REQUESTER}>"
 
 
 def test_request_without_checks_or_key_hint_still_says_what_it_can() -> None:
-    payload = approval_request(summary(key_hint=None), ())
+    payload = request_message(approval(summary(key_hint=None), ()))
     assert_valid("message", payload)
     text = visible_text(payload)
     assert "*Key*\n—" in text
@@ -165,10 +186,10 @@ def test_request_without_checks_or_key_hint_still_says_what_it_can() -> None:
 def test_only_the_masked_key_hint_is_shown_never_more_of_the_key() -> None:
     item = summary(key_hint=KEY_HINT)
     payloads = [
-        approval_request(item, CHECKS),
+        request_message(approval(item, CHECKS)),
         *(decided(s, item=item, reason="r") for s in DECIDED_STATUSES),
-        *(decision_dm(item, status=s, decided_by=ADMIN, reason="r") for s in DECIDED_STATUSES),
-        reject_reason_modal(item, private_metadata="conn-42"),
+        *(decision_dm(approval(item, status=s, decided_by=ADMIN, reason="r")) for s in DECIDED_STATUSES),
+        reason_modal(approval(item), private_metadata="conn-42"),
     ]
     for payload in payloads:
         sent = json.dumps(payload, ensure_ascii=False)
@@ -182,10 +203,10 @@ def test_only_the_masked_key_hint_is_shown_never_more_of_the_key() -> None:
 
 def test_a_64_character_name_fits_the_header_whole_and_a_longer_one_is_cut() -> None:
     name = "n" * NAME_MAX_LENGTH
-    whole = approval_request(summary(name), CHECKS)
+    whole = request_message(approval(summary(name), CHECKS))
     assert whole["blocks"][0]["text"]["text"] == f"Approval requested: {name}"
 
-    cut = approval_request(summary("x" * 400), CHECKS)
+    cut = request_message(approval(summary("x" * 400), CHECKS))
     assert_valid("message", cut)
     header = cut["blocks"][0]["text"]["text"]
     assert len(header) == 150
@@ -194,13 +215,13 @@ def test_a_64_character_name_fits_the_header_whole_and_a_longer_one_is_cut() -> 
 
 
 def test_a_multiline_name_is_one_line_in_the_header() -> None:
-    payload = approval_request(summary("prod\n\nstream"), CHECKS)
+    payload = request_message(approval(summary("prod\n\nstream"), CHECKS))
     assert payload["blocks"][0]["text"]["text"] == "Approval requested: prod stream"
 
 
 def test_names_cannot_ping_or_link_anywhere_in_the_request() -> None:
     name = "<!channel> & <@U123> <https://evil.example|x>"
-    payload = approval_request(summary(name, provider_title="Acme <!here>"), CHECKS)
+    payload = request_message(approval(summary(name, provider_title="Acme <!here>"), CHECKS))
     assert_valid("message", payload)
     text = visible_text(payload)
     assert "“&lt;!channel&gt; &amp; &lt;@U123&gt; &lt;https://evil.example|x&gt;”" in text
@@ -209,7 +230,7 @@ def test_names_cannot_ping_or_link_anywhere_in_the_request() -> None:
 
 
 def test_a_requester_that_is_not_a_slack_user_id_is_shown_as_text() -> None:
-    payload = approval_request(summary(created_by="<!everyone>"), CHECKS)
+    payload = request_message(approval(summary(created_by="<!everyone>"), CHECKS))
     assert "*Requested by*\n&lt;!everyone&gt;" in visible_text(payload)
     assert "<" not in user_made_markup(payload)
 
@@ -219,7 +240,7 @@ def test_a_requester_that_is_not_a_slack_user_id_is_shown_as_text() -> None:
 
 @pytest.mark.parametrize("status", DECIDED_STATUSES)
 def test_a_decided_request_keeps_the_facts_and_loses_the_buttons(status: Status) -> None:
-    request = approval_request(summary(), CHECKS)
+    request = request_message(approval(summary(), CHECKS))
     payload = decided(status, reason="Wrong team")
     assert_valid("message", payload)
     assert buttons(payload) == []
@@ -256,7 +277,7 @@ def test_a_reason_longer_than_the_modal_allows_is_cut_to_fit_a_section() -> None
     reason = "&" * 3000
     for payload in (
         decided(Status.REJECTED, reason=reason),
-        decision_dm(summary(), status=Status.REJECTED, decided_by=ADMIN, reason=reason),
+        decision_dm(approval(summary(), status=Status.REJECTED, decided_by=ADMIN, reason=reason)),
     ):
         assert_valid("message", payload)
         quoted = next(t for t in mrkdwn_texts(payload) if t.startswith("> "))
@@ -291,7 +312,7 @@ def test_a_pending_status_is_not_a_decision() -> None:
     with pytest.raises(ValueError):
         decided(Status.PENDING_APPROVAL)
     with pytest.raises(ValueError):
-        decision_dm(summary(), status=Status.PENDING_APPROVAL, decided_by=ADMIN, reason=None)
+        decision_dm(approval(summary(), status=Status.PENDING_APPROVAL, decided_by=ADMIN, reason=None))
     with pytest.raises(ValueError):
         already_decided_reply(Status.PENDING_APPROVAL, ADMIN, DECIDED)
 
@@ -300,7 +321,7 @@ def test_a_pending_status_is_not_a_decision() -> None:
 
 
 def test_reject_modal_asks_for_a_required_reason_the_requester_will_see() -> None:
-    view = reject_reason_modal(summary("Lake & co"), private_metadata='{"id": "conn-42"}')
+    view = reason_modal(approval(summary("Lake & co")), private_metadata='{"id": "conn-42"}')
     assert_valid("modal", view)
     assert view["callback_id"] == ids.VIEW_REJECT
     assert (view["title"]["text"], view["submit"]["text"], view["close"]["text"]) == (
@@ -333,7 +354,7 @@ def test_reject_modal_asks_for_a_required_reason_the_requester_will_see() -> Non
 
 
 def test_approved_dm_says_the_connection_is_active_and_who_approved() -> None:
-    payload = decision_dm(summary(), status=Status.ACTIVE, decided_by=ADMIN, reason=None)
+    payload = decision_dm(approval(summary(), status=Status.ACTIVE, decided_by=ADMIN, reason=None))
     assert_valid("message", payload)
     assert (
         payload["text"] == f"✅ Your Acme Stream connection “Production stream” was approved by <@{ADMIN}>."
@@ -344,7 +365,9 @@ def test_approved_dm_says_the_connection_is_active_and_who_approved() -> None:
 
 
 def test_rejected_dm_quotes_the_reason_and_says_what_to_do_next() -> None:
-    payload = decision_dm(summary(), status=Status.REJECTED, decided_by=ADMIN, reason="Wrong <env> & key")
+    payload = decision_dm(
+        approval(summary(), status=Status.REJECTED, decided_by=ADMIN, reason="Wrong <env> & key")
+    )
     assert_valid("message", payload)
     assert (
         payload["text"] == f"❌ Your Acme Stream connection “Production stream” was rejected by <@{ADMIN}>."
@@ -357,7 +380,7 @@ def test_rejected_dm_quotes_the_reason_and_says_what_to_do_next() -> None:
 
 
 def test_expired_dm_says_nobody_decided_in_time_and_to_register_again() -> None:
-    payload = decision_dm(summary(), status=Status.EXPIRED, decided_by=None, reason=None)
+    payload = decision_dm(approval(summary(), status=Status.EXPIRED, decided_by=None, reason=None))
     assert_valid("message", payload)
     assert "nobody decided on it within the time limit" in payload["text"]
     text = visible_text(payload)
@@ -367,13 +390,15 @@ def test_expired_dm_says_nobody_decided_in_time_and_to_register_again() -> None:
 
 
 def test_revoked_dm_says_it_can_no_longer_be_used() -> None:
-    payload = decision_dm(summary(), status=Status.REVOKED, decided_by=ADMIN, reason=None)
+    payload = decision_dm(approval(summary(), status=Status.REVOKED, decided_by=ADMIN, reason=None))
     assert_valid("message", payload)
     assert f"was revoked by <@{ADMIN}>. It can no longer be used." in visible_text(payload)
 
 
 def test_dm_identifies_the_credential_by_its_hint_and_escapes_the_name() -> None:
-    payload = decision_dm(summary("<!channel> prod"), status=Status.ACTIVE, decided_by=ADMIN, reason=None)
+    payload = decision_dm(
+        approval(summary("<!channel> prod"), status=Status.ACTIVE, decided_by=ADMIN, reason=None)
+    )
     text = visible_text(payload)
     assert "“&lt;!channel&gt; prod”" in text
     assert f"Acme Stream · key `{KEY_HINT}` · requested {slack_date(CREATED)}" in text
@@ -460,7 +485,7 @@ def unquote(quoted: str) -> list[str]:
 def test_any_reason_is_quoted_as_typed_and_cannot_ping(reason: str, name: str) -> None:
     item = summary(name)
     message_payload = decided(Status.REJECTED, item=item, reason=reason)
-    dm_payload = decision_dm(item, status=Status.REJECTED, decided_by=ADMIN, reason=reason)
+    dm_payload = decision_dm(approval(item, status=Status.REJECTED, decided_by=ADMIN, reason=reason))
     typed = [line if line.strip() else "" for line in reason.strip().splitlines()]
     for payload, quote_at in ((message_payload, -1), (dm_payload, 1)):
         assert_valid("message", payload)

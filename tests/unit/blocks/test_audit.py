@@ -19,8 +19,7 @@ from blocks.audit import (
     audit_usage_reply,
 )
 from blocks.text import HEADER_MAX, slack_date
-from bot.domain import ConnectionSummary, Status
-from bot.services.audit import AuditEntry
+from bot.domain import AuditEntry, ConnectionSummary, Status
 from tests.support.block_kit import assert_valid
 from tests.support.block_text import visible_text
 from tests.unit.blocks.test_approval import mention_like, summary, user_made_markup

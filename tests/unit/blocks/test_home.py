@@ -12,9 +12,17 @@ import pytest
 from blocks.home import HOME_MAX_BLOCKS, PROVIDERS_SHOWN_MAX, decide_block_id, home_view
 from blocks.text import slack_date
 from bot import ids
-from bot.domain import NAME_MAX_LENGTH, ConnectionSummary, Health, Status
+from bot.domain import (
+    HOME_ITEMS_MAX,
+    NAME_MAX_LENGTH,
+    ApprovalRequest,
+    ConnectionSummary,
+    Health,
+    HomeData,
+    RequestKind,
+    Status,
+)
 from bot.providers.base import Check, Provider
-from bot.services.home import HOME_ITEMS_MAX, HomeData, PendingRequest
 from tests.support.block_kit import assert_valid
 from tests.support.block_text import visible_text
 from tests.support.slack_requests import find_action
@@ -57,12 +65,26 @@ def connection(
     )
 
 
-def pending(number: int, **kw: Any) -> PendingRequest:
+def awaiting(item: ConnectionSummary, checks: tuple[Check, ...] = CHECKS) -> ApprovalRequest:
+    """The approval request of a new connection, as the Home tab gets it."""
+    return ApprovalRequest(
+        kind=RequestKind.CONNECTION,
+        id=item.id,
+        team_id="T1",
+        connection=item,
+        requested_by=item.created_by,
+        requested_at=item.created_at,
+        status=item.status,
+        checks=checks,
+    )
+
+
+def pending(number: int, **kw: Any) -> ApprovalRequest:
     kw.setdefault("created_by", REQUESTER)
-    return PendingRequest(connection(number, status=Status.PENDING_APPROVAL, **kw), CHECKS)
+    return awaiting(connection(number, status=Status.PENDING_APPROVAL, **kw))
 
 
-def admin_home(*requests: PendingRequest, **kw: Any) -> HomeData:
+def admin_home(*requests: ApprovalRequest, **kw: Any) -> HomeData:
     return HomeData(user_id=ADMIN, is_admin=True, pending=requests, pending_total=len(requests), **kw)
 
 
@@ -276,7 +298,7 @@ def test_user_text_cannot_mention_link_or_ping() -> None:
         connections_total=1,
         is_admin=True,
         pending=(
-            PendingRequest(
+            awaiting(
                 connection(2, name=hostile, status=Status.PENDING_APPROVAL, created_by="<!everyone>"),
                 (Check("<!here>", False, "<@U0VICTIM1> & <https://x.example>"),),
             ),

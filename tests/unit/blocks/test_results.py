@@ -9,15 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blocks.results import (
-    checks_blocks,
-    hints_blocks,
-    latency_text,
-    message,
-    outcome_headline,
-    result_message,
-    section,
-)
+from blocks.parts import checks_blocks, hints_blocks, message, section
+from blocks.results import latency_text, outcome_headline, result_message
 from blocks.text import SECTION_TEXT_MAX
 from bot import ids
 from bot.domain import NAME_MAX_LENGTH

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
+from blocks.parts import refusal_message
 from blocks.removal import REMOVE_CONFIRM_TITLE
 from blocks.retests import (
     DETAILED_FAILING_MAX,
     PENDING_ROTATION_BLOCK,
-    refusal_message,
     retest_one_started,
     retest_report_message,
     retest_result_message,
@@ -23,17 +23,22 @@ from blocks.retests import (
 )
 from blocks.text import slack_date
 from bot import ids
-from bot.domain import ConnectionSummary, Health, RotationStatus, Status, Trigger
-from bot.providers.base import Check, Outcome, Provider, Verification
-from bot.services.retests import (
+from bot.domain import (
+    ApprovalRequest,
     ChangeKind,
+    ConnectionSummary,
+    Health,
     HealthChange,
     HistoryEntry,
+    RequestKind,
     RetestReport,
     RetestResult,
+    RotationStatus,
+    Status,
     StatusReport,
+    Trigger,
 )
-from bot.services.rotations import RotationSummary
+from bot.providers.base import Check, Outcome, Provider, Verification
 from tests.support.block_kit import assert_valid
 from tests.support.block_text import visible_text
 from tests.support.slack_requests import find_action
@@ -433,7 +438,7 @@ def status(
     *,
     history: tuple[HistoryEntry, ...] = HISTORY,
     failing_since: datetime | None = None,
-    pending_rotation: RotationSummary | None = None,
+    pending_rotation: ApprovalRequest | None = None,
     rotation_days: float = 365,
     provider: Provider | None = PROVIDER,
 ) -> dict[str, Any]:
@@ -509,7 +514,8 @@ def test_a_pending_connection_is_never_told_to_rotate() -> None:
 
 def test_a_pending_rotation_says_who_asked_when_and_the_new_key_awaits_approval() -> None:
     item = connection()
-    rotation = RotationSummary(
+    rotation = ApprovalRequest(
+        kind=RequestKind.ROTATION,
         id="r1",
         team_id="T1",
         connection=item,
@@ -573,8 +579,15 @@ def test_status_without_the_provider_uses_the_stored_title() -> None:
 def test_status_escapes_everything_users_and_providers_wrote() -> None:
     history = (HistoryEntry(VERIFIED, Trigger.RETEST, Outcome.FORBIDDEN, HOSTILE, 5, "<!here>"),)
     item = connection(name=HOSTILE, key_hint="<!here>", created_by="<!everyone>")
-    rotation = RotationSummary(
-        "r1", "T1", item, "<!here>", VERIFIED, "<@U0VICTIM1>", RotationStatus.PENDING_APPROVAL
+    rotation = ApprovalRequest(
+        kind=RequestKind.ROTATION,
+        id="r1",
+        team_id="T1",
+        connection=item,
+        requested_by="<!here>",
+        requested_at=VERIFIED,
+        new_key_hint="<@U0VICTIM1>",
+        status=RotationStatus.PENDING_APPROVAL,
     )
     payload = status(
         item, history=history, pending_rotation=rotation, provider=FakeProvider("x", "<!channel>", "d")

@@ -11,27 +11,36 @@ from typing import Any
 
 import pytest
 
-from blocks.approval import REASON_MAX_LENGTH
-from blocks.rotation import (
+from blocks.approval import (
+    REASON_MAX_LENGTH,
     REMINDER_ACTIONS_BLOCK,
     ROTATION_ACTIONS_BLOCK,
-    rotation_decided,
-    rotation_decision_dm,
+    decided_message,
+    decision_dm,
+    reason_modal,
+    request_message,
+)
+from blocks.rotation import (
     rotation_modal,
     rotation_pending_reply,
     rotation_problem_view,
-    rotation_reject_modal,
     rotation_reminder_dm,
-    rotation_request,
     rotation_result_message,
     rotation_result_view,
     rotation_verifying_view,
 )
 from blocks.text import slack_date
 from bot import ids
-from bot.domain import NAME_MAX_LENGTH, ConnectionSummary, Health, RotationStatus, Status
+from bot.domain import (
+    NAME_MAX_LENGTH,
+    ApprovalRequest,
+    ConnectionSummary,
+    Health,
+    RequestKind,
+    RotationStatus,
+    Status,
+)
 from bot.providers.base import Check, FormField, FormSection, Outcome, Verification
-from bot.services.rotations import RotationSummary
 from tests.support.block_kit import assert_valid
 from tests.support.block_text import visible_text
 from tests.unit.blocks.providers import WAREHOUSE, Warehouse
@@ -91,9 +100,10 @@ def rotation(
     new_key_hint: str | None = NEW_HINT,
     decided_by: str | None = ADMIN,
     reason: str | None = None,
-) -> RotationSummary:
+) -> ApprovalRequest:
     pending = status is RotationStatus.PENDING_APPROVAL
-    return RotationSummary(
+    return ApprovalRequest(
+        kind=RequestKind.ROTATION,
         id="rot-7",
         team_id="T0TEAM",
         connection=item or connection(),
@@ -380,7 +390,7 @@ def test_problem_view_shows_the_message_escaped() -> None:
 
 
 def test_request_shows_who_asks_which_key_replaces_which_and_the_checks() -> None:
-    payload = rotation_request(rotation())
+    payload = request_message(rotation())
     assert_valid("message", payload)
     header = payload["blocks"][0]
     assert header["type"] == "header"
@@ -400,7 +410,7 @@ def test_request_shows_who_asks_which_key_replaces_which_and_the_checks() -> Non
 
 
 def test_request_explains_what_approving_and_rejecting_do() -> None:
-    contexts = [b for b in rotation_request(rotation())["blocks"] if b["type"] == "context"]
+    contexts = [b for b in request_message(rotation())["blocks"] if b["type"] == "context"]
     assert len(contexts) == 1
     explained = contexts[0]["elements"][0]["text"]
     assert "Approving replaces the key in use with the new one and destroys the old stored credentials." in (
@@ -410,7 +420,7 @@ def test_request_explains_what_approving_and_rejecting_do() -> None:
 
 
 def test_request_buttons_carry_the_rotation_id() -> None:
-    payload = rotation_request(rotation())
+    payload = request_message(rotation())
     actions = [b for b in payload["blocks"] if b["type"] == "actions"]
     assert [a["block_id"] for a in actions] == [ROTATION_ACTIONS_BLOCK]
     assert payload["blocks"][-1] is actions[0]
@@ -424,14 +434,14 @@ def test_request_buttons_carry_the_rotation_id() -> None:
 
 
 def test_an_owner_rotating_their_own_connection_is_not_named_twice() -> None:
-    text = visible_text(rotation_request(rotation(requested_by=OWNER)))
+    text = visible_text(request_message(rotation(requested_by=OWNER)))
     assert "*Owner*" not in text
     assert text.count(f"<@{OWNER}>") == 2  # the fallback text and the Requested by field
 
 
 def test_request_without_checks_or_hints_still_says_what_it_can() -> None:
     item = rotation(item=connection(key_hint=None), new_key_hint=None)
-    payload = rotation_request(dataclasses.replace(item, checks=()))
+    payload = request_message(dataclasses.replace(item, checks=()))
     assert_valid("message", payload)
     text = visible_text(payload)
     assert "*Key*\n— → —" in text
@@ -441,7 +451,7 @@ def test_request_without_checks_or_hints_still_says_what_it_can() -> None:
 
 def test_names_and_requesters_cannot_ping_or_link_in_the_request() -> None:
     item = connection(HOSTILE_NAME, provider_title="Acme <!here>")
-    payload = rotation_request(rotation(item=item, requested_by="<!everyone>"))
+    payload = request_message(rotation(item=item, requested_by="<!everyone>"))
     assert_valid("message", payload)
     text = visible_text(payload)
     assert f"*Name*\n{HOSTILE_SHOWN}" in text
@@ -451,17 +461,17 @@ def test_names_and_requesters_cannot_ping_or_link_in_the_request() -> None:
 
 
 def test_a_long_name_is_cut_to_fit_the_header_and_keeps_its_closing_quote() -> None:
-    whole = rotation_request(rotation(item=connection("n" * NAME_MAX_LENGTH)))
+    whole = request_message(rotation(item=connection("n" * NAME_MAX_LENGTH)))
     assert whole["blocks"][0]["text"]["text"] == f"🔁 Rotation requested for “{'n' * NAME_MAX_LENGTH}”"
 
-    cut = rotation_request(rotation(item=connection("x" * 400)))
+    cut = request_message(rotation(item=connection("x" * 400)))
     assert_valid("message", cut)
     header = cut["blocks"][0]["text"]["text"]
     assert len(header) == 150
     assert header.startswith("🔁 Rotation requested for “xxx")
     assert header.endswith("x…”")
 
-    multiline = rotation_request(rotation(item=connection("prod\n\nwarehouse")))
+    multiline = request_message(rotation(item=connection("prod\n\nwarehouse")))
     assert multiline["blocks"][0]["text"]["text"] == "🔁 Rotation requested for “prod warehouse”"
 
 
@@ -470,8 +480,8 @@ def test_a_long_name_is_cut_to_fit_the_header_and_keeps_its_closing_quote() -> N
 
 @pytest.mark.parametrize("status", DECIDED_STATUSES)
 def test_a_decided_request_keeps_the_facts_and_loses_the_buttons(status: RotationStatus) -> None:
-    request = rotation_request(rotation())
-    payload = rotation_decided(rotation(status, reason="Wrong team"))
+    request = request_message(rotation())
+    payload = decided_message(rotation(status, reason="Wrong team"))
     assert_valid("message", payload)
     assert buttons(payload) == []
     assert not any(b["type"] in ("actions", "context") for b in payload["blocks"])
@@ -505,14 +515,14 @@ def test_a_decided_request_keeps_the_facts_and_loses_the_buttons(status: Rotatio
     ],
 )
 def test_the_decision_says_who_when_and_what_became_of_each_key(status: RotationStatus, outcome: str) -> None:
-    payload = rotation_decided(rotation(status))
+    payload = decided_message(rotation(status))
     outcomes = [b["text"]["text"] for b in payload["blocks"] if b["type"] == "section" and "text" in b]
     assert outcome in outcomes
     assert payload["text"] == f"🔁 Rotation of “Production warehouse” (Acme Warehouse): {outcome}"
 
 
 def test_rejected_quotes_the_reason_escaped() -> None:
-    payload = rotation_decided(
+    payload = decided_message(
         rotation(RotationStatus.REJECTED, reason="Use the <!channel> key & retry.\nThanks")
     )
     assert_valid("message", payload)
@@ -521,15 +531,15 @@ def test_rejected_quotes_the_reason_escaped() -> None:
 
 
 def test_rejected_without_a_reason_says_none_was_given() -> None:
-    payload = rotation_decided(rotation(RotationStatus.REJECTED, reason="  "))
+    payload = decided_message(rotation(RotationStatus.REJECTED, reason="  "))
     assert payload["blocks"][-1]["text"]["text"] == "_No reason was given._"
 
 
 def test_a_reason_longer_than_the_modal_allows_is_cut_to_fit_a_section() -> None:
     reason = "&" * 3000
     for payload in (
-        rotation_decided(rotation(RotationStatus.REJECTED, reason=reason)),
-        rotation_decision_dm(rotation(RotationStatus.REJECTED, reason=reason)),
+        decided_message(rotation(RotationStatus.REJECTED, reason=reason)),
+        decision_dm(rotation(RotationStatus.REJECTED, reason=reason)),
     ):
         assert_valid("message", payload)
         quoted = next(t for t in mrkdwn_texts(payload) if t.startswith("> "))
@@ -538,43 +548,41 @@ def test_a_reason_longer_than_the_modal_allows_is_cut_to_fit_a_section() -> None
 
 
 def test_expired_names_no_one_and_a_decider_that_is_not_a_user_id_is_text() -> None:
-    expired = rotation_decided(rotation(RotationStatus.EXPIRED))
+    expired = decided_message(rotation(RotationStatus.EXPIRED))
     assert f"<@{ADMIN}>" not in "\n".join(mrkdwn_texts(expired))
 
-    odd = rotation_decided(rotation(RotationStatus.APPROVED, decided_by="<!here>"))
+    odd = decided_message(rotation(RotationStatus.APPROVED, decided_by="<!here>"))
     assert f"✅ Approved by &lt;!here&gt; {slack_date(DECIDED)}:" in visible_text(odd)
     assert "<" not in user_made_markup(odd)
 
 
 def test_a_decision_without_a_time_or_decider_leaves_them_out() -> None:
     item = dataclasses.replace(rotation(RotationStatus.APPROVED), decided_by=None, decided_at=None)
-    assert "✅ Approved: the new key is in use" in visible_text(rotation_decided(item))
+    assert "✅ Approved: the new key is in use" in visible_text(decided_message(item))
 
 
 def test_once_the_connection_shows_the_new_key_only_the_new_one_is_shown() -> None:
     swapped = rotation(RotationStatus.APPROVED, item=connection(key_hint=NEW_HINT))
-    payload = rotation_decided(swapped)
+    payload = decided_message(swapped)
     assert f"*Key*\n`{NEW_HINT}`" in visible_text(payload)
     assert "→" not in visible_text(payload)
-    dm = rotation_decision_dm(swapped)
+    dm = decision_dm(swapped)
     assert "delete the old key at Acme Warehouse" in visible_text(dm)
     assert "old key `" not in visible_text(dm)
 
 
 def test_a_pending_rotation_is_not_a_decision() -> None:
     with pytest.raises(ValueError):
-        rotation_decided(rotation())
+        decided_message(rotation())
     with pytest.raises(ValueError):
-        rotation_decision_dm(rotation())
+        decision_dm(rotation())
 
 
 # --- the reject modal -----------------------------------------------------------------------
 
 
 def test_reject_modal_asks_for_a_reason_and_says_what_rejecting_a_rotation_does() -> None:
-    view = rotation_reject_modal(
-        rotation(item=connection("Lake & co")), private_metadata='{"rotation":"rot-7"}'
-    )
+    view = reason_modal(rotation(item=connection("Lake & co")), private_metadata='{"rotation":"rot-7"}')
     assert_valid("modal", view)
     assert view["callback_id"] == ids.VIEW_REJECT_ROTATION
     assert (view["title"]["text"], view["submit"]["text"], view["close"]["text"]) == (
@@ -607,7 +615,7 @@ def test_reject_modal_asks_for_a_reason_and_says_what_rejecting_a_rotation_does(
 
 
 def test_approved_dm_says_the_new_key_is_in_use_and_to_delete_the_old_one() -> None:
-    payload = rotation_decision_dm(rotation(RotationStatus.APPROVED))
+    payload = decision_dm(rotation(RotationStatus.APPROVED))
     assert_valid("message", payload)
     assert payload["text"] == (
         "✅ The new credentials for Acme Warehouse connection “Production warehouse” "
@@ -620,7 +628,7 @@ def test_approved_dm_says_the_new_key_is_in_use_and_to_delete_the_old_one() -> N
 
 
 def test_rejected_dm_quotes_the_reason_and_says_the_old_key_keeps_working() -> None:
-    payload = rotation_decision_dm(rotation(RotationStatus.REJECTED, reason="Wrong <env> & key"))
+    payload = decision_dm(rotation(RotationStatus.REJECTED, reason="Wrong <env> & key"))
     assert_valid("message", payload)
     assert payload["text"] == (
         "❌ The new credentials for Acme Warehouse connection “Production warehouse” "
@@ -637,7 +645,7 @@ def test_rejected_dm_quotes_the_reason_and_says_the_old_key_keeps_working() -> N
 
 
 def test_expired_dm_says_nobody_decided_and_offers_to_rotate_again() -> None:
-    payload = rotation_decision_dm(rotation(RotationStatus.EXPIRED, decided_by=None))
+    payload = decision_dm(rotation(RotationStatus.EXPIRED, decided_by=None))
     assert_valid("message", payload)
     assert "nobody decided on them within the time limit" in payload["text"]
     text = visible_text(payload)
@@ -647,7 +655,7 @@ def test_expired_dm_says_nobody_decided_and_offers_to_rotate_again() -> None:
 
 
 def test_cancelled_dm_says_the_connection_was_removed() -> None:
-    payload = rotation_decision_dm(rotation(RotationStatus.CANCELLED))
+    payload = decision_dm(rotation(RotationStatus.CANCELLED))
     assert_valid("message", payload)
     assert payload["text"] == (
         "🚫 The rotation of Acme Warehouse connection “Production warehouse” was cancelled: "
@@ -658,7 +666,7 @@ def test_cancelled_dm_says_the_connection_was_removed() -> None:
 
 
 def test_dm_identifies_both_keys_and_escapes_the_name() -> None:
-    payload = rotation_decision_dm(rotation(RotationStatus.APPROVED, item=connection(HOSTILE_NAME)))
+    payload = decision_dm(rotation(RotationStatus.APPROVED, item=connection(HOSTILE_NAME)))
     text = visible_text(payload)
     assert HOSTILE_SHOWN in text
     assert (
@@ -745,19 +753,19 @@ def test_pending_reply_escapes_and_copes_without_a_hint() -> None:
 # --- across every builder: only masked hints, never a mention from user text ---------------
 
 
-def every_payload(item: RotationSummary) -> list[tuple[str, dict[str, Any]]]:
+def every_payload(item: ApprovalRequest) -> list[tuple[str, dict[str, Any]]]:
     return [
         ("modal", rotation_modal(WAREHOUSE, item.connection, private_metadata="conn-42")),
-        ("modal", rotation_reject_modal(item, private_metadata="rot-7")),
-        ("message", rotation_request(item)),
+        ("modal", reason_modal(item, private_metadata="rot-7")),
+        ("message", request_message(item)),
         ("message", rotation_pending_reply(item)),
         ("message", rotation_reminder_dm(item.connection, age_days=100, rotation_days=90)),
         *(
-            ("message", rotation_decided(dataclasses.replace(item, status=s, reason="r")))
+            ("message", decided_message(dataclasses.replace(item, status=s, reason="r")))
             for s in DECIDED_STATUSES
         ),
         *(
-            ("message", rotation_decision_dm(dataclasses.replace(item, status=s, reason="r")))
+            ("message", decision_dm(dataclasses.replace(item, status=s, reason="r")))
             for s in DECIDED_STATUSES
         ),
     ]

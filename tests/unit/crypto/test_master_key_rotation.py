@@ -27,7 +27,6 @@ from bot.services.master_key_rotation import (
 from bot.settings import KeySettings
 from bot.store import Credential, Database
 from bot.store.migrate import upgrade_to_head
-from bot.store.repositories import AuditRepository
 from tests.support.databases import dump_database_text, raw_sqlite_bytes, sqlite_path
 from tests.support.key_sources import SOURCES, KeySetup, key_setup
 from tests.support.sealed_data import SealedData, open_everything, seed_sealed_data
@@ -83,8 +82,8 @@ async def test_the_rotation_is_audited_without_any_secret(
 ) -> None:
     new = await rotate(db, setup)
 
-    async with db.read() as session:
-        event = await AuditRepository(session).latest_with_action(ROTATION_ACTION)
+    async with db.read() as tx:
+        event = await tx.audit.latest_with_action(ROTATION_ACTION)
     assert event is not None
     assert event.team_id == ALL_WORKSPACES and event.actor == "system" and event.connection_id is None
     assert event.details["from_key_id"] == setup.old.key_id

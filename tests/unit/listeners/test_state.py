@@ -14,7 +14,7 @@ import pytest
 from slack_bolt.async_app import AsyncBoltContext
 
 from bot import ids
-from bot.listeners.state import FormDraft, form_metadata, parse_form_metadata, read_form, team_of
+from bot.payloads import FormDraft, form_metadata, parse_form_metadata, read_form, team_of
 from bot.providers.confluent_cloud import ConfluentCloud
 from bot.redaction import Secret
 

@@ -22,7 +22,7 @@ from blocks.modal import create_modal
 from blocks.rotation import rotation_modal
 from bot import ids
 from bot.domain import NAME_MAX_LENGTH, ConnectionSummary, Health, Status
-from bot.listeners.state import (
+from bot.payloads import (
     FormDraft,
     RotationForm,
     first_input,

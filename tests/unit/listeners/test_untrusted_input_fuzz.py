@@ -17,29 +17,44 @@ import httpx
 import pytest
 
 import bot.listeners
+import bot.notify
 from bot.crypto import Cipher, MasterKey
+from bot.domain import NAME_FIELD, RequestKind
 from bot.providers.confluent_cloud import ConfluentCloud
 from bot.providers.registry import ProviderRegistry
 from bot.redaction import Secret
-from bot.services.connections import NAME_FIELD, ConnectionService
+from bot.services.admins import AdminPolicy, DirectoryUnavailable
+from bot.services.submissions import Submissions
 from bot.store import Database
-from bot.store.uow import UnitOfWork
 from tests.e2e.test_fuzz import stray_markup
 from tests.fakes.confluent_api import new_api_key, new_api_secret
 
 TEAM = "T0000TEAM"
 
+
+class Nobody:
+    """A group directory that is never asked: no group is configured here."""
+
+    async def members(self, group_id: str) -> frozenset[str]:
+        raise DirectoryUnavailable("unused")
+
+
 # --- the listeners' own reply texts -------------------------------------------------------------------
 
 
 def listener_texts() -> list[tuple[str, str]]:
-    """Every module-level text constant of the listeners: the replies they send as they are."""
+    """Every module-level text constant of the listeners and of what tells people in Slack (a
+    string, or a table of strings): the replies they send as they are."""
     found = []
-    for module_info in pkgutil.iter_modules(bot.listeners.__path__):
-        module = importlib.import_module(f"bot.listeners.{module_info.name}")
-        for name, value in vars(module).items():
-            if name.isupper() and isinstance(value, str):
-                found.append((f"{module_info.name}.{name}", value))
+    for package in (bot.listeners, bot.notify):
+        for module_info in pkgutil.iter_modules(package.__path__):
+            module = importlib.import_module(f"{package.__name__}.{module_info.name}")
+            for name, value in vars(module).items():
+                texts = value.items() if isinstance(value, dict) else [("", value)]
+                for key, text in texts:
+                    if name.isupper() and isinstance(text, str):
+                        where = f"{module_info.name}.{name}" + (f"[{key}]" if key else "")
+                        found.append((where, text))
     return found
 
 
@@ -56,8 +71,7 @@ HOSTILE = ["\x00", "c1\x00", "Prod\x00warehouse", "x" * 5000, "' OR '1'='1' --",
 
 @pytest.mark.parametrize("value", HOSTILE, ids=["nul", "id-nul", "name-nul", "long", "sql", "unicode"])
 async def test_a_lookup_of_anything_finds_nothing_rather_than_fail(db: Database, value: str) -> None:
-    async with db.read() as session:
-        tx = UnitOfWork(session)
+    async with db.read() as tx:
         assert await tx.connections.get(TEAM, value) is None
         assert await tx.connections.find_by_name(TEAM, value) is None
         assert await tx.connections.latest_by_name(TEAM, value) is None
@@ -72,28 +86,30 @@ async def test_a_lookup_of_anything_finds_nothing_rather_than_fail(db: Database,
 
 
 @pytest.fixture
-async def service(db: Database) -> AsyncIterator[ConnectionService]:
+async def service(db: Database) -> AsyncIterator[Submissions]:
     # Offline checks only: nothing here may reach a provider.
     async with httpx.AsyncClient(transport=httpx.MockTransport(lambda request: httpx.Response(599))) as http:
-        yield ConnectionService(db, Cipher(MasterKey.generate()), ProviderRegistry((ConfluentCloud(),)), http)
+        providers = ProviderRegistry((ConfluentCloud(),))
+        admins = AdminPolicy(frozenset(), None, Nobody())
+        yield Submissions(db, Cipher(MasterKey.generate()), providers, http, admins)
 
 
 @pytest.mark.parametrize("name", ["Prod\x00", "\x1b[31mProd", "Pro\x7fd", "Pro\x08d"])
 async def test_a_name_with_control_characters_is_pointed_at_before_anything_is_stored(
-    service: ConnectionService, name: str
+    service: Submissions, name: str
 ) -> None:
     values = {"api_key": Secret(new_api_key()), "api_secret": Secret(new_api_secret())}
 
-    checked = await service.check_form(TEAM, ConfluentCloud(), name, dict(values))
+    checked = await service.check(RequestKind.CONNECTION, TEAM, ConfluentCloud(), name, dict(values))
 
     assert set(checked.problems) == {NAME_FIELD}
     assert "control characters" in checked.problems[NAME_FIELD]
 
 
 @pytest.mark.parametrize("name", ["Prod “warehouse” & <co>", "Prod\twarehouse\n", "日本の倉庫 🔥"])
-async def test_a_name_of_printable_text_passes(service: ConnectionService, name: str) -> None:
+async def test_a_name_of_printable_text_passes(service: Submissions, name: str) -> None:
     values = {"api_key": Secret(new_api_key()), "api_secret": Secret(new_api_secret())}
 
-    checked = await service.check_form(TEAM, ConfluentCloud(), name, dict(values))
+    checked = await service.check(RequestKind.CONNECTION, TEAM, ConfluentCloud(), name, dict(values))
 
     assert checked.problems == {}

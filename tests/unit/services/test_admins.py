@@ -7,13 +7,13 @@ import logging
 
 import pytest
 
+from bot.domain import AdminCheck
 from bot.services.admins import (
     LISTED,
     MEMBER,
     NOBODY_CONFIGURED,
     NOT_ADMIN,
     UNCHECKED,
-    AdminCheck,
     AdminPolicy,
     DirectoryUnavailable,
 )

@@ -1,4 +1,5 @@
-"""ApprovalService on SQLite and PostgreSQL, over connections made by the real ConnectionService.
+"""ApprovalService deciding on new connections, on SQLite and PostgreSQL, over connections submitted
+through the real Submissions.
 
 Everything below the service is real: the migrated database, the AES-GCM cipher, the Confluent
 provider verifying against :class:`FakeConfluent` in-process, and :class:`AdminPolicy`. Only the
@@ -24,13 +25,13 @@ import pytest
 from sqlalchemy import select
 
 from bot.crypto import Cipher
-from bot.domain import Status
+from bot.domain import REASON_MAX_LENGTH, ApprovalRequest, Decision, RequestKind, Status, Verdict
 from bot.providers.base import Check, Outcome, Verification
 from bot.providers.confluent_cloud import ConfluentCloud
 from bot.providers.registry import ProviderRegistry
 from bot.services.admins import LISTED, MEMBER, NOT_ADMIN, UNCHECKED, AdminPolicy, DirectoryUnavailable
-from bot.services.approvals import REASON_MAX_LENGTH, ApprovalService, Decision, Verdict
-from bot.services.connections import ConnectionService
+from bot.services.approvals import ApprovalService
+from bot.services.submissions import Submissions
 from bot.store import AuditEvent, Connection, Credential, Database, UnitOfWork, VerificationRecord
 from bot.store.db import create_engine
 from bot.store.repositories import ConnectionRepository
@@ -53,6 +54,9 @@ GROUP = "S0ADMINS01"
 GROUP_MEMBER = "U0GROUPM01"
 OUTSIDER = "U0OUTSID01"
 LISTED_ADMINS = frozenset({ADMIN, SECOND_ADMIN})
+TTL = timedelta(hours=72)
+"""The approval time to live; no request here lives that long."""
+CONNECTION = RequestKind.CONNECTION
 
 ROUNDS = 20
 """How many times each race is run: one lucky interleaving must not make the test pass."""
@@ -97,22 +101,27 @@ def providers() -> ProviderRegistry:
 
 
 @pytest.fixture
-def connections(
-    db: Database, cipher: Cipher, providers: ProviderRegistry, http: httpx.AsyncClient, clock: TickingClock
-) -> ConnectionService:
-    return ConnectionService(db, cipher, providers, http, clock=clock)
+def directory() -> MemoryDirectory:
+    return MemoryDirectory({GROUP: {GROUP_MEMBER}})
 
 
 @pytest.fixture
-def directory() -> MemoryDirectory:
-    return MemoryDirectory({GROUP: {GROUP_MEMBER}})
+def submissions(
+    db: Database,
+    cipher: Cipher,
+    providers: ProviderRegistry,
+    http: httpx.AsyncClient,
+    directory: MemoryDirectory,
+    clock: TickingClock,
+) -> Submissions:
+    return Submissions(db, cipher, providers, http, new_policy(directory), clock=clock)
 
 
 @pytest.fixture
 def approvals(
     db: Database, providers: ProviderRegistry, directory: MemoryDirectory, clock: TickingClock
 ) -> ApprovalService:
-    return ApprovalService(db, providers, new_policy(directory), clock=clock)
+    return ApprovalService(db, providers, new_policy(directory), ttl=TTL, clock=clock)
 
 
 @pytest.fixture
@@ -131,49 +140,56 @@ class Created:
 
 
 async def create_pending(
-    connections: ConnectionService,
+    submissions: Submissions,
     account: tuple[str, str],
     name: str = "Prod Kafka",
     *,
     user_id: str = REQUESTER,
     team_id: str = TEAM,
 ) -> Created:
-    outcome = await connections.create(create_request(name, form(*account), team_id=team_id, user_id=user_id))
+    outcome = await submissions.submit(create_request(name, form(*account), team_id=team_id, user_id=user_id))
+    assert outcome.verification is not None
     assert outcome.verification.outcome is Outcome.OK, outcome.verification.summary
-    assert outcome.connection_id is not None
-    return Created(outcome.connection_id, outcome.verification)
+    assert outcome.request_id is not None
+    return Created(outcome.request_id, outcome.verification)
 
 
 @pytest.fixture
-async def pending(connections: ConnectionService, account: tuple[str, str]) -> Created:
+async def pending(submissions: Submissions, account: tuple[str, str]) -> Created:
     """A verified connection asked for by ``REQUESTER``, waiting for approval."""
-    return await create_pending(connections, account)
+    return await create_pending(submissions, account)
+
+
+def request_of(decision: Decision) -> ApprovalRequest:
+    """The request a decision (or a refusal) shows."""
+    assert decision.request is not None, decision
+    return decision.request
 
 
 # --- reading the database ------------------------------------------------------------------------
 
 
 async def row(db: Database, connection_id: str) -> Connection:
-    async with db.read() as session:
-        connection = await session.get(Connection, connection_id)
+    async with db.read() as tx:
+        connection = await tx.session.get(Connection, connection_id)
     assert connection is not None
     return connection
 
 
 async def credentials_of(db: Database, connection_id: str) -> list[Credential]:
-    async with db.read() as session:
+    async with db.read() as tx:
         statement = (
             select(Credential).where(Credential.connection_id == connection_id).order_by(Credential.id)
         )
-        return list(await session.scalars(statement))
+        return list(await tx.session.scalars(statement))
 
 
 async def events_of(db: Database, connection_id: str) -> list[AuditEvent]:
-    async with db.read() as session:
+    async with db.read() as tx:
         statement = (
             select(AuditEvent).where(AuditEvent.connection_id == connection_id).order_by(AuditEvent.id)
         )
-        return list(await session.scalars(statement))
+        return list(await tx.session.scalars(statement))
 
 
 async def decisions_of(db: Database, connection_id: str) -> list[AuditEvent]:
@@ -219,14 +235,15 @@ async def test_a_listed_admin_approves_once_and_the_decision_is_recorded(
     credentials_before = [(c.id, bytes(c.ciphertext)) for c in await credentials_of(db, pending.id)]
     decided_at = clock.now + timedelta(seconds=1)  # the service reads the clock once per decision
 
-    decision = await approvals.approve(TEAM, pending.id, ADMIN)
+    decision = await approvals.approve(CONNECTION, TEAM, pending.id, ADMIN)
 
     assert decision.verdict is Verdict.DECIDED
-    assert decision.status is Status.ACTIVE
-    assert (decision.decided_by, decision.decided_at, decision.reason) == (ADMIN, decided_at, None)
+    request = request_of(decision)
+    assert request.status is Status.ACTIVE
+    assert (request.decided_by, request.decided_at, request.reason) == (ADMIN, decided_at, None)
     assert decision.admin is not None and (decision.admin.allowed, decision.admin.why) == (True, LISTED)
-    assert decision.connection is not None and decision.connection.id == pending.id
-    assert decision.checks == pending.verification.checks
+    assert request.connection.id == pending.id
+    assert request.checks == pending.verification.checks
 
     stored = await row(db, pending.id)
     assert stored.status is Status.ACTIVE
@@ -253,7 +270,7 @@ async def test_a_listed_admin_approves_once_and_the_decision_is_recorded(
 async def test_a_member_of_the_admin_group_may_approve(
     approvals: ApprovalService, pending: Created, db: Database, directory: MemoryDirectory
 ) -> None:
-    decision = await approvals.approve(TEAM, pending.id, GROUP_MEMBER)
+    decision = await approvals.approve(CONNECTION, TEAM, pending.id, GROUP_MEMBER)
 
     assert decision.verdict is Verdict.DECIDED
     assert decision.admin is not None and decision.admin.why == MEMBER
@@ -278,20 +295,23 @@ async def test_a_rejection_stores_the_reason_and_destroys_the_ciphertexts(
     assert len(await credentials_of(db, pending.id)) == 2
     decided_at = clock.now + timedelta(seconds=1)
 
-    decision = await approvals.reject(TEAM, pending.id, ADMIN, "  \n The key belongs to the wrong org.\t ")
+    decision = await approvals.reject(
+        CONNECTION, TEAM, pending.id, ADMIN, "  \n The key belongs to the wrong org.\t "
+    )
 
     reason = "The key belongs to the wrong org."
     assert decision.verdict is Verdict.DECIDED
-    assert decision.status is Status.REJECTED
-    assert (decision.decided_by, decision.decided_at, decision.reason) == (ADMIN, decided_at, reason)
-    assert decision.checks == pending.verification.checks
+    request = request_of(decision)
+    assert request.status is Status.REJECTED
+    assert (request.decided_by, request.decided_at, request.reason) == (ADMIN, decided_at, reason)
+    assert request.checks == pending.verification.checks
 
     stored = await row(db, pending.id)
     assert stored.status is Status.REJECTED
     assert (stored.decided_by, stored.decided_at, stored.decision_reason) == (ADMIN, decided_at, reason)
     assert await credentials_of(db, pending.id) == []
-    async with db.read() as session:
-        assert list(await session.scalars(select(Credential))) == [], "no ciphertext left anywhere"
+    async with db.read() as tx:
+        assert list(await tx.session.scalars(select(Credential))) == [], "no ciphertext left anywhere"
 
     events = await events_of(db, pending.id)
     assert [e.action for e in events] == ["connection.created", "connection.rejected"]
@@ -306,13 +326,13 @@ async def test_a_rejection_stores_the_reason_and_destroys_the_ciphertexts(
 
 
 async def test_a_rejection_keeps_only_the_other_connections_ciphertexts(
-    approvals: ApprovalService, connections: ConnectionService, account: tuple[str, str], db: Database
+    approvals: ApprovalService, submissions: Submissions, account: tuple[str, str], db: Database
 ) -> None:
-    rejected = await create_pending(connections, account, "Prod Kafka")
-    kept = await create_pending(connections, account, "Staging Kafka")
+    rejected = await create_pending(submissions, account, "Prod Kafka")
+    kept = await create_pending(submissions, account, "Staging Kafka")
     kept_before = [c.id for c in await credentials_of(db, kept.id)]
 
-    await approvals.reject(TEAM, rejected.id, ADMIN, "duplicate")
+    await approvals.reject(CONNECTION, TEAM, rejected.id, ADMIN, "duplicate")
 
     assert await credentials_of(db, rejected.id) == []
     assert [c.id for c in await credentials_of(db, kept.id)] == kept_before
@@ -324,9 +344,9 @@ async def test_a_long_reason_is_trimmed_then_capped(
 ) -> None:
     long_reason = "  " + "x" * (REASON_MAX_LENGTH + 100) + "  "
 
-    decision = await approvals.reject(TEAM, pending.id, ADMIN, long_reason)
+    decision = await approvals.reject(CONNECTION, TEAM, pending.id, ADMIN, long_reason)
 
-    assert decision.reason == "x" * REASON_MAX_LENGTH
+    assert request_of(decision).reason == "x" * REASON_MAX_LENGTH
     assert (await row(db, pending.id)).decision_reason == "x" * REASON_MAX_LENGTH
     [event] = await decisions_of(db, pending.id)
     assert event.reason == "x" * REASON_MAX_LENGTH
@@ -339,7 +359,7 @@ async def test_a_rejection_without_a_reason_is_refused_and_changes_nothing(
     before = await state(db, pending.id)
 
     with pytest.raises(ValueError, match="reason"):
-        await approvals.reject(TEAM, pending.id, ADMIN, reason)
+        await approvals.reject(CONNECTION, TEAM, pending.id, ADMIN, reason)
 
     assert await state(db, pending.id) == before
     assert (await row(db, pending.id)).status is Status.PENDING_APPROVAL
@@ -349,11 +369,11 @@ async def test_a_rejection_without_a_reason_is_refused_and_changes_nothing(
 
 
 def approve(service: ApprovalService, team_id: str, connection_id: str, actor: str) -> Awaitable[Decision]:
-    return service.approve(team_id, connection_id, actor)
+    return service.approve(CONNECTION, team_id, connection_id, actor)
 
 
 def reject(service: ApprovalService, team_id: str, connection_id: str, actor: str) -> Awaitable[Decision]:
-    return service.reject(team_id, connection_id, actor, "not needed")
+    return service.reject(CONNECTION, team_id, connection_id, actor, "not needed")
 
 
 DECIDERS = [pytest.param(approve, id="approve"), pytest.param(reject, id="reject")]
@@ -375,7 +395,7 @@ async def test_someone_who_is_not_an_admin_changes_nothing(
         NOT_ADMIN,
         False,
     )
-    assert decision.connection is None, "a non-admin learns nothing about the connection"
+    assert decision.request is None, "a non-admin learns nothing about the connection"
     assert await state(db, pending.id) == before
 
 
@@ -402,19 +422,19 @@ async def test_when_the_directory_cannot_be_asked_the_decision_is_refused(
 @pytest.mark.parametrize("decide", DECIDERS)
 async def test_the_requester_cannot_decide_on_their_own_connection(
     approvals: ApprovalService,
-    connections: ConnectionService,
+    submissions: Submissions,
     account: tuple[str, str],
     db: Database,
     decide: Decider,
 ) -> None:
-    own = await create_pending(connections, account, user_id=ADMIN)
+    own = await create_pending(submissions, account, user_id=ADMIN)
     before = await state(db, own.id)
 
     decision = await decide(approvals, TEAM, own.id, ADMIN)
 
     assert decision.verdict is Verdict.SELF_APPROVAL
-    assert decision.connection is not None and decision.connection.created_by == ADMIN
-    assert decision.decided_by is None
+    assert request_of(decision).connection.created_by == ADMIN
+    assert request_of(decision).decided_by is None
     assert await state(db, own.id) == before
 
 
@@ -422,13 +442,16 @@ async def test_self_approval_is_allowed_when_configured(
     db: Database,
     providers: ProviderRegistry,
     directory: MemoryDirectory,
-    connections: ConnectionService,
+    submissions: Submissions,
     account: tuple[str, str],
+    clock: TickingClock,
 ) -> None:
-    permissive = ApprovalService(db, providers, new_policy(directory), allow_self_approval=True)
-    own = await create_pending(connections, account, user_id=ADMIN)
+    permissive = ApprovalService(
+        db, providers, new_policy(directory), ttl=TTL, allow_self_approval=True, clock=clock
+    )
+    own = await create_pending(submissions, account, user_id=ADMIN)
 
-    decision = await permissive.approve(TEAM, own.id, ADMIN)
+    decision = await permissive.approve(CONNECTION, TEAM, own.id, ADMIN)
 
     assert decision.verdict is Verdict.DECIDED
     stored = await row(db, own.id)
@@ -440,18 +463,18 @@ async def test_self_approval_is_allowed_when_configured(
 @pytest.mark.parametrize("decide", DECIDERS)
 async def test_another_workspaces_connection_is_not_found(
     approvals: ApprovalService,
-    connections: ConnectionService,
+    submissions: Submissions,
     account: tuple[str, str],
     db: Database,
     decide: Decider,
 ) -> None:
-    theirs = await create_pending(connections, account, team_id=OTHER_TEAM)
+    theirs = await create_pending(submissions, account, team_id=OTHER_TEAM)
     before = await state(db, theirs.id)
 
     decision = await decide(approvals, TEAM, theirs.id, ADMIN)
 
     assert decision.verdict is Verdict.NOT_FOUND
-    assert decision.connection is None and decision.checks == ()
+    assert decision.request is None, "no connection, no checks"
     assert await state(db, theirs.id) == before
 
 
@@ -464,10 +487,10 @@ async def test_an_unknown_id_is_not_found(
     decision = await decide(approvals, TEAM, str(uuid.uuid4()), ADMIN)
 
     assert decision.verdict is Verdict.NOT_FOUND
-    assert decision.connection is None
+    assert decision.request is None
     assert await state(db, pending.id) == before
-    async with db.read() as session:
-        assert len(list(await session.scalars(select(AuditEvent)))) == 1, "only the creation"
+    async with db.read() as tx:
+        assert len(list(await tx.session.scalars(select(AuditEvent)))) == 1, "only the creation"
 
 
 # --- exactly once --------------------------------------------------------------------------------
@@ -477,17 +500,18 @@ async def test_an_unknown_id_is_not_found(
 async def test_a_second_approval_learns_who_decided_first(
     approvals: ApprovalService, pending: Created, db: Database, second_actor: str
 ) -> None:
-    first = await approvals.approve(TEAM, pending.id, ADMIN)
+    first = await approvals.approve(CONNECTION, TEAM, pending.id, ADMIN)
     after_first = await state(db, pending.id)
 
-    second = await approvals.approve(TEAM, pending.id, second_actor)
+    second = await approvals.approve(CONNECTION, TEAM, pending.id, second_actor)
 
     assert first.verdict is Verdict.DECIDED
     assert second.verdict is Verdict.ALREADY_DECIDED
-    assert second.status is Status.ACTIVE
-    assert (second.decided_by, second.decided_at) == (ADMIN, first.decided_at)
-    assert second.decided_at is not None
-    assert second.checks == pending.verification.checks
+    shown = request_of(second)
+    assert shown.status is Status.ACTIVE
+    assert (shown.decided_by, shown.decided_at) == (ADMIN, request_of(first).decided_at)
+    assert shown.decided_at is not None
+    assert shown.checks == pending.verification.checks
     assert await state(db, pending.id) == after_first
     assert len(await decisions_of(db, pending.id)) == 1
 
@@ -495,16 +519,17 @@ async def test_a_second_approval_learns_who_decided_first(
 async def test_a_rejection_after_an_approval_changes_nothing(
     approvals: ApprovalService, pending: Created, db: Database
 ) -> None:
-    first = await approvals.approve(TEAM, pending.id, ADMIN)
+    first = await approvals.approve(CONNECTION, TEAM, pending.id, ADMIN)
     after_first = await state(db, pending.id)
 
-    late = await approvals.reject(TEAM, pending.id, SECOND_ADMIN, "too late")
+    late = await approvals.reject(CONNECTION, TEAM, pending.id, SECOND_ADMIN, "too late")
 
     assert late.verdict is Verdict.ALREADY_DECIDED
-    assert (late.status, late.decided_by, late.decided_at, late.reason) == (
+    shown = request_of(late)
+    assert (shown.status, shown.decided_by, shown.decided_at, shown.reason) == (
         Status.ACTIVE,
         ADMIN,
-        first.decided_at,
+        request_of(first).decided_at,
         None,
     )
     assert await state(db, pending.id) == after_first
@@ -514,33 +539,34 @@ async def test_a_rejection_after_an_approval_changes_nothing(
 async def test_an_approval_after_a_rejection_names_the_rejection(
     approvals: ApprovalService, pending: Created, db: Database
 ) -> None:
-    first = await approvals.reject(TEAM, pending.id, ADMIN, "wrong org")
+    first = await approvals.reject(CONNECTION, TEAM, pending.id, ADMIN, "wrong org")
     after_first = await state(db, pending.id)
 
-    late = await approvals.approve(TEAM, pending.id, SECOND_ADMIN)
+    late = await approvals.approve(CONNECTION, TEAM, pending.id, SECOND_ADMIN)
 
     assert late.verdict is Verdict.ALREADY_DECIDED
-    assert (late.status, late.decided_by, late.decided_at, late.reason) == (
+    shown = request_of(late)
+    assert (shown.status, shown.decided_by, shown.decided_at, shown.reason) == (
         Status.REJECTED,
         ADMIN,
-        first.decided_at,
+        request_of(first).decided_at,
         "wrong org",
     )
     assert await state(db, pending.id) == after_first
 
 
 async def test_a_requester_who_is_an_admin_clicking_after_the_decision_learns_who_decided(
-    approvals: ApprovalService, connections: ConnectionService, account: tuple[str, str], db: Database
+    approvals: ApprovalService, submissions: Submissions, account: tuple[str, str], db: Database
 ) -> None:
-    own = await create_pending(connections, account, user_id=GROUP_MEMBER)
-    first = await approvals.approve(TEAM, own.id, ADMIN)
+    own = await create_pending(submissions, account, user_id=GROUP_MEMBER)
+    first = await approvals.approve(CONNECTION, TEAM, own.id, ADMIN)
     after_first = await state(db, own.id)
 
     # "You cannot approve your own" would be beside the point once someone else has decided.
-    late = await approvals.approve(TEAM, own.id, GROUP_MEMBER)
+    late = await approvals.approve(CONNECTION, TEAM, own.id, GROUP_MEMBER)
 
     assert late.verdict is Verdict.ALREADY_DECIDED
-    assert (late.decided_by, late.decided_at) == (ADMIN, first.decided_at)
+    assert (request_of(late).decided_by, request_of(late).decided_at) == (ADMIN, request_of(first).decided_at)
     assert await state(db, own.id) == after_first
 
 
@@ -552,9 +578,9 @@ async def test_may_decide_allows_an_admin_without_deciding(
 ) -> None:
     before = await state(db, pending.id)
 
-    decision = await approvals.may_decide(TEAM, pending.id, ADMIN)
+    decision = await approvals.may_decide(CONNECTION, TEAM, pending.id, ADMIN)
 
-    assert decision.verdict is Verdict.DECIDED
+    assert decision.verdict is Verdict.ALLOWED
     assert decision.admin is not None and decision.admin.why == LISTED
     assert await state(db, pending.id) == before
     assert (await row(db, pending.id)).status is Status.PENDING_APPROVAL
@@ -562,33 +588,36 @@ async def test_may_decide_allows_an_admin_without_deciding(
 
 async def test_may_decide_reports_every_refusal_without_changing_anything(
     approvals: ApprovalService,
-    connections: ConnectionService,
+    submissions: Submissions,
     account: tuple[str, str],
     pending: Created,
     directory: MemoryDirectory,
     db: Database,
 ) -> None:
-    own = await create_pending(connections, account, "Own Kafka", user_id=ADMIN)
-    theirs = await create_pending(connections, account, team_id=OTHER_TEAM)
-    decided = await create_pending(connections, account, "Decided Kafka")
-    first = await approvals.approve(TEAM, decided.id, SECOND_ADMIN)
+    own = await create_pending(submissions, account, "Own Kafka", user_id=ADMIN)
+    theirs = await create_pending(submissions, account, team_id=OTHER_TEAM)
+    decided = await create_pending(submissions, account, "Decided Kafka")
+    first = await approvals.approve(CONNECTION, TEAM, decided.id, SECOND_ADMIN)
     ids = (pending.id, own.id, theirs.id, decided.id)
     before = [await state(db, connection_id) for connection_id in ids]
 
-    not_admin = await approvals.may_decide(TEAM, pending.id, OUTSIDER)
-    self_approval = await approvals.may_decide(TEAM, own.id, ADMIN)
-    other_team = await approvals.may_decide(TEAM, theirs.id, ADMIN)
-    unknown = await approvals.may_decide(TEAM, str(uuid.uuid4()), ADMIN)
-    already = await approvals.may_decide(TEAM, decided.id, ADMIN)
+    not_admin = await approvals.may_decide(CONNECTION, TEAM, pending.id, OUTSIDER)
+    self_approval = await approvals.may_decide(CONNECTION, TEAM, own.id, ADMIN)
+    other_team = await approvals.may_decide(CONNECTION, TEAM, theirs.id, ADMIN)
+    unknown = await approvals.may_decide(CONNECTION, TEAM, str(uuid.uuid4()), ADMIN)
+    already = await approvals.may_decide(CONNECTION, TEAM, decided.id, ADMIN)
     directory.failure = "timeout"
-    unchecked = await approvals.may_decide(TEAM, pending.id, GROUP_MEMBER)
+    unchecked = await approvals.may_decide(CONNECTION, TEAM, pending.id, GROUP_MEMBER)
 
     assert not_admin.verdict is Verdict.NOT_ADMIN
     assert self_approval.verdict is Verdict.SELF_APPROVAL
     assert other_team.verdict is Verdict.NOT_FOUND
     assert unknown.verdict is Verdict.NOT_FOUND
     assert already.verdict is Verdict.ALREADY_DECIDED
-    assert (already.decided_by, already.decided_at) == (SECOND_ADMIN, first.decided_at)
+    assert (request_of(already).decided_by, request_of(already).decided_at) == (
+        SECOND_ADMIN,
+        request_of(first).decided_at,
+    )
     assert unchecked.verdict is Verdict.ADMIN_CHECK_FAILED
     assert unchecked.admin is not None and unchecked.admin.failed_closed
     assert [await state(db, connection_id) for connection_id in ids] == before
@@ -602,11 +631,10 @@ async def test_request_describes_the_pending_connection_and_its_checks(
 ) -> None:
     key, _ = account
 
-    described = await approvals.request(TEAM, pending.id)
+    described = await approvals.describe(CONNECTION, TEAM, pending.id)
 
-    assert described.verdict is Verdict.DECIDED
+    assert described is not None
     summary = described.connection
-    assert summary is not None
     assert (summary.id, summary.name, summary.provider_key, summary.provider_title) == (
         pending.id,
         "Prod Kafka",
@@ -618,7 +646,7 @@ async def test_request_describes_the_pending_connection_and_its_checks(
     assert described.checks
     assert described.checks == pending.verification.checks
     assert (described.decided_by, described.decided_at, described.reason) == (None, None, None)
-    assert (described.approval_channel, described.approval_ts) == (None, None)
+    assert (described.message_channel, described.message_ts) == (None, None)
 
 
 async def test_request_shows_the_checks_of_the_latest_verification(
@@ -638,75 +666,87 @@ async def test_request_shows_the_checks_of_the_latest_verification(
     async with db.transaction() as tx:
         await tx.verifications.add(record)
 
-    described = await approvals.request(TEAM, pending.id)
+    described = await approvals.describe(CONNECTION, TEAM, pending.id)
 
+    assert described is not None
     assert described.checks == later.checks
     assert described.checks != pending.verification.checks
 
 
 async def test_request_does_not_describe_another_workspaces_connection(
-    approvals: ApprovalService, connections: ConnectionService, account: tuple[str, str]
+    approvals: ApprovalService, submissions: Submissions, account: tuple[str, str]
 ) -> None:
-    theirs = await create_pending(connections, account, team_id=OTHER_TEAM)
+    theirs = await create_pending(submissions, account, team_id=OTHER_TEAM)
 
-    assert (await approvals.request(TEAM, theirs.id)).verdict is Verdict.NOT_FOUND
-    assert (await approvals.request(TEAM, str(uuid.uuid4()))).verdict is Verdict.NOT_FOUND
-    assert (await approvals.request(OTHER_TEAM, theirs.id)).verdict is Verdict.DECIDED
+    assert await approvals.describe(CONNECTION, TEAM, theirs.id) is None
+    assert await approvals.describe(CONNECTION, TEAM, str(uuid.uuid4())) is None
+    assert await approvals.describe(CONNECTION, OTHER_TEAM, theirs.id) is not None
 
 
 async def test_the_request_message_is_remembered_for_every_later_decision(
-    approvals: ApprovalService, connections: ConnectionService, account: tuple[str, str], pending: Created
+    approvals: ApprovalService, submissions: Submissions, account: tuple[str, str], pending: Created
 ) -> None:
-    rejected = await create_pending(connections, account, "Staging Kafka")
-    await approvals.record_request_message(TEAM, pending.id, "C0ADMINS01", "1700000000.000100")
-    await approvals.record_request_message(TEAM, rejected.id, "C0ADMINS01", "1700000000.000200")
+    rejected = await create_pending(submissions, account, "Staging Kafka")
+    await approvals.record_message(CONNECTION, TEAM, pending.id, "C0ADMINS01", "1700000000.000100")
+    await approvals.record_message(CONNECTION, TEAM, rejected.id, "C0ADMINS01", "1700000000.000200")
 
-    described = await approvals.request(TEAM, pending.id)
-    approved = await approvals.approve(TEAM, pending.id, ADMIN)
-    again = await approvals.approve(TEAM, pending.id, SECOND_ADMIN)
-    refused = await approvals.reject(TEAM, rejected.id, ADMIN, "duplicate")
+    described = await approvals.describe(CONNECTION, TEAM, pending.id)
+    approved = await approvals.approve(CONNECTION, TEAM, pending.id, ADMIN)
+    again = await approvals.approve(CONNECTION, TEAM, pending.id, SECOND_ADMIN)
+    refused = await approvals.reject(CONNECTION, TEAM, rejected.id, ADMIN, "duplicate")
 
-    for decision in (described, approved, again):
-        assert (decision.approval_channel, decision.approval_ts) == ("C0ADMINS01", "1700000000.000100")
-    assert (refused.approval_channel, refused.approval_ts) == ("C0ADMINS01", "1700000000.000200")
+    assert described is not None
+    for request in (described, request_of(approved), request_of(again)):
+        assert (request.message_channel, request.message_ts) == ("C0ADMINS01", "1700000000.000100")
+    assert (request_of(refused).message_channel, request_of(refused).message_ts) == (
+        "C0ADMINS01",
+        "1700000000.000200",
+    )
 
 
 async def test_recording_the_message_of_another_workspaces_connection_does_nothing(
-    approvals: ApprovalService, connections: ConnectionService, account: tuple[str, str], db: Database
+    approvals: ApprovalService, submissions: Submissions, account: tuple[str, str], db: Database
 ) -> None:
-    theirs = await create_pending(connections, account, team_id=OTHER_TEAM)
+    theirs = await create_pending(submissions, account, team_id=OTHER_TEAM)
     before = await state(db, theirs.id)
 
-    await approvals.record_request_message(TEAM, theirs.id, "C0ADMINS01", "1700000000.000100")
+    await approvals.record_message(CONNECTION, TEAM, theirs.id, "C0ADMINS01", "1700000000.000100")
 
     assert await state(db, theirs.id) == before
-    assert (await approvals.request(OTHER_TEAM, theirs.id)).approval_channel is None
+    described = await approvals.describe(CONNECTION, OTHER_TEAM, theirs.id)
+    assert described is not None and described.message_channel is None
 
 
 # --- concurrency: two bot processes on one database ----------------------------------------------
 
 
 class GatedConnections(ConnectionRepository):
-    """A connection repository whose transitions wait at a shared barrier and report their result.
+    """A connection repository whose row locks wait at a shared barrier and whose transitions
+    report their result.
 
     With both racers held here, each has already read the connection as pending and passed every
-    check inside its own transaction; only the conditional UPDATE can now decide between them."""
+    check inside its own transaction; only the conditional UPDATE can now decide between them.
+    (A decision locks the connection row right before its UPDATE, so a racer held at the UPDATE
+    itself would keep the other waiting for the lock, never at the barrier.)"""
 
     def __init__(self, tx: UnitOfWork, gate: asyncio.Barrier, results: list[bool]) -> None:
         super().__init__(tx.session)
         self._gate = gate
         self._results = results
 
-    async def transition(self, *args: Any, **kwargs: Any) -> bool:
+    async def lock(self, team_id: str, connection_id: str) -> Connection | None:
         async with asyncio.timeout(RACE_TIMEOUT):
             await self._gate.wait()
+        return await super().lock(team_id, connection_id)
+
+    async def transition(self, *args: Any, **kwargs: Any) -> bool:
         won = await super().transition(*args, **kwargs)
         self._results.append(won)
         return won
 
 
 class GatedDatabase(Database):
-    """A bot process's database whose decisions meet the other process's at the UPDATE."""
+    """A bot process's database whose decisions meet the other process's before the UPDATE."""
 
     def __init__(self, url: str, gate: asyncio.Barrier, results: list[bool]) -> None:
         super().__init__(create_engine(url))
@@ -714,15 +754,15 @@ class GatedDatabase(Database):
         self._results = results
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[UnitOfWork]:
-        async with super().transaction() as tx:
+    async def transaction(self, *, lock_wait_ms: int | None = None) -> AsyncIterator[UnitOfWork]:
+        async with super().transaction(lock_wait_ms=lock_wait_ms) as tx:
             tx.connections = GatedConnections(tx, self._gate, self._results)
             yield tx
 
 
 @asynccontextmanager
 async def two_processes(
-    url: str, providers: ProviderRegistry, *, gated: bool
+    url: str, providers: ProviderRegistry, clock: TickingClock, *, gated: bool
 ) -> AsyncIterator[tuple[list[ApprovalService], list[bool]]]:
     """Two ApprovalServices, each with its own Database (engine and pool) and admin policy, both
     connected before the test starts them; plus the results of their UPDATEs when ``gated``."""
@@ -733,7 +773,9 @@ async def two_processes(
         for database in databases:
             assert await database.ping(), "each process connects before the race"
         services = [
-            ApprovalService(database, providers, new_policy(MemoryDirectory({GROUP: set()})))
+            ApprovalService(
+                database, providers, new_policy(MemoryDirectory({GROUP: set()})), ttl=TTL, clock=clock
+            )
             for database in databases
         ]
         yield services, results
@@ -764,7 +806,7 @@ def winner_and_loser(decisions: list[Decision]) -> tuple[Decision, Decision]:
 
 
 async def assert_one_approval(db: Database, connection_id: str, decisions: list[Decision]) -> None:
-    winner, loser = winner_and_loser(decisions)
+    winner, loser = (request_of(decision) for decision in winner_and_loser(decisions))
     assert winner.decided_by in LISTED_ADMINS
     assert (loser.decided_by, loser.decided_at, loser.status) == (
         winner.decided_by,
@@ -788,7 +830,7 @@ RACES = pytest.mark.parametrize(
         # already reads the decision; racers held inside their transactions would deadlock there.
         pytest.param("sqlite", False, id="sqlite-started-together"),
         pytest.param("postgresql", False, id="postgresql-started-together", marks=pytest.mark.postgres),
-        pytest.param("postgresql", True, id="postgresql-held-at-the-update", marks=pytest.mark.postgres),
+        pytest.param("postgresql", True, id="postgresql-held-before-the-update", marks=pytest.mark.postgres),
     ],
     indirect=["database_url"],
 )
@@ -796,21 +838,22 @@ RACES = pytest.mark.parametrize(
 
 @RACES
 async def test_two_admins_approving_at_once_from_two_processes_decide_once(
-    connections: ConnectionService,
+    submissions: Submissions,
     account: tuple[str, str],
     providers: ProviderRegistry,
+    clock: TickingClock,
     db: Database,
     migrated_database_url: str,
     gated: bool,
 ) -> None:
-    async with two_processes(migrated_database_url, providers, gated=gated) as (services, results):
+    async with two_processes(migrated_database_url, providers, clock, gated=gated) as (services, results):
         first, second = services
         for round_number in range(ROUNDS):
-            created = await create_pending(connections, account, f"Kafka {round_number:02d}")
+            created = await create_pending(submissions, account, f"Kafka {round_number:02d}")
 
             decisions = await race(
-                partial(first.approve, TEAM, created.id, ADMIN),
-                partial(second.approve, TEAM, created.id, SECOND_ADMIN),
+                partial(first.approve, CONNECTION, TEAM, created.id, ADMIN),
+                partial(second.approve, CONNECTION, TEAM, created.id, SECOND_ADMIN),
             )
 
             await assert_one_approval(db, created.id, decisions)
@@ -822,25 +865,26 @@ async def test_two_admins_approving_at_once_from_two_processes_decide_once(
 
 @RACES
 async def test_an_approval_and_a_rejection_at_once_make_exactly_one_decision(
-    connections: ConnectionService,
+    submissions: Submissions,
     account: tuple[str, str],
     providers: ProviderRegistry,
+    clock: TickingClock,
     db: Database,
     migrated_database_url: str,
     gated: bool,
 ) -> None:
-    async with two_processes(migrated_database_url, providers, gated=gated) as (services, results):
+    async with two_processes(migrated_database_url, providers, clock, gated=gated) as (services, results):
         approver, rejecter = services
         for round_number in range(ROUNDS):
-            created = await create_pending(connections, account, f"Kafka {round_number:02d}")
+            created = await create_pending(submissions, account, f"Kafka {round_number:02d}")
 
             decisions = await race(
-                partial(approver.approve, TEAM, created.id, ADMIN),
-                partial(rejecter.reject, TEAM, created.id, SECOND_ADMIN, "not needed"),
+                partial(approver.approve, CONNECTION, TEAM, created.id, ADMIN),
+                partial(rejecter.reject, CONNECTION, TEAM, created.id, SECOND_ADMIN, "not needed"),
             )
 
             # Which side wins is up to the scheduler; either is correct, but only one.
-            winner, loser = winner_and_loser(decisions)
+            winner, loser = (request_of(decision) for decision in winner_and_loser(decisions))
             rejected = winner.status is Status.REJECTED
             assert winner.status in (Status.ACTIVE, Status.REJECTED)
             assert (winner.decided_by, winner.reason) == (

@@ -17,21 +17,14 @@ import httpx
 import pytest
 
 from bot.crypto import Cipher, MasterKey
-from bot.domain import Status
+from bot.domain import AuditHistory, RequestKind, Status, Verdict, Visibility
 from bot.providers.base import Outcome
 from bot.providers.confluent_cloud import ConfluentCloud
 from bot.providers.registry import ProviderRegistry
 from bot.services.admins import LISTED, MEMBER, UNCHECKED, AdminPolicy, DirectoryUnavailable
-from bot.services.approvals import ApprovalService, Verdict
-from bot.services.audit import (
-    EXPORT_KEYS,
-    HISTORY_LIMIT,
-    AuditHistory,
-    AuditService,
-    Visibility,
-    export_events,
-)
-from bot.services.connections import ConnectionService
+from bot.services.approvals import ApprovalService
+from bot.services.audit import EXPORT_KEYS, HISTORY_LIMIT, AuditService, export_events
+from bot.services.submissions import Submissions
 from bot.store import AuditEvent, Connection, Database
 from tests.fakes.confluent_api import FakeConfluent, new_api_key, new_api_secret
 from tests.unit.services.test_connections import API, OTHER_TEAM, TEAM, TickingClock, create_request, form
@@ -383,23 +376,25 @@ async def test_create_approve_and_reject_leave_a_trail_without_a_secret(
     http: httpx.AsyncClient,
 ) -> None:
     clock = TickingClock()
-    connections = ConnectionService(db, Cipher(MasterKey.generate()), providers, http, clock=clock)
-    approvals = ApprovalService(db, providers, policy, clock=clock)
+    submissions = Submissions(db, Cipher(MasterKey.generate()), providers, http, policy, clock=clock)
+    approvals = ApprovalService(db, providers, policy, ttl=timedelta(hours=72), clock=clock)
     key, secret = new_api_key(), new_api_secret()
     fake.add_cloud_key(key, secret, environments=1)
 
     async def create(name: str) -> str:
-        outcome = await connections.create(create_request(name, form(key, secret), user_id=REQUESTER))
-        assert outcome.verification.outcome is Outcome.OK and outcome.connection_id is not None
-        return outcome.connection_id
+        outcome = await submissions.submit(create_request(name, form(key, secret), user_id=REQUESTER))
+        assert outcome.verification is not None
+        assert outcome.verification.outcome is Outcome.OK and outcome.request_id is not None
+        return outcome.request_id
 
     approved = await create(NAME)
-    assert (await approvals.approve(TEAM, approved, ADMIN)).verdict is Verdict.DECIDED
+    assert (await approvals.approve(RequestKind.CONNECTION, TEAM, approved, ADMIN)).verdict is Verdict.DECIDED
     rejected = await create("Staging")
-    assert (await approvals.reject(TEAM, rejected, ADMIN, "Use a service account")).verdict is Verdict.DECIDED
+    rejection = await approvals.reject(RequestKind.CONNECTION, TEAM, rejected, ADMIN, "Use a service account")
+    assert rejection.verdict is Verdict.DECIDED
     wrong_secret = new_api_secret()
-    failed = await connections.create(create_request("Typo", form(key, wrong_secret), user_id=REQUESTER))
-    assert failed.verification.outcome is Outcome.UNAUTHORIZED
+    failed = await submissions.submit(create_request("Typo", form(key, wrong_secret), user_id=REQUESTER))
+    assert failed.verification is not None and failed.verification.outcome is Outcome.UNAUTHORIZED
 
     history = shown(await audit.history(TEAM, SECOND_ADMIN, NAME))
     assert [(e.action, e.actor, e.before_status, e.after_status) for e in history.events] == [

@@ -1,4 +1,5 @@
-"""ConnectionService on SQLite and PostgreSQL, with the real Confluent provider against the fake API.
+"""Submissions of new connections, and the list of them (Queries), on SQLite and PostgreSQL, with the
+real Confluent provider against the fake API.
 
 Everything below the service is real: the database (migrated per test), the AES-GCM cipher, the
 provider and its HTTP calls, which reach :class:`FakeConfluent` in-process through ASGITransport.
@@ -15,12 +16,14 @@ import pytest
 from sqlalchemy import select
 
 from bot.crypto import Cipher, DecryptionError, MasterKey, Sealed, associated_data
-from bot.domain import NAME_MAX_LENGTH, PAGE_SIZE, Health, Status
+from bot.domain import NAME_FIELD, NAME_MAX_LENGTH, PAGE_SIZE, Health, RequestKind, Status
 from bot.providers.base import Outcome
 from bot.providers.confluent_cloud import ConfluentCloud
 from bot.providers.registry import ProviderRegistry
 from bot.redaction import Secret
-from bot.services.connections import NAME_FIELD, ConnectionService, CreateOutcome, CreateRequest
+from bot.services.admins import AdminPolicy
+from bot.services.queries import Queries
+from bot.services.submissions import Submission, SubmissionOutcome, Submissions
 from bot.store import AuditEvent, Connection, Credential, Database, VerificationRecord
 from tests.fakes.confluent_api import FakeConfluent, new_api_key, new_api_secret
 from tests.support.databases import dump_database_text
@@ -57,11 +60,33 @@ def provider() -> ConfluentCloud:
     return ConfluentCloud(api_url=API)
 
 
+class NoDirectory:
+    """No admin group is configured here, so nobody may ask this directory."""
+
+    async def members(self, group_id: str) -> frozenset[str]:
+        raise AssertionError("no group lookup expected")
+
+
+@pytest.fixture
+def admins() -> AdminPolicy:
+    return AdminPolicy(frozenset(), None, NoDirectory())
+
+
 @pytest.fixture
 def service(
-    db: Database, cipher: Cipher, provider: ConfluentCloud, http: httpx.AsyncClient, clock: TickingClock
-) -> ConnectionService:
-    return ConnectionService(db, cipher, ProviderRegistry((provider,)), http, clock=clock)
+    db: Database,
+    cipher: Cipher,
+    provider: ConfluentCloud,
+    http: httpx.AsyncClient,
+    admins: AdminPolicy,
+    clock: TickingClock,
+) -> Submissions:
+    return Submissions(db, cipher, ProviderRegistry((provider,)), http, admins, clock=clock)
+
+
+@pytest.fixture
+def queries(db: Database, provider: ConfluentCloud, admins: AdminPolicy) -> Queries:
+    return Queries(db, ProviderRegistry((provider,)), admins)
 
 
 @pytest.fixture
@@ -83,23 +108,42 @@ def form(key: str, secret: str, endpoint: str = "", cluster: str = "") -> dict[s
 
 
 def create_request(
-    name: str, values: dict[str, str | Secret], team_id: str = TEAM, user_id: str = USER
-) -> CreateRequest:
-    return CreateRequest(
-        team_id=team_id, user_id=user_id, provider_key="confluent_cloud", name=name, values=values
+    name: str,
+    values: dict[str, str | Secret],
+    team_id: str = TEAM,
+    user_id: str = USER,
+    *,
+    provider: ConfluentCloud | None = None,
+    claim_id: str | None = None,
+) -> Submission:
+    """The submission of a new Confluent Cloud connection."""
+    return Submission(
+        kind=RequestKind.CONNECTION,
+        team_id=team_id,
+        user_id=user_id,
+        provider=provider or ConfluentCloud(api_url=API),
+        name=name,
+        values=values,
+        claim_id=claim_id,
     )
 
 
+def stored(outcome: SubmissionOutcome) -> bool:
+    """Whether the submission was stored (as the approval request of a new connection)."""
+    return outcome.request_id is not None
+
+
 async def all_rows(db: Database, model: type[M]) -> list[M]:
-    async with db.read() as session:
-        return list(await session.scalars(select(model)))
+    async with db.read() as tx:
+        return list(await tx.session.scalars(select(model)))
 
 
-async def create_ok(service: ConnectionService, name: str, values: dict[str, str | Secret], **kw: Any) -> str:
-    outcome = await service.create(create_request(name, values, **kw))
+async def create_ok(service: Submissions, name: str, values: dict[str, str | Secret], **kw: Any) -> str:
+    outcome = await service.submit(create_request(name, values, **kw))
+    assert outcome.verification is not None
     assert outcome.verification.outcome is Outcome.OK, outcome.verification.summary
-    assert outcome.connection_id is not None
-    return outcome.connection_id
+    assert outcome.request_id is not None
+    return outcome.request_id
 
 
 def sealed_of(credential: Credential) -> Sealed:
@@ -110,7 +154,7 @@ def sealed_of(credential: Credential) -> Sealed:
 
 
 async def test_check_form_accepts_good_input_and_returns_cleaned_values(
-    service: ConnectionService, provider: ConfluentCloud, fake: FakeConfluent
+    service: Submissions, provider: ConfluentCloud, fake: FakeConfluent
 ) -> None:
     key, secret = new_api_key(), new_api_secret()
     values: dict[str, str | Secret] = {
@@ -120,7 +164,9 @@ async def test_check_form_accepts_good_input_and_returns_cleaned_values(
         "cluster_id": f" {CLUSTER} ",
     }
 
-    checked = await service.check_form(TEAM, provider, "  Production   Confluent\tCloud ", values)
+    checked = await service.check(
+        RequestKind.CONNECTION, TEAM, provider, "  Production   Confluent\tCloud ", values
+    )
 
     assert checked.ok, checked.problems
     assert checked.problems == {}
@@ -135,25 +181,27 @@ async def test_check_form_accepts_good_input_and_returns_cleaned_values(
 
 
 @pytest.mark.parametrize("name", ["", "   ", "\t \n"])
-async def test_check_form_requires_a_name(
-    service: ConnectionService, provider: ConfluentCloud, name: str
-) -> None:
-    checked = await service.check_form(TEAM, provider, name, form(new_api_key(), new_api_secret()))
+async def test_check_form_requires_a_name(service: Submissions, provider: ConfluentCloud, name: str) -> None:
+    checked = await service.check(
+        RequestKind.CONNECTION, TEAM, provider, name, form(new_api_key(), new_api_secret())
+    )
 
     assert not checked.ok
     assert set(checked.problems) == {NAME_FIELD}
     assert "name" in checked.problems[NAME_FIELD].lower()
 
 
-async def test_check_form_limits_the_name_length(
-    service: ConnectionService, provider: ConfluentCloud
-) -> None:
+async def test_check_form_limits_the_name_length(service: Submissions, provider: ConfluentCloud) -> None:
     values = form(new_api_key(), new_api_secret())
 
-    longest = await service.check_form(TEAM, provider, "n" * NAME_MAX_LENGTH, values)
-    too_long = await service.check_form(TEAM, provider, "n" * (NAME_MAX_LENGTH + 1), values)
+    longest = await service.check(RequestKind.CONNECTION, TEAM, provider, "n" * NAME_MAX_LENGTH, values)
+    too_long = await service.check(
+        RequestKind.CONNECTION, TEAM, provider, "n" * (NAME_MAX_LENGTH + 1), values
+    )
     # The limit applies after whitespace is collapsed, so padding does not count.
-    padded = await service.check_form(TEAM, provider, "  " + "n" * NAME_MAX_LENGTH + "  ", values)
+    padded = await service.check(
+        RequestKind.CONNECTION, TEAM, provider, "  " + "n" * NAME_MAX_LENGTH + "  ", values
+    )
 
     assert longest.ok, longest.problems
     assert set(too_long.problems) == {NAME_FIELD}
@@ -163,7 +211,7 @@ async def test_check_form_limits_the_name_length(
 
 @pytest.mark.parametrize("status", [Status.PENDING_APPROVAL, Status.ACTIVE])
 async def test_check_form_reports_a_name_taken_in_another_case(
-    service: ConnectionService,
+    service: Submissions,
     provider: ConfluentCloud,
     account: tuple[str, str],
     db: Database,
@@ -174,7 +222,7 @@ async def test_check_form_reports_a_name_taken_in_another_case(
         async with db.transaction() as tx:
             assert await tx.connections.transition(TEAM, connection_id, Status.PENDING_APPROVAL, status)
 
-    checked = await service.check_form(TEAM, provider, "  PROD   kafka ", form(*account))
+    checked = await service.check(RequestKind.CONNECTION, TEAM, provider, "  PROD   kafka ", form(*account))
 
     assert set(checked.problems) == {NAME_FIELD}
     assert "already exists" in checked.problems[NAME_FIELD]
@@ -182,40 +230,44 @@ async def test_check_form_reports_a_name_taken_in_another_case(
 
 
 async def test_check_form_frees_the_name_of_a_rejected_connection(
-    service: ConnectionService, provider: ConfluentCloud, account: tuple[str, str], db: Database
+    service: Submissions, provider: ConfluentCloud, account: tuple[str, str], db: Database
 ) -> None:
     connection_id = await create_ok(service, "Prod Kafka", form(*account))
     async with db.transaction() as tx:
         assert await tx.connections.transition(TEAM, connection_id, Status.PENDING_APPROVAL, Status.REJECTED)
 
-    checked = await service.check_form(TEAM, provider, "prod kafka", form(*account))
+    checked = await service.check(RequestKind.CONNECTION, TEAM, provider, "prod kafka", form(*account))
 
     assert checked.ok, checked.problems
 
 
 async def test_check_form_ignores_names_in_other_workspaces(
-    service: ConnectionService, provider: ConfluentCloud, account: tuple[str, str]
+    service: Submissions, provider: ConfluentCloud, account: tuple[str, str]
 ) -> None:
     await create_ok(service, "Prod Kafka", form(*account), team_id=OTHER_TEAM)
 
-    checked = await service.check_form(TEAM, provider, "Prod Kafka", form(*account))
+    checked = await service.check(RequestKind.CONNECTION, TEAM, provider, "Prod Kafka", form(*account))
 
     assert checked.ok, checked.problems
 
 
 async def test_check_form_passes_the_providers_problems_through(
-    service: ConnectionService, provider: ConfluentCloud
+    service: Submissions, provider: ConfluentCloud
 ) -> None:
-    checked = await service.check_form(TEAM, provider, "Prod Kafka", form("not-a-key", new_api_secret()))
+    checked = await service.check(
+        RequestKind.CONNECTION, TEAM, provider, "Prod Kafka", form("not-a-key", new_api_secret())
+    )
 
     assert set(checked.problems) == {"api_key"}
     assert checked.problems["api_key"] == provider.validate(checked.values)["api_key"]
 
 
 async def test_check_form_reports_name_and_field_problems_together(
-    service: ConnectionService, provider: ConfluentCloud
+    service: Submissions, provider: ConfluentCloud
 ) -> None:
-    checked = await service.check_form(TEAM, provider, " ", form("not-a-key", new_api_secret()))
+    checked = await service.check(
+        RequestKind.CONNECTION, TEAM, provider, " ", form("not-a-key", new_api_secret())
+    )
 
     assert set(checked.problems) == {NAME_FIELD, "api_key"}
 
@@ -224,7 +276,7 @@ async def test_check_form_reports_name_and_field_problems_together(
 
 
 async def test_create_stores_one_pending_connection_with_sealed_credentials(
-    service: ConnectionService,
+    service: Submissions,
     account: tuple[str, str],
     cipher: Cipher,
     db: Database,
@@ -232,12 +284,12 @@ async def test_create_stores_one_pending_connection_with_sealed_credentials(
 ) -> None:
     key, secret = account
 
-    outcome = await service.create(create_request("Prod Kafka", form(key, secret, REST, CLUSTER)))
+    outcome = await service.submit(create_request("Prod Kafka", form(key, secret, REST, CLUSTER)))
 
-    assert outcome.stored and outcome.problem is None
-    assert outcome.verification.outcome is Outcome.OK
+    assert stored(outcome) and outcome.problem is None
+    assert outcome.verification is not None and outcome.verification.outcome is Outcome.OK
     [connection] = await all_rows(db, Connection)
-    assert connection.id == outcome.connection_id
+    assert connection.id == outcome.request_id
     assert (connection.team_id, connection.name, connection.provider, connection.created_by) == (
         TEAM,
         "Prod Kafka",
@@ -284,7 +336,7 @@ async def test_create_stores_one_pending_connection_with_sealed_credentials(
 
 
 async def test_create_binds_each_ciphertext_to_its_own_connection_and_field(
-    service: ConnectionService, account: tuple[str, str], cipher: Cipher, db: Database
+    service: Submissions, account: tuple[str, str], cipher: Cipher, db: Database
 ) -> None:
     first = await create_ok(service, "Prod Kafka", form(*account))
     second = await create_ok(service, "Staging Kafka", form(*account))
@@ -303,7 +355,7 @@ async def test_create_binds_each_ciphertext_to_its_own_connection_and_field(
 
 
 async def test_create_with_a_cloud_key_stores_no_cluster_config(
-    service: ConnectionService, account: tuple[str, str], db: Database
+    service: Submissions, account: tuple[str, str], db: Database
 ) -> None:
     await create_ok(service, "Prod Kafka", form(*account))
 
@@ -312,7 +364,7 @@ async def test_create_with_a_cloud_key_stores_no_cluster_config(
 
 
 async def test_create_with_a_wrong_secret_stores_only_an_audit_event(
-    service: ConnectionService,
+    service: Submissions,
     account: tuple[str, str],
     db: Database,
     migrated_database_url: str,
@@ -320,10 +372,11 @@ async def test_create_with_a_wrong_secret_stores_only_an_audit_event(
     key, _ = account
     wrong = new_api_secret()
 
-    outcome = await service.create(create_request("Prod Kafka", form(key, wrong)))
+    outcome = await service.submit(create_request("Prod Kafka", form(key, wrong)))
 
-    assert not outcome.stored
-    assert outcome.connection_id is None and outcome.problem is None
+    assert not stored(outcome)
+    assert outcome.request_id is None and outcome.problem is None
+    assert outcome.verification is not None
     assert outcome.verification.outcome is Outcome.UNAUTHORIZED
     assert outcome.verification.hints
     assert any("rejected the key/secret" in hint for hint in outcome.verification.hints)
@@ -345,60 +398,61 @@ async def test_create_with_a_wrong_secret_stores_only_an_audit_event(
 
 
 async def test_a_name_taken_between_check_and_store_saves_nothing(
-    service: ConnectionService, account: tuple[str, str], cipher: Cipher, db: Database
+    service: Submissions, account: tuple[str, str], cipher: Cipher, db: Database
 ) -> None:
-    first = await service.create(create_request("Prod Kafka", form(*account)))
+    first = await service.submit(create_request("Prod Kafka", form(*account)))
 
-    second = await service.create(create_request("PROD KAFKA", form(*account)))
+    second = await service.submit(create_request("PROD KAFKA", form(*account)))
 
-    assert first.stored
-    assert not second.stored
+    assert stored(first)
+    assert not stored(second)
+    assert second.verification is not None
     assert second.verification.outcome is Outcome.OK, "the credentials themselves were fine"
     assert second.problem is not None and "PROD KAFKA" in second.problem
     assert "Nothing was saved" in second.problem
     [connection] = await all_rows(db, Connection)
-    assert (connection.id, connection.name) == (first.connection_id, "Prod Kafka")
+    assert (connection.id, connection.name) == (first.request_id, "Prod Kafka")
     credentials = await all_rows(db, Credential)
-    assert {c.connection_id for c in credentials} == {first.connection_id}
+    assert {c.connection_id for c in credentials} == {first.request_id}
     assert len(credentials) == 2
     for credential in credentials:
         cipher.open(sealed_of(credential), associated_data(connection.id, credential.field, 1))
-    assert [v.connection_id for v in await all_rows(db, VerificationRecord)] == [first.connection_id]
+    assert [v.connection_id for v in await all_rows(db, VerificationRecord)] == [first.request_id]
     assert [(e.action, e.connection_id) for e in await all_rows(db, AuditEvent)] == [
-        ("connection.created", first.connection_id)
+        ("connection.created", first.request_id)
     ]
 
 
 async def test_two_concurrent_creates_of_one_name_store_exactly_one(
-    service: ConnectionService, account: tuple[str, str], fake: FakeConfluent, db: Database
+    service: Submissions, account: tuple[str, str], fake: FakeConfluent, db: Database
 ) -> None:
     # Both verifications are held at the fake until both are in flight, so both pass the provider
     # before either stores: only the database's unique name index can decide between them.
     fake.hold()
     racing = [
-        asyncio.create_task(service.create(create_request(name, form(*account), user_id=user)))
+        asyncio.create_task(service.submit(create_request(name, form(*account), user_id=user)))
         for name, user in (("Prod Kafka", "U0000AAAA"), ("prod kafka", "U0000BBBB"))
     ]
     try:
         await fake.wait_until_held(2)
     finally:
         fake.release()
-    outcomes: list[CreateOutcome] = await asyncio.gather(*racing)
+    outcomes: list[SubmissionOutcome] = await asyncio.gather(*racing)
 
-    assert sorted(o.stored for o in outcomes) == [False, True]
-    [winner] = [o for o in outcomes if o.stored]
-    [loser] = [o for o in outcomes if not o.stored]
+    assert sorted(stored(o) for o in outcomes) == [False, True]
+    [winner] = [o for o in outcomes if stored(o)]
+    [loser] = [o for o in outcomes if not stored(o)]
     assert loser.problem is not None
     [connection] = await all_rows(db, Connection)
-    assert connection.id == winner.connection_id
-    assert {c.connection_id for c in await all_rows(db, Credential)} == {winner.connection_id}
+    assert connection.id == winner.request_id
+    assert {c.connection_id for c in await all_rows(db, Credential)} == {winner.request_id}
 
 
 # --- list_connections ------------------------------------------------------------------------------
 
 
 async def test_list_connections_pages_newest_first_within_the_team(
-    service: ConnectionService, account: tuple[str, str]
+    service: Submissions, queries: Queries, account: tuple[str, str]
 ) -> None:
     created: list[str] = []
     for index in range(25):
@@ -407,10 +461,10 @@ async def test_list_connections_pages_newest_first_within_the_team(
             await create_ok(service, f"Kafka {index:02d}", form(*account), team_id=OTHER_TEAM)
     newest_first = list(reversed(created))
 
-    first = await service.list_connections(TEAM, 1)
-    second = await service.list_connections(TEAM, 2)
-    beyond = await service.list_connections(TEAM, 99)
-    zeroth = await service.list_connections(TEAM, 0)
+    first = await queries.list_connections(TEAM, 1)
+    second = await queries.list_connections(TEAM, 2)
+    beyond = await queries.list_connections(TEAM, 99)
+    zeroth = await queries.list_connections(TEAM, 0)
 
     assert PAGE_SIZE == 20
     assert (first.number, first.total, first.size) == (1, 25, PAGE_SIZE)
@@ -423,29 +477,29 @@ async def test_list_connections_pages_newest_first_within_the_team(
     assert first.has_next and not first.has_previous
     assert second.has_previous and not second.has_next
 
-    other = await service.list_connections(OTHER_TEAM, 1)
+    other = await queries.list_connections(OTHER_TEAM, 1)
     assert other.total == 5
     assert not {c.id for c in other.items} & set(created)
 
 
 @pytest.mark.parametrize("page", [2**63, 10**20], ids=["2**63", "10**20"])
 async def test_list_connections_clamps_a_page_number_too_large_for_the_database(
-    service: ConnectionService, account: tuple[str, str], page: int
+    service: Submissions, queries: Queries, account: tuple[str, str], page: int
 ) -> None:
     connection_id = await create_ok(service, "Prod Kafka", form(*account))
 
-    listing = await service.list_connections(TEAM, page)
+    listing = await queries.list_connections(TEAM, page)
 
     assert (listing.number, [c.id for c in listing.items]) == (1, [connection_id])
 
 
 async def test_list_connections_summarises_each_connection(
-    service: ConnectionService, account: tuple[str, str]
+    service: Submissions, queries: Queries, account: tuple[str, str]
 ) -> None:
     key, _ = account
     connection_id = await create_ok(service, "Prod Kafka", form(*account))
 
-    page = await service.list_connections(TEAM)
+    page = await queries.list_connections(TEAM)
 
     [summary] = page.items
     assert summary.id == connection_id
@@ -459,27 +513,27 @@ async def test_list_connections_summarises_each_connection(
     assert summary.key_hint == f"{key[:4]}…{key[-4:]}"
 
 
-async def test_list_connections_of_an_empty_workspace(service: ConnectionService) -> None:
-    page = await service.list_connections(TEAM, 3)
+async def test_list_connections_of_an_empty_workspace(queries: Queries) -> None:
+    page = await queries.list_connections(TEAM, 3)
 
     assert (page.items, page.number, page.total) == ((), 1, 0)
 
 
 async def test_list_connections_keeps_rows_of_a_provider_no_longer_offered(
-    service: ConnectionService, db: Database
+    queries: Queries, db: Database
 ) -> None:
     async with db.transaction() as tx:
         await tx.connections.add(
             Connection(team_id=TEAM, name="Old one", provider="retired_provider", created_by=USER)
         )
 
-    [summary] = (await service.list_connections(TEAM)).items
+    [summary] = (await queries.list_connections(TEAM)).items
 
     assert (summary.provider_key, summary.provider_title) == ("retired_provider", "retired_provider")
 
 
 async def test_names_ignore_case_beyond_ascii(
-    service: ConnectionService,
+    service: Submissions,
     provider: ConfluentCloud,
     account: tuple[str, str],
     migrated_database_url: str,
@@ -487,8 +541,8 @@ async def test_names_ignore_case_beyond_ascii(
 ) -> None:
     await create_ok(service, "Ärger Kafka", form(*account))
 
-    checked = await service.check_form(TEAM, provider, "ärger kafka", form(*account))
-    second = await service.create(create_request("ärger kafka", form(*account)))
+    checked = await service.check(RequestKind.CONNECTION, TEAM, provider, "ärger kafka", form(*account))
+    second = await service.submit(create_request("ärger kafka", form(*account)))
 
     assert set(checked.problems) == {NAME_FIELD}
-    assert not second.stored and second.problem is not None
+    assert not stored(second) and second.problem is not None

@@ -1,11 +1,12 @@
-"""ExpiryService on SQLite and PostgreSQL, over connections made by the real ConnectionService.
+"""ApprovalService.expire_overdue for new connections on SQLite and PostgreSQL, over connections
+submitted through the real Submissions.
 
 Everything below the service is real: the migrated database, the AES-GCM cipher and the Confluent
 provider verifying against :class:`FakeConfluent` in-process. Connections are created at known
 times by a hand-set clock, and each expiry run is given its own ``now``.
 
 The concurrency tests run two "bot processes": two :class:`Database` objects on one database, each
-with its own engine and pool, each behind its own ExpiryService.
+with its own engine and pool, each behind its own ApprovalService.
 """
 
 from __future__ import annotations
@@ -13,20 +14,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import select
 
 from bot.crypto import Cipher, MasterKey
-from bot.domain import Status
+from bot.domain import SYSTEM_ACTOR, ApprovalRequest, Decision, RequestKind, Status, Verdict
 from bot.providers.confluent_cloud import ConfluentCloud
 from bot.providers.registry import ProviderRegistry
 from bot.services.admins import AdminPolicy
-from bot.services.approvals import ApprovalService, Verdict
-from bot.services.connections import ConnectionService
-from bot.services.expiry import SYSTEM_ACTOR, ExpiryService
+from bot.services.approvals import BATCH_SIZE, ApprovalService
+from bot.services.submissions import Submissions
 from bot.store import AuditEvent, Connection, Credential, Database
 from bot.store.repositories import ConnectionRepository
 from tests.fakes.confluent_api import FakeConfluent, new_api_key, new_api_secret
@@ -36,6 +35,7 @@ from tests.unit.services.test_connections import API, CLUSTER, OTHER_TEAM, START
 REQUESTER = "U0REQUEST1"
 ADMIN = "U0ADMIN001"
 TTL = timedelta(hours=72)
+CONNECTION = RequestKind.CONNECTION
 ROUNDS = 10
 """How many times each race is run: one lucky interleaving must not make the test pass."""
 
@@ -70,22 +70,28 @@ def providers() -> ProviderRegistry:
     return ProviderRegistry((ConfluentCloud(api_url=API),))
 
 
+def admin_policy() -> AdminPolicy:
+    return AdminPolicy(frozenset({ADMIN}), None, NoDirectory())
+
+
 @pytest.fixture
-def connections(
+def submissions(
     db: Database, providers: ProviderRegistry, http: httpx.AsyncClient, clock: HandClock
-) -> ConnectionService:
-    return ConnectionService(db, Cipher(MasterKey.generate()), providers, http, clock=clock)
+) -> Submissions:
+    return Submissions(db, Cipher(MasterKey.generate()), providers, http, admin_policy(), clock=clock)
 
 
 @pytest.fixture
 def approvals(db: Database, providers: ProviderRegistry, clock: HandClock) -> ApprovalService:
-    policy = AdminPolicy(frozenset({ADMIN}), None, NoDirectory())
-    return ApprovalService(db, providers, policy, clock=clock)
+    """Decides on requests and, with :meth:`ApprovalService.expire_overdue`, expires them."""
+    return ApprovalService(db, providers, admin_policy(), ttl=TTL, clock=clock)
 
 
-@pytest.fixture
-def expiry(db: Database, providers: ProviderRegistry, clock: HandClock) -> ExpiryService:
-    return ExpiryService(db, providers, ttl=TTL, clock=clock)
+def expirer(
+    db: Database, providers: ProviderRegistry, *, ttl: timedelta = TTL, batch_size: int = BATCH_SIZE
+) -> ApprovalService:
+    """Another ApprovalService (on ``db``), run for its expiry only."""
+    return ApprovalService(db, providers, admin_policy(), ttl=ttl, batch_size=batch_size)
 
 
 @pytest.fixture
@@ -98,7 +104,7 @@ def account(fake: FakeConfluent) -> tuple[str, str]:
 
 @pytest.fixture
 def create(
-    connections: ConnectionService, account: tuple[str, str], clock: HandClock
+    submissions: Submissions, account: tuple[str, str], clock: HandClock
 ) -> Callable[..., Awaitable[str]]:
     """``await create(name, at=…, team_id=…)``: a verified connection awaiting approval, created
     at ``at``; returns its id."""
@@ -106,9 +112,9 @@ def create(
     async def make(name: str, *, at: datetime = START, team_id: str = TEAM) -> str:
         clock.now = at
         request = create_request(name, form(*account), team_id=team_id, user_id=REQUESTER)
-        outcome = await connections.create(request)
-        assert outcome.connection_id is not None, outcome.verification.summary
-        return outcome.connection_id
+        outcome = await submissions.submit(request)
+        assert outcome.request_id is not None, outcome.verification
+        return outcome.request_id
 
     return make
 
@@ -117,36 +123,40 @@ def create(
 
 
 async def row(db: Database, connection_id: str) -> Connection:
-    async with db.read() as session:
-        connection = await session.get(Connection, connection_id)
+    async with db.read() as tx:
+        connection = await tx.session.get(Connection, connection_id)
     assert connection is not None
     return connection
 
 
 async def credentials_of(db: Database, connection_id: str) -> list[Credential]:
-    async with db.read() as session:
+    async with db.read() as tx:
         statement = select(Credential).where(Credential.connection_id == connection_id)
-        return list(await session.scalars(statement))
+        return list(await tx.session.scalars(statement))
 
 
 async def events_of(db: Database, connection_id: str, action: str | None = None) -> list[AuditEvent]:
-    async with db.read() as session:
+    async with db.read() as tx:
         statement = (
             select(AuditEvent).where(AuditEvent.connection_id == connection_id).order_by(AuditEvent.id)
         )
-        events = list(await session.scalars(statement))
+        events = list(await tx.session.scalars(statement))
     return [e for e in events if action is None or e.action == action]
 
 
-def ids_of(decisions: list[Any]) -> list[str]:
-    return [d.connection.id for d in decisions]
+def request_of(decision: Decision) -> ApprovalRequest:
+    assert decision.request is not None, decision
+    return decision.request
+
+
+def ids_of(decisions: list[Decision]) -> list[str]:
+    return [request_of(d).connection.id for d in decisions]
 
 
 # --- which connections expire ----------------------------------------------------------------------
 
 
 async def test_only_pending_requests_older_than_the_ttl_expire_in_every_workspace(
-    expiry: ExpiryService,
     approvals: ApprovalService,
     create: Callable[..., Awaitable[str]],
     db: Database,
@@ -158,10 +168,10 @@ async def test_only_pending_requests_older_than_the_ttl_expire_in_every_workspac
     rejected = await create("rejected")
     young = await create("young", at=START + timedelta(hours=1))
     clock.now = START + timedelta(minutes=5)
-    assert (await approvals.approve(TEAM, approved, ADMIN)).verdict is Verdict.DECIDED
-    assert (await approvals.reject(TEAM, rejected, ADMIN, "wrong key")).verdict is Verdict.DECIDED
+    assert (await approvals.approve(CONNECTION, TEAM, approved, ADMIN)).verdict is Verdict.DECIDED
+    assert (await approvals.reject(CONNECTION, TEAM, rejected, ADMIN, "wrong key")).verdict is Verdict.DECIDED
 
-    decisions = await expiry.expire_overdue(START + TTL + timedelta(minutes=30))
+    decisions = await approvals.expire_overdue(START + TTL + timedelta(minutes=30))
 
     assert sorted(ids_of(decisions)) == sorted([overdue, elsewhere])
     statuses = {cid: (await row(db, cid)).status for cid in (overdue, elsewhere, approved, rejected, young)}
@@ -179,32 +189,31 @@ async def test_only_pending_requests_older_than_the_ttl_expire_in_every_workspac
 
 
 async def test_a_request_expires_only_once_its_ttl_has_fully_passed(
-    expiry: ExpiryService, create: Callable[..., Awaitable[str]], db: Database
+    approvals: ApprovalService, create: Callable[..., Awaitable[str]], db: Database
 ) -> None:
     connection_id = await create("edge")
 
-    assert await expiry.expire_overdue(START + TTL) == []
+    assert await approvals.expire_overdue(START + TTL) == []
     assert (await row(db, connection_id)).status is Status.PENDING_APPROVAL
 
-    assert ids_of(await expiry.expire_overdue(START + TTL + timedelta(microseconds=1))) == [connection_id]
+    assert ids_of(await approvals.expire_overdue(START + TTL + timedelta(microseconds=1))) == [connection_id]
 
 
 async def test_the_clock_is_read_when_no_time_is_given(
-    expiry: ExpiryService, create: Callable[..., Awaitable[str]], clock: HandClock, db: Database
+    approvals: ApprovalService, create: Callable[..., Awaitable[str]], clock: HandClock, db: Database
 ) -> None:
     connection_id = await create("read the clock")
     clock.now = START + TTL - timedelta(seconds=1)
-    assert await expiry.expire_overdue() == []
+    assert await approvals.expire_overdue() == []
     clock.now = START + TTL + timedelta(seconds=1)
-    [decision] = await expiry.expire_overdue()
-    assert decision.decided_at == clock.now == (await row(db, connection_id)).decided_at
+    [decision] = await approvals.expire_overdue()
+    assert request_of(decision).decided_at == clock.now == (await row(db, connection_id)).decided_at
 
 
 # --- what an expiry does ---------------------------------------------------------------------------
 
 
 async def test_expiry_destroys_the_ciphertext_records_one_event_and_reports_the_request(
-    expiry: ExpiryService,
     approvals: ApprovalService,
     create: Callable[..., Awaitable[str]],
     db: Database,
@@ -212,19 +221,22 @@ async def test_expiry_destroys_the_ciphertext_records_one_event_and_reports_the_
     migrated_database_url: str,
 ) -> None:
     connection_id = await create("Prod Kafka")
-    await approvals.record_request_message(TEAM, connection_id, "C0ADMINS01", "1700000000.000100")
+    await approvals.record_message(CONNECTION, TEAM, connection_id, "C0ADMINS01", "1700000000.000100")
     assert len(await credentials_of(db, connection_id)) == 2
-    checks = (await approvals.request(TEAM, connection_id)).checks
+    described = await approvals.describe(CONNECTION, TEAM, connection_id)
+    assert described is not None
+    checks = described.checks
     now = START + TTL + timedelta(hours=1)
 
-    [decision] = await expiry.expire_overdue(now)
+    [decision] = await approvals.expire_overdue(now)
 
-    assert decision.verdict is Verdict.DECIDED and decision.status is Status.EXPIRED
-    assert (decision.decided_by, decision.decided_at, decision.reason) == (None, now, None)
-    assert decision.connection is not None and decision.connection.name == "Prod Kafka"
-    assert decision.connection.created_by == REQUESTER
-    assert checks and decision.checks == checks
-    assert (decision.approval_channel, decision.approval_ts) == ("C0ADMINS01", "1700000000.000100")
+    expired = request_of(decision)
+    assert decision.verdict is Verdict.DECIDED and expired.status is Status.EXPIRED
+    assert (expired.decided_by, expired.decided_at, expired.reason) == (None, now, None)
+    assert expired.connection.name == "Prod Kafka"
+    assert expired.connection.created_by == REQUESTER
+    assert checks and expired.checks == checks
+    assert (expired.message_channel, expired.message_ts) == ("C0ADMINS01", "1700000000.000100")
 
     stored = await row(db, connection_id)
     assert (stored.status, stored.decided_by, stored.decided_at) == (Status.EXPIRED, None, now)
@@ -245,16 +257,16 @@ async def test_expiry_destroys_the_ciphertext_records_one_event_and_reports_the_
 
 
 async def test_an_expired_request_can_no_longer_be_approved(
-    expiry: ExpiryService, approvals: ApprovalService, create: Callable[..., Awaitable[str]], db: Database
+    approvals: ApprovalService, create: Callable[..., Awaitable[str]], db: Database
 ) -> None:
     connection_id = await create("too late")
     now = START + TTL + timedelta(hours=1)
-    await expiry.expire_overdue(now)
+    await approvals.expire_overdue(now)
 
-    late = await approvals.approve(TEAM, connection_id, ADMIN)
+    late = await approvals.approve(CONNECTION, TEAM, connection_id, ADMIN)
 
-    assert late.verdict is Verdict.ALREADY_DECIDED and late.status is Status.EXPIRED
-    assert (late.decided_by, late.decided_at) == (None, now)
+    assert late.verdict is Verdict.ALREADY_DECIDED and request_of(late).status is Status.EXPIRED
+    assert (request_of(late).decided_by, request_of(late).decided_at) == (None, now)
     assert (await row(db, connection_id)).status is Status.EXPIRED
     assert await events_of(db, connection_id, "connection.approved") == []
 
@@ -263,7 +275,7 @@ async def test_an_hour_is_named_in_the_singular(
     db: Database, providers: ProviderRegistry, create: Callable[..., Awaitable[str]]
 ) -> None:
     connection_id = await create("one hour")
-    service = ExpiryService(db, providers, ttl=timedelta(hours=1))
+    service = expirer(db, providers, ttl=timedelta(hours=1))
     await service.expire_overdue(START + timedelta(hours=2))
     [event] = await events_of(db, connection_id, "connection.expired")
     assert event.reason == "not decided within 1 hour"
@@ -271,16 +283,16 @@ async def test_an_hour_is_named_in_the_singular(
 
 def test_a_ttl_that_is_not_positive_is_refused(db: Database, providers: ProviderRegistry) -> None:
     with pytest.raises(ValueError, match="ttl"):
-        ExpiryService(db, providers, ttl=timedelta(0))
+        expirer(db, providers, ttl=timedelta(0))
     with pytest.raises(ValueError, match="batch_size"):
-        ExpiryService(db, providers, ttl=TTL, batch_size=0)
+        expirer(db, providers, ttl=TTL, batch_size=0)
 
 
 async def test_each_run_expires_a_bounded_batch_oldest_first(
     db: Database, providers: ProviderRegistry, create: Callable[..., Awaitable[str]]
 ) -> None:
     created = [await create(f"c{i}", at=START + timedelta(minutes=i)) for i in range(3)]
-    service = ExpiryService(db, providers, ttl=TTL, batch_size=2)
+    service = expirer(db, providers, ttl=TTL, batch_size=2)
     now = START + TTL + timedelta(hours=1)
 
     assert ids_of(await service.expire_overdue(now)) == created[:2]
@@ -293,13 +305,13 @@ async def test_each_run_expires_a_bounded_batch_oldest_first(
 
 
 async def test_a_second_run_finds_nothing_left_to_do(
-    expiry: ExpiryService, create: Callable[..., Awaitable[str]], db: Database
+    approvals: ApprovalService, create: Callable[..., Awaitable[str]], db: Database
 ) -> None:
     connection_id = await create("once")
     first = START + TTL + timedelta(hours=1)
 
-    assert ids_of(await expiry.expire_overdue(first)) == [connection_id]
-    assert await expiry.expire_overdue(first + timedelta(hours=1)) == []
+    assert ids_of(await approvals.expire_overdue(first)) == [connection_id]
+    assert await approvals.expire_overdue(first + timedelta(hours=1)) == []
 
     assert (await row(db, connection_id)).decided_at == first
     assert len(await events_of(db, connection_id, "connection.expired")) == 1
@@ -325,7 +337,7 @@ async def test_a_replica_that_loses_the_transition_does_not_report_the_connectio
     # Between this replica's query and its transitions, the other replica expires everything.
     created = [await create(f"c{i}") for i in range(3)]
     now = START + TTL + timedelta(hours=1)
-    mine, theirs = ExpiryService(db, providers, ttl=TTL), ExpiryService(second_db, providers, ttl=TTL)
+    mine, theirs = expirer(db, providers), expirer(second_db, providers)
     query = ConnectionRepository.pending_created_before
     other_run: list[list[str]] = []
 
@@ -353,7 +365,7 @@ async def test_two_replicas_expiring_at_once_report_each_connection_exactly_once
     providers: ProviderRegistry,
     create: Callable[..., Awaitable[str]],
 ) -> None:
-    replicas = (ExpiryService(db, providers, ttl=TTL), ExpiryService(second_db, providers, ttl=TTL))
+    replicas = (expirer(db, providers), expirer(second_db, providers))
     for round_ in range(ROUNDS):
         start = START + timedelta(days=round_)
         created = [await create(f"r{round_} c{i}", at=start) for i in range(4)]
@@ -376,15 +388,17 @@ async def test_an_approval_racing_the_expiry_leaves_exactly_one_outcome(
     create: Callable[..., Awaitable[str]],
     clock: HandClock,
 ) -> None:
-    expiry = ExpiryService(second_db, providers, ttl=TTL)
+    expiry = expirer(second_db, providers)
     for round_ in range(ROUNDS):
         start = START + timedelta(days=round_)
         connection_id = await create(f"race {round_}", at=start)
         now = start + TTL + timedelta(hours=1)
-        clock.now = now
+        # The click comes just inside the time to live (one past it expires the request itself,
+        # see below), the expiry run after it.
+        clock.now = start + TTL - timedelta(seconds=1)
 
         approval, expired = await asyncio.gather(
-            approvals.approve(TEAM, connection_id, ADMIN), expiry.expire_overdue(now)
+            approvals.approve(CONNECTION, TEAM, connection_id, ADMIN), expiry.expire_overdue(now)
         )
 
         status = (await row(db, connection_id)).status
@@ -403,23 +417,20 @@ async def test_an_approval_racing_the_expiry_leaves_exactly_one_outcome(
 
 async def test_a_click_on_an_overdue_request_expires_it_instead_of_approving(
     db: Database,
-    providers: ProviderRegistry,
-    expiry: ExpiryService,
+    approvals: ApprovalService,
     create: Callable[..., Awaitable[str]],
     clock: HandClock,
 ) -> None:
-    policy = AdminPolicy(frozenset({ADMIN}), None, NoDirectory())
-    approvals = ApprovalService(db, providers, policy, expirer=expiry, clock=clock)
     connection_id = await create("late", at=START)
     clock.now = START + TTL  # the periodic job has not run yet
 
-    decision = await approvals.approve(TEAM, connection_id, ADMIN)
+    decision = await approvals.approve(CONNECTION, TEAM, connection_id, ADMIN)
 
-    assert decision.verdict is Verdict.EXPIRED and decision.status is Status.EXPIRED
+    assert decision.verdict is Verdict.EXPIRED and request_of(decision).status is Status.EXPIRED
     assert (await row(db, connection_id)).status is Status.EXPIRED
     assert await events_of(db, connection_id, "connection.approved") == []
     assert len(await events_of(db, connection_id, "connection.expired")) == 1
     assert await credentials_of(db, connection_id) == []
     # A request still inside its time is approved as usual.
     fresh = await create("fresh", at=START + TTL)
-    assert (await approvals.approve(TEAM, fresh, ADMIN)).verdict is Verdict.DECIDED
+    assert (await approvals.approve(CONNECTION, TEAM, fresh, ADMIN)).verdict is Verdict.DECIDED

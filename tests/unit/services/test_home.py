@@ -1,4 +1,4 @@
-"""HomeService on SQLite and PostgreSQL: whose connections a Home tab lists, and which requests
+"""Queries.home on SQLite and PostgreSQL: whose connections a Home tab lists, and which requests
 waiting for a decision it shows to whom.
 
 Rows are written straight into the migrated database (the create flow has its own tests); the admin
@@ -12,12 +12,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.domain import Health, Status
+from bot.domain import HOME_ITEMS_MAX, Health, Status
 from bot.providers.base import Outcome
 from bot.providers.confluent_cloud import ConfluentCloud
 from bot.providers.registry import ProviderRegistry
 from bot.services.admins import UNCHECKED, AdminPolicy, DirectoryUnavailable
-from bot.services.home import HOME_ITEMS_MAX, HomeService
+from bot.services.queries import Queries
 from bot.store import Connection, Database, VerificationRecord
 
 TEAM = "T0000TEAM"
@@ -54,9 +54,9 @@ def providers() -> ProviderRegistry:
 
 
 @pytest.fixture
-def home(db: Database, providers: ProviderRegistry, directory: MemoryDirectory) -> HomeService:
+def home(db: Database, providers: ProviderRegistry, directory: MemoryDirectory) -> Queries:
     # No caching: a failure set by a test takes effect at the next check.
-    return HomeService(db, providers, AdminPolicy(frozenset({ADMIN}), GROUP, directory, ttl_seconds=0))
+    return Queries(db, providers, AdminPolicy(frozenset({ADMIN}), GROUP, directory, ttl_seconds=0))
 
 
 class Rows:
@@ -110,14 +110,14 @@ def rows(db: Database) -> Rows:
 
 
 async def test_a_user_sees_only_their_own_connections_in_this_workspace_newest_first(
-    home: HomeService, rows: Rows
+    home: Queries, rows: Rows
 ) -> None:
     first = await rows.add("first", status=Status.ACTIVE)
     await rows.add("someone else's", created_by=OTHER_USER)
     second = await rows.add("second", status=Status.REJECTED)
     await rows.add("mine elsewhere", team_id=OTHER_TEAM)
 
-    data = await home.home_for(TEAM, USER)
+    data = await home.home(TEAM, USER)
 
     assert [c.id for c in data.connections] == [second, first]
     assert [c.status for c in data.connections] == [Status.REJECTED, Status.ACTIVE]
@@ -126,14 +126,14 @@ async def test_a_user_sees_only_their_own_connections_in_this_workspace_newest_f
     assert data.connections[0].key_hint == "ABCD…WXYZ"
 
 
-async def test_a_user_with_no_connections_gets_an_empty_list(home: HomeService, rows: Rows) -> None:
+async def test_a_user_with_no_connections_gets_an_empty_list(home: Queries, rows: Rows) -> None:
     await rows.add("not mine", created_by=OTHER_USER)
-    data = await home.home_for(TEAM, USER)
+    data = await home.home(TEAM, USER)
     assert data.connections == () and data.connections_total == 0
 
 
 async def test_an_admin_sees_every_pending_request_of_the_workspace_oldest_first_with_its_checks(
-    home: HomeService, rows: Rows
+    home: Queries, rows: Rows
 ) -> None:
     checks: list[dict[str, object]] = [
         {"name": "Cloud API key accepted", "passed": True, "detail": "3 environments"},
@@ -144,7 +144,7 @@ async def test_an_admin_sees_every_pending_request_of_the_workspace_oldest_first
     newer = await rows.add("newer", created_by=OTHER_USER)
     await rows.add("other workspace", team_id=OTHER_TEAM)
 
-    data = await home.home_for(TEAM, ADMIN)
+    data = await home.home(TEAM, ADMIN)
 
     assert data.is_admin and not data.admin_check_failed
     assert [p.connection.id for p in data.pending] == [older, newer]
@@ -158,7 +158,7 @@ async def test_an_admin_sees_every_pending_request_of_the_workspace_oldest_first
 
 
 async def test_the_checks_shown_are_those_of_the_latest_verification(
-    home: HomeService, rows: Rows, db: Database
+    home: Queries, rows: Rows, db: Database
 ) -> None:
     connection_id = await rows.add("retested", checks=[{"name": "old", "passed": False, "detail": ""}])
     async with db.transaction() as tx:
@@ -174,32 +174,32 @@ async def test_the_checks_shown_are_those_of_the_latest_verification(
                 created_at=START + timedelta(hours=5),
             )
         )
-    [request] = (await home.home_for(TEAM, ADMIN)).pending
+    [request] = (await home.home(TEAM, ADMIN)).pending
     assert [c.name for c in request.checks] == ["new"]
 
 
-async def test_a_member_of_the_admin_group_is_an_admin(home: HomeService, rows: Rows) -> None:
+async def test_a_member_of_the_admin_group_is_an_admin(home: Queries, rows: Rows) -> None:
     pending = await rows.add("waiting")
-    data = await home.home_for(TEAM, GROUP_MEMBER)
+    data = await home.home(TEAM, GROUP_MEMBER)
     assert data.is_admin
     assert [p.connection.id for p in data.pending] == [pending]
 
 
-async def test_someone_else_sees_no_pending_request(home: HomeService, rows: Rows) -> None:
+async def test_someone_else_sees_no_pending_request(home: Queries, rows: Rows) -> None:
     await rows.add("waiting", created_by=OTHER_USER)
-    data = await home.home_for(TEAM, USER)
+    data = await home.home(TEAM, USER)
     assert not data.is_admin and not data.admin_check_failed
     assert data.pending == () and data.pending_total == 0
 
 
 async def test_when_admin_rights_cannot_be_checked_no_request_is_shown_and_the_reason_is_kept(
-    home: HomeService, rows: Rows, directory: MemoryDirectory
+    home: Queries, rows: Rows, directory: MemoryDirectory
 ) -> None:
     mine = await rows.add("mine", created_by=GROUP_MEMBER)
     await rows.add("waiting")
     directory.failure = "missing_scope"
 
-    data = await home.home_for(TEAM, GROUP_MEMBER)
+    data = await home.home(TEAM, GROUP_MEMBER)
 
     assert not data.is_admin and data.admin_check_failed
     assert data.admin_why.startswith(UNCHECKED) and "missing_scope" in data.admin_why
@@ -209,20 +209,20 @@ async def test_when_admin_rights_cannot_be_checked_no_request_is_shown_and_the_r
 
 
 async def test_a_listed_admin_needs_no_group_lookup_even_when_slack_fails(
-    home: HomeService, rows: Rows, directory: MemoryDirectory
+    home: Queries, rows: Rows, directory: MemoryDirectory
 ) -> None:
     await rows.add("waiting")
     directory.failure = "ratelimited"
-    data = await home.home_for(TEAM, ADMIN)
+    data = await home.home(TEAM, ADMIN)
     assert data.is_admin and not data.admin_check_failed and len(data.pending) == 1
 
 
-async def test_both_lists_stop_at_the_limit_and_count_the_rest(home: HomeService, rows: Rows) -> None:
+async def test_both_lists_stop_at_the_limit_and_count_the_rest(home: Queries, rows: Rows) -> None:
     extra = 3
     own = [await rows.add(f"own {i}", created_by=ADMIN) for i in range(HOME_ITEMS_MAX + extra)]
     pending = [await rows.add(f"asked {i}") for i in range(HOME_ITEMS_MAX + extra)]
 
-    data = await home.home_for(TEAM, ADMIN)
+    data = await home.home(TEAM, ADMIN)
 
     # Own: the newest; pending: the oldest (the admin's own requests are pending too, and older).
     assert [c.id for c in data.connections] == own[::-1][:HOME_ITEMS_MAX]
@@ -236,11 +236,11 @@ async def test_the_self_approval_setting_reaches_the_view(
     db: Database, providers: ProviderRegistry, directory: MemoryDirectory, allowed: bool
 ) -> None:
     policy = AdminPolicy(frozenset({ADMIN}), None, directory)
-    data = await HomeService(db, providers, policy, allow_self_approval=allowed).home_for(TEAM, ADMIN)
+    data = await Queries(db, providers, policy, allow_self_approval=allowed).home(TEAM, ADMIN)
     assert data.allow_self_approval is allowed
 
 
 async def test_a_limit_below_one_is_refused(db: Database, providers: ProviderRegistry) -> None:
     policy = AdminPolicy(frozenset(), None, MemoryDirectory({}))
     with pytest.raises(ValueError):
-        HomeService(db, providers, policy, limit=0)
+        Queries(db, providers, policy, home_limit=0)

@@ -69,13 +69,13 @@ async def store(db: Database, *rows: InFlightVerification) -> None:
 
 
 async def remaining(db: Database) -> list[str]:
-    async with db.read() as session:
-        return sorted(await session.scalars(select(InFlightVerification.name)))
+    async with db.read() as tx:
+        return sorted(await tx.session.scalars(select(InFlightVerification.name)))
 
 
 async def audit_events(db: Database) -> list[AuditEvent]:
-    async with db.read() as session:
-        return list(await session.scalars(select(AuditEvent).order_by(AuditEvent.id)))
+    async with db.read() as tx:
+        return list(await tx.session.scalars(select(AuditEvent).order_by(AuditEvent.id)))
 
 
 def sweeper(db: Database, owner: ProcessOwner = ME) -> InterruptedVerifications:

@@ -17,36 +17,30 @@ import pytest
 from sqlalchemy import func, select
 
 from bot.crypto import Cipher
-from bot.domain import RotationStatus
+from bot.domain import NAME_FIELD, Refusal, Refused, RequestKind, RotationStatus
 from bot.providers.base import Outcome
 from bot.providers.confluent_cloud import ConfluentCloud
 from bot.providers.registry import ProviderRegistry
 from bot.services.approvals import ApprovalService
-from bot.services.connections import (
+from bot.services.interrupted import DEADLINE_GRACE, InterruptedVerifications, ProcessOwner
+from bot.services.submissions import (
+    ALREADY_ROTATING,
     DATABASE_BUSY,
     NAME_BEING_REGISTERED,
-    NAME_FIELD,
     NAME_TAKEN,
-    ConnectionService,
-    CreateRequest,
+    ROTATION_BUSY,
     FormCheck,
+    Submission,
+    Submissions,
     Waiter,
 )
-from bot.services.interrupted import (
-    DEADLINE_GRACE,
-    ClaimBusy,
-    ClaimLost,
-    InterruptedVerifications,
-    ProcessOwner,
-)
-from bot.services.permissions import Refusal
-from bot.services.rotations import RotationService
 from bot.store import AuditEvent, Connection, Credential, Database, KeyCanary, Rotation, VerificationRecord
 from bot.store.models import InFlightKind, InFlightVerification
 from tests.fakes.confluent_api import FakeConfluent, new_api_key, new_api_secret
 from tests.unit.services.test_approvals import ADMIN, GROUP, OUTSIDER, MemoryDirectory, new_policy
-from tests.unit.services.test_connections import API, CLUSTER, REST, START, TEAM, form
+from tests.unit.services.test_connections import API, CLUSTER, REST, START, TEAM, create_request, form, stored
 from tests.unit.services.test_expiry import HandClock
+from tests.unit.services.test_rotations import rotation
 
 USER = "U0REQUEST1"
 OTHER_USER = "U0REQUEST2"
@@ -64,27 +58,11 @@ def provider() -> ConfluentCloud:
 
 
 @pytest.fixture
-def connections(
+def submissions(
     db: Database, cipher: Cipher, provider: ConfluentCloud, http: httpx.AsyncClient, clock: HandClock
-) -> ConnectionService:
-    return ConnectionService(db, cipher, ProviderRegistry((provider,)), http, clock=clock, owner=OWNER)
-
-
-@pytest.fixture
-def rotations(
-    db: Database, cipher: Cipher, provider: ConfluentCloud, http: httpx.AsyncClient, clock: HandClock
-) -> RotationService:
+) -> Submissions:
     policy = new_policy(MemoryDirectory({GROUP: set()}))
-    return RotationService(
-        db,
-        cipher,
-        ProviderRegistry((provider,)),
-        http,
-        policy,
-        ttl=timedelta(hours=72),
-        clock=clock,
-        owner=OWNER,
-    )
+    return Submissions(db, cipher, ProviderRegistry((provider,)), http, policy, clock=clock, owner=OWNER)
 
 
 @pytest.fixture
@@ -95,7 +73,7 @@ def account(fake: FakeConfluent) -> tuple[str, str]:
 
 
 async def claimed(
-    connections: ConnectionService,
+    submissions: Submissions,
     provider: ConfluentCloud,
     name: str,
     values: dict[str, Any],
@@ -103,38 +81,35 @@ async def claimed(
     user_id: str = USER,
     view_id: str = "V0000VIEW1",
 ) -> FormCheck:
-    return await connections.check_form(TEAM, provider, name, values, claim_for=Waiter(user_id, view_id))
+    return await submissions.check(
+        RequestKind.CONNECTION, TEAM, provider, name, values, claim_for=Waiter(user_id, view_id)
+    )
 
 
-def request_of(check: FormCheck, user_id: str = USER) -> CreateRequest:
-    return CreateRequest(
-        team_id=TEAM,
-        user_id=user_id,
-        provider_key="confluent_cloud",
-        name=check.name,
-        values=check.values,
-        claim_id=check.claim_id,
+def request_of(check: FormCheck, provider: ConfluentCloud, user_id: str = USER) -> Submission:
+    return create_request(
+        check.name, check.values, user_id=user_id, provider=provider, claim_id=check.claim_id
     )
 
 
 async def in_flight(db: Database) -> list[InFlightVerification]:
-    async with db.read() as session:
-        return list(await session.scalars(select(InFlightVerification)))
+    async with db.read() as tx:
+        return list(await tx.session.scalars(select(InFlightVerification)))
 
 
 async def counts(db: Database) -> dict[str, int]:
     found = {}
-    async with db.read() as session:
+    async with db.read() as tx:
         for model in (Connection, Credential, VerificationRecord, Rotation, AuditEvent, InFlightVerification):
             found[model.__tablename__] = int(
-                await session.scalar(select(func.count()).select_from(model)) or 0
+                await tx.session.scalar(select(func.count()).select_from(model)) or 0
             )
     return found
 
 
 async def audit_actions(db: Database) -> list[str]:
-    async with db.read() as session:
-        return list(await session.scalars(select(AuditEvent.action).order_by(AuditEvent.id)))
+    async with db.read() as tx:
+        return list(await tx.session.scalars(select(AuditEvent.action).order_by(AuditEvent.id)))
 
 
 async def sweep_everything(db: Database, clock: HandClock) -> None:
@@ -148,9 +123,9 @@ async def sweep_everything(db: Database, clock: HandClock) -> None:
 
 
 async def test_a_passing_form_claims_its_name_for_the_verification_to_come(
-    db: Database, connections: ConnectionService, provider: ConfluentCloud, account: tuple[str, str]
+    db: Database, submissions: Submissions, provider: ConfluentCloud, account: tuple[str, str]
 ) -> None:
-    check = await claimed(connections, provider, "  Prod   Kafka ", form(*account, REST, CLUSTER))
+    check = await claimed(submissions, provider, "  Prod   Kafka ", form(*account, REST, CLUSTER))
 
     assert check.ok and check.claim_id is not None
     [row] = await in_flight(db)
@@ -171,11 +146,11 @@ async def test_a_passing_form_claims_its_name_for_the_verification_to_come(
 
 
 async def test_a_second_submission_of_the_name_is_refused_while_the_first_is_verified(
-    db: Database, connections: ConnectionService, provider: ConfluentCloud, account: tuple[str, str]
+    db: Database, submissions: Submissions, provider: ConfluentCloud, account: tuple[str, str]
 ) -> None:
-    assert (await claimed(connections, provider, "Prod Kafka", form(*account))).ok
+    assert (await claimed(submissions, provider, "Prod Kafka", form(*account))).ok
 
-    second = await claimed(connections, provider, "PROD KAFKA", form(*account), user_id=OTHER_USER)
+    second = await claimed(submissions, provider, "PROD KAFKA", form(*account), user_id=OTHER_USER)
 
     assert second.problems == {NAME_FIELD: NAME_BEING_REGISTERED}
     assert second.claim_id is None
@@ -183,32 +158,32 @@ async def test_a_second_submission_of_the_name_is_refused_while_the_first_is_ver
 
 
 async def test_a_name_a_connection_holds_is_refused_and_leaves_no_claim(
-    db: Database, connections: ConnectionService, provider: ConfluentCloud, account: tuple[str, str]
+    db: Database, submissions: Submissions, provider: ConfluentCloud, account: tuple[str, str]
 ) -> None:
-    first = await claimed(connections, provider, "Prod Kafka", form(*account))
-    assert (await connections.create(request_of(first))).stored
+    first = await claimed(submissions, provider, "Prod Kafka", form(*account))
+    assert stored(await submissions.submit(request_of(first, provider)))
 
-    again = await claimed(connections, provider, "prod kafka", form(*account), user_id=OTHER_USER)
+    again = await claimed(submissions, provider, "prod kafka", form(*account), user_id=OTHER_USER)
 
     assert again.problems == {NAME_FIELD: NAME_TAKEN}
     assert await in_flight(db) == []
 
 
 async def test_a_form_with_problems_claims_nothing(
-    db: Database, connections: ConnectionService, provider: ConfluentCloud
+    db: Database, submissions: Submissions, provider: ConfluentCloud
 ) -> None:
-    check = await claimed(connections, provider, "Prod Kafka", form("", ""))
+    check = await claimed(submissions, provider, "Prod Kafka", form("", ""))
     assert not check.ok and check.claim_id is None
     assert await in_flight(db) == []
 
 
 async def test_of_simultaneous_submissions_of_one_name_exactly_one_is_acknowledged(
-    db: Database, connections: ConnectionService, provider: ConfluentCloud, account: tuple[str, str]
+    db: Database, submissions: Submissions, provider: ConfluentCloud, account: tuple[str, str]
 ) -> None:
     names = ["Orders", "orders", "ORDERS", " orders "] * 2
     checks = await asyncio.gather(
         *(
-            claimed(connections, provider, name, form(*account), user_id=f"U00000000{index}")
+            claimed(submissions, provider, name, form(*account), user_id=f"U00000000{index}")
             for index, name in enumerate(names)
         )
     )
@@ -218,12 +193,12 @@ async def test_of_simultaneous_submissions_of_one_name_exactly_one_is_acknowledg
 
 
 async def test_a_stored_connection_ends_its_claim_in_the_same_transaction(
-    db: Database, connections: ConnectionService, provider: ConfluentCloud, account: tuple[str, str]
+    db: Database, submissions: Submissions, provider: ConfluentCloud, account: tuple[str, str]
 ) -> None:
-    check = await claimed(connections, provider, "Prod Kafka", form(*account))
-    outcome = await connections.create(request_of(check))
+    check = await claimed(submissions, provider, "Prod Kafka", form(*account))
+    outcome = await submissions.submit(request_of(check, provider))
 
-    assert outcome.stored and not outcome.abandoned
+    assert stored(outcome) and not outcome.abandoned
     assert await counts(db) == {
         "connections": 1,
         "credentials": 2,
@@ -235,77 +210,81 @@ async def test_a_stored_connection_ends_its_claim_in_the_same_transaction(
 
 
 async def test_a_failed_verification_ends_its_claim_with_its_audit_event(
-    db: Database, connections: ConnectionService, provider: ConfluentCloud
+    db: Database, submissions: Submissions, provider: ConfluentCloud
 ) -> None:
-    check = await claimed(connections, provider, "Prod Kafka", form(new_api_key(), new_api_secret()))
-    outcome = await connections.create(request_of(check))
+    check = await claimed(submissions, provider, "Prod Kafka", form(new_api_key(), new_api_secret()))
+    outcome = await submissions.submit(request_of(check, provider))
 
-    assert outcome.verification.outcome is Outcome.UNAUTHORIZED
+    assert outcome.verification is not None and outcome.verification.outcome is Outcome.UNAUTHORIZED
     assert await audit_actions(db) == ["connection.create_failed"]
     assert await in_flight(db) == []
     # The name is free again.
-    assert (await claimed(connections, provider, "Prod Kafka", form(new_api_key(), new_api_secret()))).ok
+    assert (await claimed(submissions, provider, "Prod Kafka", form(new_api_key(), new_api_secret()))).ok
 
 
 async def test_an_error_during_the_verification_ends_the_claim(
     db: Database,
-    connections: ConnectionService,
+    submissions: Submissions,
     provider: ConfluentCloud,
     account: tuple[str, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    check = await claimed(connections, provider, "Prod Kafka", form(*account))
+    check = await claimed(submissions, provider, "Prod Kafka", form(*account))
 
     async def broken(*_: Any) -> Any:
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(provider, "verify", broken)
     with pytest.raises(RuntimeError):
-        await connections.create(request_of(check))
+        await submissions.submit(request_of(check, provider))
     assert await in_flight(db) == []
     assert (await counts(db))["connections"] == 0
 
 
 async def test_an_outcome_whose_claim_a_sweep_took_is_dropped(
     db: Database,
-    connections: ConnectionService,
+    submissions: Submissions,
     provider: ConfluentCloud,
     account: tuple[str, str],
     clock: HandClock,
 ) -> None:
-    good = await claimed(connections, provider, "Prod Kafka", form(*account))
-    bad = await claimed(connections, provider, "Typo Kafka", form(new_api_key(), new_api_secret()))
+    good = await claimed(submissions, provider, "Prod Kafka", form(*account))
+    bad = await claimed(submissions, provider, "Typo Kafka", form(new_api_key(), new_api_secret()))
     await sweep_everything(db, clock)
     before = await counts(db)
 
-    stored = await connections.create(request_of(good))
-    failed = await connections.create(request_of(bad))
+    verified = await submissions.submit(request_of(good, provider))
+    failed = await submissions.submit(request_of(bad, provider))
 
-    assert stored.abandoned and not stored.stored and stored.verification.ok
-    assert failed.abandoned and failed.verification.outcome is Outcome.UNAUTHORIZED
+    assert verified.abandoned and not stored(verified)
+    assert verified.verification is not None and verified.verification.ok
+    assert failed.abandoned
+    assert failed.verification is not None and failed.verification.outcome is Outcome.UNAUTHORIZED
     assert await counts(db) == before
     assert await audit_actions(db) == ["connection.create_interrupted"] * 2
 
 
 async def test_an_error_after_a_sweep_took_the_claim_gives_no_second_answer(
     db: Database,
-    connections: ConnectionService,
+    submissions: Submissions,
     provider: ConfluentCloud,
     account: tuple[str, str],
     clock: HandClock,
     monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    check = await claimed(connections, provider, "Prod Kafka", form(*account))
+    check = await claimed(submissions, provider, "Prod Kafka", form(*account))
     await sweep_everything(db, clock)  # its user is told the verification was interrupted
 
     async def broken(*_: Any) -> Any:
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(provider, "verify", broken)
-    # ClaimLost, not the error: the listener must not add "something went wrong" to "interrupted".
-    with pytest.raises(ClaimLost) as lost:
-        await connections.create(request_of(check))
-    assert isinstance(lost.value.__cause__, RuntimeError)
+    # Abandoned, not the error: the listener must not add "something went wrong" to "interrupted".
+    outcome = await submissions.submit(request_of(check, provider))
+    assert outcome.abandoned and outcome.request_id is None
+    errors = [record.exc_info[1] for record in caplog.records if record.exc_info is not None]
+    assert any(isinstance(error, RuntimeError) for error in errors), "the error itself is logged"
     assert await audit_actions(db) == ["connection.create_interrupted"]
 
 
@@ -355,16 +334,16 @@ async def held_elsewhere(db: Database, row: InFlightVerification) -> AsyncIterat
 
 
 async def test_a_claim_that_cannot_get_its_lock_in_time_says_busy_and_records_nothing(
-    db: Database, connections: ConnectionService, provider: ConfluentCloud, account: tuple[str, str]
+    db: Database, submissions: Submissions, provider: ConfluentCloud, account: tuple[str, str]
 ) -> None:
     async with held_elsewhere(db, other_claim("prod kafka")):
         # Without a bound of its own the claim would wait out SQLite's 15 s busy timeout, or the
         # other transaction (PostgreSQL), and the ack would miss Slack's 3 s.
-        check = await claimed(connections, provider, "Prod Kafka", form(*account))
+        check = await claimed(submissions, provider, "Prod Kafka", form(*account))
     assert check.problems == {NAME_FIELD: DATABASE_BUSY} and check.claim_id is None
     assert await in_flight(db) == []
     # The lock is free again: the same form goes through.
-    assert (await claimed(connections, provider, "Prod Kafka", form(*account))).ok
+    assert (await claimed(submissions, provider, "Prod Kafka", form(*account))).ok
 
 
 # --- rotating ------------------------------------------------------------------------------------
@@ -373,39 +352,54 @@ async def test_a_claim_that_cannot_get_its_lock_in_time_says_busy_and_records_no
 @pytest.fixture
 async def active(
     db: Database,
-    connections: ConnectionService,
+    submissions: Submissions,
     provider: ConfluentCloud,
     account: tuple[str, str],
     clock: HandClock,
 ) -> str:
     """An active connection "Prod Kafka" of ``USER``."""
-    outcome = await connections.create(
-        request_of(await claimed(connections, provider, "Prod Kafka", form(*account)))
+    outcome = await submissions.submit(
+        request_of(await claimed(submissions, provider, "Prod Kafka", form(*account)), provider)
     )
-    assert outcome.connection_id is not None
+    assert outcome.request_id is not None
     approvals = ApprovalService(
-        db, ProviderRegistry((provider,)), new_policy(MemoryDirectory({GROUP: set()})), clock=clock
+        db,
+        ProviderRegistry((provider,)),
+        new_policy(MemoryDirectory({GROUP: set()})),
+        ttl=timedelta(hours=72),
+        clock=clock,
     )
     clock.now = START + timedelta(minutes=1)
-    await approvals.approve(TEAM, outcome.connection_id, ADMIN)
+    await approvals.approve(RequestKind.CONNECTION, TEAM, outcome.request_id, ADMIN)
     clock.now = START + timedelta(days=30)
-    return outcome.connection_id
+    return outcome.request_id
 
 
 async def claim_rotation(
-    rotations: RotationService, provider: ConfluentCloud, connection_id: str, actor: str = USER
-) -> str | None:
-    return await rotations.claim(
-        TEAM, actor, provider, connection_id, name="Prod Kafka", config={}, view_id="V0ROTATE01"
+    submissions: Submissions,
+    provider: ConfluentCloud,
+    connection_id: str,
+    actor: str = USER,
+) -> FormCheck:
+    """The rotation form's check, claiming the connection for ``actor``'s verification to come."""
+    return await submissions.check(
+        RequestKind.ROTATION,
+        TEAM,
+        provider,
+        "Prod Kafka",
+        form(*new_key_pair()),
+        claim_for=Waiter(actor, "V0ROTATE01"),
+        connection_id=connection_id,
     )
 
 
 async def test_one_rotation_of_a_connection_is_verified_at_a_time(
-    db: Database, rotations: RotationService, provider: ConfluentCloud, active: str
+    db: Database, submissions: Submissions, provider: ConfluentCloud, active: str
 ) -> None:
-    first = await claim_rotation(rotations, provider, active)
-    assert first is not None
-    assert await claim_rotation(rotations, provider, active, actor=ADMIN) is None
+    first = await claim_rotation(submissions, provider, active)
+    assert first.claim_id is not None
+    second = await claim_rotation(submissions, provider, active, actor=ADMIN)
+    assert second.claim_id is None and second.form_problem == ALREADY_ROTATING
     [row] = await in_flight(db)
     assert (row.kind, row.connection_id, row.name_key, row.view_id) == (
         InFlightKind.ROTATION,
@@ -417,28 +411,30 @@ async def test_one_rotation_of_a_connection_is_verified_at_a_time(
 
 async def test_a_stored_rotation_ends_its_claim(
     db: Database,
-    rotations: RotationService,
+    submissions: Submissions,
     provider: ConfluentCloud,
     active: str,
     fake: FakeConfluent,
 ) -> None:
     key, secret = new_api_key(), new_api_secret()
     fake.add_cloud_key(key, secret, environments=1)
-    claim_id = await claim_rotation(rotations, provider, active)
+    claim_id = (await claim_rotation(submissions, provider, active)).claim_id
 
-    outcome = await rotations.request(TEAM, active, USER, form(key, secret), claim_id=claim_id)
+    outcome = await submissions.submit(
+        rotation(active, form(key, secret), actor=USER, provider=provider, claim_id=claim_id)
+    )
 
-    assert outcome.rotation_id is not None
+    assert outcome.request_id is not None
     assert await in_flight(db) == []
-    async with db.read() as session:
-        assert await session.scalar(select(Rotation.status)) is RotationStatus.PENDING_APPROVAL
+    async with db.read() as tx:
+        assert await tx.session.scalar(select(Rotation.status)) is RotationStatus.PENDING_APPROVAL
 
 
 @pytest.mark.parametrize("case", ["refused", "failed", "pending"])
 async def test_every_other_rotation_outcome_ends_its_claim(
     case: str,
     db: Database,
-    rotations: RotationService,
+    submissions: Submissions,
     provider: ConfluentCloud,
     active: str,
     fake: FakeConfluent,
@@ -449,24 +445,30 @@ async def test_every_other_rotation_outcome_ends_its_claim(
     if case == "failed":
         secret = new_api_secret()
     if case == "pending":  # another rotation already waits for approval
-        assert (await rotations.request(TEAM, active, USER, form(key, secret))).rotation_id is not None
-    claim_id = await claim_rotation(rotations, provider, active, actor=actor)
+        waiting = await submissions.submit(rotation(active, form(key, secret), actor=USER, provider=provider))
+        assert waiting.request_id is not None
+    claim_id = (await claim_rotation(submissions, provider, active, actor=actor)).claim_id
 
-    outcome = await rotations.request(TEAM, active, actor, form(key, secret), claim_id=claim_id)
+    outcome = await submissions.submit(
+        rotation(active, form(key, secret), actor=actor, provider=provider, claim_id=claim_id)
+    )
 
-    assert outcome.rotation_id is None
+    assert outcome.request_id is None
+    refusal = await submissions.may_rotate(TEAM, actor, connection_id=active)
     if case == "refused":
-        assert outcome.refused is not None and outcome.refused.reason is Refusal.NOT_ALLOWED
+        assert isinstance(refusal, Refused) and refusal.reason is Refusal.NOT_ALLOWED
+        assert outcome.problem == refusal.message
     elif case == "failed":
         assert outcome.verification is not None and outcome.verification.outcome is Outcome.UNAUTHORIZED
     else:
-        assert outcome.refused is not None and outcome.refused.reason is Refusal.ROTATION_PENDING
+        assert isinstance(refusal, Refused) and refusal.reason is Refusal.ROTATION_PENDING
+        assert outcome.problem == refusal.message
     assert await in_flight(db) == []
 
 
 async def test_a_rotation_whose_claim_a_sweep_took_is_dropped(
     db: Database,
-    rotations: RotationService,
+    submissions: Submissions,
     provider: ConfluentCloud,
     active: str,
     fake: FakeConfluent,
@@ -474,44 +476,48 @@ async def test_a_rotation_whose_claim_a_sweep_took_is_dropped(
 ) -> None:
     key, secret = new_api_key(), new_api_secret()
     fake.add_cloud_key(key, secret, environments=1)
-    claim_id = await claim_rotation(rotations, provider, active)
+    claim_id = (await claim_rotation(submissions, provider, active)).claim_id
     await sweep_everything(db, clock)
 
-    outcome = await rotations.request(TEAM, active, USER, form(key, secret), claim_id=claim_id)
+    outcome = await submissions.submit(
+        rotation(active, form(key, secret), actor=USER, provider=provider, claim_id=claim_id)
+    )
 
-    assert outcome.abandoned and outcome.rotation_id is None
+    assert outcome.abandoned and outcome.request_id is None
     assert (await counts(db))["rotations"] == 0
     assert (await audit_actions(db))[-1] == "rotation.interrupted"
 
 
 async def test_a_rotation_claim_that_cannot_get_its_lock_in_time_is_busy_and_records_nothing(
-    db: Database, rotations: RotationService, provider: ConfluentCloud, active: str
+    db: Database, submissions: Submissions, provider: ConfluentCloud, active: str
 ) -> None:
     async with held_elsewhere(db, other_claim("Prod Kafka", connection_id=active)):
-        with pytest.raises(ClaimBusy):
-            await claim_rotation(rotations, provider, active)
+        busy = await claim_rotation(submissions, provider, active)
+    assert busy.form_problem == ROTATION_BUSY and busy.claim_id is None
     assert await in_flight(db) == []
-    assert await claim_rotation(rotations, provider, active) is not None
+    assert (await claim_rotation(submissions, provider, active)).claim_id is not None
 
 
 async def test_a_rotation_error_after_a_sweep_took_the_claim_gives_no_second_answer(
     db: Database,
-    rotations: RotationService,
+    submissions: Submissions,
     provider: ConfluentCloud,
     active: str,
     clock: HandClock,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    claim_id = await claim_rotation(rotations, provider, active)
+    claim_id = (await claim_rotation(submissions, provider, active)).claim_id
     await sweep_everything(db, clock)
 
     async def broken(*_: Any) -> Any:
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(provider, "verify", broken)
-    outcome = await rotations.request(TEAM, active, USER, form(*new_key_pair()), claim_id=claim_id)
+    outcome = await submissions.submit(
+        rotation(active, form(*new_key_pair()), actor=USER, provider=provider, claim_id=claim_id)
+    )
 
-    assert outcome.abandoned and outcome.rotation_id is None
+    assert outcome.abandoned and outcome.request_id is None
     assert (await audit_actions(db))[-1] == "rotation.interrupted"
 
 
@@ -535,16 +541,16 @@ async def seal_canary_with(db: Database, key_id: str) -> None:
 
 
 async def test_a_create_after_the_data_moved_to_another_key_saves_nothing_and_says_why(
-    db: Database, connections: ConnectionService, provider: ConfluentCloud, account: tuple[str, str]
+    db: Database, submissions: Submissions, provider: ConfluentCloud, account: tuple[str, str]
 ) -> None:
     await seal_canary_with(db, ROTATED_KEY_ID)
     before = await counts(db)
 
-    outcome = await connections.create(
-        request_of(await claimed(connections, provider, "Prod Kafka", form(*account)))
+    outcome = await submissions.submit(
+        request_of(await claimed(submissions, provider, "Prod Kafka", form(*account)), provider)
     )
 
-    assert outcome.connection_id is None
+    assert outcome.request_id is None
     assert outcome.problem is not None and "master key was rotated" in outcome.problem
     assert await counts(db) == before, "nothing stored, and the name's claim released"
     assert await in_flight(db) == []
@@ -553,22 +559,22 @@ async def test_a_create_after_the_data_moved_to_another_key_saves_nothing_and_sa
 async def test_a_create_with_the_current_key_is_stored(
     db: Database,
     cipher: Cipher,
-    connections: ConnectionService,
+    submissions: Submissions,
     provider: ConfluentCloud,
     account: tuple[str, str],
 ) -> None:
     await seal_canary_with(db, cipher.key_id)
 
-    outcome = await connections.create(
-        request_of(await claimed(connections, provider, "Prod Kafka", form(*account)))
+    outcome = await submissions.submit(
+        request_of(await claimed(submissions, provider, "Prod Kafka", form(*account)), provider)
     )
 
-    assert outcome.connection_id is not None and outcome.problem is None
+    assert outcome.request_id is not None and outcome.problem is None
 
 
 async def test_a_rotation_after_the_data_moved_to_another_key_saves_nothing_and_says_why(
     db: Database,
-    rotations: RotationService,
+    submissions: Submissions,
     provider: ConfluentCloud,
     active: str,
     fake: FakeConfluent,
@@ -576,12 +582,14 @@ async def test_a_rotation_after_the_data_moved_to_another_key_saves_nothing_and_
     key, secret = new_api_key(), new_api_secret()
     fake.add_cloud_key(key, secret, environments=1)
     await seal_canary_with(db, ROTATED_KEY_ID)
-    claim_id = await claim_rotation(rotations, provider, active)
+    claim_id = (await claim_rotation(submissions, provider, active)).claim_id
     before = await counts(db)
 
-    outcome = await rotations.request(TEAM, active, USER, form(key, secret), claim_id=claim_id)
+    outcome = await submissions.submit(
+        rotation(active, form(key, secret), actor=USER, provider=provider, claim_id=claim_id)
+    )
 
-    assert outcome.rotation_id is None
-    assert outcome.refused is not None and "master key was rotated" in outcome.refused.message
+    assert outcome.request_id is None
+    assert outcome.problem is not None and "master key was rotated" in outcome.problem
     after = await counts(db)
     assert after == before | {"in_flight_verifications": 0}, "nothing stored; the claim released"

@@ -8,25 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from bot.services.admins import (
-    LISTED,
-    MEMBER,
-    NOT_ADMIN,
-    UNCHECKED,
-    AdminCheck,
-    AdminPolicy,
-    DirectoryUnavailable,
-)
-from bot.services.permissions import (
-    ANYONE,
-    ONCALL_MEMBER,
-    OWNER,
-    Refusal,
-    Refused,
-    RetestPolicy,
-    owner_or_admin,
-    owner_refusal,
-)
+from bot.domain import AdminCheck, Refusal, Refused
+from bot.services.admins import LISTED, MEMBER, NOT_ADMIN, UNCHECKED, AdminPolicy, DirectoryUnavailable
+from bot.services.permissions import ANYONE, ONCALL_MEMBER, OWNER, RetestPolicy, owner_or_admin, owner_refusal
 
 ONCALL_GROUP = "S0ONCALL01"
 ADMIN_GROUP = "S0ADMINS01"
@@ -79,8 +63,7 @@ async def test_without_an_oncall_group_anyone_may_retest_and_nobody_is_looked_up
 
     assert await policy.check(user) == AdminCheck(allowed=True, why=ANYONE)
     assert directory.lookups == []
-    assert not policy.restricted
-    assert policy.group_id is None
+    assert policy.group_id is None, "not restricted to an on-call group"
 
 
 # --- RetestPolicy with an on-call group ---------------------------------------------------------
@@ -90,8 +73,7 @@ async def test_with_an_oncall_group_its_members_may_retest(directory: MemoryDire
     policy = RetestPolicy(oncall_of(directory), admins_of(directory))
 
     assert await policy.check(ONCALL_MEMBER_ID) == AdminCheck(allowed=True, why=ONCALL_MEMBER)
-    assert policy.restricted
-    assert policy.group_id == ONCALL_GROUP
+    assert policy.group_id == ONCALL_GROUP, "restricted to the on-call group"
     # A member needs no admin lookup.
     assert directory.lookups == [ONCALL_GROUP]
 

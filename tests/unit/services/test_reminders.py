@@ -13,13 +13,12 @@ from typing import Any
 
 import pytest
 
-from bot.domain import Status
+from bot.domain import Reminder, Removal, RequestKind, Status
 from bot.providers.registry import ProviderRegistry
 from bot.services.approvals import ApprovalService
-from bot.services.connections import ConnectionService
-from bot.services.reminders import REMIND_EVERY, Reminder, RotationReminders
-from bot.services.removal import Removal, RemovalService
-from bot.services.rotations import RotationService
+from bot.services.reminders import REMIND_EVERY, RotationReminders
+from bot.services.removal import RemovalService
+from bot.services.submissions import Submissions
 from bot.store import Connection, Database, UnitOfWork
 from bot.store.db import create_engine
 from bot.store.repositories import ConnectionRepository
@@ -33,12 +32,11 @@ from tests.unit.services.test_rotations import RACE_TIMEOUT, make_active, reques
 account = shared.account
 approvals = shared.approvals
 clock = shared.clock
-connections = shared.connections
 directory = shared.directory
 new_account = shared.new_account
 providers = shared.providers
 removal = shared.removal
-rotations = shared.rotations
+submissions = shared.submissions
 
 ROTATION_DAYS = 90
 DUE_AT = START + timedelta(days=ROTATION_DAYS + 1)
@@ -64,25 +62,25 @@ async def due_at(reminders: RotationReminders, clock: HandClock, when: datetime)
 
 async def test_only_active_connections_with_an_old_credential_are_due(
     reminders: RotationReminders,
-    connections: ConnectionService,
+    submissions: Submissions,
     approvals: ApprovalService,
     removal: RemovalService,
     account: tuple[str, str],
     clock: HandClock,
     db: Database,
 ) -> None:
-    old = await make_active(connections, approvals, clock, account, "Old Kafka")
-    elsewhere = await make_active(connections, approvals, clock, account, "Their Kafka", team_id=OTHER_TEAM)
+    old = await make_active(submissions, approvals, clock, account, "Old Kafka")
+    elsewhere = await make_active(submissions, approvals, clock, account, "Their Kafka", team_id=OTHER_TEAM)
     young = await make_active(
-        connections, approvals, clock, account, "Young Kafka", at=START + timedelta(days=2)
+        submissions, approvals, clock, account, "Young Kafka", at=START + timedelta(days=2)
     )
-    removed = await make_active(connections, approvals, clock, account, "Removed Kafka")
+    removed = await make_active(submissions, approvals, clock, account, "Removed Kafka")
     assert isinstance(await removal.remove(TEAM, removed, ADMIN), Removal)
     clock.now = START
-    waiting = await connections.create(create_request("Waiting Kafka", form(*account)))
-    turned_down = await connections.create(create_request("Rejected Kafka", form(*account)))
-    assert waiting.connection_id is not None and turned_down.connection_id is not None
-    await approvals.reject(TEAM, turned_down.connection_id, ADMIN, "wrong org")
+    waiting = await submissions.submit(create_request("Waiting Kafka", form(*account)))
+    turned_down = await submissions.submit(create_request("Rejected Kafka", form(*account)))
+    assert waiting.request_id is not None and turned_down.request_id is not None
+    await approvals.reject(RequestKind.CONNECTION, TEAM, turned_down.request_id, ADMIN, "wrong org")
     now = DUE_AT
 
     clock.now = now
@@ -95,7 +93,7 @@ async def test_only_active_connections_with_an_old_credential_are_due(
         assert reminder.connection.credential_created_at == START
         assert (await row(db, reminder.connection.id)).rotation_reminded_at == now
     assert {r.connection.name for r in due} == {"Old Kafka", "Their Kafka"}
-    for connection_id in (young, removed, waiting.connection_id, turned_down.connection_id):
+    for connection_id in (young, removed, waiting.request_id, turned_down.request_id):
         assert (await row(db, connection_id)).rotation_reminded_at is None
     # The young one's turn comes when its own credential is old enough.
     assert await due_at(reminders, clock, START + timedelta(days=2 + ROTATION_DAYS, seconds=1)) == [young]
@@ -103,12 +101,12 @@ async def test_only_active_connections_with_an_old_credential_are_due(
 
 async def test_a_credential_is_due_only_once_it_is_strictly_older_than_the_limit(
     reminders: RotationReminders,
-    connections: ConnectionService,
+    submissions: Submissions,
     approvals: ApprovalService,
     account: tuple[str, str],
     clock: HandClock,
 ) -> None:
-    connection_id = await make_active(connections, approvals, clock, account)
+    connection_id = await make_active(submissions, approvals, clock, account)
 
     assert await due_at(reminders, clock, START + timedelta(days=ROTATION_DAYS)) == []
     assert await due_at(reminders, clock, START + timedelta(days=ROTATION_DAYS, microseconds=1)) == [
@@ -118,13 +116,13 @@ async def test_a_credential_is_due_only_once_it_is_strictly_older_than_the_limit
 
 async def test_the_owner_is_reminded_at_most_once_per_interval(
     reminders: RotationReminders,
-    connections: ConnectionService,
+    submissions: Submissions,
     approvals: ApprovalService,
     account: tuple[str, str],
     clock: HandClock,
     db: Database,
 ) -> None:
-    connection_id = await make_active(connections, approvals, clock, account)
+    connection_id = await make_active(submissions, approvals, clock, account)
     assert timedelta(days=7) == REMIND_EVERY, "the default this test relies on"
 
     assert await due_at(reminders, clock, DUE_AT) == [connection_id]
@@ -141,13 +139,13 @@ async def test_the_owner_is_reminded_at_most_once_per_interval(
 async def test_the_interval_can_be_set(
     db: Database,
     providers: ProviderRegistry,
-    connections: ConnectionService,
+    submissions: Submissions,
     approvals: ApprovalService,
     account: tuple[str, str],
     clock: HandClock,
 ) -> None:
     daily = RotationReminders(db, providers, rotation_days=0.5, every=timedelta(days=1), clock=clock)
-    connection_id = await make_active(connections, approvals, clock, account)
+    connection_id = await make_active(submissions, approvals, clock, account)
 
     assert daily.rotation_days == 0.5
     assert await due_at(daily, clock, START + timedelta(hours=13)) == [connection_id]
@@ -164,13 +162,13 @@ def test_the_age_limit_must_be_positive(db: Database, providers: ProviderRegistr
 
 async def test_each_run_claims_a_bounded_batch_oldest_first(
     reminders: RotationReminders,
-    connections: ConnectionService,
+    submissions: Submissions,
     approvals: ApprovalService,
     account: tuple[str, str],
     clock: HandClock,
 ) -> None:
     created = [
-        await make_active(connections, approvals, clock, account, f"Kafka {i}", at=START + timedelta(hours=i))
+        await make_active(submissions, approvals, clock, account, f"Kafka {i}", at=START + timedelta(hours=i))
         for i in range(3)
     ]
     clock.now = DUE_AT + timedelta(days=1)
@@ -185,22 +183,21 @@ async def test_each_run_claims_a_bounded_batch_oldest_first(
 
 async def test_an_approved_rotation_starts_the_count_again(
     reminders: RotationReminders,
-    rotations: RotationService,
-    connections: ConnectionService,
+    submissions: Submissions,
     approvals: ApprovalService,
     account: tuple[str, str],
     new_account: tuple[str, str],
     clock: HandClock,
     db: Database,
 ) -> None:
-    connection_id = await make_active(connections, approvals, clock, account)
+    connection_id = await make_active(submissions, approvals, clock, account)
     assert await due_at(reminders, clock, DUE_AT) == [connection_id]
     clock.now = DUE_AT + timedelta(days=1)
-    rotation_id = await request_ok(rotations, connection_id, form(*new_account))
+    rotation_id = await request_ok(submissions, connection_id, form(*new_account))
     rotated_at = DUE_AT + timedelta(days=1, hours=2)
     clock.now = rotated_at
 
-    await rotations.approve(TEAM, rotation_id, ADMIN)
+    await approvals.approve(RequestKind.ROTATION, TEAM, rotation_id, ADMIN)
 
     stored = await row(db, connection_id)
     assert (stored.credential_created_at, stored.rotation_reminded_at) == (rotated_at, None)
@@ -214,19 +211,18 @@ async def test_an_approved_rotation_starts_the_count_again(
 
 async def test_a_rejected_rotation_does_not_reset_the_count(
     reminders: RotationReminders,
-    rotations: RotationService,
-    connections: ConnectionService,
+    submissions: Submissions,
     approvals: ApprovalService,
     account: tuple[str, str],
     new_account: tuple[str, str],
     clock: HandClock,
     db: Database,
 ) -> None:
-    connection_id = await make_active(connections, approvals, clock, account)
+    connection_id = await make_active(submissions, approvals, clock, account)
     assert await due_at(reminders, clock, DUE_AT) == [connection_id]
-    rotation_id = await request_ok(rotations, connection_id, form(*new_account))
+    rotation_id = await request_ok(submissions, connection_id, form(*new_account))
     clock.now = DUE_AT + timedelta(hours=1)
-    await rotations.reject(TEAM, rotation_id, SECOND_ADMIN, "wrong org")
+    await approvals.reject(RequestKind.ROTATION, TEAM, rotation_id, SECOND_ADMIN, "wrong org")
 
     assert (await row(db, connection_id)).credential_created_at == START
     assert await due_at(reminders, clock, DUE_AT + timedelta(days=8)) == [connection_id]
@@ -237,14 +233,14 @@ async def test_a_rejected_rotation_does_not_reset_the_count(
 
 async def test_two_processes_claiming_at_once_remind_each_owner_once(
     reminders: RotationReminders,
-    connections: ConnectionService,
+    submissions: Submissions,
     approvals: ApprovalService,
     account: tuple[str, str],
     providers: ProviderRegistry,
     clock: HandClock,
     migrated_database_url: str,
 ) -> None:
-    created = [await make_active(connections, approvals, clock, account, f"Kafka {i}") for i in range(6)]
+    created = [await make_active(submissions, approvals, clock, account, f"Kafka {i}") for i in range(6)]
     other_db = Database.from_url(migrated_database_url)
     try:
         other = RotationReminders(other_db, providers, rotation_days=ROTATION_DAYS, clock=clock)
@@ -284,8 +280,8 @@ class HeldDatabase(Database):
         self._commit = commit
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[UnitOfWork]:
-        async with super().transaction() as tx:
+    async def transaction(self, *, lock_wait_ms: int | None = None) -> AsyncIterator[UnitOfWork]:
+        async with super().transaction(lock_wait_ms=lock_wait_ms) as tx:
             tx.connections = HeldClaims(tx, self._claimed, self._commit)
             yield tx
 
@@ -295,7 +291,7 @@ class HeldDatabase(Database):
 )
 async def test_a_claim_in_progress_is_skipped_by_the_other_process(
     reminders: RotationReminders,
-    connections: ConnectionService,
+    submissions: Submissions,
     approvals: ApprovalService,
     account: tuple[str, str],
     providers: ProviderRegistry,
@@ -304,7 +300,7 @@ async def test_a_claim_in_progress_is_skipped_by_the_other_process(
     db: Database,
 ) -> None:
     created = [
-        await make_active(connections, approvals, clock, account, f"Kafka {i}", at=START + timedelta(hours=i))
+        await make_active(submissions, approvals, clock, account, f"Kafka {i}", at=START + timedelta(hours=i))
         for i in range(4)
     ]
     clock.now = DUE_AT + timedelta(days=1)

@@ -16,14 +16,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
-from bot.domain import RotationStatus, Status
+from bot.domain import Decision, Refusal, Refused, Removal, RequestKind, RotationStatus, Status, Verdict
 from bot.providers.registry import ProviderRegistry
 from bot.services.admins import UNCHECKED
-from bot.services.approvals import ApprovalService, Verdict
-from bot.services.connections import ConnectionService
-from bot.services.permissions import Refusal, Refused
-from bot.services.removal import Removal, RemovalService
-from bot.services.rotations import RotationDecision, RotationService
+from bot.services.approvals import ApprovalService
+from bot.services.removal import RemovalService
+from bot.services.submissions import Submissions
 from bot.store import Credential, Database, UnitOfWork
 from bot.store.db import create_engine
 from bot.store.repositories import ConnectionRepository
@@ -52,20 +50,19 @@ account = shared.account
 active = shared.active
 approvals = shared.approvals
 clock = shared.clock
-connections = shared.connections
 directory = shared.directory
 new_account = shared.new_account
 pending = shared.pending
 providers = shared.providers
 removal = shared.removal
-rotations = shared.rotations
+submissions = shared.submissions
 
 REMOVE_AT = ROTATE_AT + timedelta(hours=1)
 
 
 async def all_credentials(db: Database) -> list[Credential]:
-    async with db.read() as session:
-        return list(await session.scalars(select(Credential)))
+    async with db.read() as tx:
+        return list(await tx.session.scalars(select(Credential)))
 
 
 # --- who may remove ------------------------------------------------------------------------------
@@ -136,14 +133,14 @@ async def test_a_failing_directory_refuses_a_group_admin(
 
 async def test_unknown_and_other_workspaces_connections_are_not_found(
     removal: RemovalService,
-    connections: ConnectionService,
+    submissions: Submissions,
     approvals: ApprovalService,
     clock: HandClock,
     account: tuple[str, str],
     active: str,
     db: Database,
 ) -> None:
-    theirs = await make_active(connections, approvals, clock, account, "Their Kafka", team_id=OTHER_TEAM)
+    theirs = await make_active(submissions, approvals, clock, account, "Their Kafka", team_id=OTHER_TEAM)
     before = await state(db, theirs)
 
     answers = [
@@ -191,15 +188,15 @@ async def test_removing_twice_refuses_the_second_time(
 
 
 async def test_a_connection_awaiting_approval_is_pointed_to_rejection(
-    removal: RemovalService, connections: ConnectionService, account: tuple[str, str], db: Database
+    removal: RemovalService, submissions: Submissions, account: tuple[str, str], db: Database
 ) -> None:
-    outcome = await connections.create(create_request("Waiting Kafka", form(*account), user_id=OWNER_ID))
-    assert outcome.connection_id is not None
-    before = await state(db, outcome.connection_id)
+    outcome = await submissions.submit(create_request("Waiting Kafka", form(*account), user_id=OWNER_ID))
+    assert outcome.request_id is not None
+    before = await state(db, outcome.request_id)
 
     answers = [
-        await removal.remove(TEAM, outcome.connection_id, OWNER_ID),
-        await removal.remove(TEAM, outcome.connection_id, ADMIN),
+        await removal.remove(TEAM, outcome.request_id, OWNER_ID),
+        await removal.remove(TEAM, outcome.request_id, ADMIN),
         await removal.may_remove(TEAM, OWNER_ID, name="waiting kafka"),
     ]
 
@@ -208,21 +205,21 @@ async def test_a_connection_awaiting_approval_is_pointed_to_rejection(
         assert answer.message == (
             "“Waiting Kafka” still awaits approval; an admin can reject it instead of removing it."
         )
-    assert await state(db, outcome.connection_id) == before
-    assert len(await credentials_of(db, outcome.connection_id)) == 2
+    assert await state(db, outcome.request_id) == before
+    assert len(await credentials_of(db, outcome.request_id)) == 2
 
 
 async def test_a_rejected_connection_has_nothing_to_remove(
     removal: RemovalService,
-    connections: ConnectionService,
+    submissions: Submissions,
     approvals: ApprovalService,
     account: tuple[str, str],
 ) -> None:
-    outcome = await connections.create(create_request("Rejected Kafka", form(*account), user_id=OWNER_ID))
-    assert outcome.connection_id is not None
-    await approvals.reject(TEAM, outcome.connection_id, ADMIN, "wrong org")
+    outcome = await submissions.submit(create_request("Rejected Kafka", form(*account), user_id=OWNER_ID))
+    assert outcome.request_id is not None
+    await approvals.reject(RequestKind.CONNECTION, TEAM, outcome.request_id, ADMIN, "wrong org")
 
-    refused = await removal.remove(TEAM, outcome.connection_id, OWNER_ID)
+    refused = await removal.remove(TEAM, outcome.request_id, OWNER_ID)
 
     assert isinstance(refused, Refused) and refused.reason is Refusal.WRONG_STATUS
     assert refused.message == "“Rejected Kafka” is already rejected; nothing to remove."
@@ -230,7 +227,7 @@ async def test_a_rejected_connection_has_nothing_to_remove(
 
 async def test_the_name_can_be_used_again_after_removal(
     removal: RemovalService,
-    connections: ConnectionService,
+    submissions: Submissions,
     account: tuple[str, str],
     active: str,
     clock: HandClock,
@@ -239,10 +236,10 @@ async def test_the_name_can_be_used_again_after_removal(
     assert isinstance(await removal.remove(TEAM, active, OWNER_ID), Removal)
     clock.now = REMOVE_AT
 
-    outcome = await connections.create(create_request("prod kafka", form(*account), user_id=OUTSIDER))
+    outcome = await submissions.submit(create_request("prod kafka", form(*account), user_id=OUTSIDER))
 
-    assert outcome.connection_id is not None and outcome.connection_id != active
-    assert (await row(db, outcome.connection_id)).status is Status.PENDING_APPROVAL
+    assert outcome.request_id is not None and outcome.request_id != active
+    assert (await row(db, outcome.request_id)).status is Status.PENDING_APPROVAL
     found = await removal.may_remove(TEAM, OUTSIDER, name="Prod Kafka")
     assert isinstance(found, Refused) and found.reason is Refusal.WRONG_STATUS
     assert found.message.startswith("“prod kafka” still awaits approval")
@@ -253,15 +250,16 @@ async def test_the_name_can_be_used_again_after_removal(
 
 async def test_removal_cancels_the_waiting_rotation_and_destroys_every_version(
     removal: RemovalService,
-    rotations: RotationService,
+    submissions: Submissions,
     pending: str,
     active: str,
     new_account: tuple[str, str],
     db: Database,
     clock: HandClock,
     migrated_database_url: str,
+    approvals: ApprovalService,
 ) -> None:
-    await rotations.record_request_message(TEAM, pending, "C0ADMINS01", "1700000000.000100")
+    await approvals.record_message(RequestKind.ROTATION, TEAM, pending, "C0ADMINS01", "1700000000.000100")
     assert by_version(await credentials_of(db, active)) == {
         1: ["api_key", "api_secret"],
         2: ["api_key", "api_secret"],
@@ -275,7 +273,7 @@ async def test_removal_cancels_the_waiting_rotation_and_destroys_every_version(
     assert cancelled.status is RotationStatus.CANCELLED
     assert (cancelled.decided_by, cancelled.decided_at) == (ADMIN, DECIDE_AT)
     assert cancelled.reason == "the connection was removed"
-    assert (cancelled.approval_channel, cancelled.approval_ts) == ("C0ADMINS01", "1700000000.000100")
+    assert (cancelled.message_channel, cancelled.message_ts) == ("C0ADMINS01", "1700000000.000100")
     assert cancelled.requested_by == OWNER_ID and cancelled.connection.status is Status.REVOKED
     rotation = await rotation_row(db, pending)
     assert (rotation.status, rotation.decided_by) == (RotationStatus.CANCELLED, ADMIN)
@@ -283,28 +281,28 @@ async def test_removal_cancels_the_waiting_rotation_and_destroys_every_version(
     [event] = await events_of(db, active, "connection.removed")
     assert event.details["ciphertexts_destroyed"] == 4
     assert event.details["cancelled_rotation"] == pending
-    assert await rotations.pending_for(TEAM, active) is None
+    assert await submissions.pending_rotation(TEAM, active) is None
     assert new_account[1] not in dump_database_text(migrated_database_url)
 
     clock.now = DECIDE_AT + timedelta(minutes=1)
-    late = await rotations.approve(TEAM, pending, ADMIN)
+    late = await approvals.approve(RequestKind.ROTATION, TEAM, pending, ADMIN)
     assert late.verdict is Verdict.ALREADY_DECIDED
-    assert late.rotation is not None and late.rotation.status is RotationStatus.CANCELLED
+    assert late.request is not None and late.request.status is RotationStatus.CANCELLED
     assert (await row(db, active)).credential_version == 1
     assert await credentials_of(db, active) == []
-    assert await rotations.expire_overdue(ROTATE_AT + TTL + timedelta(hours=1)) == []
+    assert await approvals.expire_overdue(ROTATE_AT + TTL + timedelta(hours=1)) == []
 
 
 async def test_removal_leaves_other_connections_ciphertexts_alone(
     removal: RemovalService,
-    connections: ConnectionService,
+    submissions: Submissions,
     approvals: ApprovalService,
     account: tuple[str, str],
     clock: HandClock,
     active: str,
     db: Database,
 ) -> None:
-    kept = await make_active(connections, approvals, clock, account, "Staging Kafka", at=ROTATE_AT)
+    kept = await make_active(submissions, approvals, clock, account, "Staging Kafka", at=ROTATE_AT)
     kept_before = [(c.id, bytes(c.ciphertext)) for c in await credentials_of(db, kept)]
 
     assert isinstance(await removal.remove(TEAM, active, OWNER_ID), Removal)
@@ -363,15 +361,15 @@ class HeldDatabase(Database):
         self._go = go
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[UnitOfWork]:
-        async with super().transaction() as tx:
+    async def transaction(self, *, lock_wait_ms: int | None = None) -> AsyncIterator[UnitOfWork]:
+        async with super().transaction(lock_wait_ms=lock_wait_ms) as tx:
             tx.connections = HeldConnections(tx, self._holding, self._go)
             yield tx
 
 
 async def someone_waits_for_a_lock(db: Database) -> bool:
-    async with db.read() as session:
-        waiting = await session.scalar(
+    async with db.read() as tx:
+        waiting = await tx.session.scalar(
             text(
                 "SELECT count(*) FROM pg_stat_activity "
                 "WHERE datname = current_database() AND wait_event_type = 'Lock'"
@@ -384,12 +382,12 @@ async def someone_waits_for_a_lock(db: Database) -> bool:
     "database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
 )
 async def test_an_approval_meeting_a_removal_in_progress_waits_and_finds_the_rotation_cancelled(
-    rotations: RotationService,
     pending: str,
     active: str,
     providers: ProviderRegistry,
     migrated_database_url: str,
     db: Database,
+    approvals: ApprovalService,
 ) -> None:
     holding, go = asyncio.Event(), asyncio.Event()
     held_db = HeldDatabase(migrated_database_url, holding, go)
@@ -398,12 +396,12 @@ async def test_an_approval_meeting_a_removal_in_progress_waits_and_finds_the_rot
         removing = asyncio.create_task(remover.remove(TEAM, active, OWNER_ID))
         async with asyncio.timeout(RACE_TIMEOUT):
             await holding.wait()  # the connection row is now the removal's
-        approving = asyncio.create_task(rotations.approve(TEAM, pending, ADMIN))
+        approving = asyncio.create_task(approvals.approve(RequestKind.ROTATION, TEAM, pending, ADMIN))
         async with asyncio.timeout(RACE_TIMEOUT):
             while not approving.done() and not await someone_waits_for_a_lock(db):
                 await asyncio.sleep(0.01)
         go.set()
-        answers: list[Removal | Refused | RotationDecision | BaseException] = list(
+        answers: list[Removal | Refused | Decision | BaseException] = list(
             await asyncio.gather(removing, approving, return_exceptions=True)
         )
     finally:
@@ -413,7 +411,7 @@ async def test_an_approval_meeting_a_removal_in_progress_waits_and_finds_the_rot
     assert not [a for a in answers if isinstance(a, BaseException)], answers
     removed, approval = answers
     assert isinstance(removed, Removal) and removed.cancelled_rotation is not None
-    assert isinstance(approval, RotationDecision) and approval.verdict is Verdict.ALREADY_DECIDED
+    assert isinstance(approval, Decision) and approval.verdict is Verdict.ALREADY_DECIDED
     assert (await row(db, active)).status is Status.REVOKED
     assert (await rotation_row(db, pending)).status is RotationStatus.CANCELLED
     assert await credentials_of(db, active) == []

@@ -7,7 +7,7 @@ many provider calls run at once, how a 429 holds every worker back) use a script
 instead, which answers per stored token and counts the calls in flight. The wall clock, the
 monotonic clock and ``sleep`` are all fakes, so nothing here waits for real time to pass.
 
-Connections are stored directly (row plus sealed credential fields, as ConnectionService stores
+Connections are stored directly (row plus sealed credential fields, as Submissions stores
 them), so each test chooses their status, health and schedule.
 """
 
@@ -25,26 +25,26 @@ import pytest
 from sqlalchemy import delete, select
 
 from bot.crypto import Cipher, associated_data
-from bot.domain import Health, Status
+from bot.domain import (
+    SYSTEM_ACTOR,
+    ChangeKind,
+    Health,
+    HealthChange,
+    Refusal,
+    Refused,
+    RetestReport,
+    RetestResult,
+    Status,
+)
 from bot.providers._confluent_errors import CLOUD_FORBIDDEN_HINTS
 from bot.providers.base import FieldValues, FormField, FormSection, Outcome, Probe, Provider
 from bot.providers.confluent_cloud import ConfluentCloud, RetryPolicy
 from bot.providers.registry import ProviderRegistry
 from bot.redaction import Secret
 from bot.services.admins import AdminPolicy, DirectoryUnavailable
-from bot.services.expiry import SYSTEM_ACTOR
-from bot.services.permissions import Refusal, Refused, RetestPolicy
-from bot.services.retests import (
-    CLAIM_LEASE,
-    RATE_LIMIT_REQUEUES,
-    ChangeKind,
-    HealthChange,
-    RetestFailed,
-    RetestReport,
-    RetestResult,
-    RetestService,
-)
-from bot.store import AuditEvent, Connection, Credential, Database, UnitOfWork, VerificationRecord
+from bot.services.permissions import RetestPolicy
+from bot.services.retests import CLAIM_LEASE, RATE_LIMIT_REQUEUES, RetestFailed, RetestService
+from bot.store import AuditEvent, Connection, Credential, Database, VerificationRecord
 from tests.fakes.confluent_api import FakeConfluent, new_api_key, new_api_secret
 from tests.support.databases import dump_database_text
 from tests.unit.services.conftest import API
@@ -258,7 +258,7 @@ Store = Callable[..., Awaitable[str]]
 @pytest.fixture
 def store(db: Database, cipher: Cipher) -> Store:
     """``await store(name, {field: secret}, provider=…, status=…, …)``: a connection with its
-    sealed credential, as ConnectionService stores one; returns its id."""
+    sealed credential, as Submissions stores one; returns its id."""
 
     async def make(
         name: str,
@@ -320,28 +320,28 @@ def store_confluent(store: Store, account: tuple[str, str]) -> Store:
 
 
 async def row(db: Database, connection_id: str) -> Connection:
-    async with db.read() as session:
-        found = await session.get(Connection, connection_id)
+    async with db.read() as tx:
+        found = await tx.session.get(Connection, connection_id)
     assert found is not None
     return found
 
 
 async def history(db: Database, connection_id: str) -> list[VerificationRecord]:
-    async with db.read() as session:
+    async with db.read() as tx:
         statement = (
             select(VerificationRecord)
             .where(VerificationRecord.connection_id == connection_id)
             .order_by(VerificationRecord.created_at, VerificationRecord.id)
         )
-        return list(await session.scalars(statement))
+        return list(await tx.session.scalars(statement))
 
 
 async def events(db: Database, connection_id: str | None = None) -> list[AuditEvent]:
-    async with db.read() as session:
+    async with db.read() as tx:
         statement = select(AuditEvent).order_by(AuditEvent.id)
         if connection_id is not None:
             statement = statement.where(AuditEvent.connection_id == connection_id)
-        return list(await session.scalars(statement))
+        return list(await tx.session.scalars(statement))
 
 
 async def retest(service: RetestService, connection_id: str, actor: str = TESTER) -> RetestResult:
@@ -1250,8 +1250,7 @@ async def test_the_stored_secret_appears_in_no_log_result_row_or_target(
     clock.now = START + INTERVAL
     outputs.append(await service.run_due())
     # What the workers are handed (private, but it is what an error report would show).
-    async with db.read() as session:
-        tx = UnitOfWork(session)
+    async with db.read() as tx:
         rows = [await tx.connections.get(TEAM, connection_id) for connection_id in (healthy, limited)]
         targets = await service._targets(tx, [r for r in rows if r is not None])
     outputs.extend(targets)

@@ -1,11 +1,12 @@
-"""RotationService on SQLite and PostgreSQL, over active connections made by the real services.
+"""Rotations on SQLite and PostgreSQL: submitted through Submissions, decided and expired by
+ApprovalService (``RequestKind.ROTATION``), over active connections made by the real services.
 
 Everything below the service is real: the migrated database, the AES-GCM cipher, the Confluent
 provider verifying against :class:`FakeConfluent` in-process, and :class:`AdminPolicy` over an
 in-memory directory of Slack user groups. Times come from a hand-set clock.
 
 The concurrency tests run two "bot processes": two :class:`Database` objects on one database, each
-with its own engine and pool, each behind its own RotationService.
+with its own engine and pool, each behind its own ApprovalService.
 """
 
 from __future__ import annotations
@@ -24,18 +25,32 @@ import pytest
 from sqlalchemy import select
 
 from bot.crypto import Cipher, DecryptionError, Sealed, associated_data
-from bot.domain import RotationStatus, Status, Trigger
+from bot.domain import (
+    REASON_MAX_LENGTH,
+    SYSTEM_ACTOR,
+    Decision,
+    Refusal,
+    Refused,
+    RequestKind,
+    RotationStatus,
+    Status,
+    Trigger,
+    Verdict,
+)
 from bot.providers.base import Outcome
 from bot.providers.confluent_cloud import ConfluentCloud
 from bot.providers.registry import ProviderRegistry
 from bot.redaction import Secret, mask_hint
 from bot.services.admins import LISTED, MEMBER, UNCHECKED
-from bot.services.approvals import REASON_MAX_LENGTH, ApprovalService, Verdict
-from bot.services.connections import ConnectionService
-from bot.services.expiry import SYSTEM_ACTOR
-from bot.services.permissions import Refusal, Refused
+from bot.services.approvals import ApprovalService
 from bot.services.removal import RemovalService
-from bot.services.rotations import RotationDecision, RotationOutcome, RotationService, RotationTarget
+from bot.services.submissions import (
+    ROTATED_MEANWHILE,
+    RotationTarget,
+    Submission,
+    SubmissionOutcome,
+    Submissions,
+)
 from bot.store import AuditEvent, Connection, Credential, Database, Rotation, UnitOfWork, VerificationRecord
 from bot.store.db import create_engine
 from bot.store.repositories import RotationRepository
@@ -60,6 +75,7 @@ from tests.unit.services.test_connections import (
     TEAM,
     create_request,
     form,
+    stored,
 )
 from tests.unit.services.test_expiry import HandClock
 
@@ -74,6 +90,8 @@ ROUNDS = 10
 RACE_TIMEOUT = 10.0
 
 Values = dict[str, str | Secret]
+CONNECTION = RequestKind.CONNECTION
+ROTATION = RequestKind.ROTATION
 
 
 # --- fixtures ------------------------------------------------------------------------------------
@@ -95,29 +113,24 @@ def directory() -> MemoryDirectory:
 
 
 @pytest.fixture
-def connections(
-    db: Database, cipher: Cipher, providers: ProviderRegistry, http: httpx.AsyncClient, clock: HandClock
-) -> ConnectionService:
-    return ConnectionService(db, cipher, providers, http, clock=clock)
-
-
-@pytest.fixture
-def approvals(
-    db: Database, providers: ProviderRegistry, directory: MemoryDirectory, clock: HandClock
-) -> ApprovalService:
-    return ApprovalService(db, providers, new_policy(directory), clock=clock)
-
-
-@pytest.fixture
-def rotations(
+def submissions(
     db: Database,
     cipher: Cipher,
     providers: ProviderRegistry,
     http: httpx.AsyncClient,
     directory: MemoryDirectory,
     clock: HandClock,
-) -> RotationService:
-    return RotationService(db, cipher, providers, http, new_policy(directory), ttl=TTL, clock=clock)
+) -> Submissions:
+    """New connections and rotations, submitted."""
+    return Submissions(db, cipher, providers, http, new_policy(directory), clock=clock)
+
+
+@pytest.fixture
+def approvals(
+    db: Database, providers: ProviderRegistry, directory: MemoryDirectory, clock: HandClock
+) -> ApprovalService:
+    """Decisions on new connections and on rotations, and their expiry."""
+    return ApprovalService(db, providers, new_policy(directory), ttl=TTL, clock=clock)
 
 
 @pytest.fixture
@@ -160,7 +173,7 @@ def new_values(account: tuple[str, str]) -> Values:
 
 
 async def make_active(
-    connections: ConnectionService,
+    submissions: Submissions,
     approvals: ApprovalService,
     clock: HandClock,
     account: tuple[str, str],
@@ -172,47 +185,81 @@ async def make_active(
 ) -> str:
     """An active connection added by ``owner`` at ``at`` and approved a minute later; its id."""
     clock.now = at
-    outcome = await connections.create(create_request(name, form(*account), team_id=team_id, user_id=owner))
-    assert outcome.connection_id is not None, outcome.verification.summary
+    outcome = await submissions.submit(create_request(name, form(*account), team_id=team_id, user_id=owner))
+    assert outcome.request_id is not None, outcome.verification
     clock.now = at + timedelta(minutes=1)
     approver = SECOND_ADMIN if owner == ADMIN else ADMIN
-    decision = await approvals.approve(team_id, outcome.connection_id, approver)
+    decision = await approvals.approve(CONNECTION, team_id, outcome.request_id, approver)
     assert decision.verdict is Verdict.DECIDED
-    return outcome.connection_id
+    return outcome.request_id
 
 
 @pytest.fixture
 async def active(
-    connections: ConnectionService, approvals: ApprovalService, clock: HandClock, account: tuple[str, str]
+    submissions: Submissions, approvals: ApprovalService, clock: HandClock, account: tuple[str, str]
 ) -> str:
     """An active connection "Prod Kafka" of ``OWNER_ID``; the clock then stands at ``ROTATE_AT``."""
-    connection_id = await make_active(connections, approvals, clock, account)
+    connection_id = await make_active(submissions, approvals, clock, account)
     clock.now = ROTATE_AT
     return connection_id
 
 
+def rotation(
+    connection_id: str,
+    values: Values,
+    *,
+    actor: str = OWNER_ID,
+    team_id: str = TEAM,
+    name: str = "Prod Kafka",
+    provider: ConfluentCloud | None = None,
+    claim_id: str | None = None,
+) -> Submission:
+    """The submission of new credentials for the connection (``name`` is only shown)."""
+    return Submission(
+        kind=ROTATION,
+        team_id=team_id,
+        user_id=actor,
+        provider=provider or ConfluentCloud(api_url=API),
+        name=name,
+        values=values,
+        connection_id=connection_id,
+        claim_id=claim_id,
+    )
+
+
+async def rotate(
+    submissions: Submissions,
+    connection_id: str,
+    values: Values,
+    *,
+    actor: str = OWNER_ID,
+    team_id: str = TEAM,
+) -> SubmissionOutcome:
+    return await submissions.submit(rotation(connection_id, values, actor=actor, team_id=team_id))
+
+
 async def request_ok(
-    rotations: RotationService,
+    submissions: Submissions,
     connection_id: str,
     values: Values,
     *,
     actor: str = OWNER_ID,
     team_id: str = TEAM,
 ) -> str:
-    outcome = await rotations.request(team_id, connection_id, actor, values)
-    assert outcome.refused is None, outcome.refused
+    outcome = await rotate(submissions, connection_id, values, actor=actor, team_id=team_id)
+    assert outcome.problem is None, outcome.problem
     assert outcome.verification is not None and outcome.verification.ok, outcome.verification
-    assert outcome.rotation_id is not None
-    return outcome.rotation_id
+    assert outcome.request_id is not None
+    return outcome.request_id
 
 
 @pytest.fixture
 async def pending(
-    rotations: RotationService, active: str, new_account: tuple[str, str], clock: HandClock
+    submissions: Submissions, active: str, new_account: tuple[str, str], clock: HandClock
 ) -> str:
     """A rotation of ``active`` to ``new_account`` asked for by its owner at ``ROTATE_AT``; the
     clock then stands at ``DECIDE_AT``."""
-    rotation_id = await request_ok(rotations, active, new_values(new_account))
+    rotation_id = await request_ok(submissions, active, new_values(new_account))
     clock.now = DECIDE_AT
     return rotation_id
 
@@ -221,33 +268,33 @@ async def pending(
 
 
 async def row(db: Database, connection_id: str) -> Connection:
-    async with db.read() as session:
-        connection = await session.get(Connection, connection_id)
+    async with db.read() as tx:
+        connection = await tx.session.get(Connection, connection_id)
     assert connection is not None
     return connection
 
 
 async def rotation_row(db: Database, rotation_id: str) -> Rotation:
-    async with db.read() as session:
-        rotation = await session.get(Rotation, rotation_id)
+    async with db.read() as tx:
+        rotation = await tx.session.get(Rotation, rotation_id)
     assert rotation is not None
     return rotation
 
 
 async def rotations_of(db: Database, connection_id: str) -> list[Rotation]:
-    async with db.read() as session:
+    async with db.read() as tx:
         statement = select(Rotation).where(Rotation.connection_id == connection_id).order_by(Rotation.version)
-        return list(await session.scalars(statement))
+        return list(await tx.session.scalars(statement))
 
 
 async def credentials_of(db: Database, connection_id: str) -> list[Credential]:
-    async with db.read() as session:
+    async with db.read() as tx:
         statement = (
             select(Credential)
             .where(Credential.connection_id == connection_id)
             .order_by(Credential.version, Credential.field)
         )
-        return list(await session.scalars(statement))
+        return list(await tx.session.scalars(statement))
 
 
 def by_version(credentials: list[Credential]) -> dict[int, list[str]]:
@@ -269,22 +316,22 @@ def opened(cipher: Cipher, credential: Credential, version: int | None = None) -
 
 
 async def events_of(db: Database, connection_id: str, action: str | None = None) -> list[AuditEvent]:
-    async with db.read() as session:
+    async with db.read() as tx:
         statement = (
             select(AuditEvent).where(AuditEvent.connection_id == connection_id).order_by(AuditEvent.id)
         )
-        events = list(await session.scalars(statement))
+        events = list(await tx.session.scalars(statement))
     return [e for e in events if action is None or e.action == action]
 
 
 async def verifications_of(db: Database, connection_id: str) -> list[VerificationRecord]:
-    async with db.read() as session:
+    async with db.read() as tx:
         statement = (
             select(VerificationRecord)
             .where(VerificationRecord.connection_id == connection_id)
             .order_by(VerificationRecord.created_at, VerificationRecord.id)
         )
-        return list(await session.scalars(statement))
+        return list(await tx.session.scalars(statement))
 
 
 def columns(model: Any) -> dict[str, Any]:
@@ -312,10 +359,10 @@ def audit_text(events: list[AuditEvent]) -> str:
 
 
 async def test_the_owner_may_rotate_without_a_group_lookup(
-    rotations: RotationService, active: str, account: tuple[str, str], directory: MemoryDirectory
+    submissions: Submissions, active: str, account: tuple[str, str], directory: MemoryDirectory
 ) -> None:
-    by_id = await rotations.may_rotate(TEAM, OWNER_ID, connection_id=active)
-    by_name = await rotations.may_rotate(TEAM, OWNER_ID, name="  PROD kafka ")
+    by_id = await submissions.may_rotate(TEAM, OWNER_ID, connection_id=active)
+    by_name = await submissions.may_rotate(TEAM, OWNER_ID, name="  PROD kafka ")
 
     for target in (by_id, by_name):
         assert isinstance(target, RotationTarget), target
@@ -327,24 +374,24 @@ async def test_the_owner_may_rotate_without_a_group_lookup(
     assert directory.lookups == 0, "the owner needs no lookup"
     # Nor does a failing directory stand in the owner's way.
     directory.failure = "ratelimited"
-    assert isinstance(await rotations.may_rotate(TEAM, OWNER_ID, connection_id=active), RotationTarget)
+    assert isinstance(await submissions.may_rotate(TEAM, OWNER_ID, connection_id=active), RotationTarget)
 
 
 @pytest.mark.parametrize("actor", [ADMIN, GROUP_MEMBER], ids=["listed-admin", "group-admin"])
 async def test_an_admin_may_rotate_a_connection_someone_else_added(
-    rotations: RotationService, active: str, actor: str, directory: MemoryDirectory
+    submissions: Submissions, active: str, actor: str, directory: MemoryDirectory
 ) -> None:
-    target = await rotations.may_rotate(TEAM, actor, connection_id=active)
+    target = await submissions.may_rotate(TEAM, actor, connection_id=active)
 
     assert isinstance(target, RotationTarget), target
     assert target.connection.id == active and target.connection.created_by == OWNER_ID
     assert directory.lookups == (1 if actor == GROUP_MEMBER else 0)
 
 
-async def test_anyone_else_is_refused(rotations: RotationService, active: str, db: Database) -> None:
+async def test_anyone_else_is_refused(submissions: Submissions, active: str, db: Database) -> None:
     before = await state(db, active)
 
-    refused = await rotations.may_rotate(TEAM, OUTSIDER, connection_id=active)
+    refused = await submissions.may_rotate(TEAM, OUTSIDER, connection_id=active)
 
     assert isinstance(refused, Refused)
     assert refused.reason is Refusal.NOT_ALLOWED
@@ -355,52 +402,51 @@ async def test_anyone_else_is_refused(rotations: RotationService, active: str, d
 
 
 async def test_a_failing_directory_refuses_a_group_admin_and_says_why(
-    rotations: RotationService, active: str, directory: MemoryDirectory
+    submissions: Submissions, active: str, directory: MemoryDirectory
 ) -> None:
     directory.failure = "ratelimited"
 
-    refused = await rotations.may_rotate(TEAM, GROUP_MEMBER, connection_id=active)
+    refused = await submissions.may_rotate(TEAM, GROUP_MEMBER, connection_id=active)
 
     assert isinstance(refused, Refused)
     assert refused.reason is Refusal.CHECK_FAILED
     assert f"{UNCHECKED}: ratelimited" in refused.message
     directory.failure = None
-    assert isinstance(await rotations.may_rotate(TEAM, GROUP_MEMBER, connection_id=active), RotationTarget)
+    assert isinstance(await submissions.may_rotate(TEAM, GROUP_MEMBER, connection_id=active), RotationTarget)
 
 
 async def test_connections_that_are_not_active_cannot_be_rotated(
-    rotations: RotationService,
-    connections: ConnectionService,
+    submissions: Submissions,
     approvals: ApprovalService,
     removal: RemovalService,
     account: tuple[str, str],
     active: str,
 ) -> None:
-    waiting = await connections.create(create_request("Waiting Kafka", form(*account), user_id=OWNER_ID))
-    turned_down = await connections.create(create_request("Rejected Kafka", form(*account), user_id=OWNER_ID))
-    assert waiting.connection_id is not None and turned_down.connection_id is not None
-    await approvals.reject(TEAM, turned_down.connection_id, ADMIN, "wrong org")
+    waiting = await submissions.submit(create_request("Waiting Kafka", form(*account), user_id=OWNER_ID))
+    turned_down = await submissions.submit(create_request("Rejected Kafka", form(*account), user_id=OWNER_ID))
+    assert waiting.request_id is not None and turned_down.request_id is not None
+    await approvals.reject(CONNECTION, TEAM, turned_down.request_id, ADMIN, "wrong org")
     assert not isinstance(await removal.remove(TEAM, active, OWNER_ID), Refused)
     cases = [
-        (waiting.connection_id, "“Waiting Kafka” is awaiting approval"),
-        (turned_down.connection_id, "“Rejected Kafka” is rejected"),
+        (waiting.request_id, "“Waiting Kafka” is awaiting approval"),
+        (turned_down.request_id, "“Rejected Kafka” is rejected"),
         (active, "“Prod Kafka” is revoked"),
     ]
 
     for connection_id, told in cases:
         for actor in (OWNER_ID, ADMIN):
-            refused = await rotations.may_rotate(TEAM, actor, connection_id=connection_id)
+            refused = await submissions.may_rotate(TEAM, actor, connection_id=connection_id)
             assert isinstance(refused, Refused), (connection_id, refused)
             assert refused.reason is Refusal.WRONG_STATUS
             assert refused.message.startswith(told), refused.message
             assert "only active connections can be rotated" in refused.message
     # A pending connection holds its name, so it is found by name too.
-    by_name = await rotations.may_rotate(TEAM, OWNER_ID, name="waiting kafka")
+    by_name = await submissions.may_rotate(TEAM, OWNER_ID, name="waiting kafka")
     assert isinstance(by_name, Refused) and by_name.reason is Refusal.WRONG_STATUS
 
 
 async def test_a_second_rotation_is_refused_while_one_waits(
-    rotations: RotationService,
+    submissions: Submissions,
     pending: str,
     active: str,
     fake: FakeConfluent,
@@ -411,35 +457,34 @@ async def test_a_second_rotation_is_refused_while_one_waits(
     requests_before = len(fake.requests)
 
     for actor in (OWNER_ID, ADMIN):
-        refused = await rotations.may_rotate(TEAM, actor, connection_id=active)
+        refused = await submissions.may_rotate(TEAM, actor, connection_id=active)
         assert isinstance(refused, Refused)
         assert refused.reason is Refusal.ROTATION_PENDING
         assert "A rotation of “Prod Kafka” is already waiting" in refused.message
 
-    outcome = await rotations.request(TEAM, active, OWNER_ID, form(*spare_account))
+    outcome = await rotate(submissions, active, form(*spare_account))
 
-    assert outcome.refused is not None and outcome.refused.reason is Refusal.ROTATION_PENDING
-    assert (outcome.verification, outcome.rotation_id, outcome.stored) == (None, None, False)
+    assert isinstance(refused, Refused) and outcome.problem == refused.message, "the ROTATION_PENDING refusal"
+    assert (outcome.verification, outcome.request_id, stored(outcome)) == (None, None, False)
     assert len(fake.requests) == requests_before, "refused before any provider call"
     assert await state(db, active) == before
 
 
 async def test_unknown_names_and_other_workspaces_connections_are_not_found(
-    rotations: RotationService,
-    connections: ConnectionService,
+    submissions: Submissions,
     approvals: ApprovalService,
     clock: HandClock,
     account: tuple[str, str],
     active: str,
 ) -> None:
-    theirs = await make_active(connections, approvals, clock, account, "Their Kafka", team_id=OTHER_TEAM)
+    theirs = await make_active(submissions, approvals, clock, account, "Their Kafka", team_id=OTHER_TEAM)
 
-    unknown_name = await rotations.may_rotate(TEAM, OWNER_ID, name="Staging Kafka")
-    unknown_id = await rotations.may_rotate(TEAM, ADMIN, connection_id=str(uuid.uuid4()))
-    their_id = await rotations.may_rotate(TEAM, OWNER_ID, connection_id=theirs)
-    their_id_admin = await rotations.may_rotate(TEAM, ADMIN, connection_id=theirs)
-    their_name = await rotations.may_rotate(TEAM, OWNER_ID, name="Their Kafka")
-    ours_from_there = await rotations.may_rotate(OTHER_TEAM, OWNER_ID, connection_id=active)
+    unknown_name = await submissions.may_rotate(TEAM, OWNER_ID, name="Staging Kafka")
+    unknown_id = await submissions.may_rotate(TEAM, ADMIN, connection_id=str(uuid.uuid4()))
+    their_id = await submissions.may_rotate(TEAM, OWNER_ID, connection_id=theirs)
+    their_id_admin = await submissions.may_rotate(TEAM, ADMIN, connection_id=theirs)
+    their_name = await submissions.may_rotate(TEAM, OWNER_ID, name="Their Kafka")
+    ours_from_there = await submissions.may_rotate(OTHER_TEAM, OWNER_ID, connection_id=active)
 
     for refused in (unknown_name, unknown_id, their_id, their_id_admin, their_name, ours_from_there):
         assert isinstance(refused, Refused), refused
@@ -447,14 +492,16 @@ async def test_unknown_names_and_other_workspaces_connections_are_not_found(
         assert refused.message.startswith("There is no ") and "in this workspace" in refused.message
     assert isinstance(unknown_name, Refused) and "named “Staging Kafka”" in unknown_name.message
     assert isinstance(unknown_id, Refused) and "no such connection" in unknown_id.message
-    assert isinstance(await rotations.may_rotate(OTHER_TEAM, OWNER_ID, connection_id=theirs), RotationTarget)
+    assert isinstance(
+        await submissions.may_rotate(OTHER_TEAM, OWNER_ID, connection_id=theirs), RotationTarget
+    )
 
 
 # --- request -------------------------------------------------------------------------------------
 
 
 async def test_a_working_new_key_is_stored_beside_the_old_one_until_approved(
-    rotations: RotationService,
+    submissions: Submissions,
     active: str,
     account: tuple[str, str],
     new_account: tuple[str, str],
@@ -466,12 +513,12 @@ async def test_a_working_new_key_is_stored_beside_the_old_one_until_approved(
     old_credentials = await credentials_of(db, active)
     assert by_version(old_credentials) == {1: ["api_key", "api_secret"]}
 
-    outcome = await rotations.request(TEAM, active, OWNER_ID, new_values(new_account))
+    outcome = await rotate(submissions, active, new_values(new_account))
 
-    assert outcome.refused is None and outcome.stored and outcome.rotation_id is not None
+    assert outcome.problem is None and stored(outcome) and outcome.request_id is not None
     assert outcome.verification is not None and outcome.verification.outcome is Outcome.OK
     [rotation] = await rotations_of(db, active)
-    assert rotation.id == outcome.rotation_id
+    assert rotation.id == outcome.request_id
     assert (rotation.team_id, rotation.version, rotation.requested_by) == (TEAM, 2, OWNER_ID)
     assert rotation.status is RotationStatus.PENDING_APPROVAL
     assert rotation.key_hint == mask_hint(new_account[0])
@@ -510,16 +557,20 @@ async def test_a_working_new_key_is_stored_beside_the_old_one_until_approved(
 
 
 async def test_the_waiting_rotation_is_described_with_its_checks(
-    rotations: RotationService, active: str, account: tuple[str, str], new_account: tuple[str, str]
+    submissions: Submissions,
+    approvals: ApprovalService,
+    active: str,
+    account: tuple[str, str],
+    new_account: tuple[str, str],
 ) -> None:
-    outcome = await rotations.request(TEAM, active, ADMIN, new_values(new_account))
-    assert outcome.rotation_id is not None and outcome.verification is not None
+    outcome = await rotate(submissions, active, new_values(new_account), actor=ADMIN)
+    assert outcome.request_id is not None and outcome.verification is not None
 
-    described = await rotations.describe(TEAM, outcome.rotation_id)
-    waiting = await rotations.pending_for(TEAM, active)
+    described = await approvals.describe(ROTATION, TEAM, outcome.request_id)
+    waiting = await submissions.pending_rotation(TEAM, active)
 
     assert described is not None and described == waiting
-    assert (described.id, described.team_id, described.requested_by) == (outcome.rotation_id, TEAM, ADMIN)
+    assert (described.id, described.team_id, described.requested_by) == (outcome.request_id, TEAM, ADMIN)
     assert (described.requested_at, described.status) == (ROTATE_AT, RotationStatus.PENDING_APPROVAL)
     assert described.new_key_hint == mask_hint(new_account[0])
     assert described.connection.key_hint == mask_hint(account[0]), "the key in use is still the old one"
@@ -527,22 +578,22 @@ async def test_the_waiting_rotation_is_described_with_its_checks(
     assert described.checks == outcome.verification.checks
     assert any(CLUSTER in check.name for check in described.checks), "the cluster was checked too"
     assert (described.decided_by, described.decided_at, described.reason) == (None, None, None)
-    assert (described.approval_channel, described.approval_ts) == (None, None)
-    assert await rotations.describe(OTHER_TEAM, outcome.rotation_id) is None
-    assert await rotations.describe(TEAM, str(uuid.uuid4())) is None
-    assert await rotations.pending_for(OTHER_TEAM, active) is None
+    assert (described.message_channel, described.message_ts) == (None, None)
+    assert await approvals.describe(ROTATION, OTHER_TEAM, outcome.request_id) is None
+    assert await approvals.describe(ROTATION, TEAM, str(uuid.uuid4())) is None
+    assert await submissions.pending_rotation(OTHER_TEAM, active) is None
 
 
 async def test_a_new_key_that_does_not_work_stores_nothing_but_an_audit_event(
-    rotations: RotationService, active: str, db: Database
+    submissions: Submissions, active: str, db: Database
 ) -> None:
     before = await state(db, active)
     bad_key, bad_secret = new_api_key(), new_api_secret()  # unknown to the fake: 401
 
-    outcome = await rotations.request(TEAM, active, OWNER_ID, form(bad_key, bad_secret))
+    outcome = await rotate(submissions, active, form(bad_key, bad_secret))
 
     assert outcome.verification is not None and outcome.verification.outcome is Outcome.UNAUTHORIZED
-    assert (outcome.rotation_id, outcome.refused, outcome.stored) == (None, None, False)
+    assert (outcome.request_id, outcome.problem, stored(outcome)) == (None, None, False)
     after = await state(db, active)
     assert after["connection"] == before["connection"]
     assert after["rotations"] == [] and after["credentials"] == before["credentials"]
@@ -551,11 +602,11 @@ async def test_a_new_key_that_does_not_work_stores_nothing_but_an_audit_event(
     assert (event.actor, event.reason, event.created_at) == (OWNER_ID, "unauthorized", ROTATE_AT)
     assert event.details == {"name": "Prod Kafka", "provider": "confluent_cloud"}
     assert bad_secret not in audit_text(await events_of(db, active))
-    assert await rotations.pending_for(TEAM, active) is None
+    assert await submissions.pending_rotation(TEAM, active) is None
 
 
 async def test_a_request_from_someone_else_is_refused_before_the_provider_is_asked(
-    rotations: RotationService,
+    submissions: Submissions,
     active: str,
     new_account: tuple[str, str],
     fake: FakeConfluent,
@@ -564,16 +615,18 @@ async def test_a_request_from_someone_else_is_refused_before_the_provider_is_ask
     before = await state(db, active)
     requests_before = len(fake.requests)
 
-    outcome = await rotations.request(TEAM, active, OUTSIDER, new_values(new_account))
+    outcome = await rotate(submissions, active, new_values(new_account), actor=OUTSIDER)
 
-    assert outcome.refused is not None and outcome.refused.reason is Refusal.NOT_ALLOWED
-    assert (outcome.verification, outcome.stored) == (None, False)
+    refused = await submissions.may_rotate(TEAM, OUTSIDER, connection_id=active)
+    assert isinstance(refused, Refused) and refused.reason is Refusal.NOT_ALLOWED
+    assert outcome.problem == refused.message
+    assert (outcome.verification, stored(outcome)) == (None, False)
     assert len(fake.requests) == requests_before
     assert await state(db, active) == before
 
 
 async def test_a_connection_removed_while_the_new_key_is_verified_keeps_nothing(
-    rotations: RotationService,
+    submissions: Submissions,
     removal: RemovalService,
     active: str,
     new_account: tuple[str, str],
@@ -582,7 +635,7 @@ async def test_a_connection_removed_while_the_new_key_is_verified_keeps_nothing(
 ) -> None:
     fake.hold()
     try:
-        requested = asyncio.create_task(rotations.request(TEAM, active, OWNER_ID, new_values(new_account)))
+        requested = asyncio.create_task(rotate(submissions, active, new_values(new_account)))
         await fake.wait_until_held()
         assert not isinstance(await removal.remove(TEAM, active, ADMIN), Refused)
     finally:
@@ -590,16 +643,15 @@ async def test_a_connection_removed_while_the_new_key_is_verified_keeps_nothing(
     outcome = await requested
 
     assert outcome.verification is not None and outcome.verification.ok
-    assert outcome.refused is not None and outcome.refused.reason is Refusal.WRONG_STATUS
-    assert "removed meanwhile" in outcome.refused.message
-    assert outcome.rotation_id is None
+    assert outcome.problem is not None and "removed meanwhile" in outcome.problem
+    assert outcome.request_id is None
     assert await rotations_of(db, active) == []
     assert await credentials_of(db, active) == []
     assert await events_of(db, active, "connection.rotation_requested") == []
 
 
 async def test_two_requests_at_once_store_one_rotation(
-    rotations: RotationService,
+    submissions: Submissions,
     active: str,
     new_account: tuple[str, str],
     spare_account: tuple[str, str],
@@ -611,21 +663,21 @@ async def test_two_requests_at_once_store_one_rotation(
     try:
         # Both are past may_rotate (nothing waits yet) once both are at the provider.
         tasks = [
-            asyncio.create_task(rotations.request(TEAM, active, OWNER_ID, new_values(new_account))),
-            asyncio.create_task(rotations.request(TEAM, active, ADMIN, form(*spare_account))),
+            asyncio.create_task(rotate(submissions, active, new_values(new_account))),
+            asyncio.create_task(rotate(submissions, active, form(*spare_account), actor=ADMIN)),
         ]
         await fake.wait_until_held(2)
     finally:
         fake.release()
     outcomes = await asyncio.gather(*tasks)
 
-    stored = [o for o in outcomes if o.stored]
-    refused = [o for o in outcomes if o.refused is not None]
-    assert (len(stored), len(refused)) == (1, 1), outcomes
-    assert refused[0].refused is not None and refused[0].refused.reason is Refusal.ROTATION_PENDING
+    kept = [o for o in outcomes if stored(o)]
+    refused = [o for o in outcomes if o.problem is not None]
+    assert (len(kept), len(refused)) == (1, 1), outcomes
+    assert refused[0].problem == ROTATED_MEANWHILE
     [rotation] = await rotations_of(db, active)
-    assert rotation.id == stored[0].rotation_id
-    winner = new_account if stored[0] is outcomes[0] else spare_account
+    assert rotation.id == kept[0].request_id
+    winner = new_account if kept[0] is outcomes[0] else spare_account
     credentials = await credentials_of(db, active)
     assert by_version(credentials) == {
         1: ["api_key", "api_secret"],
@@ -636,31 +688,30 @@ async def test_two_requests_at_once_store_one_rotation(
 
 
 async def test_the_request_message_is_remembered_in_its_workspace_only(
-    rotations: RotationService, pending: str, approvals: ApprovalService
+    pending: str, approvals: ApprovalService
 ) -> None:
-    await rotations.record_request_message(OTHER_TEAM, pending, "C0OTHERS01", "1700000000.000900")
-    described = await rotations.describe(TEAM, pending)
-    assert described is not None and (described.approval_channel, described.approval_ts) == (None, None)
+    await approvals.record_message(ROTATION, OTHER_TEAM, pending, "C0OTHERS01", "1700000000.000900")
+    described = await approvals.describe(ROTATION, TEAM, pending)
+    assert described is not None and (described.message_channel, described.message_ts) == (None, None)
 
-    await rotations.record_request_message(TEAM, pending, "C0ADMINS01", "1700000000.000100")
-    await rotations.record_request_message(TEAM, str(uuid.uuid4()), "C0ADMINS01", "1700000000.000200")
+    await approvals.record_message(ROTATION, TEAM, pending, "C0ADMINS01", "1700000000.000100")
+    await approvals.record_message(ROTATION, TEAM, str(uuid.uuid4()), "C0ADMINS01", "1700000000.000200")
 
-    described = await rotations.describe(TEAM, pending)
-    approved = await rotations.approve(TEAM, pending, ADMIN)
-    again = await rotations.approve(TEAM, pending, SECOND_ADMIN)
-    assert described is not None and approved.rotation is not None and again.rotation is not None
-    for summary in (described, approved.rotation, again.rotation):
-        assert (summary.approval_channel, summary.approval_ts) == ("C0ADMINS01", "1700000000.000100")
+    described = await approvals.describe(ROTATION, TEAM, pending)
+    approved = await approvals.approve(ROTATION, TEAM, pending, ADMIN)
+    again = await approvals.approve(ROTATION, TEAM, pending, SECOND_ADMIN)
+    assert described is not None and approved.request is not None and again.request is not None
+    for summary in (described, approved.request, again.request):
+        assert (summary.message_channel, summary.message_ts) == ("C0ADMINS01", "1700000000.000100")
 
 
 # --- may_decide ----------------------------------------------------------------------------------
 
 
 async def test_may_decide_reports_every_refusal_without_changing_anything(
-    rotations: RotationService,
+    submissions: Submissions,
     pending: str,
     active: str,
-    connections: ConnectionService,
     approvals: ApprovalService,
     clock: HandClock,
     account: tuple[str, str],
@@ -668,26 +719,26 @@ async def test_may_decide_reports_every_refusal_without_changing_anything(
     directory: MemoryDirectory,
     db: Database,
 ) -> None:
-    own_connection = await make_active(connections, approvals, clock, account, "Own Kafka", at=ROTATE_AT)
-    own = await request_ok(rotations, own_connection, form(*new_account), actor=ADMIN)
+    own_connection = await make_active(submissions, approvals, clock, account, "Own Kafka", at=ROTATE_AT)
+    own = await request_ok(submissions, own_connection, form(*new_account), actor=ADMIN)
     clock.now = DECIDE_AT
     before = [await state(db, active), await state(db, own_connection)]
 
-    allowed = await rotations.may_decide(TEAM, pending, ADMIN)
-    group = await rotations.may_decide(TEAM, pending, GROUP_MEMBER)
-    owner = await rotations.may_decide(TEAM, pending, OWNER_ID)
-    self_approval = await rotations.may_decide(TEAM, own, ADMIN)
-    elsewhere = await rotations.may_decide(OTHER_TEAM, pending, ADMIN)
-    unknown = await rotations.may_decide(TEAM, str(uuid.uuid4()), ADMIN)
+    allowed = await approvals.may_decide(ROTATION, TEAM, pending, ADMIN)
+    group = await approvals.may_decide(ROTATION, TEAM, pending, GROUP_MEMBER)
+    owner = await approvals.may_decide(ROTATION, TEAM, pending, OWNER_ID)
+    self_approval = await approvals.may_decide(ROTATION, TEAM, own, ADMIN)
+    elsewhere = await approvals.may_decide(ROTATION, OTHER_TEAM, pending, ADMIN)
+    unknown = await approvals.may_decide(ROTATION, TEAM, str(uuid.uuid4()), ADMIN)
     directory.failure = "timeout"
-    unchecked = await rotations.may_decide(TEAM, pending, GROUP_MEMBER)
+    unchecked = await approvals.may_decide(ROTATION, TEAM, pending, GROUP_MEMBER)
 
-    assert allowed.verdict is Verdict.DECIDED and allowed.admin is not None and allowed.admin.why == LISTED
-    assert group.verdict is Verdict.DECIDED and group.admin is not None and group.admin.why == MEMBER
-    assert owner.verdict is Verdict.NOT_ADMIN and owner.rotation is None, "owning is not approving"
+    assert allowed.verdict is Verdict.ALLOWED and allowed.admin is not None and allowed.admin.why == LISTED
+    assert group.verdict is Verdict.ALLOWED and group.admin is not None and group.admin.why == MEMBER
+    assert owner.verdict is Verdict.NOT_ADMIN and owner.request is None, "owning is not approving"
     assert self_approval.verdict is Verdict.SELF_APPROVAL
-    assert self_approval.rotation is not None and self_approval.rotation.requested_by == ADMIN
-    assert elsewhere.verdict is Verdict.NOT_FOUND and elsewhere.rotation is None
+    assert self_approval.request is not None and self_approval.request.requested_by == ADMIN
+    assert elsewhere.verdict is Verdict.NOT_FOUND and elsewhere.request is None
     assert unknown.verdict is Verdict.NOT_FOUND
     assert unchecked.verdict is Verdict.ADMIN_CHECK_FAILED
     assert unchecked.admin is not None and unchecked.admin.failed_closed
@@ -698,7 +749,7 @@ async def test_may_decide_reports_every_refusal_without_changing_anything(
 
 
 async def test_an_approval_swaps_in_the_new_credential_and_destroys_the_old_one(
-    rotations: RotationService,
+    submissions: Submissions,
     pending: str,
     active: str,
     account: tuple[str, str],
@@ -706,14 +757,15 @@ async def test_an_approval_swaps_in_the_new_credential_and_destroys_the_old_one(
     cipher: Cipher,
     db: Database,
     migrated_database_url: str,
+    approvals: ApprovalService,
 ) -> None:
     new_before = [(c.id, bytes(c.ciphertext)) for c in await credentials_of(db, active) if c.version == 2]
 
-    decision = await rotations.approve(TEAM, pending, ADMIN)
+    decision = await approvals.approve(ROTATION, TEAM, pending, ADMIN)
 
     assert decision.verdict is Verdict.DECIDED
     assert decision.admin is not None and decision.admin.why == LISTED
-    summary = decision.rotation
+    summary = decision.request
     assert summary is not None and summary.id == pending
     assert (summary.status, summary.decided_by, summary.decided_at, summary.reason) == (
         RotationStatus.APPROVED,
@@ -744,7 +796,7 @@ async def test_an_approval_swaps_in_the_new_credential_and_destroys_the_old_one(
         ADMIN,
         DECIDE_AT,
     )
-    assert await rotations.pending_for(TEAM, active) is None
+    assert await submissions.pending_rotation(TEAM, active) is None
 
     [event] = await events_of(db, active, "connection.rotated")
     assert (event.team_id, event.actor, event.created_at, event.reason) == (TEAM, ADMIN, DECIDE_AT, None)
@@ -762,9 +814,13 @@ async def test_an_approval_swaps_in_the_new_credential_and_destroys_the_old_one(
 
 
 async def test_a_group_admin_may_approve(
-    rotations: RotationService, pending: str, active: str, directory: MemoryDirectory, db: Database
+    pending: str,
+    active: str,
+    directory: MemoryDirectory,
+    db: Database,
+    approvals: ApprovalService,
 ) -> None:
-    decision = await rotations.approve(TEAM, pending, GROUP_MEMBER)
+    decision = await approvals.approve(ROTATION, TEAM, pending, GROUP_MEMBER)
 
     assert decision.verdict is Verdict.DECIDED
     assert decision.admin is not None and decision.admin.why == MEMBER
@@ -775,20 +831,25 @@ async def test_a_group_admin_may_approve(
 
 @pytest.mark.parametrize("second_actor", [ADMIN, SECOND_ADMIN], ids=["double-click", "another-admin"])
 async def test_a_second_approval_learns_who_decided_first(
-    rotations: RotationService, pending: str, active: str, db: Database, clock: HandClock, second_actor: str
+    pending: str,
+    active: str,
+    db: Database,
+    clock: HandClock,
+    second_actor: str,
+    approvals: ApprovalService,
 ) -> None:
-    first = await rotations.approve(TEAM, pending, ADMIN)
+    first = await approvals.approve(ROTATION, TEAM, pending, ADMIN)
     after_first = await state(db, active)
     clock.now = DECIDE_AT + timedelta(minutes=5)
 
-    second = await rotations.approve(TEAM, pending, second_actor)
-    late_rejection = await rotations.reject(TEAM, pending, second_actor, "too late")
+    second = await approvals.approve(ROTATION, TEAM, pending, second_actor)
+    late_rejection = await approvals.reject(ROTATION, TEAM, pending, second_actor, "too late")
 
     assert first.verdict is Verdict.DECIDED
     for late in (second, late_rejection):
         assert late.verdict is Verdict.ALREADY_DECIDED
-        assert late.rotation is not None
-        assert (late.rotation.status, late.rotation.decided_by, late.rotation.decided_at) == (
+        assert late.request is not None
+        assert (late.request.status, late.request.decided_by, late.request.decided_at) == (
             RotationStatus.APPROVED,
             ADMIN,
             DECIDE_AT,
@@ -798,43 +859,43 @@ async def test_a_second_approval_learns_who_decided_first(
 
 
 async def test_who_asked_for_the_rotation_cannot_approve_it(
-    rotations: RotationService,
+    submissions: Submissions,
     active: str,
     new_account: tuple[str, str],
     clock: HandClock,
     db: Database,
+    approvals: ApprovalService,
 ) -> None:
-    rotation_id = await request_ok(rotations, active, new_values(new_account), actor=ADMIN)
+    rotation_id = await request_ok(submissions, active, new_values(new_account), actor=ADMIN)
     clock.now = DECIDE_AT
     before = await state(db, active)
 
-    own = await rotations.approve(TEAM, rotation_id, ADMIN)
-    own_rejection = await rotations.reject(TEAM, rotation_id, ADMIN, "changed my mind")
+    own = await approvals.approve(ROTATION, TEAM, rotation_id, ADMIN)
+    own_rejection = await approvals.reject(ROTATION, TEAM, rotation_id, ADMIN, "changed my mind")
 
     for refused in (own, own_rejection):
         assert refused.verdict is Verdict.SELF_APPROVAL
-        assert refused.rotation is not None and refused.rotation.requested_by == ADMIN
-        assert refused.rotation.status is RotationStatus.PENDING_APPROVAL
+        assert refused.request is not None and refused.request.requested_by == ADMIN
+        assert refused.request.status is RotationStatus.PENDING_APPROVAL
     assert await state(db, active) == before
-    assert (await rotations.approve(TEAM, rotation_id, SECOND_ADMIN)).verdict is Verdict.DECIDED
+    assert (await approvals.approve(ROTATION, TEAM, rotation_id, SECOND_ADMIN)).verdict is Verdict.DECIDED
 
 
 async def test_self_approval_is_allowed_when_configured(
     db: Database,
-    cipher: Cipher,
+    submissions: Submissions,
     providers: ProviderRegistry,
-    http: httpx.AsyncClient,
     directory: MemoryDirectory,
     clock: HandClock,
     active: str,
     new_account: tuple[str, str],
 ) -> None:
-    permissive = RotationService(
-        db, cipher, providers, http, new_policy(directory), ttl=TTL, allow_self_approval=True, clock=clock
+    permissive = ApprovalService(
+        db, providers, new_policy(directory), ttl=TTL, allow_self_approval=True, clock=clock
     )
-    rotation_id = await request_ok(permissive, active, new_values(new_account), actor=ADMIN)
+    rotation_id = await request_ok(submissions, active, new_values(new_account), actor=ADMIN)
 
-    decision = await permissive.approve(TEAM, rotation_id, ADMIN)
+    decision = await permissive.approve(ROTATION, TEAM, rotation_id, ADMIN)
 
     assert decision.verdict is Verdict.DECIDED
     assert (await row(db, active)).credential_version == 2
@@ -842,46 +903,50 @@ async def test_self_approval_is_allowed_when_configured(
 
 @pytest.mark.parametrize("actor", [OUTSIDER, OWNER_ID], ids=["outsider", "owner"])
 async def test_someone_who_is_not_an_admin_changes_nothing(
-    rotations: RotationService, pending: str, active: str, db: Database, actor: str
+    pending: str, active: str, db: Database, actor: str, approvals: ApprovalService
 ) -> None:
     before = await state(db, active)
 
-    approved = await rotations.approve(TEAM, pending, actor)
-    rejected = await rotations.reject(TEAM, pending, actor, "no")
+    approved = await approvals.approve(ROTATION, TEAM, pending, actor)
+    rejected = await approvals.reject(ROTATION, TEAM, pending, actor, "no")
 
     for decision in (approved, rejected):
         assert decision.verdict is Verdict.NOT_ADMIN
-        assert decision.rotation is None, "a non-admin learns nothing about the rotation"
+        assert decision.request is None, "a non-admin learns nothing about the rotation"
         assert decision.admin is not None and not decision.admin.allowed and not decision.admin.failed_closed
     assert await state(db, active) == before
 
 
 async def test_when_the_directory_cannot_be_asked_the_decision_is_refused(
-    rotations: RotationService, pending: str, active: str, directory: MemoryDirectory, db: Database
+    pending: str,
+    active: str,
+    directory: MemoryDirectory,
+    db: Database,
+    approvals: ApprovalService,
 ) -> None:
     directory.failure = "ratelimited"
     before = await state(db, active)
 
-    decision = await rotations.approve(TEAM, pending, GROUP_MEMBER)
+    decision = await approvals.approve(ROTATION, TEAM, pending, GROUP_MEMBER)
 
     assert decision.verdict is Verdict.ADMIN_CHECK_FAILED
     assert decision.admin is not None and decision.admin.failed_closed
     assert await state(db, active) == before
     directory.failure = None
-    assert (await rotations.approve(TEAM, pending, GROUP_MEMBER)).verdict is Verdict.DECIDED
+    assert (await approvals.approve(ROTATION, TEAM, pending, GROUP_MEMBER)).verdict is Verdict.DECIDED
 
 
 async def test_another_workspaces_rotation_is_not_found(
-    rotations: RotationService, pending: str, active: str, db: Database
+    pending: str, active: str, db: Database, approvals: ApprovalService
 ) -> None:
     before = await state(db, active)
 
-    approved = await rotations.approve(OTHER_TEAM, pending, ADMIN)
-    rejected = await rotations.reject(OTHER_TEAM, pending, ADMIN, "not ours")
-    unknown = await rotations.approve(TEAM, str(uuid.uuid4()), ADMIN)
+    approved = await approvals.approve(ROTATION, OTHER_TEAM, pending, ADMIN)
+    rejected = await approvals.reject(ROTATION, OTHER_TEAM, pending, ADMIN, "not ours")
+    unknown = await approvals.approve(ROTATION, TEAM, str(uuid.uuid4()), ADMIN)
 
     for decision in (approved, rejected, unknown):
-        assert decision.verdict is Verdict.NOT_FOUND and decision.rotation is None
+        assert decision.verdict is Verdict.NOT_FOUND and decision.request is None
     assert await state(db, active) == before
 
 
@@ -889,7 +954,7 @@ async def test_another_workspaces_rotation_is_not_found(
 
 
 async def test_a_rejection_destroys_the_new_ciphertexts_and_keeps_the_old_in_use(
-    rotations: RotationService,
+    submissions: Submissions,
     pending: str,
     active: str,
     account: tuple[str, str],
@@ -897,21 +962,24 @@ async def test_a_rejection_destroys_the_new_ciphertexts_and_keeps_the_old_in_use
     cipher: Cipher,
     db: Database,
     migrated_database_url: str,
+    approvals: ApprovalService,
 ) -> None:
     connection_before = columns(await row(db, active))
     old_before = [(c.id, bytes(c.ciphertext)) for c in await credentials_of(db, active) if c.version == 1]
 
-    decision = await rotations.reject(TEAM, pending, ADMIN, "  \n The key belongs to the wrong org.\t ")
+    decision = await approvals.reject(
+        ROTATION, TEAM, pending, ADMIN, "  \n The key belongs to the wrong org.\t "
+    )
 
     reason = "The key belongs to the wrong org."
     assert decision.verdict is Verdict.DECIDED
-    assert decision.rotation is not None
-    assert (decision.rotation.status, decision.rotation.decided_by, decision.rotation.reason) == (
+    assert decision.request is not None
+    assert (decision.request.status, decision.request.decided_by, decision.request.reason) == (
         RotationStatus.REJECTED,
         ADMIN,
         reason,
     )
-    assert decision.rotation.connection.key_hint == mask_hint(account[0])
+    assert decision.request.connection.key_hint == mask_hint(account[0])
     rotation = await rotation_row(db, pending)
     assert (rotation.status, rotation.decision_reason, rotation.decided_at) == (
         RotationStatus.REJECTED,
@@ -925,44 +993,47 @@ async def test_a_rejection_destroys_the_new_ciphertexts_and_keeps_the_old_in_use
     [event] = await events_of(db, active, "connection.rotation_rejected")
     assert (event.actor, event.reason, event.created_at) == (ADMIN, reason, DECIDE_AT)
     assert event.details["rotation"] == pending and event.details["version"] == 2
-    assert await rotations.pending_for(TEAM, active) is None
+    assert await submissions.pending_rotation(TEAM, active) is None
     assert new_account[1] not in dump_database_text(migrated_database_url)
 
 
 async def test_a_long_reason_is_trimmed_then_capped(
-    rotations: RotationService, pending: str, db: Database
+    pending: str, db: Database, approvals: ApprovalService
 ) -> None:
-    decision = await rotations.reject(TEAM, pending, ADMIN, "  " + "x" * (REASON_MAX_LENGTH + 50) + " ")
+    decision = await approvals.reject(
+        ROTATION, TEAM, pending, ADMIN, "  " + "x" * (REASON_MAX_LENGTH + 50) + " "
+    )
 
-    assert decision.rotation is not None and decision.rotation.reason == "x" * REASON_MAX_LENGTH
+    assert decision.request is not None and decision.request.reason == "x" * REASON_MAX_LENGTH
     assert (await rotation_row(db, pending)).decision_reason == "x" * REASON_MAX_LENGTH
 
 
 @pytest.mark.parametrize("reason", ["", "   ", "\n\t "], ids=["empty", "spaces", "whitespace"])
 async def test_a_rejection_without_a_reason_is_refused_and_changes_nothing(
-    rotations: RotationService, pending: str, active: str, db: Database, reason: str
+    pending: str, active: str, db: Database, reason: str, approvals: ApprovalService
 ) -> None:
     before = await state(db, active)
 
     with pytest.raises(ValueError, match="reason"):
-        await rotations.reject(TEAM, pending, ADMIN, reason)
+        await approvals.reject(ROTATION, TEAM, pending, ADMIN, reason)
 
     assert await state(db, active) == before
 
 
 async def test_after_a_rejection_a_new_rotation_gets_a_fresh_version(
-    rotations: RotationService,
+    submissions: Submissions,
     pending: str,
     active: str,
     spare_account: tuple[str, str],
     cipher: Cipher,
     clock: HandClock,
     db: Database,
+    approvals: ApprovalService,
 ) -> None:
-    await rotations.reject(TEAM, pending, ADMIN, "wrong org")
-    assert isinstance(await rotations.may_rotate(TEAM, OWNER_ID, connection_id=active), RotationTarget)
+    await approvals.reject(ROTATION, TEAM, pending, ADMIN, "wrong org")
+    assert isinstance(await submissions.may_rotate(TEAM, OWNER_ID, connection_id=active), RotationTarget)
 
-    again = await request_ok(rotations, active, form(*spare_account))
+    again = await request_ok(submissions, active, form(*spare_account))
 
     assert (await rotation_row(db, again)).version == 3, "version 2 was used by the rejected rotation"
     assert by_version(await credentials_of(db, active)) == {
@@ -970,7 +1041,7 @@ async def test_after_a_rejection_a_new_rotation_gets_a_fresh_version(
         3: ["api_key", "api_secret"],
     }
     clock.now = DECIDE_AT + timedelta(hours=1)
-    assert (await rotations.approve(TEAM, again, ADMIN)).verdict is Verdict.DECIDED
+    assert (await approvals.approve(ROTATION, TEAM, again, ADMIN)).verdict is Verdict.DECIDED
     connection = await row(db, active)
     assert (connection.credential_version, connection.key_hint) == (3, mask_hint(spare_account[0]))
     credentials = await credentials_of(db, active)
@@ -982,24 +1053,25 @@ async def test_after_a_rejection_a_new_rotation_gets_a_fresh_version(
 
 
 async def test_after_an_approval_the_next_rotation_follows_the_version_in_use(
-    rotations: RotationService,
+    submissions: Submissions,
     pending: str,
     active: str,
     spare_account: tuple[str, str],
     clock: HandClock,
     db: Database,
+    approvals: ApprovalService,
 ) -> None:
-    await rotations.approve(TEAM, pending, ADMIN)
+    await approvals.approve(ROTATION, TEAM, pending, ADMIN)
     clock.now = DECIDE_AT + timedelta(days=1)
 
-    again = await request_ok(rotations, active, form(*spare_account))
+    again = await request_ok(submissions, active, form(*spare_account))
     assert (await rotation_row(db, again)).version == 3
     assert by_version(await credentials_of(db, active)) == {
         2: ["api_key", "api_secret"],
         3: ["api_key", "api_secret"],
     }
     clock.now += timedelta(minutes=1)
-    await rotations.approve(TEAM, again, SECOND_ADMIN)
+    await approvals.approve(ROTATION, TEAM, again, SECOND_ADMIN)
     assert by_version(await credentials_of(db, active)) == {3: ["api_key", "api_secret"]}
     assert (await row(db, active)).config == {}, "the latest rotation named no cluster"
 
@@ -1008,10 +1080,9 @@ async def test_after_an_approval_the_next_rotation_follows_the_version_in_use(
 
 
 async def test_rotations_expire_only_once_their_ttl_has_passed(
-    rotations: RotationService,
+    submissions: Submissions,
     pending: str,
     active: str,
-    connections: ConnectionService,
     approvals: ApprovalService,
     account: tuple[str, str],
     spare_account: tuple[str, str],
@@ -1019,23 +1090,23 @@ async def test_rotations_expire_only_once_their_ttl_has_passed(
     clock: HandClock,
     db: Database,
 ) -> None:
-    elsewhere = await make_active(connections, approvals, clock, account, "Their Kafka", team_id=OTHER_TEAM)
+    elsewhere = await make_active(submissions, approvals, clock, account, "Their Kafka", team_id=OTHER_TEAM)
     clock.now = ROTATE_AT
-    theirs = await request_ok(rotations, elsewhere, form(*spare_account), team_id=OTHER_TEAM)
-    young_connection = await make_active(connections, approvals, clock, account, "Young Kafka", at=ROTATE_AT)
+    theirs = await request_ok(submissions, elsewhere, form(*spare_account), team_id=OTHER_TEAM)
+    young_connection = await make_active(submissions, approvals, clock, account, "Young Kafka", at=ROTATE_AT)
     clock.now = ROTATE_AT + timedelta(hours=1)
-    young = await request_ok(rotations, young_connection, form(*spare_account))
+    young = await request_ok(submissions, young_connection, form(*spare_account))
     connection_before = columns(await row(db, active))
 
-    assert await rotations.expire_overdue(ROTATE_AT + TTL) == []
+    assert await approvals.expire_overdue(ROTATE_AT + TTL) == []
     now = ROTATE_AT + TTL + timedelta(microseconds=1)
-    expired = await rotations.expire_overdue(now)
+    expired = await approvals.expire_overdue(now)
 
-    assert sorted(d.rotation.id for d in expired if d.rotation is not None) == sorted([pending, theirs])
+    assert sorted(d.request.id for d in expired if d.request is not None) == sorted([pending, theirs])
     for decision in expired:
-        assert decision.verdict is Verdict.DECIDED and decision.rotation is not None
-        assert decision.rotation.status is RotationStatus.EXPIRED
-        assert (decision.rotation.decided_by, decision.rotation.decided_at) == (None, now)
+        assert decision.verdict is Verdict.DECIDED and decision.request is not None
+        assert decision.request.status is RotationStatus.EXPIRED
+        assert (decision.request.decided_by, decision.request.decided_at) == (None, now)
     assert (await rotation_row(db, young)).status is RotationStatus.PENDING_APPROVAL
     assert columns(await row(db, active)) == connection_before
     credentials = await credentials_of(db, active)
@@ -1047,48 +1118,48 @@ async def test_rotations_expire_only_once_their_ttl_has_passed(
     }
     [event] = await events_of(db, active, "connection.rotation_expired")
     assert (event.actor, event.created_at) == (SYSTEM_ACTOR, now)
-    assert await rotations.expire_overdue(now + timedelta(minutes=30)) == [], "each expires once"
+    assert await approvals.expire_overdue(now + timedelta(minutes=30)) == [], "each expires once"
     # The connection can be rotated again.
-    assert isinstance(await rotations.may_rotate(TEAM, OWNER_ID, connection_id=active), RotationTarget)
+    assert isinstance(await submissions.may_rotate(TEAM, OWNER_ID, connection_id=active), RotationTarget)
 
 
 async def test_the_clock_is_read_when_no_time_is_given(
-    rotations: RotationService, pending: str, clock: HandClock, db: Database
+    pending: str, clock: HandClock, db: Database, approvals: ApprovalService
 ) -> None:
     clock.now = ROTATE_AT + TTL - timedelta(seconds=1)
-    assert await rotations.expire_overdue() == []
+    assert await approvals.expire_overdue() == []
     clock.now = ROTATE_AT + TTL + timedelta(seconds=1)
-    [decision] = await rotations.expire_overdue()
-    assert decision.rotation is not None and decision.rotation.decided_at == clock.now
+    [decision] = await approvals.expire_overdue()
+    assert decision.request is not None and decision.request.decided_at == clock.now
     assert (await rotation_row(db, pending)).status is RotationStatus.EXPIRED
 
 
 @pytest.mark.parametrize("decide", ["approve", "reject"])
 async def test_a_click_on_an_overdue_rotation_expires_it_instead(
-    rotations: RotationService,
     pending: str,
     active: str,
     clock: HandClock,
     db: Database,
     decide: str,
+    approvals: ApprovalService,
 ) -> None:
     clock.now = ROTATE_AT + TTL  # the periodic job has not run yet
 
     if decide == "approve":
-        decision = await rotations.approve(TEAM, pending, ADMIN)
+        decision = await approvals.approve(ROTATION, TEAM, pending, ADMIN)
     else:
-        decision = await rotations.reject(TEAM, pending, ADMIN, "no")
+        decision = await approvals.reject(ROTATION, TEAM, pending, ADMIN, "no")
 
     assert decision.verdict is Verdict.EXPIRED
-    assert decision.rotation is not None and decision.rotation.status is RotationStatus.EXPIRED
-    assert decision.rotation.decided_by is None
+    assert decision.request is not None and decision.request.status is RotationStatus.EXPIRED
+    assert decision.request.decided_by is None
     connection = await row(db, active)
     assert (connection.credential_version, connection.credential_created_at) == (1, START)
     assert by_version(await credentials_of(db, active)) == {1: ["api_key", "api_secret"]}
     assert await events_of(db, active, "connection.rotated") == []
     assert await events_of(db, active, "connection.rotation_rejected") == []
     assert len(await events_of(db, active, "connection.rotation_expired")) == 1
-    late = await rotations.approve(TEAM, pending, SECOND_ADMIN)
+    late = await approvals.approve(ROTATION, TEAM, pending, SECOND_ADMIN)
     assert late.verdict is Verdict.ALREADY_DECIDED
 
 
@@ -1096,7 +1167,7 @@ async def test_a_click_on_an_overdue_rotation_expires_it_instead(
 
 
 async def test_no_secret_reaches_logs_audit_rows_summaries_or_refusals(
-    rotations: RotationService,
+    submissions: Submissions,
     removal: RemovalService,
     active: str,
     account: tuple[str, str],
@@ -1105,44 +1176,44 @@ async def test_no_secret_reaches_logs_audit_rows_summaries_or_refusals(
     clock: HandClock,
     db: Database,
     caplog: pytest.LogCaptureFixture,
+    approvals: ApprovalService,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     shown: list[object] = []
 
-    first = await rotations.request(TEAM, active, OWNER_ID, new_values(new_account))
-    assert first.rotation_id is not None
+    first = await rotate(submissions, active, new_values(new_account))
+    assert first.request_id is not None
     shown += [
         first,
-        await rotations.may_rotate(TEAM, OWNER_ID, connection_id=active),
-        await rotations.request(TEAM, active, OWNER_ID, form(*spare_account)),
-        await rotations.request(TEAM, active, OUTSIDER, form(*spare_account)),
-        await rotations.describe(TEAM, first.rotation_id),
-        await rotations.may_decide(TEAM, first.rotation_id, ADMIN),
+        await submissions.may_rotate(TEAM, OWNER_ID, connection_id=active),
+        await rotate(submissions, active, form(*spare_account)),
+        await rotate(submissions, active, form(*spare_account), actor=OUTSIDER),
+        await approvals.describe(ROTATION, TEAM, first.request_id),
+        await approvals.may_decide(ROTATION, TEAM, first.request_id, ADMIN),
     ]
     clock.now = DECIDE_AT
-    shown.append(await rotations.approve(TEAM, first.rotation_id, ADMIN))
-    shown.append(await rotations.approve(TEAM, first.rotation_id, SECOND_ADMIN))
+    shown.append(await approvals.approve(ROTATION, TEAM, first.request_id, ADMIN))
+    shown.append(await approvals.approve(ROTATION, TEAM, first.request_id, SECOND_ADMIN))
     bad_secret = new_api_secret()
-    shown.append(await rotations.request(TEAM, active, OWNER_ID, form(spare_account[0], bad_secret)))
-    second = await rotations.request(TEAM, active, ADMIN, form(*spare_account))
-    assert second.rotation_id is not None
-    shown += [second, await rotations.reject(TEAM, second.rotation_id, SECOND_ADMIN, "not now")]
-    third = await rotations.request(TEAM, active, OWNER_ID, form(*spare_account))
-    assert third.rotation_id is not None
+    shown.append(await rotate(submissions, active, form(spare_account[0], bad_secret)))
+    second = await rotate(submissions, active, form(*spare_account), actor=ADMIN)
+    assert second.request_id is not None
+    shown += [second, await approvals.reject(ROTATION, TEAM, second.request_id, SECOND_ADMIN, "not now")]
+    third = await rotate(submissions, active, form(*spare_account))
+    assert third.request_id is not None
     shown += [third, await removal.remove(TEAM, active, OWNER_ID)]
-    shown.append(await rotations.may_rotate(TEAM, OWNER_ID, connection_id=active))
+    shown.append(await submissions.may_rotate(TEAM, OWNER_ID, connection_id=active))
 
     texts = {
         "logs": caplog.text,
         "audit": audit_text(await events_of(db, active)),
         "reprs": "\n".join(repr(item) for item in shown),
         "refusals": "\n".join(
-            item.message
-            for item in [*shown, *(o.refused for o in shown if isinstance(o, RotationOutcome))]
-            if isinstance(item, Refused)
+            [item.message for item in shown if isinstance(item, Refused)]
+            + [o.problem for o in shown if isinstance(o, SubmissionOutcome) and o.problem is not None]
         ),
     }
-    assert "Refused(" in texts["reprs"] and "RotationSummary(" in texts["reprs"], "the reprs were made"
+    assert "Refused(" in texts["reprs"] and "ApprovalRequest(" in texts["reprs"], "the reprs were made"
     assert caplog.records, "something was logged"
     for where, text in texts.items():
         for value in (*account, *new_account, *spare_account, bad_secret):
@@ -1187,8 +1258,8 @@ class GatedDatabase(Database):
         self._results = results
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[UnitOfWork]:
-        async with super().transaction() as tx:
+    async def transaction(self, *, lock_wait_ms: int | None = None) -> AsyncIterator[UnitOfWork]:
+        async with super().transaction(lock_wait_ms=lock_wait_ms) as tx:
             tx.rotations = GatedRotations(tx, self._gate, self._results)
             yield tx
 
@@ -1206,10 +1277,10 @@ RACES = pytest.mark.parametrize(
 )
 
 
-async def race(*calls: Callable[[], Awaitable[RotationDecision]]) -> list[RotationDecision]:
+async def race(*calls: Callable[[], Awaitable[Decision]]) -> list[Decision]:
     start = asyncio.Barrier(len(calls))
 
-    async def racer(call: Callable[[], Awaitable[RotationDecision]]) -> RotationDecision:
+    async def racer(call: Callable[[], Awaitable[Decision]]) -> Decision:
         async with asyncio.timeout(RACE_TIMEOUT):
             await start.wait()
         return await call()
@@ -1219,14 +1290,11 @@ async def race(*calls: Callable[[], Awaitable[RotationDecision]]) -> list[Rotati
 
 @RACES
 async def test_two_admins_approving_at_once_from_two_processes_decide_once(
-    rotations: RotationService,
-    connections: ConnectionService,
+    submissions: Submissions,
     approvals: ApprovalService,
     account: tuple[str, str],
     new_account: tuple[str, str],
-    cipher: Cipher,
     providers: ProviderRegistry,
-    http: httpx.AsyncClient,
     clock: HandClock,
     db: Database,
     migrated_database_url: str,
@@ -1242,32 +1310,30 @@ async def test_two_admins_approving_at_once_from_two_processes_decide_once(
     ]
     try:
         first, second = (
-            RotationService(
-                database, cipher, providers, http, new_policy(MemoryDirectory({})), ttl=TTL, clock=clock
-            )
+            ApprovalService(database, providers, new_policy(MemoryDirectory({})), ttl=TTL, clock=clock)
             for database in databases
         )
         for round_number in range(ROUNDS):
             at = START + timedelta(days=round_number)
             connection_id = await make_active(
-                connections, approvals, clock, account, f"Kafka {round_number}", at=at
+                submissions, approvals, clock, account, f"Kafka {round_number}", at=at
             )
-            rotation_id = await request_ok(rotations, connection_id, form(*new_account))
+            rotation_id = await request_ok(submissions, connection_id, form(*new_account))
 
             decisions = await race(
-                partial(first.approve, TEAM, rotation_id, ADMIN),
-                partial(second.approve, TEAM, rotation_id, SECOND_ADMIN),
+                partial(first.approve, ROTATION, TEAM, rotation_id, ADMIN),
+                partial(second.approve, ROTATION, TEAM, rotation_id, SECOND_ADMIN),
             )
 
             verdicts = sorted(d.verdict.value for d in decisions)
             assert verdicts == sorted([Verdict.DECIDED.value, Verdict.ALREADY_DECIDED.value]), verdicts
             [winner] = [d for d in decisions if d.verdict is Verdict.DECIDED]
             [loser] = [d for d in decisions if d.verdict is Verdict.ALREADY_DECIDED]
-            assert winner.rotation is not None and loser.rotation is not None
-            assert loser.rotation.decided_by == winner.rotation.decided_by
-            assert loser.rotation.status is RotationStatus.APPROVED
+            assert winner.request is not None and loser.request is not None
+            assert loser.request.decided_by == winner.request.decided_by
+            assert loser.request.status is RotationStatus.APPROVED
             [event] = await events_of(db, connection_id, "connection.rotated")
-            assert event.actor == winner.rotation.decided_by
+            assert event.actor == winner.request.decided_by
             assert (await row(db, connection_id)).credential_version == 2
             assert by_version(await credentials_of(db, connection_id)) == {2: ["api_key", "api_secret"]}
             if gated:

@@ -1,4 +1,4 @@
-"""StatusService on SQLite and PostgreSQL: one connection by name, its history, a rotation waiting."""
+"""Queries.status on SQLite and PostgreSQL: one connection by name, its history, a rotation waiting."""
 
 from __future__ import annotations
 
@@ -6,20 +6,27 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.domain import RotationStatus, Status, Trigger
+from bot.domain import (
+    HISTORY_SHOWN,
+    Refusal,
+    Refused,
+    Removal,
+    RequestKind,
+    RotationStatus,
+    Status,
+    StatusReport,
+    Trigger,
+)
 from bot.providers.base import Check, Outcome, Verification
 from bot.providers.registry import ProviderRegistry
 from bot.redaction import mask_hint
 from bot.services.approvals import ApprovalService
-from bot.services.connections import ConnectionService
-from bot.services.permissions import Refusal, Refused
-from bot.services.removal import Removal, RemovalService
-from bot.services.retests import HISTORY_SHOWN, StatusReport
-from bot.services.rotations import RotationService
-from bot.services.status import StatusService
+from bot.services.queries import Queries
+from bot.services.removal import RemovalService
+from bot.services.submissions import Submissions
 from bot.store import Database, VerificationRecord
 from tests.unit.services import test_rotations as shared
-from tests.unit.services.test_approvals import ADMIN, OUTSIDER
+from tests.unit.services.test_approvals import ADMIN, OUTSIDER, MemoryDirectory, new_policy
 from tests.unit.services.test_connections import OTHER_TEAM, TEAM, create_request, form
 from tests.unit.services.test_expiry import HandClock
 from tests.unit.services.test_rotations import (
@@ -36,20 +43,19 @@ account = shared.account
 active = shared.active
 approvals = shared.approvals
 clock = shared.clock
-connections = shared.connections
 directory = shared.directory
 new_account = shared.new_account
 providers = shared.providers
 removal = shared.removal
-rotations = shared.rotations
+submissions = shared.submissions
 
 
 @pytest.fixture
-def status(db: Database, providers: ProviderRegistry, rotations: RotationService) -> StatusService:
-    return StatusService(db, providers, rotations)
+def status(db: Database, providers: ProviderRegistry, directory: MemoryDirectory) -> Queries:
+    return Queries(db, providers, new_policy(directory))
 
 
-async def report(status: StatusService, name: str, team_id: str = TEAM) -> StatusReport:
+async def report(status: Queries, name: str, team_id: str = TEAM) -> StatusReport:
     found = await status.status(team_id, name)
     assert isinstance(found, StatusReport), found
     return found
@@ -85,13 +91,13 @@ async def add_record(
 
 
 async def test_the_status_shows_the_history_newest_first_and_the_rotation_waiting(
-    status: StatusService,
-    rotations: RotationService,
+    status: Queries,
+    submissions: Submissions,
     active: str,
     account: tuple[str, str],
     new_account: tuple[str, str],
 ) -> None:
-    rotation_id = await request_ok(rotations, active, new_values(new_account), actor=ADMIN)
+    rotation_id = await request_ok(submissions, active, new_values(new_account), actor=ADMIN)
 
     found = await report(status, "  PROD   kafka ")
 
@@ -117,7 +123,7 @@ async def test_the_status_shows_the_history_newest_first_and_the_rotation_waitin
 
 
 async def test_only_the_latest_ten_verifications_are_shown(
-    status: StatusService, active: str, db: Database
+    status: Queries, active: str, db: Database
 ) -> None:
     # Later than the creation's own record, whose time is the real clock's.
     base = datetime.now(UTC) + timedelta(days=1)
@@ -148,7 +154,7 @@ async def test_only_the_latest_ten_verifications_are_shown(
     assert found.pending_rotation is None
 
 
-async def test_failing_since_is_reported(status: StatusService, active: str, db: Database) -> None:
+async def test_failing_since_is_reported(status: Queries, active: str, db: Database) -> None:
     since = ROTATE_AT - timedelta(hours=3)
     async with db.transaction() as tx:
         row = await tx.connections.get(TEAM, active)
@@ -159,15 +165,16 @@ async def test_failing_since_is_reported(status: StatusService, active: str, db:
 
 
 async def test_after_the_approval_no_rotation_waits_and_the_new_key_shows(
-    status: StatusService,
-    rotations: RotationService,
+    status: Queries,
+    submissions: Submissions,
     active: str,
     new_account: tuple[str, str],
     clock: HandClock,
+    approvals: ApprovalService,
 ) -> None:
-    rotation_id = await request_ok(rotations, active, new_values(new_account))
+    rotation_id = await request_ok(submissions, active, new_values(new_account))
     clock.now = DECIDE_AT
-    await rotations.approve(TEAM, rotation_id, ADMIN)
+    await approvals.approve(RequestKind.ROTATION, TEAM, rotation_id, ADMIN)
 
     found = await report(status, "Prod Kafka")
 
@@ -181,14 +188,14 @@ async def test_after_the_approval_no_rotation_waits_and_the_new_key_shows(
 
 
 async def test_unknown_names_and_other_workspaces_connections_are_not_found(
-    status: StatusService,
-    connections: ConnectionService,
+    status: Queries,
+    submissions: Submissions,
     approvals: ApprovalService,
     account: tuple[str, str],
     clock: HandClock,
     active: str,
 ) -> None:
-    await make_active(connections, approvals, clock, account, "Their Kafka", team_id=OTHER_TEAM)
+    await make_active(submissions, approvals, clock, account, "Their Kafka", team_id=OTHER_TEAM)
 
     for team_id, name in [(TEAM, "Staging Kafka"), (TEAM, "Their Kafka"), (OTHER_TEAM, "Prod Kafka")]:
         refused = await status.status(team_id, name)
@@ -199,13 +206,13 @@ async def test_unknown_names_and_other_workspaces_connections_are_not_found(
 
 
 async def test_a_removed_connection_is_still_found_by_name(
-    status: StatusService,
-    rotations: RotationService,
+    status: Queries,
+    submissions: Submissions,
     removal: RemovalService,
     active: str,
     new_account: tuple[str, str],
 ) -> None:
-    await request_ok(rotations, active, new_values(new_account))
+    await request_ok(submissions, active, new_values(new_account))
     assert isinstance(await removal.remove(TEAM, active, OWNER_ID), Removal)
 
     found = await report(status, "Prod Kafka")
@@ -216,20 +223,20 @@ async def test_a_removed_connection_is_still_found_by_name(
 
 
 async def test_the_newest_connection_of_a_name_is_shown(
-    status: StatusService,
+    status: Queries,
     removal: RemovalService,
-    connections: ConnectionService,
+    submissions: Submissions,
     account: tuple[str, str],
     active: str,
     clock: HandClock,
 ) -> None:
     assert isinstance(await removal.remove(TEAM, active, OWNER_ID), Removal)
     clock.now = ROTATE_AT + timedelta(days=1)
-    outcome = await connections.create(create_request("PROD KAFKA", form(*account), user_id=OUTSIDER))
-    assert outcome.connection_id is not None
+    outcome = await submissions.submit(create_request("PROD KAFKA", form(*account), user_id=OUTSIDER))
+    assert outcome.request_id is not None
 
     found = await report(status, "prod kafka")
 
-    assert found.connection.id == outcome.connection_id
+    assert found.connection.id == outcome.request_id
     assert (found.connection.name, found.connection.status) == ("PROD KAFKA", Status.PENDING_APPROVAL)
     assert [(h.trigger, h.actor) for h in found.history] == [(Trigger.CREATE, OUTSIDER)]

@@ -10,7 +10,6 @@ import pytest
 
 from bot.domain import Health, Status
 from bot.store import Connection, Database, NameTaken
-from bot.store.repositories import ConnectionRepository
 
 TEAM = "T0000TEAM"
 OTHER_TEAM = "T0000OTHR"
@@ -46,8 +45,8 @@ async def test_get_returns_the_row_only_within_its_team(db: Database) -> None:
     connection = make_connection(config={"cluster_id": "lkc-123"}, key_hint="ABCD…WXYZ")
     await add(db, connection)
 
-    async with db.read() as session:
-        repository = ConnectionRepository(session)
+    async with db.read() as tx:
+        repository = tx.connections
         found = await repository.get(TEAM, connection.id)
         assert found is not None
         assert (found.name, found.provider, found.config, found.key_hint) == (
@@ -64,8 +63,8 @@ async def test_get_returns_the_row_only_within_its_team(db: Database) -> None:
 async def test_name_taken_is_case_insensitive_and_per_team(db: Database) -> None:
     await add(db, make_connection("Prod-Kafka"))
 
-    async with db.read() as session:
-        repository = ConnectionRepository(session)
+    async with db.read() as tx:
+        repository = tx.connections
         assert await repository.name_taken(TEAM, "prod-kafka")
         assert await repository.name_taken(TEAM, "PROD-KAFKA")
         assert not await repository.name_taken(TEAM, "prod-kafka-2")
@@ -78,8 +77,8 @@ async def test_name_is_released_when_the_holder_leaves_pending(db: Database, rel
     await add(db, holder)
     await set_status(db, holder, released_by)
 
-    async with db.read() as session:
-        repository = ConnectionRepository(session)
+    async with db.read() as tx:
+        repository = tx.connections
         assert not await repository.name_taken(TEAM, "Analytics")
         assert await repository.find_by_name(TEAM, "analytics") is None
 
@@ -89,8 +88,8 @@ async def test_active_connection_still_holds_its_name(db: Database) -> None:
     await add(db, holder)
     await set_status(db, holder, Status.ACTIVE)
 
-    async with db.read() as session:
-        repository = ConnectionRepository(session)
+    async with db.read() as tx:
+        repository = tx.connections
         assert await repository.name_taken(TEAM, "ANALYTICS")
         found = await repository.find_by_name(TEAM, "ANALYTICS")
         assert found is not None and found.id == holder.id
@@ -105,8 +104,8 @@ async def test_unique_index_refuses_a_second_holder(db: Database, duplicate: str
     assert caught.value.name == duplicate
     assert duplicate in str(caught.value)
 
-    async with db.read() as session:
-        _, total = await ConnectionRepository(session).list_page(TEAM, 1, 20)
+    async with db.read() as tx:
+        _, total = await tx.connections.list_page(TEAM, 1, 20)
     assert total == 1
 
 
@@ -118,8 +117,8 @@ async def test_unique_index_applies_within_one_transaction(db: Database) -> None
 async def test_same_name_in_another_team_is_allowed(db: Database) -> None:
     await add(db, make_connection("shared"), make_connection("shared", team_id=OTHER_TEAM))
 
-    async with db.read() as session:
-        repository = ConnectionRepository(session)
+    async with db.read() as tx:
+        repository = tx.connections
         assert await repository.name_taken(TEAM, "shared")
         assert await repository.name_taken(OTHER_TEAM, "shared")
 
@@ -136,8 +135,8 @@ async def test_name_can_be_reused_after_the_holder_is_released(db: Database, rel
     second = make_connection("Reusable")
     await add(db, second)
 
-    async with db.read() as session:
-        repository = ConnectionRepository(session)
+    async with db.read() as tx:
+        repository = tx.connections
         holder = await repository.find_by_name(TEAM, "reusable")
         assert holder is not None and holder.id == second.id
         _, total = await repository.list_page(TEAM, 1, 20)
@@ -150,8 +149,8 @@ async def test_list_page_is_newest_first_with_totals(db: Database) -> None:
     theirs = make_connection("conn-other", team_id=OTHER_TEAM, created_at=start + timedelta(days=1))
     await add(db, *ours, theirs)
 
-    async with db.read() as session:
-        repository = ConnectionRepository(session)
+    async with db.read() as tx:
+        repository = tx.connections
         first, total_first = await repository.list_page(TEAM, page=1, size=20)
         second, total_second = await repository.list_page(TEAM, page=2, size=20)
         beyond, total_beyond = await repository.list_page(TEAM, page=3, size=20)
@@ -168,8 +167,8 @@ async def test_list_page_breaks_ties_by_id(db: Database) -> None:
     high = make_connection("high", id="ffffffff-0000-4000-8000-000000000001", created_at=moment)
     await add(db, low, high)
 
-    async with db.read() as session:
-        page, _ = await ConnectionRepository(session).list_page(TEAM, 1, 20)
+    async with db.read() as tx:
+        page, _ = await tx.connections.list_page(TEAM, 1, 20)
     assert [c.name for c in page] == ["high", "low"]
 
 
@@ -178,17 +177,17 @@ async def test_list_page_can_filter_by_status(db: Database) -> None:
     await add(db, pending, active)
     await set_status(db, active, Status.ACTIVE)
 
-    async with db.read() as session:
-        page, total = await ConnectionRepository(session).list_page(TEAM, 1, 20, statuses=[Status.ACTIVE])
+    async with db.read() as tx:
+        page, total = await tx.connections.list_page(TEAM, 1, 20, statuses=[Status.ACTIVE])
     assert [c.name for c in page] == ["active"]
     assert total == 1
 
 
 @pytest.mark.parametrize(("page", "size"), [(0, 20), (1, 0), (-1, 5)])
 async def test_list_page_rejects_nonsense_paging(db: Database, page: int, size: int) -> None:
-    async with db.read() as session:
+    async with db.read() as tx:
         with pytest.raises(ValueError):
-            await ConnectionRepository(session).list_page(TEAM, page, size)
+            await tx.connections.list_page(TEAM, page, size)
 
 
 async def test_transition_succeeds_once(db: Database) -> None:
@@ -210,8 +209,8 @@ async def test_transition_succeeds_once(db: Database) -> None:
         second = await tx.connections.transition(TEAM, connection.id, Status.PENDING_APPROVAL, Status.ACTIVE)
 
     assert (first, second) == (True, False)
-    async with db.read() as session:
-        stored = await ConnectionRepository(session).get(TEAM, connection.id)
+    async with db.read() as tx:
+        stored = await tx.connections.get(TEAM, connection.id)
     assert stored is not None
     assert stored.status is Status.ACTIVE
     assert stored.health is Health.HEALTHY
@@ -231,8 +230,8 @@ async def test_transition_refuses_wrong_status_and_other_team(db: Database) -> N
         missing = await tx.connections.transition(TEAM, "no-such-id", Status.PENDING_APPROVAL, Status.ACTIVE)
 
     assert (wrong_from, other_team, missing) == (False, False, False)
-    async with db.read() as session:
-        stored = await ConnectionRepository(session).get(TEAM, connection.id)
+    async with db.read() as tx:
+        stored = await tx.connections.get(TEAM, connection.id)
     assert stored is not None and stored.status is Status.PENDING_APPROVAL
 
 
@@ -280,6 +279,6 @@ async def test_transition_can_set_updated_at_itself(db: Database) -> None:
         assert await tx.connections.transition(
             TEAM, connection.id, Status.PENDING_APPROVAL, Status.EXPIRED, updated_at=decided_at
         )
-    async with db.read() as session:
-        stored = await ConnectionRepository(session).get(TEAM, connection.id)
+    async with db.read() as tx:
+        stored = await tx.connections.get(TEAM, connection.id)
     assert stored is not None and (stored.status, stored.updated_at) == (Status.EXPIRED, decided_at)

@@ -12,7 +12,6 @@ from sqlalchemy.exc import IntegrityError
 from bot.providers.base import Outcome
 from bot.store import AuditEvent, Connection, Credential, Database, VerificationRecord
 from bot.store.db import is_sqlite
-from bot.store.repositories import AuditRepository, CredentialRepository, VerificationRepository
 from tests.support.databases import raw_sqlite_bytes, sqlite_path
 
 TEAM = "T0000TEAM"
@@ -44,15 +43,15 @@ async def stored_connection(db: Database, name: str = "prod-kafka") -> Connectio
     return connection
 
 
-async def test_for_version_returns_that_versions_fields(db: Database) -> None:
+async def test_for_connections_returns_the_fields_of_the_version_asked_for(db: Database) -> None:
     connection = await stored_connection(db)
     async with db.transaction() as tx:
         for version in (1, 2):
             for field in ("api_secret", "api_key"):
                 await tx.credentials.add(make_credential(connection, field, version))
 
-    async with db.read() as session:
-        fields = await CredentialRepository(session).for_version(connection.id, 2)
+    async with db.read() as tx:
+        fields = (await tx.credentials.for_connections([(connection.id, 2)]))[connection.id]
     assert [(c.field, c.version, c.ciphertext) for c in fields] == [
         ("api_key", 2, b"sealed:api_key:2"),
         ("api_secret", 2, b"sealed:api_secret:2"),
@@ -80,8 +79,8 @@ def test_credential_repr_shows_no_key_material() -> None:
 
 
 async def test_any_exists_and_latest(db: Database) -> None:
-    async with db.read() as session:
-        repository = CredentialRepository(session)
+    async with db.read() as tx:
+        repository = tx.credentials
         assert await repository.any_exists() is False
         assert await repository.latest() is None
 
@@ -96,12 +95,13 @@ async def test_any_exists_and_latest(db: Database) -> None:
             make_credential(connection, "c_middle", created_at=start + timedelta(hours=1))
         )
 
-    async with db.read() as session:
-        repository = CredentialRepository(session)
+    async with db.read() as tx:
+        repository = tx.credentials
         assert await repository.any_exists() is True
         latest = await repository.latest()
         assert latest is not None and latest.field == "b_newest"
-        assert sorted(c.field for c in await repository.list_all()) == ["a_oldest", "b_newest", "c_middle"]
+        stored = await tx.session.scalars(select(Credential).order_by(Credential.id))
+        assert sorted(c.field for c in stored) == ["a_oldest", "b_newest", "c_middle"]
 
 
 async def test_delete_for_one_version_or_all(db: Database) -> None:
@@ -114,15 +114,15 @@ async def test_delete_for_one_version_or_all(db: Database) -> None:
 
     async with db.transaction() as tx:
         assert await tx.credentials.delete_for(connection.id, version=1) == 2
-    async with db.read() as session:
-        repository = CredentialRepository(session)
-        assert await repository.for_version(connection.id, 1) == []
-        assert len(await repository.for_version(connection.id, 2)) == 2
+    async with db.read() as tx:
+        repository = tx.credentials
+        assert (await repository.for_connections([(connection.id, 1)]))[connection.id] == []
+        assert len((await repository.for_connections([(connection.id, 2)]))[connection.id]) == 2
 
     async with db.transaction() as tx:
         assert await tx.credentials.delete_for(connection.id) == 2
-    async with db.read() as session:
-        remaining = await CredentialRepository(session).list_all()
+    async with db.read() as tx:
+        remaining = list(await tx.session.scalars(select(Credential).order_by(Credential.id)))
     assert [(c.connection_id, c.field) for c in remaining] == [(other.id, "api_secret")]
 
 
@@ -152,14 +152,14 @@ async def test_deleting_a_connection_cascades_but_keeps_the_audit_trail(db: Data
         assert loaded is not None
         await tx.session.delete(loaded)
 
-    async with db.read() as session:
-        credentials = await CredentialRepository(session).list_all()
+    async with db.read() as tx:
+        credentials = list(await tx.session.scalars(select(Credential).order_by(Credential.id)))
         assert [c.connection_id for c in credentials] == [kept.id]
-        assert await VerificationRepository(session).recent(TEAM, connection.id) == []
-        assert len(await VerificationRepository(session).recent(TEAM, kept.id)) == 1
-        audit = await AuditRepository(session).for_connection(TEAM, connection.id)
+        assert await tx.verifications.recent(TEAM, connection.id) == []
+        assert len(await tx.verifications.recent(TEAM, kept.id)) == 1
+        audit = await tx.audit.for_connection(TEAM, connection.id)
         assert [event.action for event in audit] == ["connection.created"]
-        assert await session.scalar(select(func.count()).select_from(Connection)) == 1
+        assert await tx.session.scalar(select(func.count()).select_from(Connection)) == 1
 
 
 async def test_destroyed_ciphertexts_leave_no_trace_in_the_sqlite_files(

@@ -21,7 +21,6 @@ from bot.domain import Status
 from bot.store import Connection, Credential, Database
 from bot.store import repositories as repositories_module
 from bot.store.db import is_sqlite
-from bot.store.repositories import ConnectionRepository, CredentialRepository
 
 TEAM = "T0000TEAM"
 OTHER_TEAM = "T0000OTHR"
@@ -70,15 +69,15 @@ async def add(db: Database, *connections: Connection) -> None:
 
 
 async def reload(db: Database, connection_id: str) -> Connection:
-    async with db.read() as session:
-        found = await session.get(Connection, connection_id)
+    async with db.read() as tx:
+        found = await tx.session.get(Connection, connection_id)
     assert found is not None
     return found
 
 
 async def next_checks(db: Database) -> dict[str, datetime | None]:
-    async with db.read() as session:
-        rows = await session.scalars(select(Connection))
+    async with db.read() as tx:
+        rows = await tx.session.scalars(select(Connection))
         return {row.name: row.next_check_at for row in rows}
 
 
@@ -124,8 +123,8 @@ async def test_active_lists_the_workspaces_active_connections_oldest_first(db: D
         make_connection("elsewhere", team_id=OTHER_TEAM),
     )
 
-    async with db.read() as session:
-        repository = ConnectionRepository(session)
+    async with db.read() as tx:
+        repository = tx.connections
         assert [c.name for c in await repository.active(TEAM)] == ["older", "newer"]
         assert await repository.count_active(TEAM) == 2
         assert [c.name for c in await repository.active(OTHER_TEAM)] == ["elsewhere"]
@@ -411,8 +410,8 @@ async def test_claim_rotation_reminders_claims_old_unreminded_active_connections
     assert [c.name for c in first] == ["oldest", "old elsewhere", "reminded long ago"]
     assert [c.name for c in second] == ["old"]
     assert third == []
-    async with db.read() as session:
-        reminded = {c.name: c.rotation_reminded_at for c in await session.scalars(select(Connection))}
+    async with db.read() as tx:
+        reminded = {c.name: c.rotation_reminded_at for c in await tx.session.scalars(select(Connection))}
     assert reminded == {
         "oldest": NOW,
         "old elsewhere": NOW,
@@ -479,8 +478,8 @@ async def test_for_connections_returns_only_the_requested_version_of_each(db: Da
     await store_versions(db, plain, 1)
     await add(db, bare)
 
-    async with db.read() as session:
-        found = await CredentialRepository(session).for_connections(
+    async with db.read() as tx:
+        found = await tx.credentials.for_connections(
             [(rotated.id, 2), (rotating.id, 1), (plain.id, 1), (bare.id, 1)]
         )
 
@@ -505,8 +504,8 @@ async def test_for_connections_reads_many_connections_in_chunks(
     for connection in connections:
         await store_versions(db, connection, 1)
 
-    async with db.read() as session:
-        found = await CredentialRepository(session).for_connections([(c.id, 1) for c in connections])
+    async with db.read() as tx:
+        found = await tx.credentials.for_connections([(c.id, 1) for c in connections])
 
     assert {connection_id: len(fields) for connection_id, fields in found.items()} == {
         c.id: 2 for c in connections
@@ -515,8 +514,8 @@ async def test_for_connections_reads_many_connections_in_chunks(
 
 
 async def test_for_connections_of_nothing_is_empty(db: Database) -> None:
-    async with db.read() as session:
-        assert await CredentialRepository(session).for_connections([]) == {}
+    async with db.read() as tx:
+        assert await tx.credentials.for_connections([]) == {}
 
 
 async def test_delete_other_versions_keeps_only_the_one_in_use(db: Database) -> None:
@@ -530,13 +529,15 @@ async def test_delete_other_versions_keeps_only_the_one_in_use(db: Database) -> 
     async with db.transaction() as tx:
         assert await tx.credentials.delete_other_versions(rotated.id, 3) == 0
 
-    async with db.read() as session:
-        repository = CredentialRepository(session)
-        assert [(c.field, c.version) for c in await repository.for_version(rotated.id, 3)] == [
+    async with db.read() as tx:
+        repository = tx.credentials
+        assert [
+            (c.field, c.version) for c in (await repository.for_connections([(rotated.id, 3)]))[rotated.id]
+        ] == [
             ("api_key", 3),
             ("api_secret", 3),
         ]
-        assert await repository.for_version(rotated.id, 1) == []
-        assert await repository.for_version(rotated.id, 2) == []
-        assert len(await repository.for_version(untouched.id, 1)) == 2
-        assert len(await repository.for_version(untouched.id, 2)) == 2
+        assert (await repository.for_connections([(rotated.id, 1)]))[rotated.id] == []
+        assert (await repository.for_connections([(rotated.id, 2)]))[rotated.id] == []
+        assert len((await repository.for_connections([(untouched.id, 1)]))[untouched.id]) == 2
+        assert len((await repository.for_connections([(untouched.id, 2)]))[untouched.id]) == 2

@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 
 from bot.providers.base import Check, Outcome, Verification
 from bot.store import AuditEvent, Connection, Database, VerificationRecord
-from bot.store.repositories import AuditRepository, VerificationRepository
 
 TEAM = "T0000TEAM"
 OTHER_TEAM = "T0000OTHR"
@@ -36,8 +35,8 @@ async def test_verification_record_keeps_what_the_provider_reported(db: Database
             )
         )
 
-    async with db.read() as session:
-        [record] = await VerificationRepository(session).recent(TEAM, connection.id)
+    async with db.read() as tx:
+        [record] = await tx.verifications.recent(TEAM, connection.id)
     assert record.outcome is Outcome.FORBIDDEN
     assert record.summary == "The key cannot read the cluster."
     assert record.checks == [
@@ -70,8 +69,8 @@ async def test_recent_verifications_are_newest_first_limited_and_scoped(db: Data
                 )
             )
 
-    async with db.read() as session:
-        repository = VerificationRepository(session)
+    async with db.read() as tx:
+        repository = tx.verifications
         recent = await repository.recent(TEAM, connection.id, limit=3)
         assert await repository.recent(OTHER_TEAM, connection.id) == []
     assert [r.summary for r in recent] == ["run 4", "run 3", "run 2"]
@@ -98,8 +97,8 @@ async def test_audit_for_connection_is_newest_first_and_scoped(db: Database) -> 
             AuditEvent(team_id=TEAM, actor="U1", action="connection.created", connection_id="c-2")
         )
 
-    async with db.read() as session:
-        events = await AuditRepository(session).for_connection(TEAM, "c-1", limit=2)
+    async with db.read() as tx:
+        events = await tx.audit.for_connection(TEAM, "c-1", limit=2)
     assert [(e.action, e.details) for e in events] == [
         ("connection.revoked", {"step": 2}),
         ("connection.approved", {"step": 1}),
@@ -122,8 +121,8 @@ async def test_audit_ids_increase_and_all_ordered_streams_everything_in_order(db
             added.append(event.id)
     assert added == sorted(added) and len(set(added)) == 7
 
-    async with db.read() as session:
-        streamed = [event async for event in AuditRepository(session).all_ordered(batch_size=3)]
+    async with db.read() as tx:
+        streamed = [event async for event in tx.audit.all_ordered(batch_size=3)]
     assert [e.action for e in streamed] == [f"test.step{i}" for i in range(7)]
     assert (streamed[3].before_status, streamed[3].after_status, streamed[3].reason) == (
         "pending_approval",

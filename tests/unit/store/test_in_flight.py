@@ -13,7 +13,6 @@ from sqlalchemy.exc import IntegrityError
 
 from bot.store import AuditEvent, Database
 from bot.store.models import InFlightKind, InFlightVerification
-from bot.store.uow import UnitOfWork
 
 TEAM = "T0000TEAM"
 OTHER_TEAM = "T0000OTHR"
@@ -47,8 +46,8 @@ async def claim(db: Database, row: InFlightVerification) -> bool:
 
 
 async def row_count(db: Database) -> int:
-    async with db.read() as session:
-        return int(await session.scalar(select(func.count()).select_from(InFlightVerification)) or 0)
+    async with db.read() as tx:
+        return int(await tx.session.scalar(select(func.count()).select_from(InFlightVerification)) or 0)
 
 
 async def test_a_name_is_reserved_per_workspace_whatever_its_case_and_spacing(db: Database) -> None:
@@ -65,8 +64,8 @@ async def test_a_refused_claim_leaves_the_transaction_usable(db: Database) -> No
     async with db.transaction() as tx:
         assert not await tx.in_flight.claim(creating("PROD-KAFKA"))
         await tx.audit.add(AuditEvent(team_id=TEAM, actor="U0000USER", action="test.after_conflict"))
-    async with db.read() as session:
-        assert await session.scalar(select(AuditEvent.action)) == "test.after_conflict"
+    async with db.read() as tx:
+        assert await tx.session.scalar(select(AuditEvent.action)) == "test.after_conflict"
     assert await row_count(db) == 1
 
 
@@ -150,8 +149,8 @@ async def test_the_sweep_queries_find_rows_by_machine_and_by_deadline(db: Databa
     for row in (here_new, elsewhere_new, here_old, elsewhere_old, beside, before_reboot, unknown):
         assert await claim(db, row)
 
-    async with db.read() as session:
-        rows = UnitOfWork(session).in_flight
+    async with db.read() as tx:
+        rows = tx.in_flight
         assert [r.name for r in await rows.on_machine("bot-1", BOOT, NAMESPACE, 10)] == ["a", "b"]
         assert [r.name for r in await rows.on_machine("bot-1", BOOT, NAMESPACE, 1)] == ["a"]
         assert [r.pid_namespace for r in await rows.on_machine("bot-1", BOOT, NAMESPACE, 1)] == [NAMESPACE]
@@ -163,9 +162,9 @@ async def test_the_sweep_queries_find_rows_by_machine_and_by_deadline(db: Databa
 async def test_holds_tells_whether_a_row_is_still_there(db: Database) -> None:
     row = creating("prod-kafka")
     assert await claim(db, row)
-    async with db.read() as session:
-        assert await UnitOfWork(session).in_flight.holds(row.id)
+    async with db.read() as tx:
+        assert await tx.in_flight.holds(row.id)
     async with db.transaction() as tx:
         assert await tx.in_flight.release(row.id)
-    async with db.read() as session:
-        assert not await UnitOfWork(session).in_flight.holds(row.id)
+    async with db.read() as tx:
+        assert not await tx.in_flight.holds(row.id)

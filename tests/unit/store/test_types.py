@@ -11,7 +11,6 @@ from sqlalchemy.exc import StatementError
 from bot.domain import Health, Status
 from bot.store import Connection, Database
 from bot.store.db import is_sqlite
-from bot.store.repositories import ConnectionRepository
 
 TEAM = "T0000TEAM"
 
@@ -40,8 +39,8 @@ async def test_timestamps_round_trip_as_aware_utc(db: Database, written: datetim
     async with db.transaction() as tx:
         await tx.connections.add(connection)
 
-    async with db.read() as session:
-        stored = await ConnectionRepository(session).get(TEAM, connection.id)
+    async with db.read() as tx:
+        stored = await tx.connections.get(TEAM, connection.id)
     assert stored is not None
     for value in (stored.last_verified_at, stored.created_at):
         assert value == written  # the same instant
@@ -55,8 +54,8 @@ async def test_timestamps_are_stored_as_utc(db: Database, migrated_database_url:
     async with db.transaction() as tx:
         await tx.connections.add(connection)
 
-    async with db.read() as session:
-        hour = await session.scalar(
+    async with db.read() as tx:
+        hour = await tx.session.scalar(
             text(
                 "SELECT strftime('%H', created_at) FROM connections"
                 if is_sqlite(migrated_database_url)
@@ -78,9 +77,9 @@ async def test_enum_columns_load_as_members(db: Database) -> None:
     async with db.transaction() as tx:
         await tx.connections.add(connection)
 
-    async with db.read() as session:
-        stored = await ConnectionRepository(session).get(TEAM, connection.id)
-        raw = (await session.execute(text("SELECT status, health FROM connections"))).one()
+    async with db.read() as tx:
+        stored = await tx.connections.get(TEAM, connection.id)
+        raw = (await tx.session.execute(text("SELECT status, health FROM connections"))).one()
     assert stored is not None
     assert type(stored.status) is Status and stored.status is Status.ACTIVE
     assert type(stored.health) is Health and stored.health is Health.FAILING

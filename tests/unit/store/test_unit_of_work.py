@@ -32,10 +32,10 @@ def make_credential(connection: Connection, field: str = "api_secret") -> Creden
 
 async def row_counts(db: Database) -> dict[str, int]:
     counts = {}
-    async with db.read() as session:
+    async with db.read() as tx:
         for model in (Connection, Credential, VerificationRecord, AuditEvent):
             counts[model.__tablename__] = (
-                await session.execute(select(func.count()).select_from(model))
+                await tx.session.execute(select(func.count()).select_from(model))
             ).scalar_one()
     return counts
 
@@ -94,9 +94,9 @@ async def test_name_taken_leaves_the_transaction_usable(db: Database) -> None:
 
 
 async def test_read_session_commits_nothing(db: Database) -> None:
-    async with db.read() as session:
-        session.add(make_connection())
-        await session.flush()
+    async with db.read() as tx:
+        tx.session.add(make_connection())
+        await tx.session.flush()
 
     assert (await row_counts(db))["connections"] == 0
 
@@ -105,8 +105,8 @@ async def test_rows_stay_readable_after_the_block(db: Database) -> None:
     connection = make_connection("kept")
     async with db.transaction() as tx:
         await tx.connections.add(connection)
-    async with db.read() as session:
-        loaded = await session.get(Connection, connection.id)
+    async with db.read() as tx:
+        loaded = await tx.session.get(Connection, connection.id)
 
     assert loaded is not None and loaded.name == "kept"
 

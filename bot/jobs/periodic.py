@@ -1,11 +1,10 @@
-"""A small in-process runner for periodic jobs (today one: expiring approval requests).
+"""A small in-process runner for the bot's periodic jobs.
 
-Why not a cron library (APScheduler and the like): there is a single job, it runs inside the
-serving process on that process's event loop, and it needs no job store, calendar or misfire
-policy. Nor does it need a lock across replicas: the job's writes are conditional updates
-(``UPDATE … WHERE status = 'pending_approval'``), so when every replica runs it, a duplicate run
-finds nothing left to do rather than doing it twice. Jitter keeps replicas started together by
-a deploy from querying the database at the same instant.
+Why not a cron library (APScheduler and the like): the jobs run inside the serving process on its
+event loop, and need no job store, calendar or misfire policy. Nor do they need a lock across
+replicas: every replica runs them, and the database decides who does what (conditional updates,
+``SKIP LOCKED`` claims), so a duplicate run finds nothing left to do. Jitter keeps replicas
+started together by a deploy from querying the database at the same instant.
 """
 
 from __future__ import annotations

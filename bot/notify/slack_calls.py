@@ -1,5 +1,6 @@
-"""Replying to one user about their click, wherever the click came from, and opening a modal on
-their behalf without leaving them in silence when Slack refuses."""
+"""Calls to Slack on one user's behalf, and what to say when one fails: a reply to a click or a
+command wherever it came from, a modal opened without leaving the user in silence when Slack
+refuses, and the few words a log line gives a failed call."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ from slack_bolt.async_app import AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-__all__ = ["SLACK_ERRORS", "channel_failure", "open_modal", "slack_failure", "tell_user"]
+__all__ = ["NOTHING_CHANGED", "SLACK_ERRORS", "channel_failure", "open_modal", "slack_failure", "tell_user"]
 
 logger = logging.getLogger(__name__)
+
+NOTHING_CHANGED = "Something went wrong on our side, so nothing changed. Please try again in a minute."
+"""Told to a user whose request broke on our side (the traceback goes to the log)."""
 
 _TRIGGER_GONE = frozenset({"expired_trigger_id", "exchanged_trigger_id"})
 

@@ -14,11 +14,10 @@ from contextlib import asynccontextmanager
 import pytest
 from starlette.types import ASGIApp, Message, Scope
 
-from bot import scheduler
-from bot.app import ServicesApp, build_app, build_asgi
-from bot.listeners.expiry import JOB_NAME
+from bot.app import BotApp
+from bot.jobs import EXPIRY_JOB, periodic
+from bot.jobs.periodic import Periodic
 from bot.runtime import start_services
-from bot.scheduler import Periodic
 from bot.settings import ConfigError, Settings
 from tests.unit.test_runtime import new_key, settings_for
 
@@ -28,7 +27,7 @@ INTERVAL = 0.01
 
 @pytest.fixture(autouse=True)
 def no_first_delay(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(scheduler, "FIRST_RUN_DELAY_SECONDS", 0.0)
+    monkeypatch.setattr(periodic, "FIRST_RUN_DELAY_SECONDS", 0.0)
 
 
 class Counter:
@@ -69,12 +68,12 @@ async def test_a_failing_run_is_logged_with_its_traceback_and_the_next_run_still
 ) -> None:
     job = Counter(target=4, fail_on=frozenset({1, 3}))
     periodic = Periodic("flaky", INTERVAL, job)
-    with caplog.at_level(logging.ERROR, logger="bot.scheduler"):
+    with caplog.at_level(logging.ERROR, logger="bot.jobs.periodic"):
         periodic.start()
         await asyncio.wait_for(job.reached.wait(), HANG_GUARD)
         await periodic.stop()
 
-    failures = [r for r in caplog.records if r.name == "bot.scheduler" and "flaky" in r.getMessage()]
+    failures = [r for r in caplog.records if r.name == "bot.jobs.periodic" and "flaky" in r.getMessage()]
     assert len(failures) == 2
     assert all(r.exc_info is not None and isinstance(r.exc_info[1], RuntimeError) for r in failures)
     assert [str(r.exc_info[1]) for r in failures if r.exc_info] == ["run 1 broke", "run 3 broke"]
@@ -172,7 +171,7 @@ def test_nonsense_timings_are_refused(interval: float, jitter: float, grace: flo
 
 
 def expiry_runners() -> list[asyncio.Task[object]]:
-    return [t for t in asyncio.all_tasks() if t.get_name() == f"periodic:{JOB_NAME}" and not t.done()]
+    return [t for t in asyncio.all_tasks() if t.get_name() == f"periodic:{EXPIRY_JOB}" and not t.done()]
 
 
 def test_the_check_interval_is_a_setting_with_a_default_and_is_checked() -> None:
@@ -218,22 +217,24 @@ async def test_starting_the_services_alone_runs_no_job(migrated_database_url: st
         await services.close()
 
 
-async def test_the_importable_app_runs_the_job_while_it_serves(migrated_database_url: str) -> None:
-    app = ServicesApp(settings_for(migrated_database_url, CONNECTIONS_MASTER_KEY=new_key()))
+async def test_the_served_app_runs_the_job_while_it_serves(migrated_database_url: str) -> None:
+    app = BotApp(settings_for(migrated_database_url, CONNECTIONS_MASTER_KEY=new_key()))
     async with serving(app):
         assert len(expiry_runners()) == 1
     assert expiry_runners() == []
 
 
-@pytest.mark.parametrize("own_services", [True, False])
-async def test_the_served_app_runs_the_job_when_it_owns_the_services(
-    migrated_database_url: str, own_services: bool
+async def test_the_app_started_as_serve_starts_it_runs_the_job_until_it_stops(
+    migrated_database_url: str,
 ) -> None:
-    services = await start_services(settings_for(migrated_database_url, CONNECTIONS_MASTER_KEY=new_key()))
+    # `connections-bot serve` starts the app itself before the server's lifespan (which then finds
+    # it started): the job runs from that start on, and stops with the app.
+    app = BotApp(settings_for(migrated_database_url, CONNECTIONS_MASTER_KEY=new_key()))
+    await app.start()
     try:
-        app = build_asgi(build_app(services), services, own_services=own_services)
+        assert len(expiry_runners()) == 1
         async with serving(app):
-            assert len(expiry_runners()) == (1 if own_services else 0)
-        assert expiry_runners() == []
+            assert len(expiry_runners()) == 1
     finally:
-        await services.close()
+        await app.stop()
+    assert expiry_runners() == []

@@ -1,4 +1,5 @@
-"""What we round-trip through Slack: ``private_metadata`` and button values.
+"""What we round-trip through Slack: ``private_metadata``, button values, and the parts of a
+payload a listener reads (a form's values, a reason, the workspace).
 
 Slack echoes these back on later requests, so they are treated as untrusted input: parsed
 defensively, and never holding a secret (Slack shows them to the client)."""
@@ -13,7 +14,6 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncBoltContext
 
-from blocks.modal import create_modal
 from bot import ids
 from bot.domain import NAME_MAX_LENGTH
 from bot.providers.base import Provider
@@ -25,7 +25,6 @@ __all__ = [
     "first_input",
     "form_fits",
     "form_metadata",
-    "form_view",
     "parse_form_metadata",
     "parse_id",
     "parse_json_object",
@@ -134,22 +133,8 @@ def parse_page(text: str) -> int:
     return 1
 
 
-TRY_AGAIN_NOTICE = "Nothing was saved. Fix what the hints pointed at and submit again."
-
-
-def form_view(provider: Provider, draft: FormDraft | None = None) -> dict[str, Any]:
-    """The "Create <provider>" modal; from a draft (Try again), with its non-secret values kept."""
-    if draft is None:
-        return create_modal(provider, private_metadata=form_metadata(provider))
-    return create_modal(
-        provider,
-        private_metadata=form_metadata(provider),
-        initial=draft.initial_values(provider),
-        notice=TRY_AGAIN_NOTICE,
-    )
-
-
 def form_metadata(provider: Provider) -> str:
+    """The private_metadata of a "Create <provider>" form."""
     return json.dumps({"provider": provider.key})
 
 

@@ -1,42 +1,26 @@
-"""The health schedule and what it tells Slack: alerts, reminders and recoveries in the alert
-channel, and rotation reminders by direct message.
-
-Not a Slack listener: nothing here answers a request. It runs on the serving process's event loop
-(see :func:`start_health_checks`); every replica runs it, and the database decides which replica
-re-tests which connection (:meth:`bot.services.retests.RetestService.run_due`), so each due
-connection is re-tested, and each change announced, once.
-"""
+"""What re-tests tell Slack: alerts, reminders and recoveries in the alert channel, and rotation
+reminders by direct message. Slack failures are logged, never raised: the health is recorded
+either way, and an alert that did not go out is raised again by the next re-test."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
 from blocks.alerts import health_alert, recovery_reply, resolved_alert, still_failing_reminder
 from blocks.rotation import rotation_reminder_dm
-from bot.listeners.replies import SLACK_ERRORS, channel_failure, slack_failure
-from bot.runtime import Services
-from bot.scheduler import Periodic
-from bot.services.retests import ChangeKind, HealthChange, RetestResult
+from bot.domain import ChangeKind, HealthChange, RetestResult
+from bot.notify.slack_calls import SLACK_ERRORS, channel_failure, slack_failure
 
-__all__ = [
-    "JOB_NAME",
-    "announce_changes",
-    "announcer",
-    "check_health",
-    "send_rotation_reminders",
-    "start_health_checks",
-]
+if TYPE_CHECKING:
+    from bot.runtime import Services
+
+__all__ = ["announce_changes", "announcer", "send_rotation_reminders"]
 
 logger = logging.getLogger(__name__)
-
-JOB_NAME = "health-checks"
-TICK_MAX_SECONDS = 60.0
-"""How often the schedule looks for due re-tests at most: a due check waits this long at worst."""
-TICK_MIN_SECONDS = 0.5
 
 
 async def announce_changes(
@@ -46,7 +30,7 @@ async def announce_changes(
     (remembered, so reminders and the recovery reply in its thread), a reminder in that thread
     for one still failing a day later, a follow-up when it works again. Slack failures are
     logged, never raised: the health is recorded either way."""
-    channel = services.settings.alerts_channel
+    channel = services.settings.alert_channel
     for result in results:
         change = result.change
         if change is None:
@@ -90,7 +74,7 @@ async def _not_announced(
     """Log why a notice did not reach the channel, naming the setting to fix; an alert or a
     reminder that did not go out is raised again by the next re-test that finds the connection
     still failing, rather than counted as sent."""
-    setting = "CONNECTIONS_ALERT_CHANNEL" if services.settings.alert_channel else "CONNECTIONS_ADMIN_CHANNEL"
+    setting = services.settings.alert_channel_setting
     failing = change.kind is not ChangeKind.RECOVERED
     logger.warning(
         "could not post the %s notice about connection %s to %s %s: %s%s",
@@ -155,27 +139,3 @@ async def send_rotation_reminders(services: Services, client: AsyncWebClient) ->
                 slack_failure(exc),
             )
     return sent
-
-
-async def check_health(services: Services, client: AsyncWebClient) -> None:
-    """One tick of the schedule: re-test what is due, announce changes, send rotation reminders."""
-    await services.retests.run_due(on_result=announcer(services, client))
-    await send_rotation_reminders(services, client)
-
-
-def tick_seconds(interval_minutes: float) -> float:
-    """How often to look for due re-tests: a small share of the interval, within bounds."""
-    return min(TICK_MAX_SECONDS, max(TICK_MIN_SECONDS, interval_minutes * 60 / 100))
-
-
-def start_health_checks(services: Services, client: AsyncWebClient) -> Periodic:
-    """Run :func:`check_health` from now on; stopped first at shutdown (``services.stoppers``)."""
-    tick = tick_seconds(services.settings.retest_interval_minutes)
-
-    async def job() -> None:
-        await check_health(services, client)
-
-    periodic = Periodic(JOB_NAME, tick, job, jitter=tick * 0.2)
-    periodic.start()
-    services.stoppers.append(periodic.stop)
-    return periodic

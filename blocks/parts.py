@@ -1,0 +1,170 @@
+"""The pieces every message is made of: the payload, sections and context lines, and the way a
+name, a provider, a key hint, a user, a reason and a list of checks are shown.
+
+Everything a user or a provider wrote goes through here escaped; user ids become ``<@U…>``
+mentions only when they look like Slack user ids (see :func:`blocks.text.user_mention`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from slack_sdk.models.blocks import ContextBlock, MarkdownTextObject, SectionBlock
+
+from blocks.text import SECTION_TEXT_MAX, escape, escaped_chunks, one_line, truncate, user_mention
+from bot.domain import ConnectionSummary
+from bot.providers.base import Check
+
+__all__ = [
+    "MESSAGE_MAX_BLOCKS",
+    "Block",
+    "by",
+    "checks_blocks",
+    "context",
+    "hints_blocks",
+    "key_text",
+    "message",
+    "named_key",
+    "pack_sections",
+    "provider_text",
+    "quoted_name",
+    "quoted_reason",
+    "refusal_message",
+    "reply",
+    "section",
+]
+
+Block = dict[str, Any]
+
+MESSAGE_MAX_BLOCKS = 50
+"""Slack's limit for one message (a modal or App Home allows 100)."""
+
+_LEFT_OUT = "_Some items were left out to fit in Slack._"
+# Names are at most NAME_MAX_LENGTH when stored; the cap only guards against a caller's mistake.
+_NAME_SHOWN_MAX = 100
+_PROVIDER_SHOWN_MAX = 150
+_KEY_HINT_SHOWN_MAX = 40
+# The modal caps reasons at REASON_MAX_LENGTH; this guards a caller passing something longer.
+# Escaping and quoting grow a text at most fivefold, so this many characters fit in a section.
+_REASON_SHOWN_MAX = 550
+_REFUSAL_MAX = 500
+
+
+def message(text: str, blocks: Sequence[Block]) -> dict[str, Any]:
+    """A ``{"text", "blocks"}`` message payload; ``text`` is the notification fallback.
+
+    slack_sdk does not check the 50-block limit of a message, so this does.
+    """
+    if not text:
+        raise ValueError("a message needs fallback text for notifications")
+    if not 1 <= len(blocks) <= MESSAGE_MAX_BLOCKS:
+        raise ValueError(f"a message holds 1 to {MESSAGE_MAX_BLOCKS} blocks, not {len(blocks)}")
+    return {"text": text, "blocks": list(blocks)}
+
+
+def section(text: str) -> Block:
+    """A section holding one mrkdwn text (at most 3000 characters, already escaped)."""
+    return dict(SectionBlock(text=MarkdownTextObject(text=text)).to_dict())
+
+
+def context(text: str) -> Block:
+    """A context line holding one mrkdwn text (already escaped)."""
+    return dict(ContextBlock(elements=[MarkdownTextObject(text=text)]).to_dict())
+
+
+def reply(text: str) -> dict[str, Any]:
+    """A short ephemeral reply of one mrkdwn text (already escaped)."""
+    return message(text, [section(text)])
+
+
+def refusal_message(text: str) -> dict[str, Any]:
+    """A short ephemeral reply from one or two plain-text sentences (a refusal, a not-found)."""
+    return reply(escape(truncate(text.strip() or "Nothing changed.", _REFUSAL_MAX)))
+
+
+def quoted_name(name: str) -> str:
+    """A connection name ready for mrkdwn: one line, shortened, escaped, in quotes."""
+    return f"“{escape(truncate(one_line(name), _NAME_SHOWN_MAX))}”"
+
+
+def provider_text(connection: ConnectionSummary) -> str:
+    """The connection's provider by its title (its key when the title is blank), escaped."""
+    title = one_line(connection.provider_title, connection.provider_key)
+    return escape(truncate(title, _PROVIDER_SHOWN_MAX))
+
+
+def key_text(hint: str | None) -> str:
+    """A masked key hint (first and last characters) as the store keeps it, in code; never more."""
+    return f"`{escape(truncate(one_line(hint), _KEY_HINT_SHOWN_MAX))}`" if hint else "—"
+
+
+def named_key(hint: str | None) -> str:
+    """ " `ABCD…WXYZ`" to follow "key" in a sentence, or nothing when there is no hint."""
+    return f" {key_text(hint)}" if hint else ""
+
+
+def by(user_id: str | None) -> str:
+    """ " by <@U…>", or nothing when nobody did it (an expiry)."""
+    return f" by {user_mention(user_id)}" if user_id else ""
+
+
+def quoted_reason(reason: str | None) -> str:
+    """The reason as a mrkdwn block quote, escaped line by line so it cannot end the quote early."""
+    text = (reason or "").strip()
+    if not text:
+        return "_No reason was given._"
+    lines = truncate(text, _REASON_SHOWN_MAX).splitlines()
+    return "\n".join(f"> {escape(line)}" if line.strip() else ">" for line in lines)
+
+
+def checks_blocks(checks: Sequence[Check], *, failures_are_fatal: bool, max_blocks: int = 10) -> list[Block]:
+    """The checks that ran, one line each: ✅ passed, ❌ failed (or ⚠️ when the credentials
+    still work, ``failures_are_fatal=False``), with what each found."""
+    if not checks:
+        return []
+    failed_icon = "❌" if failures_are_fatal else "⚠️"
+    lines = ["*Checks*"]
+    for check in checks:
+        icon = "✅" if check.passed else failed_icon
+        label = f"{icon} *{escape(truncate(one_line(check.name), 200))}*"
+        lines.extend(_item_lines(label, check.detail.strip(), separator=" — "))
+    return pack_sections(lines, max_blocks)
+
+
+def hints_blocks(hints: Sequence[str], *, title: str = "What to check", max_blocks: int = 20) -> list[Block]:
+    """Troubleshooting hints as bullets under a bold title, split across sections as needed."""
+    if not hints:
+        return []
+    lines = [f"*{escape(title)}*"]
+    for hint in hints:
+        lines.extend(_item_lines("•", hint.strip(), separator=" "))
+    return pack_sections(lines, max_blocks)
+
+
+def _item_lines(label: str, body: str, *, separator: str) -> list[str]:
+    """One list item as lines that each fit in a section; the label starts the first one."""
+    if not body:
+        return [label]
+    prefix = label + separator
+    first, *rest = escaped_chunks(body, SECTION_TEXT_MAX - len(prefix))
+    return [prefix + first, *rest]
+
+
+def pack_sections(lines: Sequence[str], max_blocks: int, *, left_out: str = _LEFT_OUT) -> list[Block]:
+    """Pack lines into as few sections as fit, keeping at most ``max_blocks``; past that, the last
+    kept section says that ``left_out``."""
+    texts: list[str] = []
+    current = ""
+    for line in lines:
+        joined = f"{current}\n{line}" if current else line
+        if len(joined) <= SECTION_TEXT_MAX:
+            current = joined
+            continue
+        texts.append(current)
+        current = line
+    if current:
+        texts.append(current)
+    if len(texts) > max_blocks:
+        texts = [*texts[: max_blocks - 1], left_out]
+    return [section(text) for text in texts]

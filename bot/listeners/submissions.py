@@ -1,0 +1,277 @@
+"""Submitting the two forms: "Create <provider>" and "Rotate credentials".
+
+Before the ack: the offline checks and the claim (:meth:`bot.services.submissions.Submissions.check`),
+with problems shown under their fields. Then "Verifying…", and after the ack the verification,
+the request posted to the admin channel, and the result in the same modal (a direct message when
+the modal is gone). The user is told once in every case, even when the bot is stopping or
+something breaks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
+from slack_sdk.web.async_client import AsyncWebClient
+
+from blocks.modal import result_view, verifying_view
+from blocks.results import result_message
+from blocks.rotation import rotation_result_message, rotation_result_view, rotation_verifying_view
+from bot import ids
+from bot.domain import RequestKind
+from bot.listeners.kit import services_of
+from bot.notify.connections import post_request, publish_home
+from bot.notify.results import (
+    INTERRUPTED,
+    LAST_WORD_SECONDS,
+    News,
+    deliver_final,
+    deliver_result,
+    problem_news,
+)
+from bot.notify.slack_calls import NOTHING_CHANGED
+from bot.payloads import (
+    FormDraft,
+    first_input,
+    form_fits,
+    parse_form_metadata,
+    parse_rotation_metadata,
+    read_form,
+    team_of,
+)
+from bot.providers.base import Provider, Verification
+from bot.runtime import Services
+from bot.services.submissions import Submission, Waiter
+
+__all__ = ["create_submitted", "register", "rotation_submitted"]
+
+logger = logging.getLogger(__name__)
+
+STALE = {
+    RequestKind.CONNECTION: "This form is out of date. Close it and run /connections again.",
+    RequestKind.ROTATION: "This form is out of date. Close it and start the rotation again.",
+}
+INTERNAL_ERROR = {
+    RequestKind.CONNECTION: (
+        "Something went wrong on our side and nothing was saved. Please try again in a minute."
+    ),
+    RequestKind.ROTATION: NOTHING_CHANGED,
+}
+AWAITS_APPROVAL = {
+    RequestKind.CONNECTION: (
+        "It is saved and now awaits an admin's approval; you will get a message when they decide."
+    ),
+    RequestKind.ROTATION: (
+        "The new credentials are saved and await an admin's approval; the old key keeps working until "
+        "then. You will get a message when an admin decides."
+    ),
+}
+NOT_POSTED = {
+    RequestKind.CONNECTION: (
+        "It is saved and awaits an admin's approval, but the bot could not post the request to the "
+        "admin channel. Ask whoever runs this bot to check CONNECTIONS_ADMIN_CHANNEL and to invite "
+        "the bot there."
+    ),
+    RequestKind.ROTATION: (
+        "The new credentials are saved and await an admin's approval, but the request could not be "
+        "posted to the admin channel. An admin can still decide from `/connections status &lt;name&gt;`; "
+        "ask whoever runs this bot to check CONNECTIONS_ADMIN_CHANNEL and to invite the bot there."
+    ),
+}
+NO_ADMIN_CHANNEL = (
+    "It is saved, but approvals are not configured: no admin will see it until whoever runs this "
+    "bot sets CONNECTIONS_ADMIN_CHANNEL."
+)
+CUT_SHORT = {
+    RequestKind.CONNECTION: (
+        "It is saved and awaits an admin's approval. The bot was restarting, so the request may not "
+        "have reached the admin channel: admins can approve or reject it on the bot's Home tab, under "
+        "“Waiting for your decision”."
+    ),
+    RequestKind.ROTATION: (
+        "The new credentials are saved and await an admin's approval; the old key keeps working until "
+        "then. The bot was restarting, so the request may not have reached the admin channel: an admin "
+        "can decide from `/connections status &lt;name&gt;`."
+    ),
+}
+
+
+def register(app: AsyncApp) -> None:
+    app.view(ids.VIEW_CREATE)(create_submitted)
+    app.view(ids.VIEW_ROTATE)(rotation_submitted)
+
+
+async def create_submitted(
+    ack: AsyncAck,
+    body: dict[str, Any],
+    view: dict[str, Any],
+    client: AsyncWebClient,
+    context: AsyncBoltContext,
+) -> None:
+    services = services_of(context)
+    provider = services.providers.find(parse_form_metadata(view.get("private_metadata")) or "")
+    if provider is None or not form_fits(view, provider):
+        # No provider, or not the one the form was built for: Slack would refuse errors under
+        # fields the view does not have, so the form as a whole is out of date.
+        await ack(response_action="errors", errors={first_input(view): STALE[RequestKind.CONNECTION]})
+        return
+    name, values = read_form(view, provider)
+    await _check(ack, body, view, client, context, RequestKind.CONNECTION, provider, name, values)
+
+
+async def rotation_submitted(
+    ack: AsyncAck,
+    body: dict[str, Any],
+    view: dict[str, Any],
+    client: AsyncWebClient,
+    context: AsyncBoltContext,
+) -> None:
+    services = services_of(context)
+    form = parse_rotation_metadata(view.get("private_metadata"))
+    provider = services.providers.find(form.provider_key) if form is not None else None
+    if form is None or provider is None or not form_fits(view, provider):
+        await ack(response_action="errors", errors={first_input(view): STALE[RequestKind.ROTATION]})
+        return
+    _, values = read_form(view, provider)
+    await _check(
+        ack,
+        body,
+        view,
+        client,
+        context,
+        RequestKind.ROTATION,
+        provider,
+        form.name,
+        values,
+        form.connection_id,
+    )
+
+
+async def _check(
+    ack: AsyncAck,
+    body: dict[str, Any],
+    view: dict[str, Any],
+    client: AsyncWebClient,
+    context: AsyncBoltContext,
+    kind: RequestKind,
+    provider: Provider,
+    name: str,
+    values: dict[str, Any],
+    connection_id: str | None = None,
+) -> None:
+    """Check and claim before the ack; answer "Verifying…" and verify after it."""
+    services = services_of(context)
+    team_id, user_id, view_id = team_of(context, body), str(body["user"]["id"]), str(view["id"])
+    try:
+        checked = await services.submissions.check(
+            kind,
+            team_id,
+            provider,
+            name,
+            values,
+            claim_for=Waiter(user_id, view_id),
+            connection_id=connection_id,
+        )
+    except Exception:
+        # Slack would show its generic "trouble connecting"; an inline message says more.
+        logger.exception("checking a %s form failed", provider.key)
+        await ack(response_action="errors", errors={first_input(view): INTERNAL_ERROR[kind]})
+        return
+    if not checked.ok:
+        errors = dict(checked.problems)
+        if checked.form_problem is not None:
+            errors[first_input(view)] = checked.form_problem
+        await ack(response_action="errors", errors=errors)
+        return
+    verifying = verifying_view if kind is RequestKind.CONNECTION else rotation_verifying_view
+    await ack(response_action="update", view=verifying(provider, checked.name))
+    submission = Submission(
+        kind, team_id, user_id, provider, checked.name, checked.values, connection_id, checked.claim_id
+    )
+    services.background.spawn(
+        _verify_and_report(services, client, submission, view_id), name=f"{kind}:{provider.key}:{team_id}"
+    )
+
+
+async def _verify_and_report(services: Services, client: AsyncWebClient, s: Submission, view_id: str) -> None:
+    """Verify and store, then show the outcome."""
+    config = s.provider.config_of(s.values)
+    try:
+        outcome = await services.submissions.submit(s)
+    except asyncio.CancelledError:
+        await _tell_interrupted(services, client, s, view_id, config)
+        raise
+    except Exception:
+        logger.exception("a %s %s submission failed", s.provider.key, s.kind)
+        news = problem_news(s.kind, s.provider, s.name, INTERNAL_ERROR[s.kind], config=config)
+        await deliver_final(client, view_id, s.user_id, *news)
+        return
+    finally:
+        if isinstance(s.values, dict):
+            s.values.clear()  # the plain text lives for the provider call only
+    if outcome.abandoned:  # the user was told it was interrupted; a second answer would contradict it
+        return
+    if outcome.problem is not None or outcome.verification is None:
+        problem = outcome.problem or INTERNAL_ERROR[s.kind]
+        await deliver_final(
+            client, view_id, s.user_id, *problem_news(s.kind, s.provider, s.name, problem, config=config)
+        )
+        return
+    verification = outcome.verification
+    note = ""
+    if outcome.request_id is not None:
+        # Stored, and the claim ended with it: no sweep will tell the user, so a shutdown gives up
+        # the admin post (the request stays decidable elsewhere), not the user's news.
+        try:
+            posted = await _post(services, client, s.kind, s.team_id, outcome.request_id)
+        except asyncio.CancelledError:
+            news = _result_news(s, verification, CUT_SHORT[s.kind], config)
+            await deliver_result(client, view_id, s.user_id, *news, within=LAST_WORD_SECONDS)
+            raise
+        if posted:
+            note = AWAITS_APPROVAL[s.kind]
+        else:
+            note = NOT_POSTED[s.kind] if services.settings.admin_channel else NO_ADMIN_CHANNEL
+    await deliver_final(client, view_id, s.user_id, *_result_news(s, verification, note, config))
+    if outcome.request_id is not None and s.kind is RequestKind.CONNECTION:
+        try:
+            await publish_home(services, client, s.team_id, s.user_id)
+        except Exception:  # the Home tab catches up when next opened; the user already has the result
+            logger.warning("could not republish the Home tab of %s", s.user_id, exc_info=True)
+
+
+def _result_news(s: Submission, verification: Verification, note: str, config: dict[str, str]) -> News:
+    if s.kind is RequestKind.ROTATION:
+        return (
+            rotation_result_view(s.provider, s.name, verification, note=note, try_again_value=None),
+            rotation_result_message(s.provider, s.name, verification, note=note),
+        )
+    draft = FormDraft(s.provider.key, s.name, config).encode()
+    return (
+        result_view(s.provider, s.name, verification, try_again_value=draft, approval_note=note),
+        result_message(s.provider, s.name, verification, note),
+    )
+
+
+async def _post(
+    services: Services, client: AsyncWebClient, kind: RequestKind, team_id: str, request_id: str
+) -> bool:
+    try:
+        return await post_request(services, client, kind, team_id, request_id)
+    except Exception:  # stored already: the user must still hear that, and how it goes on
+        logger.warning("could not post the %s request", kind, exc_info=True)
+        return False
+
+
+async def _tell_interrupted(
+    services: Services, client: AsyncWebClient, s: Submission, view_id: str, config: dict[str, str]
+) -> None:
+    """Shutdown gave up waiting for the verification. The claim ends only once the user was told:
+    if Slack cannot be reached in the little time left, the next start finds the claim and tells
+    them. A claim already gone was taken by a sweep, which told them itself."""
+    if not await services.submissions.claim_held(s.claim_id):
+        return
+    news = problem_news(s.kind, s.provider, s.name, INTERRUPTED[s.kind], config=config)
+    if await deliver_result(client, view_id, s.user_id, *news, within=LAST_WORD_SECONDS):
+        await services.submissions.release_claim(s.claim_id)

@@ -1,0 +1,111 @@
+"""What every use case writes and reads the same way: the audit event of a change, the sealed
+fields of a credential version, and stored rows as the read models that blocks show."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from bot.crypto import Cipher, associated_data
+from bot.domain import ConnectionSummary, Health, Status
+from bot.providers.base import Check
+from bot.providers.registry import ProviderRegistry, UnknownProvider
+from bot.redaction import Secret
+from bot.store import AuditEvent, Connection, Credential, VerificationRecord
+from bot.store.uow import UnitOfWork
+
+__all__ = ["audit_event", "checks_of", "seal_credential", "summarize"]
+
+
+def audit_event(
+    team_id: str,
+    actor: str,
+    action: str,
+    now: datetime,
+    *,
+    connection: Connection | ConnectionSummary | None = None,
+    connection_id: str | None = None,
+    before: str | None = None,
+    after: str | None = None,
+    reason: str | None = None,
+    details: Mapping[str, object] | None = None,
+) -> AuditEvent:
+    """The audit row of one change. With ``connection``, its id, name and provider are recorded;
+    before a connection exists (or without its row), ``connection_id`` and ``details`` say what
+    the change was about."""
+    recorded = dict(details or {})
+    if connection is not None:
+        provider = connection.provider if isinstance(connection, Connection) else connection.provider_key
+        recorded = {"name": connection.name, "provider": provider, **recorded}
+        connection_id = connection.id
+    return AuditEvent(
+        team_id=team_id,
+        actor=actor,
+        action=action,
+        connection_id=connection_id,
+        before_status=before,
+        after_status=after,
+        reason=reason,
+        details=recorded,
+        created_at=now,
+    )
+
+
+async def seal_credential(
+    tx: UnitOfWork,
+    cipher: Cipher,
+    secrets: Mapping[str, Secret],
+    *,
+    team_id: str,
+    connection_id: str,
+    version: int,
+    now: datetime,
+) -> None:
+    """Store each secret field of one credential version, sealed with the current master key and
+    bound to its row; refuses (``MasterKeyMoved``) when the data moved to another key meanwhile."""
+    await tx.key_canary.require_sealing_key(cipher.key_id)
+    for field, secret in secrets.items():
+        sealed = cipher.seal(secret, associated_data(connection_id, field, version))
+        await tx.credentials.add(
+            Credential(
+                team_id=team_id,
+                connection_id=connection_id,
+                version=version,
+                field=field,
+                key_id=sealed.key_id,
+                nonce=sealed.nonce,
+                ciphertext=sealed.ciphertext,
+                created_at=now,
+            )
+        )
+
+
+def summarize(row: Connection, providers: ProviderRegistry) -> ConnectionSummary:
+    """A stored connection as lists, messages and App Home show it."""
+    try:
+        title = providers.get(row.provider).title
+    except UnknownProvider:
+        # A provider removed from this build still lists under its key.
+        title = row.provider
+    return ConnectionSummary(
+        id=row.id,
+        name=row.name,
+        provider_key=row.provider,
+        provider_title=title,
+        status=Status(row.status),
+        health=Health(row.health),
+        created_by=row.created_by,
+        created_at=row.created_at,
+        last_verified_at=row.last_verified_at,
+        key_hint=row.key_hint,
+        credential_created_at=row.credential_created_at,
+    )
+
+
+def checks_of(record: VerificationRecord | None) -> tuple[Check, ...]:
+    """The checks a stored verification ran, as providers report them."""
+    stored: list[dict[str, Any]] = record.checks if record is not None else []
+    return tuple(
+        Check(str(c.get("name", "")), bool(c.get("passed")), str(c.get("detail", ""))) for c in stored
+    )

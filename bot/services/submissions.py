@@ -1,0 +1,515 @@
+"""Submitted forms: a new connection, or new credentials for an active one (a rotation).
+
+Before Slack is answered, :meth:`Submissions.check` runs the offline checks and claims what the
+submission will store (the new connection's name, or the connection being rotated) as an in-flight
+verification (:mod:`bot.services.interrupted`): of two submissions of one name, or two rotations of
+one connection, only one is acknowledged, and a verification cut short by a crash leaves a row
+that tells the next start whom to tell. After the ack, :meth:`Submissions.submit` verifies the
+credentials with the provider outside any transaction, then stores them in one transaction that
+also ends the claim: the credential version sealed, the verification, the audit event, and the
+approval request (the connection itself, awaiting approval, or a :class:`Rotation`). A failed
+verification stores nothing but its audit event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import httpx
+from sqlalchemy.exc import OperationalError
+
+from bot.crypto import Cipher
+from bot.domain import (
+    NAME_FIELD,
+    NAME_MAX_LENGTH,
+    ApprovalRequest,
+    ConnectionSummary,
+    Health,
+    InFlightKind,
+    Refusal,
+    Refused,
+    RequestKind,
+    Status,
+    Trigger,
+    utcnow,
+)
+from bot.providers.base import FieldValues, Provider, Verification
+from bot.providers.registry import ProviderRegistry, UnknownProvider
+from bot.redaction import Secret
+from bot.services.admins import AdminPolicy
+from bot.services.approvals import pending_rotation
+from bot.services.interrupted import (
+    CLAIM_LOCK_WAIT_MS,
+    ClaimLost,
+    ProcessOwner,
+    end_claim,
+    lock_wait_exceeded,
+    release_quietly,
+    still_claimed,
+)
+from bot.services.permissions import find_connection, owner_or_admin, owner_refusal
+from bot.services.records import audit_event, seal_credential, summarize
+from bot.store import (
+    AuditEvent,
+    Connection,
+    Database,
+    MasterKeyMoved,
+    NameTaken,
+    Rotation,
+    RotationPending,
+    VerificationRecord,
+)
+from bot.store.uow import UnitOfWork
+
+__all__ = [
+    "DATABASE_BUSY",
+    "NAME_BEING_REGISTERED",
+    "NAME_TAKEN",
+    "FormCheck",
+    "RotationTarget",
+    "Submission",
+    "SubmissionOutcome",
+    "Submissions",
+    "Waiter",
+]
+
+logger = logging.getLogger(__name__)
+
+FIRST_VERSION = 1
+NAME_TAKEN = (
+    "A connection with this name already exists in this workspace (names ignore case). Pick another name."
+)
+DATABASE_BUSY = (
+    "The bot's database is busy right now, so nothing was checked or saved. Submit the form again "
+    "in a moment."
+)
+NAME_BEING_REGISTERED = (
+    "A connection with this name is being registered right now (names ignore case). Pick another "
+    "name, or wait for that one to finish."
+)
+ALREADY_ROTATING = (
+    "New credentials for this connection are being checked right now (someone submitted them a "
+    "moment ago). Wait for that check to finish; nothing changed."
+)
+ROTATION_BUSY = (
+    "The bot's database is busy right now, so nothing was checked or changed. Submit the form again "
+    "in a moment."
+)
+KEY_MOVED = {
+    RequestKind.CONNECTION: (
+        "The credentials work, but the bot's master key was rotated while it was running, so nothing "
+        "was saved. Ask whoever runs the bot to restart it, then submit again."
+    ),
+    RequestKind.ROTATION: (
+        "The new credentials work, but the bot's master key was rotated while it was running, so "
+        "nothing was saved. Ask whoever runs the bot to restart it, then rotate again."
+    ),
+}
+REMOVED_MEANWHILE = "The connection was removed meanwhile, so the new credentials were not saved."
+ROTATED_MEANWHILE = "Someone else asked to rotate this connection a moment ago; nothing was saved."
+
+
+@dataclass(frozen=True)
+class Waiter:
+    """Who waits for a verification's outcome, and the modal it will be shown in."""
+
+    user_id: str
+    view_id: str
+
+
+@dataclass(frozen=True)
+class FormCheck:
+    """The offline verdict on a submitted form: cleaned values, or problems by field name
+    (``form_problem`` for one about the form as a whole), and the claim it now holds."""
+
+    name: str
+    values: dict[str, str | Secret] = field(repr=False)
+    problems: dict[str, str]
+    form_problem: str | None = None
+    claim_id: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and self.form_problem is None
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A checked form whose credentials are verified after the ack."""
+
+    kind: RequestKind
+    team_id: str
+    user_id: str
+    provider: Provider
+    name: str
+    values: FieldValues = field(repr=False)
+    connection_id: str | None = None
+    """The connection a rotation is for."""
+    claim_id: str | None = None
+    """The in-flight row of this verification; ended when the outcome is stored."""
+
+
+@dataclass(frozen=True)
+class SubmissionOutcome:
+    """What became of a submission: its verification and, when it passed and was stored, the id of
+    the approval request (the new connection's, or the rotation's). ``problem`` says in words why
+    nothing was stored although nothing broke (the name was taken a moment ago, the connection was
+    removed meanwhile). ``abandoned``: a sweep took the claim first (the verification overran its
+    deadline) and told the user it was interrupted, so nothing was stored and nothing is to be said."""
+
+    verification: Verification | None = None
+    request_id: str | None = None
+    problem: str | None = None
+    abandoned: bool = False
+
+    @property
+    def stored(self) -> bool:
+        return self.request_id is not None
+
+
+@dataclass(frozen=True)
+class RotationTarget:
+    """A connection that may be rotated now: what the form needs to show."""
+
+    connection: ConnectionSummary
+    provider: Provider
+    config: dict[str, str]
+
+
+class _Unavailable(Exception):
+    """The claim could not be made; the message says why, for the form."""
+
+
+@dataclass
+class Submissions:
+    """Checks, claims, verifies and stores submitted forms; see the module docstring."""
+
+    db: Database
+    cipher: Cipher
+    providers: ProviderRegistry
+    http: httpx.AsyncClient
+    admins: AdminPolicy
+    owner: ProcessOwner = field(default_factory=ProcessOwner.current)
+    clock: Callable[[], datetime] = utcnow
+
+    # --- before the ack ---------------------------------------------------------------------------
+
+    async def check(
+        self,
+        kind: RequestKind,
+        team_id: str,
+        provider: Provider,
+        name: str,
+        values: FieldValues,
+        *,
+        claim_for: Waiter | None = None,
+        connection_id: str | None = None,
+    ) -> FormCheck:
+        """The offline checks of a form, then (``claim_for``) the claim. No provider call: this runs
+        before Slack is answered. A new connection's name is checked (and claimed) too; a rotation
+        claims its connection (``connection_id``)."""
+        cleaned = provider.clean(values)
+        # Offline but not always cheap (opening an encrypted private key runs its key derivation):
+        # on a thread, so other requests' acks are not held up meanwhile.
+        problems = await asyncio.to_thread(provider.validate, cleaned)
+        if kind is RequestKind.CONNECTION:
+            name = " ".join(name.split())
+            problems.update(await self._name_problems(team_id, provider, name, check_taken=claim_for is None))
+        if problems or claim_for is None:
+            return FormCheck(name, cleaned, problems)
+        try:
+            claim_id = await self._claim(kind, team_id, provider, name, cleaned, claim_for, connection_id)
+        except _Unavailable as unavailable:
+            where = {NAME_FIELD: str(unavailable)} if kind is RequestKind.CONNECTION else {}
+            return FormCheck(name, cleaned, where, None if where else str(unavailable))
+        return FormCheck(name, cleaned, {}, claim_id=claim_id)
+
+    async def _name_problems(
+        self, team_id: str, provider: Provider, name: str, *, check_taken: bool
+    ) -> dict[str, str]:
+        if not name:
+            example = f", e.g. “{provider.name_examples[0]}”" if provider.name_examples else ""
+            return {NAME_FIELD: f"Give the connection a name{example}."}
+        if len(name) > NAME_MAX_LENGTH:
+            return {NAME_FIELD: f"Keep the name to {NAME_MAX_LENGTH} characters or fewer."}
+        if any(unicodedata.category(ch) == "Cc" for ch in name):
+            # Invisible, and PostgreSQL cannot store NUL: say so rather than fail on saving.
+            return {NAME_FIELD: "Remove the control characters from the name (they don't show)."}
+        if check_taken:
+            async with self.db.read() as tx:
+                if await tx.connections.name_taken(team_id, name):
+                    return {NAME_FIELD: NAME_TAKEN}
+        return {}
+
+    async def _claim(
+        self,
+        kind: RequestKind,
+        team_id: str,
+        provider: Provider,
+        name: str,
+        values: FieldValues,
+        waiter: Waiter,
+        connection_id: str | None,
+    ) -> str:
+        """Record the verification to come, reserving what it will store; then, for a new
+        connection, check that no connection holds the name: one transaction, the claim first.
+
+        In that order no interleaving lets two submissions of one name through. A claim waits for
+        (PostgreSQL) or queues behind (SQLite) any other transaction holding the same name, so of
+        two at once the second fails; and a claim made after another verification stored its
+        connection (ending its claim in that transaction) comes with a fresh snapshot under read
+        committed, in which that connection is visible."""
+        row = self.owner.claim(
+            kind=InFlightKind.CREATE if kind is RequestKind.CONNECTION else InFlightKind.ROTATION,
+            team_id=team_id,
+            user_id=waiter.user_id,
+            provider=provider,
+            name=name,
+            view_id=waiter.view_id,
+            config=provider.config_of(values),
+            now=self.clock(),
+            connection_id=connection_id,
+        )
+        creating = kind is RequestKind.CONNECTION
+        try:
+            async with self.db.transaction(lock_wait_ms=CLAIM_LOCK_WAIT_MS) as tx:
+                if not await tx.in_flight.claim(row):
+                    raise _Unavailable(NAME_BEING_REGISTERED if creating else ALREADY_ROTATING)
+                if creating and await tx.connections.name_taken(team_id, name):
+                    raise _Unavailable(NAME_TAKEN)  # leaving by an exception rolls the claim back
+        except OperationalError as error:
+            # Another transaction held the lock past the budget: nothing was written, say "busy".
+            if lock_wait_exceeded(error):
+                raise _Unavailable(DATABASE_BUSY if creating else ROTATION_BUSY) from None
+            raise
+        return row.id
+
+    async def may_rotate(
+        self, team_id: str, actor: str, *, connection_id: str | None = None, name: str | None = None
+    ) -> RotationTarget | Refused:
+        """Whether ``actor`` may rotate the connection (owner or admin, active, no rotation
+        waiting); checked when the form is asked for and again when it is verified."""
+        async with self.db.read() as tx:
+            row = await find_connection(tx, team_id, connection_id=connection_id, name=name)
+            if isinstance(row, Refused):
+                return row
+            waiting = await tx.rotations.pending_for(team_id, row.id)
+        if row.status is not Status.ACTIVE:
+            return Refused(
+                Refusal.WRONG_STATUS,
+                f"“{row.name}” is {row.status.label}; only active connections can be rotated.",
+            )
+        check = await owner_or_admin(self.admins, actor, row.created_by)
+        if not check.allowed:
+            return owner_refusal(check, "rotate")
+        if waiting is not None:
+            return Refused(
+                Refusal.ROTATION_PENDING,
+                f"A rotation of “{row.name}” is already waiting for an admin's approval. An admin "
+                "can reject it if it should be replaced.",
+                connection_id=row.id,
+            )
+        try:
+            provider = self.providers.get(row.provider)
+        except UnknownProvider:
+            return Refused(Refusal.WRONG_STATUS, f"This bot no longer offers {row.provider!r}.")
+        return RotationTarget(
+            summarize(row, self.providers), provider, {str(k): str(v) for k, v in row.config.items()}
+        )
+
+    async def pending_rotation(self, team_id: str, connection_id: str) -> ApprovalRequest | None:
+        """The connection's rotation waiting for approval, if any (to say so to a second rotator)."""
+        async with self.db.read() as tx:
+            return await pending_rotation(tx, self.providers, team_id, connection_id)
+
+    # --- after the ack ----------------------------------------------------------------------------
+
+    async def release_claim(self, claim_id: str | None) -> bool:
+        """End the claim of a verification that stopped without an outcome; never raises.
+        ``False`` when a sweep had taken it: its user was told, and must not be told again."""
+        return await release_quietly(self.db, claim_id)
+
+    async def claim_held(self, claim_id: str | None) -> bool:
+        """Whether the claim is still this process's to end (no sweep took it and told its user)."""
+        return await still_claimed(self.db, claim_id)
+
+    async def submit(self, submission: Submission) -> SubmissionOutcome:
+        """Verify the credentials with the provider, then store them encrypted in one transaction
+        (see the module docstring). The claim ends in the transaction that stores the outcome, or,
+        if anything raises, right away."""
+        try:
+            return await self._verify_and_store(submission)
+        except ClaimLost as lost:
+            logger.warning(
+                "a %s verification in team %s overran its deadline and was reported as interrupted; "
+                "its outcome was dropped",
+                submission.provider.key,
+                submission.team_id,
+            )
+            return SubmissionOutcome(verification=lost.verification, abandoned=True)
+        except Exception:
+            if not await self.release_claim(submission.claim_id):
+                # A sweep took the claim and told the user it was interrupted: one answer is enough.
+                logger.exception("a %s verification failed after it was reported", submission.provider.key)
+                return SubmissionOutcome(abandoned=True)
+            raise
+
+    async def _verify_and_store(self, s: Submission) -> SubmissionOutcome:
+        rotated: ConnectionSummary | None = None
+        if s.kind is RequestKind.ROTATION:
+            target = await self.may_rotate(s.team_id, s.user_id, connection_id=s.connection_id)
+            if isinstance(target, Refused):
+                async with self.db.transaction() as tx:
+                    await end_claim(tx, s.claim_id, None)
+                return SubmissionOutcome(problem=target.message)
+            rotated = target.connection
+        verification = await s.provider.verify(s.values, self.http)
+        now = self.clock()
+        if not verification.ok:
+            async with self.db.transaction() as tx:
+                await end_claim(tx, s.claim_id, verification)
+                await tx.audit.add(_failed_event(s, rotated, verification, now))
+            return SubmissionOutcome(verification)
+        try:
+            async with self.db.transaction() as tx:
+                await end_claim(tx, s.claim_id, verification)
+                store = _store_connection if s.kind is RequestKind.CONNECTION else _store_rotation
+                stored = await store(tx, s, now)
+                if isinstance(stored, str):  # not stored; the ended claim commits
+                    return SubmissionOutcome(verification, problem=stored)
+                request_id, connection, version = stored
+                await seal_credential(
+                    tx,
+                    self.cipher,
+                    s.provider.secrets_of(s.values),
+                    team_id=s.team_id,
+                    connection_id=connection.id,
+                    version=version,
+                    now=now,
+                )
+                await tx.verifications.add(
+                    VerificationRecord.from_verification(
+                        verification,
+                        team_id=s.team_id,
+                        connection_id=connection.id,
+                        trigger=Trigger.CREATE if s.kind is RequestKind.CONNECTION else Trigger.ROTATION,
+                        actor=s.user_id,
+                    )
+                )
+                await tx.audit.add(_stored_event(s, connection, now))
+        except (RotationPending, MasterKeyMoved) as error:
+            # Rolled back with the rest: the claim's end too.
+            await self.release_claim(s.claim_id)
+            if isinstance(error, RotationPending):
+                return SubmissionOutcome(verification, problem=ROTATED_MEANWHILE)
+            logger.error("not storing a %s %s: %s", s.provider.key, s.kind, error)
+            return SubmissionOutcome(verification, problem=KEY_MOVED[s.kind])
+        logger.info(
+            "%s %s stored in team %s by %s (%s)", s.kind, request_id, s.team_id, s.user_id, s.provider.key
+        )
+        return SubmissionOutcome(verification, request_id=request_id)
+
+
+async def _store_connection(
+    tx: UnitOfWork, s: Submission, now: datetime
+) -> tuple[str, Connection, int] | str:
+    """Insert the new connection, awaiting approval: it is its own approval request."""
+    connection = Connection(
+        team_id=s.team_id,
+        name=s.name,
+        provider=s.provider.key,
+        status=Status.PENDING_APPROVAL,
+        health=Health.HEALTHY,
+        config=s.provider.config_of(s.values),
+        key_hint=s.provider.credential_hint(s.values),
+        created_by=s.user_id,
+        created_at=now,
+        updated_at=now,
+        last_verified_at=now,
+        credential_version=FIRST_VERSION,
+        credential_created_at=now,
+    )
+    try:
+        await tx.connections.add(connection)
+    except NameTaken:
+        # Only a connection stored without a claim can get here.
+        return (
+            "The credentials work, but someone registered a connection named "
+            f"“{s.name}” a moment ago. Nothing was saved; try again with another name."
+        )
+    return connection.id, connection, FIRST_VERSION
+
+
+async def _store_rotation(tx: UnitOfWork, s: Submission, now: datetime) -> tuple[str, Connection, int] | str:
+    """Insert the rotation request beside the connection, under the next unused version; the
+    connection keeps its credential until an admin approves. Raises ``RotationPending`` if one
+    already waits."""
+    row = await tx.connections.lock(s.team_id, s.connection_id or "")
+    if row is None or row.status is not Status.ACTIVE:
+        return REMOVED_MEANWHILE
+    version = max(row.credential_version, await tx.rotations.latest_version(row.id)) + 1
+    rotation = Rotation(
+        team_id=s.team_id,
+        connection_id=row.id,
+        version=version,
+        requested_by=s.user_id,
+        config=s.provider.config_of(s.values),
+        key_hint=s.provider.credential_hint(s.values),
+        created_at=now,
+        updated_at=now,
+    )
+    await tx.rotations.add(rotation)
+    return rotation.id, row, version
+
+
+def _failed_event(
+    s: Submission, rotated: ConnectionSummary | None, verification: Verification, now: datetime
+) -> AuditEvent:
+    reason = verification.outcome.value
+    if rotated is None:
+        return audit_event(
+            s.team_id,
+            s.user_id,
+            "connection.create_failed",
+            now,
+            reason=reason,
+            details={"provider": s.provider.key, "name": s.name},
+        )
+    status = rotated.status.value
+    return audit_event(
+        s.team_id,
+        s.user_id,
+        "connection.rotation_failed",
+        now,
+        connection=rotated,
+        before=status,
+        after=status,
+        reason=reason,
+    )
+
+
+def _stored_event(s: Submission, connection: Connection, now: datetime) -> AuditEvent:
+    if s.kind is RequestKind.CONNECTION:
+        return audit_event(
+            s.team_id,
+            s.user_id,
+            "connection.created",
+            now,
+            connection=connection,
+            after=Status.PENDING_APPROVAL,
+        )
+    status = Status(connection.status).value
+    return audit_event(
+        s.team_id,
+        s.user_id,
+        "connection.rotation_requested",
+        now,
+        connection=connection,
+        before=status,
+        after=status,
+    )

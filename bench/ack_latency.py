@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from blocks.modal import create_modal
+from blocks.forms import create_modal
 from bot.crypto import MasterKey
 from bot.payloads import form_metadata
 from bot.providers.confluent_cloud import ConfluentCloud

@@ -1,6 +1,6 @@
-"""The messages posted in the alert channel when a connection's health changes: the alert when it
-starts failing, the reminder (in the alert's thread, at most daily) while it keeps failing, and the
-follow-up once it works again.
+"""What the health schedule says: in the alert channel, the alert when a connection starts failing,
+the reminder (in the alert's thread, at most daily) while it keeps failing, and the follow-up once
+it works again; by direct message, the reminder to rotate a key older than the rotation period.
 
 A reminder or a follow-up is posted top-level when the alert never made it to Slack, so each one
 names the connection on its own. Names and everything a provider wrote are escaped; the owner is
@@ -13,14 +13,31 @@ from typing import Any
 
 from slack_sdk.models.blocks import ActionsBlock, ButtonElement
 
+from blocks.approval import rotate_actions
 from blocks.connections import RETESTABLE, retest_button, rotate_button
-from blocks.parts import Block, checks_blocks, context, hints_blocks, message, quoted_name, section
+from blocks.parts import (
+    Block,
+    checks_blocks,
+    context,
+    hints_blocks,
+    message,
+    named_key,
+    provider_text,
+    quoted_name,
+    section,
+)
 from blocks.retests import failing_duration, provider_title, summary_text, verification_facts
-from blocks.text import slack_date, user_mention
-from bot.domain import RetestResult, Status
+from blocks.text import plural, slack_date, user_mention
+from bot.domain import ConnectionSummary, RetestResult, Status
 from bot.providers.base import Provider
 
-__all__ = ["health_alert", "recovery_reply", "resolved_alert", "still_failing_reminder"]
+__all__ = [
+    "health_alert",
+    "recovery_reply",
+    "resolved_alert",
+    "rotation_reminder_dm",
+    "still_failing_reminder",
+]
 
 _ALERT_ACTIONS_BLOCK = "health_alert_actions"
 _CHECKS_MAX_BLOCKS = 5
@@ -131,3 +148,37 @@ def _buttons(result: RetestResult) -> list[ButtonElement]:
     if connection.status is Status.ACTIVE:
         buttons.append(rotate_button(connection.id))
     return buttons
+
+
+def rotation_reminder_dm(
+    connection: ConnectionSummary, *, age_days: int, rotation_days: float
+) -> dict[str, Any]:
+    """The direct message to the owner of a credential older than the team's rotation period: how
+    old it is, how to rotate it, and a Rotate button carrying ``connection.id``."""
+    provider = provider_text(connection)
+    name = quoted_name(connection.name)
+    age = plural(age_days, "day")
+    text = f"🔁 The key of your {provider} connection {name} is {age} old: time to rotate it."
+    blocks = [
+        section(
+            f"🔁 *Time to rotate {name}*\nIts {provider} key{named_key(connection.key_hint)} is {age} old, "
+            f"older than your team's rotation period of {_days(rotation_days)}."
+        ),
+        section(
+            "*How to rotate*\n"
+            f"1. Create a new key at {provider}.\n"
+            "2. Click *Rotate* below and enter it; we check it before anything changes.\n"
+            "3. An admin approves the new key; until then the old one keeps working.\n"
+            f"4. Once it is approved, delete the old key at {provider}."
+        ),
+    ]
+    if connection.credential_created_at is not None:
+        blocks.append(context(f"Key stored {slack_date(connection.credential_created_at)}"))
+    blocks.append(rotate_actions(connection))
+    return message(text, blocks)
+
+
+def _days(days: float) -> str:
+    """ "90 days", "1 day", "0.5 days": a whole number without its ".0"."""
+    shown = f"{days:.10g}"
+    return f"{shown} day" if days == 1 else f"{shown} days"

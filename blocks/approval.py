@@ -68,6 +68,7 @@ __all__ = [
     "refusal_text",
     "request_message",
     "rotate_actions",
+    "rotation_pending_reply",
     "self_approval_reply",
 ]
 
@@ -358,6 +359,17 @@ def _rotation_news(request: ApprovalRequest) -> tuple[str, list[str], bool]:
         )
         return text, [text, gone], False
     raise ValueError(_NEVER_DECIDED)
+
+
+def rotation_pending_reply(rotation: ApprovalRequest) -> dict[str, Any]:
+    """Told to someone who tries to rotate a connection whose rotation already waits for an admin."""
+    text = (
+        f"A rotation of {quoted_name(rotation.connection.name)} already waits for an admin's approval: "
+        f"requested by {user_mention(rotation.requested_by)} {slack_date(rotation.requested_at)}, "
+        f"new key{named_key(rotation.new_key_hint) or ' (no hint)'}. Nothing changed. Once an admin decides "
+        "on it, you can rotate again."
+    )
+    return message(text, [section(text)])
 
 
 def rotate_actions(connection: ConnectionSummary) -> Block:

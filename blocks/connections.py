@@ -15,7 +15,7 @@ from typing import Any
 
 from slack_sdk.models.blocks import ActionsBlock, ButtonElement, HeaderBlock, MarkdownTextObject, SectionBlock
 
-from blocks.parts import Block, context, message, section
+from blocks.parts import Block, context, key_text, message, provider_text, section
 from blocks.text import (
     as_utc,
     credential_age_text,
@@ -36,11 +36,13 @@ __all__ = [
     "HEALTH_LABELS",
     "PAGINATION_BLOCK",
     "RETESTABLE",
+    "connection_line",
     "connections_message",
     "help_message",
     "key_age_fact",
     "key_is_stale",
     "provider_block_id",
+    "provider_card",
     "retest_button",
     "rotate_button",
 ]
@@ -82,7 +84,7 @@ def connections_message(
     blocks: list[Block] = [_header("Connections")]
     if providers:
         blocks.append(context("Pick a provider and click *Connect* to add a connection."))
-        blocks.extend(_provider_card(p) for p in providers)
+        blocks.extend(provider_card(p, provider_block_id(p)) for p in providers)
     blocks.append(dict(HeaderBlock(text="In this workspace").to_dict()))
     if page.total == 0:
         blocks.append(
@@ -196,34 +198,48 @@ def _header(text: str) -> Block:
     return dict(HeaderBlock(text=text).to_dict())
 
 
-def _provider_card(provider: Provider) -> Block:
-    title = escape(truncate(provider.title, 150))
+def provider_card(provider: Provider, block_id: str) -> Block:
+    """A provider's card: its title, its one line, and Connect."""
+    title = escape(truncate(one_line(provider.title, provider.key), 150))
     description = escape(truncate(one_line(provider.description, ""), _DESCRIPTION_MAX))
     button = ButtonElement(text="Connect", action_id=ids.ACTION_CONNECT, value=provider.key, style="primary")
     card = SectionBlock(
-        block_id=provider_block_id(provider),
+        block_id=block_id[:255],
         text=MarkdownTextObject(text=f"*{title}*\n{description}" if description else f"*{title}*"),
         accessory=button,
     )
     return dict(card.to_dict())
 
 
-def _connection(connection: ConnectionSummary, now: datetime | None, rotation_days: float | None) -> Block:
+def connection_line(
+    connection: ConnectionSummary,
+    now: datetime | None,
+    rotation_days: float | None,
+    *,
+    status: str,
+    added: str,
+) -> Block:
+    """One connection in a list: its name and provider, ``status``, health, last verification, key
+    and key age, and ``added``; with a Re-test button while it holds credentials."""
     name = escape(truncate(one_line(connection.name), _NAME_MAX))
-    provider = escape(truncate(connection.provider_title, 150))
     verified = slack_date(connection.last_verified_at) if connection.last_verified_at is not None else "never"
-    facts = [connection.status.label, HEALTH_LABELS[connection.health], f"last verified {verified}"]
+    facts = [status, HEALTH_LABELS[connection.health], f"last verified {verified}"]
     if connection.key_hint:
-        facts.append(f"key `{escape(truncate(one_line(connection.key_hint), 40))}`")
+        facts.append(f"key {key_text(connection.key_hint)}")
     age = key_age_fact(connection, now, rotation_days)
     if age is not None:
         facts.append(age)
-    added = f"added by {user_mention(connection.created_by)}, {slack_date(connection.created_at)}"
-    text = MarkdownTextObject(text=f"*{name}* · {provider}\n{' · '.join(facts)}\n{added}")
+    text = MarkdownTextObject(text=f"*{name}* · {provider_text(connection)}\n{' · '.join(facts)}\n{added}")
     if connection.status not in RETESTABLE:
         return dict(SectionBlock(text=text).to_dict())
-    # The button rides on the line itself: a block per connection more would break the 50-block limit.
+    # The button rides on the line itself: one more block per connection would not fit in a
+    # message (50 blocks) or a Home tab (100).
     return dict(SectionBlock(text=text, accessory=retest_button(connection.id)).to_dict())
+
+
+def _connection(connection: ConnectionSummary, now: datetime | None, rotation_days: float | None) -> Block:
+    added = f"added by {user_mention(connection.created_by)}, {slack_date(connection.created_at)}"
+    return connection_line(connection, now, rotation_days, status=connection.status.label, added=added)
 
 
 def _pagination(page: Page[ConnectionSummary]) -> Block:

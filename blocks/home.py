@@ -15,19 +15,16 @@ from datetime import datetime
 from typing import Any
 
 from slack_sdk.models.blocks import (
-    ButtonElement,
     ContextBlock,
     HeaderBlock,
     MarkdownTextObject,
-    SectionBlock,
 )
 from slack_sdk.models.views import View
 
 from blocks.approval import decide_buttons
-from blocks.connections import HEALTH_LABELS, RETESTABLE, key_age_fact, retest_button
+from blocks.connections import connection_line, provider_card
 from blocks.parts import Block, context, key_text, provider_text, quoted_name, section
 from blocks.text import escape, one_line, plural, slack_date, truncate, user_mention
-from bot import ids
 from bot.domain import HOME_ITEMS_MAX, ApprovalRequest, ConnectionSummary, HomeData, Status
 from bot.providers.base import Check, Provider
 
@@ -107,22 +104,10 @@ def _provider_cards(providers: Sequence[Provider]) -> list[Block]:
     if not providers:
         return [section("No providers are configured in this bot yet.")]
     shown = providers[:PROVIDERS_SHOWN_MAX]
-    blocks = [_provider_card(p) for p in shown]
+    blocks = [provider_card(p, f"home_provider_{p.key}") for p in shown]
     if len(providers) > len(shown):
         blocks.append(context(f"{len(providers) - len(shown)} more: type `/connections` to see them all."))
     return blocks
-
-
-def _provider_card(provider: Provider) -> Block:
-    title = escape(truncate(one_line(provider.title, provider.key), _TITLE_MAX))
-    description = escape(truncate(one_line(provider.description, ""), _DESCRIPTION_MAX))
-    button = ButtonElement(text="Connect", action_id=ids.ACTION_CONNECT, value=provider.key, style="primary")
-    card = SectionBlock(
-        block_id=f"home_provider_{provider.key}"[:255],
-        text=MarkdownTextObject(text=f"*{title}*\n{description}" if description else f"*{title}*"),
-        accessory=button,
-    )
-    return dict(card.to_dict())
 
 
 def _own_connections(data: HomeData, now: datetime | None, rotation_days: float | None) -> list[Block]:
@@ -144,24 +129,9 @@ def _own_connections(data: HomeData, now: datetime | None, rotation_days: float 
 def _own_connection(
     connection: ConnectionSummary, now: datetime | None, rotation_days: float | None
 ) -> Block:
-    name = escape(truncate(one_line(connection.name), _NAME_MAX))
-    verified = slack_date(connection.last_verified_at) if connection.last_verified_at is not None else "never"
-    facts = [
-        f"{_STATUS[connection.status]} {connection.status.label}",
-        HEALTH_LABELS[connection.health],
-        f"last verified {verified}",
-    ]
-    if connection.key_hint:
-        facts.append(f"key {key_text(connection.key_hint)}")
-    age = key_age_fact(connection, now, rotation_days)
-    if age is not None:
-        facts.append(age)
+    status = f"{_STATUS[connection.status]} {connection.status.label}"
     added = f"added {slack_date(connection.created_at)}"
-    text = MarkdownTextObject(text=f"*{name}* · {provider_text(connection)}\n{' · '.join(facts)}\n{added}")
-    if connection.status not in RETESTABLE:
-        return dict(SectionBlock(text=text).to_dict())
-    # On the line itself: one more block per connection would not fit the tab's 100 blocks.
-    return dict(SectionBlock(text=text, accessory=retest_button(connection.id)).to_dict())
+    return connection_line(connection, now, rotation_days, status=status, added=added)
 
 
 def _pending_requests(data: HomeData) -> list[Block]:

@@ -23,6 +23,7 @@ from blocks.parts import (
 )
 from blocks.text import SECTION_TEXT_MAX, escape, one_line, truncate
 from bot import ids
+from bot.domain import RequestKind
 from bot.providers.base import Provider, Verification
 
 __all__ = [
@@ -81,16 +82,19 @@ def result_blocks(
     approval_note: str = "",
     try_again_value: str | None = None,
     max_blocks: int = MESSAGE_MAX_BLOCKS,
+    kind: RequestKind = RequestKind.CONNECTION,
 ) -> list[Block]:
     """The full result: headline, then on success the checks, the approval note and the latency;
-    on failure what to check, the checks, the provider's request id, "Nothing was saved." and
-    (when ``try_again_value`` is given) a Try again button.
+    on failure what to check, the checks, the provider's request id, "Nothing was saved." (for new
+    credentials, also that the connection keeps its current key) and, when ``try_again_value`` is
+    given, a Try again button.
 
     ``approval_note`` is mrkdwn written by the caller, so it may link a channel (``<#C123>``);
     anything a user typed must be escaped before it goes in. The name and everything from the
     provider are escaped here."""
-    # At most six fixed blocks; the rest is shared by the checks and the hints.
-    room = max_blocks - 6
+    rotation = kind is RequestKind.ROTATION
+    # At most six fixed blocks (eight for new credentials); the rest is for the checks and hints.
+    room = max_blocks - (8 if rotation else 6)
     if room < 2:
         raise ValueError("max_blocks is too small for a result")
     checks_room = max(1, room // 4)
@@ -106,6 +110,9 @@ def result_blocks(
     blocks += checks_blocks(verification.checks, failures_are_fatal=True, max_blocks=checks_room)
     blocks.append(context(_facts(provider, verification)))
     blocks.append(section(f"*{NOTHING_SAVED}*"))
+    if rotation:
+        title = escape(truncate(one_line(provider.title, "the provider"), 150))
+        blocks.append(section(f"*Nothing changed:* {quoted_name(name)} keeps using its current {title} key."))
     if try_again_value is not None:
         blocks.append(try_again_block(try_again_value))
     return blocks
@@ -118,13 +125,17 @@ def result_message(
     approval_note: str = "",
     *,
     try_again_value: str | None = None,
+    kind: RequestKind = RequestKind.CONNECTION,
 ) -> dict[str, Any]:
     """The result as a direct message, for when the user closed the modal before it came."""
-    shown = quoted_name(name)
+    subject = (
+        "the credentials for " if kind is RequestKind.CONNECTION else "the new credentials for "
+    ) + quoted_name(name)
     if verification.ok:
-        text = f"✅ The credentials for {shown} work."
+        text = f"✅ {subject[0].upper()}{subject[1:]} work."
     else:
         summary = escape(truncate(one_line(verification.summary, "the verification failed"), 300))
+        shown = quoted_name(name) if kind is RequestKind.CONNECTION else subject
         text = f"❌ Couldn't verify {shown} with {escape(provider.title)}: {summary}"
     blocks = result_blocks(
         provider,
@@ -133,6 +144,7 @@ def result_message(
         approval_note=approval_note,
         try_again_value=try_again_value,
         max_blocks=MESSAGE_MAX_BLOCKS,
+        kind=kind,
     )
     return message(text, blocks)
 

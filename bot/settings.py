@@ -100,13 +100,7 @@ class Settings:
         if app_token is not None and not app_token.startswith("xapp-"):
             raise ConfigError("SLACK_APP_TOKEN must be an app-level token starting with xapp-")
 
-        port_text = get("PORT") or "3000"
-        try:
-            port = int(port_text)
-        except ValueError:
-            raise ConfigError(f"PORT must be a number, not {port_text!r}") from None
-        if not 0 <= port <= 65535:
-            raise ConfigError(f"PORT must be between 0 and 65535, not {port}")
+        port = _whole(get, "PORT", "3000", 0, 65535)
 
         log_level = (get("LOG_LEVEL") or "INFO").upper()
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -115,35 +109,11 @@ class Settings:
         self_approval_text = (get("CONNECTIONS_ALLOW_SELF_APPROVAL") or "false").lower()
         if self_approval_text not in ("true", "false", "1", "0", "yes", "no"):
             raise ConfigError("CONNECTIONS_ALLOW_SELF_APPROVAL must be true or false")
-        ttl_text = get("CONNECTIONS_APPROVAL_TTL_HOURS") or "72"
-        try:
-            ttl_hours = float(ttl_text)
-        except ValueError:
-            raise ConfigError(
-                f"CONNECTIONS_APPROVAL_TTL_HOURS must be a number of hours, not {ttl_text!r}"
-            ) from None
-        if ttl_hours <= 0:
-            raise ConfigError("CONNECTIONS_APPROVAL_TTL_HOURS must be more than 0")
-        check_text = get("CONNECTIONS_EXPIRY_CHECK_SECONDS") or "300"
-        try:
-            expiry_check_seconds = float(check_text)
-        except ValueError:
-            raise ConfigError(
-                f"CONNECTIONS_EXPIRY_CHECK_SECONDS must be a number of seconds, not {check_text!r}"
-            ) from None
-        if not 0 < expiry_check_seconds < float("inf"):
-            raise ConfigError("CONNECTIONS_EXPIRY_CHECK_SECONDS must be a finite number more than 0")
+        ttl_hours = _positive(get, "CONNECTIONS_APPROVAL_TTL_HOURS", "72", "hours")
+        expiry_check_seconds = _positive(get, "CONNECTIONS_EXPIRY_CHECK_SECONDS", "300", "seconds")
         retest_minutes = _positive(get, "CONNECTIONS_RETEST_INTERVAL_MINUTES", "360", "minutes")
         rotation_days = _positive(get, "CONNECTIONS_ROTATION_DAYS", "90", "days")
-        concurrency_text = get("CONNECTIONS_RETEST_CONCURRENCY") or "16"
-        try:
-            concurrency = int(concurrency_text)
-        except ValueError:
-            raise ConfigError(
-                f"CONNECTIONS_RETEST_CONCURRENCY must be a whole number, not {concurrency_text!r}"
-            ) from None
-        if not 1 <= concurrency <= 256:
-            raise ConfigError("CONNECTIONS_RETEST_CONCURRENCY must be between 1 and 256")
+        concurrency = _whole(get, "CONNECTIONS_RETEST_CONCURRENCY", "16", 1, 256)
 
         master_key = get("CONNECTIONS_MASTER_KEY")
         key_file = get("CONNECTIONS_MASTER_KEY_FILE")
@@ -182,6 +152,17 @@ def _positive(get: Callable[[str], str | None], name: str, default: str, unit: s
         raise ConfigError(f"{name} must be a number of {unit}, not {text!r}") from None
     if not 0 < value < float("inf"):
         raise ConfigError(f"{name} must be a finite number of {unit} more than 0")
+    return value
+
+
+def _whole(get: Callable[[str], str | None], name: str, default: str, low: int, high: int) -> int:
+    text = get(name) or default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {text!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}, not {value}")
     return value
 
 

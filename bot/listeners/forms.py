@@ -13,10 +13,10 @@ from typing import Any
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
+from blocks.approval import rotation_pending_reply
 from blocks.connections import help_message
-from blocks.modal import create_modal
+from blocks.forms import create_modal, rotation_modal
 from blocks.parts import refusal_message
-from blocks.rotation import rotation_modal, rotation_pending_reply
 from bot import ids
 from bot.domain import Refusal, Refused
 from bot.listeners.kit import Asker, Click, Command, OnClick

@@ -15,9 +15,8 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
-from blocks.modal import result_view, verifying_view
+from blocks.forms import result_view, verifying_view
 from blocks.results import result_message
-from blocks.rotation import rotation_result_message, rotation_result_view, rotation_verifying_view
 from bot import ids
 from bot.domain import RequestKind
 from bot.listeners.kit import services_of
@@ -44,7 +43,7 @@ from bot.providers.base import Provider, Verification
 from bot.runtime import Services
 from bot.services.submissions import Submission, Waiter
 
-__all__ = ["create_submitted", "register", "rotation_submitted"]
+__all__ = ["form_submitted", "register"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,70 +97,27 @@ CUT_SHORT = {
 
 
 def register(app: AsyncApp) -> None:
-    app.view(ids.VIEW_CREATE)(create_submitted)
-    app.view(ids.VIEW_ROTATE)(rotation_submitted)
+    app.view(ids.VIEW_CREATE)(form_submitted)
+    app.view(ids.VIEW_ROTATE)(form_submitted)
 
 
-async def create_submitted(
+async def form_submitted(
     ack: AsyncAck,
     body: dict[str, Any],
     view: dict[str, Any],
     client: AsyncWebClient,
     context: AsyncBoltContext,
 ) -> None:
+    """Check and claim before the ack; answer "Verifying…", and verify after it."""
     services = services_of(context)
-    provider = services.providers.find(parse_form_metadata(view.get("private_metadata")) or "")
-    if provider is None or not form_fits(view, provider):
+    kind = RequestKind.CONNECTION if view.get("callback_id") == ids.VIEW_CREATE else RequestKind.ROTATION
+    form = _form(services, kind, view)
+    if form is None:
         # No provider, or not the one the form was built for: Slack would refuse errors under
         # fields the view does not have, so the form as a whole is out of date.
-        await ack(response_action="errors", errors={first_input(view): STALE[RequestKind.CONNECTION]})
+        await ack(response_action="errors", errors={first_input(view): STALE[kind]})
         return
-    name, values = read_form(view, provider)
-    await _check(ack, body, view, client, context, RequestKind.CONNECTION, provider, name, values)
-
-
-async def rotation_submitted(
-    ack: AsyncAck,
-    body: dict[str, Any],
-    view: dict[str, Any],
-    client: AsyncWebClient,
-    context: AsyncBoltContext,
-) -> None:
-    services = services_of(context)
-    form = parse_rotation_metadata(view.get("private_metadata"))
-    provider = services.providers.find(form.provider_key) if form is not None else None
-    if form is None or provider is None or not form_fits(view, provider):
-        await ack(response_action="errors", errors={first_input(view): STALE[RequestKind.ROTATION]})
-        return
-    _, values = read_form(view, provider)
-    await _check(
-        ack,
-        body,
-        view,
-        client,
-        context,
-        RequestKind.ROTATION,
-        provider,
-        form.name,
-        values,
-        form.connection_id,
-    )
-
-
-async def _check(
-    ack: AsyncAck,
-    body: dict[str, Any],
-    view: dict[str, Any],
-    client: AsyncWebClient,
-    context: AsyncBoltContext,
-    kind: RequestKind,
-    provider: Provider,
-    name: str,
-    values: dict[str, Any],
-    connection_id: str | None = None,
-) -> None:
-    """Check and claim before the ack; answer "Verifying…" and verify after it."""
-    services = services_of(context)
+    provider, name, values, connection_id = form
     team_id, user_id, view_id = team_of(context, body), str(body["user"]["id"]), str(view["id"])
     try:
         checked = await services.submissions.check(
@@ -184,14 +140,35 @@ async def _check(
             errors[first_input(view)] = checked.form_problem
         await ack(response_action="errors", errors=errors)
         return
-    verifying = verifying_view if kind is RequestKind.CONNECTION else rotation_verifying_view
-    await ack(response_action="update", view=verifying(provider, checked.name))
+    await ack(response_action="update", view=verifying_view(provider, checked.name, kind=kind))
     submission = Submission(
         kind, team_id, user_id, provider, checked.name, checked.values, connection_id, checked.claim_id
     )
     services.background.spawn(
         _verify_and_report(services, client, submission, view_id), name=f"{kind}:{provider.key}:{team_id}"
     )
+
+
+def _form(
+    services: Services, kind: RequestKind, view: dict[str, Any]
+) -> tuple[Provider, str, dict[str, Any], str | None] | None:
+    """What a form holds: its provider, the name, the values by field, and the connection a
+    rotation is for; None when its private_metadata is not one we wrote, or names another
+    provider than the one the form was built for."""
+    metadata = view.get("private_metadata")
+    rotation = parse_rotation_metadata(metadata) if kind is RequestKind.ROTATION else None
+    key = rotation.provider_key if rotation is not None else parse_form_metadata(metadata)
+    provider = services.providers.find(key or "")
+    if (
+        provider is None
+        or not form_fits(view, provider)
+        or (kind is RequestKind.ROTATION and rotation is None)
+    ):
+        return None
+    name, values = read_form(view, provider)
+    if rotation is not None:  # a rotation's form has no Name: it names the connection it was opened for
+        return provider, rotation.name, values, rotation.connection_id
+    return provider, name, values, None
 
 
 async def _verify_and_report(services: Services, client: AsyncWebClient, s: Submission, view_id: str) -> None:
@@ -242,15 +219,11 @@ async def _verify_and_report(services: Services, client: AsyncWebClient, s: Subm
 
 
 def _result_news(s: Submission, verification: Verification, note: str, config: dict[str, str]) -> News:
-    if s.kind is RequestKind.ROTATION:
-        return (
-            rotation_result_view(s.provider, s.name, verification, note=note, try_again_value=None),
-            rotation_result_message(s.provider, s.name, verification, note=note),
-        )
-    draft = FormDraft(s.provider.key, s.name, config).encode()
+    # Try again brings a new connection's form back; new credentials are asked for from scratch.
+    draft = FormDraft(s.provider.key, s.name, config).encode() if s.kind is RequestKind.CONNECTION else None
     return (
-        result_view(s.provider, s.name, verification, try_again_value=draft, approval_note=note),
-        result_message(s.provider, s.name, verification, note),
+        result_view(s.provider, s.name, verification, try_again_value=draft, approval_note=note, kind=s.kind),
+        result_message(s.provider, s.name, verification, note, kind=s.kind),
     )
 
 

@@ -10,8 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from blocks.alerts import health_alert, recovery_reply, resolved_alert, still_failing_reminder
-from blocks.rotation import rotation_reminder_dm
+from blocks.alerts import (
+    health_alert,
+    recovery_reply,
+    resolved_alert,
+    rotation_reminder_dm,
+    still_failing_reminder,
+)
 from bot.domain import ChangeKind, HealthChange, RetestResult
 from bot.notify.slack_calls import SLACK_ERRORS, channel_failure, slack_failure
 

@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING, Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from blocks.modal import problem_view
+from blocks.forms import problem_view
 from blocks.results import problem_message
-from blocks.rotation import rotation_problem_view
 from bot.background import CANCEL_GRACE_SECONDS
 from bot.domain import InFlightKind, RequestKind
 from bot.notify.slack_calls import slack_failure
@@ -59,12 +58,10 @@ def problem_news(
 ) -> News:
     """A failure that is not the provider's answer (plain ``text`` for the user). A new
     connection's form can be brought back by Try again with its non-secret fields (``config``)."""
-    if kind is RequestKind.CONNECTION:
-        draft = FormDraft(provider.key, name, config or {}).encode()
-        view = problem_view(provider, text, try_again_value=draft)
-    else:
-        view = rotation_problem_view(provider, text)
-    return view, problem_message(provider, name, text)
+    draft = FormDraft(provider.key, name, config or {}).encode() if kind is RequestKind.CONNECTION else None
+    return problem_view(provider, text, try_again_value=draft, kind=kind), problem_message(
+        provider, name, text
+    )
 
 
 async def announce_interrupted(

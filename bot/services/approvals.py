@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 from bot.domain import (
     REASON_MAX_LENGTH,
@@ -34,6 +34,7 @@ from bot.domain import (
     Verdict,
     utcnow,
 )
+from bot.providers.base import Check
 from bot.providers.registry import ProviderRegistry
 from bot.services.admins import AdminPolicy
 from bot.services.records import audit_event, checks_of, summarize
@@ -57,47 +58,79 @@ BATCH_SIZE = 100
 Decided = Status | RotationStatus
 
 
-class _Subject(Protocol):
-    """What one kind of request is about."""
+class _Subject:
+    """What one kind of request is about: where its status lives, and what deciding does."""
 
-    kind: RequestKind
+    kind: ClassVar[RequestKind]
+    pending: ClassVar[Decided]
     outcomes: ClassVar[Mapping[str, Decided]]
     """The status each decision ("approve", "reject", "expire", "cancel") moves the request to."""
     actions: ClassVar[Mapping[Decided, str]]
     """The audit action of each decision."""
+
+    def rows(self, tx: UnitOfWork) -> Any:
+        """The repository of the rows that hold the request's status."""
+        raise NotImplementedError
 
     async def load(
         self, tx: UnitOfWork, team_id: str, request_id: str, *, lock: bool = False
     ) -> tuple[Any, Connection] | None:
         """The request's row and its connection (with ``lock``, locked until the transaction ends,
         and both read afresh)."""
-
-    async def pending_before(self, tx: UnitOfWork, cutoff: datetime, limit: int) -> list[Any]:
-        """Rows of every workspace still waiting since before ``cutoff``, oldest first."""
-
-    async def transition(self, tx: UnitOfWork, row: Any, to: Decided, **values: Any) -> bool:
-        """The conditional UPDATE from pending to ``to``; whether it won."""
+        raise NotImplementedError
 
     async def apply(
         self, tx: UnitOfWork, row: Any, connection: Connection, to: Decided, now: datetime
     ) -> None:
-        """What a decision does besides the status, once its UPDATE won."""
+        """What a decision does besides the status, once its conditional UPDATE won."""
+        raise NotImplementedError
 
     def audit(
         self, row: Any, connection: Connection, to: Decided, admin: AdminCheck | None
     ) -> dict[str, Any]:
         """The decision's audit event fields: statuses before and after, details."""
+        raise NotImplementedError
+
+    async def checks(self, tx: UnitOfWork, row: Any) -> tuple[Check, ...]:
+        """The checks of the verification that led to the request."""
+        raise NotImplementedError
+
+    async def pending_before(self, tx: UnitOfWork, cutoff: datetime, limit: int) -> list[Any]:
+        """Rows of every workspace still waiting since before ``cutoff``, oldest first."""
+        return list(await self.rows(tx).pending_created_before(cutoff, limit))
+
+    async def transition(self, tx: UnitOfWork, row: Any, to: Decided, **values: Any) -> bool:
+        """The conditional UPDATE from pending to ``to``; whether it won."""
+        return bool(await self.rows(tx).transition(row.team_id, row.id, self.pending, to, **values))
 
     async def describe(
         self, tx: UnitOfWork, row: Any, connection: Connection, providers: ProviderRegistry
     ) -> ApprovalRequest:
         """The request as messages show it."""
+        rotation = isinstance(row, Rotation)
+        return ApprovalRequest(
+            kind=self.kind,
+            id=row.id,
+            team_id=row.team_id,
+            connection=summarize(connection, providers),
+            requested_by=row.requested_by if rotation else row.created_by,
+            requested_at=row.created_at,
+            status=row.status,
+            checks=await self.checks(tx, row),
+            decided_by=row.decided_by,
+            decided_at=row.decided_at,
+            reason=row.decision_reason,
+            message_channel=row.approval_channel,
+            message_ts=row.approval_ts,
+            new_key_hint=row.key_hint if rotation else None,
+        )
 
 
-class _NewConnection:
+class _NewConnection(_Subject):
     """A new connection waits as ``pending_approval``; deciding sets its status."""
 
     kind = RequestKind.CONNECTION
+    pending = Status.PENDING_APPROVAL
     outcomes: ClassVar[Mapping[str, Decided]] = {
         "approve": Status.ACTIVE,
         "reject": Status.REJECTED,
@@ -109,59 +142,39 @@ class _NewConnection:
         Status.EXPIRED: "connection.expired",
     }
 
+    def rows(self, tx: UnitOfWork) -> Any:
+        return tx.connections
+
     async def load(
         self, tx: UnitOfWork, team_id: str, request_id: str, *, lock: bool = False
     ) -> tuple[Connection, Connection] | None:
         connection = await (tx.connections.lock if lock else tx.connections.get)(team_id, request_id)
         return None if connection is None else (connection, connection)
 
-    async def pending_before(self, tx: UnitOfWork, cutoff: datetime, limit: int) -> list[Connection]:
-        return await tx.connections.pending_created_before(cutoff, limit)
-
-    async def transition(self, tx: UnitOfWork, row: Connection, to: Decided, **values: Any) -> bool:
-        return await tx.connections.transition(
-            row.team_id, row.id, Status.PENDING_APPROVAL, Status(to), **values
-        )
-
     async def apply(
-        self, tx: UnitOfWork, row: Connection, connection: Connection, to: Decided, now: datetime
+        self, tx: UnitOfWork, row: Any, connection: Connection, to: Decided, now: datetime
     ) -> None:
         if to is not Status.ACTIVE:
             # Nobody can approve it any more, so its ciphertext would only be risk.
             await tx.credentials.delete_for(connection.id)
 
     def audit(
-        self, row: Connection, connection: Connection, to: Decided, admin: AdminCheck | None
+        self, row: Any, connection: Connection, to: Decided, admin: AdminCheck | None
     ) -> dict[str, Any]:
         details = {} if admin is None else {"admin": admin.why}
         return {"before": Status.PENDING_APPROVAL, "after": to, "details": details}
 
-    async def describe(
-        self, tx: UnitOfWork, row: Connection, connection: Connection, providers: ProviderRegistry
-    ) -> ApprovalRequest:
+    async def checks(self, tx: UnitOfWork, row: Any) -> tuple[Check, ...]:
         records = await tx.verifications.recent(row.team_id, row.id, limit=1)
-        return ApprovalRequest(
-            kind=self.kind,
-            id=row.id,
-            team_id=row.team_id,
-            connection=summarize(row, providers),
-            requested_by=row.created_by,
-            requested_at=row.created_at,
-            status=row.status,
-            checks=checks_of(records[0] if records else None),
-            decided_by=row.decided_by,
-            decided_at=row.decided_at,
-            reason=row.decision_reason,
-            message_channel=row.approval_channel,
-            message_ts=row.approval_ts,
-        )
+        return checks_of(records[0] if records else None)
 
 
-class _Rotation:
+class _Rotation(_Subject):
     """New credentials wait beside the old ones as a :class:`Rotation`; approval swaps them, any
     other end destroys the new ones. The connection stays active throughout."""
 
     kind = RequestKind.ROTATION
+    pending = RotationStatus.PENDING_APPROVAL
     outcomes: ClassVar[Mapping[str, Decided]] = {
         "approve": RotationStatus.APPROVED,
         "reject": RotationStatus.REJECTED,
@@ -174,6 +187,9 @@ class _Rotation:
         RotationStatus.EXPIRED: "connection.rotation_expired",
         RotationStatus.CANCELLED: "connection.rotation_cancelled",
     }
+
+    def rows(self, tx: UnitOfWork) -> Any:
+        return tx.rotations
 
     async def load(
         self, tx: UnitOfWork, team_id: str, request_id: str, *, lock: bool = False
@@ -190,16 +206,8 @@ class _Rotation:
             await tx.session.refresh(rotation)
         return rotation, connection
 
-    async def pending_before(self, tx: UnitOfWork, cutoff: datetime, limit: int) -> list[Rotation]:
-        return await tx.rotations.pending_created_before(cutoff, limit)
-
-    async def transition(self, tx: UnitOfWork, row: Rotation, to: Decided, **values: Any) -> bool:
-        return await tx.rotations.transition(
-            row.team_id, row.id, RotationStatus.PENDING_APPROVAL, RotationStatus(to), **values
-        )
-
     async def apply(
-        self, tx: UnitOfWork, row: Rotation, connection: Connection, to: Decided, now: datetime
+        self, tx: UnitOfWork, row: Any, connection: Connection, to: Decided, now: datetime
     ) -> None:
         if to is not RotationStatus.APPROVED:
             await tx.credentials.delete_for(connection.id, row.version)
@@ -216,30 +224,14 @@ class _Rotation:
         await tx.credentials.delete_other_versions(connection.id, keep=row.version)
 
     def audit(
-        self, row: Rotation, connection: Connection, to: Decided, admin: AdminCheck | None
+        self, row: Any, connection: Connection, to: Decided, admin: AdminCheck | None
     ) -> dict[str, Any]:
         status = Status(connection.status)
         return {"before": status, "after": status, "details": {"rotation": row.id, "version": row.version}}
 
-    async def describe(
-        self, tx: UnitOfWork, row: Rotation, connection: Connection, providers: ProviderRegistry
-    ) -> ApprovalRequest:
-        record = await tx.verifications.latest_with_trigger(row.team_id, connection.id, Trigger.ROTATION)
-        return ApprovalRequest(
-            kind=self.kind,
-            id=row.id,
-            team_id=row.team_id,
-            connection=summarize(connection, providers),
-            requested_by=row.requested_by,
-            requested_at=row.created_at,
-            status=row.status,
-            checks=checks_of(record),
-            decided_by=row.decided_by,
-            decided_at=row.decided_at,
-            reason=row.decision_reason,
-            message_channel=row.approval_channel,
-            message_ts=row.approval_ts,
-            new_key_hint=row.key_hint,
+    async def checks(self, tx: UnitOfWork, row: Any) -> tuple[Check, ...]:
+        return checks_of(
+            await tx.verifications.latest_with_trigger(row.team_id, row.connection_id, Trigger.ROTATION)
         )
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from blocks.alerts import rotation_reminder_dm
 from blocks.approval import (
     REASON_MAX_LENGTH,
     REMINDER_ACTIONS_BLOCK,
@@ -19,16 +20,10 @@ from blocks.approval import (
     decision_dm,
     reason_modal,
     request_message,
-)
-from blocks.rotation import (
-    rotation_modal,
     rotation_pending_reply,
-    rotation_problem_view,
-    rotation_reminder_dm,
-    rotation_result_message,
-    rotation_result_view,
-    rotation_verifying_view,
 )
+from blocks.forms import problem_view, result_view, rotation_modal, verifying_view
+from blocks.results import result_message
 from blocks.text import slack_date
 from bot import ids
 from bot.domain import (
@@ -268,7 +263,7 @@ def test_the_form_escapes_the_name_and_copes_without_a_key_hint() -> None:
 
 
 def test_verifying_view_says_what_is_checked_and_that_nothing_changes_yet() -> None:
-    view = rotation_verifying_view(WAREHOUSE, "Prod <@U1>")
+    view = verifying_view(WAREHOUSE, "Prod <@U1>", kind=RequestKind.ROTATION)
     assert_valid("modal", view)
     assert view["callback_id"] == ids.VIEW_ROTATE_RESULT
     assert view["title"]["text"] == "Rotate credentials"
@@ -283,8 +278,13 @@ def test_verifying_view_says_what_is_checked_and_that_nothing_changes_yet() -> N
 def test_success_says_the_new_credentials_work_and_shows_the_note() -> None:
     checks = (Check("Cloud API key", True, "Listed 1 environment."),)
     note = "It now awaits an admin's approval in <#C0ADMINS>; the current key keeps working until then."
-    view = rotation_result_view(
-        WAREHOUSE, "Prod", verification(checks=checks), note=note, try_again_value='{"c":"conn-42"}'
+    view = result_view(
+        WAREHOUSE,
+        "Prod",
+        verification(checks=checks),
+        approval_note=note,
+        try_again_value='{"c":"conn-42"}',
+        kind=RequestKind.ROTATION,
     )
     assert_valid("modal", view)
     assert view["callback_id"] == ids.VIEW_ROTATE_RESULT
@@ -308,7 +308,14 @@ def test_failure_shows_hints_and_checks_and_says_the_old_key_is_still_in_use() -
         hints=("Check the key was copied whole.",),
         request_id="req-8f2a",
     )
-    view = rotation_result_view(WAREHOUSE, "Prod", failed, note="awaits approval", try_again_value="v1")
+    view = result_view(
+        WAREHOUSE,
+        "Prod",
+        failed,
+        approval_note="awaits approval",
+        try_again_value="v1",
+        kind=RequestKind.ROTATION,
+    )
     assert_valid("modal", view)
     text = visible_text(view["blocks"])
     assert text.startswith("❌ *Acme Warehouse did not accept the key &lt;x&gt;.*")
@@ -325,8 +332,13 @@ def test_failure_shows_hints_and_checks_and_says_the_old_key_is_still_in_use() -
 
 
 def test_failure_without_a_try_again_value_has_no_button() -> None:
-    view = rotation_result_view(
-        WAREHOUSE, "Prod", verification(Outcome.UNREACHABLE, "No answer."), note="", try_again_value=None
+    view = result_view(
+        WAREHOUSE,
+        "Prod",
+        verification(Outcome.UNREACHABLE, "No answer."),
+        approval_note="",
+        try_again_value=None,
+        kind=RequestKind.ROTATION,
     )
     assert_valid("modal", view)
     assert buttons(view) == []
@@ -341,26 +353,28 @@ def test_a_flood_of_hints_and_checks_still_fits_and_keeps_the_last_blocks() -> N
         checks=tuple(Check(f"check {i}", False, "d" * 2900) for i in range(100)),
         request_id="r" * 500,
     )
-    view = rotation_result_view(WAREHOUSE, "n" * 200, flood, note="", try_again_value="v")
+    view = result_view(
+        WAREHOUSE, "n" * 200, flood, approval_note="", try_again_value="v", kind=RequestKind.ROTATION
+    )
     assert_valid("modal", view)
     assert len(view["blocks"]) <= 100
     assert "left out" in visible_text(view["blocks"])
     assert view["blocks"][-2]["text"]["text"].startswith("*Nothing changed:*")
     assert view["blocks"][-1]["type"] == "actions"
 
-    dm = rotation_result_message(WAREHOUSE, "n" * 200, flood, note="")
+    dm = result_message(WAREHOUSE, "n" * 200, flood, "", kind=RequestKind.ROTATION)
     assert_valid("message", dm)
     assert dm["blocks"][-1]["text"]["text"].startswith("*Nothing changed:*")
 
 
 def test_the_result_as_a_direct_message_says_which_credentials() -> None:
-    ok = rotation_result_message(WAREHOUSE, "Prod & co", verification(), note="Awaits approval.")
+    ok = result_message(WAREHOUSE, "Prod & co", verification(), "Awaits approval.", kind=RequestKind.ROTATION)
     assert_valid("message", ok)
     assert ok["text"] == "✅ The new credentials for “Prod &amp; co” work."
     assert "Awaits approval." in visible_text(ok)
 
-    failed = rotation_result_message(
-        WAREHOUSE, "Prod", verification(Outcome.UNAUTHORIZED, "No <!here>"), note=""
+    failed = result_message(
+        WAREHOUSE, "Prod", verification(Outcome.UNAUTHORIZED, "No <!here>"), "", kind=RequestKind.ROTATION
     )
     assert_valid("message", failed)
     assert (
@@ -372,8 +386,11 @@ def test_the_result_as_a_direct_message_says_which_credentials() -> None:
 
 
 def test_problem_view_shows_the_message_escaped() -> None:
-    view = rotation_problem_view(
-        WAREHOUSE, "A rotation of <Prod> already waits for approval. Nothing changed."
+    view = problem_view(
+        WAREHOUSE,
+        "A rotation of <Prod> already waits for approval. Nothing changed.",
+        try_again_value=None,
+        kind=RequestKind.ROTATION,
     )
     assert_valid("modal", view)
     assert view["callback_id"] == ids.VIEW_ROTATE_RESULT

@@ -18,8 +18,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from blocks.modal import create_modal
-from blocks.rotation import rotation_modal
+from blocks.forms import create_modal, rotation_modal
 from bot import ids
 from bot.domain import NAME_MAX_LENGTH, ConnectionSummary, Health, Status
 from bot.payloads import (

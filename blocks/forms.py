@@ -1,9 +1,12 @@
-"""The "Create <provider>" modal and the views that replace it while and after verifying.
+"""The two forms a user fills in, and the views that replace a form while and after its
+credentials are verified: "Create <provider>" for a new connection, "Rotate credentials" for new
+credentials of an active one. A rotation's form is the provider's form without the Name, and its
+views say that the connection keeps its current key until an admin approves the new one.
 
-The form is built from the provider's declaration alone: a common Metadata section with the
-connection's Name, then the provider's sections in order. Every input's action_id is
+A form is built from the provider's declaration alone. Every input's action_id is
 ``ids.INPUT_ACTION`` and its block_id the field name, so a submission reads as
-``state.values[field.name][ids.INPUT_ACTION]["value"]``.
+``state.values[field.name][ids.INPUT_ACTION]["value"]``. ``private_metadata`` is echoed by Slack to
+every client, so callers put ids in it, never a secret; a secret field is never pre-filled.
 """
 
 from __future__ import annotations
@@ -20,15 +23,16 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.models.views import View
 
-from blocks.parts import Block, context, quoted_name, section
+from blocks.parts import Block, context, named_key, quoted_name, section
 from blocks.results import result_blocks, try_again_block
-from blocks.text import HEADER_MAX, SECTION_TEXT_MAX, escape, truncate
+from blocks.text import HEADER_MAX, SECTION_TEXT_MAX, escape, one_line, truncate
 from bot import ids
-from bot.domain import NAME_MAX_LENGTH
+from bot.domain import NAME_MAX_LENGTH, ConnectionSummary, RequestKind
 from bot.providers.base import FormField, Provider, Verification
 
 __all__ = [
     "METADATA_TITLE",
+    "ROTATION_TITLE",
     "SUBMIT_LABEL",
     "VIEW_MAX_BLOCKS",
     "create_modal",
@@ -36,11 +40,14 @@ __all__ = [
     "problem_view",
     "provider_form_blocks",
     "result_view",
+    "rotation_modal",
     "verifying_view",
 ]
 
 METADATA_TITLE = "Metadata"
 SUBMIT_LABEL = "Verify and save"
+ROTATION_TITLE = "Rotate credentials"
+"""The title of the rotation form and of the views that replace it (Slack allows 24 characters)."""
 VIEW_MAX_BLOCKS = 100
 
 # Slack's limits for a modal's title and buttons, and for the parts of an input.
@@ -49,6 +56,7 @@ _LABEL_MAX = 2000
 _HINT_MAX = 2000
 _PLACEHOLDER_MAX = 150
 _INPUT_MAX_LENGTH = 3000
+_RESULT_CALLBACKS = {RequestKind.CONNECTION: ids.VIEW_RESULT, RequestKind.ROTATION: ids.VIEW_ROTATE_RESULT}
 
 
 def create_modal(
@@ -62,38 +70,55 @@ def create_modal(
 
     ``initial`` pre-fills the Name (key ``ids.BLOCK_NAME``) and non-secret fields, e.g. when the
     user tries again; unknown keys are ignored, since a form can change between deploys. Asking
-    to pre-fill a secret field raises ``ValueError``: a secret is never sent back to Slack.
-    ``notice`` (plain text) is shown above the form, e.g. why the last attempt failed.
-    ``private_metadata`` is echoed by Slack to every client, so it must hold ids only.
+    to pre-fill a secret field raises ``ValueError``. ``notice`` (plain text) is shown above the
+    form, e.g. why the last attempt failed.
     """
     initial = dict(initial or {})
     form = provider_form_blocks(provider, initial)
     if ids.BLOCK_NAME in {f.name for f in provider.fields}:
         raise ValueError(_declared_twice(provider))
-
-    blocks: list[Block] = []
-    if notice:
-        blocks.append(notice_section(notice))
-    blocks.append(_header(METADATA_TITLE))
-    blocks.append(_name_input(provider, initial.get(ids.BLOCK_NAME)))
-    blocks.extend(form)
+    blocks: list[Block] = [notice_section(notice)] if notice else []
+    blocks += [_header(METADATA_TITLE), _name_input(provider, initial.get(ids.BLOCK_NAME)), *form]
     blocks.append(
         context(
             f"When you submit, we check these credentials with {escape(provider.title)} before saving "
             "anything. Secrets are stored encrypted and never shown again."
         )
     )
-    view = View(
-        type="modal",
-        callback_id=ids.VIEW_CREATE,
-        title=_title(provider),
-        submit=SUBMIT_LABEL,
-        close="Cancel",
-        notify_on_close=False,
-        private_metadata=private_metadata,
-        blocks=blocks,
+    return _modal(
+        ids.VIEW_CREATE, _title(RequestKind.CONNECTION, provider), SUBMIT_LABEL, private_metadata, blocks
     )
-    return dict(view.to_dict())
+
+
+def rotation_modal(
+    provider: Provider,
+    connection: ConnectionSummary,
+    *,
+    private_metadata: str,
+    initial: Mapping[str, str] | None = None,
+    notice: str | None = None,
+) -> dict[str, Any]:
+    """The form asking for ``connection``'s new credential: the provider's form without the Name.
+    ``initial`` and ``notice`` as for :func:`create_modal`."""
+    keeps = (
+        f"The current key{named_key(connection.key_hint)} keeps working until an admin approves the new one."
+    )
+    blocks: list[Block] = [
+        section(
+            f"🔁 *Rotate the credentials of {quoted_name(connection.name)}* ({_provider(provider)})\n"
+            f"Enter the new credentials below. {keeps}"
+        )
+    ]
+    if notice and notice.strip():
+        blocks.append(notice_section(notice))
+    blocks.extend(provider_form_blocks(provider, initial))
+    blocks.append(
+        context(
+            f"When you submit, we check the new credentials with {_provider(provider)} before "
+            "anything changes. Secrets are stored encrypted and never shown again."
+        )
+    )
+    return _modal(ids.VIEW_ROTATE, ROTATION_TITLE, "Verify", private_metadata, blocks)
 
 
 def provider_form_blocks(provider: Provider, initial: Mapping[str, str] | None = None) -> list[Block]:
@@ -123,16 +148,29 @@ def notice_section(notice: str) -> Block:
     return section(f"⚠️ {escape(truncate(notice.strip(), SECTION_TEXT_MAX - 3))}")
 
 
-def verifying_view(provider: Provider, name: str) -> dict[str, Any]:
+# --- the views that replace a form -----------------------------------------------------------
+
+
+def verifying_view(
+    provider: Provider, name: str, *, kind: RequestKind = RequestKind.CONNECTION
+) -> dict[str, Any]:
     """What replaces the form while the credentials are checked."""
-    title = escape(provider.title)
-    blocks = [
-        section(f"⏳ Verifying *{quoted_name(name)}* with {title}…"),
-        context(
-            "This takes a few seconds. If you close this window, the result comes to you as a direct message."
-        ),
-    ]
-    return _result_view(provider, blocks)
+    wait = "This takes a few seconds. If you close this window, the result comes to you as a direct message."
+    if kind is RequestKind.CONNECTION:
+        blocks = [
+            section(f"⏳ Verifying *{quoted_name(name)}* with {escape(provider.title)}…"),
+            context(wait),
+        ]
+    else:
+        blocks = [
+            section(
+                f"⏳ Verifying the new credentials for *{quoted_name(name)}* with {_provider(provider)}…"
+            ),
+            context(
+                f"{wait} Until an admin approves new credentials, the connection keeps using its current key."
+            ),
+        ]
+    return _result_view(kind, provider, blocks)
 
 
 def result_view(
@@ -140,13 +178,13 @@ def result_view(
     name: str,
     verification: Verification,
     *,
-    try_again_value: str,
+    try_again_value: str | None,
     approval_note: str,
+    kind: RequestKind = RequestKind.CONNECTION,
 ) -> dict[str, Any]:
-    """The verification's result in the modal. On failure, a Try again button carrying
-    ``try_again_value`` reopens the form; ``approval_note`` (mrkdwn written by the caller, see
-    :func:`blocks.results.result_blocks`) says what happens next on success, e.g. "It now awaits
-    an admin's approval in <#C123>."."""
+    """The verification's result in the modal (see :func:`blocks.results.result_blocks`). On
+    failure, a Try again button carrying ``try_again_value`` reopens the form; ``approval_note``
+    (mrkdwn written by the caller) says what happens next on success."""
     blocks = result_blocks(
         provider,
         name,
@@ -154,36 +192,66 @@ def result_view(
         approval_note=approval_note,
         try_again_value=try_again_value,
         max_blocks=VIEW_MAX_BLOCKS,
+        kind=kind,
     )
-    return _result_view(provider, blocks)
+    return _result_view(kind, provider, blocks)
 
 
-def problem_view(provider: Provider, message: str, *, try_again_value: str | None) -> dict[str, Any]:
-    """A failure that is not the provider's answer: the name was taken a moment ago, or something
-    broke on our side. ``message`` is plain text meant for the user, never an exception's text."""
+def problem_view(
+    provider: Provider,
+    message: str,
+    *,
+    try_again_value: str | None,
+    kind: RequestKind = RequestKind.CONNECTION,
+) -> dict[str, Any]:
+    """A failure that is not the provider's answer: the name was taken a moment ago, a rotation
+    already waits, something broke on our side. ``message`` is plain text meant for the user,
+    never an exception's text."""
     blocks = [notice_section(message)]
     if try_again_value is not None:
         blocks.append(try_again_block(try_again_value))
-    return _result_view(provider, blocks)
+    return _result_view(kind, provider, blocks)
 
 
-def _result_view(provider: Provider, blocks: list[Block]) -> dict[str, Any]:
+def _result_view(kind: RequestKind, provider: Provider, blocks: list[Block]) -> dict[str, Any]:
     view = View(
         type="modal",
-        callback_id=ids.VIEW_RESULT,
-        title=_title(provider),
+        callback_id=_RESULT_CALLBACKS[kind],
+        title=_title(kind, provider),
         close="Close",
         blocks=blocks,
     )
     return dict(view.to_dict())
 
 
+def _modal(
+    callback_id: str, title: str, submit: str, private_metadata: str, blocks: list[Block]
+) -> dict[str, Any]:
+    view = View(
+        type="modal",
+        callback_id=callback_id,
+        title=title,
+        submit=submit,
+        close="Cancel",
+        notify_on_close=False,
+        private_metadata=private_metadata,
+        blocks=blocks,
+    )
+    return dict(view.to_dict())
+
+
+def _title(kind: RequestKind, provider: Provider) -> str:
+    return (
+        truncate(f"Create {provider.title}", _TITLE_MAX) if kind is RequestKind.CONNECTION else ROTATION_TITLE
+    )
+
+
+def _provider(provider: Provider) -> str:
+    return escape(truncate(one_line(provider.title, "the provider"), 150))
+
+
 def _declared_twice(provider: Provider) -> str:
     return f"{provider.key} declares a field name twice or uses {ids.BLOCK_NAME!r}"
-
-
-def _title(provider: Provider) -> str:
-    return truncate(f"Create {provider.title}", _TITLE_MAX)
 
 
 def _header(text: str) -> Block:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from blocks.modal import create_modal, problem_view, result_view, verifying_view
+from blocks.forms import create_modal, problem_view, result_view, verifying_view
 from bot import ids
 from bot.domain import NAME_MAX_LENGTH
 from bot.providers.base import Check, FormField, FormSection, Outcome, Verification

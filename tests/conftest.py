@@ -12,5 +12,7 @@ from tests.support.databases import (  # noqa: F401  (fixtures are found by name
     database_url,
     db,
     migrated_database_url,
+    migrated_postgres_template,
+    migrated_sqlite_template,
     postgres_admin_url,
 )

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -91,10 +93,49 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+@pytest.fixture(scope="session")
+def migrated_sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated to head once per session, for :func:`migrated_database_url` to copy."""
+    path = tmp_path_factory.mktemp("template") / "migrated.db"
+    upgrade_to_head(f"sqlite:///{path}")
+    with sqlite3.connect(path) as connection:  # everything into the main file, so a copy is whole
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def migrated_postgres_template(postgres_admin_url: URL) -> Iterator[str]:
+    """A PostgreSQL database migrated to head once per session, for :func:`migrated_database_url`
+    to clone with ``CREATE DATABASE … TEMPLATE``."""
+    name = f"cbtest_template_{secrets.token_hex(6)}"
+    with psycopg.connect(_libpq_url(postgres_admin_url), autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        upgrade_to_head(_libpq_url(postgres_admin_url.set(database=name)))
+        yield name
+    finally:
+        with psycopg.connect(_libpq_url(postgres_admin_url), autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
 @pytest.fixture
-def migrated_database_url(database_url: str) -> str:
-    """``database_url`` with every migration applied."""
-    upgrade_to_head(database_url)
+def migrated_database_url(request: pytest.FixtureRequest, database_url: str) -> str:
+    """``database_url`` with every migration applied: a copy of a database migrated once per
+    session (running Alembic for every test cost most of the suite's time). The migrations
+    themselves are tested from an empty database in ``tests/unit/store/test_migrations.py``."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        shutil.copyfile(request.getfixturevalue("migrated_sqlite_template"), sqlite_path(database_url))
+        return database_url
+    template = request.getfixturevalue("migrated_postgres_template")
+    admin_url: URL = request.getfixturevalue("postgres_admin_url")
+    with psycopg.connect(_libpq_url(admin_url), autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(url.database)))
+        admin.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(url.database), sql.Identifier(template)
+            )
+        )
     return database_url
 
 

@@ -20,7 +20,7 @@ from blocks.parts import refusal_message
 from bot import ids
 from bot.domain import Refusal, Refused
 from bot.listeners.kit import Asker, Click, Command, OnClick
-from bot.notify.slack_calls import SLACK_ERRORS, open_modal, slack_failure
+from bot.notify.slack_calls import SLACK_ERRORS, slack_failure
 from bot.payloads import FormDraft, form_metadata
 from bot.providers.base import Provider
 from bot.providers.registry import UnknownProvider
@@ -77,15 +77,7 @@ async def connect_clicked(click: Click) -> None:
     except UnknownProvider:
         await click.tell({"text": STALE_PROVIDER})
         return
-    await open_modal(
-        click.client,
-        click.respond,
-        click.user_id,
-        trigger_id=click.trigger_id,
-        view=create_form(provider),
-        what=provider.key,
-        again="Click Connect again.",
-    )
+    await click.open_form(create_form(provider), what=provider.key, again="Click Connect again.")
 
 
 async def connect(command: Command) -> None:
@@ -96,15 +88,8 @@ async def connect(command: Command) -> None:
     except UnknownProvider:
         await command.tell(help_message(list(providers), unknown=f"connect {command.argument}"))
         return
-    await open_modal(
-        command.client,
-        command.respond,
-        command.user_id,
-        trigger_id=command.trigger_id,
-        view=create_form(provider),
-        what=provider.key,
-        again=f"Run `/connections connect {provider.key}` again.",
-    )
+    again = f"Run `/connections connect {provider.key}` again."
+    await command.open_form(create_form(provider), what=provider.key, again=again)
 
 
 async def try_again_clicked(click: Click) -> None:
@@ -122,17 +107,16 @@ async def try_again_clicked(click: Click) -> None:
 
 async def rotate_clicked(click: Click) -> None:
     """Rotate on a status reply, an alert or a reminder."""
-    await _open_rotation_form(click, click.trigger_id, connection_id=click.value, again="Click Rotate again.")
+    await _open_rotation_form(click, connection_id=click.value, again="Click Rotate again.")
 
 
 async def rotate(command: Command) -> None:
     """``/connections rotate <name>``."""
-    await _open_rotation_form(command, command.trigger_id, name=command.name, again="Run the command again.")
+    await _open_rotation_form(command, name=command.name, again="Run the command again.")
 
 
 async def _open_rotation_form(
-    asker: Click | Command,
-    trigger_id: str,
+    asker: Asker,
     *,
     again: str,
     connection_id: str | None = None,
@@ -165,15 +149,7 @@ async def _open_rotation_form(
         {"connection": connection.id, "provider": target.provider.key, "name": connection.name}
     )
     form = rotation_modal(target.provider, connection, private_metadata=metadata, initial=target.config)
-    await open_modal(
-        asker.client,
-        asker.respond,
-        asker.user_id,
-        trigger_id=trigger_id,
-        view=form,
-        what="rotation",
-        again=again,
-    )
+    await asker.open_form(form, what="rotation", again=again)
 
 
 async def _refusal(asker: Asker, refused: Refused) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any, cast
 from slack_bolt.async_app import AsyncAck, AsyncBoltContext, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.notify.slack_calls import NOTHING_CHANGED, tell_user
+from bot.notify.slack_calls import NOTHING_CHANGED, open_modal, tell_user
 from bot.payloads import parse_name, team_of
 from bot.runtime import Services
 
@@ -56,18 +56,40 @@ def services_of(context: AsyncBoltContext) -> Services:
     return cast(Services, services)
 
 
-@dataclass(frozen=True)
-class Click:
-    """A button click: who clicked what where (all of it untrusted, the button's value above all)."""
+@dataclass(frozen=True, kw_only=True)
+class Asker:
+    """Whoever is answered: the user who clicked or typed, where, and the clients to answer with."""
 
     services: Services
     client: AsyncWebClient
     respond: AsyncRespond
     team_id: str
     user_id: str
+    trigger_id: str = ""
+
+    async def tell(self, reply: dict[str, Any]) -> None:
+        """A reply for this user alone (see :func:`tell_user`); never raises."""
+        await tell_user(self.client, self.respond, self.user_id, reply)
+
+    async def open_form(self, view: dict[str, Any], *, what: str, again: str) -> bool:
+        """Open ``view`` with this request's trigger (see :func:`open_modal`)."""
+        return await open_modal(
+            self.client,
+            self.respond,
+            self.user_id,
+            trigger_id=self.trigger_id,
+            view=view,
+            what=what,
+            again=again,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Click(Asker):
+    """A button click: who clicked what where (all of it untrusted, the button's value above all)."""
+
     action_id: str
     value: str
-    trigger_id: str = ""
     where: tuple[str, str] = ("", "")
     """The channel and ts of the clicked message ("" when the click was not on a message)."""
     view: Mapping[str, Any] = field(default_factory=dict)
@@ -103,23 +125,13 @@ class Click:
         """A click on App Home: no message to answer through, so replies go by direct message."""
         return not self.respond.response_url
 
-    async def tell(self, reply: dict[str, Any]) -> None:
-        """A reply for the clicker alone (see :func:`tell_user`); never raises."""
-        await tell_user(self.client, self.respond, self.user_id, reply)
 
-
-@dataclass(frozen=True)
-class Command:
+@dataclass(frozen=True, kw_only=True)
+class Command(Asker):
     """``/connections <sub-command> <argument>``, as one user typed it."""
 
-    services: Services
-    client: AsyncWebClient
-    respond: AsyncRespond
-    team_id: str
-    user_id: str
     sub: str
     argument: str
-    trigger_id: str = ""
 
     @classmethod
     def of(
@@ -148,10 +160,6 @@ class Command:
             await self.respond(response_type="ephemeral", **reply)
         except Exception as exc:
             logger.warning("could not answer /connections %s: %s", self.sub or "list", type(exc).__name__)
-
-
-Asker = Click | Command
-"""Whoever a slow answer goes to."""
 
 
 def after_ack(

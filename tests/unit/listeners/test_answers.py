@@ -419,8 +419,15 @@ async def test_rotate_without_an_admin_channel_opens_nothing(
 ) -> None:
     stand_ins = services(settings=SimpleNamespace(admin_channel=None, admins=frozenset(), rotation_days=90.0))
     url = slack.issue_response_url(channel_id="C0PLACE001", user_id=REQUESTER)
+    respond = AsyncRespond(response_url=url)
     command = Command(
-        stand_ins, client, AsyncRespond(response_url=url), TEAM, REQUESTER, "rotate", "Prod lake"
+        services=stand_ins,
+        client=client,
+        respond=respond,
+        team_id=TEAM,
+        user_id=REQUESTER,
+        sub="rotate",
+        argument="Prod lake",
     )
     await forms.rotate(command)
     assert replies(slack)[-1] == forms.NO_APPROVALS

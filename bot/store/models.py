@@ -25,9 +25,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from bot.domain import NAME_MAX_LENGTH, Health, InFlightKind, RotationStatus, Status, name_key
+from bot.domain import NAME_MAX_LENGTH, Health, InFlightKind, RotationStatus, Status, name_key, utcnow
 from bot.providers.base import Outcome, Verification
-from bot.store.db import Base, StrEnumType, UtcDateTime, utcnow
+from bot.store.db import Base, StrEnumType, UtcDateTime
 
 __all__ = [
     "IN_FLIGHT_CONNECTION_KEY",

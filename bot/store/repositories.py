@@ -17,8 +17,7 @@ from sqlalchemy import ColumnElement, Select, delete, exists, func, select, upda
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.domain import RotationStatus, Status, name_key
-from bot.store.db import utcnow
+from bot.domain import RotationStatus, Status, name_key, utcnow
 from bot.store.errors import CanaryExists, MasterKeyMoved, NameTaken, RotationPending
 from bot.store.models import (
     IN_FLIGHT_CONNECTION_KEY,

@@ -95,6 +95,9 @@ class _Repository:
             return None
         return await self._session.scalar(statement)
 
+    async def _all(self, statement: Select[T]) -> list[T]:
+        return list(await self._session.scalars(statement))
+
 
 class _Appending(_Repository, Generic[Row]):
     async def add(self, row: Row) -> None:
@@ -144,8 +147,8 @@ class _RequestRepository(_Repository, Generic[Request]):
         if limit < 1:
             raise ValueError("limit must be at least 1")
         model = self._model
-        statement = _by_age(model, model.status == self._pending, model.created_at < cutoff).limit(limit)
-        return list(await self._session.scalars(statement))
+        statement = _by_age(model, model.status == self._pending, model.created_at < cutoff)
+        return await self._all(statement.limit(limit))
 
 
 def _holding_name(team_id: str, name: str) -> tuple[ColumnElement[bool], ...]:
@@ -228,7 +231,7 @@ class ConnectionRepository(_RequestRepository[Connection]):
             conditions.append(Connection.status.in_(list(statuses)))
         total = await self._count(*conditions)
         statement = _by_age(Connection, *conditions, newest_first=not oldest_first)
-        return list(await self._session.scalars(statement.limit(limit).offset(offset))), total
+        return await self._all(statement.limit(limit).offset(offset)), total
 
     async def lock(self, team_id: str, connection_id: str) -> Connection | None:
         """The connection, locked until the transaction ends (``SELECT … FOR UPDATE`` on
@@ -239,8 +242,8 @@ class ConnectionRepository(_RequestRepository[Connection]):
 
     async def active(self, team_id: str) -> list[Connection]:
         """Every active connection of the workspace, oldest first (for ``test all``)."""
-        statement = _by_age(Connection, Connection.team_id == team_id, Connection.status == Status.ACTIVE)
-        return list(await self._session.scalars(statement))
+        active = (Connection.team_id == team_id, Connection.status == Status.ACTIVE)
+        return await self._all(_by_age(Connection, *active))
 
     async def schedule_unscheduled(
         self, now: datetime, interval: timedelta, limit: int, rng: random.Random | None = None
@@ -371,8 +374,7 @@ class CredentialRepository(_Appending[Credential]):
     async def lock_all(self) -> list[Credential]:
         """Every credential field, each row locked until the transaction ends (PostgreSQL), for
         re-sealing under a new master key."""
-        statement = select(Credential).order_by(Credential.id).with_for_update()
-        return list(await self._session.scalars(statement))
+        return await self._all(select(Credential).order_by(Credential.id).with_for_update())
 
     async def replace_ciphertext(
         self, credential: Credential, key_id: str, nonce: bytes, ciphertext: bytes
@@ -443,13 +445,9 @@ class KeyCanaryRepository(_Repository):
             raise MasterKeyMoved(loaded=key_id, current=current)
 
 
-def _history(
-    model: type[History], team_id: str, connection_id: str, *more: ColumnElement[bool]
-) -> Select[History]:
+def _about(model: type[History], team_id: str, connection_id: str) -> Select[History]:
     """The rows about a connection in this workspace, newest first."""
-    return _by_age(
-        model, model.team_id == team_id, model.connection_id == connection_id, *more, newest_first=True
-    )
+    return _by_age(model, model.team_id == team_id, model.connection_id == connection_id, newest_first=True)
 
 
 class VerificationRepository(_Appending[VerificationRecord]):
@@ -459,15 +457,12 @@ class VerificationRepository(_Appending[VerificationRecord]):
         self, team_id: str, connection_id: str, trigger: str
     ) -> VerificationRecord | None:
         """The newest verification of a connection that ran for ``trigger`` (e.g. a rotation)."""
-        statement = _history(
-            VerificationRecord, team_id, connection_id, VerificationRecord.trigger == trigger
-        )
-        return await self._session.scalar(statement.limit(1))
+        statement = _about(VerificationRecord, team_id, connection_id).limit(1)
+        return await self._session.scalar(statement.where(VerificationRecord.trigger == trigger))
 
     async def recent(self, team_id: str, connection_id: str, limit: int = 10) -> list[VerificationRecord]:
         """The latest ``limit`` verifications of a connection in this workspace, newest first."""
-        statement = _history(VerificationRecord, team_id, connection_id).limit(limit)
-        return list(await self._session.scalars(statement))
+        return await self._all(_about(VerificationRecord, team_id, connection_id).limit(limit))
 
 
 class AuditRepository(_Appending[AuditEvent]):
@@ -475,8 +470,7 @@ class AuditRepository(_Appending[AuditEvent]):
 
     async def for_connection(self, team_id: str, connection_id: str, limit: int = 50) -> list[AuditEvent]:
         """The latest ``limit`` events about a connection in this workspace, newest first."""
-        statement = _history(AuditEvent, team_id, connection_id).limit(limit)
-        return list(await self._session.scalars(statement))
+        return await self._all(_about(AuditEvent, team_id, connection_id).limit(limit))
 
     async def all_ordered(self, *, batch_size: int = 500) -> AsyncIterator[AuditEvent]:
         """Every event of every workspace in the order it was recorded, streamed in batches.
@@ -522,12 +516,8 @@ class InFlightRepository(_Repository):
 
     async def release(self, row_id: str) -> bool:
         """Delete the row; ``False`` if it was already gone (a sweep took it as interrupted)."""
-        result = await self._session.execute(
-            delete(InFlightVerification)
-            .where(InFlightVerification.id == row_id)
-            .returning(InFlightVerification.id)
-        )
-        return result.first() is not None
+        statement = delete(InFlightVerification).where(InFlightVerification.id == row_id)
+        return (await self._session.execute(statement.returning(InFlightVerification.id))).first() is not None
 
     async def take(self, row_id: str) -> InFlightVerification | None:
         """Delete the row and return it as it was; ``None`` if someone else deleted it first, so of
@@ -539,34 +529,24 @@ class InFlightRepository(_Repository):
 
     async def holds(self, row_id: str) -> bool:
         """Whether the row is still there (no sweep took it, no outcome ended it)."""
-        found = await self._session.scalar(
-            select(InFlightVerification.id).where(InFlightVerification.id == row_id)
-        )
-        return found is not None
+        statement = select(InFlightVerification.id).where(InFlightVerification.id == row_id)
+        return await self._session.scalar(statement) is not None
 
     async def on_machine(
         self, host: str, boot_id: str | None, pid_namespace: int | None, limit: int
     ) -> list[InFlightVerification]:
         """Rows of processes on ``host`` in the same boot and pid namespace (an unknown one
         matches only an unknown one), oldest first."""
-        statement = (
-            select(InFlightVerification)
-            .where(
-                InFlightVerification.host == host,
-                InFlightVerification.boot_id.is_not_distinct_from(boot_id),
-                InFlightVerification.pid_namespace.is_not_distinct_from(pid_namespace),
-            )
-            .order_by(InFlightVerification.started_at, InFlightVerification.id)
-            .limit(limit)
+        statement = select(InFlightVerification).where(
+            InFlightVerification.host == host,
+            InFlightVerification.boot_id.is_not_distinct_from(boot_id),
+            InFlightVerification.pid_namespace.is_not_distinct_from(pid_namespace),
         )
-        return list(await self._session.scalars(statement))
+        started = (InFlightVerification.started_at, InFlightVerification.id)
+        return await self._all(statement.order_by(*started).limit(limit))
 
     async def past_deadline(self, now: datetime, limit: int) -> list[InFlightVerification]:
         """Rows of every process and workspace whose deadline is before ``now``, oldest first."""
-        statement = (
-            select(InFlightVerification)
-            .where(InFlightVerification.deadline < now)
-            .order_by(InFlightVerification.deadline, InFlightVerification.id)
-            .limit(limit)
-        )
-        return list(await self._session.scalars(statement))
+        by_deadline = (InFlightVerification.deadline, InFlightVerification.id)
+        statement = select(InFlightVerification).where(InFlightVerification.deadline < now)
+        return await self._all(statement.order_by(*by_deadline).limit(limit))

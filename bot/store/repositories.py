@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, Select, delete, exists, func, select, update
+from sqlalchemy import ColumnElement, Executable, Select, delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -54,15 +54,6 @@ Aged = TypeVar("Aged", Connection, Rotation, Credential, VerificationRecord, Aud
 History = TypeVar("History", VerificationRecord, AuditEvent)
 
 
-def _violates(error: IntegrityError, keys: Sequence[str]) -> bool:
-    # PostgreSQL (psycopg) names the violated constraint in its diagnostics; SQLite names it in the
-    # message ("UNIQUE constraint failed: index '<name>'"), or names the constrained columns instead
-    # ("table.column"), which is why ``keys`` lists those too.
-    diag = getattr(error.orig, "diag", None)
-    message = str(error.orig)
-    return getattr(diag, "constraint_name", None) in keys or any(key in message for key in keys)
-
-
 def _by_age(model: type[Aged], *conditions: ColumnElement[bool], newest_first: bool = False) -> Select[Aged]:
     """The rows matching ``conditions``, oldest first (newest with ``newest_first``), id breaking ties."""
     order = (model.created_at.desc(), model.id.desc()) if newest_first else (model.created_at, model.id)
@@ -76,12 +67,16 @@ class _Repository:
     async def _insert(self, row: object, *keys: str) -> bool:
         """Insert ``row`` now in a savepoint, so the transaction stays usable after a conflict;
         ``False`` (nothing inserted) if it breaks one of the unique ``keys``, or any when none are
-        given (see :func:`_violates`)."""
+        given."""
         try:
             async with self._session.begin_nested():
                 self._session.add(row)
         except IntegrityError as error:
-            if not keys or _violates(error, keys):
+            # PostgreSQL (psycopg) names the violated constraint in its diagnostics; SQLite names it
+            # in the message ("UNIQUE constraint failed: index '<name>'") or names the constrained
+            # columns instead ("table.column"), which is why ``keys`` lists those too.
+            named = getattr(getattr(error.orig, "diag", None), "constraint_name", None)
+            if not keys or named in keys or any(key in str(error.orig) for key in keys):
                 return False
             raise
         return True
@@ -97,6 +92,10 @@ class _Repository:
 
     async def _all(self, statement: Select[T]) -> list[T]:
         return list(await self._session.scalars(statement))
+
+    async def _returned(self, statement: Executable) -> bool:
+        """Whether ``statement`` (``… RETURNING``) changed a row."""
+        return (await self._session.execute(statement)).first() is not None
 
 
 class _Appending(_Repository, Generic[Row]):
@@ -131,13 +130,9 @@ class _RequestRepository(_Repository, Generic[Request]):
         identical transitions (two clicks on Approve) exactly one returns ``True``. ``False`` also
         means the row is not in this workspace or does not exist."""
         model = self._model
-        statement = (
-            update(model)
-            .where(model.id == row_id, model.team_id == team_id, model.status == from_status)
-            .values({"updated_at": utcnow(), **values, "status": to_status})
-            .returning(model.id)
-        )
-        return (await self._session.execute(statement)).first() is not None
+        changes = {"updated_at": utcnow(), **values, "status": to_status}
+        still = update(model).where(model.id == row_id, model.team_id == team_id, model.status == from_status)
+        return await self._returned(still.values(changes).returning(model.id))
 
     async def pending_created_before(self, cutoff: datetime, limit: int) -> list[Request]:
         """Rows of *every* workspace still pending and created before ``cutoff``, oldest first, at
@@ -216,12 +211,9 @@ class ConnectionRepository(_RequestRepository[Connection]):
         oldest_first: bool = False,
         offset: int = 0,
     ) -> tuple[list[Connection], int]:
-        """At most ``limit`` of the workspace's connections, newest first (oldest first with
-        ``oldest_first``) from the ``offset``-th on, and how many match in all.
-
-        ``created_by`` keeps one user's connections only; ``statuses`` keeps those statuses only
-        (by default every connection is listed).
-        """
+        """At most ``limit`` of the workspace's connections from the ``offset``-th on, newest first
+        (oldest with ``oldest_first``), and how many match in all; ``created_by`` keeps one user's
+        connections only, ``statuses`` those statuses only."""
         if limit < 1:
             raise ValueError("limit must be at least 1")
         conditions = [Connection.team_id == team_id]
@@ -255,40 +247,28 @@ class ConnectionRepository(_RequestRepository[Connection]):
         Each update is conditional on the column still being empty, so two replicas doing this at
         once schedule each connection once."""
         draw = rng or random
-        ids = list(
-            await self._session.scalars(
-                select(Connection.id)
-                .where(Connection.status == Status.ACTIVE, Connection.next_check_at.is_(None))
-                .order_by(Connection.created_at, Connection.id)
-                .limit(limit)
-            )
-        )
+        unscheduled = Connection.next_check_at.is_(None)
+        candidates = select(Connection.id).where(Connection.status == Status.ACTIVE, unscheduled)
+        ids = await self._all(candidates.order_by(Connection.created_at, Connection.id).limit(limit))
         scheduled = 0
         for connection_id in ids:
             when = now + interval * draw.random()
-            result = await self._session.execute(
-                update(Connection)
-                .where(Connection.id == connection_id, Connection.next_check_at.is_(None))
-                .values(next_check_at=when)
-                .returning(Connection.id)
-            )
-            scheduled += result.first() is not None
+            statement = update(Connection).where(Connection.id == connection_id, unscheduled)
+            scheduled += await self._returned(statement.values(next_check_at=when).returning(Connection.id))
         return scheduled
 
     async def _claim(
         self, limit: int, order: Any, *conditions: ColumnElement[bool], **values: Any
     ) -> list[Connection]:
-        """Claim up to ``limit`` active connections matching ``conditions``, by ``order``: read with
-        ``FOR UPDATE SKIP LOCKED`` and given ``values``, flushed."""
-        due = list(
-            await self._session.scalars(
-                select(Connection)
-                .where(Connection.status == Status.ACTIVE, *conditions)
-                .order_by(order, Connection.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-                .execution_options(populate_existing=True)
-            )
+        """Up to ``limit`` active connections matching ``conditions``, read ``FOR UPDATE SKIP LOCKED``
+        in ``order``, given ``values``."""
+        due = await self._all(
+            select(Connection)
+            .where(Connection.status == Status.ACTIVE, *conditions)
+            .order_by(order, Connection.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .execution_options(populate_existing=True)
         )
         for connection in due:
             for column, value in values.items():
@@ -334,15 +314,10 @@ class CredentialRepository(_Appending[Credential]):
         queries however many connections are asked for."""
         wanted = dict(versions)
         found: dict[str, list[Credential]] = {connection_id: [] for connection_id in wanted}
-        ids = list(wanted)
+        ids, order = list(wanted), (Credential.connection_id, Credential.field)
         for start in range(0, len(ids), _IN_CHUNK):
-            chunk = ids[start : start + _IN_CHUNK]
-            rows = await self._session.scalars(
-                select(Credential)
-                .where(Credential.connection_id.in_(chunk))
-                .order_by(Credential.connection_id, Credential.field)
-            )
-            for row in rows:
+            chunk = Credential.connection_id.in_(ids[start : start + _IN_CHUNK])
+            for row in await self._session.scalars(select(Credential).where(chunk).order_by(*order)):
                 if wanted.get(row.connection_id) == row.version:
                     found[row.connection_id].append(row)
         return found
@@ -366,8 +341,7 @@ class CredentialRepository(_Appending[Credential]):
         return await self._destroy(Credential.connection_id == connection_id, Credential.version != keep)
 
     async def delete_for(self, connection_id: str, version: int | None = None) -> int:
-        """Destroy the ciphertexts of one version (or of every version) of a connection; how many
-        fields went."""
+        """Destroy one version's (or every version's) ciphertexts of a connection; how many fields went."""
         one_version = () if version is None else (Credential.version == version,)
         return await self._destroy(Credential.connection_id == connection_id, *one_version)
 
@@ -398,19 +372,16 @@ class RotationRepository(_RequestRepository[Rotation]):
 
     async def latest_version(self, connection_id: str) -> int:
         """The highest credential version any rotation of the connection used (0 if none)."""
-        value = await self._session.scalar(
-            select(func.max(Rotation.version)).where(Rotation.connection_id == connection_id)
-        )
-        return int(value or 0)
+        statement = select(func.max(Rotation.version)).where(Rotation.connection_id == connection_id)
+        return int(await self._session.scalar(statement) or 0)
 
     async def pending_for(self, team_id: str, connection_id: str) -> Rotation | None:
         """The rotation of this connection waiting for approval, if any."""
-        statement = select(Rotation).where(
-            Rotation.team_id == team_id,
+        waiting = (
             Rotation.connection_id == connection_id,
             Rotation.status == RotationStatus.PENDING_APPROVAL,
         )
-        return await self._one(statement, connection_id)
+        return await self._one(select(Rotation).where(Rotation.team_id == team_id, *waiting), connection_id)
 
 
 class KeyCanaryRepository(_Repository):
@@ -500,12 +471,11 @@ class InFlightRepository(_Repository):
     that no Slack user can reach."""
 
     async def claim(self, row: InFlightVerification) -> bool:
-        """Insert ``row`` now; ``False`` (and nothing inserted) if another verification holds the
-        same name in the workspace, or the same connection.
+        """Insert ``row`` now; ``False`` (nothing inserted, the transaction still usable) if another
+        verification holds the same name in the workspace, or the same connection.
 
         On PostgreSQL an insert that meets an uncommitted row with the same key waits for that
-        transaction to end, so a conflict is seen even between two claims made at the same moment.
-        The insert runs in a savepoint: after ``False`` the transaction is still usable."""
+        transaction to end, so a conflict is seen even between two claims made at the same moment."""
         return await self._insert(
             row,
             IN_FLIGHT_NAME_KEY,
@@ -517,7 +487,7 @@ class InFlightRepository(_Repository):
     async def release(self, row_id: str) -> bool:
         """Delete the row; ``False`` if it was already gone (a sweep took it as interrupted)."""
         statement = delete(InFlightVerification).where(InFlightVerification.id == row_id)
-        return (await self._session.execute(statement.returning(InFlightVerification.id))).first() is not None
+        return await self._returned(statement.returning(InFlightVerification.id))
 
     async def take(self, row_id: str) -> InFlightVerification | None:
         """Delete the row and return it as it was; ``None`` if someone else deleted it first, so of

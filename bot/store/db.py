@@ -88,10 +88,8 @@ def _with_driver(url: str, sqlite_driver: str) -> str:
 
 def async_url(url: str) -> str:
     """The URL for the bot's async engine: ``sqlite+aiosqlite://…`` or ``postgresql+psycopg://…``.
-
-    The result keeps any password from ``url``; do not log it.
-    Raises :class:`DatabaseUrlError` for anything but SQLite and PostgreSQL.
-    """
+    It keeps any password from ``url`` (do not log it); raises :class:`DatabaseUrlError` for
+    anything but SQLite and PostgreSQL."""
     return _with_driver(url, "sqlite+aiosqlite")
 
 
@@ -174,10 +172,8 @@ def for_writing(engine: AsyncEngine, *, busy_timeout_ms: int | None = None) -> A
     concurrent writers queue behind the busy timeout instead (``busy_timeout_ms``, or
     :data:`SQLITE_BUSY_TIMEOUT_MS`). PostgreSQL ignores the options.
     """
-    options: dict[str, Any] = {_SQLITE_BEGIN_OPTION: "IMMEDIATE"}
-    if busy_timeout_ms is not None:
-        options[_SQLITE_BUSY_OPTION] = busy_timeout_ms
-    return engine.execution_options(**options)
+    busy = {} if busy_timeout_ms is None else {_SQLITE_BUSY_OPTION: busy_timeout_ms}
+    return engine.execution_options(**{_SQLITE_BEGIN_OPTION: "IMMEDIATE"}, **busy)
 
 
 class UtcDateTime(TypeDecorator[datetime]):

@@ -48,11 +48,9 @@ def migrations_directory() -> Path:
 
 
 def alembic_config(url: str) -> Config:
-    """An Alembic configuration for a user-style ``DATABASE_URL``.
-
-    The sync URL travels in ``config.attributes["url"]`` (read by ``migrations/env.py``), not in
-    the ini options, so a password with ``%`` in it needs no escaping and is never written out.
-    """
+    """An Alembic configuration for a user-style ``DATABASE_URL``. The sync URL travels in
+    ``config.attributes["url"]`` (read by ``migrations/env.py``), not in the ini options, so a
+    password with ``%`` in it needs no escaping and is never written out."""
     config = Config()
     config.set_main_option("script_location", str(migrations_directory()))
     config.set_main_option("file_template", FILE_TEMPLATE)
@@ -84,11 +82,9 @@ def _reported(url: str, doing: str) -> Iterator[None]:
 
 
 def upgrade_to_head(url: str) -> None:
-    """Apply every pending migration; does nothing when the database is already at head.
-
-    Raises :class:`DatabaseUrlError` for an unusable URL and :class:`MigrationError` when the
-    database cannot be reached or a migration fails (PostgreSQL rolls the whole upgrade back).
-    """
+    """Apply every pending migration (none when the database is at head). Raises
+    :class:`DatabaseUrlError` for an unusable URL and :class:`MigrationError` when the database
+    cannot be reached or a migration fails (PostgreSQL rolls the whole upgrade back)."""
     config = alembic_config(url)
     with _reported(url, "migrate"):
         command.upgrade(config, "head")
@@ -101,7 +97,6 @@ def head_revision() -> str | None:
 
 @contextmanager
 def _migration_context(url: str) -> Iterator[MigrationContext]:
-    """The database's Alembic context; :class:`MigrationError` when it cannot be reached."""
     with _reported(url, "read the schema revision of"):
         engine = create_sync_engine(_migration_url(url), poolclass=NullPool, hide_parameters=True)
         try:

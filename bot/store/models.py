@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import asdict
 from datetime import datetime
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 from sqlalchemy import (
     JSON,
@@ -68,6 +68,10 @@ def _unique_where(where: str, name: str, *columns: str) -> Index:
     return Index(name, *columns, unique=True, sqlite_where=text(where), postgresql_where=text(where))
 
 
+# A connection's id, on rows that go with the connection.
+_ConnectionId = Annotated[
+    str, mapped_column(String(_ID_LENGTH), ForeignKey("connections.id", ondelete="CASCADE"))
+]
 _NAME_HOLDING_STATUSES = [status.value for status in Status if status.holds_name]
 
 
@@ -144,9 +148,7 @@ class Rotation(Base):
     )
 
     team_id: Mapped[str] = mapped_column(String(_SLACK_ID_LENGTH))
-    connection_id: Mapped[str] = mapped_column(
-        String(_ID_LENGTH), ForeignKey("connections.id", ondelete="CASCADE")
-    )
+    connection_id: Mapped[_ConnectionId]
     version: Mapped[int] = mapped_column(Integer)
     requested_by: Mapped[str] = mapped_column(String(_SLACK_ID_LENGTH))
     status: Mapped[RotationStatus] = mapped_column(
@@ -172,9 +174,7 @@ class Credential(Base):
     __table_args__ = (UniqueConstraint("connection_id", "version", "field"),)
 
     team_id: Mapped[str] = mapped_column(String(_SLACK_ID_LENGTH))
-    connection_id: Mapped[str] = mapped_column(
-        String(_ID_LENGTH), ForeignKey("connections.id", ondelete="CASCADE")
-    )
+    connection_id: Mapped[_ConnectionId]
     version: Mapped[int] = mapped_column(Integer)
     field: Mapped[str] = mapped_column(String(64))
     key_id: Mapped[str] = mapped_column(String(64))
@@ -212,9 +212,7 @@ class VerificationRecord(Base):
     )
 
     team_id: Mapped[str] = mapped_column(String(_SLACK_ID_LENGTH))
-    connection_id: Mapped[str] = mapped_column(
-        String(_ID_LENGTH), ForeignKey("connections.id", ondelete="CASCADE")
-    )
+    connection_id: Mapped[_ConnectionId]
     outcome: Mapped[Outcome] = mapped_column(StrEnumType(Outcome))
     summary: Mapped[str] = mapped_column(Text)
     latency_ms: Mapped[int] = mapped_column(Integer)

@@ -48,7 +48,6 @@ _IN_CHUNK = 500
 _NAME_HOLDING_STATUSES = [status for status in Status if status.holds_name]
 
 T = TypeVar("T")
-Row = TypeVar("Row")
 Request = TypeVar("Request", Connection, Rotation)
 Aged = TypeVar("Aged", Connection, Rotation, Credential, VerificationRecord, AuditEvent)
 History = TypeVar("History", VerificationRecord, AuditEvent)
@@ -98,8 +97,8 @@ class _Repository:
         return (await self._session.execute(statement)).first() is not None
 
 
-class _Appending(_Repository, Generic[Row]):
-    async def add(self, row: Row) -> None:
+class _Appending(_Repository, Generic[T]):
+    async def add(self, row: T) -> None:
         """Insert ``row`` now, so values the database assigns (an audit event's id) are set; a
         broken constraint (a repeated credential field, for one) is an IntegrityError."""
         self._session.add(row)
@@ -123,12 +122,10 @@ class _RequestRepository(_Repository, Generic[Request]):
         self, team_id: str, row_id: str, from_status: str, to_status: str, **values: Any
     ) -> bool:
         """Move a row from ``from_status`` to ``to_status`` if, and only if, it is still in
-        ``from_status``; ``values`` sets other columns in the same statement, and ``updated_at`` is
-        set to now unless ``values`` sets it.
-
-        This conditional ``UPDATE … WHERE status = :from`` is every status change: of two concurrent
-        identical transitions (two clicks on Approve) exactly one returns ``True``. ``False`` also
-        means the row is not in this workspace or does not exist."""
+        ``from_status``, setting ``values`` (and ``updated_at`` to now unless given) in the same
+        statement. Every status change is this conditional ``UPDATE … WHERE status = :from``: of two
+        concurrent identical transitions (two clicks on Approve) exactly one returns ``True``.
+        ``False`` also means the row is not in this workspace or does not exist."""
         model = self._model
         changes = {"updated_at": utcnow(), **values, "status": to_status}
         still = update(model).where(model.id == row_id, model.team_id == team_id, model.status == from_status)
@@ -192,14 +189,11 @@ class ConnectionRepository(_RequestRepository[Connection]):
     async def count_active(self, team_id: str) -> int:
         return await self._count(Connection.team_id == team_id, Connection.status == Status.ACTIVE)
 
-    async def list_page(
-        self, team_id: str, page: int, size: int, *, statuses: Collection[Status] | None = None
-    ) -> tuple[list[Connection], int]:
-        """Page ``page`` (from 1) of the workspace's connections, newest first, and the total count
-        (``statuses`` as in :meth:`list_matching`)."""
+    async def list_page(self, team_id: str, page: int, size: int) -> tuple[list[Connection], int]:
+        """Page ``page`` (from 1) of the workspace's connections, newest first, and the total count."""
         if page < 1 or size < 1:
             raise ValueError("page and size must be at least 1")
-        return await self.list_matching(team_id, size, statuses=statuses, offset=(page - 1) * size)
+        return await self.list_matching(team_id, size, offset=(page - 1) * size)
 
     async def list_matching(
         self,
@@ -240,12 +234,10 @@ class ConnectionRepository(_RequestRepository[Connection]):
     async def schedule_unscheduled(
         self, now: datetime, interval: timedelta, limit: int, rng: random.Random | None = None
     ) -> int:
-        """Give active connections that have no next check yet (just approved, or from before the
-        schedule existed) one at a random point within the next ``interval``, so re-tests are
-        spread over the interval rather than all due at once. Returns how many it scheduled.
-
-        Each update is conditional on the column still being empty, so two replicas doing this at
-        once schedule each connection once."""
+        """Give active connections without a next check (just approved, or from before the schedule
+        existed) one at a random point within the next ``interval``, so re-tests spread over it
+        rather than fall due at once; returns how many. Each update is conditional on the column
+        still being empty, so two replicas doing this at once schedule each connection once."""
         draw = rng or random
         unscheduled = Connection.next_check_at.is_(None)
         candidates = select(Connection.id).where(Connection.status == Status.ACTIVE, unscheduled)
@@ -258,13 +250,13 @@ class ConnectionRepository(_RequestRepository[Connection]):
         return scheduled
 
     async def _claim(
-        self, limit: int, order: Any, *conditions: ColumnElement[bool], **values: Any
+        self, limit: int, order: Any, *where: ColumnElement[bool], **values: Any
     ) -> list[Connection]:
-        """Up to ``limit`` active connections matching ``conditions``, read ``FOR UPDATE SKIP LOCKED``
-        in ``order``, given ``values``."""
+        """Up to ``limit`` active connections matching ``where``, read ``FOR UPDATE SKIP LOCKED`` in
+        ``order``, given ``values``."""
         due = await self._all(
             select(Connection)
-            .where(Connection.status == Status.ACTIVE, *conditions)
+            .where(Connection.status == Status.ACTIVE, *where)
             .order_by(order, Connection.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -278,13 +270,12 @@ class ConnectionRepository(_RequestRepository[Connection]):
 
     async def claim_due(self, now: datetime, interval: timedelta, limit: int) -> list[Connection]:
         """Claim up to ``limit`` active connections of every workspace whose next check is due,
-        earliest first, by moving their next check one ``interval`` on; returns them.
-
-        On PostgreSQL the candidates are read with ``FOR UPDATE SKIP LOCKED``: replicas claiming at
-        the same moment each get different rows, without waiting on each other, and the row locks
-        last until the claim commits, so a check runs once per cycle in total, however many
-        processes run the schedule. (SQLite ignores the clause; its write transactions are
-        serialised by the database lock, which gives the same guarantee on one host.)"""
+        earliest first, by moving their next check one ``interval`` on; returns them. On PostgreSQL
+        the candidates are read ``FOR UPDATE SKIP LOCKED``: replicas claiming at the same moment
+        each get different rows, without waiting on each other, and the row locks last until the
+        claim commits, so a check runs once per cycle however many processes run the schedule.
+        (SQLite ignores the clause; its write transactions are serialised by the database lock,
+        which gives the same guarantee on one host.)"""
         if limit < 1:
             raise ValueError("limit must be at least 1")
         next_check = Connection.next_check_at
@@ -444,10 +435,8 @@ class AuditRepository(_Appending[AuditEvent]):
         return await self._all(_about(AuditEvent, team_id, connection_id).limit(limit))
 
     async def all_ordered(self, *, batch_size: int = 500) -> AsyncIterator[AuditEvent]:
-        """Every event of every workspace in the order it was recorded, streamed in batches.
-
-        Use as ``async for event in audit.all_ordered(): …`` inside one session.
-        """
+        """Every event of every workspace in the order it was recorded, streamed in batches: use as
+        ``async for event in audit.all_ordered(): …`` inside one session."""
         statement = select(AuditEvent).order_by(AuditEvent.id).execution_options(yield_per=batch_size)
         result = await self._session.stream_scalars(statement)
         try:
@@ -493,9 +482,7 @@ class InFlightRepository(_Repository):
         """Delete the row and return it as it was; ``None`` if someone else deleted it first, so of
         two sweeps (two replicas) only one tells its user."""
         row = await self._session.get(InFlightVerification, row_id, populate_existing=True)
-        if row is None or not await self.release(row_id):
-            return None
-        return row
+        return row if row is not None and await self.release(row_id) else None
 
     async def holds(self, row_id: str) -> bool:
         """Whether the row is still there (no sweep took it, no outcome ended it)."""

@@ -8,6 +8,7 @@ psycopg 3) and Alembic on sync ones (sqlite3, psycopg 3), so both forms are deri
 from __future__ import annotations
 
 import enum
+from contextlib import closing
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
@@ -34,7 +35,6 @@ __all__ = [
     "is_sqlite",
     "safe_url",
     "sync_url",
-    "utcnow",
 ]
 
 SQLITE_BUSY_TIMEOUT_MS: Final = 15_000
@@ -42,8 +42,11 @@ SQLITE_BUSY_TIMEOUT_MS: Final = 15_000
 CONNECT_TIMEOUT_SECONDS: Final = 10
 """How long PostgreSQL may take to accept a connection before the request fails (and says so)."""
 
-_SQLITE_SCHEMES: Final = frozenset({"sqlite", "sqlite+pysqlite", "sqlite+aiosqlite"})
-_POSTGRES_SCHEMES: Final = frozenset({"postgresql", "postgres", "postgresql+psycopg"})
+_KINDS: Final = {
+    **dict.fromkeys(("sqlite", "sqlite+pysqlite", "sqlite+aiosqlite"), "sqlite"),
+    **dict.fromkeys(("postgresql", "postgres", "postgresql+psycopg"), "postgresql"),
+}
+_SUPPORTED: Final = "use sqlite:///path.db or postgresql://user@host/db"
 
 # The execution option that asks the SQLite "begin" hook for a write transaction (see for_writing).
 _SQLITE_BEGIN_OPTION: Final = "connections_bot_sqlite_begin"
@@ -63,49 +66,36 @@ NAMING_CONVENTION: Final = {
 def _parse(url: str) -> URL:
     # Error messages name the scheme at most: the URL itself may carry a password.
     if not url or not url.strip():
-        raise DatabaseUrlError("DATABASE_URL is empty; use sqlite:///path.db or postgresql://user@host/db")
+        raise DatabaseUrlError(f"DATABASE_URL is empty; {_SUPPORTED}")
     try:
         return make_url(url.strip())
     except ArgumentError:
-        raise DatabaseUrlError(
-            "DATABASE_URL is not a valid database URL; use sqlite:///path.db or postgresql://user@host/db"
-        ) from None
+        raise DatabaseUrlError(f"DATABASE_URL is not a valid database URL; {_SUPPORTED}") from None
 
 
 def _kind(parsed: URL) -> str:
     scheme = parsed.drivername.lower()
-    if scheme in _SQLITE_SCHEMES:
-        return "sqlite"
-    if scheme in _POSTGRES_SCHEMES:
-        return "postgresql"
-    raise DatabaseUrlError(
-        f"DATABASE_URL uses {scheme!r}, which the bot does not support; "
-        "use sqlite:///path.db or postgresql://user@host/db"
-    )
+    if scheme not in _KINDS:
+        raise DatabaseUrlError(f"DATABASE_URL uses {scheme!r}, which the bot does not support; {_SUPPORTED}")
+    return _KINDS[scheme]
 
 
-def _render(parsed: URL, drivername: str) -> str:
-    return parsed.set(drivername=drivername).render_as_string(hide_password=False)
+def _with_driver(url: str, sqlite_driver: str) -> str:
+    parsed = _parse(url)
+    driver = sqlite_driver if _kind(parsed) == "sqlite" else "postgresql+psycopg"
+    return parsed.set(drivername=driver).render_as_string(hide_password=False)
 
 
 def async_url(url: str) -> str:
     """The URL for the bot's async engine: ``sqlite+aiosqlite://…`` or ``postgresql+psycopg://…``.
-
-    The result keeps any password from ``url``; do not log it.
-    Raises :class:`DatabaseUrlError` for anything but SQLite and PostgreSQL.
-    """
-    parsed = _parse(url)
-    return _render(parsed, "sqlite+aiosqlite" if _kind(parsed) == "sqlite" else "postgresql+psycopg")
+    It keeps any password from ``url`` (do not log it); raises :class:`DatabaseUrlError` for
+    anything but SQLite and PostgreSQL."""
+    return _with_driver(url, "sqlite+aiosqlite")
 
 
 def sync_url(url: str) -> str:
-    """The URL for Alembic's sync engine: ``sqlite://…`` or ``postgresql+psycopg://…``.
-
-    The result keeps any password from ``url``; do not log it.
-    Raises :class:`DatabaseUrlError` for anything but SQLite and PostgreSQL.
-    """
-    parsed = _parse(url)
-    return _render(parsed, "sqlite" if _kind(parsed) == "sqlite" else "postgresql+psycopg")
+    """As :func:`async_url`, for Alembic's sync engine: ``sqlite://…`` or ``postgresql+psycopg://…``."""
+    return _with_driver(url, "sqlite")
 
 
 def safe_url(url: str) -> str:
@@ -116,11 +106,6 @@ def safe_url(url: str) -> str:
 def is_sqlite(url: str) -> bool:
     """Whether ``url`` names a SQLite database (raises :class:`DatabaseUrlError` if unsupported)."""
     return _kind(_parse(url)) == "sqlite"
-
-
-def _is_sqlite_file(parsed: URL) -> bool:
-    database = parsed.database
-    return bool(database) and database != ":memory:" and parsed.query.get("mode") != "memory"
 
 
 def create_engine(url: str, *, pool_size: int | None = None) -> AsyncEngine:
@@ -153,23 +138,20 @@ def create_engine(url: str, *, pool_size: int | None = None) -> AsyncEngine:
             **sizing,
         )
 
-    wal = _is_sqlite_file(parsed)
-    # An in-memory database lives in one connection (a static pool, which takes no size).
+    # A file; an in-memory database lives in one connection (a static pool, which takes no size).
+    wal = bool(parsed.database) and parsed.database != ":memory:" and parsed.query.get("mode") != "memory"
     engine = create_async_engine(async_url(url), hide_parameters=True, **(sizing if wal else {}))
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
         dbapi_connection.isolation_level = None  # the "begin" hook below owns BEGIN
-        cursor = dbapi_connection.cursor()
-        try:
+        with closing(dbapi_connection.cursor()) as cursor:
             cursor.execute("PRAGMA foreign_keys=ON")
             # Deleted rows (destroyed ciphertexts) are overwritten with zeros, not left in free pages.
             cursor.execute("PRAGMA secure_delete=ON")
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS:d}")
             if wal:
                 cursor.execute("PRAGMA journal_mode=WAL")
-        finally:
-            cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: SyncConnection) -> None:
@@ -190,15 +172,8 @@ def for_writing(engine: AsyncEngine, *, busy_timeout_ms: int | None = None) -> A
     concurrent writers queue behind the busy timeout instead (``busy_timeout_ms``, or
     :data:`SQLITE_BUSY_TIMEOUT_MS`). PostgreSQL ignores the options.
     """
-    options: dict[str, Any] = {_SQLITE_BEGIN_OPTION: "IMMEDIATE"}
-    if busy_timeout_ms is not None:
-        options[_SQLITE_BUSY_OPTION] = busy_timeout_ms
-    return engine.execution_options(**options)
-
-
-def utcnow() -> datetime:
-    """The current time, timezone-aware in UTC."""
-    return datetime.now(UTC)
+    busy = {} if busy_timeout_ms is None else {_SQLITE_BUSY_OPTION: busy_timeout_ms}
+    return engine.execution_options(**{_SQLITE_BEGIN_OPTION: "IMMEDIATE"}, **busy)
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -222,9 +197,7 @@ class UtcDateTime(TypeDecorator[datetime]):
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 E = TypeVar("E", bound=enum.StrEnum)

@@ -1,14 +1,4 @@
-"""The errors the store raises, as one documented hierarchy (in the manner of httpx).
-
-::
-
-    StoreError                 anything the store reports on purpose
-    ├── DatabaseUrlError       DATABASE_URL names a database the bot cannot use
-    ├── MigrationError         the database could not be reached or migrated
-    ├── CanaryExists           another process initialised the master-key canary first
-    ├── NameTaken              another connection in the workspace holds this name
-    ├── MasterKeyMoved         the data was re-sealed under another master key while this process ran
-    └── RotationPending        the connection already has a rotation waiting for approval
+"""The errors the store raises, as one hierarchy under :class:`StoreError` (in the manner of httpx).
 
 Messages are safe to show: they never include a password from the URL, a query parameter or a
 secret. Database driver errors that the store does not translate (a lost connection, a constraint

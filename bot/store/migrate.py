@@ -17,14 +17,13 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import Connection as SyncConnection
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 import bot
-from bot.store.db import safe_url, sync_url
+from bot.store.db import CONNECT_TIMEOUT_SECONDS, safe_url, sync_url
 from bot.store.errors import MigrationError
 
 __all__ = [
@@ -37,10 +36,6 @@ __all__ = [
 ]
 
 FILE_TEMPLATE = "%%(year)d-%%(month).2d-%%(day).2d_%%(slug)s"
-POSTGRES_CONNECT_TIMEOUT_SECONDS = 10
-"""How long a migration waits for PostgreSQL to answer: a server that accepts the connection but
-never answers (a hung host, a firewall dropping packets) would otherwise stall start-up for good.
-A ``connect_timeout`` in ``DATABASE_URL`` takes precedence."""
 
 
 def migrations_directory() -> Path:
@@ -53,11 +48,9 @@ def migrations_directory() -> Path:
 
 
 def alembic_config(url: str) -> Config:
-    """An Alembic configuration for a user-style ``DATABASE_URL``.
-
-    The sync URL travels in ``config.attributes["url"]`` (read by ``migrations/env.py``), not in
-    the ini options, so a password with ``%`` in it needs no escaping and is never written out.
-    """
+    """An Alembic configuration for a user-style ``DATABASE_URL``. The sync URL travels in
+    ``config.attributes["url"]`` (read by ``migrations/env.py``), not in the ini options, so a
+    password with ``%`` in it needs no escaping and is never written out."""
     config = Config()
     config.set_main_option("script_location", str(migrations_directory()))
     config.set_main_option("file_template", FILE_TEMPLATE)
@@ -66,17 +59,13 @@ def alembic_config(url: str) -> Config:
 
 
 def _migration_url(url: str) -> str:
-    """The sync URL for migrations, with a connect timeout on PostgreSQL (see
-    :data:`POSTGRES_CONNECT_TIMEOUT_SECONDS`)."""
+    """The sync URL for migrations. On PostgreSQL it has a connect timeout (unless ``DATABASE_URL``
+    sets one): a server that accepts the connection but never answers (a hung host, a firewall
+    dropping packets) would otherwise stall start-up for good."""
     parsed = make_url(sync_url(url))
     if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
-        parsed = parsed.update_query_dict({"connect_timeout": str(POSTGRES_CONNECT_TIMEOUT_SECONDS)})
+        parsed = parsed.update_query_dict({"connect_timeout": str(CONNECT_TIMEOUT_SECONDS)})
     return parsed.render_as_string(hide_password=False)
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 @contextmanager
@@ -85,20 +74,17 @@ def _reported(url: str, doing: str) -> Iterator[None]:
     masked) and the first line of the driver's message (no SQL, no parameters)."""
     try:
         yield
-    except DBAPIError as error:
-        raise MigrationError(
-            f"Could not {doing} {safe_url(url)}: {_first_line(error.orig or error)}"
-        ) from error
     except (SQLAlchemyError, CommandError, OSError) as error:
-        raise MigrationError(f"Could not {doing} {safe_url(url)}: {_first_line(error)}") from error
+        cause = (error.orig or error) if isinstance(error, DBAPIError) else error
+        lines = str(cause).strip().splitlines()
+        first = f"{type(cause).__name__}: {lines[0]}" if lines else type(cause).__name__
+        raise MigrationError(f"Could not {doing} {safe_url(url)}: {first}") from error
 
 
 def upgrade_to_head(url: str) -> None:
-    """Apply every pending migration; does nothing when the database is already at head.
-
-    Raises :class:`DatabaseUrlError` for an unusable URL and :class:`MigrationError` when the
-    database cannot be reached or a migration fails (PostgreSQL rolls the whole upgrade back).
-    """
+    """Apply every pending migration (none when the database is at head). Raises
+    :class:`DatabaseUrlError` for an unusable URL and :class:`MigrationError` when the database
+    cannot be reached or a migration fails (PostgreSQL rolls the whole upgrade back)."""
     config = alembic_config(url)
     with _reported(url, "migrate"):
         command.upgrade(config, "head")
@@ -110,30 +96,26 @@ def head_revision() -> str | None:
 
 
 @contextmanager
-def _connect(url: str) -> Iterator[SyncConnection]:
-    engine = create_sync_engine(_migration_url(url), poolclass=NullPool, hide_parameters=True)
-    try:
-        with engine.connect() as connection:
-            yield connection
-    finally:
-        engine.dispose()
+def _migration_context(url: str) -> Iterator[MigrationContext]:
+    with _reported(url, "read the schema revision of"):
+        engine = create_sync_engine(_migration_url(url), poolclass=NullPool, hide_parameters=True)
+        try:
+            with engine.connect() as connection:
+                yield MigrationContext.configure(connection)
+        finally:
+            engine.dispose()
 
 
 def current_revision(url: str) -> str | None:
-    """The revision the database is at; ``None`` for a database never migrated.
-
-    Raises :class:`MigrationError` when the database cannot be reached.
-    """
-    with _reported(url, "read the schema revision of"), _connect(url) as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+    """The revision the database is at, ``None`` if never migrated; :class:`MigrationError` if unreachable."""
+    with _migration_context(url) as context:
+        return context.get_current_revision()
 
 
 def is_at_head(url: str) -> bool:
-    """Whether the database schema matches the newest migration (the bot refuses to run otherwise).
-
-    Raises :class:`MigrationError` when the database cannot be reached.
-    """
+    """Whether the database schema matches the newest migration (the bot refuses to run otherwise);
+    :class:`MigrationError` if the database cannot be reached."""
     script = ScriptDirectory.from_config(alembic_config(url))
-    with _reported(url, "read the schema revision of"), _connect(url) as connection:
-        heads = MigrationContext.configure(connection).get_current_heads()
+    with _migration_context(url) as context:
+        heads = context.get_current_heads()
     return set(heads) == set(script.get_heads())

@@ -7,8 +7,9 @@ nonce and the id of the key that sealed it; connections keep a masked ``key_hint
 from __future__ import annotations
 
 import uuid
+from dataclasses import asdict
 from datetime import datetime
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 from sqlalchemy import (
     JSON,
@@ -25,9 +26,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from bot.domain import NAME_MAX_LENGTH, Health, InFlightKind, RotationStatus, Status, name_key
+from bot.domain import NAME_MAX_LENGTH, Health, InFlightKind, RotationStatus, Status, name_key, utcnow
 from bot.providers.base import Outcome, Verification
-from bot.store.db import Base, StrEnumType, UtcDateTime, utcnow
+from bot.store.db import Base, StrEnumType, UtcDateTime
 
 __all__ = [
     "IN_FLIGHT_CONNECTION_KEY",
@@ -62,6 +63,15 @@ def _in_values(column: str, values: list[str]) -> str:
     return f"{column} IN ({quoted})"
 
 
+def _unique_where(where: str, name: str, *columns: str) -> Index:
+    """A unique index over the rows ``where`` holds, alike on SQLite and PostgreSQL."""
+    return Index(name, *columns, unique=True, sqlite_where=text(where), postgresql_where=text(where))
+
+
+# A connection's id, on rows that go with the connection.
+_ConnectionId = Annotated[
+    str, mapped_column(String(_ID_LENGTH), ForeignKey("connections.id", ondelete="CASCADE"))
+]
 _NAME_HOLDING_STATUSES = [status.value for status in Status if status.holds_name]
 
 
@@ -77,6 +87,8 @@ class Connection(Base):
         Index("ix_connections_status_created_at", "status", "created_at"),
         # The health schedule's claim: active connections whose next check is due.
         Index("ix_connections_status_next_check_at", "status", "next_check_at"),
+        # Rejected, expired and revoked connections leave the index, so their names can be used again.
+        _unique_where(_in_values("status", _NAME_HOLDING_STATUSES), NAME_INDEX, "team_id", "name_key"),
     )
 
     team_id: Mapped[str] = mapped_column(String(_SLACK_ID_LENGTH))
@@ -117,17 +129,6 @@ class Connection(Base):
         self.name_key = name_key(self.name)
 
 
-# Rejected, expired and revoked connections leave the index, so their names can be used again.
-Index(
-    NAME_INDEX,
-    Connection.team_id,
-    Connection.name_key,
-    unique=True,
-    sqlite_where=text(_in_values("status", _NAME_HOLDING_STATUSES)),
-    postgresql_where=text(_in_values("status", _NAME_HOLDING_STATUSES)),
-)
-
-
 ROTATION_PENDING_INDEX: Final = "uq_rotations_connection_id_pending"
 """At most one rotation per connection waits for approval."""
 
@@ -143,12 +144,11 @@ class Rotation(Base):
     __table_args__ = (
         CheckConstraint(_in_values("status", [s.value for s in RotationStatus]), name="status"),
         Index("ix_rotations_status_created_at", "status", "created_at"),
+        _unique_where("status = 'pending_approval'", ROTATION_PENDING_INDEX, "connection_id"),
     )
 
     team_id: Mapped[str] = mapped_column(String(_SLACK_ID_LENGTH))
-    connection_id: Mapped[str] = mapped_column(
-        String(_ID_LENGTH), ForeignKey("connections.id", ondelete="CASCADE")
-    )
+    connection_id: Mapped[_ConnectionId]
     version: Mapped[int] = mapped_column(Integer)
     requested_by: Mapped[str] = mapped_column(String(_SLACK_ID_LENGTH))
     status: Mapped[RotationStatus] = mapped_column(
@@ -167,15 +167,6 @@ class Rotation(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default_factory=utcnow, onupdate=utcnow)
 
 
-Index(
-    ROTATION_PENDING_INDEX,
-    Rotation.connection_id,
-    unique=True,
-    sqlite_where=text("status = 'pending_approval'"),
-    postgresql_where=text("status = 'pending_approval'"),
-)
-
-
 class Credential(Base):
     """One encrypted field of one credential version of a connection."""
 
@@ -183,9 +174,7 @@ class Credential(Base):
     __table_args__ = (UniqueConstraint("connection_id", "version", "field"),)
 
     team_id: Mapped[str] = mapped_column(String(_SLACK_ID_LENGTH))
-    connection_id: Mapped[str] = mapped_column(
-        String(_ID_LENGTH), ForeignKey("connections.id", ondelete="CASCADE")
-    )
+    connection_id: Mapped[_ConnectionId]
     version: Mapped[int] = mapped_column(Integer)
     field: Mapped[str] = mapped_column(String(64))
     key_id: Mapped[str] = mapped_column(String(64))
@@ -223,9 +212,7 @@ class VerificationRecord(Base):
     )
 
     team_id: Mapped[str] = mapped_column(String(_SLACK_ID_LENGTH))
-    connection_id: Mapped[str] = mapped_column(
-        String(_ID_LENGTH), ForeignKey("connections.id", ondelete="CASCADE")
-    )
+    connection_id: Mapped[_ConnectionId]
     outcome: Mapped[Outcome] = mapped_column(StrEnumType(Outcome))
     summary: Mapped[str] = mapped_column(Text)
     latency_ms: Mapped[int] = mapped_column(Integer)
@@ -254,10 +241,7 @@ class VerificationRecord(Base):
             connection_id=connection_id,
             outcome=verification.outcome,
             summary=verification.summary,
-            checks=[
-                {"name": check.name, "passed": check.passed, "detail": check.detail}
-                for check in verification.checks
-            ],
+            checks=[asdict(check) for check in verification.checks],
             hints=list(verification.hints),
             latency_ms=verification.latency_ms,
             request_id=verification.request_id,
@@ -296,10 +280,6 @@ IN_FLIGHT_NAME_KEY: Final = "uq_in_flight_verifications_team_id_name_key"
 """Reserves a name in a workspace while a new connection of that name is being verified."""
 IN_FLIGHT_CONNECTION_KEY: Final = "uq_in_flight_verifications_connection_id"
 """At most one rotation of a connection is being verified at a time."""
-
-_HOST_LENGTH = 255  # the longest host name DNS allows
-_VIEW_ID_LENGTH = 64  # Slack's view ids are 11 characters today
-_BOOT_ID_LENGTH = 36  # a UUID in canonical text form
 
 
 class InFlightVerification(Base):
@@ -340,8 +320,8 @@ class InFlightVerification(Base):
     kind: Mapped[InFlightKind] = mapped_column(StrEnumType(InFlightKind))
     provider: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(NAME_MAX_LENGTH))
-    view_id: Mapped[str] = mapped_column(String(_VIEW_ID_LENGTH))
-    host: Mapped[str] = mapped_column(String(_HOST_LENGTH))
+    view_id: Mapped[str] = mapped_column(String(64))  # Slack's view ids are 11 characters today
+    host: Mapped[str] = mapped_column(String(255))  # the longest host name DNS allows
     pid: Mapped[int] = mapped_column(Integer)
     instance: Mapped[str] = mapped_column(String(_ID_LENGTH))
     started_at: Mapped[datetime] = mapped_column(UtcDateTime)
@@ -350,7 +330,7 @@ class InFlightVerification(Base):
     # Non-secret form fields only, as Connection.config.
     config: Mapped[dict[str, Any]] = mapped_column(JSON, default_factory=dict)
     # Unknown (None) where the system does not say; see bot.services.interrupted.
-    boot_id: Mapped[str | None] = mapped_column(String(_BOOT_ID_LENGTH), default=None)
+    boot_id: Mapped[str | None] = mapped_column(String(36), default=None)  # a UUID in canonical text
     # An inode number: above 2**31 on Linux (4026531836 for the first namespace), so 64 bits.
     pid_namespace: Mapped[int | None] = mapped_column(BigInteger, default=None)
     name_key: Mapped[str | None] = mapped_column(String(4 * NAME_MAX_LENGTH), init=False, default=None)

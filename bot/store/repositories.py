@@ -11,14 +11,13 @@ from __future__ import annotations
 import random
 from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy import ColumnElement, Executable, Select, delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.domain import RotationStatus, Status, name_key
-from bot.store.db import utcnow
+from bot.domain import RotationStatus, Status, name_key, utcnow
 from bot.store.errors import CanaryExists, MasterKeyMoved, NameTaken, RotationPending
 from bot.store.models import (
     IN_FLIGHT_CONNECTION_KEY,
@@ -46,124 +45,155 @@ __all__ = [
 _IN_CHUNK = 500
 """Ids per IN (…) list: well under SQLite's and PostgreSQL's bound-parameter limits."""
 
+_NAME_HOLDING_STATUSES = [status for status in Status if status.holds_name]
 
-def _is_name_conflict(error: IntegrityError) -> bool:
-    # PostgreSQL (psycopg) names the violated constraint in its diagnostics; SQLite names an
-    # expression index in the message: "UNIQUE constraint failed: index '<name>'".
-    diag = getattr(error.orig, "diag", None)
-    if diag is not None and getattr(diag, "constraint_name", None) == NAME_INDEX:
-        return True
-    # SQLite names the index's columns rather than the index.
-    message = str(error.orig)
-    return NAME_INDEX in message or "connections.name_key" in message
+T = TypeVar("T")
+Request = TypeVar("Request", Connection, Rotation)
+Aged = TypeVar("Aged", Connection, Rotation, Credential, VerificationRecord, AuditEvent)
+History = TypeVar("History", VerificationRecord, AuditEvent)
 
 
-def _unstorable(*values: str) -> bool:
-    """Whether a looked-up id or name holds NUL, which no stored text does (PostgreSQL refuses it
-    in text, and names are checked before they are stored): such a lookup finds nothing, rather
-    than fail on PostgreSQL. Ids and names come from Slack payloads, so they can hold anything."""
-    return any("\x00" in value for value in values)
+def _by_age(model: type[Aged], *conditions: ColumnElement[bool], newest_first: bool = False) -> Select[Aged]:
+    """The rows matching ``conditions``, oldest first (newest with ``newest_first``), id breaking ties."""
+    order = (model.created_at.desc(), model.id.desc()) if newest_first else (model.created_at, model.id)
+    return select(model).where(*conditions).order_by(*order)
 
 
-class ConnectionRepository:
-    """Connections, always looked up within one workspace."""
-
+class _Repository:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
-    async def add(self, connection: Connection) -> None:
-        """Insert ``connection`` now; raises :class:`NameTaken` if its name is held in the workspace.
-
-        The insert runs in a savepoint, so after :class:`NameTaken` the surrounding transaction is
-        still usable (for example to record the failure in the audit log).
-        """
+    async def _insert(self, row: object, *keys: str) -> bool:
+        """Insert ``row`` now in a savepoint, so the transaction stays usable after a conflict;
+        ``False`` (nothing inserted) if it breaks one of the unique ``keys``, or any when none are
+        given."""
         try:
             async with self._session.begin_nested():
-                self._session.add(connection)
+                self._session.add(row)
         except IntegrityError as error:
-            if _is_name_conflict(error):
-                raise NameTaken(connection.name) from None
+            # PostgreSQL (psycopg) names the violated constraint in its diagnostics; SQLite names it
+            # in the message ("UNIQUE constraint failed: index '<name>'") or names the constrained
+            # columns instead ("table.column"), which is why ``keys`` lists those too.
+            named = getattr(getattr(error.orig, "diag", None), "constraint_name", None)
+            if not keys or named in keys or any(key in str(error.orig) for key in keys):
+                return False
             raise
+        return True
 
-    async def get(self, team_id: str, connection_id: str) -> Connection | None:
-        """The connection with this id in this workspace; ``None`` for another team's id."""
-        if _unstorable(connection_id):
+    async def _one(self, statement: Select[T], *looked_up: str) -> T | None:
+        """The statement's first row, or ``None`` without asking when a looked-up id or name holds
+        NUL, which no stored text does (PostgreSQL refuses it in text, and names are checked before
+        they are stored): such a lookup finds nothing, rather than fail on PostgreSQL. Ids and names
+        come from Slack payloads, so they can hold anything."""
+        if any("\x00" in value for value in looked_up):
             return None
-        statement = select(Connection).where(Connection.id == connection_id, Connection.team_id == team_id)
         return await self._session.scalar(statement)
+
+    async def _all(self, statement: Select[T]) -> list[T]:
+        return list(await self._session.scalars(statement))
+
+    async def _returned(self, statement: Executable) -> bool:
+        """Whether ``statement`` (``… RETURNING``) changed a row."""
+        return (await self._session.execute(statement)).first() is not None
+
+
+class _Appending(_Repository, Generic[T]):
+    async def add(self, row: T) -> None:
+        """Insert ``row`` now, so values the database assigns (an audit event's id) are set; a
+        broken constraint (a repeated credential field, for one) is an IntegrityError."""
+        self._session.add(row)
+        await self._session.flush()
+
+
+class _RequestRepository(_Repository, Generic[Request]):
+    """What connections and rotations share: both wait, as requests, for an admin's decision."""
+
+    _model: type[Request]
+    _pending: str
+
+    def _by_id(self, team_id: str, row_id: str) -> Select[Request]:
+        return select(self._model).where(self._model.id == row_id, self._model.team_id == team_id)
+
+    async def get(self, team_id: str, row_id: str) -> Request | None:
+        """The row with this id in this workspace; ``None`` for another team's id."""
+        return await self._one(self._by_id(team_id, row_id), row_id)
+
+    async def transition(
+        self, team_id: str, row_id: str, from_status: str, to_status: str, **values: Any
+    ) -> bool:
+        """Move a row from ``from_status`` to ``to_status`` if, and only if, it is still in
+        ``from_status``, setting ``values`` (and ``updated_at`` to now unless given) in the same
+        statement. Every status change is this conditional ``UPDATE … WHERE status = :from``: of two
+        concurrent identical transitions (two clicks on Approve) exactly one returns ``True``.
+        ``False`` also means the row is not in this workspace or does not exist."""
+        model = self._model
+        changes = {"updated_at": utcnow(), **values, "status": to_status}
+        still = update(model).where(model.id == row_id, model.team_id == team_id, model.status == from_status)
+        return await self._returned(still.values(changes).returning(model.id))
+
+    async def pending_created_before(self, cutoff: datetime, limit: int) -> list[Request]:
+        """Rows of *every* workspace still pending and created before ``cutoff``, oldest first, at
+        most ``limit`` of them: for expiry, a system job no Slack user can reach, hence no ``team_id``.
+        A range on ``created_at`` with an equality on ``status`` (no function around either), so an
+        index on ``(status, created_at)`` serves it."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        model = self._model
+        statement = _by_age(model, model.status == self._pending, model.created_at < cutoff)
+        return await self._all(statement.limit(limit))
+
+
+def _holding_name(team_id: str, name: str) -> tuple[ColumnElement[bool], ...]:
+    """A connection of the workspace that holds ``name`` (see :attr:`Status.holds_name`), compared
+    case-insensitively: rejected, expired and revoked connections do not."""
+    return (
+        Connection.team_id == team_id,
+        Connection.name_key == name_key(name),
+        Connection.status.in_(_NAME_HOLDING_STATUSES),
+    )
+
+
+class ConnectionRepository(_RequestRepository[Connection]):
+    """Connections, always looked up within one workspace."""
+
+    _model, _pending = Connection, Status.PENDING_APPROVAL
+
+    async def add(self, connection: Connection) -> None:
+        """Insert ``connection`` now; raises :class:`NameTaken` if its name is held in the workspace
+        (in a savepoint, so the transaction stays usable, for example to audit the failure)."""
+        if not await self._insert(connection, NAME_INDEX, "connections.name_key"):
+            raise NameTaken(connection.name)
 
     async def find_by_name(self, team_id: str, name: str) -> Connection | None:
-        """The connection currently holding ``name`` (case-insensitively) in the workspace, if any."""
-        if _unstorable(name):
-            return None
-        statement = select(Connection).where(
-            Connection.team_id == team_id,
-            Connection.name_key == name_key(name),
-            Connection.status.in_(_name_holding_statuses()),
-        )
-        return await self._session.scalar(statement)
+        """The connection currently holding ``name`` in the workspace, if any."""
+        return await self._one(select(Connection).where(*_holding_name(team_id, name)), name)
 
     async def latest_by_name(self, team_id: str, name: str) -> Connection | None:
         """The most recently created connection named ``name`` (case-insensitively) in the
         workspace, in any status: a rejected or expired connection stays findable by its name."""
-        if _unstorable(name):
-            return None
-        statement = (
-            select(Connection)
-            .where(Connection.team_id == team_id, Connection.name_key == name_key(name))
-            .order_by(Connection.created_at.desc(), Connection.id.desc())
-            .limit(1)
-        )
-        return await self._session.scalar(statement)
+        conditions = (Connection.team_id == team_id, Connection.name_key == name_key(name))
+        return await self._one(_by_age(Connection, *conditions, newest_first=True).limit(1), name)
 
     async def name_taken(self, team_id: str, name: str) -> bool:
-        """Whether a connection holding its name (see :attr:`Status.holds_name`) uses ``name``,
-        compared case-insensitively. Rejected, expired and revoked connections do not count."""
-        if _unstorable(name):
-            return False
-        statement = select(
-            exists().where(
-                Connection.team_id == team_id,
-                Connection.name_key == name_key(name),
-                Connection.status.in_(_name_holding_statuses()),
-            )
-        )
-        return bool(await self._session.scalar(statement))
+        """Whether a connection holding its name uses ``name`` in the workspace."""
+        return bool(await self._one(select(exists().where(*_holding_name(team_id, name))), name))
+
+    async def _count(self, *conditions: ColumnElement[bool]) -> int:
+        total = await self._session.scalar(select(func.count()).select_from(Connection).where(*conditions))
+        return int(total or 0)
 
     async def count(self, team_id: str) -> int:
         """How many connections the workspace has, in any status."""
-        total = await self._session.scalar(
-            select(func.count()).select_from(Connection).where(Connection.team_id == team_id)
-        )
-        return int(total or 0)
+        return await self._count(Connection.team_id == team_id)
 
-    async def list_page(
-        self,
-        team_id: str,
-        page: int,
-        size: int,
-        *,
-        statuses: Collection[Status] | None = None,
-    ) -> tuple[list[Connection], int]:
-        """Page ``page`` (from 1) of the workspace's connections, newest first, and the total count.
+    async def count_active(self, team_id: str) -> int:
+        return await self._count(Connection.team_id == team_id, Connection.status == Status.ACTIVE)
 
-        ``statuses`` limits the list to those statuses; by default every connection is listed.
-        """
+    async def list_page(self, team_id: str, page: int, size: int) -> tuple[list[Connection], int]:
+        """Page ``page`` (from 1) of the workspace's connections, newest first, and the total count."""
         if page < 1 or size < 1:
             raise ValueError("page and size must be at least 1")
-        conditions = [Connection.team_id == team_id]
-        if statuses is not None:
-            conditions.append(Connection.status.in_(list(statuses)))
-        total = await self._session.scalar(select(func.count()).select_from(Connection).where(*conditions))
-        statement = (
-            select(Connection)
-            .where(*conditions)
-            .order_by(Connection.created_at.desc(), Connection.id.desc())
-            .limit(size)
-            .offset((page - 1) * size)
-        )
-        rows = await self._session.scalars(statement)
-        return list(rows), int(total or 0)
+        return await self.list_matching(team_id, size, offset=(page - 1) * size)
 
     async def list_matching(
         self,
@@ -173,12 +203,11 @@ class ConnectionRepository:
         created_by: str | None = None,
         statuses: Collection[Status] | None = None,
         oldest_first: bool = False,
+        offset: int = 0,
     ) -> tuple[list[Connection], int]:
-        """At most ``limit`` of the workspace's connections, newest first (oldest first with
-        ``oldest_first``), and how many match in all.
-
-        ``created_by`` keeps one user's connections only; ``statuses`` keeps those statuses only.
-        """
+        """At most ``limit`` of the workspace's connections from the ``offset``-th on, newest first
+        (oldest with ``oldest_first``), and how many match in all; ``created_by`` keeps one user's
+        connections only, ``statuses`` those statuses only."""
         if limit < 1:
             raise ValueError("limit must be at least 1")
         conditions = [Connection.team_id == team_id]
@@ -186,119 +215,71 @@ class ConnectionRepository:
             conditions.append(Connection.created_by == created_by)
         if statuses is not None:
             conditions.append(Connection.status.in_(list(statuses)))
-        total = await self._session.scalar(select(func.count()).select_from(Connection).where(*conditions))
-        order = (
-            (Connection.created_at.asc(), Connection.id.asc())
-            if oldest_first
-            else (Connection.created_at.desc(), Connection.id.desc())
-        )
-        statement = select(Connection).where(*conditions).order_by(*order).limit(limit)
-        return list(await self._session.scalars(statement)), int(total or 0)
-
-    async def transition(
-        self,
-        team_id: str,
-        connection_id: str,
-        from_status: Status,
-        to_status: Status,
-        **values: Any,
-    ) -> bool:
-        """Move a connection from ``from_status`` to ``to_status`` if, and only if, it is still in
-        ``from_status``; ``values`` sets other columns in the same statement (see :func:`_transition`)."""
-        return await _transition(
-            self._session, Connection, team_id, connection_id, from_status, to_status, values
-        )
-
-    async def pending_created_before(self, cutoff: datetime, limit: int) -> list[Connection]:
-        """Connections awaiting approval since before ``cutoff`` (see :func:`_pending_before`)."""
-        return await _pending_before(self._session, Connection, Status.PENDING_APPROVAL, cutoff, limit)
+        total = await self._count(*conditions)
+        statement = _by_age(Connection, *conditions, newest_first=not oldest_first)
+        return await self._all(statement.limit(limit).offset(offset)), total
 
     async def lock(self, team_id: str, connection_id: str) -> Connection | None:
         """The connection, locked until the transaction ends (``SELECT … FOR UPDATE`` on
         PostgreSQL; SQLite's write transaction already holds the database), so read-modify-write
         of its health by two re-tests at once happens one after the other."""
-        if _unstorable(connection_id):
-            return None
-        statement = (
-            select(Connection)
-            .where(Connection.id == connection_id, Connection.team_id == team_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-        return await self._session.scalar(statement)
+        statement = self._by_id(team_id, connection_id).with_for_update()
+        return await self._one(statement.execution_options(populate_existing=True), connection_id)
 
     async def active(self, team_id: str) -> list[Connection]:
         """Every active connection of the workspace, oldest first (for ``test all``)."""
-        statement = (
-            select(Connection)
-            .where(Connection.team_id == team_id, Connection.status == Status.ACTIVE)
-            .order_by(Connection.created_at, Connection.id)
-        )
-        return list(await self._session.scalars(statement))
-
-    async def count_active(self, team_id: str) -> int:
-        total = await self._session.scalar(
-            select(func.count())
-            .select_from(Connection)
-            .where(Connection.team_id == team_id, Connection.status == Status.ACTIVE)
-        )
-        return int(total or 0)
+        active = (Connection.team_id == team_id, Connection.status == Status.ACTIVE)
+        return await self._all(_by_age(Connection, *active))
 
     async def schedule_unscheduled(
         self, now: datetime, interval: timedelta, limit: int, rng: random.Random | None = None
     ) -> int:
-        """Give active connections that have no next check yet (just approved, or from before the
-        schedule existed) one at a random point within the next ``interval``, so re-tests are
-        spread over the interval rather than all due at once. Returns how many it scheduled.
-
-        Each update is conditional on the column still being empty, so two replicas doing this at
-        once schedule each connection once."""
+        """Give active connections without a next check (just approved, or from before the schedule
+        existed) one at a random point within the next ``interval``, so re-tests spread over it
+        rather than fall due at once; returns how many. Each update is conditional on the column
+        still being empty, so two replicas doing this at once schedule each connection once."""
         draw = rng or random
-        ids = list(
-            await self._session.scalars(
-                select(Connection.id)
-                .where(Connection.status == Status.ACTIVE, Connection.next_check_at.is_(None))
-                .order_by(Connection.created_at, Connection.id)
-                .limit(limit)
-            )
-        )
+        unscheduled = Connection.next_check_at.is_(None)
+        candidates = select(Connection.id).where(Connection.status == Status.ACTIVE, unscheduled)
+        ids = await self._all(candidates.order_by(Connection.created_at, Connection.id).limit(limit))
         scheduled = 0
         for connection_id in ids:
             when = now + interval * draw.random()
-            result = await self._session.execute(
-                update(Connection)
-                .where(Connection.id == connection_id, Connection.next_check_at.is_(None))
-                .values(next_check_at=when)
-                .returning(Connection.id)
-            )
-            scheduled += result.first() is not None
+            statement = update(Connection).where(Connection.id == connection_id, unscheduled)
+            scheduled += await self._returned(statement.values(next_check_at=when).returning(Connection.id))
         return scheduled
+
+    async def _claim(
+        self, limit: int, order: Any, *where: ColumnElement[bool], **values: Any
+    ) -> list[Connection]:
+        """Up to ``limit`` active connections matching ``where``, read ``FOR UPDATE SKIP LOCKED`` in
+        ``order``, given ``values``."""
+        due = await self._all(
+            select(Connection)
+            .where(Connection.status == Status.ACTIVE, *where)
+            .order_by(order, Connection.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .execution_options(populate_existing=True)
+        )
+        for connection in due:
+            for column, value in values.items():
+                setattr(connection, column, value)
+        await self._session.flush()
+        return due
 
     async def claim_due(self, now: datetime, interval: timedelta, limit: int) -> list[Connection]:
         """Claim up to ``limit`` active connections of every workspace whose next check is due,
-        earliest first, by moving their next check one ``interval`` on; returns them.
-
-        On PostgreSQL the candidates are read with ``FOR UPDATE SKIP LOCKED``: replicas claiming at
-        the same moment each get different rows, without waiting on each other, and the row locks
-        last until the claim commits, so a check runs once per cycle in total, however many
-        processes run the schedule. (SQLite ignores the clause; its write transactions are
-        serialised by the database lock, which gives the same guarantee on one host.)"""
+        earliest first, by moving their next check one ``interval`` on; returns them. On PostgreSQL
+        the candidates are read ``FOR UPDATE SKIP LOCKED``: replicas claiming at the same moment
+        each get different rows, without waiting on each other, and the row locks last until the
+        claim commits, so a check runs once per cycle however many processes run the schedule.
+        (SQLite ignores the clause; its write transactions are serialised by the database lock,
+        which gives the same guarantee on one host.)"""
         if limit < 1:
             raise ValueError("limit must be at least 1")
-        due = list(
-            await self._session.scalars(
-                select(Connection)
-                .where(Connection.status == Status.ACTIVE, Connection.next_check_at <= now)
-                .order_by(Connection.next_check_at, Connection.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-                .execution_options(populate_existing=True)
-            )
-        )
-        for connection in due:
-            connection.next_check_at = now + interval
-        await self._session.flush()
-        return due
+        next_check = Connection.next_check_at
+        return await self._claim(limit, next_check, next_check <= now, next_check_at=now + interval)
 
     async def claim_rotation_reminders(
         self, now: datetime, older_than: datetime, reminded_before: datetime, limit: int
@@ -306,58 +287,28 @@ class ConnectionRepository:
         """Claim active connections whose credential was stored before ``older_than`` and whose
         owner was not reminded since ``reminded_before``, marking them reminded now (``SKIP
         LOCKED`` as in :meth:`claim_due`, so each reminder is sent by one replica)."""
-        reminded = Connection.rotation_reminded_at
-        due = list(
-            await self._session.scalars(
-                select(Connection)
-                .where(
-                    Connection.status == Status.ACTIVE,
-                    Connection.credential_created_at < older_than,
-                    (reminded.is_(None)) | (reminded < reminded_before),
-                )
-                .order_by(Connection.credential_created_at, Connection.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-                .execution_options(populate_existing=True)
-            )
-        )
-        for connection in due:
-            connection.rotation_reminded_at = now
-        await self._session.flush()
-        return due
+        stored, reminded = Connection.credential_created_at, Connection.rotation_reminded_at
+        old = (stored < older_than, reminded.is_(None) | (reminded < reminded_before))
+        return await self._claim(limit, stored, *old, rotation_reminded_at=now)
 
 
-def _name_holding_statuses() -> list[Status]:
-    return [status for status in Status if status.holds_name]
-
-
-class CredentialRepository:
+class CredentialRepository(_Appending[Credential]):
     """Encrypted credential fields, by connection and version."""
 
     def __init__(self, session: AsyncSession) -> None:
-        self._session = session
+        super().__init__(session)
         self.destroyed = 0
         """How many ciphertexts this transaction deleted (the unit of work scrubs after commit)."""
-
-    async def add(self, credential: Credential) -> None:
-        """Insert ``credential`` now (a repeated connection, version and field is an IntegrityError)."""
-        self._session.add(credential)
-        await self._session.flush()
 
     async def for_connections(self, versions: Sequence[tuple[str, int]]) -> dict[str, list[Credential]]:
         """The fields of the given (connection id, version) pairs, by connection id, read in a few
         queries however many connections are asked for."""
         wanted = dict(versions)
         found: dict[str, list[Credential]] = {connection_id: [] for connection_id in wanted}
-        ids = list(wanted)
+        ids, order = list(wanted), (Credential.connection_id, Credential.field)
         for start in range(0, len(ids), _IN_CHUNK):
-            chunk = ids[start : start + _IN_CHUNK]
-            rows = await self._session.scalars(
-                select(Credential)
-                .where(Credential.connection_id.in_(chunk))
-                .order_by(Credential.connection_id, Credential.field)
-            )
-            for row in rows:
+            chunk = Credential.connection_id.in_(ids[start : start + _IN_CHUNK])
+            for row in await self._session.scalars(select(Credential).where(chunk).order_by(*order)):
                 if wanted.get(row.connection_id) == row.version:
                     found[row.connection_id].append(row)
         return found
@@ -368,37 +319,27 @@ class CredentialRepository:
 
     async def latest(self) -> Credential | None:
         """The most recently stored credential field: a start-up probe that the master key opens."""
-        statement = select(Credential).order_by(Credential.created_at.desc(), Credential.id.desc()).limit(1)
-        return await self._session.scalar(statement)
+        return await self._session.scalar(_by_age(Credential, newest_first=True).limit(1))
+
+    async def _destroy(self, *conditions: ColumnElement[bool]) -> int:
+        result = await self._session.execute(delete(Credential).where(*conditions).returning(Credential.id))
+        count = len(result.all())
+        self.destroyed += count
+        return count
 
     async def delete_other_versions(self, connection_id: str, keep: int) -> int:
         """Destroy every version of a connection's ciphertexts but ``keep``; how many fields went."""
-        statement = delete(Credential).where(
-            Credential.connection_id == connection_id, Credential.version != keep
-        )
-        result = await self._session.execute(statement.returning(Credential.id))
-        count = len(result.all())
-        self.destroyed += count
-        return count
+        return await self._destroy(Credential.connection_id == connection_id, Credential.version != keep)
 
     async def delete_for(self, connection_id: str, version: int | None = None) -> int:
-        """Destroy the ciphertexts of one version (or of every version) of a connection.
-
-        Returns how many fields were deleted.
-        """
-        statement = delete(Credential).where(Credential.connection_id == connection_id)
-        if version is not None:
-            statement = statement.where(Credential.version == version)
-        result = await self._session.execute(statement.returning(Credential.id))
-        count = len(result.all())
-        self.destroyed += count
-        return count
+        """Destroy one version's (or every version's) ciphertexts of a connection; how many fields went."""
+        one_version = () if version is None else (Credential.version == version,)
+        return await self._destroy(Credential.connection_id == connection_id, *one_version)
 
     async def lock_all(self) -> list[Credential]:
         """Every credential field, each row locked until the transaction ends (PostgreSQL), for
         re-sealing under a new master key."""
-        statement = select(Credential).order_by(Credential.id).with_for_update()
-        return list(await self._session.scalars(statement))
+        return await self._all(select(Credential).order_by(Credential.id).with_for_update())
 
     async def replace_ciphertext(
         self, credential: Credential, key_id: str, nonce: bytes, ciphertext: bytes
@@ -409,131 +350,41 @@ class CredentialRepository:
         self.destroyed += 1
 
 
-class RotationRepository:
+class RotationRepository(_RequestRepository[Rotation]):
     """Credential rotations waiting for, or past, an admin's decision."""
 
-    def __init__(self, session: AsyncSession) -> None:
-        self._session = session
+    _model, _pending = Rotation, RotationStatus.PENDING_APPROVAL
 
     async def add(self, rotation: Rotation) -> None:
         """Insert ``rotation`` now; raises :class:`RotationPending` if the connection already has
         one waiting (in a savepoint, so the transaction stays usable)."""
-        try:
-            async with self._session.begin_nested():
-                self._session.add(rotation)
-        except IntegrityError as error:
-            message = str(error.orig)
-            diag = getattr(error.orig, "diag", None)
-            if (
-                getattr(diag, "constraint_name", None) == ROTATION_PENDING_INDEX
-                or ROTATION_PENDING_INDEX in message
-                or "rotations.connection_id" in message
-            ):
-                raise RotationPending(rotation.connection_id) from None
-            raise
-
-    async def get(self, team_id: str, rotation_id: str) -> Rotation | None:
-        if _unstorable(rotation_id):
-            return None
-        statement = select(Rotation).where(Rotation.id == rotation_id, Rotation.team_id == team_id)
-        return await self._session.scalar(statement)
+        if not await self._insert(rotation, ROTATION_PENDING_INDEX, "rotations.connection_id"):
+            raise RotationPending(rotation.connection_id)
 
     async def latest_version(self, connection_id: str) -> int:
         """The highest credential version any rotation of the connection used (0 if none)."""
-        value = await self._session.scalar(
-            select(func.max(Rotation.version)).where(Rotation.connection_id == connection_id)
-        )
-        return int(value or 0)
+        statement = select(func.max(Rotation.version)).where(Rotation.connection_id == connection_id)
+        return int(await self._session.scalar(statement) or 0)
 
     async def pending_for(self, team_id: str, connection_id: str) -> Rotation | None:
         """The rotation of this connection waiting for approval, if any."""
-        if _unstorable(connection_id):
-            return None
-        statement = select(Rotation).where(
-            Rotation.team_id == team_id,
+        waiting = (
             Rotation.connection_id == connection_id,
             Rotation.status == RotationStatus.PENDING_APPROVAL,
         )
-        return await self._session.scalar(statement)
-
-    async def transition(
-        self,
-        team_id: str,
-        rotation_id: str,
-        from_status: RotationStatus,
-        to_status: RotationStatus,
-        **values: Any,
-    ) -> bool:
-        """Conditional status change, as :meth:`ConnectionRepository.transition`."""
-        return await _transition(
-            self._session, Rotation, team_id, rotation_id, from_status, to_status, values
-        )
-
-    async def pending_created_before(self, cutoff: datetime, limit: int) -> list[Rotation]:
-        """Rotations waiting since before ``cutoff`` (see :func:`_pending_before`)."""
-        return await _pending_before(self._session, Rotation, RotationStatus.PENDING_APPROVAL, cutoff, limit)
+        return await self._one(select(Rotation).where(Rotation.team_id == team_id, *waiting), connection_id)
 
 
-async def _transition(
-    session: AsyncSession,
-    model: type[Connection] | type[Rotation],
-    team_id: str,
-    row_id: str,
-    from_status: str,
-    to_status: str,
-    values: dict[str, Any],
-) -> bool:
-    """The one conditional ``UPDATE … WHERE status = :from`` of every status change: of two
-    concurrent identical transitions (two clicks on Approve) exactly one returns ``True``. ``False``
-    also means the row is not in this workspace or does not exist. ``updated_at`` is set to now
-    unless ``values`` sets it."""
-    statement = (
-        update(model)
-        .where(model.id == row_id, model.team_id == team_id, model.status == from_status)
-        .values({"updated_at": utcnow(), **values, "status": to_status})
-        .returning(model.id)
-    )
-    return (await session.execute(statement)).first() is not None
-
-
-async def _pending_before(
-    session: AsyncSession,
-    model: type[Connection] | type[Rotation],
-    pending: str,
-    cutoff: datetime,
-    limit: int,
-) -> list[Any]:
-    """Rows of *every* workspace still ``pending`` and created before ``cutoff``, oldest first, at
-    most ``limit`` of them: for expiry, a system job no Slack user can reach, hence no ``team_id``.
-    A range on ``created_at`` with an equality on ``status`` (no function around either), so an index
-    on ``(status, created_at)`` serves it."""
-    if limit < 1:
-        raise ValueError("limit must be at least 1")
-    statement = (
-        select(model)
-        .where(model.status == pending, model.created_at < cutoff)
-        .order_by(model.created_at, model.id)
-        .limit(limit)
-    )
-    return list(await session.scalars(statement))
-
-
-class KeyCanaryRepository:
+class KeyCanaryRepository(_Repository):
     """The one sealed canary that ties the database to its master key."""
-
-    def __init__(self, session: AsyncSession) -> None:
-        self._session = session
 
     async def get(self) -> KeyCanary | None:
         return await self._session.get(KeyCanary, 1)
 
     async def add(self, canary: KeyCanary) -> None:
         """Insert the canary; raises :class:`CanaryExists` if another process did first."""
-        try:
-            async with self._session.begin_nested():
-                self._session.add(canary)
-        except IntegrityError:
-            raise CanaryExists() from None
+        if not await self._insert(canary):
+            raise CanaryExists()
 
     async def lock(self) -> KeyCanary | None:
         """The canary, its row locked until the transaction ends (PostgreSQL; on SQLite the write
@@ -556,70 +407,36 @@ class KeyCanaryRepository:
             raise MasterKeyMoved(loaded=key_id, current=current)
 
 
-class VerificationRepository:
+def _about(model: type[History], team_id: str, connection_id: str) -> Select[History]:
+    """The rows about a connection in this workspace, newest first."""
+    return _by_age(model, model.team_id == team_id, model.connection_id == connection_id, newest_first=True)
+
+
+class VerificationRepository(_Appending[VerificationRecord]):
     """The verification history of connections."""
-
-    def __init__(self, session: AsyncSession) -> None:
-        self._session = session
-
-    async def add(self, record: VerificationRecord) -> None:
-        """Insert ``record`` now."""
-        self._session.add(record)
-        await self._session.flush()
 
     async def latest_with_trigger(
         self, team_id: str, connection_id: str, trigger: str
     ) -> VerificationRecord | None:
         """The newest verification of a connection that ran for ``trigger`` (e.g. a rotation)."""
-        statement = (
-            select(VerificationRecord)
-            .where(
-                VerificationRecord.team_id == team_id,
-                VerificationRecord.connection_id == connection_id,
-                VerificationRecord.trigger == trigger,
-            )
-            .order_by(VerificationRecord.created_at.desc(), VerificationRecord.id.desc())
-            .limit(1)
-        )
-        return await self._session.scalar(statement)
+        statement = _about(VerificationRecord, team_id, connection_id).limit(1)
+        return await self._session.scalar(statement.where(VerificationRecord.trigger == trigger))
 
     async def recent(self, team_id: str, connection_id: str, limit: int = 10) -> list[VerificationRecord]:
         """The latest ``limit`` verifications of a connection in this workspace, newest first."""
-        statement = (
-            select(VerificationRecord)
-            .where(VerificationRecord.team_id == team_id, VerificationRecord.connection_id == connection_id)
-            .order_by(VerificationRecord.created_at.desc(), VerificationRecord.id.desc())
-            .limit(limit)
-        )
-        return list(await self._session.scalars(statement))
+        return await self._all(_about(VerificationRecord, team_id, connection_id).limit(limit))
 
 
-class AuditRepository:
-    """The audit trail: append and read, never update."""
-
-    def __init__(self, session: AsyncSession) -> None:
-        self._session = session
-
-    async def add(self, event: AuditEvent) -> None:
-        """Append ``event`` now (its ``id`` is assigned by the database)."""
-        self._session.add(event)
-        await self._session.flush()
+class AuditRepository(_Appending[AuditEvent]):
+    """The audit trail: append (:meth:`add`; the database assigns the ``id``) and read, never update."""
 
     async def for_connection(self, team_id: str, connection_id: str, limit: int = 50) -> list[AuditEvent]:
         """The latest ``limit`` events about a connection in this workspace, newest first."""
-        statement = (
-            select(AuditEvent)
-            .where(AuditEvent.team_id == team_id, AuditEvent.connection_id == connection_id)
-            .order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc())
-            .limit(limit)
-        )
-        return list(await self._session.scalars(statement))
+        return await self._all(_about(AuditEvent, team_id, connection_id).limit(limit))
 
     async def all_ordered(self, *, batch_size: int = 500) -> AsyncIterator[AuditEvent]:
-        """Every event of every workspace in the order it was recorded, streamed in batches.
-
-        Use as ``async for event in audit.all_ordered(): …`` inside one session.
-        """
+        """Every event of every workspace in the order it was recorded, streamed in batches: use as
+        ``async for event in audit.all_ordered(): …`` inside one session."""
         statement = select(AuditEvent).order_by(AuditEvent.id).execution_options(yield_per=batch_size)
         result = await self._session.stream_scalars(statement)
         try:
@@ -636,95 +453,57 @@ class AuditRepository:
         return await self._session.scalar(statement)
 
 
-def _is_in_flight_conflict(error: IntegrityError) -> bool:
-    # As _is_name_conflict: PostgreSQL names the constraint, SQLite names the constrained columns.
-    diag = getattr(error.orig, "diag", None)
-    if getattr(diag, "constraint_name", None) in (IN_FLIGHT_NAME_KEY, IN_FLIGHT_CONNECTION_KEY):
-        return True
-    message = str(error.orig)
-    return any(
-        marker in message
-        for marker in (
-            IN_FLIGHT_NAME_KEY,
-            IN_FLIGHT_CONNECTION_KEY,
-            "in_flight_verifications.name_key",
-            "in_flight_verifications.connection_id",
-        )
-    )
-
-
-class InFlightRepository:
+class InFlightRepository(_Repository):
     """Verifications users are waiting for (see :class:`~bot.store.models.InFlightVerification`).
 
     Unlike the other repositories, the sweeps here work across workspaces: they are system jobs
     that no Slack user can reach."""
 
-    def __init__(self, session: AsyncSession) -> None:
-        self._session = session
-
     async def claim(self, row: InFlightVerification) -> bool:
-        """Insert ``row`` now; ``False`` (and nothing inserted) if another verification holds the
-        same name in the workspace, or the same connection.
+        """Insert ``row`` now; ``False`` (nothing inserted, the transaction still usable) if another
+        verification holds the same name in the workspace, or the same connection.
 
         On PostgreSQL an insert that meets an uncommitted row with the same key waits for that
-        transaction to end, so a conflict is seen even between two claims made at the same moment.
-        The insert runs in a savepoint: after ``False`` the transaction is still usable."""
-        try:
-            async with self._session.begin_nested():
-                self._session.add(row)
-        except IntegrityError as error:
-            if _is_in_flight_conflict(error):
-                return False
-            raise
-        return True
+        transaction to end, so a conflict is seen even between two claims made at the same moment."""
+        return await self._insert(
+            row,
+            IN_FLIGHT_NAME_KEY,
+            IN_FLIGHT_CONNECTION_KEY,
+            "in_flight_verifications.name_key",
+            "in_flight_verifications.connection_id",
+        )
 
     async def release(self, row_id: str) -> bool:
         """Delete the row; ``False`` if it was already gone (a sweep took it as interrupted)."""
-        result = await self._session.execute(
-            delete(InFlightVerification)
-            .where(InFlightVerification.id == row_id)
-            .returning(InFlightVerification.id)
-        )
-        return result.first() is not None
+        statement = delete(InFlightVerification).where(InFlightVerification.id == row_id)
+        return await self._returned(statement.returning(InFlightVerification.id))
 
     async def take(self, row_id: str) -> InFlightVerification | None:
         """Delete the row and return it as it was; ``None`` if someone else deleted it first, so of
         two sweeps (two replicas) only one tells its user."""
         row = await self._session.get(InFlightVerification, row_id, populate_existing=True)
-        if row is None or not await self.release(row_id):
-            return None
-        return row
+        return row if row is not None and await self.release(row_id) else None
 
     async def holds(self, row_id: str) -> bool:
         """Whether the row is still there (no sweep took it, no outcome ended it)."""
-        found = await self._session.scalar(
-            select(InFlightVerification.id).where(InFlightVerification.id == row_id)
-        )
-        return found is not None
+        statement = select(InFlightVerification.id).where(InFlightVerification.id == row_id)
+        return await self._session.scalar(statement) is not None
 
     async def on_machine(
         self, host: str, boot_id: str | None, pid_namespace: int | None, limit: int
     ) -> list[InFlightVerification]:
         """Rows of processes on ``host`` in the same boot and pid namespace (an unknown one
         matches only an unknown one), oldest first."""
-        statement = (
-            select(InFlightVerification)
-            .where(
-                InFlightVerification.host == host,
-                InFlightVerification.boot_id.is_not_distinct_from(boot_id),
-                InFlightVerification.pid_namespace.is_not_distinct_from(pid_namespace),
-            )
-            .order_by(InFlightVerification.started_at, InFlightVerification.id)
-            .limit(limit)
+        statement = select(InFlightVerification).where(
+            InFlightVerification.host == host,
+            InFlightVerification.boot_id.is_not_distinct_from(boot_id),
+            InFlightVerification.pid_namespace.is_not_distinct_from(pid_namespace),
         )
-        return list(await self._session.scalars(statement))
+        started = (InFlightVerification.started_at, InFlightVerification.id)
+        return await self._all(statement.order_by(*started).limit(limit))
 
     async def past_deadline(self, now: datetime, limit: int) -> list[InFlightVerification]:
         """Rows of every process and workspace whose deadline is before ``now``, oldest first."""
-        statement = (
-            select(InFlightVerification)
-            .where(InFlightVerification.deadline < now)
-            .order_by(InFlightVerification.deadline, InFlightVerification.id)
-            .limit(limit)
-        )
-        return list(await self._session.scalars(statement))
+        by_deadline = (InFlightVerification.deadline, InFlightVerification.id)
+        statement = select(InFlightVerification).where(InFlightVerification.deadline < now)
+        return await self._all(statement.order_by(*by_deadline).limit(limit))

@@ -172,13 +172,13 @@ async def test_list_page_breaks_ties_by_id(db: Database) -> None:
     assert [c.name for c in page] == ["high", "low"]
 
 
-async def test_list_page_can_filter_by_status(db: Database) -> None:
+async def test_list_matching_can_filter_by_status(db: Database) -> None:
     pending, active = make_connection("pending"), make_connection("active")
     await add(db, pending, active)
     await set_status(db, active, Status.ACTIVE)
 
     async with db.read() as tx:
-        page, total = await tx.connections.list_page(TEAM, 1, 20, statuses=[Status.ACTIVE])
+        page, total = await tx.connections.list_matching(TEAM, 20, statuses=[Status.ACTIVE])
     assert [c.name for c in page] == ["active"]
     assert total == 1
 

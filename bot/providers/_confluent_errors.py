@@ -22,7 +22,6 @@ trimmed, and never taken from an HTML or non-JSON body, so a user never reads ma
 from __future__ import annotations
 
 import base64
-import json
 import re
 import struct
 import zlib
@@ -32,6 +31,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+
+from bot.providers._retries import json_of, try_again
+from bot.providers.base import shorten
 
 __all__ = [
     "CLOUD_FORBIDDEN_HINTS",
@@ -53,7 +55,6 @@ __all__ = [
     "scrub",
     "secret_checksum_ok",
     "secret_problem",
-    "unquote",
 ]
 
 _MAX_TEXT = 300
@@ -133,9 +134,8 @@ UNREACHABLE_HINTS = (
 
 
 def rate_limited_hints(wait_seconds: float | None) -> tuple[str, ...]:
-    when = f"in about {_duration(wait_seconds)}" if wait_seconds else "in a minute"
     return (
-        f"Confluent is rate-limiting us; try again {when}.",
+        f"Confluent is rate-limiting us; try again {try_again(wait_seconds)}.",
         "The limit is shared by every caller of the key's organization, so busy automation on "
         "the same account can cause this too.",
     )
@@ -148,12 +148,6 @@ def provider_error_hints(request_id: str | None) -> tuple[str, ...]:
         "If it keeps failing, check https://status.confluent.cloud and give Confluent support the "
         "request id.",
     )
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{round(seconds)} seconds"
-    return f"{round(seconds / 60)} minutes"
 
 
 # --- error parsing ---------------------------------------------------------------------------
@@ -214,12 +208,7 @@ def parse_error(response: httpx.Response) -> ApiError:
 
 def _json_body(response: httpx.Response) -> Any:
     content_type = response.headers.get("content-type", "").lower()
-    if "html" in content_type or not response.content:
-        return None
-    try:
-        return json.loads(response.content)
-    except ValueError:
-        return None
+    return None if "html" in content_type or not response.content else json_of(response)
 
 
 def _cloud_failure(status: int, body: dict[str, Any]) -> ApiError | None:
@@ -256,10 +245,7 @@ def _kafka_error(status: int, body: dict[str, Any]) -> ApiError | None:
 def _text(value: object) -> str | None:
     if value is None or isinstance(value, dict | list):
         return None
-    text = " ".join(str(value).split())
-    if not text:
-        return None
-    return text if len(text) <= _MAX_TEXT else text[: _MAX_TEXT - 1] + "…"
+    return shorten(" ".join(str(value).split()), _MAX_TEXT) or None
 
 
 def scrub(text: str, values: Iterable[str]) -> str:
@@ -275,7 +261,6 @@ def scrub(text: str, values: Iterable[str]) -> str:
 _KEY = re.compile(r"[A-Z0-9]{16}")
 _SECRET = re.compile(r"[A-Za-z0-9+/]{64}")
 _CLUSTER_ID = re.compile(r"lkc-[a-z0-9]+")
-_QUOTES = {'"': '"', "'": "'", "`": "`", "“": "”", "‘": "’"}
 _OTHER_IDS = {"env-": "an environment ID", "pkc-": "a bootstrap host", "lsrc-": "a Schema Registry ID"}
 
 
@@ -283,14 +268,6 @@ def secret_checksum_ok(secret: str) -> bool:
     """Whether a ``cflt`` secret's last 6 characters are the Base64 CRC32 of the 54 before them."""
     crc = base64.b64encode(struct.pack("<I", zlib.crc32(secret[4:58].encode()))).decode()
     return crc[:6] == secret[58:]
-
-
-def unquote(text: str) -> str:
-    """Strip whitespace and matching quotes around a pasted value (also typographic ones)."""
-    text = text.strip()
-    while len(text) >= 2 and _QUOTES.get(text[0]) == text[-1]:
-        text = text[1:-1].strip()
-    return text
 
 
 def looks_swapped(key: str, secret: str) -> bool:

@@ -23,6 +23,7 @@ __all__ = [
     "Pasted",
     "classify",
     "endpoint_problem",
+    "is_ip",
     "parse_port",
     "port_problem",
     "split_pasted",
@@ -147,7 +148,7 @@ def classify(host: str) -> Endpoint:
     return Endpoint(host, EndpointKind.CUSTOM)
 
 
-def _is_ip(host: str) -> bool:
+def is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host.strip("[]"))
     except ValueError:
@@ -165,7 +166,7 @@ def endpoint_problem(host: str) -> str | None:
             )
         return "Paste the endpoint host, or a jdbc:redshift://, redshift:// or postgresql:// URL."
     labels = host.split(".")
-    if _is_ip(host) or host == "localhost" or _NUMERIC_LABEL.fullmatch(labels[-1]):
+    if is_ip(host) or host == "localhost" or _NUMERIC_LABEL.fullmatch(labels[-1]):
         return (
             "Use the endpoint's host name from the Redshift console, not an IP address or localhost: "
             "the TLS certificate is checked against that name."

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from bot.providers.base import Outcome, Probe
+from bot.providers.base import Outcome, Probe, with_said
 from bot.redaction import redact
 
 __all__ = [
@@ -29,7 +29,6 @@ __all__ = [
     "server_said",
     "temp_hint",
     "usage_hint",
-    "with_said",
 ]
 
 _SAID_MAX = 200
@@ -189,12 +188,6 @@ def server_said(message: str, password: str) -> str:
     if len(text) > _SAID_MAX:
         text = text[: _SAID_MAX - 1].rstrip() + "…"
     return text
-
-
-def with_said(what: str, said: str) -> str:
-    if not said:
-        return f"{what}."
-    return f"{what}. It said: {said}" + ("" if said.endswith((".", "!", "?")) else ".")
 
 
 def dns_failure(target: Target, *, temporary: bool) -> ConnectFailure:

@@ -1,4 +1,5 @@
-"""Retrying an HTTP provider's "not now" (429) and failures (5xx), shared by the HTTP plug-ins.
+"""What the HTTP plug-ins share: retrying a provider's "not now" (429) and failures (5xx), and
+gathering a probe's findings.
 
 Each provider subclasses :class:`RetryPolicy` with its own defaults (how many tries its API's
 documentation recommends); the arithmetic of a jittered back-off and the reading of
@@ -7,13 +8,19 @@ documentation recommends); the arithmetic of a jittered back-off and the reading
 
 from __future__ import annotations
 
+import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
-__all__ = ["RetryPolicy", "retry_after"]
+from bot.providers.base import Check, Outcome, Probe
+
+__all__ = ["RetryPolicy", "Run", "json_of", "retry_after", "try_again"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,3 +50,82 @@ def retry_after(response: httpx.Response) -> float | None:
         return max(0.0, float(response.headers.get("retry-after", "")))
     except ValueError:
         return None
+
+
+def try_again(wait_seconds: float | None) -> str:
+    """When to try again after a 429: "in about 30 seconds", or "in a minute" when it didn't say."""
+    if not wait_seconds:
+        return "in a minute"
+    if wait_seconds < 90:
+        return f"in about {round(wait_seconds)} seconds"
+    return f"in about {round(wait_seconds / 60)} minutes"
+
+
+def json_of(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+class Run:
+    """One probe's requests, retries, and the checks, hints and facts gathered on the way."""
+
+    def __init__(self, retry: RetryPolicy, sleep: Callable[[float], Awaitable[None]]) -> None:
+        self._retry, self._sleep = retry, sleep
+        self.checks: list[Check] = []
+        self.hints: list[str] = []
+        self.facts: list[str] = []
+        self.asked_to_wait: float | None = None
+        """The seconds the last 429 asked us to wait, when it said."""
+
+    def fits(self, wait: float) -> bool:
+        """Whether waiting ``wait`` seconds still leaves a request worth sending."""
+        return True
+
+    def is_server_error(self, response: httpx.Response) -> bool:
+        return response.status_code >= 500
+
+    async def retrying(self, attempt: Callable[[], Awaitable[httpx.Response]], what: str) -> httpx.Response:
+        """``attempt()`` again after a 429, a 5xx or a timeout, as the policy and the time allow."""
+        rate_limited = server_errors = timeouts = 0
+        while True:
+            try:
+                response = await attempt()
+            except httpx.TimeoutException:
+                if timeouts >= self._retry.timeout_retries:
+                    raise
+                delay = self._retry.backoff_delay(timeouts)
+                if not self.fits(delay):
+                    logger.info("%s timed out; no time left to retry", what)
+                    raise
+                timeouts += 1
+                logger.info("%s timed out; retrying in %.1f s", what, delay)
+                await self._sleep(delay)
+                continue
+            if response.status_code == 429:
+                self.asked_to_wait = asked = retry_after(response)
+                if rate_limited >= self._retry.rate_limit_retries or (
+                    asked is not None and asked > self._retry.max_retry_after
+                ):
+                    return response
+                delay = self._retry.backoff_delay(rate_limited) if asked is None else asked
+                rate_limited += 1
+            elif self.is_server_error(response) and server_errors < self._retry.server_error_retries:
+                delay = self._retry.backoff_delay(server_errors)
+                server_errors += 1
+            else:
+                return response
+            if not self.fits(delay):
+                logger.info("%s answered %d; no time left to retry", what, response.status_code)
+                return response
+            logger.info("%s answered %d; retrying in %.1f s", what, response.status_code, delay)
+            await self._sleep(delay)
+
+    def summary(self, what: str) -> str:
+        return f"{what} ({'; '.join(self.facts)})." if self.facts else f"{what}."
+
+    def probe(self, outcome: Outcome, summary: str, hints: tuple[str, ...], request_id: str | None) -> Probe:
+        """The probe's result with the checks so far; a rate limit carries the wait it asked for."""
+        wait = self.asked_to_wait if outcome is Outcome.RATE_LIMITED else None
+        return Probe(outcome, summary, tuple(self.checks), hints, request_id, retry_after=wait)

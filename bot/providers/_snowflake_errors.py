@@ -11,7 +11,6 @@ Text taken from a response is trimmed to one short line and never taken from a n
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -19,6 +18,8 @@ from typing import Any
 
 import httpx
 
+from bot.providers._retries import json_of, try_again
+from bot.providers.base import shorten
 from bot.redaction import MASK, redact
 
 __all__ = [
@@ -217,8 +218,7 @@ def api_forbidden_hints() -> tuple[str, ...]:
 
 
 def rate_limited_hints(wait_seconds: float | None) -> tuple[str, ...]:
-    when = f"in about {_duration(wait_seconds)}" if wait_seconds else "in a minute"
-    return (f"Snowflake is rate-limiting requests for this account; try again {when}.",)
+    return (f"Snowflake is rate-limiting requests for this account; try again {try_again(wait_seconds)}.",)
 
 
 def provider_error_hints(reference: str | None) -> tuple[str, ...]:
@@ -234,12 +234,6 @@ def slow_hints(seconds: float) -> tuple[str, ...]:
         f"Snowflake accepted the request but hadn't finished the check after {seconds:.0f} seconds; "
         "the account may be busy. Try again in a minute.",
     )
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{round(seconds)} seconds"
-    return f"{round(seconds / 60)} minutes"
 
 
 # --- error parsing ---------------------------------------------------------------------------
@@ -278,12 +272,7 @@ def parse_error(response: httpx.Response) -> ApiError:
 
 def _json_body(response: httpx.Response) -> Any:
     content_type = response.headers.get("content-type", "").lower()
-    if "json" not in content_type or not response.content:
-        return None
-    try:
-        return json.loads(response.content)
-    except ValueError:
-        return None
+    return json_of(response) if "json" in content_type and response.content else None
 
 
 def _text(value: object) -> str | None:
@@ -291,10 +280,6 @@ def _text(value: object) -> str | None:
         return None
     text = " ".join(str(value).split())
     return text[:_MAX_KEPT] or None
-
-
-def _shorten(text: str) -> str:
-    return text if len(text) <= _MAX_TEXT else text[: _MAX_TEXT - 1] + "…"
 
 
 def login_failure_id(message: str | None) -> str | None:
@@ -320,4 +305,4 @@ def scrub(text: str, values: Iterable[str]) -> str:
     for value in values:
         if len(value) >= 4:
             text = text.replace(value, MASK)
-    return _shorten(redact(text))
+    return shorten(redact(text), _MAX_TEXT)

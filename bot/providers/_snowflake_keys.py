@@ -23,6 +23,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dh, dsa, ec, ed448, ed25519, rsa, x448, x25519
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
+from bot.providers.base import unquote
+
 __all__ = [
     "JWT_LIFETIME_SECONDS",
     "MAX_KDF_ROUNDS",
@@ -51,7 +53,6 @@ _MAX_SCRYPT_WORK = 2**20  # N * r * p; OpenSSL's default (N=16384, r=8, p=1) is 
 _MAX_PEM_CHARS = 16_000
 
 _BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]{1,40})-----(.*?)-----END \1-----", re.DOTALL)
-_QUOTES = {'"': '"', "'": "'", "`": "`", "“": "”", "‘": "’"}
 _TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 
 MAKE_KEY = (
@@ -98,10 +99,7 @@ def looks_like_token(text: str) -> bool:
 def normalise_pem(text: str) -> str:
     """Undo what copying does to a PEM: surrounding quotes, ``\\r``, literal ``\\n`` escapes (from
     an .env file or JSON), and a body whose line breaks became spaces (a one-line field)."""
-    text = text.strip()
-    while len(text) >= 2 and _QUOTES.get(text[0]) == text[-1]:
-        text = text[1:-1].strip()
-    text = text.replace("\r", "").replace("\\n", "\n")
+    text = unquote(text).replace("\r", "").replace("\\n", "\n")
 
     def rewrap(match: re.Match[str]) -> str:
         label, body = match.group(1), match.group(2)

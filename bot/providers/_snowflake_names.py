@@ -22,6 +22,8 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from bot.providers.base import unquote
+
 __all__ = [
     "ACCOUNT_EXAMPLES",
     "Identifier",
@@ -33,7 +35,6 @@ __all__ = [
     "parse_identifier",
     "sql_name",
     "sql_string_literal",
-    "unquote",
     "user_problem",
 ]
 
@@ -46,7 +47,6 @@ _MAX_LABELS = 4  # locator, region, cloud, privatelink
 _MAX_ACCOUNT = 255
 # Suffix labels that follow an identifier without being a region.
 _NOT_A_REGION = frozenset({"privatelink", "global"})
-_QUOTES = {'"': '"', "'": "'", "`": "`", "“": "”", "‘": "’"}
 
 _UNQUOTED = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
 _MAX_IDENTIFIER = 255
@@ -55,14 +55,6 @@ _MAX_IDENTIFIER = 255
 _QUOTED_FORBIDDEN = re.compile(r"[\\'`\x00-\x1f\x7f]")
 _USER_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f]")
 _MAX_USER = 255
-
-
-def unquote(text: str) -> str:
-    """Strip whitespace and matching quotes around a pasted value (also typographic ones)."""
-    text = text.strip()
-    while len(text) >= 2 and _QUOTES.get(text[0]) == text[-1]:
-        text = text[1:-1].strip()
-    return text
 
 
 # --- account identifier ------------------------------------------------------------------------

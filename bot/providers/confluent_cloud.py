@@ -21,6 +21,7 @@ import httpx
 
 from bot.providers import _confluent_errors as errs
 from bot.providers import _retries as retries
+from bot.providers import base
 from bot.providers._confluent_errors import secret_checksum_ok
 from bot.providers.base import Check, FieldValues, FormField, FormSection, Outcome, Probe, Provider
 from bot.redaction import Secret
@@ -129,13 +130,13 @@ class ConfluentCloud(Provider):
         for name in ("api_key", "api_secret"):
             value = cleaned[name]
             if isinstance(value, Secret):
-                cleaned[name] = Secret(errs.unquote(value.reveal()))
+                cleaned[name] = Secret(base.unquote(value.reveal()))
         cleaned["rest_endpoint"] = str(cleaned["rest_endpoint"]).rstrip("/")
         return cleaned
 
     def validate(self, values: FieldValues) -> dict[str, str]:
         """Field name -> what is wrong with it; no I/O."""
-        key, secret = _plain(values, "api_key"), _plain(values, "api_secret")
+        key, secret = base.plain(values, "api_key"), base.plain(values, "api_secret")
         problems: dict[str, str] = {}
         if errs.looks_swapped(key, secret):
             problems["api_key"] = "This looks like the API secret, not the key: the two fields look swapped."
@@ -145,7 +146,7 @@ class ConfluentCloud(Provider):
                 problems["api_key"] = key_problem
             if secret_problem := errs.secret_problem(secret):
                 problems["api_secret"] = secret_problem
-        endpoint, cluster = _plain(values, "rest_endpoint"), _plain(values, "cluster_id")
+        endpoint, cluster = base.plain(values, "rest_endpoint"), base.plain(values, "cluster_id")
         if endpoint and (endpoint_problem := errs.endpoint_problem(endpoint)):
             problems["rest_endpoint"] = endpoint_problem
         elif cluster and not endpoint:
@@ -162,9 +163,9 @@ class ConfluentCloud(Provider):
 
     async def probe(self, values: FieldValues, http: httpx.AsyncClient) -> Probe:
         """Ask the Cloud API, then the cluster when one is given; see the module docstring."""
-        key, secret = _plain(values, "api_key"), _plain(values, "api_secret")
+        key, secret = base.plain(values, "api_key"), base.plain(values, "api_secret")
         run = _Run(http, (key, secret), self.retry, self._sleep)
-        endpoint, cluster = _plain(values, "rest_endpoint"), _plain(values, "cluster_id")
+        endpoint, cluster = base.plain(values, "rest_endpoint"), base.plain(values, "cluster_id")
         has_cluster = bool(endpoint and cluster)
 
         cloud = await run.send("GET", f"{self.api_url}/org/v2/environments", params={"page_size": "1"})
@@ -238,9 +239,7 @@ class ConfluentCloud(Provider):
         return run.ok(f"Confluent accepted the {kind} on {cluster}")
 
 
-class _Run:
-    """One probe's requests, retries, and the checks and hints gathered on the way."""
-
+class _Run(retries.Run):
     def __init__(
         self,
         http: httpx.AsyncClient,
@@ -248,44 +247,32 @@ class _Run:
         retry: RetryPolicy,
         sleep: Callable[[float], Awaitable[None]],
     ) -> None:
-        self._http, self._auth, self._retry, self._sleep = http, auth, retry, sleep
-        self.checks: list[Check] = []
-        self.hints: list[str] = []
-        self.facts: list[str] = []
+        super().__init__(retry, sleep)
+        self._http, self._auth = http, auth
         self.first_request_id: str | None = None
-        self.asked_to_wait: float | None = None
+
+    def is_server_error(self, response: httpx.Response) -> bool:
+        # Kafka REST marks retriable errors with 50003, whatever the status line says.
+        status = response.status_code
+        return status >= 500 or (status >= 400 and errs.parse_error(response).kafka_code == 50003)
 
     async def send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         """Send with HTTP Basic auth, retrying 429 and 5xx as the policy allows."""
-        rate_limited = server_errors = 0
-        while True:
+
+        async def attempt() -> httpx.Response:
             response = await self._http.request(method, url, auth=self._auth, **kwargs)
             where = response.url.copy_with(query=None)
             logger.info("confluent %s %s -> %d", method, where, response.status_code)
             self.first_request_id = self.first_request_id or response.headers.get("x-request-id")
-            if response.status_code == 429:
-                self.asked_to_wait = retries.retry_after(response)
-                if rate_limited >= self._retry.rate_limit_retries or (
-                    self.asked_to_wait is not None and self.asked_to_wait > self._retry.max_retry_after
-                ):
-                    return response
-                delay = self.asked_to_wait
-                if delay is None:
-                    delay = self._retry.backoff_delay(rate_limited)
-                rate_limited += 1
-            elif _is_server_error(response) and server_errors < self._retry.server_error_retries:
-                delay = self._retry.backoff_delay(server_errors)
-                server_errors += 1
-            else:
-                return response
-            logger.info("confluent answered %d; retrying in %.1f s", response.status_code, delay)
-            await self._sleep(delay)
+            return response
+
+        return await self.retrying(attempt, f"confluent {method} {url}")
 
     def said(self, error: errs.ApiError) -> str:
         return errs.scrub(error.text, self._auth)
 
     def record_environments(self, response: httpx.Response) -> None:
-        body = _json(response)
+        body = retries.json_of(response)
         meta = body.get("metadata") if isinstance(body, dict) else None
         total = meta.get("total_size") if isinstance(meta, dict) else None
         count = total if isinstance(total, int) else len(_data(response))
@@ -298,14 +285,12 @@ class _Run:
             self.hints.append(errs.NO_ENVIRONMENTS_HINT)
 
     def ok(self, what: str) -> Probe:
-        summary = f"{what} ({'; '.join(self.facts)})." if self.facts else f"{what}."
-        return Probe(Outcome.OK, summary, tuple(self.checks), tuple(self.hints), self.first_request_id)
+        return self.probe(Outcome.OK, self.summary(what), tuple(self.hints), self.first_request_id)
 
     def fail(self, outcome: Outcome, what: str, error: errs.ApiError, hints: tuple[str, ...]) -> Probe:
-        said = self.said(error)
-        summary = f"{what}. Confluent said: {said}" + ("" if said.endswith((".", "!", "?")) else ".")
-        wait = self.asked_to_wait if outcome is Outcome.RATE_LIMITED else None
-        return Probe(outcome, summary, tuple(self.checks), tuple(hints), error.request_id, retry_after=wait)
+        return self.probe(
+            outcome, base.with_said(what, self.said(error), "Confluent"), hints, error.request_id
+        )
 
     def failure(
         self,
@@ -345,33 +330,14 @@ def _rejects_key(error: errs.ApiError) -> bool:
 
 def _is_environment_list(response: httpx.Response) -> bool:
     """Whether a 200 is the Cloud API's list: ``{"api_version", "kind", "metadata", "data": [...]}``."""
-    body = _json(response)
+    body = retries.json_of(response)
     return isinstance(body, dict) and isinstance(body.get("data"), list)
 
 
-def _is_server_error(response: httpx.Response) -> bool:
-    if response.status_code >= 500:
-        return True
-    # Kafka REST marks retriable errors with 50003, whatever the status line says.
-    return response.status_code >= 400 and errs.parse_error(response).kafka_code == 50003
-
-
-def _json(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return None
-
-
 def _data(response: httpx.Response) -> list[Any]:
-    body = _json(response)
+    body = retries.json_of(response)
     data = body.get("data") if isinstance(body, dict) else None
     return data if isinstance(data, list) else []
-
-
-def _plain(values: FieldValues, name: str) -> str:
-    value = values.get(name, "")
-    return value.reveal() if isinstance(value, Secret) else str(value or "")
 
 
 def _count(n: int, noun: str) -> str:

@@ -46,12 +46,14 @@ import psycopg
 from psycopg import _encodings
 
 from bot.providers import _redshift_errors as errs
+from bot.providers import base
 from bot.providers._redshift_endpoint import (
     DEFAULT_PORT,
     Endpoint,
     EndpointKind,
     classify,
     endpoint_problem,
+    is_ip,
     parse_port,
     port_problem,
     split_pasted,
@@ -210,19 +212,6 @@ def _truthy(value: object) -> bool | None:
         if text in ("f", "false"):
             return False
     return None
-
-
-def _plain(values: FieldValues, name: str) -> str:
-    value = values.get(name, "")
-    return value.reveal() if isinstance(value, Secret) else str(value or "")
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def _is_public(address: str) -> bool:
@@ -438,7 +427,7 @@ class Redshift(Provider):
     def validate(self, values: FieldValues) -> dict[str, str]:
         """Field name -> what is wrong with it; no I/O."""
         problems: dict[str, str] = {}
-        host = _plain(values, "endpoint")
+        host = base.plain(values, "endpoint")
         endpoint: Endpoint | None = None
         if not host:
             problems["endpoint"] = "Paste the endpoint from the Redshift console."
@@ -446,34 +435,33 @@ class Redshift(Provider):
             problems["endpoint"] = problem
         else:
             endpoint = classify(host)
-        if problem := port_problem(_plain(values, "port"), endpoint):
+        if problem := port_problem(base.plain(values, "port"), endpoint):
             problems["port"] = problem
-        if not _plain(values, "database"):
+        if not base.plain(values, "database"):
             problems["database"] = "Name the database to connect to; it is usually dev."
-        if not _plain(values, "user"):
+        if not base.plain(values, "user"):
             problems["user"] = "Enter the database user."
-        if not _plain(values, "password"):
+        if not base.plain(values, "password"):
             problems["password"] = "Enter the user's password."
         return problems
 
     def credential_hint(self, values: FieldValues) -> str | None:
         """``user@cluster`` (the endpoint's first label): public, and tells credentials apart."""
-        user, host = _plain(values, "user"), _plain(values, "endpoint")
+        user, host = base.plain(values, "user"), base.plain(values, "endpoint")
         if not user or not host:
             return None
-        hint = f"{user}@{host.split('.', 1)[0]}"
-        return hint if len(hint) <= _KEY_HINT_MAX else hint[: _KEY_HINT_MAX - 1] + "…"
+        return base.shorten(f"{user}@{host.split('.', 1)[0]}", _KEY_HINT_MAX)
 
     # --- online --------------------------------------------------------------------------------
 
     def connect_params(self, values: FieldValues) -> ConnectParams:
         """The connection the probe makes for cleaned, valid ``values``."""
-        host = _plain(values, "endpoint")
-        port = parse_port(_plain(values, "port"))
+        host = base.plain(values, "endpoint")
+        port = parse_port(base.plain(values, "port"))
         hostaddr: str | None = None
         if self.connect_to is not None:
             elsewhere, port = self.connect_to
-            if _is_ip(elsewhere):
+            if is_ip(elsewhere):
                 hostaddr = elsewhere
             else:
                 host = elsewhere
@@ -486,8 +474,8 @@ class Redshift(Provider):
         return ConnectParams(
             host=host,
             port=port,
-            dbname=_plain(values, "database"),
-            user=_plain(values, "user"),
+            dbname=base.plain(values, "database"),
+            user=base.plain(values, "user"),
             password=password if isinstance(password, Secret) else Secret(str(password or "")),
             sslmode=self.sslmode,
             sslrootcert=rootcert,
@@ -498,8 +486,8 @@ class Redshift(Provider):
     async def probe(self, values: FieldValues, http: httpx.AsyncClient) -> Probe:
         """Connect and ask who we are and what we may do; ``http`` is not used."""
         params = self.connect_params(values)
-        host = _plain(values, "endpoint")
-        target = errs.Target(host, parse_port(_plain(values, "port")), params.dbname, params.user)
+        host = base.plain(values, "endpoint")
+        target = errs.Target(host, parse_port(base.plain(values, "port")), params.dbname, params.user)
         if self.connect_to is None:
             address = await self._checked_address(params.host, params.port, target)
             if isinstance(address, errs.ConnectFailure):
@@ -511,7 +499,7 @@ class Redshift(Provider):
         password = params.password.reveal()
         try:
             async with asyncio.timeout(self.probe_budget):
-                schema = schema_identifier(_plain(values, "schema"))
+                schema = schema_identifier(base.plain(values, "schema"))
                 return await self._ask(session, target, classify(host), schema)
         except (TimeoutError, psycopg.errors.QueryCanceled):
             logger.info("redshift %s: the checks took too long", target.address)
@@ -521,7 +509,7 @@ class Redshift(Provider):
             logger.info("redshift %s: a check failed (SQLSTATE %s)", target.address, exc.sqlstate)
             said = errs.server_said(str(exc), password)
             what = f"We connected to {target.address}, but a check failed"
-            summary = errs.with_said(what, said) if said else f"{what}."
+            summary = base.with_said(what, said)
             return Probe(Outcome.PROVIDER_ERROR, summary, hints=(errs.PROVIDER_ERROR_HINT,))
         finally:
             await self._close(session, target)

@@ -47,6 +47,7 @@ from bot.providers import _retries as retries
 from bot.providers import _snowflake_errors as errs
 from bot.providers import _snowflake_keys as keys
 from bot.providers import _snowflake_names as names
+from bot.providers import base
 from bot.providers.base import Check, FieldValues, FormField, FormSection, Outcome, Probe, Provider
 from bot.redaction import Secret
 from bot.settings import ConfigError
@@ -281,12 +282,12 @@ class Snowflake(Provider):
         for name in self.secret_fields:
             if not isinstance(cleaned[name], Secret):
                 cleaned[name] = Secret(str(cleaned[name]))
-        pem = _plain(cleaned, "private_key")
+        pem = base.plain(cleaned, "private_key")
         if pem:
             cleaned["private_key"] = Secret(keys.normalise_pem(pem))
-        token = _plain(cleaned, "token")
+        token = base.plain(cleaned, "token")
         if token:
-            cleaned["token"] = Secret(_BEARER.sub("", names.unquote(token)))
+            cleaned["token"] = Secret(_BEARER.sub("", base.unquote(token)))
         account = str(cleaned["account"])
         cleaned["account"] = names.normalise_account(account) or account
         for name in ("role", "warehouse", "database"):
@@ -298,11 +299,11 @@ class Snowflake(Provider):
     def validate(self, values: FieldValues) -> dict[str, str]:
         """Field name -> what is wrong with it; no I/O."""
         problems: dict[str, str] = {}
-        if account_problem := names.account_problem(_plain(values, "account")):
+        if account_problem := names.account_problem(base.plain(values, "account")):
             problems["account"] = account_problem
-        if user_problem := names.user_problem(_plain(values, "user").strip()):
+        if user_problem := names.user_problem(base.plain(values, "user").strip()):
             problems["user"] = user_problem
-        pem, passphrase, token = (_plain(values, n) for n in ("private_key", "passphrase", "token"))
+        pem, passphrase, token = (base.plain(values, n) for n in ("private_key", "passphrase", "token"))
         if token and (token_problem := _token_problem(token)):
             problems["token"] = token_problem
         elif pem and token:
@@ -320,7 +321,7 @@ class Snowflake(Provider):
         elif passphrase:
             problems["passphrase"] = "A passphrase goes with an encrypted private key; leave it empty here."
         for name, what in (("role", "role"), ("warehouse", "warehouse"), ("database", "database")):
-            if name_problem := names.identifier_problem(_plain(values, name).strip(), what):
+            if name_problem := names.identifier_problem(base.plain(values, name).strip(), what):
                 problems[name] = name_problem
         return problems
 
@@ -336,11 +337,11 @@ class Snowflake(Provider):
 
     def credential_hint(self, values: FieldValues) -> str | None:
         """The public key's fingerprint (``SHA256:…``, as DESC USER shows it), or the masked token."""
-        pem = _plain(values, "private_key")
+        pem = base.plain(values, "private_key")
         if pem:
             try:
                 # Called after validate() loaded this very key, so it comes from the cache.
-                return self._keys.load(pem, _plain(values, "passphrase"), checked=False).fingerprint
+                return self._keys.load(pem, base.plain(values, "passphrase"), checked=False).fingerprint
             except keys.KeyProblem:
                 return None
         token = values.get("token")
@@ -350,8 +351,8 @@ class Snowflake(Provider):
 
     async def probe(self, values: FieldValues, http: httpx.AsyncClient) -> Probe:
         """Sign in and look at the session's context; see the module docstring."""
-        account = names.normalise_account(_plain(values, "account"))
-        user = _plain(values, "user").strip()
+        account = names.normalise_account(base.plain(values, "account"))
+        user = base.plain(values, "user").strip()
         if account is None or names.user_problem(user):
             return Probe(
                 Outcome.INVALID_INPUT,
@@ -390,7 +391,7 @@ class Snowflake(Provider):
     async def _key_pair(self, values: FieldValues) -> keys.KeyPair | None:
         """The form's key pair, from the cache or else loaded in a worker thread: opening an
         encrypted key runs its PBKDF2, which would hold up the event loop."""
-        pem, passphrase = _plain(values, "private_key"), _plain(values, "passphrase")
+        pem, passphrase = base.plain(values, "private_key"), base.plain(values, "passphrase")
         if not pem:
             return None
         found = self._keys.peek(pem, passphrase)
@@ -414,7 +415,7 @@ class _Context:
     @classmethod
     def of(cls, values: FieldValues) -> _Context:
         def parse(name: str) -> names.Identifier | None:
-            text = _plain(values, name).strip()
+            text = base.plain(values, name).strip()
             return names.parse_identifier(text) if text else None
 
         return cls(parse("role"), parse("warehouse"), parse("database"))
@@ -465,7 +466,7 @@ class _Credential:
 def _credential(
     values: FieldValues, key: keys.KeyPair | None, account: str, user: str, clock: Callable[[], float]
 ) -> _Credential:
-    pem, passphrase, token = (_plain(values, n) for n in ("private_key", "passphrase", "token"))
+    pem, passphrase, token = (base.plain(values, n) for n in ("private_key", "passphrase", "token"))
     secrets = tuple(v for v in (pem, passphrase, token) if v)
     if key is not None:
         return _Credential(
@@ -489,32 +490,26 @@ class _Answer:
     slow: bool = False
 
 
-class _Run:
-    """One probe's requests, retries, and the checks and hints gathered on the way."""
-
+class _Run(retries.Run):
     def __init__(
         self,
         provider: Snowflake,
         http: httpx.AsyncClient,
-        base: str,
+        base_url: str,
         credential: _Credential,
         account: str,
         user: str,
         context: _Context,
         started: float,
     ) -> None:
-        self._provider, self._http, self._base, self._credential = provider, http, base, credential
-        self._retry = provider.retry
+        super().__init__(provider.retry, provider._sleep)
+        self._provider, self._http, self._base, self._credential = provider, http, base_url, credential
         self._started = started
         self._deadline = started + provider.deadline_seconds - _DEADLINE_MARGIN
         self.account, self.user, self.context = account, user, context
-        self.checks: list[Check] = []
-        self.hints: list[str] = []
-        self.facts: list[str] = []
         self.problems: list[str] = []
         self.request_id: str | None = None
         self.handle: str | None = None
-        self.asked_to_wait: float | None = None
         self.gave_up_after = provider.poll_limit
         """Seconds after which a statement was given up as slow."""
 
@@ -564,13 +559,14 @@ class _Run:
     async def send(self, method: str, path: str, *, retry: bool = True, **kwargs: Any) -> httpx.Response:
         """One request with fresh credentials, retried once for a 429, a 5xx or a timeout when the
         time budget allows; ``retry=False`` sends it once, within the cancel reserve."""
-        rate_limited = server_errors = timeouts = 0
-        attempt = 0
-        while True:
-            if attempt and isinstance(kwargs.get("params"), dict) and "requestId" in kwargs["params"]:
+        sent = 0
+
+        async def attempt() -> httpx.Response:
+            nonlocal sent
+            if sent and isinstance(kwargs.get("params"), dict) and "requestId" in kwargs["params"]:
                 # A re-sent statement: Snowflake answers it from the first execution, if it ran.
                 kwargs["params"] = {**kwargs["params"], "retry": "true"}
-            attempt += 1
+            sent += 1
             headers = {
                 "Authorization": f"Bearer {self._credential.bearer()}",
                 "X-Snowflake-Authorization-Token-Type": self._credential.token_type,
@@ -578,50 +574,14 @@ class _Run:
                 "Content-Type": "application/json",
                 "User-Agent": USER_AGENT,
             }
-            try:
-                response = await self._http.request(
-                    method,
-                    self._base + path,
-                    headers=headers,
-                    timeout=self._timeout(self.time_left() + (0 if retry else _CANCEL_RESERVE)),
-                    **kwargs,
-                )
-            except httpx.TimeoutException:
-                if not retry or timeouts >= self._retry.timeout_retries:
-                    raise
-                delay = self._retry.backoff_delay(timeouts)
-                if not self.fits(delay):
-                    logger.info("snowflake %s %s timed out; no time left to retry", method, path)
-                    raise
-                timeouts += 1
-                logger.info("snowflake %s %s timed out; retrying in %.1f s", method, path, delay)
-                await self._provider._sleep(delay)
-                continue
+            timeout = self._timeout(self.time_left() + (0 if retry else _CANCEL_RESERVE))
+            response = await self._http.request(
+                method, self._base + path, headers=headers, timeout=timeout, **kwargs
+            )
             logger.info("snowflake %s %s -> %d", method, path, response.status_code)
-            if not retry:
-                return response
-            if response.status_code == 429:
-                self.asked_to_wait = retries.retry_after(response)
-                if rate_limited >= self._retry.rate_limit_retries or (
-                    self.asked_to_wait is not None and self.asked_to_wait > self._retry.max_retry_after
-                ):
-                    return response
-                delay = (
-                    self._retry.backoff_delay(rate_limited)
-                    if self.asked_to_wait is None
-                    else self.asked_to_wait
-                )
-                rate_limited += 1
-            elif response.status_code >= 500 and server_errors < self._retry.server_error_retries:
-                delay = self._retry.backoff_delay(server_errors)
-                server_errors += 1
-            else:
-                return response
-            if not self.fits(delay):
-                logger.info("snowflake answered %d; no time left to retry", response.status_code)
-                return response
-            logger.info("snowflake answered %d; retrying in %.1f s", response.status_code, delay)
-            await self._provider._sleep(delay)
+            return response
+
+        return await (self.retrying(attempt, f"snowflake {method} {path}") if retry else attempt())
 
     async def execute(self, statement: str) -> _Answer:
         """Submit one statement; poll a 202 within the bounds, then cancel it."""
@@ -653,7 +613,7 @@ class _Run:
                 self.gave_up_after = self.elapsed() if out_of_time else self._provider.poll_limit
                 await self._cancel(handle)
                 return _Answer(slow=True)
-            await self._provider._sleep(self._provider.poll_interval)
+            await self._sleep(self._provider.poll_interval)
             waited += self._provider.poll_interval
             response = await self.send("GET", f"{STATEMENTS_PATH}/{quote(handle, safe='')}")
         if response.status_code != 200:
@@ -663,7 +623,7 @@ class _Run:
             return _Answer(error=error)
         if (handle := _handle_of(response)) is not None:
             self._note_handle(handle)
-        parsed = _result_set(_json(response))
+        parsed = _result_set(retries.json_of(response))
         if parsed is None:
             return _Answer(error=errs.ApiError(200, message="Snowflake's answer had no result set."))
         columns, rows = parsed
@@ -780,11 +740,8 @@ class _Run:
 
     def result(self) -> Probe:
         subject = f"Snowflake accepted the {self._credential.kind} for {self.user} on {self.account}"
-        if self.problems:
-            summary = f"{subject}, but {' and '.join(self.problems)}."
-        else:
-            summary = f"{subject} ({'; '.join(self.facts)})." if self.facts else f"{subject}."
-        return Probe(Outcome.OK, summary, tuple(self.checks), tuple(self.hints), self.reference)
+        summary = f"{subject}, but {' and '.join(self.problems)}." if self.problems else self.summary(subject)
+        return self.probe(Outcome.OK, summary, tuple(self.hints), self.reference)
 
     def unexpected(self) -> Probe:
         summary = "Snowflake gave an unexpected answer (HTTP 200): no session in the result."
@@ -805,10 +762,8 @@ class _Run:
         )
 
     def fail(self, outcome: Outcome, what: str, error: errs.ApiError, hints: tuple[str, ...]) -> Probe:
-        said = self.said(error)
-        summary = f"{what}. Snowflake said: {said}" + ("" if said.endswith((".", "!", "?", "]")) else ".")
-        wait = self.asked_to_wait if outcome is Outcome.RATE_LIMITED else None
-        return Probe(outcome, summary, tuple(self.checks), hints, self.reference, retry_after=wait)
+        summary = base.with_said(what, self.said(error), "Snowflake", (".", "!", "?", "]"))
+        return self.probe(outcome, summary, hints, self.reference)
 
     def failure(self, error: errs.ApiError) -> Probe:
         """Map a failed probe to an outcome: by Snowflake's code first, by HTTP status second."""
@@ -875,7 +830,7 @@ def _token_problem(token: str) -> str | None:
 
 
 def _handle_of(response: httpx.Response) -> str | None:
-    body = _json(response)
+    body = retries.json_of(response)
     handle = body.get("statementHandle") if isinstance(body, dict) else None
     return handle if isinstance(handle, str) and _HANDLE.fullmatch(handle) else None
 
@@ -895,15 +850,3 @@ def _result_set(body: Any) -> tuple[list[str], list[list[str | None]]] | None:
     ]
     rows = [[v if isinstance(v, str) else None for v in row] for row in data if isinstance(row, list)]
     return columns, rows
-
-
-def _json(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return None
-
-
-def _plain(values: FieldValues, name: str) -> str:
-    value = values.get(name, "")
-    return value.reveal() if isinstance(value, Secret) else str(value or "")

@@ -361,7 +361,7 @@ class Snowflake(Provider):
             )
         started = self._monotonic()
         try:
-            credential = _credential(values, await self._key_pair(values), account, user, self._clock)
+            credential = _Credential(values, await self._key_pair(values), account, user, self._clock)
         except keys.KeyProblem as problem:
             summary = f"The private key can't be used. {problem.message}"
             return Probe(Outcome.INVALID_INPUT, summary, hints=(errs.KEY_WONT_LOAD,))
@@ -385,8 +385,7 @@ class Snowflake(Provider):
             # The account and the user always come back for a session that exists: anything else
             # is not Snowflake's answer to the probe (a proxy, a changed API).
             return run.unexpected()
-        seen = [row[i] if i < len(row) else None for i in range(5)]
-        return await run.inspect_session(*seen)
+        return await run.inspect_session([row[i] if i < len(row) else None for i in range(5)])
 
     async def _key_pair(self, values: FieldValues) -> keys.KeyPair | None:
         """The form's key pair, from the cache or else loaded in a worker thread: opening an
@@ -429,19 +428,15 @@ class _Credential:
     """What goes in the Authorization header: a fresh JWT per request, or the token."""
 
     def __init__(
-        self,
-        token_type: str,
-        *,
-        key: keys.KeyPair | None = None,
-        token: str = "",
-        jwt_account: str = "",
-        user: str = "",
-        clock: Callable[[], float] = time.time,
-        secrets: tuple[str, ...] = (),
+        self, form: FieldValues, key: keys.KeyPair | None, account: str, user: str, clock: Callable[[], float]
     ) -> None:
-        self.token_type = token_type
-        self._key, self._token, self._account, self._user, self._clock = key, token, jwt_account, user, clock
-        self.sent: list[str] = list(secrets)
+        pem, passphrase, token = (base.plain(form, n) for n in ("private_key", "passphrase", "token"))
+        if key is None and not token:
+            raise keys.KeyProblem("private_key", "Give a private key or a programmatic access token.")
+        self.token_type = KEYPAIR_JWT if key else PROGRAMMATIC_ACCESS_TOKEN
+        self._key, self._token, self._user, self._clock = key, token, user, clock
+        self._account = names.jwt_account(account)
+        self.sent = [v for v in (pem, passphrase, token) if v]
         """Every value that must never be shown: the form's secrets and each JWT minted."""
 
     @property
@@ -461,25 +456,6 @@ class _Credential:
 
     def __repr__(self) -> str:
         return f"_Credential({self.token_type})"
-
-
-def _credential(
-    values: FieldValues, key: keys.KeyPair | None, account: str, user: str, clock: Callable[[], float]
-) -> _Credential:
-    pem, passphrase, token = (base.plain(values, n) for n in ("private_key", "passphrase", "token"))
-    secrets = tuple(v for v in (pem, passphrase, token) if v)
-    if key is not None:
-        return _Credential(
-            KEYPAIR_JWT,
-            key=key,
-            jwt_account=names.jwt_account(account),
-            user=user,
-            clock=clock,
-            secrets=secrets,
-        )
-    if not token:
-        raise keys.KeyProblem("private_key", "Give a private key or a programmatic access token.")
-    return _Credential(PROGRAMMATIC_ACCESS_TOKEN, token=token, secrets=secrets)
 
 
 @dataclass
@@ -541,18 +517,9 @@ class _Run(retries.Run):
 
     def _timeout(self, left: float) -> httpx.Timeout:
         """The configured timeouts, none longer than ``left`` seconds."""
-        configured = self._provider.request_timeout
         left = max(left, 0.5)
-
-        def cap(value: float | None) -> float:
-            return left if value is None else min(value, left)
-
-        return httpx.Timeout(
-            connect=cap(configured.connect),
-            read=cap(configured.read),
-            write=cap(configured.write),
-            pool=cap(configured.pool),
-        )
+        configured = self._provider.request_timeout.as_dict().items()
+        return httpx.Timeout(**{name: left if v is None else min(v, left) for name, v in configured})
 
     # --- requests ------------------------------------------------------------------------------
 
@@ -606,7 +573,7 @@ class _Run(retries.Run):
                 return _Answer(
                     error=errs.ApiError(202, message="Snowflake sent no statement handle to poll.")
                 )
-            self._note_handle(handle)
+            self.handle = self.handle or handle
             if waited >= self._provider.poll_limit or not self.fits(self._provider.poll_interval):
                 # Past the poll limit, or the verification's deadline comes first.
                 out_of_time = waited < self._provider.poll_limit
@@ -619,10 +586,9 @@ class _Run(retries.Run):
         if response.status_code != 200:
             error = errs.parse_error(response)
             if error.statement_handle and _HANDLE.fullmatch(error.statement_handle):
-                self._note_handle(error.statement_handle)
+                self.handle = self.handle or error.statement_handle
             return _Answer(error=error)
-        if (handle := _handle_of(response)) is not None:
-            self._note_handle(handle)
+        self.handle = self.handle or _handle_of(response)
         parsed = _result_set(retries.json_of(response))
         if parsed is None:
             return _Answer(error=errs.ApiError(200, message="Snowflake's answer had no result set."))
@@ -635,19 +601,11 @@ class _Run(retries.Run):
         except httpx.HTTPError as exc:  # the check is reported as slow either way
             logger.info("snowflake cancel failed: %s", type(exc).__name__)
 
-    def _note_handle(self, handle: str) -> None:
-        self.handle = self.handle or handle
-
     # --- the session -----------------------------------------------------------------------------
 
-    async def inspect_session(
-        self,
-        account_seen: str | None,
-        user_seen: str | None,
-        role_seen: str | None,
-        warehouse_seen: str | None,
-        database_seen: str | None,
-    ) -> Probe:
+    async def inspect_session(self, seen: list[str | None]) -> Probe:
+        """Check the session against the context asked for; ``seen`` is the probe's row."""
+        account_seen, user_seen, role_seen, warehouse_seen, database_seen = seen
         where = f" on account {account_seen}" if account_seen else ""
         self.checks.append(Check("signed in", True, f"as {user_seen or self.user.upper()}{where}"))
         role = self.context.role
@@ -703,19 +661,21 @@ class _Run(retries.Run):
             detail = f"not usable with role {role_sql} (SHOW WAREHOUSES failed: {said})"
         else:
             detail = f"not usable with role {role_sql}"
-        self.checks.append(Check(name, False, detail))
-        self.problems.append(f"role {role_sql} can't use {name}")
-        self.hints.append(errs.warehouse_hint(warehouse.sql, role_sql))
+        self._unusable(name, detail, role_sql, errs.warehouse_hint(warehouse.sql, role_sql))
         for row in rows:
             other = row.get("name")
             if other and other != warehouse.name and other.upper() == warehouse.name.upper():
                 self.hints.append(errs.warehouse_case_hint(warehouse.sql, names.sql_name(other)))
                 break
 
+    def _unusable(self, name: str, detail: str, role_sql: str, hint: str) -> None:
+        self.checks.append(Check(name, False, detail))
+        self.problems.append(f"role {role_sql} can't use {name}")
+        self.hints.append(hint)
+
     def _database_failed(self, database: names.Identifier, role_sql: str) -> None:
-        self.checks.append(Check(f"database {database.sql}", False, f"not usable with role {role_sql}"))
-        self.problems.append(f"role {role_sql} can't use database {database.sql}")
-        self.hints.append(errs.database_hint(database.sql, role_sql))
+        detail, hint = f"not usable with role {role_sql}", errs.database_hint(database.sql, role_sql)
+        self._unusable(f"database {database.sql}", detail, role_sql, hint)
 
     def context_failed(self, error: errs.ApiError) -> None:
         """The probe failed with a warehouse or database error: say which, with its GRANT."""
@@ -723,11 +683,9 @@ class _Run(retries.Run):
         said = self.said(error)
         if error.code == errs.CODE_OBJECT_MISSING and self.context.database is not None:
             self._database_failed(self.context.database, role_sql)
-        elif self.context.warehouse is not None:
-            warehouse = self.context.warehouse
-            self.checks.append(Check(f"warehouse {warehouse.sql}", False, said))
-            self.problems.append(f"role {role_sql} can't use warehouse {warehouse.sql}")
-            self.hints.append(errs.warehouse_hint(warehouse.sql, role_sql))
+        elif (warehouse := self.context.warehouse) is not None:
+            hint = errs.warehouse_hint(warehouse.sql, role_sql)
+            self._unusable(f"warehouse {warehouse.sql}", said, role_sql, hint)
         else:
             self.checks.append(Check("session context", False, said))
             self.problems.append("its context can't be used")
@@ -750,74 +708,57 @@ class _Run(retries.Run):
             "between the bot and <account>.snowflakecomputing.com.",
             "If it persists, Snowflake may have changed the SQL API: tell whoever runs this bot.",
         )
-        return Probe(Outcome.PROVIDER_ERROR, summary, tuple(self.checks), hints, self.reference)
+        return self.probe(Outcome.PROVIDER_ERROR, summary, hints, self.reference)
 
     def slow(self) -> Probe:
         limit = self.gave_up_after
         self.checks.append(Check("signed in", True, "Snowflake accepted the request"))
         self.checks.append(Check("check finished", False, f"still running after {limit:.0f} s; cancelled"))
         summary = f"Snowflake didn't finish the check within {limit:.0f} seconds."
-        return Probe(
-            Outcome.PROVIDER_ERROR, summary, tuple(self.checks), errs.slow_hints(limit), self.reference
-        )
-
-    def fail(self, outcome: Outcome, what: str, error: errs.ApiError, hints: tuple[str, ...]) -> Probe:
-        summary = base.with_said(what, self.said(error), "Snowflake", (".", "!", "?", "]"))
-        return self.probe(outcome, summary, hints, self.reference)
+        return self.probe(Outcome.PROVIDER_ERROR, summary, errs.slow_hints(limit), self.reference)
 
     def failure(self, error: errs.ApiError) -> Probe:
         """Map a failed probe to an outcome: by Snowflake's code first, by HTTP status second."""
         code, status, user = error.code, error.status, self.user_sql
-        kind, token = self._credential.kind, self._credential.fingerprint is None
-        subject = f"{self.user} on {self.account}"
+        kind, fingerprint = self._credential.kind, self._credential.fingerprint
+        subject, token = f"{self.user} on {self.account}", fingerprint is None
         if status == 429:
             hints = errs.rate_limited_hints(self.asked_to_wait)
-            return self.fail(Outcome.RATE_LIMITED, "Snowflake is rate-limiting us", error, hints)
-        if code == errs.CODE_NETWORK_POLICY:
+            found = Outcome.RATE_LIMITED, "Snowflake is rate-limiting us", hints
+        elif code == errs.CODE_NETWORK_POLICY:
             hints = errs.network_policy_hints(errs.seen_address(error.message), token)
-            return self.fail(Outcome.FORBIDDEN, "A network policy blocks the bot", error, hints)
-        if code in (errs.CODE_ROLE_NOT_GRANTED, errs.CODE_ROLE_NOT_ALLOWED):
+            found = Outcome.FORBIDDEN, "A network policy blocks the bot", hints
+        elif code in (errs.CODE_ROLE_NOT_GRANTED, errs.CODE_ROLE_NOT_ALLOWED):
             role = self.context.role.sql if self.context.role else None
-            what = (
-                f"The {kind} works, but {f'role {role}' if role else 'the role'} isn't granted to {self.user}"
-            )
-            return self.fail(Outcome.FORBIDDEN, what, error, errs.role_hints(role, user, token))
-        if code == errs.CODE_USER_DISABLED:
-            return self.fail(
-                Outcome.UNAUTHORIZED, f"User {subject} is disabled", error, errs.disabled_hints(user)
-            )
-        if code == errs.CODE_USER_LOCKED:
-            return self.fail(
-                Outcome.UNAUTHORIZED, f"User {subject} is locked", error, errs.locked_hints(user)
-            )
-        if code == errs.CODE_JWT_INVALID or status == 401:
+            named = f"role {role}" if role else "the role"
+            what = f"The {kind} works, but {named} isn't granted to {self.user}"
+            found = Outcome.FORBIDDEN, what, errs.role_hints(role, user, token)
+        elif code == errs.CODE_USER_DISABLED:
+            found = Outcome.UNAUTHORIZED, f"User {subject} is disabled", errs.disabled_hints(user)
+        elif code == errs.CODE_USER_LOCKED:
+            found = Outcome.UNAUTHORIZED, f"User {subject} is locked", errs.locked_hints(user)
+        elif code == errs.CODE_JWT_INVALID or status == 401:
             failure_id = errs.login_failure_id(error.message)
-            fingerprint = self._credential.fingerprint
             if fingerprint:
                 hints = errs.key_rejected_hints(user, fingerprint, failure_id)
             else:
                 hints = errs.token_rejected_hints(user, failure_id)
-            return self.fail(
-                Outcome.UNAUTHORIZED, f"Snowflake rejected the {kind} for {subject}", error, hints
-            )
-        if status == 404:
+            found = Outcome.UNAUTHORIZED, f"Snowflake rejected the {kind} for {subject}", hints
+        elif status == 404:
             hints = errs.account_not_found_hints(self._provider.api_url is not None)
-            what = f"Snowflake doesn't know the account {self.account}"
-            return self.fail(Outcome.INVALID_INPUT, what, error, hints)
-        if status == 403:
-            return self.fail(
-                Outcome.FORBIDDEN, "Snowflake refused the request", error, errs.api_forbidden_hints()
-            )
-        if status == 408 or code == errs.CODE_STATEMENT_TIMEOUT:
-            limit = float(self._provider.statement_timeout)
-            return self.fail(
-                Outcome.PROVIDER_ERROR, "Snowflake timed out the check", error, errs.slow_hints(limit)
-            )
-        if status >= 500:
-            hints = errs.provider_error_hints(self.reference)
-            return self.fail(Outcome.PROVIDER_ERROR, "Snowflake had a server error", error, hints)
-        what = f"Snowflake gave an unexpected answer (HTTP {status})"
-        return self.fail(Outcome.PROVIDER_ERROR, what, error, errs.provider_error_hints(self.reference))
+            found = Outcome.INVALID_INPUT, f"Snowflake doesn't know the account {self.account}", hints
+        elif status == 403:
+            found = Outcome.FORBIDDEN, "Snowflake refused the request", errs.api_forbidden_hints()
+        elif status == 408 or code == errs.CODE_STATEMENT_TIMEOUT:
+            hints = errs.slow_hints(float(self._provider.statement_timeout))
+            found = Outcome.PROVIDER_ERROR, "Snowflake timed out the check", hints
+        else:
+            unexpected = f"Snowflake gave an unexpected answer (HTTP {status})"
+            what = "Snowflake had a server error" if status >= 500 else unexpected
+            found = Outcome.PROVIDER_ERROR, what, errs.provider_error_hints(self.reference)
+        outcome, what, hints = found
+        summary = base.with_said(what, self.said(error), "Snowflake", (".", "!", "?", "]"))
+        return self.probe(outcome, summary, hints, self.reference)
 
 
 def _token_problem(token: str) -> str | None:

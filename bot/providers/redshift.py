@@ -172,19 +172,8 @@ async def psycopg_connect(params: ConnectParams) -> PsycopgSession:
     ``DEALLOCATE ALL``, which psycopg sends to drop prepared statements)."""
     install_unicode_alias()
     # psycopg leaves out the keywords that are None (no sslrootcert with sslmode=disable).
-    connection = await psycopg.AsyncConnection.connect(
-        host=params.host,
-        hostaddr=params.hostaddr,
-        port=params.port,
-        dbname=params.dbname,
-        user=params.user,
-        password=params.password.reveal(),
-        sslmode=params.sslmode,
-        sslrootcert=params.sslrootcert,
-        connect_timeout=params.connect_timeout,
-        autocommit=True,
-        prepare_threshold=None,
-    )
+    keywords = vars(params) | {"password": params.password.reveal()}  # each field is a libpq keyword
+    connection = await psycopg.AsyncConnection.connect(**keywords, autocommit=True, prepare_threshold=None)
     return PsycopgSession(connection)
 
 
@@ -574,35 +563,33 @@ class Redshift(Provider):
         hints: list[str] = []
         missing: list[str] = []
 
-        temp = _truthy((await session.fetch_one(_MAY_TEMP) or (None,))[0])
+        def lacks(name: str, detail: str, hint: str) -> None:
+            checks.append(Check(name, False, detail))
+            hints.append(hint)
+            missing.append(name)
+
         name = f"TEMP on database {database}"
-        if temp:
+        if _truthy((await session.fetch_one(_MAY_TEMP) or (None,))[0]):
             checks.append(Check(name, True, "It may create temporary tables."))
         else:
-            checks.append(Check(name, False, "It may not create temporary tables."))
-            hints.append(errs.temp_hint(database, user))
-            missing.append(name)
+            lacks(name, "It may not create temporary tables.", errs.temp_hint(database, user))
 
         if schema:
             name = f"USAGE on schema {schema}"
             try:
                 usage = _truthy((await session.fetch_one(_MAY_USE_SCHEMA, (schema,)) or (None,))[0])
             except psycopg.errors.InvalidSchemaName:
-                checks.append(Check(name, False, f"There is no schema {schema} in {database}."))
-                hints.append(errs.schema_missing_hint(schema, database))
-                missing.append(name)
+                missing_hint = errs.schema_missing_hint(schema, database)
+                lacks(name, f"There is no schema {schema} in {database}.", missing_hint)
             else:
                 if usage:
                     checks.append(Check(name, True, "It may use the schema."))
                 else:
-                    checks.append(Check(name, False, "It may not use the schema."))
-                    hints.append(errs.usage_hint(schema, user))
-                    missing.append(name)
+                    lacks(name, "It may not use the schema.", errs.usage_hint(schema, user))
 
+        where = f"{user} on database {database}"
         accepted = (
-            f"{product} accepted {user} on database {database}"
-            if is_redshift
-            else (f"The server accepted {user} on database {database} ({product})")
+            f"{product} accepted {where}" if is_redshift else f"The server accepted {where} ({product})"
         )
         summary = f"{accepted}, but the user lacks {' and '.join(missing)}." if missing else f"{accepted}."
         return Probe(Outcome.OK, summary, tuple(checks), tuple(hints))

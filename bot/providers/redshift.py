@@ -45,30 +45,17 @@ import httpx
 import psycopg
 from psycopg import _encodings
 
+from bot.providers import _redshift_endpoint as endpoints
 from bot.providers import _redshift_errors as errs
 from bot.providers import base
-from bot.providers._redshift_endpoint import (
-    DEFAULT_PORT,
-    Endpoint,
-    EndpointKind,
-    classify,
-    endpoint_problem,
-    is_ip,
-    parse_port,
-    port_problem,
-    split_pasted,
-)
 from bot.providers.base import Check, FieldValues, FormField, FormSection, Outcome, Probe, Provider
 from bot.redaction import Secret
 from bot.settings import ConfigError
 
 __all__ = [
-    "DEFAULT_PORT",
     "SSL_MODES",
     "ConnectParams",
     "Connector",
-    "Endpoint",
-    "EndpointKind",
     "PsycopgSession",
     "Redshift",
     "Resolver",
@@ -406,7 +393,7 @@ class Redshift(Provider):
         """Trim, and take a pasted URL or ``host:5439/dev`` apart into endpoint, port and
         database (the fields the user filled in win over the URL's parts)."""
         cleaned = super().clean(values)
-        pasted = split_pasted(str(cleaned["endpoint"]))
+        pasted = endpoints.split_pasted(str(cleaned["endpoint"]))
         cleaned["endpoint"] = pasted.host
         for name, found in (("port", pasted.port), ("database", pasted.database)):
             if not cleaned[name] and found:
@@ -417,14 +404,14 @@ class Redshift(Provider):
         """Field name -> what is wrong with it; no I/O."""
         problems: dict[str, str] = {}
         host = base.plain(values, "endpoint")
-        endpoint: Endpoint | None = None
+        endpoint: endpoints.Endpoint | None = None
         if not host:
             problems["endpoint"] = "Paste the endpoint from the Redshift console."
-        elif problem := endpoint_problem(host):
+        elif problem := endpoints.endpoint_problem(host):
             problems["endpoint"] = problem
         else:
-            endpoint = classify(host)
-        if problem := port_problem(base.plain(values, "port"), endpoint):
+            endpoint = endpoints.classify(host)
+        if problem := endpoints.port_problem(base.plain(values, "port"), endpoint):
             problems["port"] = problem
         if not base.plain(values, "database"):
             problems["database"] = "Name the database to connect to; it is usually dev."
@@ -446,11 +433,11 @@ class Redshift(Provider):
     def connect_params(self, values: FieldValues) -> ConnectParams:
         """The connection the probe makes for cleaned, valid ``values``."""
         host = base.plain(values, "endpoint")
-        port = parse_port(base.plain(values, "port"))
+        port = endpoints.parse_port(base.plain(values, "port"))
         hostaddr: str | None = None
         if self.connect_to is not None:
             elsewhere, port = self.connect_to
-            if is_ip(elsewhere):
+            if endpoints.is_ip(elsewhere):
                 hostaddr = elsewhere
             else:
                 host = elsewhere
@@ -476,7 +463,8 @@ class Redshift(Provider):
         """Connect and ask who we are and what we may do; ``http`` is not used."""
         params = self.connect_params(values)
         host = base.plain(values, "endpoint")
-        target = errs.Target(host, parse_port(base.plain(values, "port")), params.dbname, params.user)
+        port = endpoints.parse_port(base.plain(values, "port"))
+        target = errs.Target(host, port, params.dbname, params.user)
         if self.connect_to is None:
             address = await self._checked_address(params.host, params.port, target)
             if isinstance(address, errs.ConnectFailure):
@@ -489,16 +477,15 @@ class Redshift(Provider):
         try:
             async with asyncio.timeout(self.probe_budget):
                 schema = schema_identifier(base.plain(values, "schema"))
-                return await self._ask(session, target, classify(host), schema)
+                return await self._ask(session, endpoints.classify(host), schema)
         except (TimeoutError, psycopg.errors.QueryCanceled):
             logger.info("redshift %s: the checks took too long", target.address)
             summary = f"We connected to {target.address}, but the checks didn't finish in time."
             return Probe(Outcome.PROVIDER_ERROR, summary, hints=(errs.BUSY_HINT,))
         except psycopg.Error as exc:
             logger.info("redshift %s: a check failed (SQLSTATE %s)", target.address, exc.sqlstate)
-            said = errs.server_said(str(exc), password)
             what = f"We connected to {target.address}, but a check failed"
-            summary = base.with_said(what, said)
+            summary = base.with_said(what, errs.server_said(str(exc), password))
             return Probe(Outcome.PROVIDER_ERROR, summary, hints=(errs.PROVIDER_ERROR_HINT,))
         finally:
             await self._close(session, target)
@@ -546,7 +533,7 @@ class Redshift(Provider):
             retried = True
             await self._sleep(self.retry_delay)
 
-    async def _ask(self, session: Session, target: errs.Target, endpoint: Endpoint, schema: str) -> Probe:
+    async def _ask(self, session: Session, endpoint: endpoints.Endpoint, schema: str) -> Probe:
         """The probes, one leader-node statement each (Redshift refuses to mix them with tables)."""
         await session.execute(_STATEMENT_TIMEOUT)
         row = await session.fetch_one(_WHO_AM_I)

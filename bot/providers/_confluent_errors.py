@@ -26,7 +26,7 @@ import re
 import struct
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -192,13 +192,7 @@ def parse_error(response: httpx.Response) -> ApiError:
         for reader in (_cloud_failure, _cloud_envelope, _kafka_error):
             found = reader(response.status_code, body)
             if found is not None:
-                return ApiError(
-                    status=found.status,
-                    code=found.code,
-                    title=found.title,
-                    message=found.message,
-                    request_id=request_id or found.request_id,
-                )
+                return replace(found, request_id=request_id or found.request_id)
     return ApiError(
         status=response.status_code,
         title=httpx.codes.get_reason_phrase(response.status_code) or None,
@@ -216,12 +210,7 @@ def _cloud_failure(status: int, body: dict[str, Any]) -> ApiError | None:
     if not isinstance(errors, list) or not errors or not isinstance(errors[0], dict):
         return None
     first = errors[0]
-    return ApiError(
-        status=status,
-        code=_text(first.get("code")),
-        title=_text(first.get("title")),
-        message=_text(first.get("detail")),
-    )
+    return ApiError(status, _text(first.get("code")), _text(first.get("title")), _text(first.get("detail")))
 
 
 def _cloud_envelope(status: int, body: dict[str, Any]) -> ApiError | None:

@@ -246,7 +246,6 @@ class ApiError:
     status: int
     code: str | None = None
     message: str | None = None
-    sql_state: str | None = None
     statement_handle: str | None = None
 
     @property
@@ -265,7 +264,6 @@ def parse_error(response: httpx.Response) -> ApiError:
         status=response.status_code,
         code=_text(body.get("code")),
         message=_text(body.get("message")),
-        sql_state=_text(body.get("sqlState")),
         statement_handle=_text(body.get("statementHandle")),
     )
 

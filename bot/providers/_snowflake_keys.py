@@ -82,7 +82,6 @@ class KeyPair:
     private_key: rsa.RSAPrivateKey = field(repr=False)
     fingerprint: str
     """``SHA256:<base64>``, what ``DESC USER`` shows as RSA_PUBLIC_KEY_FP."""
-    bits: int
 
 
 def fingerprint_of(public_key: PublicKeyTypes) -> str:
@@ -167,7 +166,7 @@ def load_key_pair(pem: str, passphrase: str, *, checked: bool = True) -> KeyPair
             f"This RSA key has {key.key_size} bits; Snowflake needs at least {MIN_RSA_BITS}. "
             f"Create a new one with {MAKE_KEY}.",
         )
-    return KeyPair(key, fingerprint_of(key.public_key()), key.key_size)
+    return KeyPair(key, fingerprint_of(key.public_key()))
 
 
 class KeyCache:

@@ -35,7 +35,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Self
@@ -232,14 +232,11 @@ class Snowflake(Provider):
     ) -> None:
         self.api_url = api_url.rstrip("/") if api_url else None
         self.retry = retry or RetryPolicy()
-        self.poll_interval = poll_interval
-        self.poll_limit = poll_limit
+        self.poll_interval, self.poll_limit = poll_interval, poll_limit
         self.statement_timeout = statement_timeout
         # Longer than the statement's own timeout, so Snowflake's 408 arrives before we give up.
         self.request_timeout = request_timeout or httpx.Timeout(statement_timeout + 10.0, connect=5.0)
-        self._sleep = sleep
-        self._clock = clock
-        self._monotonic = monotonic
+        self._sleep, self._clock, self._monotonic = sleep, clock, monotonic
         self._keys = key_cache or keys.KeyCache()
 
     @classmethod
@@ -288,12 +285,7 @@ class Snowflake(Provider):
         token = base.plain(cleaned, "token")
         if token:
             cleaned["token"] = Secret(_BEARER.sub("", base.unquote(token)))
-        account = str(cleaned["account"])
-        cleaned["account"] = names.normalise_account(account) or account
-        for name in ("role", "warehouse", "database"):
-            identifier = names.parse_identifier(str(cleaned[name]))
-            if identifier is not None:
-                cleaned[name] = identifier.sql
+        _normalise_names(cleaned)
         return cleaned
 
     def validate(self, values: FieldValues) -> dict[str, str]:
@@ -320,19 +312,15 @@ class Snowflake(Provider):
                 problems[problem.field] = problem.message
         elif passphrase:
             problems["passphrase"] = "A passphrase goes with an encrypted private key; leave it empty here."
-        for name, what in (("role", "role"), ("warehouse", "warehouse"), ("database", "database")):
-            if name_problem := names.identifier_problem(base.plain(values, name).strip(), what):
+        for name in ("role", "warehouse", "database"):
+            if name_problem := names.identifier_problem(base.plain(values, name).strip(), name):
                 problems[name] = name_problem
         return problems
 
     def config_of(self, values: FieldValues) -> dict[str, str]:
         """Account (normalised), user, role, warehouse and database, when given."""
         config = super().config_of(values)
-        if "account" in config:
-            config["account"] = names.normalise_account(config["account"]) or config["account"]
-        for name in ("role", "warehouse", "database"):
-            if name in config and (identifier := names.parse_identifier(config[name])) is not None:
-                config[name] = identifier.sql
+        _normalise_names(config)
         return config
 
     def credential_hint(self, values: FieldValues) -> str | None:
@@ -759,6 +747,15 @@ class _Run(retries.Run):
         outcome, what, hints = found
         summary = base.with_said(what, self.said(error), "Snowflake", (".", "!", "?", "]"))
         return self.probe(outcome, summary, hints, self.reference)
+
+
+def _normalise_names(values: MutableMapping[str, Any]) -> None:
+    """The account identifier and the role, warehouse and database names, as stored and shown."""
+    if "account" in values:
+        values["account"] = names.normalise_account(str(values["account"])) or values["account"]
+    for name in ("role", "warehouse", "database"):
+        if name in values and (identifier := names.parse_identifier(str(values[name]))) is not None:
+            values[name] = identifier.sql
 
 
 def _token_problem(token: str) -> str | None:

@@ -35,28 +35,6 @@ import httpx
 from bot.providers._retries import json_of, try_again
 from bot.providers.base import shorten
 
-__all__ = [
-    "CLOUD_FORBIDDEN_HINTS",
-    "CLOUD_UNAUTHORIZED_HINTS",
-    "CREATE_TOPICS_HINT",
-    "KAFKA_FORBIDDEN_HINTS",
-    "KAFKA_NOT_FOUND_HINTS",
-    "KAFKA_UNAUTHORIZED_HINTS",
-    "NO_ENVIRONMENTS_HINT",
-    "UNREACHABLE_HINTS",
-    "ApiError",
-    "cluster_problem",
-    "endpoint_problem",
-    "key_problem",
-    "looks_swapped",
-    "parse_error",
-    "provider_error_hints",
-    "rate_limited_hints",
-    "scrub",
-    "secret_checksum_ok",
-    "secret_problem",
-]
-
 _MAX_TEXT = 300
 
 # --- hints -----------------------------------------------------------------------------------

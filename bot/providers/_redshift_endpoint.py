@@ -15,20 +15,6 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-__all__ = [
-    "DEFAULT_PORT",
-    "SERVERLESS_PORTS",
-    "Endpoint",
-    "EndpointKind",
-    "Pasted",
-    "classify",
-    "endpoint_problem",
-    "is_ip",
-    "parse_port",
-    "port_problem",
-    "split_pasted",
-]
-
 DEFAULT_PORT = 5439
 SERVERLESS_PORTS = (range(5431, 5456), range(8191, 8216))
 """The ports a Serverless workgroup may listen on (MG ``serverless-connecting``)."""

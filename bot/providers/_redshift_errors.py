@@ -14,23 +14,6 @@ from dataclasses import dataclass
 from bot.providers.base import Outcome, Probe, with_said
 from bot.redaction import redact
 
-__all__ = [
-    "BUSY_HINT",
-    "PROVIDER_ERROR_HINT",
-    "TLS_HINTS",
-    "UNREACHABLE_HINTS",
-    "ConnectFailure",
-    "Target",
-    "classify_connect_error",
-    "dns_failure",
-    "private_address_failure",
-    "quote_ident",
-    "schema_missing_hint",
-    "server_said",
-    "temp_hint",
-    "usage_hint",
-]
-
 _SAID_MAX = 200
 
 # --- hints -----------------------------------------------------------------------------------

@@ -18,8 +18,6 @@ import httpx
 
 from bot.providers.base import Check, Outcome, Probe
 
-__all__ = ["RetryPolicy", "Run", "json_of", "retry_after", "try_again"]
-
 logger = logging.getLogger(__name__)
 
 

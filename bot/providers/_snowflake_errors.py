@@ -22,41 +22,6 @@ from bot.providers._retries import json_of, try_again
 from bot.providers.base import shorten
 from bot.redaction import MASK, redact
 
-__all__ = [
-    "CODE_JWT_INVALID",
-    "CODE_NETWORK_POLICY",
-    "CODE_NO_WAREHOUSE",
-    "CODE_OBJECT_MISSING",
-    "CODE_ROLE_NOT_ALLOWED",
-    "CODE_ROLE_NOT_GRANTED",
-    "CODE_STATEMENT_TIMEOUT",
-    "CODE_USER_DISABLED",
-    "CODE_USER_LOCKED",
-    "CODE_WAREHOUSE_AT_LOGIN",
-    "KEY_WONT_LOAD",
-    "PASSWORD_REFUSED",
-    "UNREACHABLE_HINTS",
-    "ApiError",
-    "account_not_found_hints",
-    "api_forbidden_hints",
-    "database_hint",
-    "disabled_hints",
-    "key_rejected_hints",
-    "locked_hints",
-    "login_failure_id",
-    "network_policy_hints",
-    "parse_error",
-    "provider_error_hints",
-    "rate_limited_hints",
-    "role_hints",
-    "scrub",
-    "seen_address",
-    "slow_hints",
-    "token_rejected_hints",
-    "warehouse_case_hint",
-    "warehouse_hint",
-]
-
 CODE_JWT_INVALID = "390144"
 CODE_USER_DISABLED = "390101"
 CODE_USER_LOCKED = "390102"

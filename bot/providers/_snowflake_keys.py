@@ -25,21 +25,6 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from bot.providers.base import unquote
 
-__all__ = [
-    "JWT_LIFETIME_SECONDS",
-    "MAX_KDF_ROUNDS",
-    "MIN_RSA_BITS",
-    "KeyCache",
-    "KeyPair",
-    "KeyProblem",
-    "fingerprint_of",
-    "kdf_problem",
-    "load_key_pair",
-    "looks_like_token",
-    "mint_jwt",
-    "normalise_pem",
-]
-
 MIN_RSA_BITS = 2048
 JWT_LIFETIME_SECONDS = 60
 """Snowflake refuses a JWT that arrives more than 60 s after its ``iat`` (LFD 394302), so one is

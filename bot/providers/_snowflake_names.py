@@ -24,20 +24,6 @@ from urllib.parse import urlsplit
 
 from bot.providers.base import unquote
 
-__all__ = [
-    "ACCOUNT_EXAMPLES",
-    "Identifier",
-    "account_problem",
-    "host_of",
-    "identifier_problem",
-    "jwt_account",
-    "normalise_account",
-    "parse_identifier",
-    "sql_name",
-    "sql_string_literal",
-    "user_problem",
-]
-
 ACCOUNT_EXAMPLES = "myorg-account_name (or an account locator such as xy12345.us-east-2.aws)"
 _DOMAIN = ".snowflakecomputing.com"
 _CHINA_DOMAIN = ".snowflakecomputing.cn"

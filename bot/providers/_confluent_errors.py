@@ -37,8 +37,6 @@ from bot.providers.base import shorten
 
 _MAX_TEXT = 300
 
-# --- hints -----------------------------------------------------------------------------------
-
 _WRONG_KIND = (
     "Each kind of key works in one place only: a Kafka cluster key is rejected by the Cloud API, "
     "and a Cloud resource management key is rejected by a Kafka cluster."
@@ -126,9 +124,6 @@ def provider_error_hints(request_id: str | None) -> tuple[str, ...]:
         "If it keeps failing, check https://status.confluent.cloud and give Confluent support the "
         "request id.",
     )
-
-
-# --- error parsing ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -222,8 +217,6 @@ def scrub(text: str, values: Iterable[str]) -> str:
             text = text.replace(value, "[redacted]")
     return text
 
-
-# --- offline format checks -------------------------------------------------------------
 
 _KEY = re.compile(r"[A-Z0-9]{16}")
 _SECRET = re.compile(r"[A-Za-z0-9+/]{64}")

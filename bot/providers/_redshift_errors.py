@@ -16,8 +16,6 @@ from bot.redaction import redact
 
 _SAID_MAX = 200
 
-# --- hints -----------------------------------------------------------------------------------
-
 UNREACHABLE_HINTS = (
     "Make the cluster or workgroup publicly accessible (in the Redshift console: Actions → Modify "
     "publicly accessible setting), or it can only be reached from inside its VPC.",
@@ -126,9 +124,6 @@ def schema_missing_hint(schema: str, database: str) -> str:
         f"There is no schema {schema} in database {database}: check the spelling and the database. A "
         'name not in double quotes is lower-cased, as in SQL; write a mixed-case name in quotes, as "Sales".'
     )
-
-
-# --- connect errors --------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

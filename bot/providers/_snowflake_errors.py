@@ -40,8 +40,6 @@ _ADDRESS = re.compile(
     r"(?<![\w.:])([0-9]{1,3}(?:\.[0-9]{1,3}){3}|[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7})(?![\w.:])"
 )
 
-# --- hints -----------------------------------------------------------------------------------
-
 PASSWORD_REFUSED = (
     "That looks like a password, not a token. Snowflake is blocking single-factor password sign-in "
     "(fully enforced by October 2026) and its SQL API never takes passwords. Use a key pair instead: "
@@ -199,9 +197,6 @@ def slow_hints(seconds: float) -> tuple[str, ...]:
         f"Snowflake accepted the request but hadn't finished the check after {seconds:.0f} seconds; "
         "the account may be busy. Try again in a minute.",
     )
-
-
-# --- error parsing ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

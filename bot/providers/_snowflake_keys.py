@@ -262,8 +262,6 @@ def _kind_of(key: object) -> str:
     return "not an RSA key"
 
 
-# --- how much work opening an encrypted key takes ----------------------------------------------------
-
 _PBES2 = "1.2.840.113549.1.5.13"
 _PBKDF2 = "1.2.840.113549.1.5.12"
 _SCRYPT = "1.3.6.1.4.1.11591.4.11"
@@ -373,9 +371,6 @@ def _oid(content: bytes) -> str:
 
 def _integer(der: bytes, node: _Node) -> int:
     return int.from_bytes(der[node[1] : node[2]], "big", signed=True)
-
-
-# --- the JWT -----------------------------------------------------------------------------------------
 
 
 def mint_jwt(key: KeyPair, account: str, user: str, now: int) -> str:

@@ -43,9 +43,6 @@ _USER_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f]")
 _MAX_USER = 255
 
 
-# --- account identifier ------------------------------------------------------------------------
-
-
 def normalise_account(text: str) -> str | None:
     """The account identifier in lower case, without scheme, path or ``.snowflakecomputing.com``
     (``.snowflakecomputing.cn`` stays: it decides the host), with ``orgname.account_name``
@@ -140,9 +137,6 @@ def jwt_account(identifier: str) -> str:
     return account.upper()
 
 
-# --- user -----------------------------------------------------------------------------------------
-
-
 def user_problem(user: str) -> str | None:
     if not user:
         return "Enter the user's login name (LOGIN_NAME in DESC USER)."
@@ -151,9 +145,6 @@ def user_problem(user: str) -> str | None:
     if _USER_FORBIDDEN.search(user):
         return "A login name fits on one line; copy it again from DESC USER (LOGIN_NAME)."
     return None
-
-
-# --- role, warehouse, database ----------------------------------------------------------------
 
 
 @dataclass(frozen=True)

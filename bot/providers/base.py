@@ -238,9 +238,6 @@ class Provider(ABC):
         return found
 
 
-# --- for the plug-ins' own use ------------------------------------------------------------
-
-
 def plain(values: FieldValues, name: str) -> str:
     """A form value as text, a secret revealed."""
     value = values.get(name, "")

@@ -122,8 +122,6 @@ class ConfluentCloud(Provider):
             raise ConfigError("CONFLUENT_CLOUD_API_URL must be an http(s) URL")
         return cls(api_url=url)
 
-    # --- offline ---------------------------------------------------------------------------
-
     def clean(self, values: FieldValues) -> dict[str, str | Secret]:
         """Trim whitespace and paste debris: quotes around key and secret, a trailing ``/``."""
         cleaned = super().clean(values)
@@ -158,8 +156,6 @@ class ConfluentCloud(Provider):
         elif endpoint and not cluster:
             problems["cluster_id"] = "Add the cluster ID (lkc-…) too: the REST endpoint alone isn't enough."
         return problems
-
-    # --- online ----------------------------------------------------------------------------
 
     async def probe(self, values: FieldValues, http: httpx.AsyncClient) -> Probe:
         """Ask the Cloud API, then the cluster when one is given; see the module docstring."""

@@ -80,9 +80,6 @@ _MAY_TEMP: LiteralString = "SELECT has_database_privilege(current_database(), 'T
 _MAY_USE_SCHEMA: LiteralString = "SELECT has_schema_privilege(%s, 'USAGE')"
 
 
-# --- the connection ------------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class ConnectParams:
     """What one connection attempt is made with; the password stays wrapped until psycopg."""
@@ -164,9 +161,6 @@ async def psycopg_connect(params: ConnectParams) -> PsycopgSession:
     return PsycopgSession(connection)
 
 
-# --- reading answers -----------------------------------------------------------------------------
-
-
 def server_product(version: str) -> tuple[bool, str]:
     """Whether ``version()`` is Redshift's, and the product as shown ("Amazon Redshift 1.0.54321",
     "PostgreSQL 15.18")."""
@@ -243,9 +237,6 @@ def _connect_to(raw: str | None) -> tuple[str, int] | None:
     if not re.fullmatch(r"[A-Za-z0-9.:-]+", host):
         raise ConfigError("REDSHIFT_CONNECT_TO must be host:port, e.g. 127.0.0.1:5439")
     return host, int(port)
-
-
-# --- the provider --------------------------------------------------------------------------------
 
 
 class Redshift(Provider):
@@ -387,8 +378,6 @@ class Redshift(Provider):
             ),
         )
 
-    # --- offline -------------------------------------------------------------------------------
-
     def clean(self, values: FieldValues) -> dict[str, str | Secret]:
         """Trim, and take a pasted URL or ``host:5439/dev`` apart into endpoint, port and
         database (the fields the user filled in win over the URL's parts)."""
@@ -427,8 +416,6 @@ class Redshift(Provider):
         if not user or not host:
             return None
         return base.shorten(f"{user}@{host.split('.', 1)[0]}", _KEY_HINT_MAX)
-
-    # --- online --------------------------------------------------------------------------------
 
     def connect_params(self, values: FieldValues) -> ConnectParams:
         """The connection the probe makes for cleaned, valid ``values``."""

@@ -271,8 +271,6 @@ class Snowflake(Provider):
             return f"https://{names.host_of(account)}"
         return self.api_url.replace("{account}", account)
 
-    # --- offline ---------------------------------------------------------------------------
-
     def clean(self, values: FieldValues) -> dict[str, str | Secret]:
         """Trim; normalise the account identifier, the names, and a PEM or token mangled by copying."""
         cleaned = super().clean(values)
@@ -334,8 +332,6 @@ class Snowflake(Provider):
                 return None
         token = values.get("token")
         return token.masked() if isinstance(token, Secret) and token else None
-
-    # --- online ----------------------------------------------------------------------------
 
     async def probe(self, values: FieldValues, http: httpx.AsyncClient) -> Probe:
         """Sign in and look at the session's context; see the module docstring."""
@@ -490,8 +486,6 @@ class _Run(retries.Run):
             return identifier.name
         return names.Identifier(self.user, quoted=True).sql
 
-    # --- the time budget -----------------------------------------------------------------------
-
     def elapsed(self) -> float:
         return self._provider._monotonic() - self._started
 
@@ -508,8 +502,6 @@ class _Run(retries.Run):
         left = max(left, 0.5)
         configured = self._provider.request_timeout.as_dict().items()
         return httpx.Timeout(**{name: left if v is None else min(v, left) for name, v in configured})
-
-    # --- requests ------------------------------------------------------------------------------
 
     async def send(self, method: str, path: str, *, retry: bool = True, **kwargs: Any) -> httpx.Response:
         """One request with fresh credentials, retried once for a 429, a 5xx or a timeout when the
@@ -588,8 +580,6 @@ class _Run(retries.Run):
             await self.send("POST", f"{STATEMENTS_PATH}/{quote(handle, safe='')}/cancel", retry=False)
         except httpx.HTTPError as exc:  # the check is reported as slow either way
             logger.info("snowflake cancel failed: %s", type(exc).__name__)
-
-    # --- the session -----------------------------------------------------------------------------
 
     async def inspect_session(self, seen: list[str | None]) -> Probe:
         """Check the session against the context asked for; ``seen`` is the probe's row."""
@@ -677,8 +667,6 @@ class _Run(retries.Run):
         else:
             self.checks.append(Check("session context", False, said))
             self.problems.append("its context can't be used")
-
-    # --- results ---------------------------------------------------------------------------------
 
     def said(self, error: errs.ApiError | None) -> str:
         text = error.text if error is not None else "nothing"

@@ -32,8 +32,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from bot.providers._retries import json_of, try_again
-from bot.providers.base import shorten
+from bot.providers._shared import json_of, shorten, try_again
 
 _MAX_TEXT = 300
 

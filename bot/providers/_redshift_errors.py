@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from bot.providers.base import Outcome, Probe, with_said
+from bot.providers._shared import with_said
+from bot.providers.base import Outcome, Probe
 from bot.redaction import redact
 
 _SAID_MAX = 200

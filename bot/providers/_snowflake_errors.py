@@ -18,8 +18,7 @@ from typing import Any
 
 import httpx
 
-from bot.providers._retries import json_of, try_again
-from bot.providers.base import shorten
+from bot.providers._shared import json_of, shorten, try_again
 from bot.redaction import MASK, redact
 
 CODE_JWT_INVALID = "390144"

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dh, dsa, ec, ed448, ed25519, rsa, x448, x25519
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
-from bot.providers.base import unquote
+from bot.providers._shared import unquote
 
 MIN_RSA_BITS = 2048
 JWT_LIFETIME_SECONDS = 60

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from bot.providers.base import unquote
+from bot.providers._shared import unquote
 
 ACCOUNT_EXAMPLES = "myorg-account_name (or an account locator such as xy12345.us-east-2.aws)"
 _DOMAIN = ".snowflakecomputing.com"

@@ -34,10 +34,6 @@ __all__ = [
     "Probe",
     "Provider",
     "Verification",
-    "plain",
-    "shorten",
-    "unquote",
-    "with_said",
 ]
 
 logger = logging.getLogger(__name__)
@@ -236,34 +232,6 @@ class Provider(ABC):
             if isinstance(value, Secret) and value:
                 found[name] = value
         return found
-
-
-def plain(values: FieldValues, name: str) -> str:
-    """A form value as text, a secret revealed."""
-    value = values.get(name, "")
-    return value.reveal() if isinstance(value, Secret) else str(value or "")
-
-
-_QUOTES = {'"': '"', "'": "'", "`": "`", "“": "”", "‘": "’"}
-
-
-def unquote(text: str) -> str:
-    """Strip whitespace and matching quotes around a pasted value (also typographic ones)."""
-    text = text.strip()
-    while len(text) >= 2 and _QUOTES.get(text[0]) == text[-1]:
-        text = text[1:-1].strip()
-    return text
-
-
-def shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def with_said(what: str, said: str, who: str = "It", ends: tuple[str, ...] = (".", "!", "?")) -> str:
-    """``what``, then what the server said, ending as a sentence."""
-    if not said:
-        return f"{what}."
-    return f"{what}. {who} said: {said}" + ("" if said.endswith(ends) else ".")
 
 
 def _describe_transport_error(exc: httpx.TransportError) -> str:

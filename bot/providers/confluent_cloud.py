@@ -20,8 +20,7 @@ from urllib.parse import quote
 import httpx
 
 from bot.providers import _confluent_errors as errs
-from bot.providers import _retries as retries
-from bot.providers import base
+from bot.providers import _shared as shared
 from bot.providers._confluent_errors import secret_checksum_ok
 from bot.providers.base import Check, FieldValues, FormField, FormSection, Outcome, Probe, Provider
 from bot.redaction import Secret
@@ -35,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class RetryPolicy(retries.RetryPolicy):
+class RetryPolicy(shared.RetryPolicy):
     """Confluent's: two tries after a 429 and one after a 5xx (or Kafka 50003), backing off 1, 2,
     then 4 seconds when the response does not say (Kafka REST never does)."""
 
@@ -128,13 +127,13 @@ class ConfluentCloud(Provider):
         for name in ("api_key", "api_secret"):
             value = cleaned[name]
             if isinstance(value, Secret):
-                cleaned[name] = Secret(base.unquote(value.reveal()))
+                cleaned[name] = Secret(shared.unquote(value.reveal()))
         cleaned["rest_endpoint"] = str(cleaned["rest_endpoint"]).rstrip("/")
         return cleaned
 
     def validate(self, values: FieldValues) -> dict[str, str]:
         """Field name -> what is wrong with it; no I/O."""
-        key, secret = base.plain(values, "api_key"), base.plain(values, "api_secret")
+        key, secret = shared.plain(values, "api_key"), shared.plain(values, "api_secret")
         problems: dict[str, str] = {}
         if errs.looks_swapped(key, secret):
             problems["api_key"] = "This looks like the API secret, not the key: the two fields look swapped."
@@ -144,7 +143,7 @@ class ConfluentCloud(Provider):
                 problems["api_key"] = key_problem
             if secret_problem := errs.secret_problem(secret):
                 problems["api_secret"] = secret_problem
-        endpoint, cluster = base.plain(values, "rest_endpoint"), base.plain(values, "cluster_id")
+        endpoint, cluster = shared.plain(values, "rest_endpoint"), shared.plain(values, "cluster_id")
         if endpoint and (endpoint_problem := errs.endpoint_problem(endpoint)):
             problems["rest_endpoint"] = endpoint_problem
         elif cluster and not endpoint:
@@ -159,9 +158,9 @@ class ConfluentCloud(Provider):
 
     async def probe(self, values: FieldValues, http: httpx.AsyncClient) -> Probe:
         """Ask the Cloud API, then the cluster when one is given; see the module docstring."""
-        key, secret = base.plain(values, "api_key"), base.plain(values, "api_secret")
+        key, secret = shared.plain(values, "api_key"), shared.plain(values, "api_secret")
         run = _Run(http, (key, secret), self.retry, self._sleep)
-        endpoint, cluster = base.plain(values, "rest_endpoint"), base.plain(values, "cluster_id")
+        endpoint, cluster = shared.plain(values, "rest_endpoint"), shared.plain(values, "cluster_id")
         has_cluster = bool(endpoint and cluster)
 
         cloud = await run.send("GET", f"{self.api_url}/org/v2/environments", params={"page_size": "1"})
@@ -235,7 +234,7 @@ class ConfluentCloud(Provider):
         return run.ok(f"Confluent accepted the {kind} on {cluster}")
 
 
-class _Run(retries.Run):
+class _Run(shared.Run):
     def __init__(
         self,
         http: httpx.AsyncClient,
@@ -268,7 +267,7 @@ class _Run(retries.Run):
         return errs.scrub(error.text, self._auth)
 
     def record_environments(self, response: httpx.Response) -> None:
-        body = retries.json_of(response)
+        body = shared.json_of(response)
         meta = body.get("metadata") if isinstance(body, dict) else None
         total = meta.get("total_size") if isinstance(meta, dict) else None
         count = total if isinstance(total, int) else len(_data(response))
@@ -285,7 +284,7 @@ class _Run(retries.Run):
 
     def fail(self, outcome: Outcome, what: str, error: errs.ApiError, hints: tuple[str, ...]) -> Probe:
         return self.probe(
-            outcome, base.with_said(what, self.said(error), "Confluent"), hints, error.request_id
+            outcome, shared.with_said(what, self.said(error), "Confluent"), hints, error.request_id
         )
 
     def failure(
@@ -326,12 +325,12 @@ def _rejects_key(error: errs.ApiError) -> bool:
 
 def _is_environment_list(response: httpx.Response) -> bool:
     """Whether a 200 is the Cloud API's list: ``{"api_version", "kind", "metadata", "data": [...]}``."""
-    body = retries.json_of(response)
+    body = shared.json_of(response)
     return isinstance(body, dict) and isinstance(body.get("data"), list)
 
 
 def _data(response: httpx.Response) -> list[Any]:
-    body = retries.json_of(response)
+    body = shared.json_of(response)
     data = body.get("data") if isinstance(body, dict) else None
     return data if isinstance(data, list) else []
 

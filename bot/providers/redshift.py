@@ -47,7 +47,7 @@ from psycopg import _encodings
 
 from bot.providers import _redshift_endpoint as endpoints
 from bot.providers import _redshift_errors as errs
-from bot.providers import base
+from bot.providers import _shared as shared
 from bot.providers.base import Check, FieldValues, FormField, FormSection, Outcome, Probe, Provider
 from bot.redaction import Secret
 from bot.settings import ConfigError
@@ -392,7 +392,7 @@ class Redshift(Provider):
     def validate(self, values: FieldValues) -> dict[str, str]:
         """Field name -> what is wrong with it; no I/O."""
         problems: dict[str, str] = {}
-        host = base.plain(values, "endpoint")
+        host = shared.plain(values, "endpoint")
         endpoint: endpoints.Endpoint | None = None
         if not host:
             problems["endpoint"] = "Paste the endpoint from the Redshift console."
@@ -400,27 +400,27 @@ class Redshift(Provider):
             problems["endpoint"] = problem
         else:
             endpoint = endpoints.classify(host)
-        if problem := endpoints.port_problem(base.plain(values, "port"), endpoint):
+        if problem := endpoints.port_problem(shared.plain(values, "port"), endpoint):
             problems["port"] = problem
-        if not base.plain(values, "database"):
+        if not shared.plain(values, "database"):
             problems["database"] = "Name the database to connect to; it is usually dev."
-        if not base.plain(values, "user"):
+        if not shared.plain(values, "user"):
             problems["user"] = "Enter the database user."
-        if not base.plain(values, "password"):
+        if not shared.plain(values, "password"):
             problems["password"] = "Enter the user's password."
         return problems
 
     def credential_hint(self, values: FieldValues) -> str | None:
         """``user@cluster`` (the endpoint's first label): public, and tells credentials apart."""
-        user, host = base.plain(values, "user"), base.plain(values, "endpoint")
+        user, host = shared.plain(values, "user"), shared.plain(values, "endpoint")
         if not user or not host:
             return None
-        return base.shorten(f"{user}@{host.split('.', 1)[0]}", _KEY_HINT_MAX)
+        return shared.shorten(f"{user}@{host.split('.', 1)[0]}", _KEY_HINT_MAX)
 
     def connect_params(self, values: FieldValues) -> ConnectParams:
         """The connection the probe makes for cleaned, valid ``values``."""
-        host = base.plain(values, "endpoint")
-        port = endpoints.parse_port(base.plain(values, "port"))
+        host = shared.plain(values, "endpoint")
+        port = endpoints.parse_port(shared.plain(values, "port"))
         hostaddr: str | None = None
         if self.connect_to is not None:
             elsewhere, port = self.connect_to
@@ -437,8 +437,8 @@ class Redshift(Provider):
         return ConnectParams(
             host=host,
             port=port,
-            dbname=base.plain(values, "database"),
-            user=base.plain(values, "user"),
+            dbname=shared.plain(values, "database"),
+            user=shared.plain(values, "user"),
             password=password if isinstance(password, Secret) else Secret(str(password or "")),
             sslmode=self.sslmode,
             sslrootcert=rootcert,
@@ -449,8 +449,8 @@ class Redshift(Provider):
     async def probe(self, values: FieldValues, http: httpx.AsyncClient) -> Probe:
         """Connect and ask who we are and what we may do; ``http`` is not used."""
         params = self.connect_params(values)
-        host = base.plain(values, "endpoint")
-        port = endpoints.parse_port(base.plain(values, "port"))
+        host = shared.plain(values, "endpoint")
+        port = endpoints.parse_port(shared.plain(values, "port"))
         target = errs.Target(host, port, params.dbname, params.user)
         if self.connect_to is None:
             address = await self._checked_address(params.host, params.port, target)
@@ -463,7 +463,7 @@ class Redshift(Provider):
         password = params.password.reveal()
         try:
             async with asyncio.timeout(self.probe_budget):
-                schema = schema_identifier(base.plain(values, "schema"))
+                schema = schema_identifier(shared.plain(values, "schema"))
                 return await self._ask(session, endpoints.classify(host), schema)
         except (TimeoutError, psycopg.errors.QueryCanceled):
             logger.info("redshift %s: the checks took too long", target.address)
@@ -472,7 +472,7 @@ class Redshift(Provider):
         except psycopg.Error as exc:
             logger.info("redshift %s: a check failed (SQLSTATE %s)", target.address, exc.sqlstate)
             what = f"We connected to {target.address}, but a check failed"
-            summary = base.with_said(what, errs.server_said(str(exc), password))
+            summary = shared.with_said(what, errs.server_said(str(exc), password))
             return Probe(Outcome.PROVIDER_ERROR, summary, hints=(errs.PROVIDER_ERROR_HINT,))
         finally:
             await self._close(session, target)

@@ -43,11 +43,10 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from bot.providers import _retries as retries
+from bot.providers import _shared as shared
 from bot.providers import _snowflake_errors as errs
 from bot.providers import _snowflake_keys as keys
 from bot.providers import _snowflake_names as names
-from bot.providers import base
 from bot.providers.base import Check, FieldValues, FormField, FormSection, Outcome, Probe, Provider
 from bot.redaction import Secret
 from bot.settings import ConfigError
@@ -100,7 +99,7 @@ def show_warehouses_statement(warehouse: names.Identifier) -> str:
 
 
 @dataclass(frozen=True)
-class RetryPolicy(retries.RetryPolicy):
+class RetryPolicy(shared.RetryPolicy):
     """Snowflake's: once each after a 429, a 5xx or a timeout, with jittered backoff, as the SQL
     API reference recommends."""
 
@@ -277,23 +276,23 @@ class Snowflake(Provider):
         for name in self.secret_fields:
             if not isinstance(cleaned[name], Secret):
                 cleaned[name] = Secret(str(cleaned[name]))
-        pem = base.plain(cleaned, "private_key")
+        pem = shared.plain(cleaned, "private_key")
         if pem:
             cleaned["private_key"] = Secret(keys.normalise_pem(pem))
-        token = base.plain(cleaned, "token")
+        token = shared.plain(cleaned, "token")
         if token:
-            cleaned["token"] = Secret(_BEARER.sub("", base.unquote(token)))
+            cleaned["token"] = Secret(_BEARER.sub("", shared.unquote(token)))
         _normalise_names(cleaned)
         return cleaned
 
     def validate(self, values: FieldValues) -> dict[str, str]:
         """Field name -> what is wrong with it; no I/O."""
         problems: dict[str, str] = {}
-        if account_problem := names.account_problem(base.plain(values, "account")):
+        if account_problem := names.account_problem(shared.plain(values, "account")):
             problems["account"] = account_problem
-        if user_problem := names.user_problem(base.plain(values, "user").strip()):
+        if user_problem := names.user_problem(shared.plain(values, "user").strip()):
             problems["user"] = user_problem
-        pem, passphrase, token = (base.plain(values, n) for n in ("private_key", "passphrase", "token"))
+        pem, passphrase, token = (shared.plain(values, n) for n in ("private_key", "passphrase", "token"))
         if token and (token_problem := _token_problem(token)):
             problems["token"] = token_problem
         elif pem and token:
@@ -311,7 +310,7 @@ class Snowflake(Provider):
         elif passphrase:
             problems["passphrase"] = "A passphrase goes with an encrypted private key; leave it empty here."
         for name in ("role", "warehouse", "database"):
-            if name_problem := names.identifier_problem(base.plain(values, name).strip(), name):
+            if name_problem := names.identifier_problem(shared.plain(values, name).strip(), name):
                 problems[name] = name_problem
         return problems
 
@@ -323,11 +322,11 @@ class Snowflake(Provider):
 
     def credential_hint(self, values: FieldValues) -> str | None:
         """The public key's fingerprint (``SHA256:…``, as DESC USER shows it), or the masked token."""
-        pem = base.plain(values, "private_key")
+        pem = shared.plain(values, "private_key")
         if pem:
             try:
                 # Called after validate() loaded this very key, so it comes from the cache.
-                return self._keys.load(pem, base.plain(values, "passphrase"), checked=False).fingerprint
+                return self._keys.load(pem, shared.plain(values, "passphrase"), checked=False).fingerprint
             except keys.KeyProblem:
                 return None
         token = values.get("token")
@@ -335,8 +334,8 @@ class Snowflake(Provider):
 
     async def probe(self, values: FieldValues, http: httpx.AsyncClient) -> Probe:
         """Sign in and look at the session's context; see the module docstring."""
-        account = names.normalise_account(base.plain(values, "account"))
-        user = base.plain(values, "user").strip()
+        account = names.normalise_account(shared.plain(values, "account"))
+        user = shared.plain(values, "user").strip()
         if account is None or names.user_problem(user):
             return Probe(
                 Outcome.INVALID_INPUT,
@@ -374,7 +373,7 @@ class Snowflake(Provider):
     async def _key_pair(self, values: FieldValues) -> keys.KeyPair | None:
         """The form's key pair, from the cache or else loaded in a worker thread: opening an
         encrypted key runs its PBKDF2, which would hold up the event loop."""
-        pem, passphrase = base.plain(values, "private_key"), base.plain(values, "passphrase")
+        pem, passphrase = shared.plain(values, "private_key"), shared.plain(values, "passphrase")
         if not pem:
             return None
         found = self._keys.peek(pem, passphrase)
@@ -398,7 +397,7 @@ class _Context:
     @classmethod
     def of(cls, values: FieldValues) -> _Context:
         def parse(name: str) -> names.Identifier | None:
-            text = base.plain(values, name).strip()
+            text = shared.plain(values, name).strip()
             return names.parse_identifier(text) if text else None
 
         return cls(parse("role"), parse("warehouse"), parse("database"))
@@ -414,7 +413,7 @@ class _Credential:
     def __init__(
         self, form: FieldValues, key: keys.KeyPair | None, account: str, user: str, clock: Callable[[], float]
     ) -> None:
-        pem, passphrase, token = (base.plain(form, n) for n in ("private_key", "passphrase", "token"))
+        pem, passphrase, token = (shared.plain(form, n) for n in ("private_key", "passphrase", "token"))
         if key is None and not token:
             raise keys.KeyProblem("private_key", "Give a private key or a programmatic access token.")
         self.token_type = KEYPAIR_JWT if key else PROGRAMMATIC_ACCESS_TOKEN
@@ -450,7 +449,7 @@ class _Answer:
     slow: bool = False
 
 
-class _Run(retries.Run):
+class _Run(shared.Run):
     def __init__(
         self,
         provider: Snowflake,
@@ -569,7 +568,7 @@ class _Run(retries.Run):
                 self.handle = self.handle or error.statement_handle
             return _Answer(error=error)
         self.handle = self.handle or _handle_of(response)
-        parsed = _result_set(retries.json_of(response))
+        parsed = _result_set(shared.json_of(response))
         if parsed is None:
             return _Answer(error=errs.ApiError(200, message="Snowflake's answer had no result set."))
         columns, rows = parsed
@@ -733,7 +732,7 @@ class _Run(retries.Run):
             what = "Snowflake had a server error" if status >= 500 else unexpected
             found = Outcome.PROVIDER_ERROR, what, errs.provider_error_hints(self.reference)
         outcome, what, hints = found
-        summary = base.with_said(what, self.said(error), "Snowflake", (".", "!", "?", "]"))
+        summary = shared.with_said(what, self.said(error), "Snowflake", (".", "!", "?", "]"))
         return self.probe(outcome, summary, hints, self.reference)
 
 
@@ -756,7 +755,7 @@ def _token_problem(token: str) -> str | None:
 
 
 def _handle_of(response: httpx.Response) -> str | None:
-    body = retries.json_of(response)
+    body = shared.json_of(response)
     handle = body.get("statementHandle") if isinstance(body, dict) else None
     return handle if isinstance(handle, str) and _HANDLE.fullmatch(handle) else None
 

@@ -1,7 +1,7 @@
-"""What the HTTP plug-ins share: retrying a provider's "not now" (429) and failures (5xx), and
-gathering a probe's findings.
+"""What the plug-ins share: reading and wording form values and answers, retrying a provider's
+"not now" (429) and failures (5xx), and gathering a probe's findings.
 
-Each provider subclasses :class:`RetryPolicy` with its own defaults (how many tries its API's
+Each HTTP provider subclasses :class:`RetryPolicy` with its own defaults (how many tries its API's
 documentation recommends); the arithmetic of a jittered back-off and the reading of
 ``Retry-After`` are the same for all.
 """
@@ -16,9 +16,38 @@ from typing import Any
 
 import httpx
 
-from bot.providers.base import Check, Outcome, Probe
+from bot.providers.base import Check, FieldValues, Outcome, Probe
+from bot.redaction import Secret
 
 logger = logging.getLogger(__name__)
+
+
+def plain(values: FieldValues, name: str) -> str:
+    """A form value as text, a secret revealed."""
+    value = values.get(name, "")
+    return value.reveal() if isinstance(value, Secret) else str(value or "")
+
+
+_QUOTES = {'"': '"', "'": "'", "`": "`", "“": "”", "‘": "’"}
+
+
+def unquote(text: str) -> str:
+    """Strip whitespace and matching quotes around a pasted value (also typographic ones)."""
+    text = text.strip()
+    while len(text) >= 2 and _QUOTES.get(text[0]) == text[-1]:
+        text = text[1:-1].strip()
+    return text
+
+
+def shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def with_said(what: str, said: str, who: str = "It", ends: tuple[str, ...] = (".", "!", "?")) -> str:
+    """``what``, then what the server said, ending as a sentence."""
+    if not said:
+        return f"{what}."
+    return f"{what}. {who} said: {said}" + ("" if said.endswith(ends) else ".")
 
 
 @dataclass(frozen=True)

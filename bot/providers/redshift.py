@@ -175,13 +175,8 @@ def _truthy(value: object) -> bool | None:
     """Redshift answers privilege questions as CHAR ('t'), PostgreSQL as boolean."""
     if isinstance(value, bool):
         return value
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in ("t", "true"):
-            return True
-        if text in ("f", "false"):
-            return False
-    return None
+    text = value.strip().lower() if isinstance(value, str) else ""
+    return {"t": True, "true": True, "f": False, "false": False}.get(text)
 
 
 def _is_public(address: str) -> bool:
@@ -219,8 +214,8 @@ def _rootcert(raw: str | None) -> str:
     return text
 
 
-def _flag(raw: str | None, name: str) -> bool:
-    text = (raw or "").strip().lower()
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    text = (env.get(name) or "").strip().lower()
     if text not in ("", "true", "false", "1", "0", "yes", "no"):
         raise ConfigError(f"{name} must be true or false")
     return text in ("true", "1", "yes")
@@ -232,9 +227,8 @@ def _connect_to(raw: str | None) -> tuple[str, int] | None:
         return None
     host, colon, port = text.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
-    if not colon or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ConfigError("REDSHIFT_CONNECT_TO must be host:port, e.g. 127.0.0.1:5439")
-    if not re.fullmatch(r"[A-Za-z0-9.:-]+", host):
+    valid = bool(colon) and port.isdigit() and 1 <= int(port) <= 65535
+    if not valid or not re.fullmatch(r"[A-Za-z0-9.:-]+", host):
         raise ConfigError("REDSHIFT_CONNECT_TO must be host:port, e.g. 127.0.0.1:5439")
     return host, int(port)
 
@@ -333,18 +327,11 @@ class Redshift(Provider):
     ) -> None:
         if sslmode not in SSL_MODES:
             raise ValueError(f"sslmode must be one of {', '.join(SSL_MODES)}")
-        self.sslmode = sslmode
+        self.sslmode, self.connect_to, self.allow_private = sslmode, connect_to, allow_private
         self.sslrootcert = default_rootcert() if sslrootcert is None else sslrootcert
-        self.connect_to = connect_to
-        self.allow_private = allow_private
-        self.resolve_budget = resolve_budget
-        self._resolve = resolve
-        self.connect_timeout = connect_timeout
-        self.connect_budget = connect_budget
-        self.probe_budget = probe_budget
-        self.retry_delay = retry_delay
-        self._connector = connector
-        self._sleep = sleep
+        self.connect_timeout, self.retry_delay, self.probe_budget = connect_timeout, retry_delay, probe_budget
+        self.resolve_budget, self.connect_budget = resolve_budget, connect_budget
+        self._connector, self._resolve, self._sleep = connector, resolve, sleep
         if sslmode != "verify-full":
             risk = (
                 "passwords and data may travel unencrypted"
@@ -373,9 +360,7 @@ class Redshift(Provider):
             sslmode=sslmode,
             sslrootcert=rootcert,
             connect_to=_connect_to(env.get("REDSHIFT_CONNECT_TO")),
-            allow_private=_flag(
-                env.get("REDSHIFT_ALLOW_PRIVATE_ADDRESSES"), "REDSHIFT_ALLOW_PRIVATE_ADDRESSES"
-            ),
+            allow_private=_flag(env, "REDSHIFT_ALLOW_PRIVATE_ADDRESSES"),
         )
 
     def clean(self, values: FieldValues) -> dict[str, str | Secret]:

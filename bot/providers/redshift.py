@@ -468,12 +468,9 @@ class Redshift(Provider):
         try:
             async with asyncio.timeout(self.resolve_budget):
                 addresses = list(await self._resolve(host, port))
-        except TimeoutError:
-            failure = errs.dns_failure(target, temporary=True)
-        except socket.gaierror as exc:
-            failure = errs.dns_failure(target, temporary=exc.errno in (socket.EAI_AGAIN, socket.EAI_FAIL))
-        except OSError:
-            failure = errs.dns_failure(target, temporary=True)
+        except OSError as exc:  # socket.gaierror, or TimeoutError
+            gone = isinstance(exc, socket.gaierror) and exc.errno not in (socket.EAI_AGAIN, socket.EAI_FAIL)
+            failure = errs.dns_failure(target, temporary=not gone)
         else:
             if not addresses:
                 failure = errs.dns_failure(target, temporary=False)
@@ -493,12 +490,9 @@ class Redshift(Provider):
             try:
                 async with asyncio.timeout(self.connect_budget):
                     return await self._connector(params)
-            except TimeoutError:
-                failure = errs.classify_connect_error(
-                    "connection timeout expired", target, password, tls_enabled=tls
-                )
-            except (psycopg.Error, OSError) as exc:
-                failure = errs.classify_connect_error(str(exc), target, password, tls_enabled=tls)
+            except (psycopg.Error, OSError) as exc:  # OSError includes TimeoutError
+                text = "connection timeout expired" if isinstance(exc, TimeoutError) else str(exc)
+                failure = errs.classify_connect_error(text, target, password, tls_enabled=tls)
             logger.info("redshift %s: connecting failed (%s)", target.address, failure.kind)
             if not failure.transient or retried:
                 return failure

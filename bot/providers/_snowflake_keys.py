@@ -276,32 +276,17 @@ def kdf_problem(der: bytes) -> str | None:
     Reads just enough DER to find the iteration count (PBKDF2, PBES1, PKCS#12) or the scrypt
     parameters. Anything it can't read is left to cryptography, which rejects malformed input."""
     try:
-        algorithm = _children(der, *_only(der))[0]
-        oid, params = _algorithm(der, algorithm)
-        if oid == _PBES2:
-            kdf = _children(der, params[1], params[2])[0]
-            kdf_oid, kdf_params = _algorithm(der, kdf)
-            values = [
-                _integer(der, c) for c in _children(der, kdf_params[1], kdf_params[2]) if c[0] == _INTEGER
-            ]
-            if kdf_oid == _PBKDF2 and values:
-                rounds = values[0]
-            elif kdf_oid == _SCRYPT and len(values) >= 3:
-                if values[0] * values[1] * values[2] > _MAX_SCRYPT_WORK:
-                    return _TOO_COSTLY
-                return None
-            else:
-                return None
-        elif oid.startswith(_PBES1_PREFIXES):
-            integers = [c for c in _children(der, params[1], params[2]) if c[0] == _INTEGER]
-            if not integers:
-                return None
-            rounds = _integer(der, integers[0])
-        else:
-            return None
+        oid, params = _algorithm(der, _children(der, *_only(der))[0])
+        pbes2 = oid == _PBES2
+        if pbes2:  # the key derivation is the first element of PBES2's parameters
+            oid, params = _algorithm(der, _children(der, params[1], params[2])[0])
+        values = [_integer(der, c) for c in _children(der, params[1], params[2]) if c[0] == _INTEGER]
     except (IndexError, ValueError):
         return None
-    return _TOO_COSTLY if rounds > MAX_KDF_ROUNDS else None
+    if pbes2 and oid == _SCRYPT and len(values) >= 3:
+        return _TOO_COSTLY if values[0] * values[1] * values[2] > _MAX_SCRYPT_WORK else None
+    counted = oid == _PBKDF2 if pbes2 else oid.startswith(_PBES1_PREFIXES)
+    return _TOO_COSTLY if counted and values and values[0] > MAX_KDF_ROUNDS else None
 
 
 _TOO_COSTLY = (

@@ -54,7 +54,7 @@ _NOT_RSA = "Snowflake key-pair sign-in here needs an RSA key of at least 2048 bi
 class KeyProblem(ValueError):
     """A pasted key that can't be used; ``field`` is the form field to show ``message`` on."""
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, message: str, field: str = "private_key") -> None:
         super().__init__(message)
         self.field = field
         self.message = message
@@ -103,51 +103,45 @@ def load_key_pair(pem: str, passphrase: str, *, checked: bool = True) -> KeyPair
     on the event loop): only for a key the offline checks already loaded with it, i.e. at
     verification and for the credential's hint, never for a key seen for the first time."""
     if len(pem) > _MAX_PEM_CHARS:
-        raise KeyProblem("private_key", "That is far longer than a private key; paste only the key file.")
+        raise KeyProblem("That is far longer than a private key; paste only the key file.")
     blocks = _BLOCK.findall(pem)
     if not blocks:
-        raise KeyProblem("private_key", _no_pem_problem(pem))
+        raise KeyProblem(_no_pem_problem(pem))
     if len(blocks) > 1:
         labels = ", ".join(label for label, _ in blocks)
-        raise KeyProblem(
-            "private_key", f"Paste only the private key: this holds {len(blocks)} PEM blocks ({labels})."
-        )
+        raise KeyProblem(f"Paste only the private key: this holds {len(blocks)} PEM blocks ({labels}).")
     label, body = blocks[0]
     encrypted = _check_label(label)
     try:
         der = base64.b64decode("".join(body.split()), validate=True)
     except (binascii.Error, ValueError):
-        raise KeyProblem("private_key", _DAMAGED) from None
+        raise KeyProblem(_DAMAGED) from None
     if encrypted and not passphrase:
         raise KeyProblem(
-            "passphrase", "This key is encrypted (BEGIN ENCRYPTED PRIVATE KEY): enter its passphrase."
+            "This key is encrypted (BEGIN ENCRYPTED PRIVATE KEY): enter its passphrase.", "passphrase"
         )
     if not encrypted and passphrase:
-        raise KeyProblem("passphrase", "This key is not encrypted: leave the passphrase empty.")
+        raise KeyProblem("This key is not encrypted: leave the passphrase empty.", "passphrase")
     if encrypted and (too_costly := kdf_problem(der)):
-        raise KeyProblem("private_key", too_costly)
+        raise KeyProblem(too_costly)
     try:
         key = serialization.load_der_private_key(
             der, passphrase.encode() if encrypted else None, unsafe_skip_rsa_key_validation=not checked
         )
     except UnsupportedAlgorithm:
         raise KeyProblem(
-            "private_key",
             "This key is encrypted with a cipher we can't open. Re-encrypt it with "
             "openssl pkcs8 -topk8 -v2 aes-256-cbc -in rsa_key.p8 -out rsa_key_new.p8 and paste that.",
         ) from None
     except (ValueError, TypeError):
         if encrypted:
-            raise KeyProblem(
-                "passphrase",
-                "This passphrase doesn't open the key. Check it for typos: it is case-sensitive.",
-            ) from None
-        raise KeyProblem("private_key", _DAMAGED) from None
+            wrong = "This passphrase doesn't open the key. Check it for typos: it is case-sensitive."
+            raise KeyProblem(wrong, "passphrase") from None
+        raise KeyProblem(_DAMAGED) from None
     if not isinstance(key, rsa.RSAPrivateKey):
-        raise KeyProblem("private_key", f"This is {_kind_of(key)}. {_NOT_RSA}{MAKE_KEY}.")
+        raise KeyProblem(f"This is {_kind_of(key)}. {_NOT_RSA}{MAKE_KEY}.")
     if key.key_size < MIN_RSA_BITS:
         raise KeyProblem(
-            "private_key",
             f"This RSA key has {key.key_size} bits; Snowflake needs at least {MIN_RSA_BITS}. "
             f"Create a new one with {MAKE_KEY}.",
         )
@@ -228,26 +222,20 @@ def _check_label(label: str) -> bool:
     if label == "ENCRYPTED PRIVATE KEY":
         return True
     if label == "RSA PRIVATE KEY":
-        raise KeyProblem(
-            "private_key", f"This key is in the older PKCS#1 format (BEGIN RSA PRIVATE KEY). {_TO_PKCS8}"
-        )
+        raise KeyProblem(f"This key is in the older PKCS#1 format (BEGIN RSA PRIVATE KEY). {_TO_PKCS8}")
     if label in ("PUBLIC KEY", "RSA PUBLIC KEY"):
         raise KeyProblem(
-            "private_key",
             "This is the public key. Paste the private key here; the public key is the one an "
             "admin registers with ALTER USER … SET RSA_PUBLIC_KEY.",
         )
     if label == "OPENSSH PRIVATE KEY":
         raise KeyProblem(
-            "private_key",
             f"This is an OpenSSH key. Snowflake needs a PKCS#8 PEM RSA key: create one with {MAKE_KEY}.",
         )
     if label in ("EC PRIVATE KEY", "DSA PRIVATE KEY"):
         kind = "an elliptic-curve (EC) key" if label.startswith("EC") else "a DSA key"
-        raise KeyProblem("private_key", f"This is {kind}. {_NOT_RSA}{MAKE_KEY}.")
-    raise KeyProblem(
-        "private_key", f"This is a {label.lower()}, not a private key. Paste the private key (.p8) file."
-    )
+        raise KeyProblem(f"This is {kind}. {_NOT_RSA}{MAKE_KEY}.")
+    raise KeyProblem(f"This is a {label.lower()}, not a private key. Paste the private key (.p8) file.")
 
 
 def _kind_of(key: object) -> str:

@@ -415,7 +415,7 @@ class _Credential:
     ) -> None:
         pem, passphrase, token = (shared.plain(form, n) for n in ("private_key", "passphrase", "token"))
         if key is None and not token:
-            raise keys.KeyProblem("private_key", "Give a private key or a programmatic access token.")
+            raise keys.KeyProblem("Give a private key or a programmatic access token.")
         self.token_type = KEYPAIR_JWT if key else PROGRAMMATIC_ACCESS_TOKEN
         self._key, self._token, self._user, self._clock = key, token, user, clock
         self._account = names.jwt_account(account)

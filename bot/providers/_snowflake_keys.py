@@ -75,11 +75,6 @@ def fingerprint_of(public_key: PublicKeyTypes) -> str:
     return "SHA256:" + base64.b64encode(hashlib.sha256(der).digest()).decode()
 
 
-def looks_like_token(text: str) -> bool:
-    """Three dot-separated base64url parts: the shape of a JWT, which a PAT has."""
-    return bool(_TOKEN_SHAPE.fullmatch(text))
-
-
 def normalise_pem(text: str) -> str:
     """Undo what copying does to a PEM: surrounding quotes, ``\\r``, literal ``\\n`` escapes (from
     an .env file or JSON), and a body whose line breaks became spaces (a one-line field)."""
@@ -207,7 +202,7 @@ _DAMAGED = (
 def _no_pem_problem(pem: str) -> str:
     if "-----BEGIN" in pem:
         return "The key is cut short: its -----END … line is missing. Paste the whole file."
-    if looks_like_token(pem):
+    if _TOKEN_SHAPE.fullmatch(pem):  # a JWT's shape, which a programmatic access token has
         return "This looks like a programmatic access token: paste it in the token field instead."
     return (
         "Paste the whole PEM file, with its -----BEGIN PRIVATE KEY----- and -----END PRIVATE KEY----- "

@@ -158,10 +158,7 @@ class Identifier:
     @property
     def sql(self) -> str:
         """The name as SQL text, for hints: bare when unquoted, in double quotes otherwise."""
-        if not self.quoted:
-            return self.name
-        escaped = self.name.replace('"', '""')
-        return f'"{escaped}"'
+        return '"' + self.name.replace('"', '""') + '"' if self.quoted else self.name
 
 
 def parse_identifier(text: str) -> Identifier | None:

@@ -159,7 +159,7 @@ class ConfluentCloud(Provider):
     async def probe(self, values: FieldValues, http: httpx.AsyncClient) -> Probe:
         """Ask the Cloud API, then the cluster when one is given; see the module docstring."""
         key, secret = shared.plain(values, "api_key"), shared.plain(values, "api_secret")
-        run = _Run(http, (key, secret), self.retry, self._sleep)
+        run = _Run(self, http, (key, secret))
         endpoint, cluster = shared.plain(values, "rest_endpoint"), shared.plain(values, "cluster_id")
         has_cluster = bool(endpoint and cluster)
 
@@ -235,14 +235,8 @@ class ConfluentCloud(Provider):
 
 
 class _Run(shared.Run):
-    def __init__(
-        self,
-        http: httpx.AsyncClient,
-        auth: tuple[str, str],
-        retry: RetryPolicy,
-        sleep: Callable[[float], Awaitable[None]],
-    ) -> None:
-        super().__init__(retry, sleep)
+    def __init__(self, provider: ConfluentCloud, http: httpx.AsyncClient, auth: tuple[str, str]) -> None:
+        super().__init__(provider.retry, provider._sleep)
         self._http, self._auth = http, auth
         self.first_request_id: str | None = None
 

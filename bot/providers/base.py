@@ -25,16 +25,7 @@ import httpx
 
 from bot.redaction import Secret
 
-__all__ = [
-    "Check",
-    "FieldValues",
-    "FormField",
-    "FormSection",
-    "Outcome",
-    "Probe",
-    "Provider",
-    "Verification",
-]
+__all__ = ["Check", "FieldValues", "FormField", "FormSection", "Outcome", "Probe", "Provider", "Verification"]
 
 logger = logging.getLogger(__name__)
 

@@ -51,13 +51,7 @@ from bot.providers.base import Check, FieldValues, FormField, FormSection, Outco
 from bot.redaction import Secret
 from bot.settings import ConfigError
 
-__all__ = [
-    "API_URL_VARIABLE",
-    "PROBE_STATEMENT",
-    "RetryPolicy",
-    "Snowflake",
-    "show_warehouses_statement",
-]
+__all__ = ["API_URL_VARIABLE", "PROBE_STATEMENT", "RetryPolicy", "Snowflake", "show_warehouses_statement"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,15 +76,10 @@ _MIN_ATTEMPT = 5.0
 _HANDLE = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
 _BEARER = re.compile(r"(?i)^bearer\s+")
 
-
-def _user_agent() -> str:
-    try:
-        return f"connections-bot/{metadata.version('connections-bot')}"
-    except metadata.PackageNotFoundError:
-        return "connections-bot/0"
-
-
-USER_AGENT = _user_agent()
+try:
+    USER_AGENT = f"connections-bot/{metadata.version('connections-bot')}"
+except metadata.PackageNotFoundError:
+    USER_AGENT = "connections-bot/0"
 
 
 def show_warehouses_statement(warehouse: names.Identifier) -> str:

@@ -28,6 +28,7 @@ _SERVERLESS = re.compile(
 )
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _AUTHORITY = re.compile(r"(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+\.?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?")
+"""What reads as ``host.name[:port]`` (or ``[IPv6]:port``): nothing of a password."""
 _NUMERIC_LABEL = re.compile(r"0x[0-9a-f]*|\d+")
 """A label inet_aton reads as a number: ``127.1`` and ``0x7f.1`` are loopback addresses."""
 _LOCAL_SUFFIXES = (".internal", ".local", ".localhost")
@@ -73,11 +74,6 @@ class Pasted:
     database: str = ""
 
 
-def _plausible_authority(text: str) -> bool:
-    """Whether ``text`` reads as ``host.name[:port]`` (or ``[IPv6]:port``): nothing of a password."""
-    return bool(_AUTHORITY.fullmatch(text))
-
-
 def _without_userinfo(rest: str) -> tuple[str, bool]:
     """``rest`` (a URL after its scheme) with any ``user:password@`` dropped, and whether there was
     one. The password may hold ``/ ? # @``, so the userinfo runs to the last ``@``, unless every
@@ -88,7 +84,7 @@ def _without_userinfo(rest: str) -> tuple[str, bool]:
     query = rest.find("?")
     if 0 <= query < first_at and "=" in rest[query:first_at]:
         authority = re.split(r"[/;#]", rest[:query], maxsplit=1)[0]
-        if _plausible_authority(authority):
+        if _AUTHORITY.fullmatch(authority):
             return rest, False  # the query, @ and all, is dropped with the rest of it
     return rest[rest.rfind("@") + 1 :], True
 
@@ -111,7 +107,7 @@ def split_pasted(text: str) -> Pasted:
     rest, had_userinfo = _without_userinfo(rest)
     rest = rest.split("?", 1)[0].split("#", 1)[0].split(";", 1)[0]
     authority, _, path = rest.partition("/")
-    if had_userinfo and not _plausible_authority(authority):
+    if had_userinfo and not _AUTHORITY.fullmatch(authority):
         # What follows the last @ may still be part of a password: keep none of it.
         return Pasted(host="")
     if authority.startswith("["):  # [IPv6]:port

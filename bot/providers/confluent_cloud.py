@@ -43,8 +43,6 @@ class RetryPolicy(shared.RetryPolicy):
 
 
 class ConfluentCloud(Provider):
-    """The Confluent Cloud provider plug-in."""
-
     key = "confluent_cloud"
     title = "Confluent Cloud"
     description = "Managed Apache Kafka. Connect with a Cloud API key and secret."
@@ -132,7 +130,6 @@ class ConfluentCloud(Provider):
         return cleaned
 
     def validate(self, values: FieldValues) -> dict[str, str]:
-        """Field name -> what is wrong with it; no I/O."""
         key, secret = shared.plain(values, "api_key"), shared.plain(values, "api_secret")
         problems: dict[str, str] = {}
         if errs.looks_swapped(key, secret):

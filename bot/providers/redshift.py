@@ -134,8 +134,6 @@ def install_unicode_alias(codecs: MutableMapping[bytes, str] | None = None) -> N
 
 
 class PsycopgSession:
-    """A :class:`Session` over a psycopg ``AsyncConnection``."""
-
     def __init__(self, connection: psycopg.AsyncConnection[Any]) -> None:
         self.connection = connection
 
@@ -375,7 +373,6 @@ class Redshift(Provider):
         return cleaned
 
     def validate(self, values: FieldValues) -> dict[str, str]:
-        """Field name -> what is wrong with it; no I/O."""
         problems: dict[str, str] = {}
         host = shared.plain(values, "endpoint")
         endpoint: endpoints.Endpoint | None = None

@@ -48,7 +48,6 @@ class ProviderRegistry:
 
 
 PROVIDERS: tuple[type[Provider], ...] = (ConfluentCloud, Snowflake, Redshift)
-"""Every provider plug-in, in the order of their cards."""
 
 
 def build_registry(settings: Settings) -> ProviderRegistry:

@@ -96,8 +96,6 @@ class RetryPolicy(shared.RetryPolicy):
 
 
 class Snowflake(Provider):
-    """The Snowflake provider plug-in."""
-
     key = "snowflake"
     title = "Snowflake"
     description = "Cloud data platform. Connect a user with a key pair or a programmatic access token."
@@ -275,7 +273,6 @@ class Snowflake(Provider):
         return cleaned
 
     def validate(self, values: FieldValues) -> dict[str, str]:
-        """Field name -> what is wrong with it; no I/O."""
         problems: dict[str, str] = {}
         if account_problem := names.account_problem(shared.plain(values, "account")):
             problems["account"] = account_problem
@@ -326,11 +323,9 @@ class Snowflake(Provider):
         account = names.normalise_account(shared.plain(values, "account"))
         user = shared.plain(values, "user").strip()
         if account is None or names.user_problem(user):
-            return Probe(
-                Outcome.INVALID_INPUT,
-                "The account identifier or the user can't be used; check them in the form.",
-                hints=errs.account_not_found_hints(self.api_url is not None),
-            )
+            summary = "The account identifier or the user can't be used; check them in the form."
+            hints = errs.account_not_found_hints(self.api_url is not None)
+            return Probe(Outcome.INVALID_INPUT, summary, hints=hints)
         started = self._monotonic()
         try:
             credential = _Credential(values, await self._key_pair(values), account, user, self._clock)
@@ -392,8 +387,7 @@ class _Context:
         return cls(parse("role"), parse("warehouse"), parse("database"))
 
     def body(self) -> dict[str, str]:
-        found = {"role": self.role, "warehouse": self.warehouse, "database": self.database}
-        return {key: identifier.name for key, identifier in found.items() if identifier is not None}
+        return {key: identifier.name for key, identifier in vars(self).items() if identifier is not None}
 
 
 class _Credential:
@@ -757,10 +751,7 @@ def _result_set(body: Any) -> tuple[list[str], list[list[str | None]]] | None:
     if not isinstance(meta, dict) or not isinstance(data, list):
         return None
     row_type = meta.get("rowType")
-    columns = [
-        str(c.get("name", ""))
-        for c in (row_type if isinstance(row_type, list) else [])
-        if isinstance(c, dict)
-    ]
+    described = row_type if isinstance(row_type, list) else []
+    columns = [str(c.get("name", "")) for c in described if isinstance(c, dict)]
     rows = [[v if isinstance(v, str) else None for v in row] for row in data if isinstance(row, list)]
     return columns, rows

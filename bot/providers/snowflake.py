@@ -576,17 +576,12 @@ class _Run(shared.Run):
             self.checks.append(Check("role", True, f"none asked for; the user's default is {role_seen}"))
         self.facts.append(f"role {role_sql}")
 
-        warehouse = self.context.warehouse
-        if warehouse is not None:
+        if (warehouse := self.context.warehouse) is not None:
             await self._check_warehouse(warehouse, warehouse_seen, role_sql)
-        elif warehouse_seen:
-            self.checks.append(
-                Check("warehouse", True, f"none asked for; the user's default is {warehouse_seen}")
-            )
         else:
-            self.checks.append(
-                Check("warehouse", True, "none asked for, and the user has no default: queries will need one")
-            )
+            unset = "none asked for, and the user has no default: queries will need one"
+            detail = f"none asked for; the user's default is {warehouse_seen}" if warehouse_seen else unset
+            self.checks.append(Check("warehouse", True, detail))
 
         database = self.context.database
         if database is not None:
@@ -616,11 +611,10 @@ class _Run(shared.Run):
             self.checks.append(Check(name, True, detail))
             self.facts.append(name)
             return
+        detail = f"not usable with role {role_sql}"
         if answer.error is not None or answer.slow:
             said = "it didn't answer in time" if answer.slow else self.said(answer.error)
-            detail = f"not usable with role {role_sql} (SHOW WAREHOUSES failed: {said})"
-        else:
-            detail = f"not usable with role {role_sql}"
+            detail += f" (SHOW WAREHOUSES failed: {said})"
         self._unusable(name, detail, role_sql, errs.warehouse_hint(warehouse.sql, role_sql))
         for row in rows:
             other = row.get("name")

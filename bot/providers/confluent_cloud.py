@@ -163,18 +163,16 @@ class ConfluentCloud(Provider):
         cloud = await run.send("GET", f"{self.api_url}/org/v2/environments", params={"page_size": "1"})
         if cloud.status_code == 200 and not _is_environment_list(cloud):
             # A proxy, a captive portal or a changed API, not Confluent saying the key works.
-            return Probe(
-                Outcome.PROVIDER_ERROR,
+            summary = (
                 "Confluent Cloud gave an unexpected answer (HTTP 200): not the list of environments "
-                "it sends for a valid key.",
-                tuple(run.checks),
-                (
-                    "Something answered for the Cloud API that is not it: check CONFLUENT_CLOUD_API_URL "
-                    "and any proxy between the bot and api.confluent.cloud.",
-                    "If it persists, Confluent may have changed the API: tell whoever runs this bot.",
-                ),
-                cloud.headers.get("x-request-id"),
+                "it sends for a valid key."
             )
+            hints = (
+                "Something answered for the Cloud API that is not it: check CONFLUENT_CLOUD_API_URL "
+                "and any proxy between the bot and api.confluent.cloud.",
+                "If it persists, Confluent may have changed the API: tell whoever runs this bot.",
+            )
+            return run.probe(Outcome.PROVIDER_ERROR, summary, hints, cloud.headers.get("x-request-id"))
         if cloud.status_code == 200:
             run.record_environments(cloud)
             if not has_cluster:
@@ -211,9 +209,7 @@ class ConfluentCloud(Provider):
             return run.failure(errs.parse_error(listed), where, unauthorized, on_cluster=True)
         topics = len(_data(listed))
         detail = "" if topics else "The list shows only topics the key's owner may describe."
-        seen = _count(topics, "topic")
-        run.checks.append(Check(f"{seen} visible", True, detail))
-        run.facts.append(f"{seen} visible")
+        run.visible(topics, "topic", True, detail)
 
         dry_run = {"topic_name": f"connections-bot-probe-{uuid.uuid4().hex}", "validate_only": True}
         created = await run.send("POST", f"{base}/topics", json=dry_run)
@@ -264,19 +260,21 @@ class _Run(shared.Run):
         count = total if isinstance(total, int) else len(_data(response))
         self.checks.append(Check("Cloud API key accepted", True))
         detail = "" if count else "Its owner probably has no role on any environment (a guess)."
-        seen = _count(count, "environment")
-        self.checks.append(Check(f"{seen} visible", bool(count), detail))
-        self.facts.append(f"{seen} visible")
+        self.visible(count, "environment", bool(count), detail)
         if not count:
             self.hints.append(errs.NO_ENVIRONMENTS_HINT)
+
+    def visible(self, n: int, noun: str, passed: bool, detail: str) -> None:
+        seen = f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+        self.checks.append(Check(f"{seen} visible", passed, detail))
+        self.facts.append(f"{seen} visible")
 
     def ok(self, what: str) -> Probe:
         return self.probe(Outcome.OK, self.summary(what), tuple(self.hints), self.first_request_id)
 
     def fail(self, outcome: Outcome, what: str, error: errs.ApiError, hints: tuple[str, ...]) -> Probe:
-        return self.probe(
-            outcome, shared.with_said(what, self.said(error), "Confluent"), hints, error.request_id
-        )
+        summary = shared.with_said(what, self.said(error), "Confluent")
+        return self.probe(outcome, summary, hints, error.request_id)
 
     def failure(
         self,
@@ -296,9 +294,8 @@ class _Run(shared.Run):
             hints = errs.provider_error_hints(error.request_id)
             return self.fail(Outcome.PROVIDER_ERROR, f"{subject} had a server error", error, hints)
         if _rejects_key(error):
-            return self.fail(
-                Outcome.UNAUTHORIZED, f"{subject} rejected the key/secret", error, unauthorized_hints
-            )
+            what = f"{subject} rejected the key/secret"
+            return self.fail(Outcome.UNAUTHORIZED, what, error, unauthorized_hints)
         if status == 403:
             what = f"{subject} accepted the key, but its owner lacks permission"
             return self.fail(Outcome.FORBIDDEN, what, error, forbidden_hints)
@@ -324,7 +321,3 @@ def _data(response: httpx.Response) -> list[Any]:
     body = shared.json_of(response)
     data = body.get("data") if isinstance(body, dict) else None
     return data if isinstance(data, list) else []
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -159,7 +159,8 @@ class ApiError:
 def parse_error(response: httpx.Response) -> ApiError:
     """Read any of Confluent's error envelopes; fall back to the HTTP status text."""
     request_id = response.headers.get("x-request-id")
-    body = _json_body(response)
+    html = "html" in response.headers.get("content-type", "").lower()
+    body = None if html or not response.content else json_of(response)
     if isinstance(body, dict):
         for reader in (_cloud_failure, _cloud_envelope, _kafka_error):
             found = reader(response.status_code, body)
@@ -170,11 +171,6 @@ def parse_error(response: httpx.Response) -> ApiError:
         title=httpx.codes.get_reason_phrase(response.status_code) or None,
         request_id=request_id,
     )
-
-
-def _json_body(response: httpx.Response) -> Any:
-    content_type = response.headers.get("content-type", "").lower()
-    return None if "html" in content_type or not response.content else json_of(response)
 
 
 def _cloud_failure(status: int, body: dict[str, Any]) -> ApiError | None:

@@ -58,11 +58,10 @@ class Endpoint:
 
     def describe(self) -> str:
         """ "provisioned cluster examplecluster in us-west-2", and the like."""
-        if self.kind is EndpointKind.PROVISIONED:
-            return f"provisioned cluster {self.name} in {self.region}"
-        if self.kind is EndpointKind.SERVERLESS:
-            return f"Serverless workgroup {self.name} in {self.region}"
-        return f"custom domain {self.host}"
+        if self.kind is EndpointKind.CUSTOM:
+            return f"custom domain {self.host}"
+        kind = "provisioned cluster" if self.kind is EndpointKind.PROVISIONED else "Serverless workgroup"
+        return f"{kind} {self.name} in {self.region}"
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 
@@ -216,7 +215,8 @@ class ApiError:
 
 def parse_error(response: httpx.Response) -> ApiError:
     """Read the SQL API's error body; fall back to the HTTP status text."""
-    body = _json_body(response)
+    is_json = "json" in response.headers.get("content-type", "").lower()
+    body = json_of(response) if is_json and response.content else None
     if not isinstance(body, dict):
         return ApiError(status=response.status_code)
     return ApiError(
@@ -225,11 +225,6 @@ def parse_error(response: httpx.Response) -> ApiError:
         message=_text(body.get("message")),
         statement_handle=_text(body.get("statementHandle")),
     )
-
-
-def _json_body(response: httpx.Response) -> Any:
-    content_type = response.headers.get("content-type", "").lower()
-    return json_of(response) if "json" in content_type and response.content else None
 
 
 def _text(value: object) -> str | None:

@@ -218,13 +218,9 @@ def parse_error(response: httpx.Response) -> ApiError:
     is_json = "json" in response.headers.get("content-type", "").lower()
     body = json_of(response) if is_json and response.content else None
     if not isinstance(body, dict):
-        return ApiError(status=response.status_code)
-    return ApiError(
-        status=response.status_code,
-        code=_text(body.get("code")),
-        message=_text(body.get("message")),
-        statement_handle=_text(body.get("statementHandle")),
-    )
+        return ApiError(response.status_code)
+    code, message, handle = (_text(body.get(name)) for name in ("code", "message", "statementHandle"))
+    return ApiError(response.status_code, code, message, handle)
 
 
 def _text(value: object) -> str | None:

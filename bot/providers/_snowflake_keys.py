@@ -176,8 +176,7 @@ class KeyCache:
 
     def load(self, pem: str, passphrase: str, *, checked: bool = True) -> KeyPair:
         """:func:`load_key_pair`, answered from the cache when it can be. Problems aren't cached."""
-        found = self.peek(pem, passphrase, checked=checked)
-        if found is not None:
+        if (found := self.peek(pem, passphrase, checked=checked)) is not None:
             return found
         pair = load_key_pair(pem, passphrase, checked=checked)
         with self._lock:

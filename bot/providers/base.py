@@ -194,8 +194,7 @@ class Provider(ABC):
             # The exception text can name hosts but never credentials (they travel in headers).
             logger.info("%s unreachable: %s", self.key, type(exc).__name__)
             result = self._failed(f"We couldn't reach {self.title} ({_describe_transport_error(exc)}).")
-        latency_ms = round((time.perf_counter() - started) * 1000)
-        return Verification(**vars(result), latency_ms=latency_ms)
+        return Verification(**vars(result), latency_ms=round((time.perf_counter() - started) * 1000))
 
     def _failed(self, summary: str, outcome: Outcome = Outcome.UNREACHABLE) -> Probe:
         return Probe(outcome, summary, hints=self.unreachable_hints)

@@ -395,9 +395,7 @@ class Redshift(Provider):
     def credential_hint(self, values: FieldValues) -> str | None:
         """``user@cluster`` (the endpoint's first label): public, and tells credentials apart."""
         user, host = shared.plain(values, "user"), shared.plain(values, "endpoint")
-        if not user or not host:
-            return None
-        return shared.shorten(f"{user}@{host.split('.', 1)[0]}", _KEY_HINT_MAX)
+        return shared.shorten(f"{user}@{host.split('.', 1)[0]}", _KEY_HINT_MAX) if user and host else None
 
     def connect_params(self, values: FieldValues) -> ConnectParams:
         """The connection the probe makes for cleaned, valid ``values``."""

@@ -332,8 +332,7 @@ class Snowflake(Provider):
         except keys.KeyProblem as problem:
             summary = f"The private key can't be used. {problem.message}"
             return Probe(Outcome.INVALID_INPUT, summary, hints=(errs.KEY_WONT_LOAD,))
-        context = _Context.of(values)
-        run = _Run(self, http, self.base_url(account), credential, account, user, context, started)
+        run = _Run(self, http, credential, account, user, _Context.of(values), started)
         if credential.fingerprint:
             run.checks.append(Check("key fingerprint", True, credential.fingerprint))
 
@@ -360,8 +359,7 @@ class Snowflake(Provider):
         pem, passphrase = shared.plain(values, "private_key"), shared.plain(values, "passphrase")
         if not pem:
             return None
-        found = self._keys.peek(pem, passphrase)
-        if found is not None:
+        if (found := self._keys.peek(pem, passphrase)) is not None:
             return found
         # Checked by validate() when the key was submitted; a stored one cannot have changed since
         # (sealed with AES-GCM), so the check is not paid again on every (re-)test.
@@ -437,7 +435,6 @@ class _Run(shared.Run):
         self,
         provider: Snowflake,
         http: httpx.AsyncClient,
-        base_url: str,
         credential: _Credential,
         account: str,
         user: str,
@@ -445,9 +442,9 @@ class _Run(shared.Run):
         started: float,
     ) -> None:
         super().__init__(provider.retry, provider._sleep)
-        self._provider, self._http, self._base, self._credential = provider, http, base_url, credential
-        self._started = started
-        self._deadline = started + provider.deadline_seconds - _DEADLINE_MARGIN
+        self._provider, self._http, self._credential = provider, http, credential
+        self._base = provider.base_url(account)
+        self._started, self._deadline = started, started + provider.deadline_seconds - _DEADLINE_MARGIN
         self.account, self.user, self.context = account, user, context
         self.problems: list[str] = []
         self.request_id: str | None = None
@@ -476,7 +473,6 @@ class _Run(shared.Run):
         return self._deadline - _CANCEL_RESERVE - self._provider._monotonic()
 
     def fits(self, wait: float) -> bool:
-        """Whether waiting ``wait`` seconds still leaves a request worth sending."""
         return self.time_left() - wait >= _MIN_ATTEMPT
 
     def _timeout(self, left: float) -> httpx.Timeout:
@@ -532,9 +528,8 @@ class _Run(shared.Run):
         while response.status_code == 202:
             handle = handle or _handle_of(response)
             if handle is None:
-                return _Answer(
-                    error=errs.ApiError(202, message="Snowflake sent no statement handle to poll.")
-                )
+                no_handle = errs.ApiError(202, message="Snowflake sent no statement handle to poll.")
+                return _Answer(error=no_handle)
             self.handle = self.handle or handle
             if waited >= self._provider.poll_limit or not self.fits(self._provider.poll_interval):
                 # Past the poll limit, or the verification's deadline comes first.

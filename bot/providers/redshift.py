@@ -535,10 +535,8 @@ class Redshift(Provider):
                 else:
                     lacks(name, "It may not use the schema.", errs.usage_hint(schema, user))
 
-        where = f"{user} on database {database}"
-        accepted = (
-            f"{product} accepted {where}" if is_redshift else f"The server accepted {where} ({product})"
-        )
+        who = f"{user} on database {database}"
+        accepted = f"{product} accepted {who}" if is_redshift else f"The server accepted {who} ({product})"
         summary = f"{accepted}, but the user lacks {' and '.join(missing)}." if missing else f"{accepted}."
         return Probe(Outcome.OK, summary, tuple(checks), tuple(hints))
 

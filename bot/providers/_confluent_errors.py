@@ -22,43 +22,19 @@ trimmed, and never taken from an HTML or non-JSON body, so a user never reads ma
 from __future__ import annotations
 
 import base64
-import json
 import re
 import struct
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
-__all__ = [
-    "CLOUD_FORBIDDEN_HINTS",
-    "CLOUD_UNAUTHORIZED_HINTS",
-    "CREATE_TOPICS_HINT",
-    "KAFKA_FORBIDDEN_HINTS",
-    "KAFKA_NOT_FOUND_HINTS",
-    "KAFKA_UNAUTHORIZED_HINTS",
-    "NO_ENVIRONMENTS_HINT",
-    "UNREACHABLE_HINTS",
-    "ApiError",
-    "cluster_problem",
-    "endpoint_problem",
-    "key_problem",
-    "looks_swapped",
-    "parse_error",
-    "provider_error_hints",
-    "rate_limited_hints",
-    "scrub",
-    "secret_checksum_ok",
-    "secret_problem",
-    "unquote",
-]
+from bot.providers._shared import json_of, shorten, try_again
 
 _MAX_TEXT = 300
-
-# --- hints -----------------------------------------------------------------------------------
 
 _WRONG_KIND = (
     "Each kind of key works in one place only: a Kafka cluster key is rejected by the Cloud API, "
@@ -133,9 +109,8 @@ UNREACHABLE_HINTS = (
 
 
 def rate_limited_hints(wait_seconds: float | None) -> tuple[str, ...]:
-    when = f"in about {_duration(wait_seconds)}" if wait_seconds else "in a minute"
     return (
-        f"Confluent is rate-limiting us; try again {when}.",
+        f"Confluent is rate-limiting us; try again {try_again(wait_seconds)}.",
         "The limit is shared by every caller of the key's organization, so busy automation on "
         "the same account can cause this too.",
     )
@@ -148,15 +123,6 @@ def provider_error_hints(request_id: str | None) -> tuple[str, ...]:
         "If it keeps failing, check https://status.confluent.cloud and give Confluent support the "
         "request id.",
     )
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{round(seconds)} seconds"
-    return f"{round(seconds / 60)} minutes"
-
-
-# --- error parsing ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -193,18 +159,13 @@ class ApiError:
 def parse_error(response: httpx.Response) -> ApiError:
     """Read any of Confluent's error envelopes; fall back to the HTTP status text."""
     request_id = response.headers.get("x-request-id")
-    body = _json_body(response)
+    html = "html" in response.headers.get("content-type", "").lower()
+    body = None if html or not response.content else json_of(response)
     if isinstance(body, dict):
         for reader in (_cloud_failure, _cloud_envelope, _kafka_error):
             found = reader(response.status_code, body)
             if found is not None:
-                return ApiError(
-                    status=found.status,
-                    code=found.code,
-                    title=found.title,
-                    message=found.message,
-                    request_id=request_id or found.request_id,
-                )
+                return replace(found, request_id=request_id or found.request_id)
     return ApiError(
         status=response.status_code,
         title=httpx.codes.get_reason_phrase(response.status_code) or None,
@@ -212,27 +173,12 @@ def parse_error(response: httpx.Response) -> ApiError:
     )
 
 
-def _json_body(response: httpx.Response) -> Any:
-    content_type = response.headers.get("content-type", "").lower()
-    if "html" in content_type or not response.content:
-        return None
-    try:
-        return json.loads(response.content)
-    except ValueError:
-        return None
-
-
 def _cloud_failure(status: int, body: dict[str, Any]) -> ApiError | None:
     errors = body.get("errors")
     if not isinstance(errors, list) or not errors or not isinstance(errors[0], dict):
         return None
     first = errors[0]
-    return ApiError(
-        status=status,
-        code=_text(first.get("code")),
-        title=_text(first.get("title")),
-        message=_text(first.get("detail")),
-    )
+    return ApiError(status, _text(first.get("code")), _text(first.get("title")), _text(first.get("detail")))
 
 
 def _cloud_envelope(status: int, body: dict[str, Any]) -> ApiError | None:
@@ -256,10 +202,7 @@ def _kafka_error(status: int, body: dict[str, Any]) -> ApiError | None:
 def _text(value: object) -> str | None:
     if value is None or isinstance(value, dict | list):
         return None
-    text = " ".join(str(value).split())
-    if not text:
-        return None
-    return text if len(text) <= _MAX_TEXT else text[: _MAX_TEXT - 1] + "…"
+    return shorten(" ".join(str(value).split()), _MAX_TEXT) or None
 
 
 def scrub(text: str, values: Iterable[str]) -> str:
@@ -270,12 +213,9 @@ def scrub(text: str, values: Iterable[str]) -> str:
     return text
 
 
-# --- offline format checks -------------------------------------------------------------
-
 _KEY = re.compile(r"[A-Z0-9]{16}")
 _SECRET = re.compile(r"[A-Za-z0-9+/]{64}")
 _CLUSTER_ID = re.compile(r"lkc-[a-z0-9]+")
-_QUOTES = {'"': '"', "'": "'", "`": "`", "“": "”", "‘": "’"}
 _OTHER_IDS = {"env-": "an environment ID", "pkc-": "a bootstrap host", "lsrc-": "a Schema Registry ID"}
 
 
@@ -283,14 +223,6 @@ def secret_checksum_ok(secret: str) -> bool:
     """Whether a ``cflt`` secret's last 6 characters are the Base64 CRC32 of the 54 before them."""
     crc = base64.b64encode(struct.pack("<I", zlib.crc32(secret[4:58].encode()))).decode()
     return crc[:6] == secret[58:]
-
-
-def unquote(text: str) -> str:
-    """Strip whitespace and matching quotes around a pasted value (also typographic ones)."""
-    text = text.strip()
-    while len(text) >= 2 and _QUOTES.get(text[0]) == text[-1]:
-        text = text[1:-1].strip()
-    return text
 
 
 def looks_swapped(key: str, secret: str) -> bool:

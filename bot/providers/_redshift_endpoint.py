@@ -15,19 +15,6 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-__all__ = [
-    "DEFAULT_PORT",
-    "SERVERLESS_PORTS",
-    "Endpoint",
-    "EndpointKind",
-    "Pasted",
-    "classify",
-    "endpoint_problem",
-    "parse_port",
-    "port_problem",
-    "split_pasted",
-]
-
 DEFAULT_PORT = 5439
 SERVERLESS_PORTS = (range(5431, 5456), range(8191, 8216))
 """The ports a Serverless workgroup may listen on (MG ``serverless-connecting``)."""
@@ -41,6 +28,7 @@ _SERVERLESS = re.compile(
 )
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _AUTHORITY = re.compile(r"(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+\.?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?")
+"""What reads as ``host.name[:port]`` (or ``[IPv6]:port``): nothing of a password."""
 _NUMERIC_LABEL = re.compile(r"0x[0-9a-f]*|\d+")
 """A label inet_aton reads as a number: ``127.1`` and ``0x7f.1`` are loopback addresses."""
 _LOCAL_SUFFIXES = (".internal", ".local", ".localhost")
@@ -70,11 +58,10 @@ class Endpoint:
 
     def describe(self) -> str:
         """ "provisioned cluster examplecluster in us-west-2", and the like."""
-        if self.kind is EndpointKind.PROVISIONED:
-            return f"provisioned cluster {self.name} in {self.region}"
-        if self.kind is EndpointKind.SERVERLESS:
-            return f"Serverless workgroup {self.name} in {self.region}"
-        return f"custom domain {self.host}"
+        if self.kind is EndpointKind.CUSTOM:
+            return f"custom domain {self.host}"
+        kind = "provisioned cluster" if self.kind is EndpointKind.PROVISIONED else "Serverless workgroup"
+        return f"{kind} {self.name} in {self.region}"
 
 
 @dataclass(frozen=True)
@@ -84,11 +71,6 @@ class Pasted:
     host: str
     port: str = ""
     database: str = ""
-
-
-def _plausible_authority(text: str) -> bool:
-    """Whether ``text`` reads as ``host.name[:port]`` (or ``[IPv6]:port``): nothing of a password."""
-    return bool(_AUTHORITY.fullmatch(text))
 
 
 def _without_userinfo(rest: str) -> tuple[str, bool]:
@@ -101,7 +83,7 @@ def _without_userinfo(rest: str) -> tuple[str, bool]:
     query = rest.find("?")
     if 0 <= query < first_at and "=" in rest[query:first_at]:
         authority = re.split(r"[/;#]", rest[:query], maxsplit=1)[0]
-        if _plausible_authority(authority):
+        if _AUTHORITY.fullmatch(authority):
             return rest, False  # the query, @ and all, is dropped with the rest of it
     return rest[rest.rfind("@") + 1 :], True
 
@@ -124,7 +106,7 @@ def split_pasted(text: str) -> Pasted:
     rest, had_userinfo = _without_userinfo(rest)
     rest = rest.split("?", 1)[0].split("#", 1)[0].split(";", 1)[0]
     authority, _, path = rest.partition("/")
-    if had_userinfo and not _plausible_authority(authority):
+    if had_userinfo and not _AUTHORITY.fullmatch(authority):
         # What follows the last @ may still be part of a password: keep none of it.
         return Pasted(host="")
     if authority.startswith("["):  # [IPv6]:port
@@ -147,7 +129,7 @@ def classify(host: str) -> Endpoint:
     return Endpoint(host, EndpointKind.CUSTOM)
 
 
-def _is_ip(host: str) -> bool:
+def is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host.strip("[]"))
     except ValueError:
@@ -165,7 +147,7 @@ def endpoint_problem(host: str) -> str | None:
             )
         return "Paste the endpoint host, or a jdbc:redshift://, redshift:// or postgresql:// URL."
     labels = host.split(".")
-    if _is_ip(host) or host == "localhost" or _NUMERIC_LABEL.fullmatch(labels[-1]):
+    if is_ip(host) or host == "localhost" or _NUMERIC_LABEL.fullmatch(labels[-1]):
         return (
             "Use the endpoint's host name from the Redshift console, not an IP address or localhost: "
             "the TLS certificate is checked against that name."

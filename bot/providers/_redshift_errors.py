@@ -11,30 +11,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from bot.providers._shared import with_said
 from bot.providers.base import Outcome, Probe
 from bot.redaction import redact
 
-__all__ = [
-    "BUSY_HINT",
-    "PROVIDER_ERROR_HINT",
-    "TLS_HINTS",
-    "UNREACHABLE_HINTS",
-    "ConnectFailure",
-    "Target",
-    "classify_connect_error",
-    "dns_failure",
-    "private_address_failure",
-    "quote_ident",
-    "schema_missing_hint",
-    "server_said",
-    "temp_hint",
-    "usage_hint",
-    "with_said",
-]
-
 _SAID_MAX = 200
-
-# --- hints -----------------------------------------------------------------------------------
 
 UNREACHABLE_HINTS = (
     "Make the cluster or workgroup publicly accessible (in the Redshift console: Actions → Modify "
@@ -146,9 +127,6 @@ def schema_missing_hint(schema: str, database: str) -> str:
     )
 
 
-# --- connect errors --------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class Target:
     """Where a verification connects, as the user entered it (the names shown in messages)."""
@@ -189,12 +167,6 @@ def server_said(message: str, password: str) -> str:
     if len(text) > _SAID_MAX:
         text = text[: _SAID_MAX - 1].rstrip() + "…"
     return text
-
-
-def with_said(what: str, said: str) -> str:
-    if not said:
-        return f"{what}."
-    return f"{what}. It said: {said}" + ("" if said.endswith((".", "!", "?")) else ".")
 
 
 def dns_failure(target: Target, *, temporary: bool) -> ConnectFailure:

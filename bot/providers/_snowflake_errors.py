@@ -11,50 +11,14 @@ Text taken from a response is trimmed to one short line and never taken from a n
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 
+from bot.providers._shared import json_of, shorten, try_again
 from bot.redaction import MASK, redact
-
-__all__ = [
-    "CODE_JWT_INVALID",
-    "CODE_NETWORK_POLICY",
-    "CODE_NO_WAREHOUSE",
-    "CODE_OBJECT_MISSING",
-    "CODE_ROLE_NOT_ALLOWED",
-    "CODE_ROLE_NOT_GRANTED",
-    "CODE_STATEMENT_TIMEOUT",
-    "CODE_USER_DISABLED",
-    "CODE_USER_LOCKED",
-    "CODE_WAREHOUSE_AT_LOGIN",
-    "KEY_WONT_LOAD",
-    "PASSWORD_REFUSED",
-    "UNREACHABLE_HINTS",
-    "ApiError",
-    "account_not_found_hints",
-    "api_forbidden_hints",
-    "database_hint",
-    "disabled_hints",
-    "key_rejected_hints",
-    "locked_hints",
-    "login_failure_id",
-    "network_policy_hints",
-    "parse_error",
-    "provider_error_hints",
-    "rate_limited_hints",
-    "role_hints",
-    "scrub",
-    "seen_address",
-    "slow_hints",
-    "token_rejected_hints",
-    "warehouse_case_hint",
-    "warehouse_hint",
-]
 
 CODE_JWT_INVALID = "390144"
 CODE_USER_DISABLED = "390101"
@@ -73,8 +37,6 @@ _FAILURE_ID = re.compile(r"\[([0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A
 _ADDRESS = re.compile(
     r"(?<![\w.:])([0-9]{1,3}(?:\.[0-9]{1,3}){3}|[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7})(?![\w.:])"
 )
-
-# --- hints -----------------------------------------------------------------------------------
 
 PASSWORD_REFUSED = (
     "That looks like a password, not a token. Snowflake is blocking single-factor password sign-in "
@@ -217,8 +179,7 @@ def api_forbidden_hints() -> tuple[str, ...]:
 
 
 def rate_limited_hints(wait_seconds: float | None) -> tuple[str, ...]:
-    when = f"in about {_duration(wait_seconds)}" if wait_seconds else "in a minute"
-    return (f"Snowflake is rate-limiting requests for this account; try again {when}.",)
+    return (f"Snowflake is rate-limiting requests for this account; try again {try_again(wait_seconds)}.",)
 
 
 def provider_error_hints(reference: str | None) -> tuple[str, ...]:
@@ -236,15 +197,6 @@ def slow_hints(seconds: float) -> tuple[str, ...]:
     )
 
 
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{round(seconds)} seconds"
-    return f"{round(seconds / 60)} minutes"
-
-
-# --- error parsing ---------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class ApiError:
     """What a non-success response said."""
@@ -252,7 +204,6 @@ class ApiError:
     status: int
     code: str | None = None
     message: str | None = None
-    sql_state: str | None = None
     statement_handle: str | None = None
 
     @property
@@ -264,26 +215,12 @@ class ApiError:
 
 def parse_error(response: httpx.Response) -> ApiError:
     """Read the SQL API's error body; fall back to the HTTP status text."""
-    body = _json_body(response)
+    is_json = "json" in response.headers.get("content-type", "").lower()
+    body = json_of(response) if is_json and response.content else None
     if not isinstance(body, dict):
-        return ApiError(status=response.status_code)
-    return ApiError(
-        status=response.status_code,
-        code=_text(body.get("code")),
-        message=_text(body.get("message")),
-        sql_state=_text(body.get("sqlState")),
-        statement_handle=_text(body.get("statementHandle")),
-    )
-
-
-def _json_body(response: httpx.Response) -> Any:
-    content_type = response.headers.get("content-type", "").lower()
-    if "json" not in content_type or not response.content:
-        return None
-    try:
-        return json.loads(response.content)
-    except ValueError:
-        return None
+        return ApiError(response.status_code)
+    code, message, handle = (_text(body.get(name)) for name in ("code", "message", "statementHandle"))
+    return ApiError(response.status_code, code, message, handle)
 
 
 def _text(value: object) -> str | None:
@@ -291,10 +228,6 @@ def _text(value: object) -> str | None:
         return None
     text = " ".join(str(value).split())
     return text[:_MAX_KEPT] or None
-
-
-def _shorten(text: str) -> str:
-    return text if len(text) <= _MAX_TEXT else text[: _MAX_TEXT - 1] + "…"
 
 
 def login_failure_id(message: str | None) -> str | None:
@@ -320,4 +253,4 @@ def scrub(text: str, values: Iterable[str]) -> str:
     for value in values:
         if len(value) >= 4:
             text = text.replace(value, MASK)
-    return _shorten(redact(text))
+    return shorten(redact(text), _MAX_TEXT)

@@ -23,20 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dh, dsa, ec, ed448, ed25519, rsa, x448, x25519
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
-__all__ = [
-    "JWT_LIFETIME_SECONDS",
-    "MAX_KDF_ROUNDS",
-    "MIN_RSA_BITS",
-    "KeyCache",
-    "KeyPair",
-    "KeyProblem",
-    "fingerprint_of",
-    "kdf_problem",
-    "load_key_pair",
-    "looks_like_token",
-    "mint_jwt",
-    "normalise_pem",
-]
+from bot.providers._shared import unquote
 
 MIN_RSA_BITS = 2048
 JWT_LIFETIME_SECONDS = 60
@@ -51,7 +38,6 @@ _MAX_SCRYPT_WORK = 2**20  # N * r * p; OpenSSL's default (N=16384, r=8, p=1) is 
 _MAX_PEM_CHARS = 16_000
 
 _BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]{1,40})-----(.*?)-----END \1-----", re.DOTALL)
-_QUOTES = {'"': '"', "'": "'", "`": "`", "“": "”", "‘": "’"}
 _TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 
 MAKE_KEY = (
@@ -68,7 +54,7 @@ _NOT_RSA = "Snowflake key-pair sign-in here needs an RSA key of at least 2048 bi
 class KeyProblem(ValueError):
     """A pasted key that can't be used; ``field`` is the form field to show ``message`` on."""
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, message: str, field: str = "private_key") -> None:
         super().__init__(message)
         self.field = field
         self.message = message
@@ -81,7 +67,6 @@ class KeyPair:
     private_key: rsa.RSAPrivateKey = field(repr=False)
     fingerprint: str
     """``SHA256:<base64>``, what ``DESC USER`` shows as RSA_PUBLIC_KEY_FP."""
-    bits: int
 
 
 def fingerprint_of(public_key: PublicKeyTypes) -> str:
@@ -90,18 +75,10 @@ def fingerprint_of(public_key: PublicKeyTypes) -> str:
     return "SHA256:" + base64.b64encode(hashlib.sha256(der).digest()).decode()
 
 
-def looks_like_token(text: str) -> bool:
-    """Three dot-separated base64url parts: the shape of a JWT, which a PAT has."""
-    return bool(_TOKEN_SHAPE.fullmatch(text))
-
-
 def normalise_pem(text: str) -> str:
     """Undo what copying does to a PEM: surrounding quotes, ``\\r``, literal ``\\n`` escapes (from
     an .env file or JSON), and a body whose line breaks became spaces (a one-line field)."""
-    text = text.strip()
-    while len(text) >= 2 and _QUOTES.get(text[0]) == text[-1]:
-        text = text[1:-1].strip()
-    text = text.replace("\r", "").replace("\\n", "\n")
+    text = unquote(text).replace("\r", "").replace("\\n", "\n")
 
     def rewrap(match: re.Match[str]) -> str:
         label, body = match.group(1), match.group(2)
@@ -121,55 +98,49 @@ def load_key_pair(pem: str, passphrase: str, *, checked: bool = True) -> KeyPair
     on the event loop): only for a key the offline checks already loaded with it, i.e. at
     verification and for the credential's hint, never for a key seen for the first time."""
     if len(pem) > _MAX_PEM_CHARS:
-        raise KeyProblem("private_key", "That is far longer than a private key; paste only the key file.")
+        raise KeyProblem("That is far longer than a private key; paste only the key file.")
     blocks = _BLOCK.findall(pem)
     if not blocks:
-        raise KeyProblem("private_key", _no_pem_problem(pem))
+        raise KeyProblem(_no_pem_problem(pem))
     if len(blocks) > 1:
         labels = ", ".join(label for label, _ in blocks)
-        raise KeyProblem(
-            "private_key", f"Paste only the private key: this holds {len(blocks)} PEM blocks ({labels})."
-        )
+        raise KeyProblem(f"Paste only the private key: this holds {len(blocks)} PEM blocks ({labels}).")
     label, body = blocks[0]
     encrypted = _check_label(label)
     try:
         der = base64.b64decode("".join(body.split()), validate=True)
     except (binascii.Error, ValueError):
-        raise KeyProblem("private_key", _DAMAGED) from None
+        raise KeyProblem(_DAMAGED) from None
     if encrypted and not passphrase:
         raise KeyProblem(
-            "passphrase", "This key is encrypted (BEGIN ENCRYPTED PRIVATE KEY): enter its passphrase."
+            "This key is encrypted (BEGIN ENCRYPTED PRIVATE KEY): enter its passphrase.", "passphrase"
         )
     if not encrypted and passphrase:
-        raise KeyProblem("passphrase", "This key is not encrypted: leave the passphrase empty.")
+        raise KeyProblem("This key is not encrypted: leave the passphrase empty.", "passphrase")
     if encrypted and (too_costly := kdf_problem(der)):
-        raise KeyProblem("private_key", too_costly)
+        raise KeyProblem(too_costly)
     try:
         key = serialization.load_der_private_key(
             der, passphrase.encode() if encrypted else None, unsafe_skip_rsa_key_validation=not checked
         )
     except UnsupportedAlgorithm:
         raise KeyProblem(
-            "private_key",
             "This key is encrypted with a cipher we can't open. Re-encrypt it with "
             "openssl pkcs8 -topk8 -v2 aes-256-cbc -in rsa_key.p8 -out rsa_key_new.p8 and paste that.",
         ) from None
     except (ValueError, TypeError):
         if encrypted:
-            raise KeyProblem(
-                "passphrase",
-                "This passphrase doesn't open the key. Check it for typos: it is case-sensitive.",
-            ) from None
-        raise KeyProblem("private_key", _DAMAGED) from None
+            wrong = "This passphrase doesn't open the key. Check it for typos: it is case-sensitive."
+            raise KeyProblem(wrong, "passphrase") from None
+        raise KeyProblem(_DAMAGED) from None
     if not isinstance(key, rsa.RSAPrivateKey):
-        raise KeyProblem("private_key", f"This is {_kind_of(key)}. {_NOT_RSA}{MAKE_KEY}.")
+        raise KeyProblem(f"This is {_kind_of(key)}. {_NOT_RSA}{MAKE_KEY}.")
     if key.key_size < MIN_RSA_BITS:
         raise KeyProblem(
-            "private_key",
             f"This RSA key has {key.key_size} bits; Snowflake needs at least {MIN_RSA_BITS}. "
             f"Create a new one with {MAKE_KEY}.",
         )
-    return KeyPair(key, fingerprint_of(key.public_key()), key.key_size)
+    return KeyPair(key, fingerprint_of(key.public_key()))
 
 
 class KeyCache:
@@ -205,8 +176,7 @@ class KeyCache:
 
     def load(self, pem: str, passphrase: str, *, checked: bool = True) -> KeyPair:
         """:func:`load_key_pair`, answered from the cache when it can be. Problems aren't cached."""
-        found = self.peek(pem, passphrase, checked=checked)
-        if found is not None:
+        if (found := self.peek(pem, passphrase, checked=checked)) is not None:
             return found
         pair = load_key_pair(pem, passphrase, checked=checked)
         with self._lock:
@@ -231,7 +201,7 @@ _DAMAGED = (
 def _no_pem_problem(pem: str) -> str:
     if "-----BEGIN" in pem:
         return "The key is cut short: its -----END … line is missing. Paste the whole file."
-    if looks_like_token(pem):
+    if _TOKEN_SHAPE.fullmatch(pem):  # a JWT's shape, which a programmatic access token has
         return "This looks like a programmatic access token: paste it in the token field instead."
     return (
         "Paste the whole PEM file, with its -----BEGIN PRIVATE KEY----- and -----END PRIVATE KEY----- "
@@ -246,26 +216,20 @@ def _check_label(label: str) -> bool:
     if label == "ENCRYPTED PRIVATE KEY":
         return True
     if label == "RSA PRIVATE KEY":
-        raise KeyProblem(
-            "private_key", f"This key is in the older PKCS#1 format (BEGIN RSA PRIVATE KEY). {_TO_PKCS8}"
-        )
+        raise KeyProblem(f"This key is in the older PKCS#1 format (BEGIN RSA PRIVATE KEY). {_TO_PKCS8}")
     if label in ("PUBLIC KEY", "RSA PUBLIC KEY"):
         raise KeyProblem(
-            "private_key",
             "This is the public key. Paste the private key here; the public key is the one an "
             "admin registers with ALTER USER … SET RSA_PUBLIC_KEY.",
         )
     if label == "OPENSSH PRIVATE KEY":
         raise KeyProblem(
-            "private_key",
             f"This is an OpenSSH key. Snowflake needs a PKCS#8 PEM RSA key: create one with {MAKE_KEY}.",
         )
     if label in ("EC PRIVATE KEY", "DSA PRIVATE KEY"):
         kind = "an elliptic-curve (EC) key" if label.startswith("EC") else "a DSA key"
-        raise KeyProblem("private_key", f"This is {kind}. {_NOT_RSA}{MAKE_KEY}.")
-    raise KeyProblem(
-        "private_key", f"This is a {label.lower()}, not a private key. Paste the private key (.p8) file."
-    )
+        raise KeyProblem(f"This is {kind}. {_NOT_RSA}{MAKE_KEY}.")
+    raise KeyProblem(f"This is a {label.lower()}, not a private key. Paste the private key (.p8) file.")
 
 
 def _kind_of(key: object) -> str:
@@ -279,8 +243,6 @@ def _kind_of(key: object) -> str:
         return "a key-agreement key"
     return "not an RSA key"
 
-
-# --- how much work opening an encrypted key takes ----------------------------------------------------
 
 _PBES2 = "1.2.840.113549.1.5.13"
 _PBKDF2 = "1.2.840.113549.1.5.12"
@@ -296,32 +258,17 @@ def kdf_problem(der: bytes) -> str | None:
     Reads just enough DER to find the iteration count (PBKDF2, PBES1, PKCS#12) or the scrypt
     parameters. Anything it can't read is left to cryptography, which rejects malformed input."""
     try:
-        algorithm = _children(der, *_only(der))[0]
-        oid, params = _algorithm(der, algorithm)
-        if oid == _PBES2:
-            kdf = _children(der, params[1], params[2])[0]
-            kdf_oid, kdf_params = _algorithm(der, kdf)
-            values = [
-                _integer(der, c) for c in _children(der, kdf_params[1], kdf_params[2]) if c[0] == _INTEGER
-            ]
-            if kdf_oid == _PBKDF2 and values:
-                rounds = values[0]
-            elif kdf_oid == _SCRYPT and len(values) >= 3:
-                if values[0] * values[1] * values[2] > _MAX_SCRYPT_WORK:
-                    return _TOO_COSTLY
-                return None
-            else:
-                return None
-        elif oid.startswith(_PBES1_PREFIXES):
-            integers = [c for c in _children(der, params[1], params[2]) if c[0] == _INTEGER]
-            if not integers:
-                return None
-            rounds = _integer(der, integers[0])
-        else:
-            return None
+        oid, params = _algorithm(der, _children(der, *_only(der))[0])
+        pbes2 = oid == _PBES2
+        if pbes2:  # the key derivation is the first element of PBES2's parameters
+            oid, params = _algorithm(der, _children(der, params[1], params[2])[0])
+        values = [_integer(der, c) for c in _children(der, params[1], params[2]) if c[0] == _INTEGER]
     except (IndexError, ValueError):
         return None
-    return _TOO_COSTLY if rounds > MAX_KDF_ROUNDS else None
+    if pbes2 and oid == _SCRYPT and len(values) >= 3:
+        return _TOO_COSTLY if values[0] * values[1] * values[2] > _MAX_SCRYPT_WORK else None
+    counted = oid == _PBKDF2 if pbes2 else oid.startswith(_PBES1_PREFIXES)
+    return _TOO_COSTLY if counted and values and values[0] > MAX_KDF_ROUNDS else None
 
 
 _TOO_COSTLY = (
@@ -391,9 +338,6 @@ def _oid(content: bytes) -> str:
 
 def _integer(der: bytes, node: _Node) -> int:
     return int.from_bytes(der[node[1] : node[2]], "big", signed=True)
-
-
-# --- the JWT -----------------------------------------------------------------------------------------
 
 
 def mint_jwt(key: KeyPair, account: str, user: str, now: int) -> str:

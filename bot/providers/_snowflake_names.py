@@ -22,20 +22,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-__all__ = [
-    "ACCOUNT_EXAMPLES",
-    "Identifier",
-    "account_problem",
-    "host_of",
-    "identifier_problem",
-    "jwt_account",
-    "normalise_account",
-    "parse_identifier",
-    "sql_name",
-    "sql_string_literal",
-    "unquote",
-    "user_problem",
-]
+from bot.providers._shared import unquote
 
 ACCOUNT_EXAMPLES = "myorg-account_name (or an account locator such as xy12345.us-east-2.aws)"
 _DOMAIN = ".snowflakecomputing.com"
@@ -46,7 +33,6 @@ _MAX_LABELS = 4  # locator, region, cloud, privatelink
 _MAX_ACCOUNT = 255
 # Suffix labels that follow an identifier without being a region.
 _NOT_A_REGION = frozenset({"privatelink", "global"})
-_QUOTES = {'"': '"', "'": "'", "`": "`", "“": "”", "‘": "’"}
 
 _UNQUOTED = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
 _MAX_IDENTIFIER = 255
@@ -55,17 +41,6 @@ _MAX_IDENTIFIER = 255
 _QUOTED_FORBIDDEN = re.compile(r"[\\'`\x00-\x1f\x7f]")
 _USER_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f]")
 _MAX_USER = 255
-
-
-def unquote(text: str) -> str:
-    """Strip whitespace and matching quotes around a pasted value (also typographic ones)."""
-    text = text.strip()
-    while len(text) >= 2 and _QUOTES.get(text[0]) == text[-1]:
-        text = text[1:-1].strip()
-    return text
-
-
-# --- account identifier ------------------------------------------------------------------------
 
 
 def normalise_account(text: str) -> str | None:
@@ -162,9 +137,6 @@ def jwt_account(identifier: str) -> str:
     return account.upper()
 
 
-# --- user -----------------------------------------------------------------------------------------
-
-
 def user_problem(user: str) -> str | None:
     if not user:
         return "Enter the user's login name (LOGIN_NAME in DESC USER)."
@@ -173,9 +145,6 @@ def user_problem(user: str) -> str | None:
     if _USER_FORBIDDEN.search(user):
         return "A login name fits on one line; copy it again from DESC USER (LOGIN_NAME)."
     return None
-
-
-# --- role, warehouse, database ----------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -189,10 +158,7 @@ class Identifier:
     @property
     def sql(self) -> str:
         """The name as SQL text, for hints: bare when unquoted, in double quotes otherwise."""
-        if not self.quoted:
-            return self.name
-        escaped = self.name.replace('"', '""')
-        return f'"{escaped}"'
+        return '"' + self.name.replace('"', '""') + '"' if self.quoted else self.name
 
 
 def parse_identifier(text: str) -> Identifier | None:

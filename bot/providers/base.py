@@ -25,16 +25,7 @@ import httpx
 
 from bot.redaction import Secret
 
-__all__ = [
-    "Check",
-    "FieldValues",
-    "FormField",
-    "FormSection",
-    "Outcome",
-    "Probe",
-    "Provider",
-    "Verification",
-]
+__all__ = ["Check", "FieldValues", "FormField", "FormSection", "Outcome", "Probe", "Provider", "Verification"]
 
 logger = logging.getLogger(__name__)
 
@@ -192,41 +183,21 @@ class Provider(ABC):
             async with asyncio.timeout(self.deadline_seconds):
                 result = await self.probe(values, http)
         except TimeoutError:
-            result = Probe(
-                outcome=Outcome.UNREACHABLE,
-                summary=f"{self.title} did not finish answering within {self.deadline_seconds:.0f} seconds.",
-                hints=self.unreachable_hints,
-            )
+            seconds = f"{self.deadline_seconds:.0f} seconds"
+            result = self._failed(f"{self.title} did not finish answering within {seconds}.")
         except httpx.TimeoutException:
-            result = Probe(
-                outcome=Outcome.UNREACHABLE,
-                summary=f"{self.title} did not answer in time.",
-                hints=self.unreachable_hints,
-            )
+            result = self._failed(f"{self.title} did not answer in time.")
         except httpx.InvalidURL:
-            result = Probe(
-                outcome=Outcome.INVALID_INPUT,
-                summary=f"That address can't be used to reach {self.title}; check the URL.",
-                hints=self.unreachable_hints,
-            )
+            what = f"That address can't be used to reach {self.title}; check the URL."
+            result = self._failed(what, Outcome.INVALID_INPUT)
         except httpx.TransportError as exc:
             # The exception text can name hosts but never credentials (they travel in headers).
             logger.info("%s unreachable: %s", self.key, type(exc).__name__)
-            result = Probe(
-                outcome=Outcome.UNREACHABLE,
-                summary=f"We couldn't reach {self.title} ({_describe_transport_error(exc)}).",
-                hints=self.unreachable_hints,
-            )
-        latency_ms = round((time.perf_counter() - started) * 1000)
-        return Verification(
-            outcome=result.outcome,
-            summary=result.summary,
-            checks=result.checks,
-            hints=result.hints,
-            latency_ms=latency_ms,
-            request_id=result.request_id,
-            retry_after=result.retry_after,
-        )
+            result = self._failed(f"We couldn't reach {self.title} ({_describe_transport_error(exc)}).")
+        return Verification(**vars(result), latency_ms=round((time.perf_counter() - started) * 1000))
+
+    def _failed(self, summary: str, outcome: Outcome = Outcome.UNREACHABLE) -> Probe:
+        return Probe(outcome, summary, hints=self.unreachable_hints)
 
     def config_of(self, values: FieldValues) -> dict[str, str]:
         """The non-secret values, as stored in the connection's configuration."""

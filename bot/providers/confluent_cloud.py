@@ -20,7 +20,7 @@ from urllib.parse import quote
 import httpx
 
 from bot.providers import _confluent_errors as errs
-from bot.providers import _retries as retries
+from bot.providers import _shared as shared
 from bot.providers._confluent_errors import secret_checksum_ok
 from bot.providers.base import Check, FieldValues, FormField, FormSection, Outcome, Probe, Provider
 from bot.redaction import Secret
@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class RetryPolicy(retries.RetryPolicy):
+class RetryPolicy(shared.RetryPolicy):
     """Confluent's: two tries after a 429 and one after a 5xx (or Kafka 50003), backing off 1, 2,
     then 4 seconds when the response does not say (Kafka REST never does)."""
 
@@ -43,8 +43,6 @@ class RetryPolicy(retries.RetryPolicy):
 
 
 class ConfluentCloud(Provider):
-    """The Confluent Cloud provider plug-in."""
-
     key = "confluent_cloud"
     title = "Confluent Cloud"
     description = "Managed Apache Kafka. Connect with a Cloud API key and secret."
@@ -121,21 +119,18 @@ class ConfluentCloud(Provider):
             raise ConfigError("CONFLUENT_CLOUD_API_URL must be an http(s) URL")
         return cls(api_url=url)
 
-    # --- offline ---------------------------------------------------------------------------
-
     def clean(self, values: FieldValues) -> dict[str, str | Secret]:
         """Trim whitespace and paste debris: quotes around key and secret, a trailing ``/``."""
         cleaned = super().clean(values)
         for name in ("api_key", "api_secret"):
             value = cleaned[name]
             if isinstance(value, Secret):
-                cleaned[name] = Secret(errs.unquote(value.reveal()))
+                cleaned[name] = Secret(shared.unquote(value.reveal()))
         cleaned["rest_endpoint"] = str(cleaned["rest_endpoint"]).rstrip("/")
         return cleaned
 
     def validate(self, values: FieldValues) -> dict[str, str]:
-        """Field name -> what is wrong with it; no I/O."""
-        key, secret = _plain(values, "api_key"), _plain(values, "api_secret")
+        key, secret = shared.plain(values, "api_key"), shared.plain(values, "api_secret")
         problems: dict[str, str] = {}
         if errs.looks_swapped(key, secret):
             problems["api_key"] = "This looks like the API secret, not the key: the two fields look swapped."
@@ -145,7 +140,7 @@ class ConfluentCloud(Provider):
                 problems["api_key"] = key_problem
             if secret_problem := errs.secret_problem(secret):
                 problems["api_secret"] = secret_problem
-        endpoint, cluster = _plain(values, "rest_endpoint"), _plain(values, "cluster_id")
+        endpoint, cluster = shared.plain(values, "rest_endpoint"), shared.plain(values, "cluster_id")
         if endpoint and (endpoint_problem := errs.endpoint_problem(endpoint)):
             problems["rest_endpoint"] = endpoint_problem
         elif cluster and not endpoint:
@@ -158,30 +153,26 @@ class ConfluentCloud(Provider):
             problems["cluster_id"] = "Add the cluster ID (lkc-…) too: the REST endpoint alone isn't enough."
         return problems
 
-    # --- online ----------------------------------------------------------------------------
-
     async def probe(self, values: FieldValues, http: httpx.AsyncClient) -> Probe:
         """Ask the Cloud API, then the cluster when one is given; see the module docstring."""
-        key, secret = _plain(values, "api_key"), _plain(values, "api_secret")
-        run = _Run(http, (key, secret), self.retry, self._sleep)
-        endpoint, cluster = _plain(values, "rest_endpoint"), _plain(values, "cluster_id")
+        key, secret = shared.plain(values, "api_key"), shared.plain(values, "api_secret")
+        run = _Run(self, http, (key, secret))
+        endpoint, cluster = shared.plain(values, "rest_endpoint"), shared.plain(values, "cluster_id")
         has_cluster = bool(endpoint and cluster)
 
         cloud = await run.send("GET", f"{self.api_url}/org/v2/environments", params={"page_size": "1"})
         if cloud.status_code == 200 and not _is_environment_list(cloud):
             # A proxy, a captive portal or a changed API, not Confluent saying the key works.
-            return Probe(
-                Outcome.PROVIDER_ERROR,
+            summary = (
                 "Confluent Cloud gave an unexpected answer (HTTP 200): not the list of environments "
-                "it sends for a valid key.",
-                tuple(run.checks),
-                (
-                    "Something answered for the Cloud API that is not it: check CONFLUENT_CLOUD_API_URL "
-                    "and any proxy between the bot and api.confluent.cloud.",
-                    "If it persists, Confluent may have changed the API: tell whoever runs this bot.",
-                ),
-                cloud.headers.get("x-request-id"),
+                "it sends for a valid key."
             )
+            hints = (
+                "Something answered for the Cloud API that is not it: check CONFLUENT_CLOUD_API_URL "
+                "and any proxy between the bot and api.confluent.cloud.",
+                "If it persists, Confluent may have changed the API: tell whoever runs this bot.",
+            )
+            return run.probe(Outcome.PROVIDER_ERROR, summary, hints, cloud.headers.get("x-request-id"))
         if cloud.status_code == 200:
             run.record_environments(cloud)
             if not has_cluster:
@@ -218,9 +209,7 @@ class ConfluentCloud(Provider):
             return run.failure(errs.parse_error(listed), where, unauthorized, on_cluster=True)
         topics = len(_data(listed))
         detail = "" if topics else "The list shows only topics the key's owner may describe."
-        seen = _count(topics, "topic")
-        run.checks.append(Check(f"{seen} visible", True, detail))
-        run.facts.append(f"{seen} visible")
+        run.visible(topics, "topic", True, detail)
 
         dry_run = {"topic_name": f"connections-bot-probe-{uuid.uuid4().hex}", "validate_only": True}
         created = await run.send("POST", f"{base}/topics", json=dry_run)
@@ -238,74 +227,54 @@ class ConfluentCloud(Provider):
         return run.ok(f"Confluent accepted the {kind} on {cluster}")
 
 
-class _Run:
-    """One probe's requests, retries, and the checks and hints gathered on the way."""
-
-    def __init__(
-        self,
-        http: httpx.AsyncClient,
-        auth: tuple[str, str],
-        retry: RetryPolicy,
-        sleep: Callable[[float], Awaitable[None]],
-    ) -> None:
-        self._http, self._auth, self._retry, self._sleep = http, auth, retry, sleep
-        self.checks: list[Check] = []
-        self.hints: list[str] = []
-        self.facts: list[str] = []
+class _Run(shared.Run):
+    def __init__(self, provider: ConfluentCloud, http: httpx.AsyncClient, auth: tuple[str, str]) -> None:
+        super().__init__(provider.retry, provider._sleep)
+        self._http, self._auth = http, auth
         self.first_request_id: str | None = None
-        self.asked_to_wait: float | None = None
+
+    def is_server_error(self, response: httpx.Response) -> bool:
+        # Kafka REST marks retriable errors with 50003, whatever the status line says.
+        status = response.status_code
+        return status >= 500 or (status >= 400 and errs.parse_error(response).kafka_code == 50003)
 
     async def send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         """Send with HTTP Basic auth, retrying 429 and 5xx as the policy allows."""
-        rate_limited = server_errors = 0
-        while True:
+
+        async def attempt() -> httpx.Response:
             response = await self._http.request(method, url, auth=self._auth, **kwargs)
             where = response.url.copy_with(query=None)
             logger.info("confluent %s %s -> %d", method, where, response.status_code)
             self.first_request_id = self.first_request_id or response.headers.get("x-request-id")
-            if response.status_code == 429:
-                self.asked_to_wait = retries.retry_after(response)
-                if rate_limited >= self._retry.rate_limit_retries or (
-                    self.asked_to_wait is not None and self.asked_to_wait > self._retry.max_retry_after
-                ):
-                    return response
-                delay = self.asked_to_wait
-                if delay is None:
-                    delay = self._retry.backoff_delay(rate_limited)
-                rate_limited += 1
-            elif _is_server_error(response) and server_errors < self._retry.server_error_retries:
-                delay = self._retry.backoff_delay(server_errors)
-                server_errors += 1
-            else:
-                return response
-            logger.info("confluent answered %d; retrying in %.1f s", response.status_code, delay)
-            await self._sleep(delay)
+            return response
+
+        return await self.retrying(attempt, f"confluent {method} {url}")
 
     def said(self, error: errs.ApiError) -> str:
         return errs.scrub(error.text, self._auth)
 
     def record_environments(self, response: httpx.Response) -> None:
-        body = _json(response)
+        body = shared.json_of(response)
         meta = body.get("metadata") if isinstance(body, dict) else None
         total = meta.get("total_size") if isinstance(meta, dict) else None
         count = total if isinstance(total, int) else len(_data(response))
         self.checks.append(Check("Cloud API key accepted", True))
         detail = "" if count else "Its owner probably has no role on any environment (a guess)."
-        seen = _count(count, "environment")
-        self.checks.append(Check(f"{seen} visible", bool(count), detail))
-        self.facts.append(f"{seen} visible")
+        self.visible(count, "environment", bool(count), detail)
         if not count:
             self.hints.append(errs.NO_ENVIRONMENTS_HINT)
 
+    def visible(self, n: int, noun: str, passed: bool, detail: str) -> None:
+        seen = f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+        self.checks.append(Check(f"{seen} visible", passed, detail))
+        self.facts.append(f"{seen} visible")
+
     def ok(self, what: str) -> Probe:
-        summary = f"{what} ({'; '.join(self.facts)})." if self.facts else f"{what}."
-        return Probe(Outcome.OK, summary, tuple(self.checks), tuple(self.hints), self.first_request_id)
+        return self.probe(Outcome.OK, self.summary(what), tuple(self.hints), self.first_request_id)
 
     def fail(self, outcome: Outcome, what: str, error: errs.ApiError, hints: tuple[str, ...]) -> Probe:
-        said = self.said(error)
-        summary = f"{what}. Confluent said: {said}" + ("" if said.endswith((".", "!", "?")) else ".")
-        wait = self.asked_to_wait if outcome is Outcome.RATE_LIMITED else None
-        return Probe(outcome, summary, tuple(self.checks), tuple(hints), error.request_id, retry_after=wait)
+        summary = shared.with_said(what, self.said(error), "Confluent")
+        return self.probe(outcome, summary, hints, error.request_id)
 
     def failure(
         self,
@@ -325,9 +294,8 @@ class _Run:
             hints = errs.provider_error_hints(error.request_id)
             return self.fail(Outcome.PROVIDER_ERROR, f"{subject} had a server error", error, hints)
         if _rejects_key(error):
-            return self.fail(
-                Outcome.UNAUTHORIZED, f"{subject} rejected the key/secret", error, unauthorized_hints
-            )
+            what = f"{subject} rejected the key/secret"
+            return self.fail(Outcome.UNAUTHORIZED, what, error, unauthorized_hints)
         if status == 403:
             what = f"{subject} accepted the key, but its owner lacks permission"
             return self.fail(Outcome.FORBIDDEN, what, error, forbidden_hints)
@@ -345,34 +313,11 @@ def _rejects_key(error: errs.ApiError) -> bool:
 
 def _is_environment_list(response: httpx.Response) -> bool:
     """Whether a 200 is the Cloud API's list: ``{"api_version", "kind", "metadata", "data": [...]}``."""
-    body = _json(response)
+    body = shared.json_of(response)
     return isinstance(body, dict) and isinstance(body.get("data"), list)
 
 
-def _is_server_error(response: httpx.Response) -> bool:
-    if response.status_code >= 500:
-        return True
-    # Kafka REST marks retriable errors with 50003, whatever the status line says.
-    return response.status_code >= 400 and errs.parse_error(response).kafka_code == 50003
-
-
-def _json(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return None
-
-
 def _data(response: httpx.Response) -> list[Any]:
-    body = _json(response)
+    body = shared.json_of(response)
     data = body.get("data") if isinstance(body, dict) else None
     return data if isinstance(data, list) else []
-
-
-def _plain(values: FieldValues, name: str) -> str:
-    value = values.get(name, "")
-    return value.reveal() if isinstance(value, Secret) else str(value or "")
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

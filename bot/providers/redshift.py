@@ -45,28 +45,17 @@ import httpx
 import psycopg
 from psycopg import _encodings
 
+from bot.providers import _redshift_endpoint as endpoints
 from bot.providers import _redshift_errors as errs
-from bot.providers._redshift_endpoint import (
-    DEFAULT_PORT,
-    Endpoint,
-    EndpointKind,
-    classify,
-    endpoint_problem,
-    parse_port,
-    port_problem,
-    split_pasted,
-)
+from bot.providers import _shared as shared
 from bot.providers.base import Check, FieldValues, FormField, FormSection, Outcome, Probe, Provider
 from bot.redaction import Secret
 from bot.settings import ConfigError
 
 __all__ = [
-    "DEFAULT_PORT",
     "SSL_MODES",
     "ConnectParams",
     "Connector",
-    "Endpoint",
-    "EndpointKind",
     "PsycopgSession",
     "Redshift",
     "Resolver",
@@ -89,9 +78,6 @@ _STATEMENT_TIMEOUT: LiteralString = "SET statement_timeout TO 10000"
 _WHO_AM_I: LiteralString = "SELECT current_user, current_database(), version()"
 _MAY_TEMP: LiteralString = "SELECT has_database_privilege(current_database(), 'TEMP')"
 _MAY_USE_SCHEMA: LiteralString = "SELECT has_schema_privilege(%s, 'USAGE')"
-
-
-# --- the connection ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -148,8 +134,6 @@ def install_unicode_alias(codecs: MutableMapping[bytes, str] | None = None) -> N
 
 
 class PsycopgSession:
-    """A :class:`Session` over a psycopg ``AsyncConnection``."""
-
     def __init__(self, connection: psycopg.AsyncConnection[Any]) -> None:
         self.connection = connection
 
@@ -170,23 +154,9 @@ async def psycopg_connect(params: ConnectParams) -> PsycopgSession:
     ``DEALLOCATE ALL``, which psycopg sends to drop prepared statements)."""
     install_unicode_alias()
     # psycopg leaves out the keywords that are None (no sslrootcert with sslmode=disable).
-    connection = await psycopg.AsyncConnection.connect(
-        host=params.host,
-        hostaddr=params.hostaddr,
-        port=params.port,
-        dbname=params.dbname,
-        user=params.user,
-        password=params.password.reveal(),
-        sslmode=params.sslmode,
-        sslrootcert=params.sslrootcert,
-        connect_timeout=params.connect_timeout,
-        autocommit=True,
-        prepare_threshold=None,
-    )
+    keywords = vars(params) | {"password": params.password.reveal()}  # each field is a libpq keyword
+    connection = await psycopg.AsyncConnection.connect(**keywords, autocommit=True, prepare_threshold=None)
     return PsycopgSession(connection)
-
-
-# --- reading answers -----------------------------------------------------------------------------
 
 
 def server_product(version: str) -> tuple[bool, str]:
@@ -203,26 +173,8 @@ def _truthy(value: object) -> bool | None:
     """Redshift answers privilege questions as CHAR ('t'), PostgreSQL as boolean."""
     if isinstance(value, bool):
         return value
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in ("t", "true"):
-            return True
-        if text in ("f", "false"):
-            return False
-    return None
-
-
-def _plain(values: FieldValues, name: str) -> str:
-    value = values.get(name, "")
-    return value.reveal() if isinstance(value, Secret) else str(value or "")
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
+    text = value.strip().lower() if isinstance(value, str) else ""
+    return {"t": True, "true": True, "f": False, "false": False}.get(text)
 
 
 def _is_public(address: str) -> bool:
@@ -260,8 +212,8 @@ def _rootcert(raw: str | None) -> str:
     return text
 
 
-def _flag(raw: str | None, name: str) -> bool:
-    text = (raw or "").strip().lower()
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    text = (env.get(name) or "").strip().lower()
     if text not in ("", "true", "false", "1", "0", "yes", "no"):
         raise ConfigError(f"{name} must be true or false")
     return text in ("true", "1", "yes")
@@ -273,14 +225,10 @@ def _connect_to(raw: str | None) -> tuple[str, int] | None:
         return None
     host, colon, port = text.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
-    if not colon or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ConfigError("REDSHIFT_CONNECT_TO must be host:port, e.g. 127.0.0.1:5439")
-    if not re.fullmatch(r"[A-Za-z0-9.:-]+", host):
+    valid = bool(colon) and port.isdigit() and 1 <= int(port) <= 65535
+    if not valid or not re.fullmatch(r"[A-Za-z0-9.:-]+", host):
         raise ConfigError("REDSHIFT_CONNECT_TO must be host:port, e.g. 127.0.0.1:5439")
     return host, int(port)
-
-
-# --- the provider --------------------------------------------------------------------------------
 
 
 class Redshift(Provider):
@@ -377,18 +325,11 @@ class Redshift(Provider):
     ) -> None:
         if sslmode not in SSL_MODES:
             raise ValueError(f"sslmode must be one of {', '.join(SSL_MODES)}")
-        self.sslmode = sslmode
+        self.sslmode, self.connect_to, self.allow_private = sslmode, connect_to, allow_private
         self.sslrootcert = default_rootcert() if sslrootcert is None else sslrootcert
-        self.connect_to = connect_to
-        self.allow_private = allow_private
-        self.resolve_budget = resolve_budget
-        self._resolve = resolve
-        self.connect_timeout = connect_timeout
-        self.connect_budget = connect_budget
-        self.probe_budget = probe_budget
-        self.retry_delay = retry_delay
-        self._connector = connector
-        self._sleep = sleep
+        self.connect_timeout, self.retry_delay, self.probe_budget = connect_timeout, retry_delay, probe_budget
+        self.resolve_budget, self.connect_budget = resolve_budget, connect_budget
+        self._connector, self._resolve, self._sleep = connector, resolve, sleep
         if sslmode != "verify-full":
             risk = (
                 "passwords and data may travel unencrypted"
@@ -417,18 +358,14 @@ class Redshift(Provider):
             sslmode=sslmode,
             sslrootcert=rootcert,
             connect_to=_connect_to(env.get("REDSHIFT_CONNECT_TO")),
-            allow_private=_flag(
-                env.get("REDSHIFT_ALLOW_PRIVATE_ADDRESSES"), "REDSHIFT_ALLOW_PRIVATE_ADDRESSES"
-            ),
+            allow_private=_flag(env, "REDSHIFT_ALLOW_PRIVATE_ADDRESSES"),
         )
-
-    # --- offline -------------------------------------------------------------------------------
 
     def clean(self, values: FieldValues) -> dict[str, str | Secret]:
         """Trim, and take a pasted URL or ``host:5439/dev`` apart into endpoint, port and
         database (the fields the user filled in win over the URL's parts)."""
         cleaned = super().clean(values)
-        pasted = split_pasted(str(cleaned["endpoint"]))
+        pasted = endpoints.split_pasted(str(cleaned["endpoint"]))
         cleaned["endpoint"] = pasted.host
         for name, found in (("port", pasted.port), ("database", pasted.database)):
             if not cleaned[name] and found:
@@ -436,44 +373,38 @@ class Redshift(Provider):
         return cleaned
 
     def validate(self, values: FieldValues) -> dict[str, str]:
-        """Field name -> what is wrong with it; no I/O."""
         problems: dict[str, str] = {}
-        host = _plain(values, "endpoint")
-        endpoint: Endpoint | None = None
+        host = shared.plain(values, "endpoint")
+        endpoint: endpoints.Endpoint | None = None
         if not host:
             problems["endpoint"] = "Paste the endpoint from the Redshift console."
-        elif problem := endpoint_problem(host):
+        elif problem := endpoints.endpoint_problem(host):
             problems["endpoint"] = problem
         else:
-            endpoint = classify(host)
-        if problem := port_problem(_plain(values, "port"), endpoint):
+            endpoint = endpoints.classify(host)
+        if problem := endpoints.port_problem(shared.plain(values, "port"), endpoint):
             problems["port"] = problem
-        if not _plain(values, "database"):
+        if not shared.plain(values, "database"):
             problems["database"] = "Name the database to connect to; it is usually dev."
-        if not _plain(values, "user"):
+        if not shared.plain(values, "user"):
             problems["user"] = "Enter the database user."
-        if not _plain(values, "password"):
+        if not shared.plain(values, "password"):
             problems["password"] = "Enter the user's password."
         return problems
 
     def credential_hint(self, values: FieldValues) -> str | None:
         """``user@cluster`` (the endpoint's first label): public, and tells credentials apart."""
-        user, host = _plain(values, "user"), _plain(values, "endpoint")
-        if not user or not host:
-            return None
-        hint = f"{user}@{host.split('.', 1)[0]}"
-        return hint if len(hint) <= _KEY_HINT_MAX else hint[: _KEY_HINT_MAX - 1] + "…"
-
-    # --- online --------------------------------------------------------------------------------
+        user, host = shared.plain(values, "user"), shared.plain(values, "endpoint")
+        return shared.shorten(f"{user}@{host.split('.', 1)[0]}", _KEY_HINT_MAX) if user and host else None
 
     def connect_params(self, values: FieldValues) -> ConnectParams:
         """The connection the probe makes for cleaned, valid ``values``."""
-        host = _plain(values, "endpoint")
-        port = parse_port(_plain(values, "port"))
+        host = shared.plain(values, "endpoint")
+        port = endpoints.parse_port(shared.plain(values, "port"))
         hostaddr: str | None = None
         if self.connect_to is not None:
             elsewhere, port = self.connect_to
-            if _is_ip(elsewhere):
+            if endpoints.is_ip(elsewhere):
                 hostaddr = elsewhere
             else:
                 host = elsewhere
@@ -486,8 +417,8 @@ class Redshift(Provider):
         return ConnectParams(
             host=host,
             port=port,
-            dbname=_plain(values, "database"),
-            user=_plain(values, "user"),
+            dbname=shared.plain(values, "database"),
+            user=shared.plain(values, "user"),
             password=password if isinstance(password, Secret) else Secret(str(password or "")),
             sslmode=self.sslmode,
             sslrootcert=rootcert,
@@ -498,8 +429,9 @@ class Redshift(Provider):
     async def probe(self, values: FieldValues, http: httpx.AsyncClient) -> Probe:
         """Connect and ask who we are and what we may do; ``http`` is not used."""
         params = self.connect_params(values)
-        host = _plain(values, "endpoint")
-        target = errs.Target(host, parse_port(_plain(values, "port")), params.dbname, params.user)
+        host = shared.plain(values, "endpoint")
+        port = endpoints.parse_port(shared.plain(values, "port"))
+        target = errs.Target(host, port, params.dbname, params.user)
         if self.connect_to is None:
             address = await self._checked_address(params.host, params.port, target)
             if isinstance(address, errs.ConnectFailure):
@@ -511,17 +443,16 @@ class Redshift(Provider):
         password = params.password.reveal()
         try:
             async with asyncio.timeout(self.probe_budget):
-                schema = schema_identifier(_plain(values, "schema"))
-                return await self._ask(session, target, classify(host), schema)
+                schema = schema_identifier(shared.plain(values, "schema"))
+                return await self._ask(session, endpoints.classify(host), schema)
         except (TimeoutError, psycopg.errors.QueryCanceled):
             logger.info("redshift %s: the checks took too long", target.address)
             summary = f"We connected to {target.address}, but the checks didn't finish in time."
             return Probe(Outcome.PROVIDER_ERROR, summary, hints=(errs.BUSY_HINT,))
         except psycopg.Error as exc:
             logger.info("redshift %s: a check failed (SQLSTATE %s)", target.address, exc.sqlstate)
-            said = errs.server_said(str(exc), password)
             what = f"We connected to {target.address}, but a check failed"
-            summary = errs.with_said(what, said) if said else f"{what}."
+            summary = shared.with_said(what, errs.server_said(str(exc), password))
             return Probe(Outcome.PROVIDER_ERROR, summary, hints=(errs.PROVIDER_ERROR_HINT,))
         finally:
             await self._close(session, target)
@@ -532,12 +463,9 @@ class Redshift(Provider):
         try:
             async with asyncio.timeout(self.resolve_budget):
                 addresses = list(await self._resolve(host, port))
-        except TimeoutError:
-            failure = errs.dns_failure(target, temporary=True)
-        except socket.gaierror as exc:
-            failure = errs.dns_failure(target, temporary=exc.errno in (socket.EAI_AGAIN, socket.EAI_FAIL))
-        except OSError:
-            failure = errs.dns_failure(target, temporary=True)
+        except OSError as exc:  # socket.gaierror, or TimeoutError
+            gone = isinstance(exc, socket.gaierror) and exc.errno not in (socket.EAI_AGAIN, socket.EAI_FAIL)
+            failure = errs.dns_failure(target, temporary=not gone)
         else:
             if not addresses:
                 failure = errs.dns_failure(target, temporary=False)
@@ -557,19 +485,16 @@ class Redshift(Provider):
             try:
                 async with asyncio.timeout(self.connect_budget):
                     return await self._connector(params)
-            except TimeoutError:
-                failure = errs.classify_connect_error(
-                    "connection timeout expired", target, password, tls_enabled=tls
-                )
-            except (psycopg.Error, OSError) as exc:
-                failure = errs.classify_connect_error(str(exc), target, password, tls_enabled=tls)
+            except (psycopg.Error, OSError) as exc:  # OSError includes TimeoutError
+                text = "connection timeout expired" if isinstance(exc, TimeoutError) else str(exc)
+                failure = errs.classify_connect_error(text, target, password, tls_enabled=tls)
             logger.info("redshift %s: connecting failed (%s)", target.address, failure.kind)
             if not failure.transient or retried:
                 return failure
             retried = True
             await self._sleep(self.retry_delay)
 
-    async def _ask(self, session: Session, target: errs.Target, endpoint: Endpoint, schema: str) -> Probe:
+    async def _ask(self, session: Session, endpoint: endpoints.Endpoint, schema: str) -> Probe:
         """The probes, one leader-node statement each (Redshift refuses to mix them with tables)."""
         await session.execute(_STATEMENT_TIMEOUT)
         row = await session.fetch_one(_WHO_AM_I)
@@ -586,36 +511,32 @@ class Redshift(Provider):
         hints: list[str] = []
         missing: list[str] = []
 
-        temp = _truthy((await session.fetch_one(_MAY_TEMP) or (None,))[0])
+        def lacks(name: str, detail: str, hint: str) -> None:
+            checks.append(Check(name, False, detail))
+            hints.append(hint)
+            missing.append(name)
+
         name = f"TEMP on database {database}"
-        if temp:
+        if _truthy((await session.fetch_one(_MAY_TEMP) or (None,))[0]):
             checks.append(Check(name, True, "It may create temporary tables."))
         else:
-            checks.append(Check(name, False, "It may not create temporary tables."))
-            hints.append(errs.temp_hint(database, user))
-            missing.append(name)
+            lacks(name, "It may not create temporary tables.", errs.temp_hint(database, user))
 
         if schema:
             name = f"USAGE on schema {schema}"
             try:
                 usage = _truthy((await session.fetch_one(_MAY_USE_SCHEMA, (schema,)) or (None,))[0])
             except psycopg.errors.InvalidSchemaName:
-                checks.append(Check(name, False, f"There is no schema {schema} in {database}."))
-                hints.append(errs.schema_missing_hint(schema, database))
-                missing.append(name)
+                missing_hint = errs.schema_missing_hint(schema, database)
+                lacks(name, f"There is no schema {schema} in {database}.", missing_hint)
             else:
                 if usage:
                     checks.append(Check(name, True, "It may use the schema."))
                 else:
-                    checks.append(Check(name, False, "It may not use the schema."))
-                    hints.append(errs.usage_hint(schema, user))
-                    missing.append(name)
+                    lacks(name, "It may not use the schema.", errs.usage_hint(schema, user))
 
-        accepted = (
-            f"{product} accepted {user} on database {database}"
-            if is_redshift
-            else (f"The server accepted {user} on database {database} ({product})")
-        )
+        who = f"{user} on database {database}"
+        accepted = f"{product} accepted {who}" if is_redshift else f"The server accepted {who} ({product})"
         summary = f"{accepted}, but the user lacks {' and '.join(missing)}." if missing else f"{accepted}."
         return Probe(Outcome.OK, summary, tuple(checks), tuple(hints))
 

@@ -36,23 +36,18 @@ class ProviderRegistry:
 
     def find(self, key: str) -> Provider | None:
         """The provider registered under ``key``, or None (a connection of a removed provider)."""
-        try:
-            return self.get(key)
-        except UnknownProvider:
-            return None
+        return next((provider for provider in self._providers if provider.key == key), None)
 
     def by_key(self) -> dict[str, Provider]:
         return {provider.key: provider for provider in self}
 
     def get(self, key: str) -> Provider:
-        for provider in self._providers:
-            if provider.key == key:
-                return provider
-        raise UnknownProvider(key)
+        if (provider := self.find(key)) is None:
+            raise UnknownProvider(key)
+        return provider
 
 
 PROVIDERS: tuple[type[Provider], ...] = (ConfluentCloud, Snowflake, Redshift)
-"""Every provider plug-in, in the order of their cards."""
 
 
 def build_registry(settings: Settings) -> ProviderRegistry:

@@ -35,7 +35,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Self
@@ -43,7 +43,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from bot.providers import _retries as retries
+from bot.providers import _shared as shared
 from bot.providers import _snowflake_errors as errs
 from bot.providers import _snowflake_keys as keys
 from bot.providers import _snowflake_names as names
@@ -51,13 +51,7 @@ from bot.providers.base import Check, FieldValues, FormField, FormSection, Outco
 from bot.redaction import Secret
 from bot.settings import ConfigError
 
-__all__ = [
-    "API_URL_VARIABLE",
-    "PROBE_STATEMENT",
-    "RetryPolicy",
-    "Snowflake",
-    "show_warehouses_statement",
-]
+__all__ = ["API_URL_VARIABLE", "PROBE_STATEMENT", "RetryPolicy", "Snowflake", "show_warehouses_statement"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,15 +76,10 @@ _MIN_ATTEMPT = 5.0
 _HANDLE = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
 _BEARER = re.compile(r"(?i)^bearer\s+")
 
-
-def _user_agent() -> str:
-    try:
-        return f"connections-bot/{metadata.version('connections-bot')}"
-    except metadata.PackageNotFoundError:
-        return "connections-bot/0"
-
-
-USER_AGENT = _user_agent()
+try:
+    USER_AGENT = f"connections-bot/{metadata.version('connections-bot')}"
+except metadata.PackageNotFoundError:
+    USER_AGENT = "connections-bot/0"
 
 
 def show_warehouses_statement(warehouse: names.Identifier) -> str:
@@ -99,7 +88,7 @@ def show_warehouses_statement(warehouse: names.Identifier) -> str:
 
 
 @dataclass(frozen=True)
-class RetryPolicy(retries.RetryPolicy):
+class RetryPolicy(shared.RetryPolicy):
     """Snowflake's: once each after a 429, a 5xx or a timeout, with jittered backoff, as the SQL
     API reference recommends."""
 
@@ -107,8 +96,6 @@ class RetryPolicy(retries.RetryPolicy):
 
 
 class Snowflake(Provider):
-    """The Snowflake provider plug-in."""
-
     key = "snowflake"
     title = "Snowflake"
     description = "Cloud data platform. Connect a user with a key pair or a programmatic access token."
@@ -231,14 +218,11 @@ class Snowflake(Provider):
     ) -> None:
         self.api_url = api_url.rstrip("/") if api_url else None
         self.retry = retry or RetryPolicy()
-        self.poll_interval = poll_interval
-        self.poll_limit = poll_limit
+        self.poll_interval, self.poll_limit = poll_interval, poll_limit
         self.statement_timeout = statement_timeout
         # Longer than the statement's own timeout, so Snowflake's 408 arrives before we give up.
         self.request_timeout = request_timeout or httpx.Timeout(statement_timeout + 10.0, connect=5.0)
-        self._sleep = sleep
-        self._clock = clock
-        self._monotonic = monotonic
+        self._sleep, self._clock, self._monotonic = sleep, clock, monotonic
         self._keys = key_cache or keys.KeyCache()
 
     @classmethod
@@ -273,36 +257,28 @@ class Snowflake(Provider):
             return f"https://{names.host_of(account)}"
         return self.api_url.replace("{account}", account)
 
-    # --- offline ---------------------------------------------------------------------------
-
     def clean(self, values: FieldValues) -> dict[str, str | Secret]:
         """Trim; normalise the account identifier, the names, and a PEM or token mangled by copying."""
         cleaned = super().clean(values)
         for name in self.secret_fields:
             if not isinstance(cleaned[name], Secret):
                 cleaned[name] = Secret(str(cleaned[name]))
-        pem = _plain(cleaned, "private_key")
+        pem = shared.plain(cleaned, "private_key")
         if pem:
             cleaned["private_key"] = Secret(keys.normalise_pem(pem))
-        token = _plain(cleaned, "token")
+        token = shared.plain(cleaned, "token")
         if token:
-            cleaned["token"] = Secret(_BEARER.sub("", names.unquote(token)))
-        account = str(cleaned["account"])
-        cleaned["account"] = names.normalise_account(account) or account
-        for name in ("role", "warehouse", "database"):
-            identifier = names.parse_identifier(str(cleaned[name]))
-            if identifier is not None:
-                cleaned[name] = identifier.sql
+            cleaned["token"] = Secret(_BEARER.sub("", shared.unquote(token)))
+        _normalise_names(cleaned)
         return cleaned
 
     def validate(self, values: FieldValues) -> dict[str, str]:
-        """Field name -> what is wrong with it; no I/O."""
         problems: dict[str, str] = {}
-        if account_problem := names.account_problem(_plain(values, "account")):
+        if account_problem := names.account_problem(shared.plain(values, "account")):
             problems["account"] = account_problem
-        if user_problem := names.user_problem(_plain(values, "user").strip()):
+        if user_problem := names.user_problem(shared.plain(values, "user").strip()):
             problems["user"] = user_problem
-        pem, passphrase, token = (_plain(values, n) for n in ("private_key", "passphrase", "token"))
+        pem, passphrase, token = (shared.plain(values, n) for n in ("private_key", "passphrase", "token"))
         if token and (token_problem := _token_problem(token)):
             problems["token"] = token_problem
         elif pem and token:
@@ -319,53 +295,44 @@ class Snowflake(Provider):
                 problems[problem.field] = problem.message
         elif passphrase:
             problems["passphrase"] = "A passphrase goes with an encrypted private key; leave it empty here."
-        for name, what in (("role", "role"), ("warehouse", "warehouse"), ("database", "database")):
-            if name_problem := names.identifier_problem(_plain(values, name).strip(), what):
+        for name in ("role", "warehouse", "database"):
+            if name_problem := names.identifier_problem(shared.plain(values, name).strip(), name):
                 problems[name] = name_problem
         return problems
 
     def config_of(self, values: FieldValues) -> dict[str, str]:
         """Account (normalised), user, role, warehouse and database, when given."""
         config = super().config_of(values)
-        if "account" in config:
-            config["account"] = names.normalise_account(config["account"]) or config["account"]
-        for name in ("role", "warehouse", "database"):
-            if name in config and (identifier := names.parse_identifier(config[name])) is not None:
-                config[name] = identifier.sql
+        _normalise_names(config)
         return config
 
     def credential_hint(self, values: FieldValues) -> str | None:
         """The public key's fingerprint (``SHA256:…``, as DESC USER shows it), or the masked token."""
-        pem = _plain(values, "private_key")
+        pem = shared.plain(values, "private_key")
         if pem:
             try:
                 # Called after validate() loaded this very key, so it comes from the cache.
-                return self._keys.load(pem, _plain(values, "passphrase"), checked=False).fingerprint
+                return self._keys.load(pem, shared.plain(values, "passphrase"), checked=False).fingerprint
             except keys.KeyProblem:
                 return None
         token = values.get("token")
         return token.masked() if isinstance(token, Secret) and token else None
 
-    # --- online ----------------------------------------------------------------------------
-
     async def probe(self, values: FieldValues, http: httpx.AsyncClient) -> Probe:
         """Sign in and look at the session's context; see the module docstring."""
-        account = names.normalise_account(_plain(values, "account"))
-        user = _plain(values, "user").strip()
+        account = names.normalise_account(shared.plain(values, "account"))
+        user = shared.plain(values, "user").strip()
         if account is None or names.user_problem(user):
-            return Probe(
-                Outcome.INVALID_INPUT,
-                "The account identifier or the user can't be used; check them in the form.",
-                hints=errs.account_not_found_hints(self.api_url is not None),
-            )
+            summary = "The account identifier or the user can't be used; check them in the form."
+            hints = errs.account_not_found_hints(self.api_url is not None)
+            return Probe(Outcome.INVALID_INPUT, summary, hints=hints)
         started = self._monotonic()
         try:
-            credential = _credential(values, await self._key_pair(values), account, user, self._clock)
+            credential = _Credential(values, await self._key_pair(values), account, user, self._clock)
         except keys.KeyProblem as problem:
             summary = f"The private key can't be used. {problem.message}"
             return Probe(Outcome.INVALID_INPUT, summary, hints=(errs.KEY_WONT_LOAD,))
-        context = _Context.of(values)
-        run = _Run(self, http, self.base_url(account), credential, account, user, context, started)
+        run = _Run(self, http, credential, account, user, _Context.of(values), started)
         if credential.fingerprint:
             run.checks.append(Check("key fingerprint", True, credential.fingerprint))
 
@@ -384,17 +351,15 @@ class Snowflake(Provider):
             # The account and the user always come back for a session that exists: anything else
             # is not Snowflake's answer to the probe (a proxy, a changed API).
             return run.unexpected()
-        seen = [row[i] if i < len(row) else None for i in range(5)]
-        return await run.inspect_session(*seen)
+        return await run.inspect_session([row[i] if i < len(row) else None for i in range(5)])
 
     async def _key_pair(self, values: FieldValues) -> keys.KeyPair | None:
         """The form's key pair, from the cache or else loaded in a worker thread: opening an
         encrypted key runs its PBKDF2, which would hold up the event loop."""
-        pem, passphrase = _plain(values, "private_key"), _plain(values, "passphrase")
+        pem, passphrase = shared.plain(values, "private_key"), shared.plain(values, "passphrase")
         if not pem:
             return None
-        found = self._keys.peek(pem, passphrase)
-        if found is not None:
+        if (found := self._keys.peek(pem, passphrase)) is not None:
             return found
         # Checked by validate() when the key was submitted; a stored one cannot have changed since
         # (sealed with AES-GCM), so the check is not paid again on every (re-)test.
@@ -414,33 +379,28 @@ class _Context:
     @classmethod
     def of(cls, values: FieldValues) -> _Context:
         def parse(name: str) -> names.Identifier | None:
-            text = _plain(values, name).strip()
+            text = shared.plain(values, name).strip()
             return names.parse_identifier(text) if text else None
 
         return cls(parse("role"), parse("warehouse"), parse("database"))
 
     def body(self) -> dict[str, str]:
-        found = {"role": self.role, "warehouse": self.warehouse, "database": self.database}
-        return {key: identifier.name for key, identifier in found.items() if identifier is not None}
+        return {key: identifier.name for key, identifier in vars(self).items() if identifier is not None}
 
 
 class _Credential:
     """What goes in the Authorization header: a fresh JWT per request, or the token."""
 
     def __init__(
-        self,
-        token_type: str,
-        *,
-        key: keys.KeyPair | None = None,
-        token: str = "",
-        jwt_account: str = "",
-        user: str = "",
-        clock: Callable[[], float] = time.time,
-        secrets: tuple[str, ...] = (),
+        self, form: FieldValues, key: keys.KeyPair | None, account: str, user: str, clock: Callable[[], float]
     ) -> None:
-        self.token_type = token_type
-        self._key, self._token, self._account, self._user, self._clock = key, token, jwt_account, user, clock
-        self.sent: list[str] = list(secrets)
+        pem, passphrase, token = (shared.plain(form, n) for n in ("private_key", "passphrase", "token"))
+        if key is None and not token:
+            raise keys.KeyProblem("Give a private key or a programmatic access token.")
+        self.token_type = KEYPAIR_JWT if key else PROGRAMMATIC_ACCESS_TOKEN
+        self._key, self._token, self._user, self._clock = key, token, user, clock
+        self._account = names.jwt_account(account)
+        self.sent = [v for v in (pem, passphrase, token) if v]
         """Every value that must never be shown: the form's secrets and each JWT minted."""
 
     @property
@@ -462,25 +422,6 @@ class _Credential:
         return f"_Credential({self.token_type})"
 
 
-def _credential(
-    values: FieldValues, key: keys.KeyPair | None, account: str, user: str, clock: Callable[[], float]
-) -> _Credential:
-    pem, passphrase, token = (_plain(values, n) for n in ("private_key", "passphrase", "token"))
-    secrets = tuple(v for v in (pem, passphrase, token) if v)
-    if key is not None:
-        return _Credential(
-            KEYPAIR_JWT,
-            key=key,
-            jwt_account=names.jwt_account(account),
-            user=user,
-            clock=clock,
-            secrets=secrets,
-        )
-    if not token:
-        raise keys.KeyProblem("private_key", "Give a private key or a programmatic access token.")
-    return _Credential(PROGRAMMATIC_ACCESS_TOKEN, token=token, secrets=secrets)
-
-
 @dataclass
 class _Answer:
     rows: list[list[str | None]] = field(default_factory=list)
@@ -489,32 +430,25 @@ class _Answer:
     slow: bool = False
 
 
-class _Run:
-    """One probe's requests, retries, and the checks and hints gathered on the way."""
-
+class _Run(shared.Run):
     def __init__(
         self,
         provider: Snowflake,
         http: httpx.AsyncClient,
-        base: str,
         credential: _Credential,
         account: str,
         user: str,
         context: _Context,
         started: float,
     ) -> None:
-        self._provider, self._http, self._base, self._credential = provider, http, base, credential
-        self._retry = provider.retry
-        self._started = started
-        self._deadline = started + provider.deadline_seconds - _DEADLINE_MARGIN
+        super().__init__(provider.retry, provider._sleep)
+        self._provider, self._http, self._credential = provider, http, credential
+        self._base = provider.base_url(account)
+        self._started, self._deadline = started, started + provider.deadline_seconds - _DEADLINE_MARGIN
         self.account, self.user, self.context = account, user, context
-        self.checks: list[Check] = []
-        self.hints: list[str] = []
-        self.facts: list[str] = []
         self.problems: list[str] = []
         self.request_id: str | None = None
         self.handle: str | None = None
-        self.asked_to_wait: float | None = None
         self.gave_up_after = provider.poll_limit
         """Seconds after which a statement was given up as slow."""
 
@@ -531,8 +465,6 @@ class _Run:
             return identifier.name
         return names.Identifier(self.user, quoted=True).sql
 
-    # --- the time budget -----------------------------------------------------------------------
-
     def elapsed(self) -> float:
         return self._provider._monotonic() - self._started
 
@@ -541,36 +473,25 @@ class _Run:
         return self._deadline - _CANCEL_RESERVE - self._provider._monotonic()
 
     def fits(self, wait: float) -> bool:
-        """Whether waiting ``wait`` seconds still leaves a request worth sending."""
         return self.time_left() - wait >= _MIN_ATTEMPT
 
     def _timeout(self, left: float) -> httpx.Timeout:
         """The configured timeouts, none longer than ``left`` seconds."""
-        configured = self._provider.request_timeout
         left = max(left, 0.5)
-
-        def cap(value: float | None) -> float:
-            return left if value is None else min(value, left)
-
-        return httpx.Timeout(
-            connect=cap(configured.connect),
-            read=cap(configured.read),
-            write=cap(configured.write),
-            pool=cap(configured.pool),
-        )
-
-    # --- requests ------------------------------------------------------------------------------
+        configured = self._provider.request_timeout.as_dict().items()
+        return httpx.Timeout(**{name: left if v is None else min(v, left) for name, v in configured})
 
     async def send(self, method: str, path: str, *, retry: bool = True, **kwargs: Any) -> httpx.Response:
         """One request with fresh credentials, retried once for a 429, a 5xx or a timeout when the
         time budget allows; ``retry=False`` sends it once, within the cancel reserve."""
-        rate_limited = server_errors = timeouts = 0
-        attempt = 0
-        while True:
-            if attempt and isinstance(kwargs.get("params"), dict) and "requestId" in kwargs["params"]:
+        sent = 0
+
+        async def attempt() -> httpx.Response:
+            nonlocal sent
+            if sent and isinstance(kwargs.get("params"), dict) and "requestId" in kwargs["params"]:
                 # A re-sent statement: Snowflake answers it from the first execution, if it ran.
                 kwargs["params"] = {**kwargs["params"], "retry": "true"}
-            attempt += 1
+            sent += 1
             headers = {
                 "Authorization": f"Bearer {self._credential.bearer()}",
                 "X-Snowflake-Authorization-Token-Type": self._credential.token_type,
@@ -578,50 +499,14 @@ class _Run:
                 "Content-Type": "application/json",
                 "User-Agent": USER_AGENT,
             }
-            try:
-                response = await self._http.request(
-                    method,
-                    self._base + path,
-                    headers=headers,
-                    timeout=self._timeout(self.time_left() + (0 if retry else _CANCEL_RESERVE)),
-                    **kwargs,
-                )
-            except httpx.TimeoutException:
-                if not retry or timeouts >= self._retry.timeout_retries:
-                    raise
-                delay = self._retry.backoff_delay(timeouts)
-                if not self.fits(delay):
-                    logger.info("snowflake %s %s timed out; no time left to retry", method, path)
-                    raise
-                timeouts += 1
-                logger.info("snowflake %s %s timed out; retrying in %.1f s", method, path, delay)
-                await self._provider._sleep(delay)
-                continue
+            timeout = self._timeout(self.time_left() + (0 if retry else _CANCEL_RESERVE))
+            response = await self._http.request(
+                method, self._base + path, headers=headers, timeout=timeout, **kwargs
+            )
             logger.info("snowflake %s %s -> %d", method, path, response.status_code)
-            if not retry:
-                return response
-            if response.status_code == 429:
-                self.asked_to_wait = retries.retry_after(response)
-                if rate_limited >= self._retry.rate_limit_retries or (
-                    self.asked_to_wait is not None and self.asked_to_wait > self._retry.max_retry_after
-                ):
-                    return response
-                delay = (
-                    self._retry.backoff_delay(rate_limited)
-                    if self.asked_to_wait is None
-                    else self.asked_to_wait
-                )
-                rate_limited += 1
-            elif response.status_code >= 500 and server_errors < self._retry.server_error_retries:
-                delay = self._retry.backoff_delay(server_errors)
-                server_errors += 1
-            else:
-                return response
-            if not self.fits(delay):
-                logger.info("snowflake answered %d; no time left to retry", response.status_code)
-                return response
-            logger.info("snowflake answered %d; retrying in %.1f s", response.status_code, delay)
-            await self._provider._sleep(delay)
+            return response
+
+        return await (self.retrying(attempt, f"snowflake {method} {path}") if retry else attempt())
 
     async def execute(self, statement: str) -> _Answer:
         """Submit one statement; poll a 202 within the bounds, then cancel it."""
@@ -643,27 +528,25 @@ class _Run:
         while response.status_code == 202:
             handle = handle or _handle_of(response)
             if handle is None:
-                return _Answer(
-                    error=errs.ApiError(202, message="Snowflake sent no statement handle to poll.")
-                )
-            self._note_handle(handle)
+                no_handle = errs.ApiError(202, message="Snowflake sent no statement handle to poll.")
+                return _Answer(error=no_handle)
+            self.handle = self.handle or handle
             if waited >= self._provider.poll_limit or not self.fits(self._provider.poll_interval):
                 # Past the poll limit, or the verification's deadline comes first.
                 out_of_time = waited < self._provider.poll_limit
                 self.gave_up_after = self.elapsed() if out_of_time else self._provider.poll_limit
                 await self._cancel(handle)
                 return _Answer(slow=True)
-            await self._provider._sleep(self._provider.poll_interval)
+            await self._sleep(self._provider.poll_interval)
             waited += self._provider.poll_interval
             response = await self.send("GET", f"{STATEMENTS_PATH}/{quote(handle, safe='')}")
         if response.status_code != 200:
             error = errs.parse_error(response)
             if error.statement_handle and _HANDLE.fullmatch(error.statement_handle):
-                self._note_handle(error.statement_handle)
+                self.handle = self.handle or error.statement_handle
             return _Answer(error=error)
-        if (handle := _handle_of(response)) is not None:
-            self._note_handle(handle)
-        parsed = _result_set(_json(response))
+        self.handle = self.handle or _handle_of(response)
+        parsed = _result_set(shared.json_of(response))
         if parsed is None:
             return _Answer(error=errs.ApiError(200, message="Snowflake's answer had no result set."))
         columns, rows = parsed
@@ -675,19 +558,9 @@ class _Run:
         except httpx.HTTPError as exc:  # the check is reported as slow either way
             logger.info("snowflake cancel failed: %s", type(exc).__name__)
 
-    def _note_handle(self, handle: str) -> None:
-        self.handle = self.handle or handle
-
-    # --- the session -----------------------------------------------------------------------------
-
-    async def inspect_session(
-        self,
-        account_seen: str | None,
-        user_seen: str | None,
-        role_seen: str | None,
-        warehouse_seen: str | None,
-        database_seen: str | None,
-    ) -> Probe:
+    async def inspect_session(self, seen: list[str | None]) -> Probe:
+        """Check the session against the context asked for; ``seen`` is the probe's row."""
+        account_seen, user_seen, role_seen, warehouse_seen, database_seen = seen
         where = f" on account {account_seen}" if account_seen else ""
         self.checks.append(Check("signed in", True, f"as {user_seen or self.user.upper()}{where}"))
         role = self.context.role
@@ -698,17 +571,12 @@ class _Run:
             self.checks.append(Check("role", True, f"none asked for; the user's default is {role_seen}"))
         self.facts.append(f"role {role_sql}")
 
-        warehouse = self.context.warehouse
-        if warehouse is not None:
+        if (warehouse := self.context.warehouse) is not None:
             await self._check_warehouse(warehouse, warehouse_seen, role_sql)
-        elif warehouse_seen:
-            self.checks.append(
-                Check("warehouse", True, f"none asked for; the user's default is {warehouse_seen}")
-            )
         else:
-            self.checks.append(
-                Check("warehouse", True, "none asked for, and the user has no default: queries will need one")
-            )
+            unset = "none asked for, and the user has no default: queries will need one"
+            detail = f"none asked for; the user's default is {warehouse_seen}" if warehouse_seen else unset
+            self.checks.append(Check("warehouse", True, detail))
 
         database = self.context.database
         if database is not None:
@@ -738,24 +606,25 @@ class _Run:
             self.checks.append(Check(name, True, detail))
             self.facts.append(name)
             return
+        detail = f"not usable with role {role_sql}"
         if answer.error is not None or answer.slow:
             said = "it didn't answer in time" if answer.slow else self.said(answer.error)
-            detail = f"not usable with role {role_sql} (SHOW WAREHOUSES failed: {said})"
-        else:
-            detail = f"not usable with role {role_sql}"
-        self.checks.append(Check(name, False, detail))
-        self.problems.append(f"role {role_sql} can't use {name}")
-        self.hints.append(errs.warehouse_hint(warehouse.sql, role_sql))
+            detail += f" (SHOW WAREHOUSES failed: {said})"
+        self._unusable(name, detail, role_sql, errs.warehouse_hint(warehouse.sql, role_sql))
         for row in rows:
             other = row.get("name")
             if other and other != warehouse.name and other.upper() == warehouse.name.upper():
                 self.hints.append(errs.warehouse_case_hint(warehouse.sql, names.sql_name(other)))
                 break
 
+    def _unusable(self, name: str, detail: str, role_sql: str, hint: str) -> None:
+        self.checks.append(Check(name, False, detail))
+        self.problems.append(f"role {role_sql} can't use {name}")
+        self.hints.append(hint)
+
     def _database_failed(self, database: names.Identifier, role_sql: str) -> None:
-        self.checks.append(Check(f"database {database.sql}", False, f"not usable with role {role_sql}"))
-        self.problems.append(f"role {role_sql} can't use database {database.sql}")
-        self.hints.append(errs.database_hint(database.sql, role_sql))
+        detail, hint = f"not usable with role {role_sql}", errs.database_hint(database.sql, role_sql)
+        self._unusable(f"database {database.sql}", detail, role_sql, hint)
 
     def context_failed(self, error: errs.ApiError) -> None:
         """The probe failed with a warehouse or database error: say which, with its GRANT."""
@@ -763,16 +632,12 @@ class _Run:
         said = self.said(error)
         if error.code == errs.CODE_OBJECT_MISSING and self.context.database is not None:
             self._database_failed(self.context.database, role_sql)
-        elif self.context.warehouse is not None:
-            warehouse = self.context.warehouse
-            self.checks.append(Check(f"warehouse {warehouse.sql}", False, said))
-            self.problems.append(f"role {role_sql} can't use warehouse {warehouse.sql}")
-            self.hints.append(errs.warehouse_hint(warehouse.sql, role_sql))
+        elif (warehouse := self.context.warehouse) is not None:
+            hint = errs.warehouse_hint(warehouse.sql, role_sql)
+            self._unusable(f"warehouse {warehouse.sql}", said, role_sql, hint)
         else:
             self.checks.append(Check("session context", False, said))
             self.problems.append("its context can't be used")
-
-    # --- results ---------------------------------------------------------------------------------
 
     def said(self, error: errs.ApiError | None) -> str:
         text = error.text if error is not None else "nothing"
@@ -780,11 +645,8 @@ class _Run:
 
     def result(self) -> Probe:
         subject = f"Snowflake accepted the {self._credential.kind} for {self.user} on {self.account}"
-        if self.problems:
-            summary = f"{subject}, but {' and '.join(self.problems)}."
-        else:
-            summary = f"{subject} ({'; '.join(self.facts)})." if self.facts else f"{subject}."
-        return Probe(Outcome.OK, summary, tuple(self.checks), tuple(self.hints), self.reference)
+        summary = f"{subject}, but {' and '.join(self.problems)}." if self.problems else self.summary(subject)
+        return self.probe(Outcome.OK, summary, tuple(self.hints), self.reference)
 
     def unexpected(self) -> Probe:
         summary = "Snowflake gave an unexpected answer (HTTP 200): no session in the result."
@@ -793,76 +655,66 @@ class _Run:
             "between the bot and <account>.snowflakecomputing.com.",
             "If it persists, Snowflake may have changed the SQL API: tell whoever runs this bot.",
         )
-        return Probe(Outcome.PROVIDER_ERROR, summary, tuple(self.checks), hints, self.reference)
+        return self.probe(Outcome.PROVIDER_ERROR, summary, hints, self.reference)
 
     def slow(self) -> Probe:
         limit = self.gave_up_after
         self.checks.append(Check("signed in", True, "Snowflake accepted the request"))
         self.checks.append(Check("check finished", False, f"still running after {limit:.0f} s; cancelled"))
         summary = f"Snowflake didn't finish the check within {limit:.0f} seconds."
-        return Probe(
-            Outcome.PROVIDER_ERROR, summary, tuple(self.checks), errs.slow_hints(limit), self.reference
-        )
-
-    def fail(self, outcome: Outcome, what: str, error: errs.ApiError, hints: tuple[str, ...]) -> Probe:
-        said = self.said(error)
-        summary = f"{what}. Snowflake said: {said}" + ("" if said.endswith((".", "!", "?", "]")) else ".")
-        wait = self.asked_to_wait if outcome is Outcome.RATE_LIMITED else None
-        return Probe(outcome, summary, tuple(self.checks), hints, self.reference, retry_after=wait)
+        return self.probe(Outcome.PROVIDER_ERROR, summary, errs.slow_hints(limit), self.reference)
 
     def failure(self, error: errs.ApiError) -> Probe:
         """Map a failed probe to an outcome: by Snowflake's code first, by HTTP status second."""
         code, status, user = error.code, error.status, self.user_sql
-        kind, token = self._credential.kind, self._credential.fingerprint is None
-        subject = f"{self.user} on {self.account}"
+        kind, fingerprint = self._credential.kind, self._credential.fingerprint
+        subject, token = f"{self.user} on {self.account}", fingerprint is None
         if status == 429:
             hints = errs.rate_limited_hints(self.asked_to_wait)
-            return self.fail(Outcome.RATE_LIMITED, "Snowflake is rate-limiting us", error, hints)
-        if code == errs.CODE_NETWORK_POLICY:
+            found = Outcome.RATE_LIMITED, "Snowflake is rate-limiting us", hints
+        elif code == errs.CODE_NETWORK_POLICY:
             hints = errs.network_policy_hints(errs.seen_address(error.message), token)
-            return self.fail(Outcome.FORBIDDEN, "A network policy blocks the bot", error, hints)
-        if code in (errs.CODE_ROLE_NOT_GRANTED, errs.CODE_ROLE_NOT_ALLOWED):
+            found = Outcome.FORBIDDEN, "A network policy blocks the bot", hints
+        elif code in (errs.CODE_ROLE_NOT_GRANTED, errs.CODE_ROLE_NOT_ALLOWED):
             role = self.context.role.sql if self.context.role else None
-            what = (
-                f"The {kind} works, but {f'role {role}' if role else 'the role'} isn't granted to {self.user}"
-            )
-            return self.fail(Outcome.FORBIDDEN, what, error, errs.role_hints(role, user, token))
-        if code == errs.CODE_USER_DISABLED:
-            return self.fail(
-                Outcome.UNAUTHORIZED, f"User {subject} is disabled", error, errs.disabled_hints(user)
-            )
-        if code == errs.CODE_USER_LOCKED:
-            return self.fail(
-                Outcome.UNAUTHORIZED, f"User {subject} is locked", error, errs.locked_hints(user)
-            )
-        if code == errs.CODE_JWT_INVALID or status == 401:
+            named = f"role {role}" if role else "the role"
+            what = f"The {kind} works, but {named} isn't granted to {self.user}"
+            found = Outcome.FORBIDDEN, what, errs.role_hints(role, user, token)
+        elif code == errs.CODE_USER_DISABLED:
+            found = Outcome.UNAUTHORIZED, f"User {subject} is disabled", errs.disabled_hints(user)
+        elif code == errs.CODE_USER_LOCKED:
+            found = Outcome.UNAUTHORIZED, f"User {subject} is locked", errs.locked_hints(user)
+        elif code == errs.CODE_JWT_INVALID or status == 401:
             failure_id = errs.login_failure_id(error.message)
-            fingerprint = self._credential.fingerprint
             if fingerprint:
                 hints = errs.key_rejected_hints(user, fingerprint, failure_id)
             else:
                 hints = errs.token_rejected_hints(user, failure_id)
-            return self.fail(
-                Outcome.UNAUTHORIZED, f"Snowflake rejected the {kind} for {subject}", error, hints
-            )
-        if status == 404:
+            found = Outcome.UNAUTHORIZED, f"Snowflake rejected the {kind} for {subject}", hints
+        elif status == 404:
             hints = errs.account_not_found_hints(self._provider.api_url is not None)
-            what = f"Snowflake doesn't know the account {self.account}"
-            return self.fail(Outcome.INVALID_INPUT, what, error, hints)
-        if status == 403:
-            return self.fail(
-                Outcome.FORBIDDEN, "Snowflake refused the request", error, errs.api_forbidden_hints()
-            )
-        if status == 408 or code == errs.CODE_STATEMENT_TIMEOUT:
-            limit = float(self._provider.statement_timeout)
-            return self.fail(
-                Outcome.PROVIDER_ERROR, "Snowflake timed out the check", error, errs.slow_hints(limit)
-            )
-        if status >= 500:
-            hints = errs.provider_error_hints(self.reference)
-            return self.fail(Outcome.PROVIDER_ERROR, "Snowflake had a server error", error, hints)
-        what = f"Snowflake gave an unexpected answer (HTTP {status})"
-        return self.fail(Outcome.PROVIDER_ERROR, what, error, errs.provider_error_hints(self.reference))
+            found = Outcome.INVALID_INPUT, f"Snowflake doesn't know the account {self.account}", hints
+        elif status == 403:
+            found = Outcome.FORBIDDEN, "Snowflake refused the request", errs.api_forbidden_hints()
+        elif status == 408 or code == errs.CODE_STATEMENT_TIMEOUT:
+            hints = errs.slow_hints(float(self._provider.statement_timeout))
+            found = Outcome.PROVIDER_ERROR, "Snowflake timed out the check", hints
+        else:
+            unexpected = f"Snowflake gave an unexpected answer (HTTP {status})"
+            what = "Snowflake had a server error" if status >= 500 else unexpected
+            found = Outcome.PROVIDER_ERROR, what, errs.provider_error_hints(self.reference)
+        outcome, what, hints = found
+        summary = shared.with_said(what, self.said(error), "Snowflake", (".", "!", "?", "]"))
+        return self.probe(outcome, summary, hints, self.reference)
+
+
+def _normalise_names(values: MutableMapping[str, Any]) -> None:
+    """The account identifier and the role, warehouse and database names, as stored and shown."""
+    if "account" in values:
+        values["account"] = names.normalise_account(str(values["account"])) or values["account"]
+    for name in ("role", "warehouse", "database"):
+        if name in values and (identifier := names.parse_identifier(str(values[name]))) is not None:
+            values[name] = identifier.sql
 
 
 def _token_problem(token: str) -> str | None:
@@ -875,7 +727,7 @@ def _token_problem(token: str) -> str | None:
 
 
 def _handle_of(response: httpx.Response) -> str | None:
-    body = _json(response)
+    body = shared.json_of(response)
     handle = body.get("statementHandle") if isinstance(body, dict) else None
     return handle if isinstance(handle, str) and _HANDLE.fullmatch(handle) else None
 
@@ -888,22 +740,7 @@ def _result_set(body: Any) -> tuple[list[str], list[list[str | None]]] | None:
     if not isinstance(meta, dict) or not isinstance(data, list):
         return None
     row_type = meta.get("rowType")
-    columns = [
-        str(c.get("name", ""))
-        for c in (row_type if isinstance(row_type, list) else [])
-        if isinstance(c, dict)
-    ]
+    described = row_type if isinstance(row_type, list) else []
+    columns = [str(c.get("name", "")) for c in described if isinstance(c, dict)]
     rows = [[v if isinstance(v, str) else None for v in row] for row in data if isinstance(row, list)]
     return columns, rows
-
-
-def _json(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return None
-
-
-def _plain(values: FieldValues, name: str) -> str:
-    value = values.get(name, "")
-    return value.reveal() if isinstance(value, Secret) else str(value or "")

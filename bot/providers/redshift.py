@@ -225,7 +225,8 @@ def _connect_to(raw: str | None) -> tuple[str, int] | None:
         return None
     host, colon, port = text.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
-    valid = bool(colon) and port.isdigit() and 1 <= int(port) <= 65535
+    # isdigit() alone would let "²" through to int(); only ASCII digits are a port.
+    valid = bool(colon) and port.isascii() and port.isdigit() and 1 <= int(port) <= 65535
     if not valid or not re.fullmatch(r"[A-Za-z0-9.:-]+", host):
         raise ConfigError("REDSHIFT_CONNECT_TO must be host:port, e.g. 127.0.0.1:5439")
     return host, int(port)

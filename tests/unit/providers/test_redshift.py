@@ -532,6 +532,7 @@ def test_require_does_not_verify_against_the_default_roots() -> None:
         ({"REDSHIFT_ALLOW_PRIVATE_ADDRESSES": "maybe"}, "REDSHIFT_ALLOW_PRIVATE_ADDRESSES"),
         ({"REDSHIFT_CONNECT_TO": "127.0.0.1"}, "REDSHIFT_CONNECT_TO"),
         ({"REDSHIFT_CONNECT_TO": "127.0.0.1:99999"}, "REDSHIFT_CONNECT_TO"),
+        ({"REDSHIFT_CONNECT_TO": "db:²"}, "REDSHIFT_CONNECT_TO"),
         ({"REDSHIFT_CONNECT_TO": "bad host:5439"}, "REDSHIFT_CONNECT_TO"),
     ],
 )

@@ -56,9 +56,7 @@ async def seal_credential(
     tx: UnitOfWork,
     cipher: Cipher,
     secrets: Mapping[str, Secret],
-    *,
-    team_id: str,
-    connection_id: str,
+    connection: Connection,
     version: int,
     now: datetime,
 ) -> None:
@@ -66,11 +64,11 @@ async def seal_credential(
     bound to its row; refuses (``MasterKeyMoved``) when the data moved to another key meanwhile."""
     await tx.key_canary.require_sealing_key(cipher.key_id)
     for field, secret in secrets.items():
-        sealed = cipher.seal(secret, associated_data(connection_id, field, version))
+        sealed = cipher.seal(secret, associated_data(connection.id, field, version))
         await tx.credentials.add(
             Credential(
-                team_id=team_id,
-                connection_id=connection_id,
+                team_id=connection.team_id,
+                connection_id=connection.id,
                 version=version,
                 field=field,
                 key_id=sealed.key_id,

@@ -254,11 +254,7 @@ class RetestService:
         return targets
 
     async def _run(
-        self,
-        targets: Sequence[_Target],
-        trigger: Trigger,
-        actor: str | None,
-        on_result: OnResult | None = None,
+        self, targets: Sequence[_Target], trigger: Trigger, actor: str | None, on_result: OnResult | None
     ) -> list[RetestResult]:
         queue = deque((target, 0) for target in targets)
         results: list[RetestResult] = []
@@ -363,29 +359,9 @@ class RetestService:
             if trigger is Trigger.SCHEDULE and row.status is Status.ACTIVE:
                 # The claim only leased the check; the next one is an interval from now.
                 row.next_check_at = now + self.interval
-            if actor is not None:
-                await tx.audit.add(
-                    _event(
-                        row,
-                        actor,
-                        "connection.retested",
-                        verification,
-                        before,
-                        now,
-                        latency_ms=verification.latency_ms,
-                    )
-                )
-            elif change is not None and change.kind is not ChangeKind.STILL_FAILING:
-                event = _event(
-                    row,
-                    SYSTEM_ACTOR,
-                    "connection.health_changed",
-                    verification,
-                    before,
-                    now,
-                    trigger=Trigger.SCHEDULE.value,
-                )
-                await tx.audit.add(event)
+            # A re-test someone asked for is always audited; the schedule's, when the health changed.
+            if actor is not None or (change is not None and change.kind is not ChangeKind.STILL_FAILING):
+                await tx.audit.add(_event(row, actor, verification, before, now))
             return RetestResult(row.team_id, summarize(row, self.providers), verification, change)
 
     def _apply(self, row: Connection, ok: bool, now: datetime) -> HealthChange | None:
@@ -441,18 +417,14 @@ def _report(results: list[RetestResult], started: float, ended: float) -> Retest
 
 
 def _event(
-    row: Connection,
-    actor: str,
-    action: str,
-    verification: Verification,
-    before: Health,
-    now: datetime,
-    **extra: object,
+    row: Connection, actor: str | None, verification: Verification, before: Health, now: datetime
 ) -> AuditEvent:
+    """A re-test by ``actor``, or (None) a health change found by the schedule."""
+    extra = {"trigger": Trigger.SCHEDULE.value} if actor is None else {"latency_ms": verification.latency_ms}
     return audit_event(
         row.team_id,
-        actor,
-        action,
+        SYSTEM_ACTOR if actor is None else actor,
+        "connection.health_changed" if actor is None else "connection.retested",
         now,
         connection=row,
         before=row.status,

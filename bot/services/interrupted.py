@@ -27,27 +27,22 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import sqlite3
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy.exc import OperationalError
-
 from bot.domain import InFlightKind, utcnow
 from bot.providers.base import Provider, Verification
 from bot.services.records import audit_event
-from bot.store import AuditEvent, Database
+from bot.store import Database
 from bot.store.models import InFlightVerification
 from bot.store.uow import UnitOfWork
 
 __all__ = [
     "BATCH_SIZE",
-    "CLAIM_LOCK_WAIT_MS",
     "DEADLINE_GRACE",
-    "ClaimBusy",
     "ClaimLost",
     "Interrupted",
     "InterruptedVerifications",
@@ -55,7 +50,6 @@ __all__ = [
     "current_boot_id",
     "current_pid_namespace",
     "end_claim",
-    "lock_wait_exceeded",
     "pid_alive",
     "release_quietly",
     "still_claimed",
@@ -219,26 +213,6 @@ async def still_claimed(db: Database, claim_id: str | None) -> bool:
         return True
 
 
-CLAIM_LOCK_WAIT_MS = 2_000
-"""The longest a claim waits for a lock that another transaction holds: it runs before Slack gets
-its answer, which must come within 3 seconds, while SQLite's own busy timeout is 15."""
-
-
-class ClaimBusy(Exception):
-    """The claim could not take its lock within :data:`CLAIM_LOCK_WAIT_MS`; nothing was recorded."""
-
-
-def lock_wait_exceeded(error: BaseException) -> bool:
-    """Whether ``error`` says a lock wait ran out (SQLite: "database is locked"; PostgreSQL:
-    ``lock_timeout``, SQLSTATE 55P03), rather than that something is broken."""
-    if not isinstance(error, OperationalError):
-        return False
-    original = error.orig
-    if getattr(original, "sqlstate", None) == "55P03":
-        return True
-    return isinstance(original, sqlite3.OperationalError) and "database is locked" in str(original)
-
-
 @dataclass(frozen=True)
 class Interrupted:
     """A verification that was abandoned: who waits for it, where, and what for (no secret)."""
@@ -330,7 +304,18 @@ class InterruptedVerifications:
             if row is None:
                 return None
             interrupted = Interrupted.of(row)
-            await tx.audit.add(_audit_event(interrupted, reason, now))
+            create = interrupted.kind is InFlightKind.CREATE
+            await tx.audit.add(
+                audit_event(
+                    row.team_id,
+                    row.user_id,
+                    "connection.create_interrupted" if create else "rotation.interrupted",
+                    now,
+                    connection_id=row.connection_id,
+                    reason=reason,
+                    details={"provider": row.provider, "name": row.name},
+                )
+            )
         logger.info(
             "%s verification for %s in team %s was interrupted (%s)",
             interrupted.kind.value,
@@ -339,16 +324,3 @@ class InterruptedVerifications:
             reason,
         )
         return interrupted
-
-
-def _audit_event(interrupted: Interrupted, reason: str, now: datetime) -> AuditEvent:
-    create = interrupted.kind is InFlightKind.CREATE
-    return audit_event(
-        interrupted.team_id,
-        interrupted.user_id,
-        "connection.create_interrupted" if create else "rotation.interrupted",
-        now,
-        connection_id=interrupted.connection_id,
-        reason=reason,
-        details={"provider": interrupted.provider_key, "name": interrupted.name},
-    )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,15 +45,7 @@ from bot.providers.registry import ProviderRegistry, UnknownProvider
 from bot.redaction import Secret
 from bot.services.admins import AdminPolicy
 from bot.services.approvals import pending_rotation
-from bot.services.interrupted import (
-    CLAIM_LOCK_WAIT_MS,
-    ClaimLost,
-    ProcessOwner,
-    end_claim,
-    lock_wait_exceeded,
-    release_quietly,
-    still_claimed,
-)
+from bot.services.interrupted import ClaimLost, ProcessOwner, end_claim, release_quietly, still_claimed
 from bot.services.permissions import find_connection, owner_or_admin, owner_refusal
 from bot.services.records import audit_event, seal_credential, summarize
 from bot.store import (
@@ -73,6 +66,9 @@ __all__ = ["FormCheck", "RotationTarget", "Submission", "SubmissionOutcome", "Su
 logger = logging.getLogger(__name__)
 
 FIRST_VERSION = 1
+CLAIM_LOCK_WAIT_MS = 2_000
+"""The longest a claim waits for a lock that another transaction holds: it runs before Slack gets
+its answer, which must come within 3 seconds, while SQLite's own busy timeout is 15."""
 NAME_TAKEN = (
     "A connection with this name already exists in this workspace (names ignore case). Pick another name."
 )
@@ -171,6 +167,15 @@ class RotationTarget:
     connection: ConnectionSummary
     provider: Provider
     config: dict[str, str]
+
+
+def lock_wait_exceeded(error: OperationalError) -> bool:
+    """Whether ``error`` says a lock wait ran out (SQLite: "database is locked"; PostgreSQL:
+    ``lock_timeout``, SQLSTATE 55P03), rather than that something is broken."""
+    original = error.orig
+    if getattr(original, "sqlstate", None) == "55P03":
+        return True
+    return isinstance(original, sqlite3.OperationalError) and "database is locked" in str(original)
 
 
 class _Unavailable(Exception):

@@ -36,16 +36,13 @@ from bot.domain import (
 )
 from bot.providers.registry import ProviderRegistry
 from bot.services.admins import AdminPolicy
-from bot.services.records import audit_event, checks_of, summarize
+from bot.services.records import BATCH_SIZE, audit_event, checks_of, summarize
 from bot.store import Connection, Database, Rotation
 from bot.store.uow import UnitOfWork
 
 __all__ = ["BATCH_SIZE", "ApprovalService", "close_request", "connection_request", "pending_rotation"]
 
 logger = logging.getLogger(__name__)
-
-BATCH_SIZE = 100
-"""The most requests of each kind one expiry run closes; a longer backlog waits for the next run."""
 
 Decided = Status | RotationStatus
 

@@ -35,13 +35,12 @@ from pathlib import Path
 
 from bot.domain import InFlightKind, utcnow
 from bot.providers.base import Provider, Verification
-from bot.services.records import audit_event
+from bot.services.records import BATCH_SIZE, audit_event
 from bot.store import Database
 from bot.store.models import InFlightVerification
 from bot.store.uow import UnitOfWork
 
 __all__ = [
-    "BATCH_SIZE",
     "DEADLINE_GRACE",
     "ClaimLost",
     "Interrupted",
@@ -61,8 +60,6 @@ logger = logging.getLogger(__name__)
 DEADLINE_GRACE = timedelta(minutes=2)
 """Added to a provider's own verification bound: the form's re-checks, an admin-rights lookup and
 the storing transaction (which may wait out SQLite's busy timeout) happen outside that bound."""
-BATCH_SIZE = 100
-"""The most rows one sweep takes; a longer backlog is worked off by the following runs."""
 REASON_STOPPED = "the bot stopped before the verification finished"
 REASON_OVERDUE = "the verification did not finish within its time limit"
 

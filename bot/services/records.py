@@ -15,7 +15,10 @@ from bot.redaction import Secret
 from bot.store import AuditEvent, Connection, Credential, VerificationRecord
 from bot.store.uow import UnitOfWork
 
-__all__ = ["audit_event", "checks_of", "seal_credential", "summarize"]
+__all__ = ["BATCH_SIZE", "audit_event", "checks_of", "seal_credential", "summarize"]
+
+BATCH_SIZE = 100
+"""The most rows one run of a periodic job takes (expiry, sweep, reminders); a backlog waits for the next."""
 
 
 def audit_event(

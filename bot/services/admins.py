@@ -100,10 +100,6 @@ class AdminPolicy:
         self._in_flight: dict[str, asyncio.Task[frozenset[str]]] = {}
 
     @property
-    def admins(self) -> frozenset[str]:
-        return self._admins
-
-    @property
     def group_id(self) -> str | None:
         return self._group_id
 

@@ -21,7 +21,6 @@ __all__ = [
     "OWNER",
     "RetestPolicy",
     "find_connection",
-    "not_found",
     "owner_or_admin",
     "owner_refusal",
 ]
@@ -113,10 +112,8 @@ async def find_connection(
         row = await tx.connections.latest_by_name(team_id, name or "")
     else:
         row = await tx.connections.find_by_name(team_id, name or "")
-    return row if row is not None else not_found(name)
-
-
-def not_found(name: str | None) -> Refused:
+    if row is not None:
+        return row
     what = f"connection named “{name}”" if name else "such connection (it may have been removed)"
     return Refused(
         Refusal.NOT_FOUND, f"There is no {what} in this workspace. Run /connections to see them all."

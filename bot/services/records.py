@@ -8,14 +8,14 @@ from datetime import datetime
 from typing import Any
 
 from bot.crypto import Cipher, associated_data
-from bot.domain import ConnectionSummary, Health, Status
-from bot.providers.base import Check
+from bot.domain import ConnectionSummary, Health, Status, Trigger
+from bot.providers.base import Check, Verification
 from bot.providers.registry import ProviderRegistry, UnknownProvider
 from bot.redaction import Secret
 from bot.store import AuditEvent, Connection, Credential, VerificationRecord
 from bot.store.uow import UnitOfWork
 
-__all__ = ["BATCH_SIZE", "audit_event", "checks_of", "seal_credential", "summarize"]
+__all__ = ["BATCH_SIZE", "audit_event", "checks_of", "history_row", "seal_credential", "summarize"]
 
 BATCH_SIZE = 100
 """The most rows one run of a periodic job takes (expiry, sweep, reminders); a backlog waits for the next."""
@@ -101,6 +101,15 @@ def summarize(row: Connection, providers: ProviderRegistry) -> ConnectionSummary
         last_verified_at=row.last_verified_at,
         key_hint=row.key_hint,
         credential_created_at=row.credential_created_at,
+    )
+
+
+def history_row(
+    verification: Verification, row: Connection, trigger: Trigger, actor: str | None
+) -> VerificationRecord:
+    """A verification of ``row`` as its history stores it."""
+    return VerificationRecord.from_verification(
+        verification, team_id=row.team_id, connection_id=row.id, trigger=trigger.value, actor=actor
     )
 
 

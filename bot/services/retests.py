@@ -49,8 +49,8 @@ from bot.providers.base import Outcome, Verification
 from bot.providers.registry import ProviderRegistry, UnknownProvider
 from bot.redaction import Secret
 from bot.services.permissions import RetestPolicy, find_connection
-from bot.services.records import audit_event, summarize
-from bot.store import AuditEvent, Connection, Database, VerificationRecord
+from bot.services.records import audit_event, history_row, summarize
+from bot.store import AuditEvent, Connection, Database
 from bot.store.uow import UnitOfWork
 
 __all__ = ["DEFAULT_CONCURRENCY", "RetestFailed", "RetestService"]
@@ -341,15 +341,7 @@ class RetestService:
             row = await tx.connections.lock(target.team_id, target.connection_id)
             if row is None:
                 return None
-            await tx.verifications.add(
-                VerificationRecord.from_verification(
-                    verification,
-                    team_id=row.team_id,
-                    connection_id=row.id,
-                    trigger=trigger.value,
-                    actor=actor,
-                )
-            )
+            await tx.verifications.add(history_row(verification, row, trigger, actor))
             before = row.health
             change = None
             # A result about a credential that was rotated or removed meanwhile changes nothing.

@@ -47,7 +47,7 @@ from bot.services.admins import AdminPolicy
 from bot.services.approvals import pending_rotation
 from bot.services.interrupted import ClaimLost, ProcessOwner, end_claim, release_quietly, still_claimed
 from bot.services.permissions import find_connection, owner_or_admin, owner_refusal
-from bot.services.records import audit_event, seal_credential, summarize
+from bot.services.records import audit_event, history_row, seal_credential, summarize
 from bot.store import (
     AuditEvent,
     Connection,
@@ -56,7 +56,6 @@ from bot.store import (
     NameTaken,
     Rotation,
     RotationPending,
-    VerificationRecord,
 )
 from bot.store.models import InFlightVerification
 from bot.store.uow import UnitOfWork
@@ -373,15 +372,8 @@ class Submissions:
                 await seal_credential(
                     tx, self.cipher, s.provider.secrets_of(s.values), connection, version, now
                 )
-                await tx.verifications.add(
-                    VerificationRecord.from_verification(
-                        verification,
-                        team_id=s.team_id,
-                        connection_id=connection.id,
-                        trigger=Trigger.CREATE if s.kind is RequestKind.CONNECTION else Trigger.ROTATION,
-                        actor=s.user_id,
-                    )
-                )
+                trigger = Trigger.CREATE if s.kind is RequestKind.CONNECTION else Trigger.ROTATION
+                await tx.verifications.add(history_row(verification, connection, trigger, s.user_id))
                 await tx.audit.add(_event(s, connection, now, None))
         except (RotationPending, MasterKeyMoved) as error:
             # Rolled back with the rest: the claim's end too.

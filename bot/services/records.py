@@ -10,7 +10,7 @@ from typing import Any
 from bot.crypto import Cipher, associated_data
 from bot.domain import ConnectionSummary, Health, Status, Trigger
 from bot.providers.base import Check, Verification
-from bot.providers.registry import ProviderRegistry, UnknownProvider
+from bot.providers.registry import ProviderRegistry
 from bot.redaction import Secret
 from bot.store import AuditEvent, Connection, Credential, VerificationRecord
 from bot.store.uow import UnitOfWork
@@ -84,16 +84,12 @@ async def seal_credential(
 
 def summarize(row: Connection, providers: ProviderRegistry) -> ConnectionSummary:
     """A stored connection as lists, messages and App Home show it."""
-    try:
-        title = providers.get(row.provider).title
-    except UnknownProvider:
-        # A provider removed from this build still lists under its key.
-        title = row.provider
+    provider = providers.find(row.provider)  # one removed from this build still lists under its key
     return ConnectionSummary(
         id=row.id,
         name=row.name,
         provider_key=row.provider,
-        provider_title=title,
+        provider_title=row.provider if provider is None else provider.title,
         status=Status(row.status),
         health=Health(row.health),
         created_by=row.created_by,

@@ -46,7 +46,7 @@ from bot.domain import (
     utcnow,
 )
 from bot.providers.base import Outcome, Verification
-from bot.providers.registry import ProviderRegistry, UnknownProvider
+from bot.providers.registry import ProviderRegistry
 from bot.redaction import Secret
 from bot.services.permissions import RetestPolicy, find_connection
 from bot.services.records import audit_event, history_row, summarize
@@ -313,9 +313,8 @@ class RetestService:
         return results
 
     async def _verify(self, target: _Target) -> Verification:
-        try:
-            provider = self.providers.get(target.provider_key)
-        except UnknownProvider:
+        provider = self.providers.find(target.provider_key)
+        if provider is None:
             return Verification(
                 outcome=Outcome.PROVIDER_ERROR,
                 summary=f"This bot no longer offers the provider {target.provider_key!r}.",

@@ -41,7 +41,7 @@ from bot.domain import (
     utcnow,
 )
 from bot.providers.base import FieldValues, Provider, Verification
-from bot.providers.registry import ProviderRegistry, UnknownProvider
+from bot.providers.registry import ProviderRegistry
 from bot.redaction import Secret
 from bot.services.admins import AdminPolicy
 from bot.services.approvals import pending_rotation
@@ -300,9 +300,8 @@ class Submissions:
                 "can reject it if it should be replaced.",
                 connection_id=row.id,
             )
-        try:
-            provider = self.providers.get(row.provider)
-        except UnknownProvider:
+        provider = self.providers.find(row.provider)
+        if provider is None:
             return Refused(Refusal.WRONG_STATUS, f"This bot no longer offers {row.provider!r}.")
         return RotationTarget(
             summarize(row, self.providers), provider, {str(k): str(v) for k, v in row.config.items()}

@@ -56,7 +56,6 @@ class _Subject:
     """The status and audit action of each decision ("approve", "reject", "expire", "cancel")."""
 
     def rows(self, tx: UnitOfWork) -> Any:
-        """The repository of the rows that hold the request's status."""
         return tx.connections if self.kind is RequestKind.CONNECTION else tx.rotations
 
     async def load(
@@ -90,9 +89,7 @@ class _Subject:
         """The request as messages show it, with the checks of the verification that led to it."""
         rotation = isinstance(row, Rotation)
         if rotation:
-            record = await tx.verifications.latest_with_trigger(
-                row.team_id, row.connection_id, Trigger.ROTATION
-            )
+            record = await tx.verifications.latest_with_trigger(row.team_id, connection.id, Trigger.ROTATION)
         else:
             records = await tx.verifications.recent(row.team_id, row.id, limit=1)
             record = records[0] if records else None
@@ -169,10 +166,7 @@ class _Rotation(_Subject):
         return audited
 
 
-SUBJECTS: dict[RequestKind, _Subject] = {
-    RequestKind.CONNECTION: _NewConnection(),
-    RequestKind.ROTATION: _Rotation(),
-}
+SUBJECTS: dict[RequestKind, _Subject] = {subject.kind: subject for subject in (_NewConnection(), _Rotation())}
 
 
 async def close_request(
@@ -189,11 +183,10 @@ async def close_request(
     why: str | None = None,
     audit_reason: str | None = None,
 ) -> ApprovalRequest | None:
-    """Close a waiting request as ``decision`` ("approve", "reject", "expire" or "cancel"), with
-    what it does and its audit event, in ``tx``, if this call's conditional UPDATE wins; None when
-    the request is gone or someone decided first. ``reason`` is kept and shown with the decision;
-    ``audit_reason``, when given, is what the audit event records instead. ``why``: the deciding
-    admin's rights."""
+    """Close a waiting request as ``decision`` ("approve", "reject", "expire" or "cancel"), with what
+    it does and its audit event, in ``tx``, if this call's conditional UPDATE wins; None when the
+    request is gone or someone decided first. ``reason`` is kept and shown with the decision;
+    ``audit_reason``, if given, is audited instead; ``why`` is the deciding admin's rights."""
     subject = SUBJECTS[kind]
     found = await subject.load(tx, team_id, request_id, lock=True)
     if found is None:
@@ -320,6 +313,7 @@ class ApprovalService:
     async def _expire(
         self, kind: RequestKind, team_id: str, request_id: str, now: datetime
     ) -> ApprovalRequest | None:
+        hours = self.ttl.total_seconds() / 3600
         async with self.db.transaction() as tx:
             return await close_request(
                 tx,
@@ -330,7 +324,7 @@ class ApprovalService:
                 "expire",
                 actor=SYSTEM_ACTOR,
                 now=now,
-                audit_reason=f"not decided within {_hours(self.ttl)}",
+                audit_reason=f"not decided within {hours:g} hour{'' if hours == 1 else 's'}",
             )
 
     async def _decide(
@@ -380,8 +374,3 @@ class ApprovalService:
         if request.requested_by == actor and not self.allow_self_approval:
             return Decision(Verdict.SELF_APPROVAL, request, admin)
         return None
-
-
-def _hours(ttl: timedelta) -> str:
-    hours = ttl.total_seconds() / 3600
-    return f"{hours:g} hour" if hours == 1 else f"{hours:g} hours"

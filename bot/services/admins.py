@@ -40,8 +40,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TTL_SECONDS = 60.0
-
 LISTED = "listed in CONNECTIONS_ADMINS"
 MEMBER = "member of the admin group"
 NOT_ADMIN = "not an admin"
@@ -86,7 +84,7 @@ class AdminPolicy:
         group_id: str | None,
         directory: GroupDirectory,
         *,
-        ttl_seconds: float = DEFAULT_TTL_SECONDS,
+        ttl_seconds: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if ttl_seconds < 0:

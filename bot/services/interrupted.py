@@ -114,19 +114,12 @@ class ProcessOwner:
 
     @classmethod
     def current(cls) -> ProcessOwner:
-        return cls(
-            host=socket.gethostname(),
-            pid=os.getpid(),
-            boot_id=current_boot_id(),
-            pid_namespace=current_pid_namespace(),
-        )
+        return cls(socket.gethostname(), os.getpid(), current_boot_id(), current_pid_namespace())
 
     def shares_pids_with(self, row: InFlightVerification) -> bool:
         """Whether the row was written on this machine, in this boot and this pid namespace, so
         that its pid names the same process for us as for its writer."""
-        return (
-            row.host == self.host and row.boot_id == self.boot_id and row.pid_namespace == self.pid_namespace
-        )
+        return (row.host, row.boot_id, row.pid_namespace) == (self.host, self.boot_id, self.pid_namespace)
 
     def claim(
         self,

@@ -131,8 +131,7 @@ class RetestService:
     ) -> RetestResult | Refused:
         """Re-test one connection of the workspace, found by id (a button) or by name (a
         command), if ``actor`` may re-test."""
-        refused = await self.may_retest(actor)
-        if refused is not None:
+        if (refused := await self.may_retest(actor)) is not None:
             return refused
         async with self.db.read() as tx:
             row = await find_connection(tx, team_id, connection_id=connection_id, name=name, any_status=True)
@@ -162,8 +161,7 @@ class RetestService:
         self, team_id: str, actor: str, *, on_result: OnResult | None = None
     ) -> RetestReport | Refused:
         """Re-test every active connection of the workspace, if ``actor`` may re-test."""
-        refused = await self.may_retest(actor)
-        if refused is not None:
+        if (refused := await self.may_retest(actor)) is not None:
             return refused
         started = self.monotonic()
         async with self.db.read() as tx:

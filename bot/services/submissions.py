@@ -324,9 +324,8 @@ class Submissions:
         return await still_claimed(self.db, claim_id)
 
     async def submit(self, submission: Submission) -> SubmissionOutcome:
-        """Verify the credentials with the provider, then store them encrypted in one transaction
-        (see the module docstring). The claim ends in the transaction that stores the outcome, or,
-        if anything raises, right away."""
+        """Verify the credentials, then store them (see the module docstring). The claim ends in the
+        transaction that stores the outcome, or, if anything raises, right away."""
         try:
             return await self._verify_and_store(submission)
         except ClaimLost as lost:

@@ -26,17 +26,7 @@ from typing import Protocol
 
 from bot.domain import AdminCheck
 
-__all__ = [
-    "LISTED",
-    "MEMBER",
-    "NOBODY_CONFIGURED",
-    "NOT_ADMIN",
-    "UNCHECKED",
-    "AdminCheck",
-    "AdminPolicy",
-    "DirectoryUnavailable",
-    "GroupDirectory",
-]
+__all__ = ["AdminPolicy", "DirectoryUnavailable", "GroupDirectory"]
 
 logger = logging.getLogger(__name__)
 

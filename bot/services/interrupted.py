@@ -41,18 +41,13 @@ from bot.store.models import InFlightVerification
 from bot.store.uow import UnitOfWork
 
 __all__ = [
-    "DEADLINE_GRACE",
     "ClaimLost",
     "Interrupted",
     "InterruptedVerifications",
     "ProcessOwner",
-    "current_boot_id",
-    "current_pid_namespace",
     "end_claim",
-    "pid_alive",
     "release_quietly",
     "still_claimed",
-    "verification_deadline",
 ]
 
 logger = logging.getLogger(__name__)

@@ -15,15 +15,7 @@ from bot.services.admins import AdminPolicy
 from bot.store import Connection
 from bot.store.uow import UnitOfWork
 
-__all__ = [
-    "ANYONE",
-    "ONCALL_MEMBER",
-    "OWNER",
-    "RetestPolicy",
-    "find_connection",
-    "owner_or_admin",
-    "owner_refusal",
-]
+__all__ = ["RetestPolicy", "find_connection", "owner_or_admin", "owner_refusal"]
 
 ANYONE = "anyone in the workspace may re-test"
 ONCALL_MEMBER = "member of the on-call group"

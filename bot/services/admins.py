@@ -26,21 +26,9 @@ from typing import Protocol
 
 from bot.domain import AdminCheck
 
-__all__ = [
-    "LISTED",
-    "MEMBER",
-    "NOBODY_CONFIGURED",
-    "NOT_ADMIN",
-    "UNCHECKED",
-    "AdminCheck",
-    "AdminPolicy",
-    "DirectoryUnavailable",
-    "GroupDirectory",
-]
+__all__ = ["AdminPolicy", "DirectoryUnavailable", "GroupDirectory"]
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_TTL_SECONDS = 60.0
 
 LISTED = "listed in CONNECTIONS_ADMINS"
 MEMBER = "member of the admin group"
@@ -86,7 +74,7 @@ class AdminPolicy:
         group_id: str | None,
         directory: GroupDirectory,
         *,
-        ttl_seconds: float = DEFAULT_TTL_SECONDS,
+        ttl_seconds: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if ttl_seconds < 0:
@@ -98,10 +86,6 @@ class AdminPolicy:
         self._clock = clock
         self._cache: dict[str, _Members] = {}
         self._in_flight: dict[str, asyncio.Task[frozenset[str]]] = {}
-
-    @property
-    def admins(self) -> frozenset[str]:
-        return self._admins
 
     @property
     def group_id(self) -> str | None:

@@ -34,26 +34,15 @@ from bot.domain import (
     Verdict,
     utcnow,
 )
-from bot.providers.base import Check
 from bot.providers.registry import ProviderRegistry
 from bot.services.admins import AdminPolicy
-from bot.services.records import audit_event, checks_of, summarize
+from bot.services.records import BATCH_SIZE, audit_event, checks_of, summarize
 from bot.store import Connection, Database, Rotation
 from bot.store.uow import UnitOfWork
 
-__all__ = [
-    "BATCH_SIZE",
-    "ApprovalService",
-    "close_request",
-    "connection_request",
-    "describe_request",
-    "pending_rotation",
-]
+__all__ = ["BATCH_SIZE", "ApprovalService", "close_request", "connection_request", "pending_rotation"]
 
 logger = logging.getLogger(__name__)
-
-BATCH_SIZE = 100
-"""The most requests of each kind one expiry run closes; a longer backlog waits for the next run."""
 
 Decided = Status | RotationStatus
 
@@ -63,51 +52,47 @@ class _Subject:
 
     kind: ClassVar[RequestKind]
     pending: ClassVar[Decided]
-    outcomes: ClassVar[Mapping[str, Decided]]
-    """The status each decision ("approve", "reject", "expire", "cancel") moves the request to."""
-    actions: ClassVar[Mapping[Decided, str]]
-    """The audit action of each decision."""
+    outcomes: ClassVar[Mapping[str, tuple[Decided, str]]]
+    """The status and audit action of each decision ("approve", "reject", "expire", "cancel")."""
 
     def rows(self, tx: UnitOfWork) -> Any:
-        """The repository of the rows that hold the request's status."""
-        raise NotImplementedError
+        return tx.connections if self.kind is RequestKind.CONNECTION else tx.rotations
 
     async def load(
         self, tx: UnitOfWork, team_id: str, request_id: str, *, lock: bool = False
     ) -> tuple[Any, Connection] | None:
         """The request's row and its connection (with ``lock``, locked until the transaction ends,
         and both read afresh)."""
-        raise NotImplementedError
+        rotation = None
+        if self.kind is RequestKind.ROTATION:
+            rotation = await tx.rotations.get(team_id, request_id)
+            if rotation is None:
+                return None
+            request_id = rotation.connection_id
+        connection = await (tx.connections.lock if lock else tx.connections.get)(team_id, request_id)
+        if connection is None:
+            return None
+        if rotation is not None and lock:  # read again once locked: a decision may have landed meanwhile
+            await tx.session.refresh(rotation)
+        return rotation or connection, connection
 
     async def apply(
-        self, tx: UnitOfWork, row: Any, connection: Connection, to: Decided, now: datetime
-    ) -> None:
-        """What a decision does besides the status, once its conditional UPDATE won."""
-        raise NotImplementedError
-
-    def audit(
-        self, row: Any, connection: Connection, to: Decided, admin: AdminCheck | None
+        self, tx: UnitOfWork, row: Any, connection: Connection, to: Decided, now: datetime, why: str | None
     ) -> dict[str, Any]:
-        """The decision's audit event fields: statuses before and after, details."""
+        """Do what a decision does besides the status, once its conditional UPDATE won; return its
+        audit event's statuses before and after, and details. ``why``: the deciding admin's rights."""
         raise NotImplementedError
-
-    async def checks(self, tx: UnitOfWork, row: Any) -> tuple[Check, ...]:
-        """The checks of the verification that led to the request."""
-        raise NotImplementedError
-
-    async def pending_before(self, tx: UnitOfWork, cutoff: datetime, limit: int) -> list[Any]:
-        """Rows of every workspace still waiting since before ``cutoff``, oldest first."""
-        return list(await self.rows(tx).pending_created_before(cutoff, limit))
-
-    async def transition(self, tx: UnitOfWork, row: Any, to: Decided, **values: Any) -> bool:
-        """The conditional UPDATE from pending to ``to``; whether it won."""
-        return bool(await self.rows(tx).transition(row.team_id, row.id, self.pending, to, **values))
 
     async def describe(
         self, tx: UnitOfWork, row: Any, connection: Connection, providers: ProviderRegistry
     ) -> ApprovalRequest:
-        """The request as messages show it."""
+        """The request as messages show it, with the checks of the verification that led to it."""
         rotation = isinstance(row, Rotation)
+        if rotation:
+            record = await tx.verifications.latest_with_trigger(row.team_id, connection.id, Trigger.ROTATION)
+        else:
+            records = await tx.verifications.recent(row.team_id, row.id, limit=1)
+            record = records[0] if records else None
         return ApprovalRequest(
             kind=self.kind,
             id=row.id,
@@ -116,7 +101,7 @@ class _Subject:
             requested_by=row.requested_by if rotation else row.created_by,
             requested_at=row.created_at,
             status=row.status,
-            checks=await self.checks(tx, row),
+            checks=checks_of(record),
             decided_by=row.decided_by,
             decided_at=row.decided_at,
             reason=row.decision_reason,
@@ -131,42 +116,20 @@ class _NewConnection(_Subject):
 
     kind = RequestKind.CONNECTION
     pending = Status.PENDING_APPROVAL
-    outcomes: ClassVar[Mapping[str, Decided]] = {
-        "approve": Status.ACTIVE,
-        "reject": Status.REJECTED,
-        "expire": Status.EXPIRED,
+    outcomes: ClassVar[Mapping[str, tuple[Decided, str]]] = {
+        "approve": (Status.ACTIVE, "connection.approved"),
+        "reject": (Status.REJECTED, "connection.rejected"),
+        "expire": (Status.EXPIRED, "connection.expired"),
     }
-    actions: ClassVar[Mapping[Decided, str]] = {
-        Status.ACTIVE: "connection.approved",
-        Status.REJECTED: "connection.rejected",
-        Status.EXPIRED: "connection.expired",
-    }
-
-    def rows(self, tx: UnitOfWork) -> Any:
-        return tx.connections
-
-    async def load(
-        self, tx: UnitOfWork, team_id: str, request_id: str, *, lock: bool = False
-    ) -> tuple[Connection, Connection] | None:
-        connection = await (tx.connections.lock if lock else tx.connections.get)(team_id, request_id)
-        return None if connection is None else (connection, connection)
 
     async def apply(
-        self, tx: UnitOfWork, row: Any, connection: Connection, to: Decided, now: datetime
-    ) -> None:
+        self, tx: UnitOfWork, row: Any, connection: Connection, to: Decided, now: datetime, why: str | None
+    ) -> dict[str, Any]:
         if to is not Status.ACTIVE:
             # Nobody can approve it any more, so its ciphertext would only be risk.
             await tx.credentials.delete_for(connection.id)
-
-    def audit(
-        self, row: Any, connection: Connection, to: Decided, admin: AdminCheck | None
-    ) -> dict[str, Any]:
-        details = {} if admin is None else {"admin": admin.why}
+        details = {} if why is None else {"admin": why}
         return {"before": Status.PENDING_APPROVAL, "after": to, "details": details}
-
-    async def checks(self, tx: UnitOfWork, row: Any) -> tuple[Check, ...]:
-        records = await tx.verifications.recent(row.team_id, row.id, limit=1)
-        return checks_of(records[0] if records else None)
 
 
 class _Rotation(_Subject):
@@ -175,43 +138,21 @@ class _Rotation(_Subject):
 
     kind = RequestKind.ROTATION
     pending = RotationStatus.PENDING_APPROVAL
-    outcomes: ClassVar[Mapping[str, Decided]] = {
-        "approve": RotationStatus.APPROVED,
-        "reject": RotationStatus.REJECTED,
-        "expire": RotationStatus.EXPIRED,
-        "cancel": RotationStatus.CANCELLED,
+    outcomes: ClassVar[Mapping[str, tuple[Decided, str]]] = {
+        "approve": (RotationStatus.APPROVED, "connection.rotated"),
+        "reject": (RotationStatus.REJECTED, "connection.rotation_rejected"),
+        "expire": (RotationStatus.EXPIRED, "connection.rotation_expired"),
+        "cancel": (RotationStatus.CANCELLED, "connection.rotation_cancelled"),
     }
-    actions: ClassVar[Mapping[Decided, str]] = {
-        RotationStatus.APPROVED: "connection.rotated",
-        RotationStatus.REJECTED: "connection.rotation_rejected",
-        RotationStatus.EXPIRED: "connection.rotation_expired",
-        RotationStatus.CANCELLED: "connection.rotation_cancelled",
-    }
-
-    def rows(self, tx: UnitOfWork) -> Any:
-        return tx.rotations
-
-    async def load(
-        self, tx: UnitOfWork, team_id: str, request_id: str, *, lock: bool = False
-    ) -> tuple[Rotation, Connection] | None:
-        rotation = await tx.rotations.get(team_id, request_id)
-        if rotation is None:
-            return None
-        connection = await (tx.connections.lock if lock else tx.connections.get)(
-            team_id, rotation.connection_id
-        )
-        if connection is None:
-            return None
-        if lock:  # read again once the lock is held: a decision may have landed meanwhile
-            await tx.session.refresh(rotation)
-        return rotation, connection
 
     async def apply(
-        self, tx: UnitOfWork, row: Any, connection: Connection, to: Decided, now: datetime
-    ) -> None:
+        self, tx: UnitOfWork, row: Any, connection: Connection, to: Decided, now: datetime, why: str | None
+    ) -> dict[str, Any]:
+        status = Status(connection.status)
+        audited = {"before": status, "after": status, "details": {"rotation": row.id, "version": row.version}}
         if to is not RotationStatus.APPROVED:
             await tx.credentials.delete_for(connection.id, row.version)
-            return
+            return audited
         connection.credential_version = row.version
         connection.key_hint = row.key_hint
         connection.config = dict(row.config)
@@ -222,23 +163,10 @@ class _Rotation(_Subject):
         connection.next_check_at = now
         connection.updated_at = now
         await tx.credentials.delete_other_versions(connection.id, keep=row.version)
-
-    def audit(
-        self, row: Any, connection: Connection, to: Decided, admin: AdminCheck | None
-    ) -> dict[str, Any]:
-        status = Status(connection.status)
-        return {"before": status, "after": status, "details": {"rotation": row.id, "version": row.version}}
-
-    async def checks(self, tx: UnitOfWork, row: Any) -> tuple[Check, ...]:
-        return checks_of(
-            await tx.verifications.latest_with_trigger(row.team_id, row.connection_id, Trigger.ROTATION)
-        )
+        return audited
 
 
-SUBJECTS: dict[RequestKind, _Subject] = {
-    RequestKind.CONNECTION: _NewConnection(),
-    RequestKind.ROTATION: _Rotation(),
-}
+SUBJECTS: dict[RequestKind, _Subject] = {subject.kind: subject for subject in (_NewConnection(), _Rotation())}
 
 
 async def close_request(
@@ -252,22 +180,23 @@ async def close_request(
     actor: str,
     now: datetime,
     reason: str | None = None,
-    admin: AdminCheck | None = None,
+    why: str | None = None,
     audit_reason: str | None = None,
 ) -> ApprovalRequest | None:
-    """Close a waiting request as ``decision`` ("approve", "reject", "expire" or "cancel"), with
-    what it does and its audit event, in ``tx``, if this call's conditional UPDATE wins; None when
-    the request is gone or someone decided first. ``reason`` is kept and shown with the decision;
-    ``audit_reason``, when given, is what the audit event records instead."""
+    """Close a waiting request as ``decision`` ("approve", "reject", "expire" or "cancel"), with what
+    it does and its audit event, in ``tx``, if this call's conditional UPDATE wins; None when the
+    request is gone or someone decided first. ``reason`` is kept and shown with the decision;
+    ``audit_reason``, if given, is audited instead; ``why`` is the deciding admin's rights."""
     subject = SUBJECTS[kind]
     found = await subject.load(tx, team_id, request_id, lock=True)
     if found is None:
         return None
     row, connection = found
-    to = subject.outcomes[decision]
-    won = await subject.transition(
-        tx,
-        row,
+    to, action = subject.outcomes[decision]
+    won = await subject.rows(tx).transition(
+        row.team_id,
+        row.id,
+        subject.pending,
         to,
         decided_by=None if actor == SYSTEM_ACTOR else actor,
         decided_at=now,
@@ -277,20 +206,10 @@ async def close_request(
     if not won:
         return None
     await tx.session.refresh(row)
-    await subject.apply(tx, row, connection, to, now)
-    fields = subject.audit(row, connection, to, admin)
+    fields = await subject.apply(tx, row, connection, to, now, why)
+    noted = reason if audit_reason is None else audit_reason
     await tx.audit.add(
-        audit_event(
-            team_id,
-            actor,
-            subject.actions[to],
-            now,
-            connection=connection,
-            before=fields["before"],
-            after=fields["after"],
-            reason=reason if audit_reason is None else audit_reason,
-            details=fields["details"],
-        )
+        audit_event(team_id, actor, action, now, connection=connection, reason=noted, **fields)
     )
     return await subject.describe(tx, row, connection, providers)
 
@@ -314,11 +233,9 @@ async def pending_rotation(
 ) -> ApprovalRequest | None:
     """The rotation of a connection waiting for approval, if any."""
     rotation = await tx.rotations.pending_for(team_id, connection_id)
-    return (
-        None
-        if rotation is None
-        else await describe_request(tx, providers, RequestKind.ROTATION, team_id, rotation.id)
-    )
+    if rotation is None:
+        return None
+    return await describe_request(tx, providers, RequestKind.ROTATION, team_id, rotation.id)
 
 
 @dataclass
@@ -381,7 +298,7 @@ class ApprovalService:
         expired: list[Decision] = []
         for kind, subject in SUBJECTS.items():
             async with self.db.read() as tx:
-                overdue = await subject.pending_before(tx, now - self.ttl, self.batch_size)
+                overdue = await subject.rows(tx).pending_created_before(now - self.ttl, self.batch_size)
             for row in overdue:
                 try:
                     request = await self._expire(kind, row.team_id, row.id, now)
@@ -396,6 +313,7 @@ class ApprovalService:
     async def _expire(
         self, kind: RequestKind, team_id: str, request_id: str, now: datetime
     ) -> ApprovalRequest | None:
+        hours = self.ttl.total_seconds() / 3600
         async with self.db.transaction() as tx:
             return await close_request(
                 tx,
@@ -406,7 +324,7 @@ class ApprovalService:
                 "expire",
                 actor=SYSTEM_ACTOR,
                 now=now,
-                audit_reason=f"not decided within {_hours(self.ttl)}",
+                audit_reason=f"not decided within {hours:g} hour{'' if hours == 1 else 's'}",
             )
 
     async def _decide(
@@ -435,7 +353,7 @@ class ApprovalService:
                 actor=actor,
                 now=now,
                 reason=reason,
-                admin=admin,
+                why=admin.why,
             )
             if decided is not None:
                 return Decision(Verdict.DECIDED, decided, admin)
@@ -456,8 +374,3 @@ class ApprovalService:
         if request.requested_by == actor and not self.allow_self_approval:
             return Decision(Verdict.SELF_APPROVAL, request, admin)
         return None
-
-
-def _hours(ttl: timedelta) -> str:
-    hours = ttl.total_seconds() / 3600
-    return f"{hours:g} hour" if hours == 1 else f"{hours:g} hours"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO, TextIO
 
@@ -83,9 +82,8 @@ class AuditService:
             visibility = Visibility.ADMIN_CHECK_FAILED if admin.failed_closed else Visibility.NOT_ADMIN
             return AuditHistory(visibility, name, limit, admin=admin)
         async with self.db.read() as tx:
-            row = await tx.connections.find_by_name(team_id, name) or await tx.connections.latest_by_name(
-                team_id, name
-            )
+            rows = tx.connections
+            row = await rows.find_by_name(team_id, name) or await rows.latest_by_name(team_id, name)
             if row is None:
                 return AuditHistory(Visibility.NOT_FOUND, name, limit, admin=admin)
             # One more than shown, to know whether older events were left out.
@@ -112,22 +110,15 @@ async def export_events(db: Database, out: TextIO | BinaryIO, *, batch_size: int
     Each line is one JSON object with the keys :data:`EXPORT_KEYS`, ASCII only, so a text stream
     in any encoding (or a binary one) takes it. Rows are streamed ``batch_size`` at a time and
     ``out`` is flushed after each batch; ``out`` is not closed."""
-    write = _line_writer(out)
+    # A binary stream (a file opened "wb", sys.stdout.buffer) takes bytes; anything else text.
+    binary = isinstance(out, io.RawIOBase | io.BufferedIOBase)
     count = 0
     async with db.read() as tx:
         async for event in tx.audit.all_ordered(batch_size=batch_size):
-            write(json.dumps(entry_of(event).to_json(), separators=(",", ":")) + "\n")
+            line = json.dumps(entry_of(event).to_json(), separators=(",", ":")) + "\n"
+            out.write(line.encode("ascii") if binary else line)  # type: ignore[arg-type]
             count += 1
             if count % batch_size == 0:
                 out.flush()
     out.flush()
     return count
-
-
-def _line_writer(out: TextIO | BinaryIO) -> Callable[[str], object]:
-    # A binary stream (a file opened "wb", sys.stdout.buffer) takes bytes; anything else text.
-    if isinstance(out, io.RawIOBase | io.BufferedIOBase):
-        binary = out
-        return lambda line: binary.write(line.encode("ascii"))
-    text: TextIO = out  # type: ignore[assignment]
-    return text.write

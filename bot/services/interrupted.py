@@ -27,39 +27,27 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import sqlite3
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy.exc import OperationalError
-
 from bot.domain import InFlightKind, utcnow
 from bot.providers.base import Provider, Verification
-from bot.services.records import audit_event
-from bot.store import AuditEvent, Database
+from bot.services.records import BATCH_SIZE, audit_event
+from bot.store import Database
 from bot.store.models import InFlightVerification
 from bot.store.uow import UnitOfWork
 
 __all__ = [
-    "BATCH_SIZE",
-    "CLAIM_LOCK_WAIT_MS",
-    "DEADLINE_GRACE",
-    "ClaimBusy",
     "ClaimLost",
     "Interrupted",
     "InterruptedVerifications",
     "ProcessOwner",
-    "current_boot_id",
-    "current_pid_namespace",
     "end_claim",
-    "lock_wait_exceeded",
-    "pid_alive",
     "release_quietly",
     "still_claimed",
-    "verification_deadline",
 ]
 
 logger = logging.getLogger(__name__)
@@ -67,8 +55,6 @@ logger = logging.getLogger(__name__)
 DEADLINE_GRACE = timedelta(minutes=2)
 """Added to a provider's own verification bound: the form's re-checks, an admin-rights lookup and
 the storing transaction (which may wait out SQLite's busy timeout) happen outside that bound."""
-BATCH_SIZE = 100
-"""The most rows one sweep takes; a longer backlog is worked off by the following runs."""
 REASON_STOPPED = "the bot stopped before the verification finished"
 REASON_OVERDUE = "the verification did not finish within its time limit"
 
@@ -123,19 +109,12 @@ class ProcessOwner:
 
     @classmethod
     def current(cls) -> ProcessOwner:
-        return cls(
-            host=socket.gethostname(),
-            pid=os.getpid(),
-            boot_id=current_boot_id(),
-            pid_namespace=current_pid_namespace(),
-        )
+        return cls(socket.gethostname(), os.getpid(), current_boot_id(), current_pid_namespace())
 
     def shares_pids_with(self, row: InFlightVerification) -> bool:
         """Whether the row was written on this machine, in this boot and this pid namespace, so
         that its pid names the same process for us as for its writer."""
-        return (
-            row.host == self.host and row.boot_id == self.boot_id and row.pid_namespace == self.pid_namespace
-        )
+        return (row.host, row.boot_id, row.pid_namespace) == (self.host, self.boot_id, self.pid_namespace)
 
     def claim(
         self,
@@ -217,26 +196,6 @@ async def still_claimed(db: Database, claim_id: str | None) -> bool:
     except Exception as exc:
         logger.warning("could not look up in-flight verification %s: %s", claim_id, type(exc).__name__)
         return True
-
-
-CLAIM_LOCK_WAIT_MS = 2_000
-"""The longest a claim waits for a lock that another transaction holds: it runs before Slack gets
-its answer, which must come within 3 seconds, while SQLite's own busy timeout is 15."""
-
-
-class ClaimBusy(Exception):
-    """The claim could not take its lock within :data:`CLAIM_LOCK_WAIT_MS`; nothing was recorded."""
-
-
-def lock_wait_exceeded(error: BaseException) -> bool:
-    """Whether ``error`` says a lock wait ran out (SQLite: "database is locked"; PostgreSQL:
-    ``lock_timeout``, SQLSTATE 55P03), rather than that something is broken."""
-    if not isinstance(error, OperationalError):
-        return False
-    original = error.orig
-    if getattr(original, "sqlstate", None) == "55P03":
-        return True
-    return isinstance(original, sqlite3.OperationalError) and "database is locked" in str(original)
 
 
 @dataclass(frozen=True)
@@ -330,7 +289,18 @@ class InterruptedVerifications:
             if row is None:
                 return None
             interrupted = Interrupted.of(row)
-            await tx.audit.add(_audit_event(interrupted, reason, now))
+            create = interrupted.kind is InFlightKind.CREATE
+            await tx.audit.add(
+                audit_event(
+                    row.team_id,
+                    row.user_id,
+                    "connection.create_interrupted" if create else "rotation.interrupted",
+                    now,
+                    connection_id=row.connection_id,
+                    reason=reason,
+                    details={"provider": row.provider, "name": row.name},
+                )
+            )
         logger.info(
             "%s verification for %s in team %s was interrupted (%s)",
             interrupted.kind.value,
@@ -339,16 +309,3 @@ class InterruptedVerifications:
             reason,
         )
         return interrupted
-
-
-def _audit_event(interrupted: Interrupted, reason: str, now: datetime) -> AuditEvent:
-    create = interrupted.kind is InFlightKind.CREATE
-    return audit_event(
-        interrupted.team_id,
-        interrupted.user_id,
-        "connection.create_interrupted" if create else "rotation.interrupted",
-        now,
-        connection_id=interrupted.connection_id,
-        reason=reason,
-        details={"provider": interrupted.provider_key, "name": interrupted.name},
-    )

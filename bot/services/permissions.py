@@ -15,16 +15,7 @@ from bot.services.admins import AdminPolicy
 from bot.store import Connection
 from bot.store.uow import UnitOfWork
 
-__all__ = [
-    "ANYONE",
-    "ONCALL_MEMBER",
-    "OWNER",
-    "RetestPolicy",
-    "find_connection",
-    "not_found",
-    "owner_or_admin",
-    "owner_refusal",
-]
+__all__ = ["RetestPolicy", "find_connection", "owner_or_admin", "owner_refusal"]
 
 ANYONE = "anyone in the workspace may re-test"
 ONCALL_MEMBER = "member of the on-call group"
@@ -113,10 +104,8 @@ async def find_connection(
         row = await tx.connections.latest_by_name(team_id, name or "")
     else:
         row = await tx.connections.find_by_name(team_id, name or "")
-    return row if row is not None else not_found(name)
-
-
-def not_found(name: str | None) -> Refused:
+    if row is not None:
+        return row
     what = f"connection named “{name}”" if name else "such connection (it may have been removed)"
     return Refused(
         Refusal.NOT_FOUND, f"There is no {what} in this workspace. Run /connections to see them all."

@@ -8,14 +8,17 @@ from datetime import datetime
 from typing import Any
 
 from bot.crypto import Cipher, associated_data
-from bot.domain import ConnectionSummary, Health, Status
-from bot.providers.base import Check
-from bot.providers.registry import ProviderRegistry, UnknownProvider
+from bot.domain import ConnectionSummary, Health, Status, Trigger
+from bot.providers.base import Check, Verification
+from bot.providers.registry import ProviderRegistry
 from bot.redaction import Secret
 from bot.store import AuditEvent, Connection, Credential, VerificationRecord
 from bot.store.uow import UnitOfWork
 
-__all__ = ["audit_event", "checks_of", "seal_credential", "summarize"]
+__all__ = ["BATCH_SIZE", "audit_event", "checks_of", "history_row", "seal_credential", "summarize"]
+
+BATCH_SIZE = 100
+"""The most rows one run of a periodic job takes (expiry, sweep, reminders); a backlog waits for the next."""
 
 
 def audit_event(
@@ -56,9 +59,7 @@ async def seal_credential(
     tx: UnitOfWork,
     cipher: Cipher,
     secrets: Mapping[str, Secret],
-    *,
-    team_id: str,
-    connection_id: str,
+    connection: Connection,
     version: int,
     now: datetime,
 ) -> None:
@@ -66,11 +67,11 @@ async def seal_credential(
     bound to its row; refuses (``MasterKeyMoved``) when the data moved to another key meanwhile."""
     await tx.key_canary.require_sealing_key(cipher.key_id)
     for field, secret in secrets.items():
-        sealed = cipher.seal(secret, associated_data(connection_id, field, version))
+        sealed = cipher.seal(secret, associated_data(connection.id, field, version))
         await tx.credentials.add(
             Credential(
-                team_id=team_id,
-                connection_id=connection_id,
+                team_id=connection.team_id,
+                connection_id=connection.id,
                 version=version,
                 field=field,
                 key_id=sealed.key_id,
@@ -83,16 +84,12 @@ async def seal_credential(
 
 def summarize(row: Connection, providers: ProviderRegistry) -> ConnectionSummary:
     """A stored connection as lists, messages and App Home show it."""
-    try:
-        title = providers.get(row.provider).title
-    except UnknownProvider:
-        # A provider removed from this build still lists under its key.
-        title = row.provider
+    provider = providers.find(row.provider)  # one removed from this build still lists under its key
     return ConnectionSummary(
         id=row.id,
         name=row.name,
         provider_key=row.provider,
-        provider_title=title,
+        provider_title=row.provider if provider is None else provider.title,
         status=Status(row.status),
         health=Health(row.health),
         created_by=row.created_by,
@@ -100,6 +97,15 @@ def summarize(row: Connection, providers: ProviderRegistry) -> ConnectionSummary
         last_verified_at=row.last_verified_at,
         key_hint=row.key_hint,
         credential_created_at=row.credential_created_at,
+    )
+
+
+def history_row(
+    verification: Verification, row: Connection, trigger: Trigger, actor: str | None
+) -> VerificationRecord:
+    """A verification of ``row`` as its history stores it."""
+    return VerificationRecord.from_verification(
+        verification, team_id=row.team_id, connection_id=row.id, trigger=trigger.value, actor=actor
     )
 
 

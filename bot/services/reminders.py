@@ -13,13 +13,12 @@ from datetime import datetime, timedelta
 
 from bot.domain import Reminder, utcnow
 from bot.providers.registry import ProviderRegistry
-from bot.services.records import summarize
+from bot.services.records import BATCH_SIZE, summarize
 from bot.store import Database
 
 __all__ = ["REMIND_EVERY", "RotationReminders"]
 
 REMIND_EVERY = timedelta(days=7)
-BATCH_SIZE = 100
 
 
 @dataclass

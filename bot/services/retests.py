@@ -46,11 +46,11 @@ from bot.domain import (
     utcnow,
 )
 from bot.providers.base import Outcome, Verification
-from bot.providers.registry import ProviderRegistry, UnknownProvider
+from bot.providers.registry import ProviderRegistry
 from bot.redaction import Secret
 from bot.services.permissions import RetestPolicy, find_connection
-from bot.services.records import audit_event, summarize
-from bot.store import AuditEvent, Connection, Database, VerificationRecord
+from bot.services.records import audit_event, history_row, summarize
+from bot.store import AuditEvent, Connection, Database
 from bot.store.uow import UnitOfWork
 
 __all__ = ["DEFAULT_CONCURRENCY", "RetestFailed", "RetestService"]
@@ -131,8 +131,7 @@ class RetestService:
     ) -> RetestResult | Refused:
         """Re-test one connection of the workspace, found by id (a button) or by name (a
         command), if ``actor`` may re-test."""
-        refused = await self.may_retest(actor)
-        if refused is not None:
+        if (refused := await self.may_retest(actor)) is not None:
             return refused
         async with self.db.read() as tx:
             row = await find_connection(tx, team_id, connection_id=connection_id, name=name, any_status=True)
@@ -162,8 +161,7 @@ class RetestService:
         self, team_id: str, actor: str, *, on_result: OnResult | None = None
     ) -> RetestReport | Refused:
         """Re-test every active connection of the workspace, if ``actor`` may re-test."""
-        refused = await self.may_retest(actor)
-        if refused is not None:
+        if (refused := await self.may_retest(actor)) is not None:
             return refused
         started = self.monotonic()
         async with self.db.read() as tx:
@@ -254,11 +252,7 @@ class RetestService:
         return targets
 
     async def _run(
-        self,
-        targets: Sequence[_Target],
-        trigger: Trigger,
-        actor: str | None,
-        on_result: OnResult | None = None,
+        self, targets: Sequence[_Target], trigger: Trigger, actor: str | None, on_result: OnResult | None
     ) -> list[RetestResult]:
         queue = deque((target, 0) for target in targets)
         results: list[RetestResult] = []
@@ -317,9 +311,8 @@ class RetestService:
         return results
 
     async def _verify(self, target: _Target) -> Verification:
-        try:
-            provider = self.providers.get(target.provider_key)
-        except UnknownProvider:
+        provider = self.providers.find(target.provider_key)
+        if provider is None:
             return Verification(
                 outcome=Outcome.PROVIDER_ERROR,
                 summary=f"This bot no longer offers the provider {target.provider_key!r}.",
@@ -345,15 +338,7 @@ class RetestService:
             row = await tx.connections.lock(target.team_id, target.connection_id)
             if row is None:
                 return None
-            await tx.verifications.add(
-                VerificationRecord.from_verification(
-                    verification,
-                    team_id=row.team_id,
-                    connection_id=row.id,
-                    trigger=trigger.value,
-                    actor=actor,
-                )
-            )
+            await tx.verifications.add(history_row(verification, row, trigger, actor))
             before = row.health
             change = None
             # A result about a credential that was rotated or removed meanwhile changes nothing.
@@ -363,29 +348,9 @@ class RetestService:
             if trigger is Trigger.SCHEDULE and row.status is Status.ACTIVE:
                 # The claim only leased the check; the next one is an interval from now.
                 row.next_check_at = now + self.interval
-            if actor is not None:
-                await tx.audit.add(
-                    _event(
-                        row,
-                        actor,
-                        "connection.retested",
-                        verification,
-                        before,
-                        now,
-                        latency_ms=verification.latency_ms,
-                    )
-                )
-            elif change is not None and change.kind is not ChangeKind.STILL_FAILING:
-                event = _event(
-                    row,
-                    SYSTEM_ACTOR,
-                    "connection.health_changed",
-                    verification,
-                    before,
-                    now,
-                    trigger=Trigger.SCHEDULE.value,
-                )
-                await tx.audit.add(event)
+            # A re-test someone asked for is always audited; the schedule's, when the health changed.
+            if actor is not None or (change is not None and change.kind is not ChangeKind.STILL_FAILING):
+                await tx.audit.add(_event(row, actor, verification, before, now))
             return RetestResult(row.team_id, summarize(row, self.providers), verification, change)
 
     def _apply(self, row: Connection, ok: bool, now: datetime) -> HealthChange | None:
@@ -441,18 +406,14 @@ def _report(results: list[RetestResult], started: float, ended: float) -> Retest
 
 
 def _event(
-    row: Connection,
-    actor: str,
-    action: str,
-    verification: Verification,
-    before: Health,
-    now: datetime,
-    **extra: object,
+    row: Connection, actor: str | None, verification: Verification, before: Health, now: datetime
 ) -> AuditEvent:
+    """A re-test by ``actor``, or (None) a health change found by the schedule."""
+    extra = {"trigger": Trigger.SCHEDULE.value} if actor is None else {"latency_ms": verification.latency_ms}
     return audit_event(
         row.team_id,
-        actor,
-        action,
+        SYSTEM_ACTOR if actor is None else actor,
+        "connection.health_changed" if actor is None else "connection.retested",
         now,
         connection=row,
         before=row.status,

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import httpx
 from sqlalchemy.exc import OperationalError
@@ -39,21 +41,13 @@ from bot.domain import (
     utcnow,
 )
 from bot.providers.base import FieldValues, Provider, Verification
-from bot.providers.registry import ProviderRegistry, UnknownProvider
+from bot.providers.registry import ProviderRegistry
 from bot.redaction import Secret
 from bot.services.admins import AdminPolicy
 from bot.services.approvals import pending_rotation
-from bot.services.interrupted import (
-    CLAIM_LOCK_WAIT_MS,
-    ClaimLost,
-    ProcessOwner,
-    end_claim,
-    lock_wait_exceeded,
-    release_quietly,
-    still_claimed,
-)
+from bot.services.interrupted import ClaimLost, ProcessOwner, end_claim, release_quietly, still_claimed
 from bot.services.permissions import find_connection, owner_or_admin, owner_refusal
-from bot.services.records import audit_event, seal_credential, summarize
+from bot.services.records import audit_event, history_row, seal_credential, summarize
 from bot.store import (
     AuditEvent,
     Connection,
@@ -62,25 +56,18 @@ from bot.store import (
     NameTaken,
     Rotation,
     RotationPending,
-    VerificationRecord,
 )
+from bot.store.models import InFlightVerification
 from bot.store.uow import UnitOfWork
 
-__all__ = [
-    "DATABASE_BUSY",
-    "NAME_BEING_REGISTERED",
-    "NAME_TAKEN",
-    "FormCheck",
-    "RotationTarget",
-    "Submission",
-    "SubmissionOutcome",
-    "Submissions",
-    "Waiter",
-]
+__all__ = ["FormCheck", "RotationTarget", "Submission", "SubmissionOutcome", "Submissions", "Waiter"]
 
 logger = logging.getLogger(__name__)
 
 FIRST_VERSION = 1
+CLAIM_LOCK_WAIT_MS = 2_000
+"""The longest a claim waits for a lock that another transaction holds: it runs before Slack gets
+its answer, which must come within 3 seconds, while SQLite's own busy timeout is 15."""
 NAME_TAKEN = (
     "A connection with this name already exists in this workspace (names ignore case). Pick another name."
 )
@@ -181,6 +168,15 @@ class RotationTarget:
     config: dict[str, str]
 
 
+def lock_wait_exceeded(error: OperationalError) -> bool:
+    """Whether ``error`` says a lock wait ran out (SQLite: "database is locked"; PostgreSQL:
+    ``lock_timeout``, SQLSTATE 55P03), rather than that something is broken."""
+    original = error.orig
+    if getattr(original, "sqlstate", None) == "55P03":
+        return True
+    return isinstance(original, sqlite3.OperationalError) and "database is locked" in str(original)
+
+
 class _Unavailable(Exception):
     """The claim could not be made; the message says why, for the form."""
 
@@ -217,17 +213,29 @@ class Submissions:
         # Offline but not always cheap (opening an encrypted private key runs its key derivation):
         # on a thread, so other requests' acks are not held up meanwhile.
         problems = await asyncio.to_thread(provider.validate, cleaned)
-        if kind is RequestKind.CONNECTION:
+        creating = kind is RequestKind.CONNECTION
+        if creating:
             name = " ".join(name.split())
             problems.update(await self._name_problems(team_id, provider, name, check_taken=claim_for is None))
         if problems or claim_for is None:
             return FormCheck(name, cleaned, problems)
+        row = self.owner.claim(
+            kind=InFlightKind.CREATE if creating else InFlightKind.ROTATION,
+            team_id=team_id,
+            user_id=claim_for.user_id,
+            provider=provider,
+            name=name,
+            view_id=claim_for.view_id,
+            config=provider.config_of(cleaned),
+            now=self.clock(),
+            connection_id=connection_id,
+        )
         try:
-            claim_id = await self._claim(kind, team_id, provider, name, cleaned, claim_for, connection_id)
+            await self._claim(row, creating)
         except _Unavailable as unavailable:
-            where = {NAME_FIELD: str(unavailable)} if kind is RequestKind.CONNECTION else {}
+            where = {NAME_FIELD: str(unavailable)} if creating else {}
             return FormCheck(name, cleaned, where, None if where else str(unavailable))
-        return FormCheck(name, cleaned, {}, claim_id=claim_id)
+        return FormCheck(name, cleaned, {}, claim_id=row.id)
 
     async def _name_problems(
         self, team_id: str, provider: Provider, name: str, *, check_taken: bool
@@ -246,16 +254,7 @@ class Submissions:
                     return {NAME_FIELD: NAME_TAKEN}
         return {}
 
-    async def _claim(
-        self,
-        kind: RequestKind,
-        team_id: str,
-        provider: Provider,
-        name: str,
-        values: FieldValues,
-        waiter: Waiter,
-        connection_id: str | None,
-    ) -> str:
+    async def _claim(self, row: InFlightVerification, creating: bool) -> None:
         """Record the verification to come, reserving what it will store; then, for a new
         connection, check that no connection holds the name: one transaction, the claim first.
 
@@ -264,30 +263,17 @@ class Submissions:
         two at once the second fails; and a claim made after another verification stored its
         connection (ending its claim in that transaction) comes with a fresh snapshot under read
         committed, in which that connection is visible."""
-        row = self.owner.claim(
-            kind=InFlightKind.CREATE if kind is RequestKind.CONNECTION else InFlightKind.ROTATION,
-            team_id=team_id,
-            user_id=waiter.user_id,
-            provider=provider,
-            name=name,
-            view_id=waiter.view_id,
-            config=provider.config_of(values),
-            now=self.clock(),
-            connection_id=connection_id,
-        )
-        creating = kind is RequestKind.CONNECTION
         try:
             async with self.db.transaction(lock_wait_ms=CLAIM_LOCK_WAIT_MS) as tx:
                 if not await tx.in_flight.claim(row):
                     raise _Unavailable(NAME_BEING_REGISTERED if creating else ALREADY_ROTATING)
-                if creating and await tx.connections.name_taken(team_id, name):
+                if creating and await tx.connections.name_taken(row.team_id, row.name):
                     raise _Unavailable(NAME_TAKEN)  # leaving by an exception rolls the claim back
         except OperationalError as error:
             # Another transaction held the lock past the budget: nothing was written, say "busy".
             if lock_wait_exceeded(error):
                 raise _Unavailable(DATABASE_BUSY if creating else ROTATION_BUSY) from None
             raise
-        return row.id
 
     async def may_rotate(
         self, team_id: str, actor: str, *, connection_id: str | None = None, name: str | None = None
@@ -314,9 +300,8 @@ class Submissions:
                 "can reject it if it should be replaced.",
                 connection_id=row.id,
             )
-        try:
-            provider = self.providers.get(row.provider)
-        except UnknownProvider:
+        provider = self.providers.find(row.provider)
+        if provider is None:
             return Refused(Refusal.WRONG_STATUS, f"This bot no longer offers {row.provider!r}.")
         return RotationTarget(
             summarize(row, self.providers), provider, {str(k): str(v) for k, v in row.config.items()}
@@ -339,9 +324,8 @@ class Submissions:
         return await still_claimed(self.db, claim_id)
 
     async def submit(self, submission: Submission) -> SubmissionOutcome:
-        """Verify the credentials with the provider, then store them encrypted in one transaction
-        (see the module docstring). The claim ends in the transaction that stores the outcome, or,
-        if anything raises, right away."""
+        """Verify the credentials, then store them (see the module docstring). The claim ends in the
+        transaction that stores the outcome, or, if anything raises, right away."""
         try:
             return await self._verify_and_store(submission)
         except ClaimLost as lost:
@@ -373,7 +357,7 @@ class Submissions:
         if not verification.ok:
             async with self.db.transaction() as tx:
                 await end_claim(tx, s.claim_id, verification)
-                await tx.audit.add(_failed_event(s, rotated, verification, now))
+                await tx.audit.add(_event(s, rotated, now, verification))
             return SubmissionOutcome(verification)
         try:
             async with self.db.transaction() as tx:
@@ -384,24 +368,11 @@ class Submissions:
                     return SubmissionOutcome(verification, problem=stored)
                 request_id, connection, version = stored
                 await seal_credential(
-                    tx,
-                    self.cipher,
-                    s.provider.secrets_of(s.values),
-                    team_id=s.team_id,
-                    connection_id=connection.id,
-                    version=version,
-                    now=now,
+                    tx, self.cipher, s.provider.secrets_of(s.values), connection, version, now
                 )
-                await tx.verifications.add(
-                    VerificationRecord.from_verification(
-                        verification,
-                        team_id=s.team_id,
-                        connection_id=connection.id,
-                        trigger=Trigger.CREATE if s.kind is RequestKind.CONNECTION else Trigger.ROTATION,
-                        actor=s.user_id,
-                    )
-                )
-                await tx.audit.add(_stored_event(s, connection, now))
+                trigger = Trigger.CREATE if s.kind is RequestKind.CONNECTION else Trigger.ROTATION
+                await tx.verifications.add(history_row(verification, connection, trigger, s.user_id))
+                await tx.audit.add(_event(s, connection, now, None))
         except (RotationPending, MasterKeyMoved) as error:
             # Rolled back with the rest: the claim's end too.
             await self.release_claim(s.claim_id)
@@ -467,49 +438,22 @@ async def _store_rotation(tx: UnitOfWork, s: Submission, now: datetime) -> tuple
     return rotation.id, row, version
 
 
-def _failed_event(
-    s: Submission, rotated: ConnectionSummary | None, verification: Verification, now: datetime
+def _event(
+    s: Submission,
+    connection: Connection | ConnectionSummary | None,
+    now: datetime,
+    failed: Verification | None,
 ) -> AuditEvent:
-    reason = verification.outcome.value
-    if rotated is None:
-        return audit_event(
-            s.team_id,
-            s.user_id,
-            "connection.create_failed",
-            now,
-            reason=reason,
-            details={"provider": s.provider.key, "name": s.name},
-        )
-    status = rotated.status.value
-    return audit_event(
-        s.team_id,
-        s.user_id,
-        "connection.rotation_failed",
-        now,
-        connection=rotated,
-        before=status,
-        after=status,
-        reason=reason,
-    )
-
-
-def _stored_event(s: Submission, connection: Connection, now: datetime) -> AuditEvent:
-    if s.kind is RequestKind.CONNECTION:
-        return audit_event(
-            s.team_id,
-            s.user_id,
-            "connection.created",
-            now,
-            connection=connection,
-            after=Status.PENDING_APPROVAL,
-        )
-    status = Status(connection.status).value
-    return audit_event(
-        s.team_id,
-        s.user_id,
-        "connection.rotation_requested",
-        now,
-        connection=connection,
-        before=status,
-        after=status,
-    )
+    """The audit event of a stored submission, or of one whose verification ``failed``; ``connection``
+    is the one stored or rotated (None for a new connection that failed)."""
+    fields: dict[str, Any]
+    if connection is None:
+        action, fields = "connection.create_failed", {"details": {"provider": s.provider.key, "name": s.name}}
+    elif s.kind is RequestKind.CONNECTION:
+        action, fields = "connection.created", {"connection": connection, "after": Status.PENDING_APPROVAL}
+    else:
+        status = Status(connection.status).value
+        action = "connection.rotation_requested" if failed is None else "connection.rotation_failed"
+        fields = {"connection": connection, "before": status, "after": status}
+    reason = None if failed is None else failed.outcome.value
+    return audit_event(s.team_id, s.user_id, action, now, reason=reason, **fields)

@@ -19,6 +19,7 @@ __all__ = [
     "duration_text",
     "escape",
     "escaped_chunks",
+    "inline",
     "one_line",
     "plural",
     "slack_date",
@@ -58,6 +59,11 @@ def one_line(text: str, fallback: str = "(no name)") -> str:
     """Collapse runs of whitespace (newlines included) so user text cannot break a layout."""
     collapsed = " ".join(text.split())
     return collapsed or fallback
+
+
+def inline(text: str, limit: int, fallback: str = "(no name)") -> str:
+    """User text for a line of mrkdwn: on one line, shortened to ``limit``, then escaped."""
+    return escape(truncate(one_line(text, fallback), limit))
 
 
 def escaped_chunks(text: str, limit: int) -> list[str]:

@@ -26,7 +26,8 @@ from blocks.parts import (
     quoted_name,
     section,
 )
-from blocks.retests import failing_duration, provider_title, summary_text, verification_facts
+from blocks.results import verification_facts
+from blocks.retests import failing_duration, provider_title, summary_text
 from blocks.text import plural, slack_date, user_mention
 from bot.domain import ConnectionSummary, RetestResult, Status
 from bot.providers.base import Provider

@@ -164,5 +164,4 @@ def rotation_reminder_dm(
 
 def _days(days: float) -> str:
     """ "90 days", "1 day", "0.5 days": a whole number without its ".0"."""
-    shown = f"{days:.10g}"
-    return f"{shown} day" if days == 1 else f"{shown} days"
+    return f"{days:.10g} day{'' if days == 1 else 's'}"

@@ -53,6 +53,7 @@ __all__ = [
     "REASON_MAX_LENGTH",
     "REMINDER_ACTIONS_BLOCK",
     "ROTATION_ACTIONS_BLOCK",
+    "STATUS_ICONS",
     "admin_check_failed_reply",
     "already_decided_reply",
     "decide_buttons",
@@ -82,7 +83,8 @@ _ACTIONS = {
     RequestKind.CONNECTION: (ids.ACTION_APPROVE, ids.ACTION_REJECT, APPROVAL_ACTIONS_BLOCK),
     RequestKind.ROTATION: (ids.ACTION_APPROVE_ROTATION, ids.ACTION_REJECT_ROTATION, ROTATION_ACTIONS_BLOCK),
 }
-_ICONS = {
+STATUS_ICONS = {
+    Status.PENDING_APPROVAL: "⏳",
     Status.ACTIVE: "✅",
     Status.REJECTED: "❌",
     Status.EXPIRED: "⌛",
@@ -92,6 +94,7 @@ _ICONS = {
     RotationStatus.EXPIRED: "⌛",
     RotationStatus.CANCELLED: "🚫",
 }
+"""The icon of each status of a connection or of a rotation."""
 _ON_APPROVAL = {
     RequestKind.CONNECTION: (
         "Approving makes the connection usable by the team. Rejecting asks you for a reason, which "
@@ -121,7 +124,10 @@ def request_message(request: ApprovalRequest) -> dict[str, Any]:
     and Approve / Reject, each carrying ``request.id``. Reject opens :func:`reason_modal`, which
     asks for the reason, so it has no confirm step."""
     blocks = [*_request_blocks(request), context(_ON_APPROVAL[request.kind]), decide_buttons(request)]
-    return message(f"{_subject_line(request)} by {user_mention(request.requested_by)}", blocks)
+    connection = request.connection
+    prefix = "Approval requested:" if request.kind is RequestKind.CONNECTION else "🔁 Rotation requested for"
+    subject = f"{prefix} {quoted_name(connection.name)} ({provider_text(connection)})"
+    return message(f"{subject} by {user_mention(request.requested_by)}", blocks)
 
 
 def decide_buttons(
@@ -189,12 +195,6 @@ def reason_modal(request: ApprovalRequest, *, private_metadata: str) -> dict[str
     return modal(callback_id, title, blocks, submit="Reject", private_metadata=private_metadata)
 
 
-def _subject_line(request: ApprovalRequest) -> str:
-    connection = request.connection
-    prefix = "Approval requested:" if request.kind is RequestKind.CONNECTION else "🔁 Rotation requested for"
-    return f"{prefix} {quoted_name(connection.name)} ({provider_text(connection)})"
-
-
 def _request_blocks(request: ApprovalRequest) -> list[Block]:
     """What the request and its decided form share: header, facts and checks."""
     connection = request.connection
@@ -236,7 +236,7 @@ def _outcome_line(request: ApprovalRequest) -> str:
         decision = f"{status.value.capitalize()}{who}{when}: {_ROTATION_OUTCOMES[RotationStatus(status)]}"
     else:
         raise ValueError(_NEVER_DECIDED)
-    return f"{_ICONS[status]} {decision}"
+    return f"{STATUS_ICONS[status]} {decision}"
 
 
 def _decision(status: Status, decided_by: str | None, decided_at: datetime | None) -> str:
@@ -351,10 +351,8 @@ def _identity(request: ApprovalRequest) -> str:
     """Which credential a direct message is about, without revealing it."""
     connection = request.connection
     if request.kind is RequestKind.CONNECTION:
-        return (
-            f"{provider_text(connection)} · key {key_text(connection.key_hint)} · requested "
-            f"{slack_date(connection.created_at)}"
-        )
+        key = key_text(connection.key_hint)
+        return f"{provider_text(connection)} · key {key} · requested {slack_date(connection.created_at)}"
     facts = [provider_text(connection)]
     old = _old_hint(request)
     if old:

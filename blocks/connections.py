@@ -224,12 +224,10 @@ def connection_line(
     age = key_age_fact(connection, now, rotation_days)
     if age is not None:
         facts.append(age)
-    text = MarkdownTextObject(text=f"*{name}* · {provider_text(connection)}\n{' · '.join(facts)}\n{added}")
-    if connection.status not in RETESTABLE:
-        return dict(SectionBlock(text=text).to_dict())
     # The button rides on the line itself: one more block per connection would not fit in a
     # message (50 blocks) or a Home tab (100).
-    return dict(SectionBlock(text=text, accessory=retest_button(connection.id)).to_dict())
+    button = retest_button(connection.id) if connection.status in RETESTABLE else None
+    return section(f"*{name}* · {provider_text(connection)}\n{' · '.join(facts)}\n{added}", button)
 
 
 def _pagination(page: Page[ConnectionSummary]) -> Block:

@@ -14,10 +14,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from slack_sdk.models.blocks import ContextBlock, MarkdownTextObject
 from slack_sdk.models.views import View
 
-from blocks.approval import decide_buttons
+from blocks.approval import STATUS_ICONS, decide_buttons
 from blocks.connections import connection_line, provider_card
 from blocks.parts import (
     Block,
@@ -31,7 +30,7 @@ from blocks.parts import (
     section,
 )
 from blocks.text import plural, slack_date, user_mention
-from bot.domain import HOME_ITEMS_MAX, ApprovalRequest, ConnectionSummary, HomeData, Status
+from bot.domain import HOME_ITEMS_MAX, ApprovalRequest, ConnectionSummary, HomeData
 from bot.providers.base import Check, Provider
 
 __all__ = ["HOME_MAX_BLOCKS", "PROVIDERS_SHOWN_MAX", "decide_block_id", "home_view"]
@@ -44,14 +43,6 @@ PROVIDERS_SHOWN_MAX = 8
 _CHECKS_SHOWN_MAX = 10  # a context block holds at most 10 elements
 _CHECK_DETAIL_MAX = 300
 _WHY_MAX = 300
-
-_STATUS = {
-    Status.PENDING_APPROVAL: "⏳",
-    Status.ACTIVE: "✅",
-    Status.REJECTED: "❌",
-    Status.EXPIRED: "⌛",
-    Status.REVOKED: "🚫",
-}
 
 
 def decide_block_id(connection_id: str) -> str:
@@ -124,7 +115,7 @@ def _own_connections(data: HomeData, now: datetime | None, rotation_days: float 
 def _own_connection(
     connection: ConnectionSummary, now: datetime | None, rotation_days: float | None
 ) -> Block:
-    status = f"{_STATUS[connection.status]} {connection.status.label}"
+    status = f"{STATUS_ICONS[connection.status]} {connection.status.label}"
     added = f"added {slack_date(connection.created_at)}"
     return connection_line(connection, now, rotation_days, status=status, added=added)
 
@@ -167,4 +158,4 @@ def _checks(checks: Sequence[Check]) -> Block:
     lines = [check_line(check, "✅" if check.passed else "⚠️", _CHECK_DETAIL_MAX) for check in shown]
     if len(checks) > len(shown):
         lines.append(f"and {plural(len(checks) - len(shown), 'more check')}")
-    return dict(ContextBlock(elements=[MarkdownTextObject(text=line) for line in lines]).to_dict())
+    return context(*lines)

@@ -80,14 +80,14 @@ def message(text: str, blocks: Sequence[Block]) -> dict[str, Any]:
     return {"text": text, "blocks": list(blocks)}
 
 
-def section(text: str) -> Block:
-    """A section holding one mrkdwn text (at most 3000 characters, already escaped)."""
-    return dict(SectionBlock(text=MarkdownTextObject(text=text)).to_dict())
+def section(text: str, accessory: ButtonElement | None = None) -> Block:
+    """A section holding one mrkdwn text (at most 3000 characters, already escaped), and a button."""
+    return dict(SectionBlock(text=MarkdownTextObject(text=text), accessory=accessory).to_dict())
 
 
-def context(text: str) -> Block:
-    """A context line holding one mrkdwn text (already escaped)."""
-    return dict(ContextBlock(elements=[MarkdownTextObject(text=text)]).to_dict())
+def context(*texts: str) -> Block:
+    """A context line of mrkdwn texts (already escaped), at most ten."""
+    return dict(ContextBlock(elements=[MarkdownTextObject(text=text) for text in texts]).to_dict())
 
 
 def fields_section(fields: Sequence[str]) -> Block:
@@ -243,11 +243,10 @@ def pack_sections(lines: Sequence[str], max_blocks: int, *, left_out: str = _LEF
     current = ""
     for line in lines:
         joined = f"{current}\n{line}" if current else line
-        if len(joined) <= SECTION_TEXT_MAX:
-            current = joined
-            continue
-        texts.append(current)
-        current = line
+        if len(joined) > SECTION_TEXT_MAX:
+            texts.append(current)
+            joined = line
+        current = joined
     if current:
         texts.append(current)
     if len(texts) > max_blocks:

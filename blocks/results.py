@@ -67,9 +67,7 @@ def outcome_headline(provider: Provider, verification: Verification, name: str |
 
 def latency_text(latency_ms: int) -> str:
     """ "240 ms" below a second, "1.2 s" above."""
-    if latency_ms < 1000:
-        return f"{latency_ms} ms"
-    return f"{latency_ms / 1000:.1f} s"
+    return f"{latency_ms} ms" if latency_ms < 1000 else f"{latency_ms / 1000:.1f} s"
 
 
 def verification_facts(title: str, verification: Verification) -> str:

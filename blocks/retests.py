@@ -13,8 +13,6 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from slack_sdk.models.blocks import MarkdownTextObject, SectionBlock
-
 from blocks.approval import decide_buttons
 from blocks.connections import (
     HEALTH_LABELS,
@@ -291,9 +289,8 @@ def _failing_in_full(result: RetestResult, title: str) -> tuple[Block, int]:
         if len(joined) > SECTION_TEXT_MAX:
             break
         text = joined
-    accessory = retest_button(connection.id) if connection.status in RETESTABLE else None
-    block = SectionBlock(text=MarkdownTextObject(text=text), accessory=accessory)
-    return dict(block.to_dict()), len(text)
+    button = retest_button(connection.id) if connection.status in RETESTABLE else None
+    return section(text, button), len(text)
 
 
 def _line(result: RetestResult, title: str) -> str:
@@ -352,13 +349,12 @@ def status_message(
     blocks: list[Block] = [header(one_line(connection.name)), _status_facts(report, title, now)]
     stored_at = connection.credential_created_at
     if stored_at is not None and key_is_stale(connection, now, rotation_days):
-        age = credential_age_text(stored_at, now)
-        blocks.append(
-            section(
-                f"⚠️ *This key was stored {age} ago*, more than the {rotation_days:g} days after which "
-                "keys should be replaced: rotate it with the *Rotate* button below."
-            )
+        stale = (
+            f"⚠️ *This key was stored {credential_age_text(stored_at, now)} ago*, more than the "
+            f"{rotation_days:g} days after which keys should be replaced: rotate it with the *Rotate* "
+            "button below."
         )
+        blocks.append(section(stale))
     rotation = report.pending_rotation
     if rotation is not None:
         blocks.append(section(_pending_rotation_note(rotation)))

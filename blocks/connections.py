@@ -102,47 +102,27 @@ def help_message(providers: Sequence[Provider], unknown: str | None = None) -> d
         typed = inline(unknown.replace("`", "'"), 100, "")
         blocks.append(section(f"I don't know `{typed}`. Here is what I can do:"))
     blocks.append(header("/connections"))
-    keys = ", ".join(f"`{escape(p.key)}` ({escape(p.title)})" for p in providers) or "none yet"
+    # The whole line is escaped, so the commands' <placeholders> and the providers' keys show as typed.
+    keys = ", ".join(f"`{p.key}` ({p.title})" for p in providers) or "none yet"
     commands = [
-        ("/connections", "show the providers you can connect and this workspace's connections."),
-        ("/connections help", "show this help."),
-        (
-            "/connections connect <provider key>",
-            f"open the form for one provider directly. Provider keys: {keys}.",
-        ),
-        (
-            "/connections list [page]",
-            f"list this workspace's connections, newest first, {PAGE_SIZE} per page.",
-        ),
-        (
-            "/connections test <name>",
-            "re-verify one connection with its stored credentials and show what the provider said.",
-        ),
-        (
-            "/connections test all",
-            "re-verify every active connection with its stored credentials; failing ones come first.",
-        ),
-        (
-            "/connections status <name>",
-            "show one connection's health, key age and its last 10 verification results.",
-        ),
-        (
-            "/connections rotate <name>",
-            "replace a connection's key (its owner or an admin): the new key is verified, then "
-            "approved by an admin, before it replaces the old one.",
-        ),
-        (
-            "/connections remove <name>",
-            "remove a connection (its owner or an admin): it is revoked and its stored credentials "
-            "are destroyed.",
-        ),
-        (
-            "/connections audit <name>",
-            "show who did what to one connection, its last 20 events (admins only).",
-        ),
+        "`/connections`: show the providers you can connect and this workspace's connections.",
+        "`/connections help`: show this help.",
+        "`/connections connect <provider key>`: open the form for one provider directly. "
+        f"Provider keys: {keys}.",
+        f"`/connections list [page]`: list this workspace's connections, newest first, {PAGE_SIZE} per page.",
+        "`/connections test <name>`: re-verify one connection with its stored credentials and show what "
+        "the provider said.",
+        "`/connections test all`: re-verify every active connection with its stored credentials; failing "
+        "ones come first.",
+        "`/connections status <name>`: show one connection's health, key age and its last 10 "
+        "verification results.",
+        "`/connections rotate <name>`: replace a connection's key (its owner or an admin): the new key is "
+        "verified, then approved by an admin, before it replaces the old one.",
+        "`/connections remove <name>`: remove a connection (its owner or an admin): it is revoked and its "
+        "stored credentials are destroyed.",
+        "`/connections audit <name>`: show who did what to one connection, its last 20 events (admins only).",
     ]
-    lines = [f"• `{escape(command)}`: {explanation}" for command, explanation in commands]
-    blocks.append(section("\n".join(lines)))
+    blocks.append(section("\n".join(f"• {escape(line)}" for line in commands)))
     if unknown:
         text = "I didn't understand that command. Here is how to use /connections."
     else:

@@ -104,21 +104,16 @@ def as_utc(dt: datetime) -> datetime:
 
 
 def slack_date(dt: datetime, fallback_fmt: str = "%Y-%m-%d %H:%M UTC") -> str:
-    """A date Slack shows in each reader's own time zone, e.g. "Yesterday at 3:04 PM".
-
-    Clients that cannot render it show the fallback, formatted in UTC. A naive ``dt`` is taken to
-    be UTC, which is how the store writes timestamps.
-    """
+    """A date Slack shows in each reader's own time zone, e.g. "Yesterday at 3:04 PM"; clients that
+    cannot render it show the fallback, in UTC (see :func:`as_utc` for a naive ``dt``)."""
     aware = as_utc(dt)
     fallback = escape(aware.strftime(fallback_fmt)).replace("|", "/")
     return f"<!date^{int(aware.timestamp())}^{{date_short_pretty}} at {{time}}|{fallback}>"
 
 
 def credential_age_text(stored_at: datetime, now: datetime) -> str:
-    """How long ago a credential was stored, in whole days: "today", "1 day", "95 days".
-
-    Naive datetimes are taken to be UTC, as in :func:`slack_date`; a ``stored_at`` after ``now``
-    (clocks a little apart) counts as today."""
+    """How long ago a credential was stored, in whole days: "today", "1 day", "95 days"; a
+    ``stored_at`` after ``now`` (clocks a little apart) counts as today."""
     days = (as_utc(now) - as_utc(stored_at)).days
     return "today" if days < 1 else plural(days, "day")
 

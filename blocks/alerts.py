@@ -49,12 +49,10 @@ def health_alert(result: RetestResult, provider: Provider | None) -> dict[str, A
     connection, verification = result.connection, result.verification
     title = provider_title(connection, provider)
     name = quoted_name(connection.name)
-    facts = [f"Owner: {user_mention(connection.created_by)}"]
     since = _failing_since(result)
-    if since:
-        facts.append(f"failing since {since}")
+    facts = f"Owner: {user_mention(connection.created_by)}" + (f" · failing since {since}" if since else "")
     blocks: list[Block] = [
-        section(f"🔴 *{name} ({title}) is failing*\n{' · '.join(facts)}"),
+        section(f"🔴 *{name} ({title}) is failing*\n{facts}"),
         section(f"*What failed:* {summary_text(verification)}"),
         *checks_blocks(
             [c for c in verification.checks if not c.passed], failures_are_fatal=True, max_blocks=5

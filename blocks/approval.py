@@ -152,9 +152,8 @@ def decided_message(request: ApprovalRequest) -> dict[str, Any]:
     approval raises ``ValueError``."""
     outcome = _outcome_line(request)
     blocks = [*_request_blocks(request), section(outcome)]
-    if request.status in (Status.REJECTED, RotationStatus.REJECTED) or (
-        request.reason and request.reason.strip()
-    ):
+    rejected = request.status in (Status.REJECTED, RotationStatus.REJECTED)
+    if rejected or (request.reason and request.reason.strip()):
         blocks.append(section(quoted_reason(request.reason)))
     connection = request.connection
     prefix = "" if request.kind is RequestKind.CONNECTION else "🔁 Rotation of "
@@ -291,8 +290,8 @@ def _connection_news(request: ApprovalRequest) -> tuple[str, list[str]]:
 
 def _rotation_news(request: ApprovalRequest) -> tuple[str, list[str]]:
     connection, status = request.connection, request.status
-    provider = provider_text(connection)
-    subject = f"The new credentials for {provider} connection {quoted_name(connection.name)}"
+    provider, name = provider_text(connection), quoted_name(connection.name)
+    subject = f"The new credentials for {provider} connection {name}"
     destroyed = (
         "*What next:* the new credentials you entered were destroyed and the connection keeps using its "
         f"current key{named_key(connection.key_hint)}."
@@ -313,10 +312,7 @@ def _rotation_news(request: ApprovalRequest) -> tuple[str, list[str]]:
         text = f"⌛ {subject} expired: nobody decided on them within the time limit."
         return text, [text, f"{destroyed} To rotate, click *Rotate* and let an admin know it is waiting."]
     if status is RotationStatus.CANCELLED:
-        text = (
-            f"🚫 The rotation of {provider} connection {quoted_name(connection.name)} was cancelled: the "
-            "connection was removed."
-        )
+        text = f"🚫 The rotation of {provider} connection {name} was cancelled: the connection was removed."
         gone = (
             "The new credentials you entered were destroyed. If you created the new key only for this "
             f"connection, delete it at {provider}."

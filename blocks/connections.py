@@ -33,7 +33,6 @@ __all__ = [
     "help_message",
     "key_age_fact",
     "key_is_stale",
-    "provider_block_id",
     "provider_card",
     "retest_button",
     "rotate_button",
@@ -54,11 +53,6 @@ RETESTABLE = (Status.ACTIVE, Status.PENDING_APPROVAL)
 _DESCRIPTION_MAX = 1000
 
 
-def provider_block_id(provider: Provider) -> str:
-    """block_id of a provider's card."""
-    return f"provider_{provider.key}"
-
-
 def connections_message(
     providers: Sequence[Provider],
     page: Page[ConnectionSummary],
@@ -75,7 +69,7 @@ def connections_message(
     blocks: list[Block] = [header("Connections")]
     if providers:
         blocks.append(context("Pick a provider and click *Connect* to add a connection."))
-        blocks.extend(provider_card(p, provider_block_id(p)) for p in providers)
+        blocks.extend(provider_card(p, f"provider_{p.key}") for p in providers)
     blocks.append(header("In this workspace"))
     if page.total == 0:
         blocks.append(
@@ -124,10 +118,8 @@ def help_message(providers: Sequence[Provider], unknown: str | None = None) -> d
     ]
     blocks.append(section("\n".join(f"• {escape(line)}" for line in commands)))
     if unknown:
-        text = "I didn't understand that command. Here is how to use /connections."
-    else:
-        text = "How to use /connections"
-    return message(text, blocks)
+        return message("I didn't understand that command. Here is how to use /connections.", blocks)
+    return message("How to use /connections", blocks)
 
 
 def key_is_stale(connection: ConnectionSummary, now: datetime, rotation_days: float | None) -> bool:

@@ -214,9 +214,8 @@ def _name_input(provider: Provider, initial: str | None) -> Block:
     )
     hint += f", e.g. {examples}." if examples else "."
     placeholder = provider.name_examples[0] if provider.name_examples else ""
-    return _field_input(
-        FormField(ids.BLOCK_NAME, "Name", hint, placeholder, max_length=NAME_MAX_LENGTH), initial
-    )
+    field = FormField(ids.BLOCK_NAME, "Name", hint, placeholder, max_length=NAME_MAX_LENGTH)
+    return _field_input(field, initial)
 
 
 def _field_input(field: FormField, initial: str | None) -> Block:

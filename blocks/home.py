@@ -80,10 +80,8 @@ def home_view(
         blocks += [header("Waiting for your decision"), *_pending_requests(data)]
     elif data.admin_check_failed:
         not_shown = "requests waiting for a decision are not shown. Open this tab again in a minute."
-        blocks += [
-            header("Waiting for your decision"),
-            section(admin_unchecked(data.admin_why, not_shown, _WHY_MAX)),
-        ]
+        refused = admin_unchecked(data.admin_why, not_shown, _WHY_MAX)
+        blocks += [header("Waiting for your decision"), section(refused)]
     if len(blocks) > HOME_MAX_BLOCKS:
         # The caps above keep every Home within the limit; reaching this is a bug, not user input.
         raise ValueError(f"a Home tab holds at most {HOME_MAX_BLOCKS} blocks, not {len(blocks)}")

@@ -101,9 +101,6 @@ _HISTORY_MAX_BLOCKS = 4
 _STATUS_ACTIONS_BLOCK = "connection_status_actions"
 
 
-# --- shared pieces ------------------------------------------------------------------------------
-
-
 def provider_title(connection: ConnectionSummary, provider: Provider | None) -> str:
     """The provider's name, escaped; the stored title when the bot no longer offers the provider."""
     title = provider.title if provider is not None else connection.provider_title
@@ -113,9 +110,6 @@ def provider_title(connection: ConnectionSummary, provider: Provider | None) -> 
 def summary_text(verification: Verification | HistoryEntry, limit: int = _SUMMARY_MAX) -> str:
     """What the provider said (or, unsaid, the outcome), on one line, shortened and escaped."""
     return inline(verification.summary, limit, verification.outcome.value.replace("_", " "))
-
-
-# --- starting -----------------------------------------------------------------------------------
 
 
 def retest_started(count: int) -> dict[str, Any]:
@@ -294,8 +288,7 @@ def _failing_in_full(result: RetestResult, title: str) -> tuple[Block, int]:
 
 
 def _line(result: RetestResult, title: str) -> str:
-    """One connection of the report on one line; what the provider said only when it failed, the
-    latency only when the check was conclusive."""
+    """One connection of the report on one line."""
     icon = "✅" if result.ok else ("❌" if result.conclusive else "⏳")
     facts = [f"{icon} *{name_text(result.connection.name)}*", title]
     if not result.ok:

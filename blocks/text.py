@@ -32,8 +32,6 @@ SECTION_TEXT_MAX = 3000
 HEADER_MAX = 150
 """Characters in a header block's text."""
 
-ELLIPSIS = "…"
-
 
 def escape(text: str) -> str:
     """Escape user text for mrkdwn so it shows literally: no mentions, no links, no entities.
@@ -52,7 +50,7 @@ def truncate(text: str, limit: int) -> str:
         raise ValueError("limit must be at least 1")
     if len(text) <= limit:
         return text
-    return text[: limit - 1].rstrip() + ELLIPSIS
+    return text[: limit - 1].rstrip() + "…"
 
 
 def one_line(text: str, fallback: str = "(no name)") -> str:

@@ -14,7 +14,6 @@ from typing import Any
 from blocks.approval import rotate_actions
 from blocks.connections import RETESTABLE, connection_buttons, retest_button
 from blocks.parts import (
-    Block,
     actions,
     checks_blocks,
     context,
@@ -51,7 +50,7 @@ def health_alert(result: RetestResult, provider: Provider | None) -> dict[str, A
     name = quoted_name(connection.name)
     since = _failing_since(result)
     facts = f"Owner: {user_mention(connection.created_by)}" + (f" · failing since {since}" if since else "")
-    blocks: list[Block] = [
+    blocks = [
         section(f"🔴 *{name} ({title}) is failing*\n{facts}"),
         section(f"*What failed:* {summary_text(verification)}"),
         *checks_blocks(
@@ -115,7 +114,7 @@ def resolved_alert(result: RetestResult) -> dict[str, Any]:
     failed = f"failed{f' from {since}' if since else ''}{f' for {lasted}' if lasted else ''}"
     recovered = connection.last_verified_at
     back = f" and works again since {slack_date(recovered)}" if recovered is not None else " and works again"
-    blocks: list[Block] = [
+    blocks = [
         section(f"✅ ~{name} ({title}) is failing~ *Resolved*\n{name} {failed}{back}."),
         context(f"Owner: {user_mention(connection.created_by)} · the thread below has the details."),
     ]

@@ -81,7 +81,7 @@ def message(text: str, blocks: Sequence[Block]) -> dict[str, Any]:
 
 
 def section(text: str, accessory: ButtonElement | None = None) -> Block:
-    """A section holding one mrkdwn text (at most 3000 characters, already escaped), and a button."""
+    """A section holding one mrkdwn text (at most 3000 characters, already escaped), and maybe a button."""
     return dict(SectionBlock(text=MarkdownTextObject(text=text), accessory=accessory).to_dict())
 
 

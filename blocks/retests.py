@@ -247,7 +247,8 @@ def _report_summary(report: RetestReport) -> tuple[str, str]:
     """The report's first section, and its notification text: the counts."""
     total = len(report.results)
     if total == 0:
-        return ("There was no active connection to re-test.",) * 2
+        nothing = "There was no active connection to re-test."
+        return nothing, nothing
     counts = f"{report.healthy} healthy, {report.failing} failing"
     if report.inconclusive:
         counts += f", {report.inconclusive} inconclusive (rate-limited)"
@@ -314,9 +315,10 @@ def _pack_counted(
     for unit in units:
         joined = f"{current}\n{unit}" if current else unit
         if len(joined) <= SECTION_TEXT_MAX:
-            if used + len(joined) - len(current) > max_chars:
+            grown = len(joined) - len(current)
+            if used + grown > max_chars:
                 break
-            current, used = joined, used + len(joined) - len(current)
+            current, used = joined, used + grown
         else:
             if len(texts) + 2 > max_blocks or used + len(unit) > max_chars:
                 break

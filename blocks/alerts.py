@@ -11,12 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from slack_sdk.models.blocks import ActionsBlock, ButtonElement
-
 from blocks.approval import rotate_actions
-from blocks.connections import RETESTABLE, retest_button, rotate_button
+from blocks.connections import RETESTABLE, connection_buttons, retest_button
 from blocks.parts import (
-    Block,
+    actions,
     checks_blocks,
     context,
     hints_blocks,
@@ -26,9 +24,10 @@ from blocks.parts import (
     quoted_name,
     section,
 )
-from blocks.retests import failing_duration, provider_title, summary_text, verification_facts
+from blocks.results import verification_facts
+from blocks.retests import failing_duration, provider_title, summary_text
 from blocks.text import plural, slack_date, user_mention
-from bot.domain import ConnectionSummary, RetestResult, Status
+from bot.domain import ConnectionSummary, RetestResult
 from bot.providers.base import Provider
 
 __all__ = [
@@ -40,8 +39,6 @@ __all__ = [
 ]
 
 _ALERT_ACTIONS_BLOCK = "health_alert_actions"
-_CHECKS_MAX_BLOCKS = 5
-_HINTS_MAX_BLOCKS = 10
 _TEXT_SUMMARY_MAX = 200
 
 
@@ -51,24 +48,20 @@ def health_alert(result: RetestResult, provider: Provider | None) -> dict[str, A
     connection, verification = result.connection, result.verification
     title = provider_title(connection, provider)
     name = quoted_name(connection.name)
-    facts = [f"Owner: {user_mention(connection.created_by)}"]
     since = _failing_since(result)
-    if since:
-        facts.append(f"failing since {since}")
-    blocks: list[Block] = [
-        section(f"🔴 *{name} ({title}) is failing*\n{' · '.join(facts)}"),
+    facts = f"Owner: {user_mention(connection.created_by)}" + (f" · failing since {since}" if since else "")
+    blocks = [
+        section(f"🔴 *{name} ({title}) is failing*\n{facts}"),
         section(f"*What failed:* {summary_text(verification)}"),
         *checks_blocks(
-            [c for c in verification.checks if not c.passed],
-            failures_are_fatal=True,
-            max_blocks=_CHECKS_MAX_BLOCKS,
+            [c for c in verification.checks if not c.passed], failures_are_fatal=True, max_blocks=5
         ),
-        *hints_blocks(verification.hints, max_blocks=_HINTS_MAX_BLOCKS),
+        *hints_blocks(verification.hints, max_blocks=10),
         context(verification_facts(title, verification)),
     ]
-    buttons = _buttons(result)
+    buttons = connection_buttons(connection)
     if buttons:
-        blocks.append(dict(ActionsBlock(block_id=_ALERT_ACTIONS_BLOCK, elements=buttons).to_dict()))
+        blocks.append(actions(*buttons, block_id=_ALERT_ACTIONS_BLOCK))
     text = (
         f"🔴 {name} ({title}) is failing: {summary_text(verification, _TEXT_SUMMARY_MAX)} "
         f"(owner {user_mention(connection.created_by)})"
@@ -89,11 +82,9 @@ def still_failing_reminder(result: RetestResult, provider: Provider | None) -> d
     when += f" (since {since})" if since else ""
     owner = user_mention(connection.created_by)
     summary = summary_text(result.verification)
-    blocks: list[Block] = [
-        section(f"🔴 {name} ({title}) is still failing{when}. Owner: {owner}\n{summary}"),
-    ]
+    blocks = [section(f"🔴 {name} ({title}) is still failing{when}. Owner: {owner}\n{summary}")]
     if connection.status in RETESTABLE:
-        blocks.append(dict(ActionsBlock(elements=[retest_button(connection.id)]).to_dict()))
+        blocks.append(actions(retest_button(connection.id)))
     text = f"🔴 {name} ({title}) is still failing{f' for {lasted}' if lasted else ''} (owner {owner})"
     return message(text, blocks)
 
@@ -123,7 +114,7 @@ def resolved_alert(result: RetestResult) -> dict[str, Any]:
     failed = f"failed{f' from {since}' if since else ''}{f' for {lasted}' if lasted else ''}"
     recovered = connection.last_verified_at
     back = f" and works again since {slack_date(recovered)}" if recovered is not None else " and works again"
-    blocks: list[Block] = [
+    blocks = [
         section(f"✅ ~{name} ({title}) is failing~ *Resolved*\n{name} {failed}{back}."),
         context(f"Owner: {user_mention(connection.created_by)} · the thread below has the details."),
     ]
@@ -138,16 +129,6 @@ def _failing_since(result: RetestResult, *, or_latest_check: bool = True) -> str
     if started is None and or_latest_check:
         started = result.connection.last_verified_at
     return slack_date(started) if started is not None else ""
-
-
-def _buttons(result: RetestResult) -> list[ButtonElement]:
-    connection = result.connection
-    buttons: list[ButtonElement] = []
-    if connection.status in RETESTABLE:
-        buttons.append(retest_button(connection.id))
-    if connection.status is Status.ACTIVE:
-        buttons.append(rotate_button(connection.id))
-    return buttons
 
 
 def rotation_reminder_dm(
@@ -180,5 +161,4 @@ def rotation_reminder_dm(
 
 def _days(days: float) -> str:
     """ "90 days", "1 day", "0.5 days": a whole number without its ".0"."""
-    shown = f"{days:.10g}"
-    return f"{shown} day" if days == 1 else f"{shown} days"
+    return f"{days:.10g} day{'' if days == 1 else 's'}"

@@ -13,25 +13,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from slack_sdk.models.blocks import (
-    ActionsBlock,
-    ButtonElement,
-    HeaderBlock,
-    InputBlock,
-    MarkdownTextObject,
-    PlainTextInputElement,
-    SectionBlock,
-)
-from slack_sdk.models.views import View
+from slack_sdk.models.blocks import ButtonElement, InputBlock, PlainTextInputElement
 
 from blocks.parts import (
     Block,
+    actions,
+    admin_unchecked,
     by,
     checks_blocks,
     context,
+    fields_section,
+    header,
     key_text,
     message,
+    modal,
     named_key,
+    not_admin,
     provider_text,
     quoted_name,
     quoted_reason,
@@ -56,6 +53,7 @@ __all__ = [
     "REASON_MAX_LENGTH",
     "REMINDER_ACTIONS_BLOCK",
     "ROTATION_ACTIONS_BLOCK",
+    "STATUS_ICONS",
     "admin_check_failed_reply",
     "already_decided_reply",
     "decide_buttons",
@@ -79,15 +77,14 @@ ROTATION_ACTIONS_BLOCK = "rotation_actions"
 REMINDER_ACTIONS_BLOCK = "rotation_reminder_actions"
 """block_id of the actions block holding a Rotate button in a direct message."""
 
-_CHECKS_MAX_BLOCKS = 10
-_WHY_SHOWN_MAX = 500
 _NEVER_DECIDED = "a request awaiting approval has no decision to show"
 
 _ACTIONS = {
     RequestKind.CONNECTION: (ids.ACTION_APPROVE, ids.ACTION_REJECT, APPROVAL_ACTIONS_BLOCK),
     RequestKind.ROTATION: (ids.ACTION_APPROVE_ROTATION, ids.ACTION_REJECT_ROTATION, ROTATION_ACTIONS_BLOCK),
 }
-_ICONS = {
+STATUS_ICONS = {
+    Status.PENDING_APPROVAL: "⏳",
     Status.ACTIVE: "✅",
     Status.REJECTED: "❌",
     Status.EXPIRED: "⌛",
@@ -97,6 +94,7 @@ _ICONS = {
     RotationStatus.EXPIRED: "⌛",
     RotationStatus.CANCELLED: "🚫",
 }
+"""The icon of each status of a connection or of a rotation."""
 _ON_APPROVAL = {
     RequestKind.CONNECTION: (
         "Approving makes the connection usable by the team. Rejecting asks you for a reason, which "
@@ -125,12 +123,11 @@ def request_message(request: ApprovalRequest) -> dict[str, Any]:
     """The message posted to the admin channel: who asks for what, what the verification found,
     and Approve / Reject, each carrying ``request.id``. Reject opens :func:`reason_modal`, which
     asks for the reason, so it has no confirm step."""
-    blocks = [
-        *_request_blocks(request),
-        context(_ON_APPROVAL[request.kind]),
-        decide_buttons(request),
-    ]
-    return message(f"{_subject_line(request)} by {user_mention(request.requested_by)}", blocks)
+    blocks = [*_request_blocks(request), context(_ON_APPROVAL[request.kind]), decide_buttons(request)]
+    connection = request.connection
+    prefix = "Approval requested:" if request.kind is RequestKind.CONNECTION else "🔁 Rotation requested for"
+    subject = f"{prefix} {quoted_name(connection.name)} ({provider_text(connection)})"
+    return message(f"{subject} by {user_mention(request.requested_by)}", blocks)
 
 
 def decide_buttons(
@@ -146,7 +143,7 @@ def decide_buttons(
     label = f" {noun}" if noun else ""
     approve = ButtonElement(text=f"Approve{label}", action_id=approve_id, value=request.id, style="primary")
     reject = ButtonElement(text=f"Reject{label}", action_id=reject_id, value=request.id, style=reject_style)
-    return dict(ActionsBlock(block_id=block_id or default_block, elements=[approve, reject]).to_dict())
+    return actions(approve, reject, block_id=block_id or default_block)
 
 
 def decided_message(request: ApprovalRequest) -> dict[str, Any]:
@@ -155,9 +152,8 @@ def decided_message(request: ApprovalRequest) -> dict[str, Any]:
     approval raises ``ValueError``."""
     outcome = _outcome_line(request)
     blocks = [*_request_blocks(request), section(outcome)]
-    if request.status in (Status.REJECTED, RotationStatus.REJECTED) or (
-        request.reason and request.reason.strip()
-    ):
+    rejected = request.status in (Status.REJECTED, RotationStatus.REJECTED)
+    if rejected or (request.reason and request.reason.strip()):
         blocks.append(section(quoted_reason(request.reason)))
     connection = request.connection
     prefix = "" if request.kind is RequestKind.CONNECTION else "🔁 Rotation of "
@@ -194,22 +190,8 @@ def reason_modal(request: ApprovalRequest, *, private_metadata: str) -> dict[str
             placeholder="e.g. Use a service account key, not a personal one.",
         ),
     )
-    view = View(
-        type="modal",
-        callback_id=callback_id,
-        title=title,
-        submit="Reject",
-        close="Cancel",
-        private_metadata=private_metadata,
-        blocks=[section(question), dict(reason.to_dict()), context(what_happens)],
-    )
-    return dict(view.to_dict())
-
-
-def _subject_line(request: ApprovalRequest) -> str:
-    connection = request.connection
-    prefix = "Approval requested:" if request.kind is RequestKind.CONNECTION else "🔁 Rotation requested for"
-    return f"{prefix} {quoted_name(connection.name)} ({provider_text(connection)})"
+    blocks = [section(question), dict(reason.to_dict()), context(what_happens)]
+    return modal(callback_id, title, blocks, submit="Reject", private_metadata=private_metadata)
 
 
 def _request_blocks(request: ApprovalRequest) -> list[Block]:
@@ -217,10 +199,10 @@ def _request_blocks(request: ApprovalRequest) -> list[Block]:
     connection = request.connection
     name = one_line(connection.name)
     if request.kind is RequestKind.CONNECTION:
-        header = truncate(f"Approval requested: {name}", HEADER_MAX)
+        title = f"Approval requested: {name}"
     else:
         prefix = "🔁 Rotation requested for “"
-        header = f"{prefix}{truncate(name, HEADER_MAX - len(prefix) - 1)}”"
+        title = f"{prefix}{truncate(name, HEADER_MAX - len(prefix) - 1)}”"
     fields = [
         f"*Provider*\n{provider_text(connection)}",
         f"*Name*\n{quoted_name(connection.name)}",
@@ -230,11 +212,7 @@ def _request_blocks(request: ApprovalRequest) -> list[Block]:
     ]
     if connection.created_by != request.requested_by:
         fields.append(f"*Owner*\n{user_mention(connection.created_by)}")
-    return [
-        dict(HeaderBlock(text=header).to_dict()),
-        dict(SectionBlock(fields=[MarkdownTextObject(text=f) for f in fields]).to_dict()),
-        *checks_blocks(request.checks, failures_are_fatal=False, max_blocks=_CHECKS_MAX_BLOCKS),
-    ]
+    return [header(title), fields_section(fields), *checks_blocks(request.checks, failures_are_fatal=False)]
 
 
 def _key_change(request: ApprovalRequest) -> str:
@@ -257,7 +235,7 @@ def _outcome_line(request: ApprovalRequest) -> str:
         decision = f"{status.value.capitalize()}{who}{when}: {_ROTATION_OUTCOMES[RotationStatus(status)]}"
     else:
         raise ValueError(_NEVER_DECIDED)
-    return f"{_ICONS[status]} {decision}"
+    return f"{STATUS_ICONS[status]} {decision}"
 
 
 def _decision(status: Status, decided_by: str | None, decided_at: datetime | None) -> str:
@@ -278,18 +256,16 @@ def _decision(status: Status, decided_by: str | None, decided_at: datetime | Non
 def decision_dm(request: ApprovalRequest) -> dict[str, Any]:
     """The direct message telling the requester what became of their request and what to do next.
     A request still awaiting approval raises ``ValueError``."""
-    if request.kind is RequestKind.CONNECTION:
-        text, parts, retry = _connection_news(request)
-    else:
-        text, parts, retry = _rotation_news(request)
+    rotation = request.kind is RequestKind.ROTATION
+    text, parts = (_rotation_news if rotation else _connection_news)(request)
     # One section each: an escaped reason can be five times its typed length.
     blocks = [*(section(part) for part in parts), context(_identity(request))]
-    if retry:
+    if rotation and request.status in (RotationStatus.REJECTED, RotationStatus.EXPIRED):
         blocks.append(rotate_actions(request.connection))
     return message(text, blocks)
 
 
-def _connection_news(request: ApprovalRequest) -> tuple[str, list[str], bool]:
+def _connection_news(request: ApprovalRequest) -> tuple[str, list[str]]:
     connection, status = request.connection, request.status
     subject = f"Your {provider_text(connection)} connection {quoted_name(connection.name)}"
     decided = by(request.decided_by)
@@ -297,85 +273,68 @@ def _connection_news(request: ApprovalRequest) -> tuple[str, list[str], bool]:
     again = "register the connection again with `/connections`"
     if status is Status.ACTIVE:
         text = f"✅ {subject} was approved{decided}."
-        return text, [f"{text} It is now {status.label} and ready to use."], False
+        return text, [f"{text} It is now {status.label} and ready to use."]
     if status is Status.REJECTED:
         text = f"❌ {subject} was {status.label}{decided}."
-        return (
-            text,
-            [text, quoted_reason(request.reason), f"{destroyed} Fix what the reason says, then {again}."],
-            False,
-        )
+        fix = f"{destroyed} Fix what the reason says, then {again}."
+        return text, [text, quoted_reason(request.reason), fix]
     if status is Status.EXPIRED:
         text = f"⌛ {subject} {status.label}: nobody decided on it within the time limit."
-        return text, [text, f"{destroyed} To use it, {again} and let an admin know it is waiting."], False
+        return text, [text, f"{destroyed} To use it, {again} and let an admin know it is waiting."]
     if status is Status.REVOKED:
         text = f"🚫 {subject} was {status.label}{decided}."
-        parts = [f"{text} It can no longer be used."]
-        if request.reason and request.reason.strip():
-            parts.append(quoted_reason(request.reason))
-        return text, parts, False
+        reason = [quoted_reason(request.reason)] if request.reason and request.reason.strip() else []
+        return text, [f"{text} It can no longer be used.", *reason]
     raise ValueError(_NEVER_DECIDED)
 
 
-def _rotation_news(request: ApprovalRequest) -> tuple[str, list[str], bool]:
+def _rotation_news(request: ApprovalRequest) -> tuple[str, list[str]]:
     connection, status = request.connection, request.status
-    provider = provider_text(connection)
-    subject = f"The new credentials for {provider} connection {quoted_name(connection.name)}"
-    still = f"the connection keeps using its current key{named_key(connection.key_hint)}"
+    provider, name = provider_text(connection), quoted_name(connection.name)
+    subject = f"The new credentials for {provider} connection {name}"
+    destroyed = (
+        "*What next:* the new credentials you entered were destroyed and the connection keeps using its "
+        f"current key{named_key(connection.key_hint)}."
+    )
     if status is RotationStatus.APPROVED:
         text = f"✅ {subject} were approved{by(request.decided_by)}."
-        return (
-            text,
-            [
-                f"{text} The new key{named_key(request.new_key_hint)} is now in use, and the old stored "
-                "credentials were destroyed.",
-                f"*What next:* delete the old key{named_key(_old_hint(request))} at {provider}, so it can "
-                "no longer be used anywhere.",
-            ],
-            False,
-        )
+        return text, [
+            f"{text} The new key{named_key(request.new_key_hint)} is now in use, and the old stored "
+            "credentials were destroyed.",
+            f"*What next:* delete the old key{named_key(_old_hint(request))} at {provider}, so it can "
+            "no longer be used anywhere.",
+        ]
     if status is RotationStatus.REJECTED:
         text = f"❌ {subject} were rejected{by(request.decided_by)}."
-        what_next = (
-            f"*What next:* the new credentials you entered were destroyed and {still}. Fix what the "
-            "reason says, then click *Rotate* to try again."
-        )
-        return text, [text, quoted_reason(request.reason), what_next], True
+        fix = f"{destroyed} Fix what the reason says, then click *Rotate* to try again."
+        return text, [text, quoted_reason(request.reason), fix]
     if status is RotationStatus.EXPIRED:
         text = f"⌛ {subject} expired: nobody decided on them within the time limit."
-        what_next = (
-            f"*What next:* the new credentials you entered were destroyed and {still}. To rotate, "
-            "click *Rotate* and let an admin know it is waiting."
-        )
-        return text, [text, what_next], True
+        return text, [text, f"{destroyed} To rotate, click *Rotate* and let an admin know it is waiting."]
     if status is RotationStatus.CANCELLED:
-        text = (
-            f"🚫 The rotation of {provider} connection {quoted_name(connection.name)} was cancelled: the "
-            "connection was removed."
-        )
+        text = f"🚫 The rotation of {provider} connection {name} was cancelled: the connection was removed."
         gone = (
             "The new credentials you entered were destroyed. If you created the new key only for this "
             f"connection, delete it at {provider}."
         )
-        return text, [text, gone], False
+        return text, [text, gone]
     raise ValueError(_NEVER_DECIDED)
 
 
 def rotation_pending_reply(rotation: ApprovalRequest) -> dict[str, Any]:
     """Told to someone who tries to rotate a connection whose rotation already waits for an admin."""
-    text = (
+    return reply(
         f"A rotation of {quoted_name(rotation.connection.name)} already waits for an admin's approval: "
         f"requested by {user_mention(rotation.requested_by)} {slack_date(rotation.requested_at)}, "
         f"new key{named_key(rotation.new_key_hint) or ' (no hint)'}. Nothing changed. Once an admin decides "
         "on it, you can rotate again."
     )
-    return message(text, [section(text)])
 
 
 def rotate_actions(connection: ConnectionSummary) -> Block:
     """A Rotate button for ``connection``, for a direct message."""
     button = ButtonElement(text="Rotate", action_id=ids.ACTION_ROTATE, value=connection.id, style="primary")
-    return dict(ActionsBlock(block_id=REMINDER_ACTIONS_BLOCK, elements=[button]).to_dict())
+    return actions(button, block_id=REMINDER_ACTIONS_BLOCK)
 
 
 def _old_hint(request: ApprovalRequest) -> str | None:
@@ -388,10 +347,8 @@ def _identity(request: ApprovalRequest) -> str:
     """Which credential a direct message is about, without revealing it."""
     connection = request.connection
     if request.kind is RequestKind.CONNECTION:
-        return (
-            f"{provider_text(connection)} · key {key_text(connection.key_hint)} · requested "
-            f"{slack_date(connection.created_at)}"
-        )
+        key = key_text(connection.key_hint)
+        return f"{provider_text(connection)} · key {key} · requested {slack_date(connection.created_at)}"
     facts = [provider_text(connection)]
     old = _old_hint(request)
     if old:
@@ -444,13 +401,9 @@ def refusal_text(decision: Decision, kind: RequestKind) -> str:
 
 
 def not_admin_reply(how_to_become: str) -> dict[str, Any]:
-    """Told to someone who clicked Approve or Reject without being an admin of connections.
-
-    ``how_to_become`` is mrkdwn written by the caller (it may link a channel or a user group), not
-    user text, so it is not escaped."""
-    text = "Only admins of connections can approve or reject. Nothing changed."
-    how = how_to_become.strip()
-    return reply(f"{text} {how}" if how else text)
+    """Told to someone who clicked Approve or Reject without being an admin of connections, with
+    ``how_to_become`` one (see :func:`blocks.parts.not_admin`)."""
+    return not_admin("Only admins of connections can approve or reject. Nothing changed.", how_to_become)
 
 
 def self_approval_reply() -> dict[str, Any]:
@@ -476,11 +429,6 @@ def not_found_reply() -> dict[str, Any]:
 
 
 def admin_check_failed_reply(why: str) -> dict[str, Any]:
-    """Told when Slack could not confirm the clicker is an admin: we refuse rather than guess.
-
-    ``why`` is a short plain-text reason (e.g. "Slack did not answer in time"); it is escaped."""
-    shown = escape(truncate(one_line(why, "no reason given"), _WHY_SHOWN_MAX))
-    return reply(
-        f"⚠️ We couldn't check your admin rights with Slack right now ({shown}), so nothing "
-        "changed. Try again in a minute."
-    )
+    """Told when Slack could not confirm the clicker is an admin; ``why`` is a short plain-text
+    reason (e.g. "Slack did not answer in time")."""
+    return reply(admin_unchecked(why, "nothing changed. Try again in a minute."))

@@ -12,18 +12,20 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from slack_sdk.models.blocks import HeaderBlock
-
-from blocks.parts import MESSAGE_MAX_BLOCKS, Block, context, message, pack_sections, quoted_name, section
-from blocks.text import (
-    HEADER_MAX,
-    escape,
-    one_line,
-    plural,
-    slack_date,
-    truncate,
-    user_mention,
+from blocks.parts import (
+    MESSAGE_MAX_BLOCKS,
+    Block,
+    admin_unchecked,
+    context,
+    header,
+    message,
+    not_admin,
+    pack_sections,
+    quoted_name,
+    reply,
+    section,
 )
+from blocks.text import inline, one_line, plural, slack_date, user_mention
 from bot.domain import ConnectionSummary, Status
 
 __all__ = [
@@ -57,7 +59,6 @@ _ACTIONS = {
 }
 _REASON_SHOWN_MAX = 300
 _UNKNOWN_SHOWN_MAX = 40
-_WHY_SHOWN_MAX = 500
 _PROVIDER_SHOWN_MAX = 150
 _LEFT_OUT = "_Older events were left out to fit in Slack._"
 _EXPORT_HINT = "The whole log, for every connection: `connections-bot audit export` on the bot's host."
@@ -81,11 +82,7 @@ class AuditLine(Protocol):
 
 
 def audit_history_message(
-    connection: ConnectionSummary | str,
-    events: Sequence[AuditLine],
-    *,
-    limit: int,
-    more: bool = False,
+    connection: ConnectionSummary | str, events: Sequence[AuditLine], *, limit: int, more: bool = False
 ) -> dict[str, Any]:
     """The ephemeral reply to ``/connections audit <name>``: the connection (its summary, or just
     its name) and at most ``limit`` of ``events``, in the order given (newest first).
@@ -96,30 +93,22 @@ def audit_history_message(
     name = connection.name if isinstance(connection, ConnectionSummary) else connection
     shown = list(events[:limit])
     more = more or len(events) > limit
-    blocks: list[Block] = [dict(HeaderBlock(text=truncate(f"Audit: {one_line(name)}", HEADER_MAX)).to_dict())]
+    blocks: list[Block] = [header(f"Audit: {one_line(name)}")]
     if isinstance(connection, ConnectionSummary):
         blocks.append(context(_facts(connection)))
     if shown:
-        # Room for the header, the facts and the footer.
-        blocks.extend(
-            pack_sections(
-                [_line(event) for event in shown], MESSAGE_MAX_BLOCKS - len(blocks) - 1, left_out=_LEFT_OUT
-            )
-        )
+        room = MESSAGE_MAX_BLOCKS - len(blocks) - 1  # one block is kept for the footer
+        blocks += pack_sections([_line(event) for event in shown], room, left_out=_LEFT_OUT)
     else:
         blocks.append(section("No events are recorded for this connection."))
-    if more:
-        footer = f"The last {plural(len(shown), 'event')}, newest first. {_EXPORT_HINT}"
-    else:
-        footer = f"{plural(len(shown), 'event')}, newest first. {_EXPORT_HINT}"
-    blocks.append(context(footer))
-    text = f"Audit log of {quoted_name(name)}: {plural(len(shown), 'event')}"
-    return message(text, blocks)
+    count = plural(len(shown), "event")
+    blocks.append(context(f"{'The last ' if more else ''}{count}, newest first. {_EXPORT_HINT}"))
+    return message(f"Audit log of {quoted_name(name)}: {count}", blocks)
 
 
 def audit_not_found_reply(name: str) -> dict[str, Any]:
     """Told when no connection in the workspace has (or had) the name asked for."""
-    return _reply(
+    return reply(
         f"No connection named {quoted_name(name)} in this workspace, now or before. "
         "Names ignore case; `/connections list` shows them all."
     )
@@ -127,33 +116,25 @@ def audit_not_found_reply(name: str) -> dict[str, Any]:
 
 def audit_usage_reply() -> dict[str, Any]:
     """Told when ``/connections audit`` came without a name."""
-    return _reply(
+    return reply(
         "Which connection? Type `/connections audit &lt;name&gt;`, for example "
         "`/connections audit Production warehouse`. Only admins of connections can see it."
     )
 
 
 def audit_not_admin_reply(how_to_become: str) -> dict[str, Any]:
-    """Told to someone who is not an admin of connections. ``how_to_become`` is the caller's mrkdwn
-    (it may mention a user group), not user text, so it is not escaped."""
-    text = "Only admins of connections can see the audit log."
-    how = how_to_become.strip()
-    return _reply(f"{text} {how}" if how else text)
+    """Told to someone who is not an admin of connections, with ``how_to_become`` one (see
+    :func:`blocks.parts.not_admin`)."""
+    return not_admin("Only admins of connections can see the audit log.", how_to_become)
 
 
 def audit_admin_check_failed_reply(why: str) -> dict[str, Any]:
-    """Told when Slack could not confirm the asker is an admin: we refuse rather than guess.
-
-    ``why`` is a short plain-text reason; it is escaped."""
-    shown = escape(truncate(one_line(why, "no reason given"), _WHY_SHOWN_MAX))
-    return _reply(
-        f"⚠️ We couldn't check your admin rights with Slack right now ({shown}), so the audit log "
-        "is not shown. Try again in a minute."
-    )
+    """Told when Slack could not confirm the asker is an admin; ``why`` is a short plain-text reason."""
+    return reply(admin_unchecked(why, "the audit log is not shown. Try again in a minute."))
 
 
 def _facts(summary: ConnectionSummary) -> str:
-    provider = escape(truncate(one_line(summary.provider_title, "a provider"), _PROVIDER_SHOWN_MAX))
+    provider = inline(summary.provider_title, _PROVIDER_SHOWN_MAX, "a provider")
     return (
         f"{provider} · now *{summary.status.label}* · requested by {user_mention(summary.created_by)} "
         f"{slack_date(summary.created_at)}"
@@ -167,7 +148,7 @@ def _line(event: AuditLine) -> str:
         parts.append(change)
     reason = (event.reason or "").strip()
     if reason:
-        parts.append(f"“{escape(truncate(one_line(reason), _REASON_SHOWN_MAX))}”")
+        parts.append(f"“{inline(reason, _REASON_SHOWN_MAX)}”")
     return "• " + " · ".join(parts)
 
 
@@ -180,7 +161,7 @@ def _action(action: str) -> str:
     if known is not None:
         return known
     words = action.removeprefix("connection.").replace("_", " ").replace(".", " ")
-    return escape(truncate(one_line(words, "changed"), _UNKNOWN_SHOWN_MAX))
+    return inline(words, _UNKNOWN_SHOWN_MAX, "changed")
 
 
 def _change(before: str | None, after: str | None) -> str:
@@ -195,8 +176,4 @@ def _status(value: str) -> str:
     try:
         return Status(value).label
     except ValueError:
-        return escape(truncate(one_line(value, "?"), _UNKNOWN_SHOWN_MAX))
-
-
-def _reply(text: str) -> dict[str, Any]:
-    return message(text, [section(text)])
+        return inline(value, _UNKNOWN_SHOWN_MAX, "?")

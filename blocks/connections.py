@@ -13,19 +13,10 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from slack_sdk.models.blocks import ActionsBlock, ButtonElement, HeaderBlock, MarkdownTextObject, SectionBlock
+from slack_sdk.models.blocks import ButtonElement, MarkdownTextObject, SectionBlock
 
-from blocks.parts import Block, context, key_text, message, provider_text, section
-from blocks.text import (
-    as_utc,
-    credential_age_text,
-    escape,
-    one_line,
-    plural,
-    slack_date,
-    truncate,
-    user_mention,
-)
+from blocks.parts import Block, actions, context, header, key_text, message, name_text, provider_text, section
+from blocks.text import as_utc, credential_age_text, escape, inline, plural, slack_date, user_mention
 from bot import ids
 from bot.domain import PAGE_SIZE, ConnectionSummary, Health, Page, Status
 from bot.providers.base import Provider
@@ -36,12 +27,12 @@ __all__ = [
     "HEALTH_LABELS",
     "PAGINATION_BLOCK",
     "RETESTABLE",
+    "connection_buttons",
     "connection_line",
     "connections_message",
     "help_message",
     "key_age_fact",
     "key_is_stale",
-    "provider_block_id",
     "provider_card",
     "retest_button",
     "rotate_button",
@@ -60,12 +51,6 @@ HEALTH_LABELS = {
 RETESTABLE = (Status.ACTIVE, Status.PENDING_APPROVAL)
 """The statuses whose connections still hold stored credentials, so can be re-tested."""
 _DESCRIPTION_MAX = 1000
-_NAME_MAX = 100
-
-
-def provider_block_id(provider: Provider) -> str:
-    """block_id of a provider's card."""
-    return f"provider_{provider.key}"
 
 
 def connections_message(
@@ -81,11 +66,11 @@ def connections_message(
     With ``now``, the key's age is shown in days; with ``rotation_days`` too, a key older than that
     is flagged for rotation. Previous / Next buttons appear only when there is more than one page.
     """
-    blocks: list[Block] = [_header("Connections")]
+    blocks: list[Block] = [header("Connections")]
     if providers:
         blocks.append(context("Pick a provider and click *Connect* to add a connection."))
-        blocks.extend(provider_card(p, provider_block_id(p)) for p in providers)
-    blocks.append(dict(HeaderBlock(text="In this workspace").to_dict()))
+        blocks.extend(provider_card(p, f"provider_{p.key}") for p in providers)
+    blocks.append(header("In this workspace"))
     if page.total == 0:
         blocks.append(
             section("No connections yet. Click *Connect* on a provider above to add the first one.")
@@ -93,7 +78,9 @@ def connections_message(
     elif not page.items:
         blocks.append(section(f"There is nothing on page {page.number}; the list has fewer pages now."))
     else:
-        blocks.extend(_connection(c, now, rotation_days) for c in page.items)
+        for item in page.items:
+            added = f"added by {user_mention(item.created_by)}, {slack_date(item.created_at)}"
+            blocks.append(connection_line(item, now, rotation_days, status=item.status.label, added=added))
     if page.has_previous or page.has_next:
         blocks.append(context(f"Page {page.number} of {page.pages} · {plural(page.total, 'connection')}"))
         blocks.append(_pagination(page))
@@ -106,59 +93,40 @@ def help_message(providers: Sequence[Provider], unknown: str | None = None) -> d
     blocks: list[Block] = []
     unknown = unknown.strip() if unknown else None
     if unknown:
-        typed = escape(truncate(one_line(unknown, "").replace("`", "'"), 100))
+        typed = inline(unknown.replace("`", "'"), 100, "")
         blocks.append(section(f"I don't know `{typed}`. Here is what I can do:"))
-    blocks.append(_header("/connections"))
-    keys = ", ".join(f"`{escape(p.key)}` ({escape(p.title)})" for p in providers) or "none yet"
+    blocks.append(header("/connections"))
+    # The whole line is escaped, so the commands' <placeholders> and the providers' keys show as typed.
+    keys = ", ".join(f"`{p.key}` ({p.title})" for p in providers) or "none yet"
     commands = [
-        ("/connections", "show the providers you can connect and this workspace's connections."),
-        ("/connections help", "show this help."),
-        (
-            "/connections connect <provider key>",
-            f"open the form for one provider directly. Provider keys: {keys}.",
-        ),
-        (
-            "/connections list [page]",
-            f"list this workspace's connections, newest first, {PAGE_SIZE} per page.",
-        ),
-        (
-            "/connections test <name>",
-            "re-verify one connection with its stored credentials and show what the provider said.",
-        ),
-        (
-            "/connections test all",
-            "re-verify every active connection with its stored credentials; failing ones come first.",
-        ),
-        (
-            "/connections status <name>",
-            "show one connection's health, key age and its last 10 verification results.",
-        ),
-        (
-            "/connections rotate <name>",
-            "replace a connection's key (its owner or an admin): the new key is verified, then "
-            "approved by an admin, before it replaces the old one.",
-        ),
-        (
-            "/connections remove <name>",
-            "remove a connection (its owner or an admin): it is revoked and its stored credentials "
-            "are destroyed.",
-        ),
-        (
-            "/connections audit <name>",
-            "show who did what to one connection, its last 20 events (admins only).",
-        ),
+        "`/connections`: show the providers you can connect and this workspace's connections.",
+        "`/connections help`: show this help.",
+        "`/connections connect <provider key>`: open the form for one provider directly. "
+        f"Provider keys: {keys}.",
+        f"`/connections list [page]`: list this workspace's connections, newest first, {PAGE_SIZE} per page.",
+        "`/connections test <name>`: re-verify one connection with its stored credentials and show what "
+        "the provider said.",
+        "`/connections test all`: re-verify every active connection with its stored credentials; failing "
+        "ones come first.",
+        "`/connections status <name>`: show one connection's health, key age and its last 10 "
+        "verification results.",
+        "`/connections rotate <name>`: replace a connection's key (its owner or an admin): the new key is "
+        "verified, then approved by an admin, before it replaces the old one.",
+        "`/connections remove <name>`: remove a connection (its owner or an admin): it is revoked and its "
+        "stored credentials are destroyed.",
+        "`/connections audit <name>`: show who did what to one connection, its last 20 events (admins only).",
     ]
-    lines = [f"• `{escape(command)}`: {explanation}" for command, explanation in commands]
-    blocks.append(section("\n".join(lines)))
+    blocks.append(section("\n".join(f"• {escape(line)}" for line in commands)))
     if unknown:
-        text = "I didn't understand that command. Here is how to use /connections."
-    else:
-        text = "How to use /connections"
-    return message(text, blocks)
+        return message("I didn't understand that command. Here is how to use /connections.", blocks)
+    return message("How to use /connections", blocks)
 
 
-def key_is_stale(stored_at: datetime, now: datetime, rotation_days: float) -> bool:
-    """Whether a key stored at ``stored_at`` is older than ``rotation_days`` at ``now``."""
+def key_is_stale(connection: ConnectionSummary, now: datetime, rotation_days: float | None) -> bool:
+    """Whether ``connection`` is active with a key stored more than ``rotation_days`` before ``now``."""
+    stored_at = connection.credential_created_at
+    if rotation_days is None or stored_at is None or connection.status is not Status.ACTIVE:
+        return False
     return as_utc(now) - as_utc(stored_at) > timedelta(days=rotation_days)
 
 
@@ -174,12 +142,7 @@ def key_age_fact(
     if now is None:
         return f"key stored {slack_date(stored_at)}"
     age = credential_age_text(stored_at, now)
-    stale = (
-        rotation_days is not None
-        and connection.status is Status.ACTIVE
-        and key_is_stale(stored_at, now, rotation_days)
-    )
-    if stale:
+    if key_is_stale(connection, now, rotation_days):
         return "⚠️ key stored today — rotate it" if age == "today" else f"⚠️ key {age} old — rotate it"
     return "key stored today" if age == "today" else f"key stored {age} ago"
 
@@ -194,14 +157,18 @@ def rotate_button(connection_id: str) -> ButtonElement:
     return ButtonElement(text="Rotate", action_id=ids.ACTION_ROTATE, value=connection_id)
 
 
-def _header(text: str) -> Block:
-    return dict(HeaderBlock(text=text).to_dict())
+def connection_buttons(connection: ConnectionSummary) -> list[ButtonElement]:
+    """Re-test while the connection holds credentials, and Rotate while it is active."""
+    buttons = [retest_button(connection.id)] if connection.status in RETESTABLE else []
+    if connection.status is Status.ACTIVE:
+        buttons.append(rotate_button(connection.id))
+    return buttons
 
 
 def provider_card(provider: Provider, block_id: str) -> Block:
     """A provider's card: its title, its one line, and Connect."""
-    title = escape(truncate(one_line(provider.title, provider.key), 150))
-    description = escape(truncate(one_line(provider.description, ""), _DESCRIPTION_MAX))
+    title = inline(provider.title, 150, provider.key)
+    description = inline(provider.description, _DESCRIPTION_MAX, "")
     button = ButtonElement(text="Connect", action_id=ids.ACTION_CONNECT, value=provider.key, style="primary")
     card = SectionBlock(
         block_id=block_id[:255],
@@ -221,7 +188,7 @@ def connection_line(
 ) -> Block:
     """One connection in a list: its name and provider, ``status``, health, last verification, key
     and key age, and ``added``; with a Re-test button while it holds credentials."""
-    name = escape(truncate(one_line(connection.name), _NAME_MAX))
+    name = name_text(connection.name)
     verified = slack_date(connection.last_verified_at) if connection.last_verified_at is not None else "never"
     facts = [status, HEALTH_LABELS[connection.health], f"last verified {verified}"]
     if connection.key_hint:
@@ -229,17 +196,10 @@ def connection_line(
     age = key_age_fact(connection, now, rotation_days)
     if age is not None:
         facts.append(age)
-    text = MarkdownTextObject(text=f"*{name}* · {provider_text(connection)}\n{' · '.join(facts)}\n{added}")
-    if connection.status not in RETESTABLE:
-        return dict(SectionBlock(text=text).to_dict())
     # The button rides on the line itself: one more block per connection would not fit in a
     # message (50 blocks) or a Home tab (100).
-    return dict(SectionBlock(text=text, accessory=retest_button(connection.id)).to_dict())
-
-
-def _connection(connection: ConnectionSummary, now: datetime | None, rotation_days: float | None) -> Block:
-    added = f"added by {user_mention(connection.created_by)}, {slack_date(connection.created_at)}"
-    return connection_line(connection, now, rotation_days, status=connection.status.label, added=added)
+    button = retest_button(connection.id) if connection.status in RETESTABLE else None
+    return section(f"*{name}* · {provider_text(connection)}\n{' · '.join(facts)}\n{added}", button)
 
 
 def _pagination(page: Page[ConnectionSummary]) -> Block:
@@ -249,4 +209,4 @@ def _pagination(page: Page[ConnectionSummary]) -> Block:
         buttons.append(ButtonElement(text="Previous", action_id=ACTION_PAGE_PREVIOUS, value=str(target)))
     if page.has_next:
         buttons.append(ButtonElement(text="Next", action_id=ACTION_PAGE_NEXT, value=str(page.number + 1)))
-    return dict(ActionsBlock(block_id=PAGINATION_BLOCK, elements=buttons).to_dict())
+    return actions(*buttons, block_id=PAGINATION_BLOCK)

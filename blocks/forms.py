@@ -14,18 +14,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from slack_sdk.models.blocks import (
-    ContextBlock,
-    HeaderBlock,
-    InputBlock,
-    MarkdownTextObject,
-    PlainTextInputElement,
-)
-from slack_sdk.models.views import View
+from slack_sdk.models.blocks import InputBlock, PlainTextInputElement
 
-from blocks.parts import Block, context, named_key, quoted_name, section
+from blocks.parts import Block, context, header, modal, named_key, provider_name, quoted_name, section
 from blocks.results import result_blocks, try_again_block
-from blocks.text import HEADER_MAX, SECTION_TEXT_MAX, escape, one_line, truncate
+from blocks.text import SECTION_TEXT_MAX, escape, truncate
 from bot import ids
 from bot.domain import NAME_MAX_LENGTH, ConnectionSummary, RequestKind
 from bot.providers.base import FormField, Provider, Verification
@@ -78,16 +71,10 @@ def create_modal(
     if ids.BLOCK_NAME in {f.name for f in provider.fields}:
         raise ValueError(_declared_twice(provider))
     blocks: list[Block] = [notice_section(notice)] if notice else []
-    blocks += [_header(METADATA_TITLE), _name_input(provider, initial.get(ids.BLOCK_NAME)), *form]
-    blocks.append(
-        context(
-            f"When you submit, we check these credentials with {escape(provider.title)} before saving "
-            "anything. Secrets are stored encrypted and never shown again."
-        )
-    )
-    return _modal(
-        ids.VIEW_CREATE, _title(RequestKind.CONNECTION, provider), SUBMIT_LABEL, private_metadata, blocks
-    )
+    blocks += [header(METADATA_TITLE), _name_input(provider, initial.get(ids.BLOCK_NAME)), *form]
+    checks = f"these credentials with {escape(provider.title)} before saving anything"
+    title = _title(RequestKind.CONNECTION, provider)
+    return _form(ids.VIEW_CREATE, title, SUBMIT_LABEL, private_metadata, blocks, checks)
 
 
 def rotation_modal(
@@ -100,25 +87,18 @@ def rotation_modal(
 ) -> dict[str, Any]:
     """The form asking for ``connection``'s new credential: the provider's form without the Name.
     ``initial`` and ``notice`` as for :func:`create_modal`."""
-    keeps = (
-        f"The current key{named_key(connection.key_hint)} keeps working until an admin approves the new one."
-    )
     blocks: list[Block] = [
         section(
-            f"🔁 *Rotate the credentials of {quoted_name(connection.name)}* ({_provider(provider)})\n"
-            f"Enter the new credentials below. {keeps}"
+            f"🔁 *Rotate the credentials of {quoted_name(connection.name)}* ({provider_name(provider)})\n"
+            f"Enter the new credentials below. The current key{named_key(connection.key_hint)} keeps "
+            "working until an admin approves the new one."
         )
     ]
     if notice and notice.strip():
         blocks.append(notice_section(notice))
     blocks.extend(provider_form_blocks(provider, initial))
-    blocks.append(
-        context(
-            f"When you submit, we check the new credentials with {_provider(provider)} before "
-            "anything changes. Secrets are stored encrypted and never shown again."
-        )
-    )
-    return _modal(ids.VIEW_ROTATE, ROTATION_TITLE, "Verify", private_metadata, blocks)
+    checks = f"the new credentials with {provider_name(provider)} before anything changes"
+    return _form(ids.VIEW_ROTATE, ROTATION_TITLE, "Verify", private_metadata, blocks, checks)
 
 
 def provider_form_blocks(provider: Provider, initial: Mapping[str, str] | None = None) -> list[Block]:
@@ -136,9 +116,9 @@ def provider_form_blocks(provider: Provider, initial: Mapping[str, str] | None =
         raise ValueError(_declared_twice(provider))
     blocks: list[Block] = []
     for form_section in provider.sections:
-        blocks.append(_header(form_section.title))
+        blocks.append(header(form_section.title))
         if form_section.description:
-            blocks.append(_plain_context(form_section.description))
+            blocks.append(context(escape(truncate(form_section.description, 2000))))
         blocks.extend(_field_input(f, initial.get(f.name)) for f in form_section.fields)
     return blocks
 
@@ -155,22 +135,12 @@ def verifying_view(
     provider: Provider, name: str, *, kind: RequestKind = RequestKind.CONNECTION
 ) -> dict[str, Any]:
     """What replaces the form while the credentials are checked."""
+    what = f"*{quoted_name(name)}* with {escape(provider.title)}"
     wait = "This takes a few seconds. If you close this window, the result comes to you as a direct message."
-    if kind is RequestKind.CONNECTION:
-        blocks = [
-            section(f"⏳ Verifying *{quoted_name(name)}* with {escape(provider.title)}…"),
-            context(wait),
-        ]
-    else:
-        blocks = [
-            section(
-                f"⏳ Verifying the new credentials for *{quoted_name(name)}* with {_provider(provider)}…"
-            ),
-            context(
-                f"{wait} Until an admin approves new credentials, the connection keeps using its current key."
-            ),
-        ]
-    return _result_view(kind, provider, blocks)
+    if kind is RequestKind.ROTATION:
+        what = f"the new credentials for *{quoted_name(name)}* with {provider_name(provider)}"
+        wait += " Until an admin approves new credentials, the connection keeps using its current key."
+    return _result_view(kind, provider, [section(f"⏳ Verifying {what}…"), context(wait)])
 
 
 def result_view(
@@ -191,8 +161,8 @@ def result_view(
         verification,
         approval_note=approval_note,
         try_again_value=try_again_value,
-        max_blocks=VIEW_MAX_BLOCKS,
         kind=kind,
+        max_blocks=VIEW_MAX_BLOCKS,
     )
     return _result_view(kind, provider, blocks)
 
@@ -214,30 +184,16 @@ def problem_view(
 
 
 def _result_view(kind: RequestKind, provider: Provider, blocks: list[Block]) -> dict[str, Any]:
-    view = View(
-        type="modal",
-        callback_id=_RESULT_CALLBACKS[kind],
-        title=_title(kind, provider),
-        close="Close",
-        blocks=blocks,
-    )
-    return dict(view.to_dict())
+    return modal(_RESULT_CALLBACKS[kind], _title(kind, provider), blocks, close="Close")
 
 
-def _modal(
-    callback_id: str, title: str, submit: str, private_metadata: str, blocks: list[Block]
+def _form(
+    callback_id: str, title: str, submit: str, metadata: str, blocks: list[Block], checks: str
 ) -> dict[str, Any]:
-    view = View(
-        type="modal",
-        callback_id=callback_id,
-        title=title,
-        submit=submit,
-        close="Cancel",
-        notify_on_close=False,
-        private_metadata=private_metadata,
-        blocks=blocks,
-    )
-    return dict(view.to_dict())
+    """A form ending with what submitting it does: first we check ``checks`` (mrkdwn, escaped)."""
+    kept = "Secrets are stored encrypted and never shown again."
+    blocks.append(context(f"When you submit, we check {checks}. {kept}"))
+    return modal(callback_id, title, blocks, submit=submit, private_metadata=metadata, notify_on_close=False)
 
 
 def _title(kind: RequestKind, provider: Provider) -> str:
@@ -246,20 +202,8 @@ def _title(kind: RequestKind, provider: Provider) -> str:
     )
 
 
-def _provider(provider: Provider) -> str:
-    return escape(truncate(one_line(provider.title, "the provider"), 150))
-
-
 def _declared_twice(provider: Provider) -> str:
     return f"{provider.key} declares a field name twice or uses {ids.BLOCK_NAME!r}"
-
-
-def _header(text: str) -> Block:
-    return dict(HeaderBlock(text=truncate(text, HEADER_MAX)).to_dict())
-
-
-def _plain_context(text: str) -> Block:
-    return dict(ContextBlock(elements=[MarkdownTextObject(text=escape(truncate(text, 2000)))]).to_dict())
 
 
 def _name_input(provider: Provider, initial: str | None) -> Block:
@@ -269,60 +213,32 @@ def _name_input(provider: Provider, initial: str | None) -> Block:
         "this credential belongs to"
     )
     hint += f", e.g. {examples}." if examples else "."
-    placeholder = provider.name_examples[0] if provider.name_examples else None
-    return _input(
-        block_id=ids.BLOCK_NAME,
-        label="Name",
-        hint=hint,
-        placeholder=placeholder,
-        optional=False,
-        max_length=NAME_MAX_LENGTH,
-        multiline=False,
-        initial=initial,
-    )
+    placeholder = provider.name_examples[0] if provider.name_examples else ""
+    field = FormField(ids.BLOCK_NAME, "Name", hint, placeholder, max_length=NAME_MAX_LENGTH)
+    return _field_input(field, initial)
 
 
 def _field_input(field: FormField, initial: str | None) -> Block:
-    return _input(
-        block_id=field.name,
-        label=field.label,
-        hint=field.hint,
-        placeholder=field.placeholder or None,
-        optional=field.optional,
-        max_length=field.max_length,
-        multiline=field.multiline,
-        initial=None if field.secret else initial,
-    )
-
-
-def _input(
-    *,
-    block_id: str,
-    label: str,
-    hint: str,
-    placeholder: str | None,
-    optional: bool,
-    max_length: int | None,
-    multiline: bool,
-    initial: str | None,
-) -> Block:
+    max_length = field.max_length
     if max_length is not None and not 1 <= max_length <= _INPUT_MAX_LENGTH:
-        raise ValueError(f"field {block_id!r}: max_length must be 1 to {_INPUT_MAX_LENGTH}")
-    if initial is not None and max_length is not None:
+        raise ValueError(f"field {field.name!r}: max_length must be 1 to {_INPUT_MAX_LENGTH}")
+    if field.secret:
+        initial = None
+    elif initial is not None and max_length is not None:
         # Slack refuses a view whose initial value is longer than the input allows.
         initial = initial[:max_length]
     element = PlainTextInputElement(
         action_id=ids.INPUT_ACTION,
-        placeholder=truncate(placeholder, _PLACEHOLDER_MAX) if placeholder else None,
+        placeholder=truncate(field.placeholder, _PLACEHOLDER_MAX) if field.placeholder else None,
         initial_value=initial or None,
         max_length=max_length,
-        multiline=multiline or None,
+        multiline=field.multiline or None,
     )
     block = InputBlock(
-        block_id=block_id,
-        label=truncate(label, _LABEL_MAX),
-        hint=truncate(hint, _HINT_MAX) if hint else None,
-        optional=optional,
+        block_id=field.name,
+        label=truncate(field.label, _LABEL_MAX),
+        hint=truncate(field.hint, _HINT_MAX) if field.hint else None,
+        optional=field.optional,
         element=element,
     )
     return dict(block.to_dict())

@@ -14,18 +14,23 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from slack_sdk.models.blocks import (
-    ContextBlock,
-    HeaderBlock,
-    MarkdownTextObject,
-)
 from slack_sdk.models.views import View
 
-from blocks.approval import decide_buttons
+from blocks.approval import STATUS_ICONS, decide_buttons
 from blocks.connections import connection_line, provider_card
-from blocks.parts import Block, context, key_text, provider_text, quoted_name, section
-from blocks.text import escape, one_line, plural, slack_date, truncate, user_mention
-from bot.domain import HOME_ITEMS_MAX, ApprovalRequest, ConnectionSummary, HomeData, Status
+from blocks.parts import (
+    Block,
+    admin_unchecked,
+    check_line,
+    context,
+    header,
+    key_text,
+    provider_text,
+    quoted_name,
+    section,
+)
+from blocks.text import plural, slack_date, user_mention
+from bot.domain import HOME_ITEMS_MAX, ApprovalRequest, ConnectionSummary, HomeData
 from bot.providers.base import Check, Provider
 
 __all__ = ["HOME_MAX_BLOCKS", "PROVIDERS_SHOWN_MAX", "decide_block_id", "home_view"]
@@ -36,20 +41,8 @@ PROVIDERS_SHOWN_MAX = 8
 """Provider cards shown at most; with 20 connections and 20 requests the tab still fits."""
 
 _CHECKS_SHOWN_MAX = 10  # a context block holds at most 10 elements
-_CHECK_NAME_MAX = 100
 _CHECK_DETAIL_MAX = 300
-_NAME_MAX = 100
-_TITLE_MAX = 150
-_DESCRIPTION_MAX = 1000
 _WHY_MAX = 300
-
-_STATUS = {
-    Status.PENDING_APPROVAL: "⏳",
-    Status.ACTIVE: "✅",
-    Status.REJECTED: "❌",
-    Status.EXPIRED: "⌛",
-    Status.REVOKED: "🚫",
-}
 
 
 def decide_block_id(connection_id: str) -> str:
@@ -73,27 +66,22 @@ def home_view(
     requests are shown; a note says how many more there are and where to see them.
     """
     blocks: list[Block] = [
-        _header("Connections"),
+        header("Connections"),
         context(
             "Your data-platform connections at a glance. Type `/connections` in any channel "
             "to see every connection in this workspace."
         ),
-        _header("Add a connection"),
+        header("Add a connection"),
         *_provider_cards(providers),
-        _header("Your connections"),
+        header("Your connections"),
         *_own_connections(data, now, rotation_days),
     ]
     if data.is_admin:
-        blocks += [_header("Waiting for your decision"), *_pending_requests(data)]
+        blocks += [header("Waiting for your decision"), *_pending_requests(data)]
     elif data.admin_check_failed:
-        why = escape(truncate(one_line(data.admin_why, "no reason given"), _WHY_MAX))
-        blocks += [
-            _header("Waiting for your decision"),
-            section(
-                f"⚠️ We couldn't check your admin rights with Slack right now ({why}), so requests "
-                "waiting for a decision are not shown. Open this tab again in a minute."
-            ),
-        ]
+        not_shown = "requests waiting for a decision are not shown. Open this tab again in a minute."
+        refused = admin_unchecked(data.admin_why, not_shown, _WHY_MAX)
+        blocks += [header("Waiting for your decision"), section(refused)]
     if len(blocks) > HOME_MAX_BLOCKS:
         # The caps above keep every Home within the limit; reaching this is a bug, not user input.
         raise ValueError(f"a Home tab holds at most {HOME_MAX_BLOCKS} blocks, not {len(blocks)}")
@@ -117,19 +105,15 @@ def _own_connections(data: HomeData, now: datetime | None, rotation_days: float 
     blocks = [_own_connection(c, now, rotation_days) for c in shown]
     total = max(data.connections_total, len(data.connections))
     if total > len(shown):
-        blocks.append(
-            context(
-                f"Showing your {len(shown)} newest of {plural(total, 'connection')}. "
-                "Type `/connections list` to see them all."
-            )
-        )
+        showing = f"Showing your {len(shown)} newest of {plural(total, 'connection')}."
+        blocks.append(context(f"{showing} Type `/connections list` to see them all."))
     return blocks
 
 
 def _own_connection(
     connection: ConnectionSummary, now: datetime | None, rotation_days: float | None
 ) -> Block:
-    status = f"{_STATUS[connection.status]} {connection.status.label}"
+    status = f"{STATUS_ICONS[connection.status]} {connection.status.label}"
     added = f"added {slack_date(connection.created_at)}"
     return connection_line(connection, now, rotation_days, status=status, added=added)
 
@@ -138,17 +122,11 @@ def _pending_requests(data: HomeData) -> list[Block]:
     if not data.pending:
         return [section("Nothing is waiting for a decision. New requests also appear in the admin channel.")]
     shown = data.pending[:HOME_ITEMS_MAX]
-    blocks: list[Block] = []
-    for request in shown:
-        blocks += _pending_request(request, data)
+    blocks = [block for request in shown for block in _pending_request(request, data)]
     total = max(data.pending_total, len(data.pending))
     if total > len(shown):
-        blocks.append(
-            context(
-                f"Showing the {len(shown)} oldest of {plural(total, 'request')}. "
-                "Decide on these, or find the others in the admin channel."
-            )
-        )
+        showing = f"Showing the {len(shown)} oldest of {plural(total, 'request')}."
+        blocks.append(context(f"{showing} Decide on these, or find the others in the admin channel."))
     return blocks
 
 
@@ -164,8 +142,8 @@ def _pending_request(request: ApprovalRequest, data: HomeData) -> list[Block]:
         blocks.append(_checks(request.checks))
     if request.requested_by == data.user_id and not data.allow_self_approval:
         blocks.append(context("You asked for this connection, so another admin must approve or reject it."))
-        return blocks
-    blocks.append(decide_buttons(request, block_id=decide_block_id(request.id)))
+    else:
+        blocks.append(decide_buttons(request, block_id=decide_block_id(request.id)))
     return blocks
 
 
@@ -174,17 +152,8 @@ def _checks(checks: Sequence[Check]) -> Block:
     shown = list(checks[:_CHECKS_SHOWN_MAX])
     if len(checks) > len(shown):
         shown = shown[:-1]
-    lines = []
-    for check in shown:
-        # A failed check on a pending request is a warning: the credentials did verify.
-        icon = "✅" if check.passed else "⚠️"
-        name = escape(truncate(one_line(check.name, "check"), _CHECK_NAME_MAX))
-        detail = escape(truncate(one_line(check.detail, ""), _CHECK_DETAIL_MAX))
-        lines.append(f"{icon} *{name}*" + (f" — {detail}" if detail else ""))
+    # A failed check on a pending request is a warning: the credentials did verify.
+    lines = [check_line(check, "✅" if check.passed else "⚠️", _CHECK_DETAIL_MAX) for check in shown]
     if len(checks) > len(shown):
         lines.append(f"and {plural(len(checks) - len(shown), 'more check')}")
-    return dict(ContextBlock(elements=[MarkdownTextObject(text=line) for line in lines]).to_dict())
-
-
-def _header(text: str) -> Block:
-    return dict(HeaderBlock(text=text).to_dict())
+    return context(*lines)

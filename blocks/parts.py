@@ -1,5 +1,5 @@
-"""The pieces every message is made of: the payload, sections and context lines, and the way a
-name, a provider, a key hint, a user, a reason and a list of checks are shown.
+"""The pieces every message is made of: the payload, sections, context lines, headers, buttons and
+modals, and the way a name, a provider, a key hint, a user, a reason and a list of checks are shown.
 
 Everything a user or a provider wrote goes through here escaped; user ids become ``<@U…>``
 mentions only when they look like Slack user ids (see :func:`blocks.text.user_mention`).
@@ -10,23 +10,40 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from slack_sdk.models.blocks import ContextBlock, MarkdownTextObject, SectionBlock
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    ButtonElement,
+    ContextBlock,
+    HeaderBlock,
+    MarkdownTextObject,
+    SectionBlock,
+)
+from slack_sdk.models.views import View
 
-from blocks.text import SECTION_TEXT_MAX, escape, escaped_chunks, one_line, truncate, user_mention
+from blocks.text import HEADER_MAX, SECTION_TEXT_MAX, escape, escaped_chunks, inline, truncate, user_mention
 from bot.domain import ConnectionSummary
-from bot.providers.base import Check
+from bot.providers.base import Check, Provider
 
 __all__ = [
     "MESSAGE_MAX_BLOCKS",
     "Block",
+    "actions",
+    "admin_unchecked",
     "by",
+    "check_line",
     "checks_blocks",
     "context",
+    "fields_section",
+    "header",
     "hints_blocks",
     "key_text",
     "message",
+    "modal",
+    "name_text",
     "named_key",
+    "not_admin",
     "pack_sections",
+    "provider_name",
     "provider_text",
     "quoted_name",
     "quoted_reason",
@@ -63,14 +80,53 @@ def message(text: str, blocks: Sequence[Block]) -> dict[str, Any]:
     return {"text": text, "blocks": list(blocks)}
 
 
-def section(text: str) -> Block:
-    """A section holding one mrkdwn text (at most 3000 characters, already escaped)."""
-    return dict(SectionBlock(text=MarkdownTextObject(text=text)).to_dict())
+def section(text: str, accessory: ButtonElement | None = None) -> Block:
+    """A section holding one mrkdwn text (at most 3000 characters, already escaped), and maybe a button."""
+    return dict(SectionBlock(text=MarkdownTextObject(text=text), accessory=accessory).to_dict())
 
 
-def context(text: str) -> Block:
-    """A context line holding one mrkdwn text (already escaped)."""
-    return dict(ContextBlock(elements=[MarkdownTextObject(text=text)]).to_dict())
+def context(*texts: str) -> Block:
+    """A context line of mrkdwn texts (already escaped), at most ten."""
+    return dict(ContextBlock(elements=[MarkdownTextObject(text=text) for text in texts]).to_dict())
+
+
+def fields_section(fields: Sequence[str]) -> Block:
+    """A section of "*Label*\nvalue" fields, each mrkdwn (already escaped)."""
+    return dict(SectionBlock(fields=[MarkdownTextObject(text=f) for f in fields]).to_dict())
+
+
+def header(text: str) -> Block:
+    """A header block (plain text), shortened to Slack's limit."""
+    return dict(HeaderBlock(text=truncate(text, HEADER_MAX)).to_dict())
+
+
+def actions(*buttons: ButtonElement, block_id: str | None = None) -> Block:
+    """An actions block holding ``buttons``."""
+    return dict(ActionsBlock(block_id=block_id, elements=list(buttons)).to_dict())
+
+
+def modal(
+    callback_id: str,
+    title: str,
+    blocks: Sequence[Block],
+    *,
+    close: str = "Cancel",
+    submit: str | None = None,
+    private_metadata: str | None = None,
+    notify_on_close: bool | None = None,
+) -> dict[str, Any]:
+    """A modal view. Slack echoes ``private_metadata`` to every client, so it must hold ids only."""
+    view = View(
+        type="modal",
+        callback_id=callback_id,
+        title=title,
+        submit=submit,
+        close=close,
+        notify_on_close=notify_on_close,
+        private_metadata=private_metadata,
+        blocks=list(blocks),
+    )
+    return dict(view.to_dict())
 
 
 def reply(text: str) -> dict[str, Any]:
@@ -83,20 +139,43 @@ def refusal_message(text: str) -> dict[str, Any]:
     return reply(escape(truncate(text.strip() or "Nothing changed.", _REFUSAL_MAX)))
 
 
+def not_admin(text: str, how_to_become: str) -> dict[str, Any]:
+    """``text`` (a refusal), then ``how_to_become`` an admin: the caller's mrkdwn (it may link a
+    channel or a user group), not user text, so it is not escaped."""
+    how = how_to_become.strip()
+    return reply(f"{text} {how}" if how else text)
+
+
+def admin_unchecked(why: str, so: str, limit: int = 500) -> str:
+    """Slack could not confirm an admin, so we refuse rather than guess: ``why`` (plain text,
+    escaped here), then ``so``, what was refused and when to try again."""
+    shown = inline(why, limit, "no reason given")
+    return f"⚠️ We couldn't check your admin rights with Slack right now ({shown}), so {so}"
+
+
+def name_text(name: str) -> str:
+    """A connection name ready for mrkdwn: one line, shortened, escaped."""
+    return inline(name, _NAME_SHOWN_MAX)
+
+
 def quoted_name(name: str) -> str:
-    """A connection name ready for mrkdwn: one line, shortened, escaped, in quotes."""
-    return f"“{escape(truncate(one_line(name), _NAME_SHOWN_MAX))}”"
+    """A connection name ready for mrkdwn, in quotes."""
+    return f"“{name_text(name)}”"
 
 
 def provider_text(connection: ConnectionSummary) -> str:
     """The connection's provider by its title (its key when the title is blank), escaped."""
-    title = one_line(connection.provider_title, connection.provider_key)
-    return escape(truncate(title, _PROVIDER_SHOWN_MAX))
+    return inline(connection.provider_title, _PROVIDER_SHOWN_MAX, connection.provider_key)
+
+
+def provider_name(provider: Provider) -> str:
+    """A provider's title, escaped."""
+    return inline(provider.title, _PROVIDER_SHOWN_MAX, "the provider")
 
 
 def key_text(hint: str | None) -> str:
     """A masked key hint (first and last characters) as the store keeps it, in code; never more."""
-    return f"`{escape(truncate(one_line(hint), _KEY_HINT_SHOWN_MAX))}`" if hint else "—"
+    return f"`{inline(hint, _KEY_HINT_SHOWN_MAX)}`" if hint else "—"
 
 
 def named_key(hint: str | None) -> str:
@@ -127,16 +206,22 @@ def checks_blocks(checks: Sequence[Check], *, failures_are_fatal: bool, max_bloc
     lines = ["*Checks*"]
     for check in checks:
         icon = "✅" if check.passed else failed_icon
-        label = f"{icon} *{escape(truncate(one_line(check.name), 200))}*"
+        label = f"{icon} *{inline(check.name, 200)}*"
         lines.extend(_item_lines(label, check.detail.strip(), separator=" — "))
     return pack_sections(lines, max_blocks)
 
 
-def hints_blocks(hints: Sequence[str], *, title: str = "What to check", max_blocks: int = 20) -> list[Block]:
-    """Troubleshooting hints as bullets under a bold title, split across sections as needed."""
+def check_line(check: Check, icon: str, detail_max: int) -> str:
+    """One check on one line, "❌ *name* — detail", for a compact list of checks."""
+    detail = inline(check.detail, detail_max, "")
+    return f"{icon} *{inline(check.name, 100, 'check')}*" + (f" — {detail}" if detail else "")
+
+
+def hints_blocks(hints: Sequence[str], *, max_blocks: int = 20) -> list[Block]:
+    """Troubleshooting hints as bullets under "What to check", split across sections as needed."""
     if not hints:
         return []
-    lines = [f"*{escape(title)}*"]
+    lines = ["*What to check*"]
     for hint in hints:
         lines.extend(_item_lines("•", hint.strip(), separator=" "))
     return pack_sections(lines, max_blocks)
@@ -158,11 +243,10 @@ def pack_sections(lines: Sequence[str], max_blocks: int, *, left_out: str = _LEF
     current = ""
     for line in lines:
         joined = f"{current}\n{line}" if current else line
-        if len(joined) <= SECTION_TEXT_MAX:
-            current = joined
-            continue
-        texts.append(current)
-        current = line
+        if len(joined) > SECTION_TEXT_MAX:
+            texts.append(current)
+            joined = line
+        current = joined
     if current:
         texts.append(current)
     if len(texts) > max_blocks:

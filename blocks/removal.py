@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from slack_sdk.models.blocks import ActionsBlock, ButtonElement, ConfirmObject, PlainTextObject
+from slack_sdk.models.blocks import ButtonElement, ConfirmObject, PlainTextObject
 
-from blocks.parts import Block, context, message, quoted_name, section
-from blocks.text import escape, one_line, truncate, user_mention
+from blocks.parts import Block, actions, context, message, provider_text, quoted_name, reply, section
+from blocks.text import one_line, truncate, user_mention
 from bot import ids
 from bot.domain import ConnectionSummary
 
@@ -21,7 +21,6 @@ __all__ = ["REMOVE_CONFIRM_TITLE", "remove_button", "remove_confirm", "remove_pr
 REMOVE_CONFIRM_TITLE = "Remove connection?"
 # The dialog's text holds at most 300 characters; the fixed sentence takes about 130.
 _CONFIRM_NAME_MAX = 60
-_PROVIDER_MAX = 150
 
 
 def remove_confirm(name: str) -> dict[str, Any]:
@@ -58,11 +57,11 @@ def remove_prompt(connection: ConnectionSummary) -> dict[str, Any]:
     name = quoted_name(connection.name)
     blocks: list[Block] = [
         section(
-            f"*Remove {name}?* ({_provider(connection)})\n"
+            f"*Remove {name}?* ({provider_text(connection)})\n"
             "Removing it revokes it and destroys its stored credentials; its name is then free "
             "again for a new connection. *This cannot be undone.*"
         ),
-        dict(ActionsBlock(elements=[remove_button(connection)]).to_dict()),
+        actions(remove_button(connection)),
         context("Nothing changes until you click *Remove* and confirm."),
     ]
     return message(f"Remove {name}?", blocks)
@@ -70,12 +69,7 @@ def remove_prompt(connection: ConnectionSummary) -> dict[str, Any]:
 
 def removed_message(connection: ConnectionSummary, removed_by: str) -> dict[str, Any]:
     """Said once a connection is removed: by whom, and that its credentials are gone."""
-    text = (
-        f"🚫 {quoted_name(connection.name)} ({_provider(connection)}) was removed by "
+    return reply(
+        f"🚫 {quoted_name(connection.name)} ({provider_text(connection)}) was removed by "
         f"{user_mention(removed_by)}; its stored credentials were destroyed."
     )
-    return message(text, [section(text)])
-
-
-def _provider(connection: ConnectionSummary) -> str:
-    return escape(truncate(one_line(connection.provider_title, connection.provider_key), _PROVIDER_MAX))

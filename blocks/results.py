@@ -1,6 +1,6 @@
 """What a verification found, in blocks: the headline, the checks, the hints, the next step.
 
-These pieces are shared by the result view in the modal (:mod:`blocks.modal`), the direct message
+These pieces are shared by the result view in the modal (:mod:`blocks.forms`), the direct message
 sent when the user closed the modal, and other messages that report a verification. Everything a
 provider or its API wrote is escaped: a check's detail can quote an API response.
 """
@@ -9,19 +9,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from slack_sdk.models.blocks import ActionsBlock, ButtonElement
+from slack_sdk.models.blocks import ButtonElement
 
 from blocks.parts import (
     MESSAGE_MAX_BLOCKS,
     Block,
+    actions,
     checks_blocks,
     context,
     hints_blocks,
     message,
+    provider_name,
     quoted_name,
+    reply,
     section,
 )
-from blocks.text import SECTION_TEXT_MAX, escape, one_line, truncate
+from blocks.text import SECTION_TEXT_MAX, escape, inline, truncate
 from bot import ids
 from bot.domain import RequestKind
 from bot.providers.base import Provider, Verification
@@ -35,6 +38,7 @@ __all__ = [
     "result_blocks",
     "result_message",
     "try_again_block",
+    "verification_facts",
 ]
 
 NOTHING_SAVED = "Nothing was saved."
@@ -63,15 +67,22 @@ def outcome_headline(provider: Provider, verification: Verification, name: str |
 
 def latency_text(latency_ms: int) -> str:
     """ "240 ms" below a second, "1.2 s" above."""
-    if latency_ms < 1000:
-        return f"{latency_ms} ms"
-    return f"{latency_ms / 1000:.1f} s"
+    return f"{latency_ms} ms" if latency_ms < 1000 else f"{latency_ms / 1000:.1f} s"
+
+
+def verification_facts(title: str, verification: Verification) -> str:
+    """ "Checked in 240 ms · <provider> request id: `…`", for a context line. ``title`` is escaped."""
+    facts = [f"Checked in {latency_text(verification.latency_ms)}"]
+    if verification.request_id:
+        request_id = inline(verification.request_id, 200)
+        facts.append(f"{title} request id: `{request_id}` (quote it if you contact them)")
+    return " · ".join(facts)
 
 
 def try_again_block(value: str) -> Block:
     """The Try again button; ``value`` carries what the listener needs to reopen the form."""
     button = ButtonElement(text="Try again", action_id=ids.ACTION_TRY_AGAIN, value=value, style="primary")
-    return dict(ActionsBlock(block_id=TRY_AGAIN_BLOCK, elements=[button]).to_dict())
+    return actions(button, block_id=TRY_AGAIN_BLOCK)
 
 
 def result_blocks(
@@ -99,19 +110,18 @@ def result_blocks(
         raise ValueError("max_blocks is too small for a result")
     checks_room = max(1, room // 4)
     blocks: list[Block] = [section(outcome_headline(provider, verification, name))]
+    facts = context(verification_facts(escape(provider.title), verification))
     if verification.ok:
         blocks += checks_blocks(verification.checks, failures_are_fatal=False, max_blocks=checks_room)
         if approval_note.strip():
             # Written by the caller in mrkdwn (it may link the admin channel), not user text.
             blocks.append(section(truncate(approval_note.strip(), SECTION_TEXT_MAX)))
-        blocks.append(context(_facts(provider, verification)))
-        return blocks
+        return [*blocks, facts]
     blocks += hints_blocks(verification.hints, max_blocks=room - checks_room)
     blocks += checks_blocks(verification.checks, failures_are_fatal=True, max_blocks=checks_room)
-    blocks.append(context(_facts(provider, verification)))
-    blocks.append(section(f"*{NOTHING_SAVED}*"))
+    blocks += [facts, section(f"*{NOTHING_SAVED}*")]
     if rotation:
-        title = escape(truncate(one_line(provider.title, "the provider"), 150))
+        title = provider_name(provider)
         blocks.append(section(f"*Nothing changed:* {quoted_name(name)} keeps using its current {title} key."))
     if try_again_value is not None:
         blocks.append(try_again_block(try_again_value))
@@ -128,23 +138,16 @@ def result_message(
     kind: RequestKind = RequestKind.CONNECTION,
 ) -> dict[str, Any]:
     """The result as a direct message, for when the user closed the modal before it came."""
-    subject = (
-        "the credentials for " if kind is RequestKind.CONNECTION else "the new credentials for "
-    ) + quoted_name(name)
+    new = "" if kind is RequestKind.CONNECTION else "new "
+    subject = f"the {new}credentials for {quoted_name(name)}"
     if verification.ok:
         text = f"✅ {subject[0].upper()}{subject[1:]} work."
     else:
-        summary = escape(truncate(one_line(verification.summary, "the verification failed"), 300))
+        summary = inline(verification.summary, 300, "the verification failed")
         shown = quoted_name(name) if kind is RequestKind.CONNECTION else subject
         text = f"❌ Couldn't verify {shown} with {escape(provider.title)}: {summary}"
     blocks = result_blocks(
-        provider,
-        name,
-        verification,
-        approval_note=approval_note,
-        try_again_value=try_again_value,
-        max_blocks=MESSAGE_MAX_BLOCKS,
-        kind=kind,
+        provider, name, verification, approval_note=approval_note, try_again_value=try_again_value, kind=kind
     )
     return message(text, blocks)
 
@@ -152,13 +155,4 @@ def result_message(
 def problem_message(provider: Provider, name: str, problem: str) -> dict[str, Any]:
     """A failure that is not the provider's answer, as a direct message (see ``problem_view``)."""
     problem_text = escape(truncate(problem.strip(), 2500))
-    text = f"⚠️ {escape(provider.title)} connection {quoted_name(name)}: {problem_text}"
-    return message(text, [section(text)])
-
-
-def _facts(provider: Provider, verification: Verification) -> str:
-    facts = [f"Checked in {latency_text(verification.latency_ms)}"]
-    if verification.request_id:
-        request_id = escape(truncate(one_line(verification.request_id), 200))
-        facts.append(f"{escape(provider.title)} request id: `{request_id}` (quote it if you contact them)")
-    return " · ".join(facts)
+    return reply(f"⚠️ {escape(provider.title)} connection {quoted_name(name)}: {problem_text}")

@@ -1,5 +1,5 @@
 """Re-testing stored credentials, in blocks: the "Re-testing…" notes, one connection's result, the
-report of a bulk re-test, a connection's status with its recent history, and short refusals.
+report of a bulk re-test, and a connection's status with its recent history.
 
 A re-test answers "do the stored credentials still work?", so the headline speaks of the
 connection's health rather than of a form: ✅ works, ❌ failing, or ⏳ inconclusive when the
@@ -13,39 +13,45 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from slack_sdk.models.blocks import (
-    ActionsBlock,
-    ButtonElement,
-    HeaderBlock,
-    MarkdownTextObject,
-    SectionBlock,
-)
-
 from blocks.approval import decide_buttons
-from blocks.connections import HEALTH_LABELS, RETESTABLE, key_is_stale, retest_button, rotate_button
+from blocks.connections import (
+    HEALTH_LABELS,
+    RETESTABLE,
+    connection_buttons,
+    key_age_fact,
+    key_is_stale,
+    retest_button,
+)
 from blocks.parts import (
     MESSAGE_MAX_BLOCKS,
     Block,
+    actions,
+    check_line,
     checks_blocks,
     context,
+    fields_section,
+    header,
     hints_blocks,
+    key_text,
     message,
+    name_text,
+    named_key,
     pack_sections,
     quoted_name,
+    reply,
     section,
 )
 from blocks.removal import remove_button
-from blocks.results import latency_text
+from blocks.results import latency_text, verification_facts
 from blocks.text import (
-    HEADER_MAX,
     SECTION_TEXT_MAX,
     credential_age_text,
     duration_text,
     escape,
+    inline,
     one_line,
     plural,
     slack_date,
-    truncate,
     user_mention,
 )
 from bot.domain import (
@@ -64,6 +70,7 @@ from bot.providers.base import Outcome, Provider, Verification
 
 __all__ = [
     "DETAILED_FAILING_MAX",
+    "PENDING_ROTATION_BLOCK",
     "failing_duration",
     "provider_title",
     "retest_one_started",
@@ -72,72 +79,49 @@ __all__ = [
     "retest_started",
     "status_message",
     "summary_text",
-    "verification_facts",
 ]
 
 DETAILED_FAILING_MAX = 5
 """Failing connections a bulk report shows in full; the others get one line each."""
+PENDING_ROTATION_BLOCK = "status_pending_rotation"
+"""block_id of the Approve / Reject buttons of a rotation waiting on the status reply."""
 
 # Slack documents no limit on a message's total size beyond 50 blocks of 3000 characters, but
 # large payloads are refused in practice; a report this long is past reading anyway.
 _REPORT_TEXT_MAX = 30_000
-_NAME_MAX = 100
 _TITLE_MAX = 100
 # Escaping grows text up to fivefold, so this keeps a headline with a name well inside a section.
 _SUMMARY_MAX = 400
 _LINE_SUMMARY_MAX = 150
-_CHECK_NAME_MAX = 100
 _CHECK_DETAIL_MAX = 200
 _HINT_MAX = 300
 _REPORT_CHECKS_MAX = 5
 _REPORT_HINTS_MAX = 3
-_CHECKS_MAX_BLOCKS = 10
-_HINTS_MAX_BLOCKS = 20
 _HISTORY_MAX_BLOCKS = 4
-_KEY_HINT_MAX = 40
 _STATUS_ACTIONS_BLOCK = "connection_status_actions"
-
-
-# --- shared pieces ------------------------------------------------------------------------------
 
 
 def provider_title(connection: ConnectionSummary, provider: Provider | None) -> str:
     """The provider's name, escaped; the stored title when the bot no longer offers the provider."""
     title = provider.title if provider is not None else connection.provider_title
-    return escape(truncate(one_line(title, connection.provider_key), _TITLE_MAX))
+    return inline(title, _TITLE_MAX, connection.provider_key)
 
 
-def summary_text(verification: Verification, limit: int = _SUMMARY_MAX) -> str:
-    """What the provider said, on one line, shortened and escaped."""
-    fallback = verification.outcome.value.replace("_", " ")
-    return escape(truncate(one_line(verification.summary, fallback), limit))
-
-
-def verification_facts(title: str, verification: Verification) -> str:
-    """ "Checked in 240 ms · <provider> request id: `…`", for a context line. ``title`` is escaped."""
-    facts = [f"Checked in {latency_text(verification.latency_ms)}"]
-    if verification.request_id:
-        request_id = escape(truncate(one_line(verification.request_id), 200))
-        facts.append(f"{title} request id: `{request_id}` (quote it if you contact them)")
-    return " · ".join(facts)
-
-
-# --- starting -----------------------------------------------------------------------------------
+def summary_text(verification: Verification | HistoryEntry, limit: int = _SUMMARY_MAX) -> str:
+    """What the provider said (or, unsaid, the outcome), on one line, shortened and escaped."""
+    return inline(verification.summary, limit, verification.outcome.value.replace("_", " "))
 
 
 def retest_started(count: int) -> dict[str, Any]:
     """Said while a bulk re-test of ``count`` connections runs; for none, that there is nothing to do."""
     if count <= 0:
-        text = "There is no active connection to re-test yet. Add one with `/connections`."
-    else:
-        text = f"⏳ Re-testing {plural(count, 'connection')}…"
-    return message(text, [section(text)])
+        return reply("There is no active connection to re-test yet. Add one with `/connections`.")
+    return reply(f"⏳ Re-testing {plural(count, 'connection')}…")
 
 
 def retest_one_started(name: str) -> dict[str, Any]:
     """Said while one connection is re-tested."""
-    text = f"⏳ Re-testing {quoted_name(name)}…"
-    return message(text, [section(text)])
+    return reply(f"⏳ Re-testing {quoted_name(name)}…")
 
 
 # --- one result ---------------------------------------------------------------------------------
@@ -152,16 +136,12 @@ def retest_result_message(result: RetestResult, provider: Provider | None) -> di
     note = _change_note(result)
     if note:
         blocks.append(section(note))
-    blocks += checks_blocks(
-        verification.checks,
-        failures_are_fatal=not result.ok and result.conclusive,
-        max_blocks=_CHECKS_MAX_BLOCKS,
-    )
+    blocks += checks_blocks(verification.checks, failures_are_fatal=not result.ok and result.conclusive)
     if not result.ok:
-        blocks += hints_blocks(verification.hints, max_blocks=_HINTS_MAX_BLOCKS)
+        blocks += hints_blocks(verification.hints)
     blocks.append(context(verification_facts(title, verification)))
     if connection.status in RETESTABLE:
-        blocks.append(dict(ActionsBlock(elements=[retest_button(connection.id)]).to_dict()))
+        blocks.append(actions(retest_button(connection.id)))
     return message(_result_text(result, title), blocks)
 
 
@@ -233,10 +213,8 @@ def retest_report_message(report: RetestReport, providers: Mapping[str, Provider
     def title_of(result: RetestResult) -> str:
         return provider_title(result.connection, providers.get(result.connection.provider_key))
 
-    summary = _report_summary(report)
+    summary, text = _report_summary(report)
     blocks: list[Block] = [section(summary)]
-    # One block is kept for the closing note.
-    room = MESSAGE_MAX_BLOCKS - len(blocks) - 1
     chars_left = _REPORT_TEXT_MAX - len(summary)
     detailed = 0
     for result in failing[:DETAILED_FAILING_MAX]:
@@ -246,55 +224,37 @@ def retest_report_message(report: RetestReport, providers: Mapping[str, Provider
         blocks.append(block)
         detailed += 1
         chars_left -= size
-    room -= detailed
 
-    groups: list[tuple[str, list[str]]] = []
     rest = failing[detailed:]
-    if rest:
-        heading = f"*Also failing ({len(rest)})*" if detailed else f"*Failing ({len(rest)})*"
-        groups.append((heading, [_failing_line(r, title_of(r)) for r in rest]))
-    if inconclusive:
-        groups.append(
-            (
-                f"*Inconclusive: rate-limited, health unchanged ({len(inconclusive)})*",
-                [_inconclusive_line(r, title_of(r)) for r in inconclusive],
-            )
-        )
-    if healthy:
-        groups.append((f"*Healthy ({len(healthy)})*", [_healthy_line(r, title_of(r)) for r in healthy]))
-    packed, left_out = _pack_counted(groups, max_blocks=room, max_chars=chars_left)
+    groups = [
+        (f"*{'Also failing' if detailed else 'Failing'} ({len(rest)})*", rest),
+        (f"*Inconclusive: rate-limited, health unchanged ({len(inconclusive)})*", inconclusive),
+        (f"*Healthy ({len(healthy)})*", healthy),
+    ]
+    lines = [(heading, [_line(r, title_of(r)) for r in results]) for heading, results in groups if results]
+    room = MESSAGE_MAX_BLOCKS - len(blocks) - 1  # one block is kept for the closing note
+    packed, left_out = _pack_counted(lines, max_blocks=room, max_chars=chars_left)
     blocks += packed
-
-    notes = []
-    if left_out:
-        notes.append(f"{plural(left_out, 'more connection')} left out to fit in one message.")
-    if left_out or len(rest) > 0:
-        notes.append("For one connection's details and history, use `/connections status &lt;name&gt;`.")
-    if notes:
-        blocks.append(context(" ".join(notes)))
-    return message(_report_text(report), blocks)
+    if left_out or rest:
+        note = "For one connection's details and history, use `/connections status &lt;name&gt;`."
+        if left_out:
+            note = f"{plural(left_out, 'more connection')} left out to fit in one message. {note}"
+        blocks.append(context(note))
+    return message(text, blocks)
 
 
-def _report_summary(report: RetestReport) -> str:
+def _report_summary(report: RetestReport) -> tuple[str, str]:
+    """The report's first section, and its notification text: the counts."""
     total = len(report.results)
     if total == 0:
-        return "There was no active connection to re-test."
-    icon = "❌" if report.failing else ("⏳" if report.inconclusive else "✅")
+        nothing = "There was no active connection to re-test."
+        return nothing, nothing
     counts = f"{report.healthy} healthy, {report.failing} failing"
     if report.inconclusive:
         counts += f", {report.inconclusive} inconclusive (rate-limited)"
-    took = _elapsed_text(report.elapsed_ms)
-    return f"{icon} *{counts}*\nRe-tested {plural(total, 'connection')} in {took}."
-
-
-def _report_text(report: RetestReport) -> str:
-    total = len(report.results)
-    if total == 0:
-        return "There was no active connection to re-test."
-    text = f"Re-tested {plural(total, 'connection')}: {report.healthy} healthy, {report.failing} failing"
-    if report.inconclusive:
-        text += f", {report.inconclusive} inconclusive (rate-limited)"
-    return text
+    icon = "❌" if report.failing else ("⏳" if report.inconclusive else "✅")
+    retested = f"Re-tested {plural(total, 'connection')}"
+    return f"{icon} *{counts}*\n{retested} in {_elapsed_text(report.elapsed_ms)}.", f"{retested}: {counts}"
 
 
 def _elapsed_text(elapsed_ms: int) -> str:
@@ -309,43 +269,34 @@ def _failing_in_full(result: RetestResult, title: str) -> tuple[Block, int]:
     """One failing connection as one section (with its Re-test button) and its text's length:
     the name and summary, then as many failed checks and hints as fit."""
     connection, verification = result.connection, result.verification
-    first = f"❌ *{_name(connection)}* · {title} · {latency_text(verification.latency_ms)}"
+    first = f"❌ *{name_text(connection.name)}* · {title} · {latency_text(verification.latency_ms)}"
     if result.change is not None and result.change.kind is ChangeKind.FAILED:
         first += " · 🔔 new failure"
     lines = [first, summary_text(verification)]
     failed = [c for c in verification.checks if not c.passed][:_REPORT_CHECKS_MAX]
-    for check in failed:
-        name = escape(truncate(one_line(check.name, "check"), _CHECK_NAME_MAX))
-        detail = escape(truncate(one_line(check.detail, ""), _CHECK_DETAIL_MAX))
-        lines.append(f"❌ *{name}*" + (f" — {detail}" if detail else ""))
+    lines += [check_line(check, "❌", _CHECK_DETAIL_MAX) for check in failed]
     hints = [h for h in verification.hints if h.strip()][:_REPORT_HINTS_MAX]
     if hints:
-        lines.append("*What to check*")
-        lines += [f"• {escape(truncate(one_line(h, ''), _HINT_MAX))}" for h in hints]
+        lines += ["*What to check*", *(f"• {inline(h, _HINT_MAX, '')}" for h in hints)]
     text = ""
     for line in lines:
         joined = f"{text}\n{line}" if text else line
         if len(joined) > SECTION_TEXT_MAX:
             break
         text = joined
-    accessory = retest_button(connection.id) if connection.status in RETESTABLE else None
-    block = SectionBlock(text=MarkdownTextObject(text=text), accessory=accessory)
-    return dict(block.to_dict()), len(text)
+    button = retest_button(connection.id) if connection.status in RETESTABLE else None
+    return section(text, button), len(text)
 
 
-def _failing_line(result: RetestResult, title: str) -> str:
-    summary = summary_text(result.verification, _LINE_SUMMARY_MAX)
-    latency = latency_text(result.verification.latency_ms)
-    return f"❌ *{_name(result.connection)}* · {title} · {summary} · {latency}"
-
-
-def _inconclusive_line(result: RetestResult, title: str) -> str:
-    summary = summary_text(result.verification, _LINE_SUMMARY_MAX)
-    return f"⏳ *{_name(result.connection)}* · {title} · {summary}"
-
-
-def _healthy_line(result: RetestResult, title: str) -> str:
-    return f"✅ *{_name(result.connection)}* · {title} · {latency_text(result.verification.latency_ms)}"
+def _line(result: RetestResult, title: str) -> str:
+    """One connection of the report on one line."""
+    icon = "✅" if result.ok else ("❌" if result.conclusive else "⏳")
+    facts = [f"{icon} *{name_text(result.connection.name)}*", title]
+    if not result.ok:
+        facts.append(summary_text(result.verification, _LINE_SUMMARY_MAX))
+    if result.conclusive:
+        facts.append(latency_text(result.verification.latency_ms))
+    return " · ".join(facts)
 
 
 def _pack_counted(
@@ -354,45 +305,32 @@ def _pack_counted(
     """Pack the groups' lines into sections, in order, each group's heading kept with its first
     line, until ``max_blocks`` sections or ``max_chars`` characters are used; return the sections
     and how many lines did not fit."""
+    units = [
+        f"{heading}\n{line}" if i == 0 else line for heading, lines in groups for i, line in enumerate(lines)
+    ]
+    if max_blocks < 1:
+        return [], len(units)
     texts: list[str] = []
-    current = ""
-    used = 0
-    shown = 0
-    total = sum(len(lines) for _, lines in groups)
-    full = max_blocks < 1
-    for heading, lines in groups:
-        for index, line in enumerate(lines):
-            unit = f"{heading}\n{line}" if index == 0 else line
-            joined = f"{current}\n{unit}" if current else unit
-            if len(joined) <= SECTION_TEXT_MAX:
-                grown = len(joined) - len(current)
-                if full or used + grown > max_chars:
-                    full = True
-                    break
-                current, used = joined, used + grown
-            else:
-                if full or len(texts) + 2 > max_blocks or used + len(unit) > max_chars:
-                    full = True
-                    break
-                texts.append(current)
-                current, used = unit, used + len(unit)
-            shown += 1
-        if full:
-            break
+    current, used, shown = "", 0, 0
+    for unit in units:
+        joined = f"{current}\n{unit}" if current else unit
+        if len(joined) <= SECTION_TEXT_MAX:
+            grown = len(joined) - len(current)
+            if used + grown > max_chars:
+                break
+            current, used = joined, used + grown
+        else:
+            if len(texts) + 2 > max_blocks or used + len(unit) > max_chars:
+                break
+            texts.append(current)
+            current, used = unit, used + len(unit)
+        shown += 1
     if current:
         texts.append(current)
-    return [section(text) for text in texts], total - shown
-
-
-def _name(connection: ConnectionSummary) -> str:
-    return escape(truncate(one_line(connection.name), _NAME_MAX))
+    return [section(text) for text in texts], len(units) - shown
 
 
 # --- status -------------------------------------------------------------------------------------
-
-
-PENDING_ROTATION_BLOCK = "status_pending_rotation"
-"""block_id of the Approve / Reject buttons of a rotation waiting on the status reply."""
 
 
 def status_message(
@@ -403,25 +341,17 @@ def status_message(
     status allows (Re-test; Rotate and Remove for an active connection)."""
     connection = report.connection
     title = provider_title(connection, provider)
-    blocks: list[Block] = [
-        dict(HeaderBlock(text=truncate(one_line(connection.name), HEADER_MAX)).to_dict()),
-        _status_facts(report, title, now),
-    ]
-    stale = (
-        connection.status is Status.ACTIVE
-        and connection.credential_created_at is not None
-        and key_is_stale(connection.credential_created_at, now, rotation_days)
-    )
-    if stale and connection.credential_created_at is not None:
-        age = credential_age_text(connection.credential_created_at, now)
-        blocks.append(
-            section(
-                f"⚠️ *This key was stored {age} ago*, more than the {rotation_days:g} days after which "
-                "keys should be replaced: rotate it with the *Rotate* button below."
-            )
+    blocks: list[Block] = [header(one_line(connection.name)), _status_facts(report, title, now)]
+    stored_at = connection.credential_created_at
+    if stored_at is not None and key_is_stale(connection, now, rotation_days):
+        stale = (
+            f"⚠️ *This key was stored {credential_age_text(stored_at, now)} ago*, more than the "
+            f"{rotation_days:g} days after which keys should be replaced: rotate it with the *Rotate* "
+            "button below."
         )
-    if report.pending_rotation is not None:
-        rotation = report.pending_rotation
+        blocks.append(section(stale))
+    rotation = report.pending_rotation
+    if rotation is not None:
         blocks.append(section(_pending_rotation_note(rotation)))
         # Also here, not only in the admin channel: a request that could not be posted there must
         # still be decidable. Shown to anyone; only an admin's click is accepted.
@@ -429,9 +359,11 @@ def status_message(
             decide_buttons(rotation, block_id=PENDING_ROTATION_BLOCK, noun="rotation", reject_style=None)
         )
     blocks += _history_blocks(report.history)
-    actions = _status_actions(connection)
-    if actions is not None:
-        blocks.append(actions)
+    buttons = connection_buttons(connection)
+    if connection.status is Status.ACTIVE:
+        buttons.append(remove_button(connection))
+    if buttons:
+        blocks.append(actions(*buttons, block_id=_STATUS_ACTIONS_BLOCK))
     health = HEALTH_LABELS[connection.health]
     text = f"{quoted_name(connection.name)} ({title}): {connection.status.label}, {health}"
     return message(text, blocks)
@@ -440,12 +372,7 @@ def status_message(
 def _status_facts(report: StatusReport, title: str, now: datetime) -> Block:
     connection = report.connection
     verified = connection.last_verified_at
-    key = connection.key_hint
-    key_text = f"`{escape(truncate(one_line(key), _KEY_HINT_MAX))}`" if key else "—"
-    stored_at = connection.credential_created_at
-    if stored_at is not None and connection.status in RETESTABLE:
-        age = credential_age_text(stored_at, now)
-        key_text += "\nkey stored today" if age == "today" else f"\nkey stored {age} ago"
+    age = key_age_fact(connection, now)
     fields = [
         f"*Provider*\n{title}",
         f"*Status*\n{connection.status.label}",
@@ -455,19 +382,18 @@ def _status_facts(report: StatusReport, title: str, now: datetime) -> Block:
         fields.append(f"*Failing since*\n{slack_date(report.failing_since)}")
     fields += [
         f"*Last verified*\n{slack_date(verified) if verified is not None else 'never'}",
-        f"*Key*\n{key_text}",
+        f"*Key*\n{key_text(connection.key_hint)}" + (f"\n{age}" if age else ""),
         f"*Added by*\n{user_mention(connection.created_by)} {slack_date(connection.created_at)}",
     ]
-    return dict(SectionBlock(fields=[MarkdownTextObject(text=f) for f in fields]).to_dict())
+    return fields_section(fields)
 
 
 def _pending_rotation_note(rotation: ApprovalRequest) -> str:
-    new_key = rotation.new_key_hint
-    key = f" `{escape(truncate(one_line(new_key), _KEY_HINT_MAX))}`" if new_key else ""
     return (
-        f"🔄 *A new key{key} is awaiting approval.* {user_mention(rotation.requested_by)} asked "
-        f"{slack_date(rotation.requested_at)}; it passed verification and replaces the current key "
-        "once an admin approves it. Until then the current key stays in use."
+        f"🔄 *A new key{named_key(rotation.new_key_hint)} is awaiting approval.* "
+        f"{user_mention(rotation.requested_by)} asked {slack_date(rotation.requested_at)}; it passed "
+        "verification and replaces the current key once an admin approves it. Until then the current key "
+        "stays in use."
     )
 
 
@@ -492,23 +418,6 @@ def _history_line(entry: HistoryEntry) -> str:
     trigger = _TRIGGERS.get(entry.trigger, escape(str(entry.trigger)))
     if entry.trigger is Trigger.RETEST and entry.actor:
         trigger += f" by {user_mention(entry.actor)}"
-    if entry.ok:
-        icon = "✅"
-    elif entry.outcome is Outcome.RATE_LIMITED:
-        icon = "⏳"
-    else:
-        icon = "❌"
-    fallback = entry.outcome.value.replace("_", " ")
-    summary = escape(truncate(one_line(entry.summary, fallback), _LINE_SUMMARY_MAX))
+    icon = "✅" if entry.ok else ("⏳" if entry.outcome is Outcome.RATE_LIMITED else "❌")
+    summary = summary_text(entry, _LINE_SUMMARY_MAX)
     return f"{slack_date(entry.at)} · {trigger} · {icon} {summary} · {latency_text(entry.latency_ms)}"
-
-
-def _status_actions(connection: ConnectionSummary) -> Block | None:
-    buttons: list[ButtonElement] = []
-    if connection.status in RETESTABLE:
-        buttons.append(retest_button(connection.id))
-    if connection.status is Status.ACTIVE:
-        buttons += [rotate_button(connection.id), remove_button(connection)]
-    if not buttons:
-        return None
-    return dict(ActionsBlock(block_id=_STATUS_ACTIONS_BLOCK, elements=buttons).to_dict())

@@ -19,6 +19,7 @@ __all__ = [
     "duration_text",
     "escape",
     "escaped_chunks",
+    "inline",
     "one_line",
     "plural",
     "slack_date",
@@ -30,8 +31,6 @@ SECTION_TEXT_MAX = 3000
 """Characters in a section's text (and our cap for one context element)."""
 HEADER_MAX = 150
 """Characters in a header block's text."""
-
-ELLIPSIS = "…"
 
 
 def escape(text: str) -> str:
@@ -51,13 +50,18 @@ def truncate(text: str, limit: int) -> str:
         raise ValueError("limit must be at least 1")
     if len(text) <= limit:
         return text
-    return text[: limit - 1].rstrip() + ELLIPSIS
+    return text[: limit - 1].rstrip() + "…"
 
 
 def one_line(text: str, fallback: str = "(no name)") -> str:
     """Collapse runs of whitespace (newlines included) so user text cannot break a layout."""
     collapsed = " ".join(text.split())
     return collapsed or fallback
+
+
+def inline(text: str, limit: int, fallback: str = "(no name)") -> str:
+    """User text for a line of mrkdwn: on one line, shortened to ``limit``, then escaped."""
+    return escape(truncate(one_line(text, fallback), limit))
 
 
 def escaped_chunks(text: str, limit: int) -> list[str]:
@@ -98,21 +102,16 @@ def as_utc(dt: datetime) -> datetime:
 
 
 def slack_date(dt: datetime, fallback_fmt: str = "%Y-%m-%d %H:%M UTC") -> str:
-    """A date Slack shows in each reader's own time zone, e.g. "Yesterday at 3:04 PM".
-
-    Clients that cannot render it show the fallback, formatted in UTC. A naive ``dt`` is taken to
-    be UTC, which is how the store writes timestamps.
-    """
+    """A date Slack shows in each reader's own time zone, e.g. "Yesterday at 3:04 PM"; clients that
+    cannot render it show the fallback, in UTC (see :func:`as_utc` for a naive ``dt``)."""
     aware = as_utc(dt)
     fallback = escape(aware.strftime(fallback_fmt)).replace("|", "/")
     return f"<!date^{int(aware.timestamp())}^{{date_short_pretty}} at {{time}}|{fallback}>"
 
 
 def credential_age_text(stored_at: datetime, now: datetime) -> str:
-    """How long ago a credential was stored, in whole days: "today", "1 day", "95 days".
-
-    Naive datetimes are taken to be UTC, as in :func:`slack_date`; a ``stored_at`` after ``now``
-    (clocks a little apart) counts as today."""
+    """How long ago a credential was stored, in whole days: "today", "1 day", "95 days"; a
+    ``stored_at`` after ``now`` (clocks a little apart) counts as today."""
     days = (as_utc(now) - as_utc(stored_at)).days
     return "today" if days < 1 else plural(days, "day")
 

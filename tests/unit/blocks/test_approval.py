@@ -395,6 +395,14 @@ def test_revoked_dm_says_it_can_no_longer_be_used() -> None:
     assert f"was revoked by <@{ADMIN}>. It can no longer be used." in visible_text(payload)
 
 
+@pytest.mark.parametrize("status", DECIDED_STATUSES)
+def test_a_connection_dm_offers_no_rotate_button_whatever_the_decision(status: Status) -> None:
+    # A connection's "rejected" and "expired" are the same strings as a rotation's, which do
+    # offer Rotate: the kind of request decides, not the status's text.
+    payload = decision_dm(approval(summary(), status=status, decided_by=ADMIN, reason="Because."))
+    assert buttons(payload) == []
+
+
 def test_dm_identifies_the_credential_by_its_hint_and_escapes_the_name() -> None:
     payload = decision_dm(
         approval(summary("<!channel> prod"), status=Status.ACTIVE, decided_by=ADMIN, reason=None)

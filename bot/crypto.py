@@ -14,7 +14,7 @@ Exception hierarchy::
     └── DecryptionError         a ciphertext that does not open: wrong or unknown key, tampered
                                 nonce/ciphertext/tag, or associated data of another row
 
-:mod:`bot.master_key` extends ``CryptoError`` with the errors of finding the master key.
+:mod:`bot.keys` extends ``CryptoError`` with the errors of finding the master key.
 """
 
 from __future__ import annotations

@@ -20,13 +20,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.background import Background
 from bot.crypto import Cipher
-from bot.master_key import LoadedKey, MasterKeyError
+from bot.keys import LoadedKey, MasterKeyError, guard_master_key, key_opens_database
 from bot.providers.registry import ProviderRegistry, build_registry
 from bot.services.admins import AdminPolicy
 from bot.services.approvals import ApprovalService
 from bot.services.audit import AuditService
 from bot.services.interrupted import InterruptedVerifications, ProcessOwner
-from bot.services.key_guard import guard_master_key, key_opens_database
 from bot.services.permissions import RetestPolicy
 from bot.services.queries import Queries
 from bot.services.reminders import RotationReminders

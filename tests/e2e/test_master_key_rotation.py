@@ -17,9 +17,7 @@ import httpx
 import pytest
 
 from bot.crypto import MasterKey
-from bot.master_key import LoadedKey
-from bot.services.key_guard import guard_master_key
-from bot.services.master_key_rotation import FAILPOINTS
+from bot.keys import FAILPOINTS, LoadedKey, guard_master_key
 from bot.store import Database
 from tests.e2e.conftest import SIGNING_SECRET
 from tests.fakes.slack_api import FakeSlack

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.crypto import MasterKey
-from bot.master_key import KEYRING_SERVICE, KEYRING_USERNAME
-from bot.master_key_slots import KEYRING_NEXT_USERNAME, STAGED_SUFFIX, staged_file_path
+from bot.keys import KEYRING_NEXT_USERNAME, KEYRING_SERVICE, KEYRING_USERNAME, STAGED_SUFFIX, staged_file_path
 from bot.settings import KeySettings
 from tests.support.file_keyring import SharedFileKeyring, keyring_env
 

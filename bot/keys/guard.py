@@ -6,8 +6,8 @@ newest stored credential; ``/healthz`` repeats the canary check. A second host t
 its own, a mistyped ``CONNECTIONS_MASTER_KEY`` or a restored database with another key's data are
 all refused with a message that says so, instead of sealing new rows under a key nobody else has.
 
-``rotate-master-key`` (:mod:`bot.services.master_key_rotation`) stages its new key in a slot named
-after that key's id (:mod:`bot.master_key_slots`) before it re-encrypts anything and promotes it
+``rotate-master-key`` (:mod:`bot.keys.rotation`) stages its new key in a slot named
+after that key's id (:mod:`bot.keys.slots`) before it re-encrypts anything and promotes it
 after the commit. When the primary key does not open the canary, a start reads the slot named after
 the canary's key id:
 
@@ -32,7 +32,14 @@ from pathlib import Path
 from keyring.backend import KeyringBackend
 
 from bot.crypto import Cipher, CryptoError, DecryptionError, MasterKey, Sealed, associated_data
-from bot.master_key import (
+from bot.keys.slots import (
+    StagedKey,
+    discard_staged_key,
+    find_staged_for_missing_primary,
+    promote_staged_key,
+    read_staged_key,
+)
+from bot.keys.sources import (
     ENV_VAR,
     KeySource,
     LoadedKey,
@@ -42,13 +49,6 @@ from bot.master_key import (
     WrongMasterKey,
     load_master_key,
     verify_key_opens,
-)
-from bot.master_key_slots import (
-    StagedKey,
-    discard_staged_key,
-    find_staged_for_missing_primary,
-    promote_staged_key,
-    read_staged_key,
 )
 from bot.redaction import Secret
 from bot.store import AuditEvent, CanaryExists, Credential, Database, KeyCanary

@@ -14,7 +14,7 @@ A key is generated only when the caller says the database holds no ciphertext ye
 if one is usable, else in the key file. With ciphertext present and no key found, loading fails.
 
 Rotation (``connections-bot rotate-master-key``) stages its new key beside the primary and promotes
-it after the commit: see :mod:`bot.master_key_slots`.
+it after the commit: see :mod:`bot.keys.slots`.
 
 Exception hierarchy (all messages are one line and safe to print: paths and key ids, never keys)::
 

@@ -17,7 +17,7 @@ import pytest
 from keyring.backend import KeyringBackend
 
 from bot.crypto import Cipher, MasterKey, Sealed, associated_data
-from bot.master_key import (
+from bot.keys import (
     KEYRING_SERVICE,
     KEYRING_USERNAME,
     InsecureKeyFile,
@@ -26,11 +26,11 @@ from bot.master_key import (
     MasterKeyError,
     MasterKeyMissing,
     WrongMasterKey,
-    _create_key_file,
     default_key_file_path,
     load_master_key,
     verify_key_opens,
 )
+from bot.keys.sources import _create_key_file
 from bot.redaction import Secret
 from bot.settings import Settings
 
@@ -302,7 +302,7 @@ def test_malformed_keyring_entry_is_an_error_and_is_left_alone(ring: MemoryKeyri
 def test_backends_that_do_not_protect_values_are_refused(
     backend: KeyringBackend, key_file: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="bot.master_key")
+    caplog.set_level(logging.INFO, logger="bot.keys")
 
     loaded = load_master_key(
         settings(), has_ciphertext=False, keyring_backend=backend, default_key_file=key_file
@@ -361,7 +361,7 @@ def test_chainer_uses_only_its_protecting_members(key_file: Path) -> None:
 def test_backend_errors_mean_no_usable_keyring(
     backend: MemoryKeyring, reason: str, key_file: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="bot.master_key")
+    caplog.set_level(logging.INFO, logger="bot.keys")
 
     loaded = load_master_key(
         settings(), has_ciphertext=False, keyring_backend=backend, default_key_file=key_file

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bot.crypto import MasterKey
-from bot.master_key import (
+from bot.keys import (
     KEYRING_SERVICE,
     KEYRING_USERNAME,
     InsecureKeyFile,
@@ -18,9 +18,9 @@ from bot.master_key import (
     LoadedKey,
     MasterKeyMissing,
     WrongMasterKey,
+    guard_master_key,
+    rotate_master_key,
 )
-from bot.services.key_guard import guard_master_key
-from bot.services.master_key_rotation import rotate_master_key
 from bot.settings import KeySettings
 from bot.store import Database
 from tests.support.key_sources import SOURCES, KeySetup, key_setup

@@ -14,16 +14,17 @@ import psycopg
 import pytest
 
 from bot.crypto import Cipher, MasterKey, associated_data
-from bot.master_key_slots import RotationBusy
-from bot.redaction import Secret
-from bot.services.key_guard import ROTATION_ACTION, guard_master_key
-from bot.services.master_key_rotation import (
+from bot.keys import (
     ALL_WORKSPACES,
+    ROTATION_ACTION,
     NothingToRotate,
+    RotationBusy,
     RotationRefused,
     crash_at,
+    guard_master_key,
     rotate_master_key,
 )
+from bot.redaction import Secret
 from bot.settings import KeySettings
 from bot.store import Credential, Database
 from bot.store.migrate import upgrade_to_head

@@ -36,15 +36,15 @@ from keyring.backend import KeyringBackend
 
 from bot.crypto import Cipher, DecryptionError, MasterKey, Sealed, associated_data
 from bot.domain import SYSTEM_ACTOR
-from bot.master_key import ENV_VAR, FILE_ENV_VAR, KeySource, LoadedKey, MasterKeyError, MasterKeySettings
-from bot.master_key_slots import (
+from bot.keys.guard import CANARY_AAD, ROTATION_ACTION, guard_master_key, sealed_canary
+from bot.keys.slots import (
     StagedKey,
     discard_staged_key,
     promote_staged_key,
     rotation_lock,
     stage_next_key,
 )
-from bot.services.key_guard import CANARY_AAD, ROTATION_ACTION, guard_master_key, sealed_canary
+from bot.keys.sources import ENV_VAR, FILE_ENV_VAR, KeySource, LoadedKey, MasterKeyError, MasterKeySettings
 from bot.store import AuditEvent, Credential, Database, KeyCanary
 from bot.store.uow import UnitOfWork
 

@@ -11,20 +11,18 @@ from pathlib import Path
 import pytest
 
 from bot.crypto import MasterKey
-from bot.master_key import (
+from bot.keys import (
+    KEYRING_NEXT_USERNAME,
     KEYRING_SERVICE,
     KEYRING_USERNAME,
     InsecureKeyFile,
     KeySource,
     LoadedKey,
     MasterKeyError,
-    load_master_key,
-)
-from bot.master_key_slots import (
-    KEYRING_NEXT_USERNAME,
     RotationBusy,
     discard_staged_key,
     find_staged_for_missing_primary,
+    load_master_key,
     promote_staged_key,
     read_staged_key,
     rotation_lock,

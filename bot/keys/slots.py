@@ -32,7 +32,7 @@ from pathlib import Path
 from keyring.backend import KeyringBackend
 
 from bot.crypto import InvalidMasterKey, MasterKey
-from bot.master_key import (
+from bot.keys.sources import (
     ENV_VAR,
     FILE_ENV_VAR,
     KEYRING_SERVICE,

@@ -1,73 +1,54 @@
 """The master key: where it comes from, its staged slots during a rotation, the start-up guard that
 binds the database to it, and ``connections-bot rotate-master-key``. Sealing itself is
-:mod:`bot.crypto`."""
+:mod:`bot.crypto`.
 
-from bot.keys.guard import (
-    CANARY_AAD,
-    CANARY_TEXT,
-    ROTATION_ACTION,
-    guard_master_key,
-    key_opens_database,
-    sealed_canary,
-)
-from bot.keys.rotation import (
-    ALL_WORKSPACES,
-    FAILPOINTS,
-    NothingToRotate,
-    PromotionFailed,
-    RotationOutcome,
-    RotationRefused,
-    crash_at,
-    rotate_master_key,
-    shared_slot_warning,
-)
-from bot.keys.slots import (
-    KEYRING_NEXT_USERNAME,
-    LOCK_SUFFIX,
-    STAGED_SUFFIX,
-    RotationBusy,
-    StagedKey,
-    discard_staged_key,
-    find_staged_for_missing_primary,
-    promote_staged_key,
-    read_staged_key,
-    rotation_lock,
-    stage_next_key,
-    staged_file_path,
-    staged_username,
-    staging_path,
-)
-from bot.keys.sources import (
-    ENV_VAR,
-    FILE_ENV_VAR,
-    KEYRING_SERVICE,
-    KEYRING_USERNAME,
+Modules, from the bottom up: ``errors``; ``key_files`` and ``keyrings`` (the two stores);
+``sources`` (the lookup order, and the :class:`LoadedKey` it yields); ``slots`` (staged keys, the
+rotation lock) and ``promotion``; ``guard`` (binding the database to a key); ``rotation`` (the
+command). A module uses only public names of the others.
+
+Exception hierarchy (all messages are one line and safe to print: paths and key ids, never keys)::
+
+    CryptoError                    (bot.crypto)
+    └── MasterKeyError             the master key cannot be loaded; the bot must not start
+        ├── MalformedMasterKey     the env value, keyring entry or key file is not base64 of 32 bytes
+        ├── InsecureKeyFile        the key file is readable/writable by others or owned by another user
+        ├── MasterKeyMissing       ciphertext exists but no key was found anywhere
+        ├── WrongMasterKey         the key found does not open the stored credentials
+        ├── RotationBusy           another rotation holds the lock of this key's slot
+        ├── RotationRefused        a rotation did not start, or was rolled back: nothing changed
+        │   └── NothingToRotate    the database holds no sealed row yet
+        └── PromotionFailed        the data moved to the new key, which stays in its staged slot
+"""
+
+from bot.keys.errors import (
     InsecureKeyFile,
-    KeySource,
-    LoadedKey,
     MalformedMasterKey,
     MasterKeyError,
     MasterKeyMissing,
-    MasterKeySettings,
+    NothingToRotate,
+    PromotionFailed,
+    RotationBusy,
+    RotationRefused,
     WrongMasterKey,
+)
+from bot.keys.guard import guard_master_key, key_opens_database
+from bot.keys.rotation import FAILPOINTS, RotationOutcome, crash_at, rotate_master_key
+from bot.keys.sources import (
+    ENV_VAR,
+    FILE_ENV_VAR,
+    KeySource,
+    LoadedKey,
+    MasterKeySettings,
     default_key_file_path,
     load_master_key,
     verify_key_opens,
 )
 
 __all__ = [
-    "ALL_WORKSPACES",
-    "CANARY_AAD",
-    "CANARY_TEXT",
     "ENV_VAR",
     "FAILPOINTS",
     "FILE_ENV_VAR",
-    "KEYRING_NEXT_USERNAME",
-    "KEYRING_SERVICE",
-    "KEYRING_USERNAME",
-    "LOCK_SUFFIX",
-    "ROTATION_ACTION",
-    "STAGED_SUFFIX",
     "InsecureKeyFile",
     "KeySource",
     "LoadedKey",
@@ -80,24 +61,12 @@ __all__ = [
     "RotationBusy",
     "RotationOutcome",
     "RotationRefused",
-    "StagedKey",
     "WrongMasterKey",
     "crash_at",
     "default_key_file_path",
-    "discard_staged_key",
-    "find_staged_for_missing_primary",
     "guard_master_key",
     "key_opens_database",
     "load_master_key",
-    "promote_staged_key",
-    "read_staged_key",
     "rotate_master_key",
-    "rotation_lock",
-    "sealed_canary",
-    "shared_slot_warning",
-    "stage_next_key",
-    "staged_file_path",
-    "staged_username",
-    "staging_path",
     "verify_key_opens",
 ]

@@ -32,21 +32,14 @@ from pathlib import Path
 from keyring.backend import KeyringBackend
 
 from bot.crypto import Cipher, CryptoError, DecryptionError, MasterKey, Sealed, associated_data
-from bot.keys.slots import (
-    StagedKey,
-    discard_staged_key,
-    find_staged_for_missing_primary,
-    promote_staged_key,
-    read_staged_key,
-)
+from bot.keys.errors import MasterKeyError, MasterKeyMissing, WrongMasterKey
+from bot.keys.promotion import promote_staged_key
+from bot.keys.slots import StagedKey, discard_staged_key, find_staged_for_missing_primary, read_staged_key
 from bot.keys.sources import (
     ENV_VAR,
     KeySource,
     LoadedKey,
-    MasterKeyError,
-    MasterKeyMissing,
     MasterKeySettings,
-    WrongMasterKey,
     load_master_key,
     verify_key_opens,
 )

@@ -36,25 +36,18 @@ from keyring.backend import KeyringBackend
 
 from bot.crypto import Cipher, DecryptionError, MasterKey, Sealed, associated_data
 from bot.domain import SYSTEM_ACTOR
+from bot.keys.errors import MasterKeyError, NothingToRotate, PromotionFailed, RotationRefused
 from bot.keys.guard import CANARY_AAD, ROTATION_ACTION, guard_master_key, sealed_canary
-from bot.keys.slots import (
-    StagedKey,
-    discard_staged_key,
-    promote_staged_key,
-    rotation_lock,
-    stage_next_key,
-)
-from bot.keys.sources import ENV_VAR, FILE_ENV_VAR, KeySource, LoadedKey, MasterKeyError, MasterKeySettings
+from bot.keys.promotion import promote_staged_key
+from bot.keys.slots import StagedKey, discard_staged_key, rotation_lock, stage_next_key
+from bot.keys.sources import ENV_VAR, FILE_ENV_VAR, KeySource, LoadedKey, MasterKeySettings
 from bot.store import AuditEvent, Credential, Database, KeyCanary
 from bot.store.uow import UnitOfWork
 
 __all__ = [
     "ALL_WORKSPACES",
     "FAILPOINTS",
-    "NothingToRotate",
-    "PromotionFailed",
     "RotationOutcome",
-    "RotationRefused",
     "crash_at",
     "rotate_master_key",
     "shared_slot_warning",
@@ -70,18 +63,6 @@ changed); every row re-sealed (before the commit); committed (before the promoti
 through the promotion (keyring: primary written, staged entry not yet deleted; key file: renamed,
 directory not yet fsynced)."""
 _KILLED: Final = 137  # the exit status a shell reports for SIGKILL
-
-
-class RotationRefused(MasterKeyError):
-    """The rotation did not start, or was rolled back: nothing changed."""
-
-
-class NothingToRotate(RotationRefused):
-    """The database holds no sealed row yet."""
-
-
-class PromotionFailed(MasterKeyError):
-    """The data moved to the new key, which stays staged; the next start finishes the promotion."""
 
 
 @dataclass(frozen=True)

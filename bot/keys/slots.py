@@ -10,8 +10,9 @@ staged key may be the only copy of what opens another database's data.
   named by ``--new-key-file``), from which the operator sets the variable.
 
 A start never lists or guesses slots: it reads the one named after the key id the database's
-canary is sealed with. After the commit :func:`promote_staged_key` moves the staged key into the
-primary slot, only if that slot still holds the key the rotation started from (compare-and-set).
+canary is sealed with. After the commit :func:`~bot.keys.promotion.promote_staged_key` moves the
+staged key into the primary slot, only if that slot still holds the key the rotation started from
+(compare-and-set).
 
 Every rotation holds :func:`rotation_lock` (``fcntl.flock`` on ``<primary key file>.lock``) from
 loading the key to the end of the promotion, so two rotations of keys kept in the same place never
@@ -25,41 +26,32 @@ import fcntl
 import logging
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from keyring.backend import KeyringBackend
 
-from bot.crypto import InvalidMasterKey, MasterKey
+from bot.crypto import MasterKey
+from bot.keys.errors import MasterKeyError, RotationBusy, reason
+from bot.keys.key_files import fsync_directory, publish_key_file, read_key_file
+from bot.keys.keyrings import KEYRING_SERVICE, keyring_location, read_entry, store_entry, usable_keyring
 from bot.keys.sources import (
-    ENV_VAR,
     FILE_ENV_VAR,
-    KEYRING_SERVICE,
-    KEYRING_USERNAME,
     KeySource,
     LoadedKey,
-    MalformedMasterKey,
-    MasterKeyError,
     MasterKeySettings,
-    _fsync_directory,
-    _keyring_location,
-    _read_key_file,
-    _reason,
-    _usable_keyring,
-    _write_temporary_key_file,
     default_key_file_path,
+    keyring_key,
 )
 
 __all__ = [
     "KEYRING_NEXT_USERNAME",
     "LOCK_SUFFIX",
     "STAGED_SUFFIX",
-    "RotationBusy",
     "StagedKey",
     "discard_staged_key",
     "find_staged_for_missing_primary",
-    "promote_staged_key",
     "read_staged_key",
     "rotation_lock",
     "stage_next_key",
@@ -75,10 +67,6 @@ STAGED_SUFFIX = ".next"
 LOCK_SUFFIX = ".lock"
 # Key ids come from the database too (the canary's): only this shape may become part of a file name.
 _KEY_ID = re.compile(r"[0-9a-f]{16}")
-
-
-class RotationBusy(MasterKeyError):
-    """Another rotation holds the lock of this key's slot."""
 
 
 @dataclass(frozen=True)
@@ -111,7 +99,7 @@ def staging_path(
         return staged_file_path(loaded.path, key_id)
     if new_key_file is not None:
         return new_key_file
-    return staged_file_path(_default(default_key_file), key_id)
+    return staged_file_path(default_key_file_path(default_key_file), key_id)
 
 
 def read_staged_key(
@@ -136,12 +124,13 @@ def find_staged_for_missing_primary(
     default_key_file: Path | None = None,
 ) -> tuple[LoadedKey, StagedKey] | None:
     """With no primary key anywhere, the key staged for ``key_id`` and the empty primary slot it
-    belongs in (its ``key`` is the staged key), looked up where :func:`load_master_key` looks."""
+    belongs in (its ``key`` is the staged key), looked up where
+    :func:`~bot.keys.sources.load_master_key` looks."""
     if settings.master_key is not None or not _KEY_ID.fullmatch(key_id):
         return None
     if settings.master_key_file is not None:
         return _file_pair(settings.master_key_file, key_id, f"{FILE_ENV_VAR}={settings.master_key_file}")
-    ring = _usable_keyring(keyring_backend)
+    ring = usable_keyring(keyring_backend)
     for backend in ring.members if ring is not None else []:
         try:
             staged = _read_keyring_slot(backend, key_id)
@@ -149,12 +138,8 @@ def find_staged_for_missing_primary(
             logger.info("no staged master key in this keyring backend: %s", exc)
             continue
         if staged is not None:
-            location = _keyring_location([backend])
-            empty = LoadedKey(
-                key=staged.key, source=KeySource.KEYRING, created=False, location=location, backend=backend
-            )
-            return empty, staged
-    path = _default(default_key_file)
+            return keyring_key(staged.key, backend), staged
+    path = default_key_file_path(default_key_file)
     return _file_pair(path, key_id, str(path))
 
 
@@ -174,44 +159,9 @@ def stage_next_key(
     path = staging_path(loaded, key.key_id, new_key_file=new_key_file, default_key_file=default_key_file)
     if path is None:  # pragma: no cover - a keyring key always carries its backend
         raise MasterKeyError("the master key's keyring backend is unknown; nothing was changed")
-    _publish_new_key_file(path, key)
+    publish_key_file(path, key)
     logger.info("staged the new master key %s in %s", key.key_id, path)
     return StagedKey(key=key, location=str(path), path=path)
-
-
-def promote_staged_key(
-    loaded: LoadedKey,
-    staged: StagedKey,
-    *,
-    expected: MasterKey | None,
-    midway: Callable[[], None] = lambda: None,
-) -> LoadedKey:
-    """Make ``staged`` the primary key of ``loaded``'s slot and empty the staged slot, but only if the
-    primary still holds ``expected`` (None: is empty) or already holds ``staged``.
-
-    Keyring: write ``master-key``, check it, then delete the staged entry; key file: rename the staged
-    file over the primary and fsync the directory. ``midway`` runs between the two halves (a
-    fault-injection point for tests). A key from ``CONNECTIONS_MASTER_KEY`` cannot be promoted: only
-    the operator can change the variable. Raises :class:`MasterKeyError` if the primary holds another
-    key or does not take this one; the staged copy is then left where it was.
-    """
-    backend = loaded.backend
-    if loaded.source is KeySource.KEYRING and backend is not None:
-        _promote_in_keyring(backend, staged, expected, midway)
-        return LoadedKey(
-            key=staged.key, source=KeySource.KEYRING, created=False, location=loaded.location, backend=backend
-        )
-    if loaded.source is KeySource.KEY_FILE and loaded.path is not None and staged.path is not None:
-        _promote_key_file(loaded.path, staged, expected, midway)
-        return LoadedKey(
-            key=staged.key,
-            source=KeySource.KEY_FILE,
-            created=False,
-            location=loaded.location,
-            warning=loaded.warning,
-            path=loaded.path,
-        )
-    raise MasterKeyError(f"a master key from {ENV_VAR} is replaced by setting {ENV_VAR}, not by the bot")
 
 
 def discard_staged_key(staged: StagedKey) -> None:
@@ -222,9 +172,9 @@ def discard_staged_key(staged: StagedKey) -> None:
             staged.backend.delete_password(KEYRING_SERVICE, staged_username(staged.key.key_id))
         elif staged.path is not None:
             staged.path.unlink(missing_ok=True)
-            _fsync_directory(staged.path.parent)
+            fsync_directory(staged.path.parent)
     except Exception as exc:
-        logger.warning("could not remove the staged master key in %s: %s", staged.location, _reason(exc))
+        logger.warning("could not remove the staged master key in %s: %s", staged.location, reason(exc))
 
 
 @contextlib.contextmanager
@@ -235,11 +185,8 @@ def rotation_lock(
     also stands for the keyring and ``CONNECTIONS_MASTER_KEY``; beside ``new_key_file`` for a
     ``CONNECTIONS_MASTER_KEY`` rotation that names one, so it needs no config directory) for the
     block; raises :class:`RotationBusy` at once if another process holds it."""
-    if settings.master_key is not None:
-        primary = new_key_file if new_key_file is not None else _default(default_key_file)
-    else:
-        named = settings.master_key_file
-        primary = named if named is not None else _default(default_key_file)
+    named = new_key_file if settings.master_key is not None else settings.master_key_file
+    primary = named if named is not None else default_key_file_path(default_key_file)
     path = primary.with_name(primary.name + LOCK_SUFFIX)
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -262,13 +209,9 @@ def rotation_lock(
         os.close(fd)
 
 
-def _default(default_key_file: Path | None) -> Path:
-    return default_key_file if default_key_file is not None else default_key_file_path()
-
-
 def _read_staged_file(path: Path) -> StagedKey | None:
-    found = _read_key_file(path, str(path))
-    return None if found is None else StagedKey(key=found.key, location=str(path), path=path)
+    key = read_key_file(path)
+    return None if key is None else StagedKey(key=key, location=str(path), path=path)
 
 
 def _file_pair(primary: Path, key_id: str, location: str) -> tuple[LoadedKey, StagedKey] | None:
@@ -282,141 +225,20 @@ def _file_pair(primary: Path, key_id: str, location: str) -> tuple[LoadedKey, St
 
 
 def _read_keyring_slot(backend: KeyringBackend, key_id: str) -> StagedKey | None:
-    location = _keyring_location([backend], staged_username(key_id))
-    try:
-        value = backend.get_password(KEYRING_SERVICE, staged_username(key_id))
-    except Exception as exc:
-        raise MasterKeyError(f"cannot read the {location} entry: {_reason(exc)}") from None
-    if value is None:
-        return None
-    try:
-        return StagedKey(key=MasterKey.from_base64(value), location=location, backend=backend)
-    except InvalidMasterKey as exc:
-        raise MalformedMasterKey(f"the {location} entry is malformed: {exc}") from None
-
-
-def _publish_new_key_file(path: Path, key: MasterKey) -> None:
-    """``key`` under the new name ``path`` (0600), complete or not at all, never over a file."""
-    if os.path.lexists(path):
-        raise MasterKeyError(
-            f"{path} already exists; choose a new file for the new key (nothing was changed)"
-        )
-    try:
-        tmp = _write_temporary_key_file(path, key)
-    except OSError as exc:
-        raise MasterKeyError(
-            f"cannot write the new master key to {path}: {exc.strerror}; nothing was changed"
-        ) from None
-    try:
-        # link() fails if the name exists, unlike rename(): nothing is ever replaced.
-        os.link(tmp, path)
-    except FileExistsError:
-        raise MasterKeyError(
-            f"{path} already exists; choose a new file for the new key (nothing was changed)"
-        ) from None
-    except OSError as exc:
-        raise MasterKeyError(
-            f"cannot write the new master key to {path}: {exc.strerror}; nothing was changed"
-        ) from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    _fsync_directory(path.parent)
+    username = staged_username(key_id)
+    key = read_entry(backend, username)
+    location = keyring_location([backend], username)
+    return None if key is None else StagedKey(key=key, location=location, backend=backend)
 
 
 def _stage_in_keyring(backend: KeyringBackend, key: MasterKey) -> StagedKey:
     username = staged_username(key.key_id)
-    location = _keyring_location([backend], username)
-    encoded = key.to_base64()
+    location = keyring_location([backend], username)
     try:
-        backend.set_password(KEYRING_SERVICE, username, encoded.reveal())
-        kept = backend.get_password(KEYRING_SERVICE, username)
+        kept = store_entry(backend, username, key)
     except Exception as exc:
-        raise MasterKeyError(f"cannot stage the new master key in the {location}: {_reason(exc)}") from None
-    if kept != encoded.reveal():
+        raise MasterKeyError(f"cannot stage the new master key in the {location}: {reason(exc)}") from None
+    if not kept:
         raise MasterKeyError(f"the {location} did not keep the new master key; nothing was changed")
     logger.info("staged the new master key %s in the %s", key.key_id, location)
     return StagedKey(key=key, location=location, backend=backend)
-
-
-def _primary_in_keyring(backend: KeyringBackend, location: str) -> MasterKey | None:
-    try:
-        value = backend.get_password(KEYRING_SERVICE, KEYRING_USERNAME)
-    except Exception as exc:
-        raise MasterKeyError(f"cannot read the {location} entry: {_reason(exc)}") from None
-    try:
-        return None if value is None else MasterKey.from_base64(value)
-    except InvalidMasterKey as exc:
-        raise MalformedMasterKey(f"the {location} entry is malformed: {exc}") from None
-
-
-def _refuse_a_changed_primary(
-    where: str, current: MasterKey | None, expected: MasterKey | None, staged: StagedKey
-) -> None:
-    if current == expected:
-        return
-    holds = f"master key {current.key_id}" if current is not None else "no key"
-    wanted = f"master key {expected.key_id}" if expected is not None else "no key"
-    raise MasterKeyError(
-        f"{where} holds {holds}, not {wanted} as when this rotation started (another rotation or a "
-        f"manual change?); master key {staged.key.key_id} was not promoted and stays in {staged.location}"
-    )
-
-
-def _promote_in_keyring(
-    backend: KeyringBackend, staged: StagedKey, expected: MasterKey | None, midway: Callable[[], None]
-) -> None:
-    location = _keyring_location([backend])
-    current = _primary_in_keyring(backend, location)
-    if current != staged.key:
-        _refuse_a_changed_primary(f"the {location}", current, expected, staged)
-        encoded = staged.key.to_base64()
-        try:
-            backend.set_password(KEYRING_SERVICE, KEYRING_USERNAME, encoded.reveal())
-            kept = backend.get_password(KEYRING_SERVICE, KEYRING_USERNAME)
-        except Exception as exc:
-            raise MasterKeyError(
-                f"cannot write master key {staged.key.key_id} to the {location} ({_reason(exc)}); "
-                f"it stays in the {staged.location}"
-            ) from None
-        if kept != encoded.reveal():
-            raise MasterKeyError(
-                f"the {location} did not keep master key {staged.key.key_id}; "
-                f"it stays in the {staged.location}"
-            )
-    midway()
-    try:
-        backend.delete_password(KEYRING_SERVICE, staged_username(staged.key.key_id))
-    except Exception as exc:
-        logger.warning("could not delete the %s entry: %s", staged.location, _reason(exc))
-
-
-def _promote_key_file(
-    primary: Path, staged: StagedKey, expected: MasterKey | None, midway: Callable[[], None]
-) -> None:
-    assert staged.path is not None
-    found = _read_key_file(primary, str(primary))
-    current = found.key if found is not None else None
-    if not os.path.lexists(staged.path):
-        if current == staged.key:
-            return  # another process (a starting bot) finished this promotion first
-        raise MasterKeyError(f"the staged master key {staged.path} vanished before it replaced {primary}")
-    if current != staged.key:
-        _refuse_a_changed_primary(str(primary), current, expected, staged)
-    try:
-        # rename() replaces the primary in one step: a crash leaves the old file or the new one.
-        os.replace(staged.path, primary)
-    except FileNotFoundError:
-        # Another process finished this promotion between the check and the rename.
-        again = _read_key_file(primary, str(primary))
-        if again is None or again.key != staged.key:
-            raise MasterKeyError(
-                f"the staged master key {staged.path} vanished before it replaced {primary}"
-            ) from None
-        return
-    except OSError as exc:
-        raise MasterKeyError(
-            f"cannot move {staged.path} over {primary} ({exc.strerror}); the new key stays in {staged.path}"
-        ) from None
-    midway()
-    _fsync_directory(primary.parent)

@@ -11,8 +11,6 @@ import pytest
 
 from bot.crypto import MasterKey
 from bot.keys import (
-    KEYRING_SERVICE,
-    KEYRING_USERNAME,
     InsecureKeyFile,
     KeySource,
     LoadedKey,
@@ -21,6 +19,7 @@ from bot.keys import (
     guard_master_key,
     rotate_master_key,
 )
+from bot.keys.keyrings import KEYRING_SERVICE, KEYRING_USERNAME
 from bot.settings import KeySettings
 from bot.store import Database
 from tests.support.key_sources import SOURCES, KeySetup, key_setup

@@ -15,8 +15,6 @@ import pytest
 
 from bot.crypto import Cipher, MasterKey, associated_data
 from bot.keys import (
-    ALL_WORKSPACES,
-    ROTATION_ACTION,
     NothingToRotate,
     RotationBusy,
     RotationRefused,
@@ -24,6 +22,8 @@ from bot.keys import (
     guard_master_key,
     rotate_master_key,
 )
+from bot.keys.guard import ROTATION_ACTION
+from bot.keys.rotation import ALL_WORKSPACES
 from bot.redaction import Secret
 from bot.settings import KeySettings
 from bot.store import Credential, Database

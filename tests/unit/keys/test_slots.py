@@ -11,19 +11,13 @@ from pathlib import Path
 import pytest
 
 from bot.crypto import MasterKey
-from bot.keys import (
+from bot.keys import InsecureKeyFile, KeySource, LoadedKey, MasterKeyError, RotationBusy, load_master_key
+from bot.keys.keyrings import KEYRING_SERVICE, KEYRING_USERNAME
+from bot.keys.promotion import promote_staged_key
+from bot.keys.slots import (
     KEYRING_NEXT_USERNAME,
-    KEYRING_SERVICE,
-    KEYRING_USERNAME,
-    InsecureKeyFile,
-    KeySource,
-    LoadedKey,
-    MasterKeyError,
-    RotationBusy,
     discard_staged_key,
     find_staged_for_missing_primary,
-    load_master_key,
-    promote_staged_key,
     read_staged_key,
     rotation_lock,
     stage_next_key,

@@ -18,19 +18,17 @@ from keyring.backend import KeyringBackend
 
 from bot.crypto import Cipher, MasterKey, Sealed, associated_data
 from bot.keys import (
-    KEYRING_SERVICE,
-    KEYRING_USERNAME,
     InsecureKeyFile,
     KeySource,
     MalformedMasterKey,
     MasterKeyError,
     MasterKeyMissing,
     WrongMasterKey,
-    default_key_file_path,
     load_master_key,
     verify_key_opens,
 )
-from bot.keys.sources import _create_key_file
+from bot.keys.keyrings import KEYRING_SERVICE, KEYRING_USERNAME
+from bot.keys.sources import create_key_file, default_key_file_path
 from bot.redaction import Secret
 from bot.settings import Settings
 
@@ -570,7 +568,7 @@ def test_creating_never_replaces_an_existing_key_file(key_file: Path) -> None:
     first = MasterKey.generate()
     write_key_file(key_file, first)
 
-    loaded = _create_key_file(key_file, str(key_file))
+    loaded = create_key_file(key_file, str(key_file))
 
     assert loaded.key == first
     assert loaded.created is False

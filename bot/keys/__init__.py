@@ -4,8 +4,8 @@ binds the database to it, and ``connections-bot rotate-master-key``. Sealing its
 
 Modules, from the bottom up: ``errors``; ``key_files`` and ``keyrings`` (the two stores);
 ``sources`` (the lookup order, and the :class:`LoadedKey` it yields); ``slots`` (staged keys, the
-rotation lock) and ``promotion``; ``guard`` (binding the database to a key); ``rotation`` (the
-command). A module uses only public names of the others.
+rotation lock) and ``promotion``; ``canary`` and ``guard`` (binding the database to a key);
+``reseal`` and ``rotation`` (the command). A module uses only public names of the others.
 
 Exception hierarchy (all messages are one line and safe to print: paths and key ids, never keys)::
 
@@ -21,6 +21,7 @@ Exception hierarchy (all messages are one line and safe to print: paths and key 
         └── PromotionFailed        the data moved to the new key, which stays in its staged slot
 """
 
+from bot.keys.canary import key_opens_database
 from bot.keys.errors import (
     InsecureKeyFile,
     MalformedMasterKey,
@@ -32,7 +33,7 @@ from bot.keys.errors import (
     RotationRefused,
     WrongMasterKey,
 )
-from bot.keys.guard import guard_master_key, key_opens_database
+from bot.keys.guard import guard_master_key
 from bot.keys.rotation import FAILPOINTS, RotationOutcome, crash_at, rotate_master_key
 from bot.keys.sources import (
     ENV_VAR,

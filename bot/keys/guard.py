@@ -6,10 +6,10 @@ newest stored credential; ``/healthz`` repeats the canary check. A second host t
 its own, a mistyped ``CONNECTIONS_MASTER_KEY`` or a restored database with another key's data are
 all refused with a message that says so, instead of sealing new rows under a key nobody else has.
 
-``rotate-master-key`` (:mod:`bot.keys.rotation`) stages its new key in a slot named
-after that key's id (:mod:`bot.keys.slots`) before it re-encrypts anything and promotes it
-after the commit. When the primary key does not open the canary, a start reads the slot named after
-the canary's key id:
+``rotate-master-key`` (:mod:`bot.keys.rotation`) stages its new key in a slot named after that
+key's id (:mod:`bot.keys.slots`) before it re-encrypts anything and promotes it after the commit.
+When the primary key does not open the canary, a start reads the slot named after the canary's key
+id:
 
 * the primary opens it: the staged slot for the primary's own id, if any, is a copy left by a
   promotion stopped halfway and is removed (for ``CONNECTIONS_MASTER_KEY`` the operator deletes it);
@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 from keyring.backend import KeyringBackend
 
-from bot.crypto import Cipher, CryptoError, DecryptionError, MasterKey, Sealed, associated_data
+from bot.crypto import Cipher
+from bot.keys.canary import SealedRow, canary_row, credential_row, store_canary
 from bot.keys.errors import MasterKeyError, MasterKeyMissing, WrongMasterKey
 from bot.keys.promotion import promote_staged_key
 from bot.keys.slots import StagedKey, discard_staged_key, find_staged_for_missing_primary, read_staged_key
@@ -43,32 +43,14 @@ from bot.keys.sources import (
     load_master_key,
     verify_key_opens,
 )
-from bot.redaction import Secret
-from bot.store import AuditEvent, CanaryExists, Credential, Database, KeyCanary
+from bot.store import AuditEvent, Credential, Database, KeyCanary
 
-__all__ = [
-    "CANARY_AAD",
-    "CANARY_TEXT",
-    "ROTATION_ACTION",
-    "guard_master_key",
-    "key_opens_database",
-    "sealed_canary",
-]
+__all__ = ["ROTATION_ACTION", "guard_master_key"]
 
 logger = logging.getLogger(__name__)
 
-CANARY_AAD = associated_data("connections-bot", "key-canary", 1)
-CANARY_TEXT = "connections-bot master-key canary"
 ROTATION_ACTION = "master_key.rotated"
 """The audit action of a master-key rotation (its details name both key ids and the staged slot)."""
-
-
-@dataclass(frozen=True)
-class _Probe:
-    """One stored row that the master key in use must open."""
-
-    sealed: Sealed
-    aad: bytes
 
 
 async def guard_master_key(
@@ -102,30 +84,25 @@ async def guard_master_key(
         loaded = await _key_that_opens(db, loaded, probes, default_key_file)
     cipher = Cipher(loaded.key)
     if canary is None:
-        await _store_canary(db, cipher, loaded)
+        await store_canary(db, cipher, loaded.location)
     return loaded, cipher
 
 
-def _probes(canary: KeyCanary | None, latest: Credential | None) -> list[_Probe]:
+def _probes(canary: KeyCanary | None, latest: Credential | None) -> list[SealedRow]:
     """The canary first (it decides between the primary and a staged key), then the newest row."""
     probes = []
     if canary is not None:
-        probes.append(_Probe(sealed_canary(canary), CANARY_AAD))
+        probes.append(canary_row(canary))
     if latest is not None:
-        probes.append(
-            _Probe(
-                Sealed(key_id=latest.key_id, nonce=latest.nonce, ciphertext=latest.ciphertext),
-                associated_data(latest.connection_id, latest.field, latest.version),
-            )
-        )
+        probes.append(credential_row(latest))
     return probes
 
 
 async def _key_that_opens(
-    db: Database, loaded: LoadedKey, probes: list[_Probe], default_key_file: Path | None
+    db: Database, loaded: LoadedKey, probes: list[SealedRow], default_key_file: Path | None
 ) -> LoadedKey:
     first = probes[0]
-    if _opens(loaded.key, first):
+    if first.opens_with(Cipher(loaded.key)):
         chosen = loaded
         if not loaded.from_next_slot:
             # A key still read from its staged slot is the only copy: never discard that slot.
@@ -133,7 +110,7 @@ async def _key_that_opens(
     else:
         # Only now is a staged key needed, so only now may a bad one stop the start.
         staged = read_staged_key(loaded, first.sealed.key_id, default_key_file=default_key_file)
-        if staged is None or not _opens(staged.key, first):
+        if staged is None or not first.opens_with(Cipher(staged.key)):
             raise await _wrong_key(db, loaded, first)
         chosen = _resume_rotation(loaded, staged)
     cipher = Cipher(chosen.key)
@@ -142,19 +119,9 @@ async def _key_that_opens(
     return chosen
 
 
-def _opens(key: MasterKey, probe: _Probe) -> bool:
-    if probe.sealed.key_id != key.key_id:
-        return False
-    try:
-        Cipher(key).open(probe.sealed, probe.aad)
-    except DecryptionError:
-        return False
-    return True
-
-
 def _restore_a_lost_primary(
     settings: MasterKeySettings,
-    probes: list[_Probe],
+    probes: list[SealedRow],
     keyring_backend: KeyringBackend | None,
     default_key_file: Path | None,
 ) -> LoadedKey | None:
@@ -163,7 +130,7 @@ def _restore_a_lost_primary(
     found = find_staged_for_missing_primary(
         settings, probes[0].sealed.key_id, keyring_backend=keyring_backend, default_key_file=default_key_file
     )
-    if found is None or not _opens(found[1].key, probes[0]):
+    if found is None or not probes[0].opens_with(Cipher(found[1].key)):
         return None
     empty, staged = found
     try:
@@ -246,7 +213,7 @@ def _resume_rotation(loaded: LoadedKey, staged: StagedKey) -> LoadedKey:
     return promoted
 
 
-async def _wrong_key(db: Database, loaded: LoadedKey, probe: _Probe) -> MasterKeyError:
+async def _wrong_key(db: Database, loaded: LoadedKey, probe: SealedRow) -> MasterKeyError:
     """The error for a key that does not open ``probe``, naming a rotation that explains it."""
     if probe.sealed.key_id != loaded.key.key_id:
         async with db.read() as tx:
@@ -274,40 +241,3 @@ def _moved_by_rotation(loaded: LoadedKey, rotation: AuditEvent) -> str:
             f"{staged_in} on the machine where it ran) and restart, then delete that file"
         )
     return f"{moved}; it staged the new key in {staged_in}: put it back where the bot reads its key"
-
-
-async def _store_canary(db: Database, cipher: Cipher, loaded: LoadedKey) -> None:
-    sealed = cipher.seal(Secret(CANARY_TEXT), CANARY_AAD)
-    try:
-        async with db.transaction() as tx:
-            await tx.key_canary.add(
-                KeyCanary(key_id=sealed.key_id, nonce=sealed.nonce, ciphertext=sealed.ciphertext)
-            )
-    except CanaryExists:
-        # Another process initialised the database at the same moment; its key must be ours too.
-        async with db.read() as tx:
-            theirs = await tx.key_canary.get()
-        if theirs is None:
-            raise MasterKeyError("the master-key canary vanished while starting; start again") from None
-        verify_key_opens(cipher, sealed_canary(theirs), CANARY_AAD, where=loaded.location)
-    logger.info("this database is now bound to master key %s", sealed.key_id)
-
-
-async def key_opens_database(db: Database, cipher: Cipher) -> bool:
-    """Whether the master key in use still opens the database's canary (for /healthz)."""
-    try:
-        async with db.read() as tx:
-            canary = await tx.key_canary.get()
-    except Exception:
-        return False
-    if canary is None:
-        return False
-    try:
-        return cipher.open(sealed_canary(canary), CANARY_AAD).reveal() == CANARY_TEXT
-    except CryptoError:
-        return False
-
-
-def sealed_canary(canary: KeyCanary) -> Sealed:
-    """The canary row as a :class:`Sealed` value."""
-    return Sealed(key_id=canary.key_id, nonce=canary.nonce, ciphertext=canary.ciphertext)

@@ -1,18 +1,19 @@
 """``connections-bot rotate-master-key``: every sealed row re-encrypted under a new master key, in
 an order that leaves every row readable with a key that still exists, wherever the process dies.
 
-The whole run holds :func:`rotation_lock` (a ``flock`` beside the primary key), so two rotations of
-keys kept in the same place never overlap, on one database or on two.
+The whole run holds :func:`~bot.keys.slots.rotation_lock` (a ``flock`` beside the primary key), so
+two rotations of keys kept in the same place never overlap, on one database or on two.
 
-1. Load the key as ``serve`` does (:func:`guard_master_key`, which also finishes a rotation that
-   stopped after its commit).
+1. Load the key as ``serve`` does (:func:`~bot.keys.guard.guard_master_key`, which also finishes a
+   rotation that stopped after its commit).
 2. A key in a slot another database on this machine may read too (the keyring entry or the default
    key file) is about to be replaced: ``confirm`` must agree first (the command asks, or ``--yes``).
 3. One transaction, with the canary row locked (PostgreSQL ``SELECT … FOR UPDATE``; SQLite's write
    transaction shuts other writers out anyway): prove the key opens the canary and every
-   credential, stage the new key durably in a new slot named after its id (:func:`stage_next_key`),
-   re-seal the canary and every credential version with its own associated data, record an audit
-   event, commit. A rollback that this process sees removes the staged key again.
+   credential, stage the new key durably in a new slot named after its id
+   (:func:`~bot.keys.slots.stage_next_key`), re-seal the canary and every credential version with
+   its own associated data, record an audit event, commit (:mod:`bot.keys.reseal`). A rollback that
+   this process sees removes the staged key again.
 4. Promote the staged key to the primary slot (keyring, key file), only if the canary is sealed
    with it and the primary still holds the old key. A ``CONNECTIONS_MASTER_KEY`` is swapped by the
    operator; until then a start on this machine uses the staged file.
@@ -24,7 +25,7 @@ use to stop the process at each of those boundaries.
 
 from __future__ import annotations
 
-import getpass
+import dataclasses
 import logging
 import os
 from collections.abc import Callable
@@ -34,29 +35,20 @@ from typing import Final
 
 from keyring.backend import KeyringBackend
 
-from bot.crypto import Cipher, DecryptionError, MasterKey, Sealed, associated_data
-from bot.domain import SYSTEM_ACTOR
+from bot.crypto import MasterKey
+from bot.keys.canary import canary_sealed_with
 from bot.keys.errors import MasterKeyError, NothingToRotate, PromotionFailed, RotationRefused
-from bot.keys.guard import CANARY_AAD, ROTATION_ACTION, guard_master_key, sealed_canary
+from bot.keys.guard import guard_master_key
 from bot.keys.promotion import promote_staged_key
-from bot.keys.slots import StagedKey, discard_staged_key, rotation_lock, stage_next_key
+from bot.keys.reseal import reseal_everything
+from bot.keys.slots import StagedKey, rotation_lock
 from bot.keys.sources import ENV_VAR, FILE_ENV_VAR, KeySource, LoadedKey, MasterKeySettings
-from bot.store import AuditEvent, Credential, Database, KeyCanary
-from bot.store.uow import UnitOfWork
+from bot.store import Database
 
-__all__ = [
-    "ALL_WORKSPACES",
-    "FAILPOINTS",
-    "RotationOutcome",
-    "crash_at",
-    "rotate_master_key",
-    "shared_slot_warning",
-]
+__all__ = ["FAILPOINTS", "RotationOutcome", "crash_at", "rotate_master_key", "shared_slot_warning"]
 
 logger = logging.getLogger(__name__)
 
-ALL_WORKSPACES: Final = "*"
-"""The ``team_id`` of the rotation's audit event: the master key seals every workspace's rows."""
 FAILPOINTS: Final = ("staged", "resealed", "committed", "promoting")
 """The steps :func:`crash_at` can stop at: the new key staged (inside the transaction, before any row
 changed); every row re-sealed (before the commit); committed (before the promotion); halfway
@@ -158,71 +150,10 @@ async def rotate_master_key(
                 f"not confirmed: nothing was changed; master key {loaded.key.key_id} stays in "
                 f"{loaded.location}"
             )
-        staged, credentials = await _reseal_everything(
+        staged, credentials = await reseal_everything(
             db, loaded, cipher, new_key_file, default_key_file, checkpoint
         )
         return await _promote(db, loaded, staged, credentials, checkpoint)
-
-
-async def _reseal_everything(
-    db: Database,
-    loaded: LoadedKey,
-    cipher: Cipher,
-    new_key_file: Path | None,
-    default_key_file: Path | None,
-    checkpoint: Callable[[str], None],
-) -> tuple[StagedKey, int]:
-    """Stage a new key and re-seal every row with it in one transaction; the staged count."""
-    new = MasterKey.generate()
-    staged: StagedKey | None = None
-    committing = False
-    try:
-        async with db.transaction() as tx:
-            rows = await _lock_and_prove(tx, cipher)
-            staged = stage_next_key(loaded, new, new_key_file=new_key_file, default_key_file=default_key_file)
-            checkpoint("staged")
-            await _reseal(tx, Cipher(new, previous=[loaded.key]), rows)
-            await tx.audit.add(_audit_event(loaded, new, staged, len(rows.credentials)))
-            checkpoint("resealed")
-            committing = True
-    except Exception:
-        # A failure inside the transaction rolled it back: no row is sealed with the new key, and it
-        # is this run's own, so nobody else can need it. A failed COMMIT may still have landed (a
-        # connection lost mid-commit), so then the staged key stays for the next start to settle.
-        if staged is not None and not committing and not await _sealed_with(db, new):
-            discard_staged_key(staged)
-        elif staged is not None and committing:
-            logger.warning(
-                "the commit of the re-encryption failed; keeping the staged master key %s in %s until "
-                "a start or another run shows which key the data is sealed with",
-                new.key_id,
-                staged.location,
-            )
-        raise
-    checkpoint("committed")
-    logger.info(
-        "re-encrypted the key canary and %d credential fields under master key %s (was %s)",
-        len(rows.credentials),
-        new.key_id,
-        loaded.key.key_id,
-    )
-    return staged, len(rows.credentials)
-
-
-async def _sealed_with(db: Database, key: MasterKey) -> bool:
-    """Whether the canary is sealed with ``key``; True when that cannot be read (keep the key)."""
-    try:
-        async with db.read() as tx:
-            canary = await tx.key_canary.get()
-    except Exception:
-        return True
-    return canary is not None and canary.key_id == key.key_id
-
-
-@dataclass(frozen=True)
-class _Rows:
-    canary: KeyCanary
-    credentials: list[Credential]
 
 
 async def _refuse_an_empty_database(db: Database) -> None:
@@ -234,77 +165,6 @@ async def _refuse_an_empty_database(db: Database) -> None:
         raise NothingToRotate(
             "nothing to rotate: the database holds no sealed data yet (the first `serve` binds it to a key)"
         )
-
-
-async def _lock_and_prove(tx: UnitOfWork, cipher: Cipher) -> _Rows:
-    """Lock the canary, then check that ``cipher`` opens it and every credential field."""
-    canary = await tx.key_canary.lock()
-    if canary is None or canary.key_id != cipher.key_id:
-        # Another rotation committed between loading the key and taking the lock.
-        moved_to = canary.key_id if canary is not None else "nothing"
-        raise RotationRefused(
-            f"the data moved from master key {cipher.key_id} to {moved_to} while this rotation "
-            "started (another rotation?); nothing was changed: run it again"
-        )
-    credentials = await tx.credentials.lock_all()
-    unreadable = [row for row in credentials if not _opens(cipher, _sealed(row), _aad(row))]
-    if unreadable:
-        names = sorted({row.connection_id for row in unreadable})
-        raise RotationRefused(
-            f"{len(unreadable)} of {len(credentials)} stored credential fields do not open with master "
-            f"key {cipher.key_id} (connections {', '.join(names[:5])}{', …' if len(names) > 5 else ''}); "
-            "nothing was changed"
-        )
-    return _Rows(canary=canary, credentials=credentials)
-
-
-async def _reseal(tx: UnitOfWork, cipher: Cipher, rows: _Rows) -> None:
-    canary = cipher.reseal(sealed_canary(rows.canary), CANARY_AAD)
-    await tx.key_canary.replace(rows.canary, canary.key_id, canary.nonce, canary.ciphertext)
-    for row in rows.credentials:
-        sealed = cipher.reseal(_sealed(row), _aad(row))
-        await tx.credentials.replace_ciphertext(row, sealed.key_id, sealed.nonce, sealed.ciphertext)
-
-
-def _opens(cipher: Cipher, sealed: Sealed, aad: bytes) -> bool:
-    try:
-        cipher.open(sealed, aad)
-    except DecryptionError:
-        return False
-    return True
-
-
-def _sealed(row: Credential) -> Sealed:
-    return Sealed(key_id=row.key_id, nonce=row.nonce, ciphertext=row.ciphertext)
-
-
-def _aad(row: Credential) -> bytes:
-    return associated_data(row.connection_id, row.field, row.version)
-
-
-def _audit_event(loaded: LoadedKey, new: MasterKey, staged: StagedKey, credentials: int) -> AuditEvent:
-    return AuditEvent(
-        team_id=ALL_WORKSPACES,
-        actor=SYSTEM_ACTOR,
-        action=ROTATION_ACTION,
-        details={
-            "from_key_id": loaded.key.key_id,
-            "to_key_id": new.key_id,
-            "credentials": credentials,
-            "key_source": loaded.source.value,
-            # Where the new key waits until promoted: the start-up guard names it if the old key
-            # is still configured somewhere.
-            "staged_in": staged.location,
-            "os_user": _os_user(),
-        },
-    )
-
-
-def _os_user() -> str | None:
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError):  # no login name and no passwd entry (some containers)
-        return None
 
 
 async def _promote(
@@ -321,7 +181,7 @@ async def _promote(
     if loaded.source is KeySource.ENV:
         return outcome
     try:
-        if not await _sealed_with(db, staged.key):
+        if not await canary_sealed_with(db, staged.key):
             raise MasterKeyError("the key canary is no longer sealed with it (another rotation?)")
         promoted = promote_staged_key(
             loaded, staged, expected=loaded.key, midway=lambda: checkpoint("promoting")
@@ -333,13 +193,7 @@ async def _promote(
             "command) moves it into place if it still opens the data"
         ) from None
     logger.info("master key %s replaced %s in %s", staged.key.key_id, loaded.key.key_id, promoted.location)
-    return RotationOutcome(
-        old_key_id=outcome.old_key_id,
-        new_key_id=outcome.new_key_id,
-        credentials=credentials,
-        source=loaded.source,
-        key_location=promoted.location,
-    )
+    return dataclasses.replace(outcome, key_location=promoted.location)
 
 
 def _awaiting_swap(loaded: LoadedKey, settings: MasterKeySettings) -> RotationOutcome:

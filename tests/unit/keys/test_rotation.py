@@ -23,7 +23,7 @@ from bot.keys import (
     rotate_master_key,
 )
 from bot.keys.guard import ROTATION_ACTION
-from bot.keys.rotation import ALL_WORKSPACES
+from bot.keys.reseal import ALL_WORKSPACES
 from bot.redaction import Secret
 from bot.settings import KeySettings
 from bot.store import Credential, Database

@@ -24,7 +24,7 @@ from bot.settings import (
 )
 
 if TYPE_CHECKING:
-    from bot.keys import RotationOutcome
+    from bot.keys.rotation import RotationOutcome
 
 __all__ = ["main"]
 
@@ -157,7 +157,8 @@ def _rotate_master_key(settings: KeySettings, new_key_file: Path | None, *, assu
     from sqlalchemy import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
-    from bot.keys import MasterKeyError, PromotionFailed, crash_at, rotate_master_key
+    from bot.keys import MasterKeyError, PromotionFailed
+    from bot.keys.rotation import crash_at, rotate_master_key
     from bot.store import Database, StoreError
     from bot.store.db import is_sqlite, safe_url
 
@@ -219,7 +220,7 @@ def _confirm_shared_slot(warning: str, *, assume_yes: bool) -> bool:
 
 
 def _rotation_report(outcome: RotationOutcome) -> str:
-    from bot.keys import ENV_VAR
+    from bot.keys.sources import ENV_VAR
 
     if outcome.already_committed:
         lines = [

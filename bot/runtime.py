@@ -20,7 +20,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.background import Background
 from bot.crypto import Cipher
-from bot.keys import LoadedKey, MasterKeyError, guard_master_key, key_opens_database
+from bot.keys import MasterKeyError
+from bot.keys.guard import guard_master_key, key_opens_database
+from bot.keys.sources import LoadedKey
 from bot.providers.registry import ProviderRegistry, build_registry
 from bot.services.admins import AdminPolicy
 from bot.services.approvals import ApprovalService

@@ -1,11 +1,7 @@
-"""The master key: where it comes from, its staged slots during a rotation, the start-up guard that
-binds the database to it, and ``connections-bot rotate-master-key``. Sealing itself is
-:mod:`bot.crypto`.
-
-Modules, from the bottom up: ``errors``; ``key_files`` and ``keyrings`` (the two stores);
-``sources`` (the lookup order, and the :class:`LoadedKey` it yields); ``slots`` (staged keys, the
-rotation lock) and ``promotion``; ``canary`` and ``guard`` (binding the database to a key);
-``reseal`` and ``rotation`` (the command). A module uses only public names of the others.
+"""The master key: where it comes from (:mod:`~bot.keys.sources`, over the key files and keyring
+entries of :mod:`~bot.keys.stores`), its staged slots during a rotation (:mod:`~bot.keys.slots`),
+the start-up guard that binds the database to it (:mod:`~bot.keys.guard`), and ``connections-bot
+rotate-master-key`` (:mod:`~bot.keys.rotation`). Sealing itself is :mod:`bot.crypto`.
 
 Exception hierarchy (all messages are one line and safe to print: paths and key ids, never keys)::
 
@@ -18,56 +14,44 @@ Exception hierarchy (all messages are one line and safe to print: paths and key 
         ├── RotationBusy           another rotation holds the lock of this key's slot
         ├── RotationRefused        a rotation did not start, or was rolled back: nothing changed
         │   └── NothingToRotate    the database holds no sealed row yet
-        └── PromotionFailed        the data moved to the new key, which stays in its staged slot
+        └── PromotionFailed        the data moved to the new key, which stays in its staged slot;
+                                   the next start finishes the promotion
 """
 
-from bot.keys.canary import key_opens_database
-from bot.keys.errors import (
-    InsecureKeyFile,
-    MalformedMasterKey,
-    MasterKeyError,
-    MasterKeyMissing,
-    NothingToRotate,
-    PromotionFailed,
-    RotationBusy,
-    RotationRefused,
-    WrongMasterKey,
-)
-from bot.keys.guard import guard_master_key
-from bot.keys.rotation import FAILPOINTS, RotationOutcome, crash_at, rotate_master_key
-from bot.keys.sources import (
-    ENV_VAR,
-    FILE_ENV_VAR,
-    KeySource,
-    LoadedKey,
-    MasterKeySettings,
-    default_key_file_path,
-    load_master_key,
-    verify_key_opens,
-)
+from bot.crypto import CryptoError
 
-__all__ = [
-    "ENV_VAR",
-    "FAILPOINTS",
-    "FILE_ENV_VAR",
-    "InsecureKeyFile",
-    "KeySource",
-    "LoadedKey",
-    "MalformedMasterKey",
-    "MasterKeyError",
-    "MasterKeyMissing",
-    "MasterKeySettings",
-    "NothingToRotate",
-    "PromotionFailed",
-    "RotationBusy",
-    "RotationOutcome",
-    "RotationRefused",
-    "WrongMasterKey",
-    "crash_at",
-    "default_key_file_path",
-    "guard_master_key",
-    "key_opens_database",
-    "load_master_key",
-    "rotate_master_key",
-    "verify_key_opens",
-]
+
+class MasterKeyError(CryptoError):
+    """The master key cannot be loaded or does not fit the stored data."""
+
+
+class MalformedMasterKey(MasterKeyError):
+    """A configured key is not base64 of exactly 32 bytes."""
+
+
+class InsecureKeyFile(MasterKeyError):
+    """The key file could be read or changed by someone other than its owner."""
+
+
+class MasterKeyMissing(MasterKeyError):
+    """The database holds ciphertext but no master key was found."""
+
+
+class WrongMasterKey(MasterKeyError):
+    """The loaded master key does not open the stored credentials."""
+
+
+class RotationBusy(MasterKeyError):
+    """Another rotation holds the lock of this key's slot."""
+
+
+class RotationRefused(MasterKeyError):
+    """The rotation did not start, or was rolled back: nothing changed."""
+
+
+class NothingToRotate(RotationRefused):
+    """The database holds no sealed row yet."""
+
+
+class PromotionFailed(MasterKeyError):
+    """The data moved to the new key, which stays staged."""

@@ -6,10 +6,8 @@ newest stored credential; ``/healthz`` repeats the canary check. A second host t
 its own, a mistyped ``CONNECTIONS_MASTER_KEY`` or a restored database with another key's data are
 all refused with a message that says so, instead of sealing new rows under a key nobody else has.
 
-``rotate-master-key`` (:mod:`bot.keys.rotation`) stages its new key in a slot named after that
-key's id (:mod:`bot.keys.slots`) before it re-encrypts anything and promotes it after the commit.
-When the primary key does not open the canary, a start reads the slot named after the canary's key
-id:
+When the primary key does not open the canary, a start reads the staged slot
+(:mod:`bot.keys.slots`) named after the canary's key id:
 
 * the primary opens it: the staged slot for the primary's own id, if any, is a copy left by a
   promotion stopped halfway and is removed (for ``CONNECTIONS_MASTER_KEY`` the operator deletes it);
@@ -26,15 +24,20 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from keyring.backend import KeyringBackend
 
-from bot.crypto import Cipher
-from bot.keys.canary import SealedRow, canary_row, credential_row, store_canary
-from bot.keys.errors import MasterKeyError, MasterKeyMissing, WrongMasterKey
-from bot.keys.promotion import promote_staged_key
-from bot.keys.slots import StagedKey, discard_staged_key, find_staged_for_missing_primary, read_staged_key
+from bot.crypto import Cipher, CryptoError, DecryptionError, MasterKey, Sealed, associated_data
+from bot.keys import MasterKeyError, MasterKeyMissing, WrongMasterKey
+from bot.keys.slots import (
+    StagedKey,
+    discard_staged_key,
+    find_staged_for_missing_primary,
+    promote_staged_key,
+    read_staged_key,
+)
 from bot.keys.sources import (
     ENV_VAR,
     KeySource,
@@ -43,14 +46,59 @@ from bot.keys.sources import (
     load_master_key,
     verify_key_opens,
 )
-from bot.store import AuditEvent, Credential, Database, KeyCanary
+from bot.redaction import Secret
+from bot.store import AuditEvent, CanaryExists, Credential, Database, KeyCanary
 
-__all__ = ["ROTATION_ACTION", "guard_master_key"]
+__all__ = [
+    "CANARY_AAD",
+    "CANARY_TEXT",
+    "ROTATION_ACTION",
+    "SealedRow",
+    "canary_row",
+    "canary_sealed_with",
+    "credential_row",
+    "guard_master_key",
+    "key_opens_database",
+    "sealed_canary",
+]
 
 logger = logging.getLogger(__name__)
 
+CANARY_AAD = associated_data("connections-bot", "key-canary", 1)
+CANARY_TEXT = "connections-bot master-key canary"
 ROTATION_ACTION = "master_key.rotated"
 """The audit action of a master-key rotation (its details name both key ids and the staged slot)."""
+
+
+@dataclass(frozen=True)
+class SealedRow:
+    """One stored row (the canary, a credential field): its sealed value and the associated data
+    that binds the value to the row."""
+
+    sealed: Sealed
+    aad: bytes
+
+    def opens_with(self, cipher: Cipher) -> bool:
+        try:
+            cipher.open(self.sealed, self.aad)
+        except DecryptionError:
+            return False
+        return True
+
+
+def sealed_canary(canary: KeyCanary) -> Sealed:
+    return Sealed(key_id=canary.key_id, nonce=canary.nonce, ciphertext=canary.ciphertext)
+
+
+def canary_row(canary: KeyCanary) -> SealedRow:
+    return SealedRow(sealed_canary(canary), CANARY_AAD)
+
+
+def credential_row(row: Credential) -> SealedRow:
+    return SealedRow(
+        Sealed(key_id=row.key_id, nonce=row.nonce, ciphertext=row.ciphertext),
+        associated_data(row.connection_id, row.field, row.version),
+    )
 
 
 async def guard_master_key(
@@ -67,7 +115,9 @@ async def guard_master_key(
     async with db.read() as tx:
         canary = await tx.key_canary.get()
         latest = await tx.credentials.latest()
-    probes = _probes(canary, latest)
+    # The canary first: it decides between the primary and a staged key.
+    probes = [canary_row(canary)] if canary is not None else []
+    probes += [credential_row(latest)] if latest is not None else []
     try:
         loaded = load_master_key(
             settings,
@@ -84,18 +134,52 @@ async def guard_master_key(
         loaded = await _key_that_opens(db, loaded, probes, default_key_file)
     cipher = Cipher(loaded.key)
     if canary is None:
-        await store_canary(db, cipher, loaded.location)
+        await _store_canary(db, cipher, loaded.location)
     return loaded, cipher
 
 
-def _probes(canary: KeyCanary | None, latest: Credential | None) -> list[SealedRow]:
-    """The canary first (it decides between the primary and a staged key), then the newest row."""
-    probes = []
-    if canary is not None:
-        probes.append(canary_row(canary))
-    if latest is not None:
-        probes.append(credential_row(latest))
-    return probes
+async def key_opens_database(db: Database, cipher: Cipher) -> bool:
+    """Whether the master key in use still opens the database's canary (for /healthz)."""
+    try:
+        canary = await _read_canary(db)
+    except Exception:
+        return False
+    if canary is None:
+        return False
+    try:
+        return cipher.open(sealed_canary(canary), CANARY_AAD).reveal() == CANARY_TEXT
+    except CryptoError:
+        return False
+
+
+async def canary_sealed_with(db: Database, key: MasterKey) -> bool:
+    """Whether the canary is sealed with ``key``; True when that cannot be read (keep the key)."""
+    try:
+        canary = await _read_canary(db)
+    except Exception:
+        return True
+    return canary is not None and canary.key_id == key.key_id
+
+
+async def _read_canary(db: Database) -> KeyCanary | None:
+    async with db.read() as tx:
+        return await tx.key_canary.get()
+
+
+async def _store_canary(db: Database, cipher: Cipher, location: str) -> None:
+    sealed = cipher.seal(Secret(CANARY_TEXT), CANARY_AAD)
+    try:
+        async with db.transaction() as tx:
+            await tx.key_canary.add(
+                KeyCanary(key_id=sealed.key_id, nonce=sealed.nonce, ciphertext=sealed.ciphertext)
+            )
+    except CanaryExists:
+        # Another process initialised the database at the same moment; its key must be ours too.
+        theirs = await _read_canary(db)
+        if theirs is None:
+            raise MasterKeyError("the master-key canary vanished while starting; start again") from None
+        verify_key_opens(cipher, sealed_canary(theirs), CANARY_AAD, where=location)
+    logger.info("this database is now bound to master key %s", sealed.key_id)
 
 
 async def _key_that_opens(
@@ -133,17 +217,16 @@ def _restore_a_lost_primary(
     if found is None or not probes[0].opens_with(Cipher(found[1].key)):
         return None
     empty, staged = found
-    try:
-        restored = promote_staged_key(empty, staged, expected=None)
-    except MasterKeyError as exc:
-        logger.warning("could not move the staged master key into the empty primary slot: %s", exc)
-        return dataclasses.replace(empty, location=staged.location, path=staged.path, from_next_slot=True)
-    logger.warning(
-        "no master key was in %s; restored master key %s there from %s, where a rotation staged it",
-        restored.location,
-        staged.key.key_id,
-        staged.location,
+    restored = _promote(
+        empty, staged, None, "could not move the staged master key into the empty primary slot"
     )
+    if not restored.from_next_slot:
+        logger.warning(
+            "no master key was in %s; restored master key %s there from %s, where a rotation staged it",
+            restored.location,
+            staged.key.key_id,
+            staged.location,
+        )
     return restored
 
 
@@ -196,21 +279,27 @@ def _resume_rotation(loaded: LoadedKey, staged: StagedKey) -> LoadedKey:
             path=staged.path,
             from_next_slot=True,
         )
+    promoted = _promote(loaded, staged, loaded.key, "could not finish the interrupted master-key rotation")
+    if not promoted.from_next_slot:
+        logger.warning(
+            "finished a master-key rotation that stopped after its commit: master key %s replaced %s in %s",
+            new,
+            old,
+            promoted.location,
+        )
+    return promoted
+
+
+def _promote(loaded: LoadedKey, staged: StagedKey, expected: MasterKey | None, failure: str) -> LoadedKey:
+    """``staged`` promoted into ``loaded``'s slot; if that fails, ``staged`` read from its slot, which
+    keeps the key durably: the next start tries the promotion again."""
     try:
-        promoted = promote_staged_key(loaded, staged, expected=loaded.key)
+        return promote_staged_key(loaded, staged, expected=expected)
     except MasterKeyError as exc:
-        # The staged slot keeps the key durably; the next start tries the promotion again.
-        logger.warning("could not finish the interrupted master-key rotation: %s", exc)
+        logger.warning("%s: %s", failure, exc)
         return dataclasses.replace(
             loaded, key=staged.key, location=staged.location, path=staged.path, from_next_slot=True
         )
-    logger.warning(
-        "finished a master-key rotation that stopped after its commit: master key %s replaced %s in %s",
-        new,
-        old,
-        promoted.location,
-    )
-    return promoted
 
 
 async def _wrong_key(db: Database, loaded: LoadedKey, probe: SealedRow) -> MasterKeyError:

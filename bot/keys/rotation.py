@@ -12,8 +12,8 @@ two rotations of keys kept in the same place never overlap, on one database or o
    transaction shuts other writers out anyway): prove the key opens the canary and every
    credential, stage the new key durably in a new slot named after its id
    (:func:`~bot.keys.slots.stage_next_key`), re-seal the canary and every credential version with
-   its own associated data, record an audit event, commit (:mod:`bot.keys.reseal`). A rollback that
-   this process sees removes the staged key again.
+   its own associated data, record an audit event, commit. A rollback that this process sees
+   removes the staged key again.
 4. Promote the staged key to the primary slot (keyring, key file), only if the canary is sealed
    with it and the primary still holds the old key. A ``CONNECTIONS_MASTER_KEY`` is swapped by the
    operator; until then a start on this machine uses the staged file.
@@ -26,6 +26,7 @@ use to stop the process at each of those boundaries.
 from __future__ import annotations
 
 import dataclasses
+import getpass
 import logging
 import os
 from collections.abc import Callable
@@ -35,17 +36,16 @@ from typing import Final
 
 from keyring.backend import KeyringBackend
 
-from bot.crypto import MasterKey
-from bot.keys.canary import canary_sealed_with
-from bot.keys.errors import MasterKeyError, NothingToRotate, PromotionFailed, RotationRefused
-from bot.keys.guard import guard_master_key
-from bot.keys.promotion import promote_staged_key
-from bot.keys.reseal import reseal_everything
-from bot.keys.slots import StagedKey, rotation_lock
+from bot.crypto import Cipher, MasterKey
+from bot.domain import SYSTEM_ACTOR
+from bot.keys import MasterKeyError, NothingToRotate, PromotionFailed, RotationRefused
+from bot.keys.guard import ROTATION_ACTION, canary_row, canary_sealed_with, credential_row, guard_master_key
+from bot.keys.slots import StagedKey, discard_staged_key, promote_staged_key, rotation_lock, stage_next_key
 from bot.keys.sources import ENV_VAR, FILE_ENV_VAR, KeySource, LoadedKey, MasterKeySettings
-from bot.store import Database
+from bot.store import AuditEvent, Credential, Database, KeyCanary
+from bot.store.uow import UnitOfWork
 
-__all__ = ["FAILPOINTS", "RotationOutcome", "crash_at", "rotate_master_key", "shared_slot_warning"]
+__all__ = ["ALL_WORKSPACES", "FAILPOINTS", "RotationOutcome", "crash_at", "rotate_master_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +55,8 @@ changed); every row re-sealed (before the commit); committed (before the promoti
 through the promotion (keyring: primary written, staged entry not yet deleted; key file: renamed,
 directory not yet fsynced)."""
 _KILLED: Final = 137  # the exit status a shell reports for SIGKILL
+ALL_WORKSPACES: Final = "*"
+"""The ``team_id`` of the rotation's audit event: the master key seals every workspace's rows."""
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,6 @@ class RotationOutcome:
     old_key_id: str
     new_key_id: str
     credentials: int
-    source: KeySource
     key_location: str
     swap_file: Path | None = None
     already_committed: bool = False
@@ -77,9 +78,7 @@ def crash_at(failpoint: str | None) -> Callable[[str], None]:
     """Fault injection for the kill-safety tests (``CONNECTIONS_FAILPOINT``): a checkpoint that ends
     the process at the named step with ``os._exit``, as a SIGKILL would (no rollback, no cleanup).
     Unset, as it is outside the tests, the checkpoint does nothing."""
-    if failpoint is None:
-        return _carry_on
-    if failpoint not in FAILPOINTS:
+    if failpoint is not None and failpoint not in FAILPOINTS:
         raise RotationRefused(f"CONNECTIONS_FAILPOINT must be one of {', '.join(FAILPOINTS)}")
 
     def checkpoint(step: str) -> None:
@@ -89,15 +88,55 @@ def crash_at(failpoint: str | None) -> Callable[[str], None]:
     return checkpoint
 
 
-def _carry_on(step: str) -> None:
-    return None
+async def rotate_master_key(
+    db: Database,
+    settings: MasterKeySettings,
+    *,
+    new_key_file: Path | None = None,
+    confirm: Callable[[str], bool] = lambda warning: False,
+    checkpoint: Callable[[str], None] = lambda step: None,
+    keyring_backend: KeyringBackend | None = None,
+    default_key_file: Path | None = None,
+) -> RotationOutcome:
+    """Re-encrypt the canary and every credential under a new master key and make it the key in use.
+
+    ``new_key_file`` is where a ``CONNECTIONS_MASTER_KEY`` rotation writes the new key (default
+    ``master.key.<key id>.next`` in the config directory). ``confirm`` gets the warning that a
+    shared slot's key is about to be replaced and says whether to go on; by default it refuses.
+    Raises :class:`RotationRefused` (nothing changed), :class:`PromotionFailed` (committed; the new
+    key waits in its staged slot) or another :class:`MasterKeyError` from loading or locking the key.
+    """
+    async with db.read() as tx:
+        empty = await tx.key_canary.get() is None and not await tx.credentials.any_exists()
+    if empty:
+        # Loading would make a first key, which is serve's job, not a rotation's.
+        raise NothingToRotate(
+            "nothing to rotate: the database holds no sealed data yet (the first `serve` binds it to a key)"
+        )
+    with rotation_lock(settings, new_key_file=new_key_file, default_key_file=default_key_file):
+        loaded, cipher = await guard_master_key(
+            db, settings, keyring_backend=keyring_backend, default_key_file=default_key_file
+        )
+        if loaded.from_next_slot:
+            return _awaiting_swap(loaded, settings)
+        if new_key_file is not None and loaded.source is not KeySource.ENV:
+            raise RotationRefused(
+                f"--new-key-file is for a key from {ENV_VAR}; this key comes from {loaded.location}, "
+                "and its new key is staged beside it"
+            )
+        warning = _shared_slot_warning(loaded, settings)
+        if warning is not None and not confirm(warning):
+            raise RotationRefused(
+                f"not confirmed: nothing was changed; master key {loaded.key.key_id} stays in "
+                f"{loaded.location}"
+            )
+        staged, credentials = await _reseal_everything(
+            db, loaded, cipher, new_key_file, default_key_file, checkpoint
+        )
+        return await _promote(db, loaded, staged, credentials, checkpoint)
 
 
-def _refuse(warning: str) -> bool:
-    return False
-
-
-def shared_slot_warning(loaded: LoadedKey, settings: MasterKeySettings) -> str | None:
+def _shared_slot_warning(loaded: LoadedKey, settings: MasterKeySettings) -> str | None:
     """Why replacing ``loaded``'s key may strand another database, or None when its slot is this
     database's own (``CONNECTIONS_MASTER_KEY``, ``CONNECTIONS_MASTER_KEY_FILE``).
 
@@ -114,57 +153,104 @@ def shared_slot_warning(loaded: LoadedKey, settings: MasterKeySettings) -> str |
     )
 
 
-async def rotate_master_key(
+async def _reseal_everything(
     db: Database,
-    settings: MasterKeySettings,
-    *,
-    new_key_file: Path | None = None,
-    confirm: Callable[[str], bool] = _refuse,
-    checkpoint: Callable[[str], None] = _carry_on,
-    keyring_backend: KeyringBackend | None = None,
-    default_key_file: Path | None = None,
-) -> RotationOutcome:
-    """Re-encrypt the canary and every credential under a new master key and make it the key in use.
-
-    ``new_key_file`` is where a ``CONNECTIONS_MASTER_KEY`` rotation writes the new key (default
-    ``master.key.<key id>.next`` in the config directory). ``confirm`` gets the
-    :func:`shared_slot_warning` and says whether to go on; by default it refuses. Raises
-    :class:`RotationRefused` (nothing changed), :class:`PromotionFailed` (committed; the new key waits
-    in its staged slot) or another :class:`MasterKeyError` from loading or locking the key.
-    """
-    await _refuse_an_empty_database(db)
-    with rotation_lock(settings, new_key_file=new_key_file, default_key_file=default_key_file):
-        loaded, cipher = await guard_master_key(
-            db, settings, keyring_backend=keyring_backend, default_key_file=default_key_file
-        )
-        if loaded.from_next_slot:
-            return _awaiting_swap(loaded, settings)
-        if new_key_file is not None and loaded.source is not KeySource.ENV:
-            raise RotationRefused(
-                f"--new-key-file is for a key from {ENV_VAR}; this key comes from {loaded.location}, "
-                "and its new key is staged beside it"
+    loaded: LoadedKey,
+    cipher: Cipher,
+    new_key_file: Path | None,
+    default_key_file: Path | None,
+    checkpoint: Callable[[str], None],
+) -> tuple[StagedKey, int]:
+    """Stage a new key and re-seal every row with it in one transaction; the staged key and the
+    number of credential fields re-sealed."""
+    new = MasterKey.generate()
+    staged: StagedKey | None = None
+    committing = False
+    try:
+        async with db.transaction() as tx:
+            canary, credentials = await _lock_and_prove(tx, cipher)
+            staged = stage_next_key(loaded, new, new_key_file=new_key_file, default_key_file=default_key_file)
+            checkpoint("staged")
+            await _reseal(tx, Cipher(new, previous=[loaded.key]), canary, credentials)
+            await tx.audit.add(_audit_event(loaded, new, staged, len(credentials)))
+            checkpoint("resealed")
+            committing = True
+    except Exception:
+        # A failure inside the transaction rolled it back: no row is sealed with the new key, and it
+        # is this run's own, so nobody else can need it. A failed COMMIT may still have landed (a
+        # connection lost mid-commit), so then the staged key stays for the next start to settle.
+        if staged is not None and not committing and not await canary_sealed_with(db, new):
+            discard_staged_key(staged)
+        elif staged is not None and committing:
+            logger.warning(
+                "the commit of the re-encryption failed; keeping the staged master key %s in %s until "
+                "a start or another run shows which key the data is sealed with",
+                new.key_id,
+                staged.location,
             )
-        warning = shared_slot_warning(loaded, settings)
-        if warning is not None and not confirm(warning):
-            raise RotationRefused(
-                f"not confirmed: nothing was changed; master key {loaded.key.key_id} stays in "
-                f"{loaded.location}"
-            )
-        staged, credentials = await reseal_everything(
-            db, loaded, cipher, new_key_file, default_key_file, checkpoint
-        )
-        return await _promote(db, loaded, staged, credentials, checkpoint)
+        raise
+    checkpoint("committed")
+    logger.info(
+        "re-encrypted the key canary and %d credential fields under master key %s (was %s)",
+        len(credentials),
+        new.key_id,
+        loaded.key.key_id,
+    )
+    return staged, len(credentials)
 
 
-async def _refuse_an_empty_database(db: Database) -> None:
-    # Without this, loading would make a first key, which is serve's job, not a rotation's.
-    async with db.read() as tx:
-        canary = await tx.key_canary.get()
-        anything = canary is not None or await tx.credentials.any_exists()
-    if not anything:
-        raise NothingToRotate(
-            "nothing to rotate: the database holds no sealed data yet (the first `serve` binds it to a key)"
+async def _lock_and_prove(tx: UnitOfWork, cipher: Cipher) -> tuple[KeyCanary, list[Credential]]:
+    """Lock the canary, then check that ``cipher`` opens it and every credential field."""
+    canary = await tx.key_canary.lock()
+    if canary is None or canary.key_id != cipher.key_id:
+        # Another rotation committed between loading the key and taking the lock.
+        moved_to = canary.key_id if canary is not None else "nothing"
+        raise RotationRefused(
+            f"the data moved from master key {cipher.key_id} to {moved_to} while this rotation "
+            "started (another rotation?); nothing was changed: run it again"
         )
+    credentials = await tx.credentials.lock_all()
+    unreadable = [row for row in credentials if not credential_row(row).opens_with(cipher)]
+    if unreadable:
+        names = sorted({row.connection_id for row in unreadable})
+        raise RotationRefused(
+            f"{len(unreadable)} of {len(credentials)} stored credential fields do not open with master "
+            f"key {cipher.key_id} (connections {', '.join(names[:5])}{', …' if len(names) > 5 else ''}); "
+            "nothing was changed"
+        )
+    return canary, credentials
+
+
+async def _reseal(tx: UnitOfWork, cipher: Cipher, canary: KeyCanary, credentials: list[Credential]) -> None:
+    old = canary_row(canary)
+    new = cipher.reseal(old.sealed, old.aad)
+    await tx.key_canary.replace(canary, new.key_id, new.nonce, new.ciphertext)
+    for row in credentials:
+        old = credential_row(row)
+        new = cipher.reseal(old.sealed, old.aad)
+        await tx.credentials.replace_ciphertext(row, new.key_id, new.nonce, new.ciphertext)
+
+
+def _audit_event(loaded: LoadedKey, new: MasterKey, staged: StagedKey, credentials: int) -> AuditEvent:
+    try:
+        os_user: str | None = getpass.getuser()
+    except (OSError, KeyError):  # no login name and no passwd entry (some containers)
+        os_user = None
+    return AuditEvent(
+        team_id=ALL_WORKSPACES,
+        actor=SYSTEM_ACTOR,
+        action=ROTATION_ACTION,
+        details={
+            "from_key_id": loaded.key.key_id,
+            "to_key_id": new.key_id,
+            "credentials": credentials,
+            "key_source": loaded.source.value,
+            # Where the new key waits until promoted: the start-up guard names it if the old key
+            # is still configured somewhere.
+            "staged_in": staged.location,
+            "os_user": os_user,
+        },
+    )
 
 
 async def _promote(
@@ -174,7 +260,6 @@ async def _promote(
         old_key_id=loaded.key.key_id,
         new_key_id=staged.key.key_id,
         credentials=credentials,
-        source=loaded.source,
         key_location=staged.location,
         swap_file=staged.path if loaded.source is KeySource.ENV else None,
     )
@@ -209,7 +294,6 @@ def _awaiting_swap(loaded: LoadedKey, settings: MasterKeySettings) -> RotationOu
         old_key_id=MasterKey.from_base64(old).key_id if old is not None else "unknown",
         new_key_id=loaded.key.key_id,
         credentials=0,
-        source=KeySource.ENV,
         key_location=str(loaded.path),
         swap_file=loaded.path,
         already_committed=True,

@@ -1,4 +1,5 @@
-"""The staged slots of a master-key rotation, and the lock that keeps two rotations apart.
+"""The staged slots of a master-key rotation, their promotion, and the lock that keeps two rotations
+apart.
 
 ``rotate-master-key`` stages its new key durably before any row changes, in a slot named after the
 new key's id, so a staged key is never overwritten: on a machine that runs several databases, a
@@ -10,33 +11,32 @@ staged key may be the only copy of what opens another database's data.
   named by ``--new-key-file``), from which the operator sets the variable.
 
 A start never lists or guesses slots: it reads the one named after the key id the database's
-canary is sealed with. After the commit :func:`~bot.keys.promotion.promote_staged_key` moves the
-staged key into the primary slot, only if that slot still holds the key the rotation started from
-(compare-and-set).
+canary is sealed with. After the commit :func:`promote_staged_key` moves the staged key into the
+primary slot, only if that slot still holds the key the rotation started from (compare-and-set).
 
 Every rotation holds :func:`rotation_lock` (``fcntl.flock`` on ``<primary key file>.lock``) from
 loading the key to the end of the promotion, so two rotations of keys kept in the same place never
-overlap. All errors are :class:`MasterKeyError` with messages that name paths and key ids, never keys.
+overlap.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from keyring.backend import KeyringBackend
 
 from bot.crypto import MasterKey
-from bot.keys.errors import MasterKeyError, RotationBusy, reason
-from bot.keys.key_files import fsync_directory, publish_key_file, read_key_file
-from bot.keys.keyrings import KEYRING_SERVICE, keyring_location, read_entry, store_entry, usable_keyring
+from bot.keys import MasterKeyError, RotationBusy
 from bot.keys.sources import (
+    ENV_VAR,
     FILE_ENV_VAR,
     KeySource,
     LoadedKey,
@@ -44,14 +44,26 @@ from bot.keys.sources import (
     default_key_file_path,
     keyring_key,
 )
+from bot.keys.stores import (
+    KEYRING_SERVICE,
+    KEYRING_USERNAME,
+    fsync_directory,
+    keyring_location,
+    link_key_file,
+    read_entry,
+    read_key_file,
+    reason,
+    store_entry,
+    usable_keyring,
+)
 
 __all__ = [
     "KEYRING_NEXT_USERNAME",
-    "LOCK_SUFFIX",
     "STAGED_SUFFIX",
     "StagedKey",
     "discard_staged_key",
     "find_staged_for_missing_primary",
+    "promote_staged_key",
     "read_staged_key",
     "rotation_lock",
     "stage_next_key",
@@ -64,7 +76,6 @@ logger = logging.getLogger(__name__)
 
 KEYRING_NEXT_USERNAME = "master-key-next"
 STAGED_SUFFIX = ".next"
-LOCK_SUFFIX = ".lock"
 # Key ids come from the database too (the canary's): only this shape may become part of a file name.
 _KEY_ID = re.compile(r"[0-9a-f]{16}")
 
@@ -130,8 +141,7 @@ def find_staged_for_missing_primary(
         return None
     if settings.master_key_file is not None:
         return _file_pair(settings.master_key_file, key_id, f"{FILE_ENV_VAR}={settings.master_key_file}")
-    ring = usable_keyring(keyring_backend)
-    for backend in ring.members if ring is not None else []:
+    for backend in usable_keyring(keyring_backend):
         try:
             staged = _read_keyring_slot(backend, key_id)
         except MasterKeyError as exc:
@@ -159,9 +169,44 @@ def stage_next_key(
     path = staging_path(loaded, key.key_id, new_key_file=new_key_file, default_key_file=default_key_file)
     if path is None:  # pragma: no cover - a keyring key always carries its backend
         raise MasterKeyError("the master key's keyring backend is unknown; nothing was changed")
-    publish_key_file(path, key)
+    taken = f"{path} already exists; choose a new file for the new key (nothing was changed)"
+    if os.path.lexists(path):
+        raise MasterKeyError(taken)
+    try:
+        linked = link_key_file(path, key)
+    except OSError as exc:
+        raise MasterKeyError(
+            f"cannot write the new master key to {path}: {exc.strerror}; nothing was changed"
+        ) from None
+    if not linked:
+        raise MasterKeyError(taken)
     logger.info("staged the new master key %s in %s", key.key_id, path)
     return StagedKey(key=key, location=str(path), path=path)
+
+
+def promote_staged_key(
+    loaded: LoadedKey,
+    staged: StagedKey,
+    *,
+    expected: MasterKey | None,
+    midway: Callable[[], None] = lambda: None,
+) -> LoadedKey:
+    """Make ``staged`` the primary key of ``loaded``'s slot and empty the staged slot, but only if the
+    primary still holds ``expected`` (None: is empty) or already holds ``staged``.
+
+    Keyring: write ``master-key``, check it, then delete the staged entry; key file: rename the staged
+    file over the primary and fsync the directory. ``midway`` runs between the two halves (a
+    fault-injection point for tests). A key from ``CONNECTIONS_MASTER_KEY`` cannot be promoted: only
+    the operator can change the variable. Raises :class:`MasterKeyError` if the primary holds another
+    key or does not take this one; the staged copy is then left where it was.
+    """
+    if loaded.source is KeySource.KEYRING and loaded.backend is not None:
+        _promote_in_keyring(loaded.backend, staged, expected, midway)
+    elif loaded.source is KeySource.KEY_FILE and loaded.path is not None and staged.path is not None:
+        _promote_key_file(loaded.path, staged.path, staged, expected, midway)
+    else:
+        raise MasterKeyError(f"a master key from {ENV_VAR} is replaced by setting {ENV_VAR}, not by the bot")
+    return dataclasses.replace(loaded, key=staged.key, created=False, from_next_slot=False)
 
 
 def discard_staged_key(staged: StagedKey) -> None:
@@ -187,7 +232,7 @@ def rotation_lock(
     block; raises :class:`RotationBusy` at once if another process holds it."""
     named = new_key_file if settings.master_key is not None else settings.master_key_file
     primary = named if named is not None else default_key_file_path(default_key_file)
-    path = primary.with_name(primary.name + LOCK_SUFFIX)
+    path = primary.with_name(primary.name + ".lock")
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
@@ -232,13 +277,78 @@ def _read_keyring_slot(backend: KeyringBackend, key_id: str) -> StagedKey | None
 
 
 def _stage_in_keyring(backend: KeyringBackend, key: MasterKey) -> StagedKey:
-    username = staged_username(key.key_id)
-    location = keyring_location([backend], username)
+    location = keyring_location([backend], staged_username(key.key_id))
     try:
-        kept = store_entry(backend, username, key)
+        kept = store_entry(backend, staged_username(key.key_id), key)
     except Exception as exc:
         raise MasterKeyError(f"cannot stage the new master key in the {location}: {reason(exc)}") from None
     if not kept:
         raise MasterKeyError(f"the {location} did not keep the new master key; nothing was changed")
     logger.info("staged the new master key %s in the %s", key.key_id, location)
     return StagedKey(key=key, location=location, backend=backend)
+
+
+def _refuse_a_changed_primary(
+    where: str, current: MasterKey | None, expected: MasterKey | None, staged: StagedKey
+) -> None:
+    if current == expected:
+        return
+    holds = f"master key {current.key_id}" if current is not None else "no key"
+    wanted = f"master key {expected.key_id}" if expected is not None else "no key"
+    raise MasterKeyError(
+        f"{where} holds {holds}, not {wanted} as when this rotation started (another rotation or a "
+        f"manual change?); master key {staged.key.key_id} was not promoted and stays in {staged.location}"
+    )
+
+
+def _promote_in_keyring(
+    backend: KeyringBackend, staged: StagedKey, expected: MasterKey | None, midway: Callable[[], None]
+) -> None:
+    location = keyring_location([backend])
+    current = read_entry(backend, KEYRING_USERNAME)
+    if current != staged.key:
+        _refuse_a_changed_primary(f"the {location}", current, expected, staged)
+        try:
+            kept = store_entry(backend, KEYRING_USERNAME, staged.key)
+        except Exception as exc:
+            raise MasterKeyError(
+                f"cannot write master key {staged.key.key_id} to the {location} ({reason(exc)}); "
+                f"it stays in the {staged.location}"
+            ) from None
+        if not kept:
+            raise MasterKeyError(
+                f"the {location} did not keep master key {staged.key.key_id}; "
+                f"it stays in the {staged.location}"
+            )
+    midway()
+    try:
+        backend.delete_password(KEYRING_SERVICE, staged_username(staged.key.key_id))
+    except Exception as exc:
+        logger.warning("could not delete the %s entry: %s", staged.location, reason(exc))
+
+
+def _promote_key_file(
+    primary: Path, path: Path, staged: StagedKey, expected: MasterKey | None, midway: Callable[[], None]
+) -> None:
+    vanished = f"the staged master key {path} vanished before it replaced {primary}"
+    current = read_key_file(primary)
+    if not os.path.lexists(path):
+        if current == staged.key:
+            return  # another process (a starting bot) finished this promotion first
+        raise MasterKeyError(vanished)
+    if current != staged.key:
+        _refuse_a_changed_primary(str(primary), current, expected, staged)
+    try:
+        # rename() replaces the primary in one step: a crash leaves the old file or the new one.
+        os.replace(path, primary)
+    except FileNotFoundError:
+        # Another process finished this promotion between the check and the rename.
+        if read_key_file(primary) != staged.key:
+            raise MasterKeyError(vanished) from None
+        return
+    except OSError as exc:
+        raise MasterKeyError(
+            f"cannot move {path} over {primary} ({exc.strerror}); the new key stays in {path}"
+        ) from None
+    midway()
+    fsync_directory(primary.parent)

@@ -12,9 +12,8 @@ Lookup order (see DESIGN.md, "Secrets"):
 
 A key is generated only when the caller says the database holds no ciphertext yet: in the keyring
 if one is usable, else in the key file. With ciphertext present and no key found, loading fails.
-
-Rotation (``connections-bot rotate-master-key``) stages its new key beside the primary and promotes
-it after the commit: see :mod:`bot.keys.slots`.
+A rotation stages its new key beside the primary and promotes it after the commit
+(:mod:`bot.keys.slots`).
 """
 
 from __future__ import annotations
@@ -29,9 +28,16 @@ import platformdirs
 from keyring.backend import KeyringBackend
 
 from bot.crypto import Cipher, DecryptionError, InvalidMasterKey, MasterKey, Sealed
-from bot.keys.errors import MalformedMasterKey, MasterKeyError, MasterKeyMissing, WrongMasterKey
-from bot.keys.key_files import link_key_file, read_key_file
-from bot.keys.keyrings import KEYRING_SERVICE, keyring_location, usable_keyring
+from bot.keys import MalformedMasterKey, MasterKeyError, MasterKeyMissing, WrongMasterKey
+from bot.keys.stores import (
+    KEYRING_SERVICE,
+    create_primary_entry,
+    keyring_location,
+    link_key_file,
+    read_key_file,
+    read_primary_entry,
+    usable_keyring,
+)
 from bot.redaction import Secret
 
 __all__ = [
@@ -51,8 +57,6 @@ logger = logging.getLogger(__name__)
 
 ENV_VAR = "CONNECTIONS_MASTER_KEY"
 FILE_ENV_VAR = "CONNECTIONS_MASTER_KEY_FILE"
-_APP_DIR_NAME = "connections-bot"
-_KEY_FILE_NAME = "master.key"
 
 
 class MasterKeySettings(Protocol):
@@ -96,9 +100,7 @@ class LoadedKey:
 def default_key_file_path(given: Path | None = None) -> Path:
     """``master.key`` in the user's config directory, e.g. ``~/.config/connections-bot/master.key``;
     ``given`` instead when a caller (a test) names one."""
-    if given is not None:
-        return given
-    return platformdirs.user_config_path(_APP_DIR_NAME) / _KEY_FILE_NAME
+    return given if given is not None else platformdirs.user_config_path("connections-bot") / "master.key"
 
 
 def load_master_key(
@@ -122,37 +124,38 @@ def load_master_key(
         return LoadedKey(key=key, source=KeySource.ENV, created=False, location=ENV_VAR)
 
     looked = [f"{ENV_VAR} (not set)"]
+    ring: list[KeyringBackend] = []
     if settings.master_key_file is not None:
         # An operator who names a file wants that file, even on a machine with a keyring.
-        path = settings.master_key_file
-        loaded = _from_key_file(path, f"{FILE_ENV_VAR}={path}")
-        if loaded is not None:
-            return loaded
-        looked.append(f"{FILE_ENV_VAR}={path} (no such file)")
-        _refuse_to_create(has_ciphertext, looked)
-        return create_key_file(path, f"{FILE_ENV_VAR}={path}")
-
-    ring = usable_keyring(keyring_backend)
-    found = ring.read() if ring is not None else None
-    if found is not None:
-        return keyring_key(*found)
-    if ring is not None and ring.usable:
-        looked.append(f"{ring.location} (no entry)")
+        path, location = settings.master_key_file, f"{FILE_ENV_VAR}={settings.master_key_file}"
+        looked.append(f"{location} (no such file)")
     else:
-        ring = None
-        looked.append(f"system keyring service {KEYRING_SERVICE!r} (no usable backend)")
+        ring = usable_keyring(keyring_backend)
+        found = read_primary_entry(ring)
+        if found is not None:
+            return keyring_key(*found)
+        if ring:
+            looked.append(f"{keyring_location(ring)} (no entry)")
+        else:
+            looked.append(f"system keyring service {KEYRING_SERVICE!r} (no usable backend)")
+        path = default_key_file_path(default_key_file)
+        location = str(path)
+        looked.append(f"key file {path} (no such file)")
 
-    path = default_key_file_path(default_key_file)
-    loaded = _from_key_file(path, str(path))
+    loaded = _from_key_file(path, location)
     if loaded is not None:
         return loaded
-    looked.append(f"key file {path} (no such file)")
-
-    _refuse_to_create(has_ciphertext, looked)
-    created = ring.create() if ring is not None else None
+    if has_ciphertext:
+        raise MasterKeyMissing(
+            "the database holds encrypted credentials but no master key was found (looked in: "
+            + "; ".join(looked)
+            + "); restore the master key that sealed them: the bot will not create a new key over "
+            "existing data"
+        )
+    created = create_primary_entry(ring) if ring else None
     if created is not None:
         return keyring_key(*created, created=True)
-    return create_key_file(path, str(path))
+    return create_key_file(path, location)
 
 
 def verify_key_opens(cipher: Cipher, sealed: Sealed, aad: bytes, *, where: str = "the configuration") -> None:
@@ -192,16 +195,6 @@ def keyring_key(key: MasterKey, backend: KeyringBackend, *, created: bool = Fals
     """``key`` as the primary key of the keyring ``backend``."""
     location = keyring_location([backend])
     return LoadedKey(key=key, source=KeySource.KEYRING, created=created, location=location, backend=backend)
-
-
-def _refuse_to_create(has_ciphertext: bool, looked: list[str]) -> None:
-    if has_ciphertext:
-        raise MasterKeyMissing(
-            "the database holds encrypted credentials but no master key was found (looked in: "
-            + "; ".join(looked)
-            + "); restore the master key that sealed them: the bot will not create a new key over "
-            "existing data"
-        )
 
 
 def _from_key_file(path: Path, location: str) -> LoadedKey | None:

@@ -17,7 +17,9 @@ import httpx
 import pytest
 
 from bot.crypto import MasterKey
-from bot.keys import FAILPOINTS, LoadedKey, guard_master_key
+from bot.keys.guard import guard_master_key
+from bot.keys.rotation import FAILPOINTS
+from bot.keys.sources import LoadedKey
 from bot.store import Database
 from tests.e2e.conftest import SIGNING_SECRET
 from tests.fakes.slack_api import FakeSlack

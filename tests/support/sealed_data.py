@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 
 from bot.crypto import Cipher, CryptoError, MasterKey, Sealed, associated_data
-from bot.keys.canary import CANARY_AAD, CANARY_TEXT, sealed_canary
+from bot.keys.guard import CANARY_AAD, CANARY_TEXT, sealed_canary
 from bot.redaction import Secret
 from bot.store import Credential, Database, KeyCanary
 from tests.fakes.confluent_api import new_api_key, new_api_secret

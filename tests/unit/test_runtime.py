@@ -20,7 +20,7 @@ from sqlalchemy import update
 from bot.app import BotApp
 from bot.crypto import Cipher, MasterKey, associated_data
 from bot.domain import RequestKind
-from bot.keys import KeySource, default_key_file_path
+from bot.keys.sources import KeySource, default_key_file_path
 from bot.providers.base import Outcome
 from bot.providers.confluent_cloud import ConfluentCloud
 from bot.redaction import Secret

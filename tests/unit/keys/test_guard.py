@@ -10,16 +10,11 @@ from pathlib import Path
 import pytest
 
 from bot.crypto import MasterKey
-from bot.keys import (
-    InsecureKeyFile,
-    KeySource,
-    LoadedKey,
-    MasterKeyMissing,
-    WrongMasterKey,
-    guard_master_key,
-    rotate_master_key,
-)
-from bot.keys.keyrings import KEYRING_SERVICE, KEYRING_USERNAME
+from bot.keys import InsecureKeyFile, MasterKeyMissing, WrongMasterKey
+from bot.keys.guard import guard_master_key
+from bot.keys.rotation import rotate_master_key
+from bot.keys.sources import KeySource, LoadedKey
+from bot.keys.stores import KEYRING_SERVICE, KEYRING_USERNAME
 from bot.settings import KeySettings
 from bot.store import Database
 from tests.support.key_sources import SOURCES, KeySetup, key_setup

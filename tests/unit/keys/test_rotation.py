@@ -14,16 +14,9 @@ import psycopg
 import pytest
 
 from bot.crypto import Cipher, MasterKey, associated_data
-from bot.keys import (
-    NothingToRotate,
-    RotationBusy,
-    RotationRefused,
-    crash_at,
-    guard_master_key,
-    rotate_master_key,
-)
-from bot.keys.guard import ROTATION_ACTION
-from bot.keys.reseal import ALL_WORKSPACES
+from bot.keys import NothingToRotate, RotationBusy, RotationRefused
+from bot.keys.guard import ROTATION_ACTION, guard_master_key
+from bot.keys.rotation import ALL_WORKSPACES, crash_at, rotate_master_key
 from bot.redaction import Secret
 from bot.settings import KeySettings
 from bot.store import Credential, Database

@@ -11,13 +11,12 @@ from pathlib import Path
 import pytest
 
 from bot.crypto import MasterKey
-from bot.keys import InsecureKeyFile, KeySource, LoadedKey, MasterKeyError, RotationBusy, load_master_key
-from bot.keys.keyrings import KEYRING_SERVICE, KEYRING_USERNAME
-from bot.keys.promotion import promote_staged_key
+from bot.keys import InsecureKeyFile, MasterKeyError, RotationBusy
 from bot.keys.slots import (
     KEYRING_NEXT_USERNAME,
     discard_staged_key,
     find_staged_for_missing_primary,
+    promote_staged_key,
     read_staged_key,
     rotation_lock,
     stage_next_key,
@@ -25,6 +24,8 @@ from bot.keys.slots import (
     staged_username,
     staging_path,
 )
+from bot.keys.sources import KeySource, LoadedKey, load_master_key
+from bot.keys.stores import KEYRING_SERVICE, KEYRING_USERNAME
 from bot.settings import KeySettings
 from tests.support.file_keyring import SharedFileKeyring
 

@@ -17,18 +17,15 @@ import pytest
 from keyring.backend import KeyringBackend
 
 from bot.crypto import Cipher, MasterKey, Sealed, associated_data
-from bot.keys import (
-    InsecureKeyFile,
+from bot.keys import InsecureKeyFile, MalformedMasterKey, MasterKeyError, MasterKeyMissing, WrongMasterKey
+from bot.keys.sources import (
     KeySource,
-    MalformedMasterKey,
-    MasterKeyError,
-    MasterKeyMissing,
-    WrongMasterKey,
+    create_key_file,
+    default_key_file_path,
     load_master_key,
     verify_key_opens,
 )
-from bot.keys.keyrings import KEYRING_SERVICE, KEYRING_USERNAME
-from bot.keys.sources import create_key_file, default_key_file_path
+from bot.keys.stores import KEYRING_SERVICE, KEYRING_USERNAME
 from bot.redaction import Secret
 from bot.settings import Settings
 

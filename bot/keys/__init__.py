@@ -14,44 +14,34 @@ Exception hierarchy (all messages are one line and safe to print: paths and key 
         ├── RotationBusy           another rotation holds the lock of this key's slot
         ├── RotationRefused        a rotation did not start, or was rolled back: nothing changed
         │   └── NothingToRotate    the database holds no sealed row yet
-        └── PromotionFailed        the data moved to the new key, which stays in its staged slot;
-                                   the next start finishes the promotion
+        └── PromotionFailed        the data moved to the new key, which stays in its staged slot
 """
 
 from bot.crypto import CryptoError
 
 
-class MasterKeyError(CryptoError):
-    """The master key cannot be loaded or does not fit the stored data."""
+class MasterKeyError(CryptoError): ...
 
 
-class MalformedMasterKey(MasterKeyError):
-    """A configured key is not base64 of exactly 32 bytes."""
+class MalformedMasterKey(MasterKeyError): ...
 
 
-class InsecureKeyFile(MasterKeyError):
-    """The key file could be read or changed by someone other than its owner."""
+class InsecureKeyFile(MasterKeyError): ...
 
 
-class MasterKeyMissing(MasterKeyError):
-    """The database holds ciphertext but no master key was found."""
+class MasterKeyMissing(MasterKeyError): ...
 
 
-class WrongMasterKey(MasterKeyError):
-    """The loaded master key does not open the stored credentials."""
+class WrongMasterKey(MasterKeyError): ...
 
 
-class RotationBusy(MasterKeyError):
-    """Another rotation holds the lock of this key's slot."""
+class RotationBusy(MasterKeyError): ...
 
 
-class RotationRefused(MasterKeyError):
-    """The rotation did not start, or was rolled back: nothing changed."""
+class RotationRefused(MasterKeyError): ...
 
 
-class NothingToRotate(RotationRefused):
-    """The database holds no sealed row yet."""
+class NothingToRotate(RotationRefused): ...
 
 
-class PromotionFailed(MasterKeyError):
-    """The data moved to the new key, which stays staged."""
+class PromotionFailed(MasterKeyError): ...

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from keyring.backend import KeyringBackend
 
-from bot.crypto import Cipher, CryptoError, DecryptionError, MasterKey, Sealed, associated_data
+from bot.crypto import Cipher, DecryptionError, MasterKey, Sealed, associated_data
 from bot.keys import MasterKeyError, MasterKeyMissing, WrongMasterKey
 from bot.keys.slots import (
     StagedKey,
@@ -38,28 +38,20 @@ from bot.keys.slots import (
     promote_staged_key,
     read_staged_key,
 )
-from bot.keys.sources import (
-    ENV_VAR,
-    KeySource,
-    LoadedKey,
-    MasterKeySettings,
-    load_master_key,
-    verify_key_opens,
-)
+from bot.keys.sources import ENV_VAR, KeySource, LoadedKey, MasterKeySettings, load_master_key
 from bot.redaction import Secret
-from bot.store import AuditEvent, CanaryExists, Credential, Database, KeyCanary
+from bot.store import CanaryExists, Credential, Database, KeyCanary
 
 __all__ = [
     "CANARY_AAD",
     "CANARY_TEXT",
     "ROTATION_ACTION",
-    "SealedRow",
-    "canary_row",
     "canary_sealed_with",
-    "credential_row",
     "guard_master_key",
     "key_opens_database",
     "sealed_canary",
+    "sealed_row",
+    "verify_key_opens",
 ]
 
 logger = logging.getLogger(__name__)
@@ -86,19 +78,16 @@ class SealedRow:
         return True
 
 
+def sealed_row(row: KeyCanary | Credential) -> SealedRow:
+    """The canary or a credential field as the sealed value and associated data a key opens."""
+    sealed = Sealed(key_id=row.key_id, nonce=row.nonce, ciphertext=row.ciphertext)
+    if isinstance(row, KeyCanary):
+        return SealedRow(sealed, CANARY_AAD)
+    return SealedRow(sealed, associated_data(row.connection_id, row.field, row.version))
+
+
 def sealed_canary(canary: KeyCanary) -> Sealed:
-    return Sealed(key_id=canary.key_id, nonce=canary.nonce, ciphertext=canary.ciphertext)
-
-
-def canary_row(canary: KeyCanary) -> SealedRow:
-    return SealedRow(sealed_canary(canary), CANARY_AAD)
-
-
-def credential_row(row: Credential) -> SealedRow:
-    return SealedRow(
-        Sealed(key_id=row.key_id, nonce=row.nonce, ciphertext=row.ciphertext),
-        associated_data(row.connection_id, row.field, row.version),
-    )
+    return sealed_row(canary).sealed
 
 
 async def guard_master_key(
@@ -116,8 +105,7 @@ async def guard_master_key(
         canary = await tx.key_canary.get()
         latest = await tx.credentials.latest()
     # The canary first: it decides between the primary and a staged key.
-    probes = [canary_row(canary)] if canary is not None else []
-    probes += [credential_row(latest)] if latest is not None else []
+    probes = [sealed_row(row) for row in (canary, latest) if row is not None]
     try:
         loaded = load_master_key(
             settings,
@@ -139,16 +127,12 @@ async def guard_master_key(
 
 
 async def key_opens_database(db: Database, cipher: Cipher) -> bool:
-    """Whether the master key in use still opens the database's canary (for /healthz)."""
+    """Whether the master key in use still opens the database's canary (for /healthz): False too
+    when the database does not answer."""
     try:
         canary = await _read_canary(db)
+        return canary is not None and cipher.open(sealed_canary(canary), CANARY_AAD).reveal() == CANARY_TEXT
     except Exception:
-        return False
-    if canary is None:
-        return False
-    try:
-        return cipher.open(sealed_canary(canary), CANARY_AAD).reveal() == CANARY_TEXT
-    except CryptoError:
         return False
 
 
@@ -159,6 +143,24 @@ async def canary_sealed_with(db: Database, key: MasterKey) -> bool:
     except Exception:
         return True
     return canary is not None and canary.key_id == key.key_id
+
+
+def verify_key_opens(cipher: Cipher, sealed: Sealed, aad: bytes, *, where: str = "the configuration") -> None:
+    """Raise :class:`WrongMasterKey` unless ``cipher`` opens one stored row (``sealed`` with ``aad``);
+    ``where`` names the key's source (``LoadedKey.location``) in the message."""
+    if sealed.key_id not in cipher.key_ids:
+        raise WrongMasterKey(
+            f"the master key from {where} does not open the stored credentials: they were sealed with "
+            f"master key {sealed.key_id}, but the loaded key is {cipher.key_id}; restore the key that "
+            "sealed them (the bot will not start with a different key)"
+        )
+    try:
+        cipher.open(sealed, aad)
+    except DecryptionError:
+        raise WrongMasterKey(
+            f"the master key from {where} does not open the stored credentials: the key id "
+            f"{sealed.key_id} matches but decryption failed, so the stored row is damaged or altered"
+        ) from None
 
 
 async def _read_canary(db: Database) -> KeyCanary | None:
@@ -185,18 +187,19 @@ async def _store_canary(db: Database, cipher: Cipher, location: str) -> None:
 async def _key_that_opens(
     db: Database, loaded: LoadedKey, probes: list[SealedRow], default_key_file: Path | None
 ) -> LoadedKey:
-    first = probes[0]
+    first, chosen = probes[0], loaded
     if first.opens_with(Cipher(loaded.key)):
-        chosen = loaded
         if not loaded.from_next_slot:
             # A key still read from its staged slot is the only copy: never discard that slot.
             _settle_a_copy_of_the_primary(loaded, default_key_file)
     else:
         # Only now is a staged key needed, so only now may a bad one stop the start.
         staged = read_staged_key(loaded, first.sealed.key_id, default_key_file=default_key_file)
-        if staged is None or not first.opens_with(Cipher(staged.key)):
-            raise await _wrong_key(db, loaded, first)
-        chosen = _resume_rotation(loaded, staged)
+        if staged is not None and first.opens_with(Cipher(staged.key)):
+            chosen = _resume_rotation(loaded, staged)
+        else:
+            await _refuse_a_rotated_key(db, loaded, first.sealed.key_id)
+    # Neither key opening the canary fails here, naming both key ids.
     cipher = Cipher(chosen.key)
     for probe in probes:
         verify_key_opens(cipher, probe.sealed, probe.aad, where=chosen.location)
@@ -265,10 +268,9 @@ def _resume_rotation(loaded: LoadedKey, staged: StagedKey) -> LoadedKey:
     """Only the staged key opens the data: a rotation committed and stopped before its promotion."""
     old, new = loaded.key.key_id, staged.key.key_id
     if loaded.source is KeySource.ENV:
-        return LoadedKey(
+        return dataclasses.replace(
+            loaded,
             key=staged.key,
-            source=KeySource.ENV,
-            created=False,
             location=f"{staged.location} (staged by rotate-master-key)",
             warning=(
                 f"{ENV_VAR} holds master key {old}, which no longer opens the data: rotate-master-key "
@@ -302,31 +304,26 @@ def _promote(loaded: LoadedKey, staged: StagedKey, expected: MasterKey | None, f
         )
 
 
-async def _wrong_key(db: Database, loaded: LoadedKey, probe: SealedRow) -> MasterKeyError:
-    """The error for a key that does not open ``probe``, naming a rotation that explains it."""
-    if probe.sealed.key_id != loaded.key.key_id:
-        async with db.read() as tx:
-            rotation = await tx.audit.latest_with_action(ROTATION_ACTION)
-        if rotation is not None and rotation.details.get("to_key_id") == probe.sealed.key_id:
-            return WrongMasterKey(_moved_by_rotation(loaded, rotation))
-    try:
-        verify_key_opens(Cipher(loaded.key), probe.sealed, probe.aad, where=loaded.location)
-    except WrongMasterKey as exc:
-        return exc
-    return WrongMasterKey(f"the master key from {loaded.location} does not open the stored credentials")
-
-
-def _moved_by_rotation(loaded: LoadedKey, rotation: AuditEvent) -> str:
-    details = rotation.details
-    staged_in = details.get("staged_in") or "the slot it printed"
+async def _refuse_a_rotated_key(db: Database, loaded: LoadedKey, key_id: str) -> None:
+    """Raise :class:`WrongMasterKey` naming the rotation that moved the data to ``key_id``, if the
+    audit log has one."""
+    if key_id == loaded.key.key_id:
+        return
+    async with db.read() as tx:
+        rotation = await tx.audit.latest_with_action(ROTATION_ACTION)
+    if rotation is None or rotation.details.get("to_key_id") != key_id:
+        return
+    staged_in = rotation.details.get("staged_in") or "the slot it printed"
     moved = (
         f"the master key from {loaded.location} (key {loaded.key.key_id}) no longer opens the stored "
-        f"credentials: rotate-master-key moved them to master key {details.get('to_key_id')} on "
+        f"credentials: rotate-master-key moved them to master key {key_id} on "
         f"{rotation.created_at:%Y-%m-%d %H:%M} UTC"
     )
-    if details.get("key_source") == KeySource.ENV.value:
-        return (
+    if rotation.details.get("key_source") == KeySource.ENV.value:
+        raise WrongMasterKey(
             f"{moved}; on every instance set {ENV_VAR} to the new key (rotate-master-key wrote it to "
             f"{staged_in} on the machine where it ran) and restart, then delete that file"
         )
-    return f"{moved}; it staged the new key in {staged_in}: put it back where the bot reads its key"
+    raise WrongMasterKey(
+        f"{moved}; it staged the new key in {staged_in}: put it back where the bot reads its key"
+    )

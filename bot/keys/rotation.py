@@ -25,7 +25,6 @@ use to stop the process at each of those boundaries.
 
 from __future__ import annotations
 
-import dataclasses
 import getpass
 import logging
 import os
@@ -39,7 +38,7 @@ from keyring.backend import KeyringBackend
 from bot.crypto import Cipher, MasterKey
 from bot.domain import SYSTEM_ACTOR
 from bot.keys import MasterKeyError, NothingToRotate, PromotionFailed, RotationRefused
-from bot.keys.guard import ROTATION_ACTION, canary_row, canary_sealed_with, credential_row, guard_master_key
+from bot.keys.guard import ROTATION_ACTION, canary_sealed_with, guard_master_key, sealed_row
 from bot.keys.slots import StagedKey, discard_staged_key, promote_staged_key, rotation_lock, stage_next_key
 from bot.keys.sources import ENV_VAR, FILE_ENV_VAR, KeySource, LoadedKey, MasterKeySettings
 from bot.store import AuditEvent, Credential, Database, KeyCanary
@@ -171,7 +170,14 @@ async def _reseal_everything(
             canary, credentials = await _lock_and_prove(tx, cipher)
             staged = stage_next_key(loaded, new, new_key_file=new_key_file, default_key_file=default_key_file)
             checkpoint("staged")
-            await _reseal(tx, Cipher(new, previous=[loaded.key]), canary, credentials)
+            resealing = Cipher(new, previous=[loaded.key])
+            cell = sealed_row(canary)
+            fresh = resealing.reseal(cell.sealed, cell.aad)
+            await tx.key_canary.replace(canary, fresh.key_id, fresh.nonce, fresh.ciphertext)
+            for row in credentials:
+                cell = sealed_row(row)
+                fresh = resealing.reseal(cell.sealed, cell.aad)
+                await tx.credentials.replace_ciphertext(row, fresh.key_id, fresh.nonce, fresh.ciphertext)
             await tx.audit.add(_audit_event(loaded, new, staged, len(credentials)))
             checkpoint("resealed")
             committing = True
@@ -210,7 +216,7 @@ async def _lock_and_prove(tx: UnitOfWork, cipher: Cipher) -> tuple[KeyCanary, li
             "started (another rotation?); nothing was changed: run it again"
         )
     credentials = await tx.credentials.lock_all()
-    unreadable = [row for row in credentials if not credential_row(row).opens_with(cipher)]
+    unreadable = [row for row in credentials if not sealed_row(row).opens_with(cipher)]
     if unreadable:
         names = sorted({row.connection_id for row in unreadable})
         raise RotationRefused(
@@ -219,16 +225,6 @@ async def _lock_and_prove(tx: UnitOfWork, cipher: Cipher) -> tuple[KeyCanary, li
             "nothing was changed"
         )
     return canary, credentials
-
-
-async def _reseal(tx: UnitOfWork, cipher: Cipher, canary: KeyCanary, credentials: list[Credential]) -> None:
-    old = canary_row(canary)
-    new = cipher.reseal(old.sealed, old.aad)
-    await tx.key_canary.replace(canary, new.key_id, new.nonce, new.ciphertext)
-    for row in credentials:
-        old = credential_row(row)
-        new = cipher.reseal(old.sealed, old.aad)
-        await tx.credentials.replace_ciphertext(row, new.key_id, new.nonce, new.ciphertext)
 
 
 def _audit_event(loaded: LoadedKey, new: MasterKey, staged: StagedKey, credentials: int) -> AuditEvent:
@@ -256,29 +252,28 @@ def _audit_event(loaded: LoadedKey, new: MasterKey, staged: StagedKey, credentia
 async def _promote(
     db: Database, loaded: LoadedKey, staged: StagedKey, credentials: int, checkpoint: Callable[[str], None]
 ) -> RotationOutcome:
-    outcome = RotationOutcome(
+    location = staged.location
+    if loaded.source is not KeySource.ENV:
+        try:
+            if not await canary_sealed_with(db, staged.key):
+                raise MasterKeyError("the key canary is no longer sealed with it (another rotation?)")
+            location = promote_staged_key(
+                loaded, staged, expected=loaded.key, midway=lambda: checkpoint("promoting")
+            ).location
+        except MasterKeyError as exc:
+            raise PromotionFailed(
+                f"every row was sealed with master key {staged.key.key_id}, which stays in "
+                f"{staged.location}, but it was not promoted: {exc}; the next start of the bot (or of "
+                "this command) moves it into place if it still opens the data"
+            ) from None
+        logger.info("master key %s replaced %s in %s", staged.key.key_id, loaded.key.key_id, location)
+    return RotationOutcome(
         old_key_id=loaded.key.key_id,
         new_key_id=staged.key.key_id,
         credentials=credentials,
-        key_location=staged.location,
+        key_location=location,
         swap_file=staged.path if loaded.source is KeySource.ENV else None,
     )
-    if loaded.source is KeySource.ENV:
-        return outcome
-    try:
-        if not await canary_sealed_with(db, staged.key):
-            raise MasterKeyError("the key canary is no longer sealed with it (another rotation?)")
-        promoted = promote_staged_key(
-            loaded, staged, expected=loaded.key, midway=lambda: checkpoint("promoting")
-        )
-    except MasterKeyError as exc:
-        raise PromotionFailed(
-            f"every row was sealed with master key {staged.key.key_id}, which stays in "
-            f"{staged.location}, but it was not promoted: {exc}; the next start of the bot (or of this "
-            "command) moves it into place if it still opens the data"
-        ) from None
-    logger.info("master key %s replaced %s in %s", staged.key.key_id, loaded.key.key_id, promoted.location)
-    return dataclasses.replace(outcome, key_location=promoted.location)
 
 
 def _awaiting_swap(loaded: LoadedKey, settings: MasterKeySettings) -> RotationOutcome:

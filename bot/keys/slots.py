@@ -1,9 +1,9 @@
 """The staged slots of a master-key rotation, their promotion, and the lock that keeps two rotations
 apart.
 
-``rotate-master-key`` stages its new key durably before any row changes, in a slot named after the
-new key's id, so a staged key is never overwritten: on a machine that runs several databases, a
-staged key may be the only copy of what opens another database's data.
+A rotation stages its new key durably before any row changes, in a slot named after the new key's
+id, so a staged key is never overwritten: on a machine that runs several databases, a staged key
+may be the only copy of what opens another database's data.
 
 * keyring: user ``master-key-next.<key id>`` in the backend that holds ``master-key``;
 * key file: ``<key file>.<key id>.next`` beside it, written atomically, fsynced, never replaced;
@@ -13,10 +13,6 @@ staged key may be the only copy of what opens another database's data.
 A start never lists or guesses slots: it reads the one named after the key id the database's
 canary is sealed with. After the commit :func:`promote_staged_key` moves the staged key into the
 primary slot, only if that slot still holds the key the rotation started from (compare-and-set).
-
-Every rotation holds :func:`rotation_lock` (``fcntl.flock`` on ``<primary key file>.lock``) from
-loading the key to the end of the promotion, so two rotations of keys kept in the same place never
-overlap.
 """
 
 from __future__ import annotations
@@ -38,16 +34,14 @@ from bot.keys import MasterKeyError, RotationBusy
 from bot.keys.sources import (
     ENV_VAR,
     FILE_ENV_VAR,
+    KEYRING_SERVICE,
+    KEYRING_USERNAME,
     KeySource,
     LoadedKey,
     MasterKeySettings,
     default_key_file_path,
-    keyring_key,
-)
-from bot.keys.stores import (
-    KEYRING_SERVICE,
-    KEYRING_USERNAME,
     fsync_directory,
+    keyring_key,
     keyring_location,
     link_key_file,
     read_entry,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bot.crypto import MasterKey
 from bot.keys.slots import KEYRING_NEXT_USERNAME, STAGED_SUFFIX, staged_file_path
-from bot.keys.stores import KEYRING_SERVICE, KEYRING_USERNAME
+from bot.keys.sources import KEYRING_SERVICE, KEYRING_USERNAME
 from bot.settings import KeySettings
 from tests.support.file_keyring import SharedFileKeyring, keyring_env
 

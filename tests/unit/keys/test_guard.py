@@ -13,8 +13,7 @@ from bot.crypto import MasterKey
 from bot.keys import InsecureKeyFile, MasterKeyMissing, WrongMasterKey
 from bot.keys.guard import guard_master_key
 from bot.keys.rotation import rotate_master_key
-from bot.keys.sources import KeySource, LoadedKey
-from bot.keys.stores import KEYRING_SERVICE, KEYRING_USERNAME
+from bot.keys.sources import KEYRING_SERVICE, KEYRING_USERNAME, KeySource, LoadedKey
 from bot.settings import KeySettings
 from bot.store import Database
 from tests.support.key_sources import SOURCES, KeySetup, key_setup

@@ -24,8 +24,7 @@ from bot.keys.slots import (
     staged_username,
     staging_path,
 )
-from bot.keys.sources import KeySource, LoadedKey, load_master_key
-from bot.keys.stores import KEYRING_SERVICE, KEYRING_USERNAME
+from bot.keys.sources import KEYRING_SERVICE, KEYRING_USERNAME, KeySource, LoadedKey, load_master_key
 from bot.settings import KeySettings
 from tests.support.file_keyring import SharedFileKeyring
 

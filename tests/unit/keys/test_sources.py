@@ -18,14 +18,15 @@ from keyring.backend import KeyringBackend
 
 from bot.crypto import Cipher, MasterKey, Sealed, associated_data
 from bot.keys import InsecureKeyFile, MalformedMasterKey, MasterKeyError, MasterKeyMissing, WrongMasterKey
+from bot.keys.guard import verify_key_opens
 from bot.keys.sources import (
+    KEYRING_SERVICE,
+    KEYRING_USERNAME,
     KeySource,
     create_key_file,
     default_key_file_path,
     load_master_key,
-    verify_key_opens,
 )
-from bot.keys.stores import KEYRING_SERVICE, KEYRING_USERNAME
 from bot.redaction import Secret
 from bot.settings import Settings
 

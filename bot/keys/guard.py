@@ -1,22 +1,20 @@
 """Binding the database to one master key.
 
-On first use the bot seals a known value (the canary) with its master key and stores it. Every
-start then proves, before serving a request, that the configured key opens that canary and the
-newest stored credential; ``/healthz`` repeats the canary check. A second host that made a key of
-its own, a mistyped ``CONNECTIONS_MASTER_KEY`` or a restored database with another key's data are
-all refused with a message that says so, instead of sealing new rows under a key nobody else has.
+On first use the bot seals a known value (the canary) with its master key. Every start then proves,
+before serving a request, that the key opens the canary and the newest credential (``/healthz``
+repeats the canary check), so a second host's own key, a mistyped ``CONNECTIONS_MASTER_KEY`` or a
+database restored with another key's data is refused, instead of sealing rows nobody else can open.
 
-When the primary key does not open the canary, a start reads the staged slot
-(:mod:`bot.keys.slots`) named after the canary's key id:
+After a rotation (:mod:`bot.keys.slots`) a start reads the staged slot named after the canary's key
+id only when the primary key does not open the canary:
 
-* the primary opens it: the staged slot for the primary's own id, if any, is a copy left by a
-  promotion stopped halfway and is removed (for ``CONNECTIONS_MASTER_KEY`` the operator deletes it);
-  slots staged by a rotation that never committed are never read, let alone replaced;
+* the primary opens it: a slot staged for the primary's own id is a copy left by a promotion stopped
+  halfway and is removed (for ``CONNECTIONS_MASTER_KEY`` the operator deletes it); slots of a
+  rotation that never committed are never read, let alone replaced;
 * only the staged key opens it: the rotation committed and stopped before its promotion, which is
-  finished here (only if the primary still holds the key it started from); for
-  ``CONNECTIONS_MASTER_KEY`` the bot starts with the staged file's key and warns that the variable
-  still holds the old one. With no primary key at all (a keyring entry or key file lost after the
-  commit), the staged key is restored into the empty primary slot;
+  finished here, only over the key it started from (``CONNECTIONS_MASTER_KEY``: the bot starts with
+  the staged file's key and warns). With no primary key at all (lost after the commit), the staged
+  key is restored into the empty primary slot;
 * neither: :class:`WrongMasterKey`, naming the rotation that moved the data if the audit log has one.
 """
 
@@ -114,7 +112,7 @@ async def guard_master_key(
             default_key_file=default_key_file,
         )
     except MasterKeyMissing:
-        restored = _restore_a_lost_primary(settings, probes, keyring_backend, default_key_file)
+        restored = _restore_a_lost_primary(settings, probes[0], keyring_backend, default_key_file)
         if restored is None:
             raise
         loaded = restored
@@ -207,17 +205,14 @@ async def _key_that_opens(
 
 
 def _restore_a_lost_primary(
-    settings: MasterKeySettings,
-    probes: list[SealedRow],
-    keyring_backend: KeyringBackend | None,
-    default_key_file: Path | None,
+    settings: MasterKeySettings, first: SealedRow, ring: KeyringBackend | None, default: Path | None
 ) -> LoadedKey | None:
     """No primary key anywhere: a committed rotation's staged key that opens the data goes into
     the empty primary slot (it is the only key that can); None if there is no such key."""
     found = find_staged_for_missing_primary(
-        settings, probes[0].sealed.key_id, keyring_backend=keyring_backend, default_key_file=default_key_file
+        settings, first.sealed.key_id, keyring_backend=ring, default_key_file=default
     )
-    if found is None or not probes[0].opens_with(Cipher(found[1].key)):
+    if found is None or not first.opens_with(Cipher(found[1].key)):
         return None
     empty, staged = found
     restored = _promote(

@@ -1,26 +1,22 @@
 """``connections-bot rotate-master-key``: every sealed row re-encrypted under a new master key, in
 an order that leaves every row readable with a key that still exists, wherever the process dies.
+The whole run holds :func:`~bot.keys.slots.rotation_lock`, so two rotations of keys kept in the same
+place never overlap, on one database or on two.
 
-The whole run holds :func:`~bot.keys.slots.rotation_lock` (a ``flock`` beside the primary key), so
-two rotations of keys kept in the same place never overlap, on one database or on two.
-
-1. Load the key as ``serve`` does (:func:`~bot.keys.guard.guard_master_key`, which also finishes a
-   rotation that stopped after its commit).
-2. A key in a slot another database on this machine may read too (the keyring entry or the default
-   key file) is about to be replaced: ``confirm`` must agree first (the command asks, or ``--yes``).
+1. Load the key as ``serve`` does (the guard also finishes a rotation stopped after its commit).
+2. A key in a slot other databases on this machine may read too (the keyring entry, the default key
+   file) is about to be replaced: ``confirm`` must agree first (the command asks, or ``--yes``).
 3. One transaction, with the canary row locked (PostgreSQL ``SELECT … FOR UPDATE``; SQLite's write
    transaction shuts other writers out anyway): prove the key opens the canary and every
-   credential, stage the new key durably in a new slot named after its id
-   (:func:`~bot.keys.slots.stage_next_key`), re-seal the canary and every credential version with
-   its own associated data, record an audit event, commit. A rollback that this process sees
-   removes the staged key again.
-4. Promote the staged key to the primary slot (keyring, key file), only if the canary is sealed
-   with it and the primary still holds the old key. A ``CONNECTIONS_MASTER_KEY`` is swapped by the
-   operator; until then a start on this machine uses the staged file.
+   credential, stage the new key durably in a new slot named after its id, re-seal the canary and
+   every credential version with its own associated data, record an audit event, commit. A rollback
+   that this process sees removes the staged key again.
+4. Promote the staged key to the primary slot, only if the canary is sealed with it and the primary
+   still holds the old key. A ``CONNECTIONS_MASTER_KEY`` is swapped by the operator; until then a
+   start on this machine uses the staged file.
 
 Before the commit the old key opens everything and a staged key seals nothing; after it the staged
-key opens everything until it is promoted. :func:`crash_at` is the fault-injection hook the tests
-use to stop the process at each of those boundaries.
+key opens everything until it is promoted. :func:`crash_at` stops the process at those boundaries.
 """
 
 from __future__ import annotations
@@ -113,7 +109,7 @@ async def rotate_master_key(
             "nothing to rotate: the database holds no sealed data yet (the first `serve` binds it to a key)"
         )
     with rotation_lock(settings, new_key_file=new_key_file, default_key_file=default_key_file):
-        loaded, cipher = await guard_master_key(
+        loaded, _ = await guard_master_key(
             db, settings, keyring_backend=keyring_backend, default_key_file=default_key_file
         )
         if loaded.from_next_slot:
@@ -123,39 +119,27 @@ async def rotate_master_key(
                 f"--new-key-file is for a key from {ENV_VAR}; this key comes from {loaded.location}, "
                 "and its new key is staged beside it"
             )
-        warning = _shared_slot_warning(loaded, settings)
-        if warning is not None and not confirm(warning):
+        # The keyring entry and the default key file are the same for every database this OS user
+        # runs (dev and prod SQLite on one machine): after the promotion the old key is gone from them.
+        shared = loaded.source is not KeySource.ENV and settings.master_key_file is None
+        if shared and not confirm(
+            f"this rotation replaces master key {loaded.key.key_id} in {loaded.location}, which every "
+            "database run by this OS user without a key of its own reads; once it is replaced, the old "
+            "key is gone and any other database sealed with it can no longer be opened. Before going on, "
+            f"give every other database that uses this key {ENV_VAR} or {FILE_ENV_VAR} of its own "
+            "(holding the current key), or rotate it right after this one through that setting"
+        ):
             raise RotationRefused(
                 f"not confirmed: nothing was changed; master key {loaded.key.key_id} stays in "
                 f"{loaded.location}"
             )
-        staged, credentials = await _reseal_everything(
-            db, loaded, cipher, new_key_file, default_key_file, checkpoint
-        )
+        staged, credentials = await _reseal_everything(db, loaded, new_key_file, default_key_file, checkpoint)
         return await _promote(db, loaded, staged, credentials, checkpoint)
-
-
-def _shared_slot_warning(loaded: LoadedKey, settings: MasterKeySettings) -> str | None:
-    """Why replacing ``loaded``'s key may strand another database, or None when its slot is this
-    database's own (``CONNECTIONS_MASTER_KEY``, ``CONNECTIONS_MASTER_KEY_FILE``).
-
-    The keyring entry and the default key file are the same for every database the same OS user
-    runs (dev and prod SQLite on one machine): after the promotion the old key is gone from them."""
-    if loaded.source is KeySource.ENV or settings.master_key_file is not None:
-        return None
-    return (
-        f"this rotation replaces master key {loaded.key.key_id} in {loaded.location}, which every "
-        "database run by this OS user without a key of its own reads; once it is replaced, the old key "
-        "is gone and any other database sealed with it can no longer be opened. Before going on, give "
-        f"every other database that uses this key {ENV_VAR} or {FILE_ENV_VAR} of its own (holding the "
-        "current key), or rotate it right after this one through that setting"
-    )
 
 
 async def _reseal_everything(
     db: Database,
     loaded: LoadedKey,
-    cipher: Cipher,
     new_key_file: Path | None,
     default_key_file: Path | None,
     checkpoint: Callable[[str], None],
@@ -167,7 +151,7 @@ async def _reseal_everything(
     committing = False
     try:
         async with db.transaction() as tx:
-            canary, credentials = await _lock_and_prove(tx, cipher)
+            canary, credentials = await _lock_and_prove(tx, Cipher(loaded.key))
             staged = stage_next_key(loaded, new, new_key_file=new_key_file, default_key_file=default_key_file)
             checkpoint("staged")
             resealing = Cipher(new, previous=[loaded.key])
@@ -206,7 +190,6 @@ async def _reseal_everything(
 
 
 async def _lock_and_prove(tx: UnitOfWork, cipher: Cipher) -> tuple[KeyCanary, list[Credential]]:
-    """Lock the canary, then check that ``cipher`` opens it and every credential field."""
     canary = await tx.key_canary.lock()
     if canary is None or canary.key_id != cipher.key_id:
         # Another rotation committed between loading the key and taking the lock.

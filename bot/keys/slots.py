@@ -90,16 +90,13 @@ def staged_file_path(primary: Path, key_id: str) -> Path:
 
 
 def staged_username(key_id: str) -> str:
-    """The keyring user that stages ``key_id``."""
     return f"{KEYRING_NEXT_USERNAME}.{key_id}"
 
 
 def staging_path(
     loaded: LoadedKey, key_id: str, *, new_key_file: Path | None = None, default_key_file: Path | None = None
-) -> Path | None:
-    """The file that stages ``key_id`` beside ``loaded``, or None for a keyring key."""
-    if loaded.source is KeySource.KEYRING:
-        return None
+) -> Path:
+    """The file that stages ``key_id`` beside ``loaded``, a key file's or an env key's."""
     if loaded.source is KeySource.KEY_FILE and loaded.path is not None:
         return staged_file_path(loaded.path, key_id)
     if new_key_file is not None:
@@ -110,15 +107,13 @@ def staging_path(
 def read_staged_key(
     loaded: LoadedKey, key_id: str, *, default_key_file: Path | None = None
 ) -> StagedKey | None:
-    """The key staged for ``key_id`` beside ``loaded``, if there is one.
-
-    Raises :class:`MasterKeyError` when the slot cannot be read or holds no valid key."""
+    """The key staged for ``key_id`` beside ``loaded``, if there is one; raises
+    :class:`MasterKeyError` when the slot cannot be read or holds no valid key."""
     if not _KEY_ID.fullmatch(key_id):
         return None
-    if loaded.source is KeySource.KEYRING and loaded.backend is not None:
+    if loaded.backend is not None:  # a keyring key
         return _read_keyring_slot(loaded.backend, key_id)
-    path = staging_path(loaded, key_id, default_key_file=default_key_file)
-    return None if path is None else _read_staged_file(path)
+    return _read_staged_file(staging_path(loaded, key_id, default_key_file=default_key_file))
 
 
 def find_staged_for_missing_primary(
@@ -154,15 +149,21 @@ def stage_next_key(
     new_key_file: Path | None = None,
     default_key_file: Path | None = None,
 ) -> StagedKey:
-    """Store ``key`` durably in a new staged slot of ``loaded``, named after ``key``'s id.
-
-    Never replaces anything. Raises :class:`MasterKeyError` if the slot exists or does not keep it."""
-    backend = loaded.backend
-    if loaded.source is KeySource.KEYRING and backend is not None:
-        return _stage_in_keyring(backend, key)
+    """Store ``key`` durably in a new staged slot of ``loaded``, named after ``key``'s id, never over
+    anything; raises :class:`MasterKeyError` if the slot exists or does not keep it."""
+    if loaded.backend is not None:  # a keyring key
+        location = keyring_location([loaded.backend], staged_username(key.key_id))
+        try:
+            kept = store_entry(loaded.backend, staged_username(key.key_id), key)
+        except Exception as exc:
+            raise MasterKeyError(
+                f"cannot stage the new master key in the {location}: {reason(exc)}"
+            ) from None
+        if not kept:
+            raise MasterKeyError(f"the {location} did not keep the new master key; nothing was changed")
+        logger.info("staged the new master key %s in the %s", key.key_id, location)
+        return StagedKey(key=key, location=location, backend=loaded.backend)
     path = staging_path(loaded, key.key_id, new_key_file=new_key_file, default_key_file=default_key_file)
-    if path is None:  # pragma: no cover - a keyring key always carries its backend
-        raise MasterKeyError("the master key's keyring backend is unknown; nothing was changed")
     taken = f"{path} already exists; choose a new file for the new key (nothing was changed)"
     if os.path.lexists(path):
         raise MasterKeyError(taken)
@@ -194,7 +195,7 @@ def promote_staged_key(
     the operator can change the variable. Raises :class:`MasterKeyError` if the primary holds another
     key or does not take this one; the staged copy is then left where it was.
     """
-    if loaded.source is KeySource.KEYRING and loaded.backend is not None:
+    if loaded.backend is not None:  # a keyring key
         _promote_in_keyring(loaded.backend, staged, expected, midway)
     elif loaded.source is KeySource.KEY_FILE and loaded.path is not None and staged.path is not None:
         _promote_key_file(loaded.path, staged.path, staged, expected, midway)
@@ -268,18 +269,6 @@ def _read_keyring_slot(backend: KeyringBackend, key_id: str) -> StagedKey | None
     key = read_entry(backend, username)
     location = keyring_location([backend], username)
     return None if key is None else StagedKey(key=key, location=location, backend=backend)
-
-
-def _stage_in_keyring(backend: KeyringBackend, key: MasterKey) -> StagedKey:
-    location = keyring_location([backend], staged_username(key.key_id))
-    try:
-        kept = store_entry(backend, staged_username(key.key_id), key)
-    except Exception as exc:
-        raise MasterKeyError(f"cannot stage the new master key in the {location}: {reason(exc)}") from None
-    if not kept:
-        raise MasterKeyError(f"the {location} did not keep the new master key; nothing was changed")
-    logger.info("staged the new master key %s in the %s", key.key_id, location)
-    return StagedKey(key=key, location=location, backend=backend)
 
 
 def _refuse_a_changed_primary(

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from keyring.backend import KeyringBackend
 
@@ -60,10 +60,8 @@ ROTATION_ACTION = "master_key.rotated"
 """The audit action of a master-key rotation (its details name both key ids and the staged slot)."""
 
 
-@dataclass(frozen=True)
-class SealedRow:
-    """One stored row (the canary, a credential field): its sealed value and the associated data
-    that binds the value to the row."""
+class SealedRow(NamedTuple):
+    """A stored row's sealed value and the associated data that binds it to the row."""
 
     sealed: Sealed
     aad: bytes
@@ -77,7 +75,6 @@ class SealedRow:
 
 
 def sealed_row(row: KeyCanary | Credential) -> SealedRow:
-    """The canary or a credential field as the sealed value and associated data a key opens."""
     sealed = Sealed(key_id=row.key_id, nonce=row.nonce, ciphertext=row.ciphertext)
     if isinstance(row, KeyCanary):
         return SealedRow(sealed, CANARY_AAD)
@@ -96,9 +93,7 @@ async def guard_master_key(
     default_key_file: Path | None = None,
 ) -> tuple[LoadedKey, Cipher]:
     """Load the master key and prove it opens the database's data; raises :class:`MasterKeyError`.
-
-    A key is only ever created while the database holds neither a canary nor a credential. Pass
-    ``keyring_backend`` and ``default_key_file`` in tests, as for :func:`load_master_key`."""
+    A key is only ever created while the database holds neither a canary nor a credential."""
     async with db.read() as tx:
         canary = await tx.key_canary.get()
         latest = await tx.credentials.latest()
@@ -116,9 +111,21 @@ async def guard_master_key(
         if restored is None:
             raise
         loaded = restored
-    if probes:
-        loaded = await _key_that_opens(db, loaded, probes, default_key_file)
+    if probes and probes[0].opens_with(Cipher(loaded.key)):
+        if not loaded.from_next_slot:
+            # A key still read from its staged slot is the only copy: never discard that slot.
+            _settle_a_copy_of_the_primary(loaded, default_key_file)
+    elif probes:
+        # Only now is a staged key needed, so only now may a bad one stop the start.
+        staged = read_staged_key(loaded, probes[0].sealed.key_id, default_key_file=default_key_file)
+        if staged is not None and probes[0].opens_with(Cipher(staged.key)):
+            loaded = _resume_rotation(loaded, staged)
+        else:
+            await _refuse_a_rotated_key(db, loaded, probes[0].sealed.key_id)
     cipher = Cipher(loaded.key)
+    # A key that opens neither fails here, naming both key ids.
+    for probe in probes:
+        verify_key_opens(cipher, *probe, where=loaded.location)
     if canary is None:
         await _store_canary(db, cipher, loaded.location)
     return loaded, cipher
@@ -182,33 +189,10 @@ async def _store_canary(db: Database, cipher: Cipher, location: str) -> None:
     logger.info("this database is now bound to master key %s", sealed.key_id)
 
 
-async def _key_that_opens(
-    db: Database, loaded: LoadedKey, probes: list[SealedRow], default_key_file: Path | None
-) -> LoadedKey:
-    first, chosen = probes[0], loaded
-    if first.opens_with(Cipher(loaded.key)):
-        if not loaded.from_next_slot:
-            # A key still read from its staged slot is the only copy: never discard that slot.
-            _settle_a_copy_of_the_primary(loaded, default_key_file)
-    else:
-        # Only now is a staged key needed, so only now may a bad one stop the start.
-        staged = read_staged_key(loaded, first.sealed.key_id, default_key_file=default_key_file)
-        if staged is not None and first.opens_with(Cipher(staged.key)):
-            chosen = _resume_rotation(loaded, staged)
-        else:
-            await _refuse_a_rotated_key(db, loaded, first.sealed.key_id)
-    # Neither key opening the canary fails here, naming both key ids.
-    cipher = Cipher(chosen.key)
-    for probe in probes:
-        verify_key_opens(cipher, probe.sealed, probe.aad, where=chosen.location)
-    return chosen
-
-
 def _restore_a_lost_primary(
     settings: MasterKeySettings, first: SealedRow, ring: KeyringBackend | None, default: Path | None
 ) -> LoadedKey | None:
-    """No primary key anywhere: a committed rotation's staged key that opens the data goes into
-    the empty primary slot (it is the only key that can); None if there is no such key."""
+    # The staged key of a committed rotation is the only key that can fill the empty primary slot.
     found = find_staged_for_missing_primary(
         settings, first.sealed.key_id, keyring_backend=ring, default_key_file=default
     )
@@ -229,7 +213,6 @@ def _restore_a_lost_primary(
 
 
 def _settle_a_copy_of_the_primary(loaded: LoadedKey, default_key_file: Path | None) -> None:
-    """The slot staged for the primary's own id, if any: a copy left once the primary took its key."""
     try:
         staged = read_staged_key(loaded, loaded.key.key_id, default_key_file=default_key_file)
     except MasterKeyError as exc:
@@ -260,7 +243,6 @@ def _settle_a_copy_of_the_primary(loaded: LoadedKey, default_key_file: Path | No
 
 
 def _resume_rotation(loaded: LoadedKey, staged: StagedKey) -> LoadedKey:
-    """Only the staged key opens the data: a rotation committed and stopped before its promotion."""
     old, new = loaded.key.key_id, staged.key.key_id
     if loaded.source is KeySource.ENV:
         return dataclasses.replace(

@@ -76,15 +76,11 @@ class KeySource(enum.Enum):
 
 @dataclass(frozen=True)
 class LoadedKey:
-    """The master key and where it came from.
-
-    ``location`` says where in words ("CONNECTIONS_MASTER_KEY", a keyring backend, a file path) for
-    start-up logs and :func:`verify_key_opens`; ``warning`` is set when production should do better.
-    ``backend`` is the keyring backend that holds a keyring key (where its "next" slot lives).
-    ``from_next_slot`` marks the key of a committed rotation read from its staged slot because it
-    is not (yet) the primary: ``CONNECTIONS_MASTER_KEY`` still holds the old key, or the promotion
-    failed. Another rotation must not start then: the operator finishes this one first.
-    """
+    """The master key and where it came from: ``location`` in words, for logs and messages;
+    ``warning`` when production should do better; ``backend``, a keyring key's (where its staged slot
+    lives). ``from_next_slot`` marks the key of a committed rotation read from its staged slot, as it
+    is not (yet) the primary (``CONNECTIONS_MASTER_KEY`` still holds the old key, or the promotion
+    failed): another rotation must not start until the operator finishes this one."""
 
     key: MasterKey
     source: KeySource
@@ -110,9 +106,7 @@ def load_master_key(
     default_key_file: Path | None = None,
 ) -> LoadedKey:
     """Find the master key, creating one only if ``has_ciphertext`` is False; raises a
-    :class:`MasterKeyError` subclass with a message fit to print when the bot cannot start. Tests pass
-    ``keyring_backend`` and ``default_key_file`` so the real keyring and config directory are untouched.
-    """
+    :class:`MasterKeyError` fit to print. Tests pass ``keyring_backend`` and ``default_key_file``."""
     if settings.master_key is not None:
         try:
             key = MasterKey.from_base64(settings.master_key)
@@ -130,11 +124,9 @@ def load_master_key(
         ring = usable_keyring(keyring_backend)
         found = _read_primary_entry(ring)
         if found is not None:
-            return keyring_key(*found)
-        if ring:
-            looked.append(f"{keyring_location(ring)} (no entry)")
-        else:
-            looked.append(f"system keyring service {KEYRING_SERVICE!r} (no usable backend)")
+            return found
+        unusable = f"system keyring service {KEYRING_SERVICE!r} (no usable backend)"
+        looked.append(f"{keyring_location(ring)} (no entry)" if ring else unusable)
         path = default_key_file_path(default_key_file)
         location = str(path)
         looked.append(f"key file {path} (no such file)")
@@ -149,10 +141,7 @@ def load_master_key(
             + "); restore the master key that sealed them: the bot will not create a new key over "
             "existing data"
         )
-    created = _create_primary_entry(ring) if ring else None
-    if created is not None:
-        return keyring_key(*created, created=True)
-    return create_key_file(path, location)
+    return (_create_primary_entry(ring) if ring else None) or create_key_file(path, location)
 
 
 def create_key_file(path: Path, location: str) -> LoadedKey:
@@ -284,14 +273,13 @@ def usable_keyring(given: KeyringBackend | None) -> list[KeyringBackend]:
 
 
 def keyring_location(backends: list[KeyringBackend], username: str = KEYRING_USERNAME) -> str:
-    """The entry ``username`` of these backends, in words."""
     names = ", ".join(_class_name(b) for b in backends)
     return f"system keyring service {KEYRING_SERVICE!r} user {username!r} ({names})"
 
 
-def _read_primary_entry(ring: list[KeyringBackend]) -> tuple[MasterKey, KeyringBackend] | None:
-    """The key in the first of ``ring``'s backends that has one, and that backend; backends that fail
-    to answer are removed from ``ring``."""
+def _read_primary_entry(ring: list[KeyringBackend]) -> LoadedKey | None:
+    """The key in the first of ``ring``'s backends that has one; backends that fail to answer are
+    removed from ``ring``."""
     for backend in list(ring):
         try:
             value = backend.get_password(KEYRING_SERVICE, KEYRING_USERNAME)
@@ -300,12 +288,13 @@ def _read_primary_entry(ring: list[KeyringBackend]) -> tuple[MasterKey, KeyringB
             ring.remove(backend)
             continue
         if value is not None:
-            return _parse(value, keyring_location([backend]), "; fix or delete that entry"), backend
+            key = _parse(value, keyring_location([backend]), "; fix or delete that entry")
+            return keyring_key(key, backend)
     return None
 
 
-def _create_primary_entry(ring: list[KeyringBackend]) -> tuple[MasterKey, KeyringBackend] | None:
-    """A new key stored in the first backend that keeps it, and that backend; None if none does."""
+def _create_primary_entry(ring: list[KeyringBackend]) -> LoadedKey | None:
+    """A new key stored in the first backend that keeps it; None if none does."""
     key = MasterKey.generate()
     for backend in ring:
         try:
@@ -322,7 +311,7 @@ def _create_primary_entry(ring: list[KeyringBackend]) -> tuple[MasterKey, Keyrin
                 backend.delete_password(KEYRING_SERVICE, KEYRING_USERNAME)
             continue
         logger.info("created a new master key %s in the %s", key.key_id, keyring_location([backend]))
-        return key, backend
+        return keyring_key(key, backend, created=True)
     return None
 
 

@@ -1,7 +1,6 @@
-"""The master key: where it comes from (:mod:`~bot.keys.sources`, over the key files and keyring
-entries of :mod:`~bot.keys.stores`), its staged slots during a rotation (:mod:`~bot.keys.slots`),
-the start-up guard that binds the database to it (:mod:`~bot.keys.guard`), and ``connections-bot
-rotate-master-key`` (:mod:`~bot.keys.rotation`). Sealing itself is :mod:`bot.crypto`.
+"""The master key: where it comes from (``sources``), its staged slots during a rotation (``slots``),
+the start-up guard that binds the database to it (``guard``), and ``connections-bot
+rotate-master-key`` (``rotation``). Sealing itself is :mod:`bot.crypto`.
 
 Exception hierarchy (all messages are one line and safe to print: paths and key ids, never keys)::
 

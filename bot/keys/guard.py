@@ -56,8 +56,7 @@ logger = logging.getLogger(__name__)
 
 CANARY_AAD = associated_data("connections-bot", "key-canary", 1)
 CANARY_TEXT = "connections-bot master-key canary"
-ROTATION_ACTION = "master_key.rotated"
-"""The audit action of a master-key rotation (its details name both key ids and the staged slot)."""
+ROTATION_ACTION = "master_key.rotated"  # its details name both key ids and the staged slot
 
 
 class SealedRow(NamedTuple):
@@ -123,7 +122,7 @@ async def guard_master_key(
         else:
             await _refuse_a_rotated_key(db, loaded, probes[0].sealed.key_id)
     cipher = Cipher(loaded.key)
-    # A key that opens neither fails here, naming both key ids.
+    # Every probe must open, or verify_key_opens says why (other key ids, or a damaged row).
     for probe in probes:
         verify_key_opens(cipher, *probe, where=loaded.location)
     if canary is None:
@@ -132,8 +131,7 @@ async def guard_master_key(
 
 
 async def key_opens_database(db: Database, cipher: Cipher) -> bool:
-    """Whether the master key in use still opens the database's canary (for /healthz): False too
-    when the database does not answer."""
+    """Whether the key in use still opens the canary (for /healthz); False if the database fails."""
     try:
         canary = await _read_canary(db)
         return canary is not None and cipher.open(sealed_canary(canary), CANARY_AAD).reveal() == CANARY_TEXT

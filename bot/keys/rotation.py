@@ -45,21 +45,18 @@ __all__ = ["ALL_WORKSPACES", "FAILPOINTS", "RotationOutcome", "crash_at", "rotat
 logger = logging.getLogger(__name__)
 
 FAILPOINTS: Final = ("staged", "resealed", "committed", "promoting")
-"""The steps :func:`crash_at` can stop at: the new key staged (inside the transaction, before any row
-changed); every row re-sealed (before the commit); committed (before the promotion); halfway
-through the promotion (keyring: primary written, staged entry not yet deleted; key file: renamed,
-directory not yet fsynced)."""
+"""The steps :func:`crash_at` can stop at: the new key staged (before any row changed); every row
+re-sealed (before the commit); committed (before the promotion); halfway through the promotion
+(keyring: primary written, staged entry not deleted; key file: renamed, directory not fsynced)."""
 _KILLED: Final = 137  # the exit status a shell reports for SIGKILL
-ALL_WORKSPACES: Final = "*"
-"""The ``team_id`` of the rotation's audit event: the master key seals every workspace's rows."""
+ALL_WORKSPACES: Final = "*"  # the audit event's team_id: the master key seals every workspace's rows
 
 
 @dataclass(frozen=True)
 class RotationOutcome:
-    """What a rotation did. ``key_location`` is where the new key is now: the primary slot, or for
-    ``CONNECTIONS_MASTER_KEY`` the staged file (``swap_file``) the operator must copy it from.
-    ``already_committed`` is set when an earlier rotation of an env key had committed and only the
-    operator's swap is missing: nothing new was done."""
+    """What a rotation did. ``key_location``: where the new key is now (for ``CONNECTIONS_MASTER_KEY``
+    the staged file ``swap_file`` the operator copies it from). ``already_committed``: an earlier
+    rotation of an env key had committed and only the operator's swap is missing."""
 
     old_key_id: str
     new_key_id: str
@@ -93,14 +90,13 @@ async def rotate_master_key(
     keyring_backend: KeyringBackend | None = None,
     default_key_file: Path | None = None,
 ) -> RotationOutcome:
-    """Re-encrypt the canary and every credential under a new master key and make it the key in use.
+    """Re-encrypt every sealed row under a new master key and make it the key in use.
 
-    ``new_key_file`` is where a ``CONNECTIONS_MASTER_KEY`` rotation writes the new key (default
-    ``master.key.<key id>.next`` in the config directory). ``confirm`` gets the warning that a
-    shared slot's key is about to be replaced and says whether to go on; by default it refuses.
-    Raises :class:`RotationRefused` (nothing changed), :class:`PromotionFailed` (committed; the new
-    key waits in its staged slot) or another :class:`MasterKeyError` from loading or locking the key.
-    """
+    ``new_key_file``: where a ``CONNECTIONS_MASTER_KEY`` rotation writes the new key (default: its
+    staged slot in the config directory). ``confirm`` gets the warning before a shared slot's key is
+    replaced; by default it refuses. Raises :class:`RotationRefused` (nothing changed),
+    :class:`PromotionFailed` (committed; the new key waits in its staged slot) or another
+    :class:`MasterKeyError` from loading or locking the key."""
     async with db.read() as tx:
         empty = await tx.key_canary.get() is None and not await tx.credentials.any_exists()
     if empty:
@@ -144,8 +140,7 @@ async def _reseal_everything(
     default_key_file: Path | None,
     checkpoint: Callable[[str], None],
 ) -> tuple[StagedKey, int]:
-    """Stage a new key and re-seal every row with it in one transaction; the staged key and the
-    number of credential fields re-sealed."""
+    """Step 3: the staged key, and how many credential fields were re-sealed with it."""
     new = MasterKey.generate()
     staged: StagedKey | None = None
     committing = False
@@ -191,10 +186,9 @@ async def _lock_and_prove(tx: UnitOfWork, cipher: Cipher) -> tuple[KeyCanary, li
     canary = await tx.key_canary.lock()
     if canary is None or canary.key_id != cipher.key_id:
         # Another rotation committed between loading the key and taking the lock.
-        moved_to = canary.key_id if canary is not None else "nothing"
         raise RotationRefused(
-            f"the data moved from master key {cipher.key_id} to {moved_to} while this rotation "
-            "started (another rotation?); nothing was changed: run it again"
+            f"the data moved from master key {cipher.key_id} to {canary.key_id if canary else 'nothing'} "
+            "while this rotation started (another rotation?); nothing was changed: run it again"
         )
     credentials = await tx.credentials.lock_all()
     unreadable = [row for row in credentials if not sealed_row(row).opens_with(cipher)]

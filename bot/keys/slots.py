@@ -1,5 +1,4 @@
-"""The staged slots of a master-key rotation, their promotion, and the lock that keeps two rotations
-apart.
+"""The staged slots of a master-key rotation, their promotion, and the rotation lock.
 
 A rotation stages its new key durably before any row changes, in a slot named after the new key's
 id, so a staged key is never overwritten: on a machine that runs several databases, a staged key
@@ -11,8 +10,7 @@ may be the only copy of what opens another database's data.
   named by ``--new-key-file``), from which the operator sets the variable.
 
 A start never lists or guesses slots: it reads the one named after the key id the database's
-canary is sealed with. After the commit :func:`promote_staged_key` moves the staged key into the
-primary slot, only if that slot still holds the key the rotation started from (compare-and-set).
+canary is sealed with. A promotion is a compare-and-set over the key the rotation started from.
 """
 
 from __future__ import annotations
@@ -99,16 +97,13 @@ def staging_path(
     """The file that stages ``key_id`` beside ``loaded``, a key file's or an env key's."""
     if loaded.source is KeySource.KEY_FILE and loaded.path is not None:
         return staged_file_path(loaded.path, key_id)
-    if new_key_file is not None:
-        return new_key_file
-    return staged_file_path(default_key_file_path(default_key_file), key_id)
+    return new_key_file or staged_file_path(default_key_file_path(default_key_file), key_id)
 
 
 def read_staged_key(
     loaded: LoadedKey, key_id: str, *, default_key_file: Path | None = None
 ) -> StagedKey | None:
-    """The key staged for ``key_id`` beside ``loaded``, if there is one; raises
-    :class:`MasterKeyError` when the slot cannot be read or holds no valid key."""
+    """The key staged for ``key_id`` beside ``loaded``, if any; MasterKeyError if it is unreadable."""
     if not _KEY_ID.fullmatch(key_id):
         return None
     if loaded.backend is not None:  # a keyring key
@@ -124,13 +119,11 @@ def find_staged_for_missing_primary(
     default_key_file: Path | None = None,
 ) -> tuple[LoadedKey, StagedKey] | None:
     """With no primary key anywhere, the key staged for ``key_id`` and the empty primary slot it
-    belongs in (its ``key`` is the staged key), looked up where
-    :func:`~bot.keys.sources.load_master_key` looks."""
+    belongs in (its ``key`` is the staged key), looked up where ``load_master_key`` looks."""
+    named = settings.master_key_file
     if settings.master_key is not None or not _KEY_ID.fullmatch(key_id):
         return None
-    if settings.master_key_file is not None:
-        return _file_pair(settings.master_key_file, key_id, f"{FILE_ENV_VAR}={settings.master_key_file}")
-    for backend in usable_keyring(keyring_backend):
+    for backend in usable_keyring(keyring_backend) if named is None else []:
         try:
             staged = _read_keyring_slot(backend, key_id)
         except MasterKeyError as exc:
@@ -138,8 +131,12 @@ def find_staged_for_missing_primary(
             continue
         if staged is not None:
             return keyring_key(staged.key, backend), staged
-    path = default_key_file_path(default_key_file)
-    return _file_pair(path, key_id, str(path))
+    primary = named if named is not None else default_key_file_path(default_key_file)
+    staged = _read_staged_file(staged_file_path(primary, key_id))
+    if staged is None:
+        return None
+    location = f"{FILE_ENV_VAR}={named}" if named is not None else str(primary)
+    return LoadedKey(key=staged.key, source=KeySource.KEY_FILE, location=location, path=primary), staged
 
 
 def stage_next_key(
@@ -152,29 +149,26 @@ def stage_next_key(
     """Store ``key`` durably in a new staged slot of ``loaded``, named after ``key``'s id, never over
     anything; raises :class:`MasterKeyError` if the slot exists or does not keep it."""
     if loaded.backend is not None:  # a keyring key
-        location = keyring_location([loaded.backend], staged_username(key.key_id))
+        slot = keyring_location([loaded.backend], staged_username(key.key_id))
         try:
             kept = store_entry(loaded.backend, staged_username(key.key_id), key)
         except Exception as exc:
-            raise MasterKeyError(
-                f"cannot stage the new master key in the {location}: {reason(exc)}"
-            ) from None
+            raise MasterKeyError(f"cannot stage the new master key in the {slot}: {reason(exc)}") from None
         if not kept:
-            raise MasterKeyError(f"the {location} did not keep the new master key; nothing was changed")
-        logger.info("staged the new master key %s in the %s", key.key_id, location)
-        return StagedKey(key=key, location=location, backend=loaded.backend)
+            raise MasterKeyError(f"the {slot} did not keep the new master key; nothing was changed")
+        logger.info("staged the new master key %s in the %s", key.key_id, slot)
+        return StagedKey(key=key, location=slot, backend=loaded.backend)
     path = staging_path(loaded, key.key_id, new_key_file=new_key_file, default_key_file=default_key_file)
-    taken = f"{path} already exists; choose a new file for the new key (nothing was changed)"
-    if os.path.lexists(path):
-        raise MasterKeyError(taken)
     try:
-        linked = link_key_file(path, key)
+        linked = not os.path.lexists(path) and link_key_file(path, key)
     except OSError as exc:
         raise MasterKeyError(
             f"cannot write the new master key to {path}: {exc.strerror}; nothing was changed"
         ) from None
     if not linked:
-        raise MasterKeyError(taken)
+        raise MasterKeyError(
+            f"{path} already exists; choose a new file for the new key (nothing was changed)"
+        )
     logger.info("staged the new master key %s in %s", key.key_id, path)
     return StagedKey(key=key, location=str(path), path=path)
 
@@ -186,15 +180,12 @@ def promote_staged_key(
     expected: MasterKey | None,
     midway: Callable[[], None] = lambda: None,
 ) -> LoadedKey:
-    """Make ``staged`` the primary key of ``loaded``'s slot and empty the staged slot, but only if the
-    primary still holds ``expected`` (None: is empty) or already holds ``staged``.
-
-    Keyring: write ``master-key``, check it, then delete the staged entry; key file: rename the staged
-    file over the primary and fsync the directory. ``midway`` runs between the two halves (a
-    fault-injection point for tests). A key from ``CONNECTIONS_MASTER_KEY`` cannot be promoted: only
-    the operator can change the variable. Raises :class:`MasterKeyError` if the primary holds another
-    key or does not take this one; the staged copy is then left where it was.
-    """
+    """Make ``staged`` the primary key of ``loaded``'s slot and empty the staged slot, only if the
+    primary still holds ``expected`` (None: is empty) or already holds ``staged``. Keyring: write
+    ``master-key``, check it, then delete the staged entry; key file: rename the staged file over the
+    primary, then fsync the directory; ``midway`` runs between the two halves (for tests). Only the
+    operator can replace a ``CONNECTIONS_MASTER_KEY``. Raises :class:`MasterKeyError` if the primary
+    holds another key or does not take this one; the staged copy then stays where it was."""
     if loaded.backend is not None:  # a keyring key
         _promote_in_keyring(loaded.backend, staged, expected, midway)
     elif loaded.source is KeySource.KEY_FILE and loaded.path is not None and staged.path is not None:
@@ -254,27 +245,16 @@ def _read_staged_file(path: Path) -> StagedKey | None:
     return None if key is None else StagedKey(key=key, location=str(path), path=path)
 
 
-def _file_pair(primary: Path, key_id: str, location: str) -> tuple[LoadedKey, StagedKey] | None:
-    staged = _read_staged_file(staged_file_path(primary, key_id))
-    if staged is None:
-        return None
-    empty = LoadedKey(
-        key=staged.key, source=KeySource.KEY_FILE, created=False, location=location, path=primary
-    )
-    return empty, staged
-
-
 def _read_keyring_slot(backend: KeyringBackend, key_id: str) -> StagedKey | None:
-    username = staged_username(key_id)
-    key = read_entry(backend, username)
-    location = keyring_location([backend], username)
-    return None if key is None else StagedKey(key=key, location=location, backend=backend)
+    key = read_entry(backend, staged_username(key_id))
+    slot = keyring_location([backend], staged_username(key_id))
+    return None if key is None else StagedKey(key=key, location=slot, backend=backend)
 
 
 def _refuse_a_changed_primary(
     where: str, current: MasterKey | None, expected: MasterKey | None, staged: StagedKey
 ) -> None:
-    if current == expected:
+    if current in (expected, staged.key):
         return
     holds = f"master key {current.key_id}" if current is not None else "no key"
     wanted = f"master key {expected.key_id}" if expected is not None else "no key"
@@ -319,8 +299,7 @@ def _promote_key_file(
         if current == staged.key:
             return  # another process (a starting bot) finished this promotion first
         raise MasterKeyError(vanished)
-    if current != staged.key:
-        _refuse_a_changed_primary(str(primary), current, expected, staged)
+    _refuse_a_changed_primary(str(primary), current, expected, staged)
     try:
         # rename() replaces the primary in one step: a crash leaves the old file or the new one.
         os.replace(path, primary)

@@ -65,7 +65,6 @@ KEYRING_USERNAME = "master-key"
 
 
 MasterKeySettings = Settings | KeySettings
-"""Settings that say where the master key is: ``master_key`` and ``master_key_file``."""
 
 
 class KeySource(enum.Enum):
@@ -76,16 +75,15 @@ class KeySource(enum.Enum):
 
 @dataclass(frozen=True)
 class LoadedKey:
-    """The master key and where it came from: ``location`` in words, for logs and messages;
-    ``warning`` when production should do better; ``backend``, a keyring key's (where its staged slot
-    lives). ``from_next_slot`` marks the key of a committed rotation read from its staged slot, as it
-    is not (yet) the primary (``CONNECTIONS_MASTER_KEY`` still holds the old key, or the promotion
-    failed): another rotation must not start until the operator finishes this one."""
+    """The master key and where it came from: ``location`` in words; ``warning`` when production
+    should do better; ``backend``, a keyring key's (where its staged slot lives). ``from_next_slot``:
+    read from a committed rotation's staged slot, as the primary does not hold it (yet); another
+    rotation must not start until the operator finishes that one."""
 
     key: MasterKey
     source: KeySource
-    created: bool
     location: str
+    created: bool = False
     warning: str | None = None
     path: Path | None = None
     backend: KeyringBackend | None = field(default=None, repr=False, compare=False)
@@ -93,8 +91,7 @@ class LoadedKey:
 
 
 def default_key_file_path(given: Path | None = None) -> Path:
-    """``master.key`` in the user's config directory, e.g. ``~/.config/connections-bot/master.key``;
-    ``given`` instead when a caller (a test) names one."""
+    """``master.key`` in the user's config directory (``given`` instead, when a test names one)."""
     return given if given is not None else platformdirs.user_config_path("connections-bot") / "master.key"
 
 
@@ -112,7 +109,7 @@ def load_master_key(
             key = MasterKey.from_base64(settings.master_key)
         except InvalidMasterKey as exc:
             raise MalformedMasterKey(f"{ENV_VAR} is malformed: {exc}") from None
-        return LoadedKey(key=key, source=KeySource.ENV, created=False, location=ENV_VAR)
+        return LoadedKey(key=key, source=KeySource.ENV, location=ENV_VAR)
 
     looked = [f"{ENV_VAR} (not set)"]
     ring: list[KeyringBackend] = []
@@ -158,7 +155,6 @@ def create_key_file(path: Path, location: str) -> LoadedKey:
 
 
 def keyring_key(key: MasterKey, backend: KeyringBackend, *, created: bool = False) -> LoadedKey:
-    """``key`` as the primary key of the keyring ``backend``."""
     location = keyring_location([backend])
     return LoadedKey(key=key, source=KeySource.KEYRING, created=created, location=location, backend=backend)
 
@@ -262,8 +258,7 @@ def usable_keyring(given: KeyringBackend | None) -> list[KeyringBackend]:
     members = getattr(backend, "backends", None) if chainer else None
     accepted = []
     for candidate in list(members) if members is not None else [backend]:
-        refusal = _refusal(candidate)
-        if refusal is None:
+        if (refusal := _refusal(candidate)) is None:
             accepted.append(candidate)
         else:
             logger.info("not using keyring backend %s: %s", _class_name(candidate), refusal)
@@ -331,8 +326,7 @@ def store_entry(backend: KeyringBackend, username: str, key: MasterKey) -> bool:
     The backend's own errors pass through."""
     encoded = key.to_base64().reveal()
     backend.set_password(KEYRING_SERVICE, username, encoded)
-    kept: str | None = backend.get_password(KEYRING_SERVICE, username)
-    return kept == encoded
+    return bool(backend.get_password(KEYRING_SERVICE, username) == encoded)
 
 
 def _parse(value: str, location: str, advice: str = "") -> MasterKey:
@@ -363,5 +357,4 @@ def _refusal(backend: KeyringBackend) -> str | None:
 
 
 def _class_name(backend: KeyringBackend) -> str:
-    cls = type(backend)
-    return f"{cls.__module__}.{cls.__qualname__}"
+    return f"{type(backend).__module__}.{type(backend).__qualname__}"

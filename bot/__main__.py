@@ -8,9 +8,10 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from bot.logs import configure_logging
 from bot.providers.registry import build_registry
@@ -25,12 +26,14 @@ from bot.settings import (
 
 if TYPE_CHECKING:
     from bot.keys.rotation import RotationOutcome
+    from bot.store import Database
 
 __all__ = ["main"]
 
 logger = logging.getLogger("connections_bot")
 
 EXIT_CONFIG = 2
+T = TypeVar("T")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -101,104 +104,92 @@ def _migrate(settings: Settings) -> int:
     return 0
 
 
-def _export_audit(database_url: str, output: str | None) -> int:
-    """``audit export``: the whole audit log as JSON Lines to ``output`` (or standard output); the
-    count goes to stderr, so stdout holds nothing but the log."""
-    from pathlib import Path
-
+def _on_database(
+    url: str, what: str, work: Callable[[Database], Awaitable[T]], *, after_failure: str = ""
+) -> tuple[int, T | None]:
+    """Run ``work`` on the database at ``url``, for a command that needs only the database: its
+    result, or the exit code and one line on stderr saying why it could not (it could not ``what``
+    the database, e.g. "export the audit log from")."""
     from sqlalchemy import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
-    from bot.store import StoreError
+    from bot.keys import MasterKeyError, PromotionFailed
+    from bot.store import Database, StoreError
     from bot.store.db import is_sqlite, safe_url
 
-    configure_logging("WARNING")
+    async def run() -> T:
+        db = Database.from_url(url)
+        try:
+            return await work(db)
+        finally:
+            await db.dispose()
+
     try:
         # Connecting would create an empty SQLite file; a wrong path should say so instead.
-        if is_sqlite(database_url) and not Path(make_url(database_url).database or "").is_file():
-            print(
-                f"connections-bot: no database at {safe_url(database_url)}; check DATABASE_URL",
-                file=sys.stderr,
-            )
-            return EXIT_CONFIG
-        count = asyncio.run(_write_audit(database_url, output))
-    except StoreError as exc:
+        if is_sqlite(url) and not Path(make_url(url).database or "").is_file():
+            print(f"connections-bot: no database at {safe_url(url)}; check DATABASE_URL", file=sys.stderr)
+            return EXIT_CONFIG, None
+        return 0, asyncio.run(run())
+    except PromotionFailed as exc:
         print(f"connections-bot: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return 1, None
+    except (MasterKeyError, StoreError) as exc:
+        print(f"connections-bot: {exc}", file=sys.stderr)
+        return EXIT_CONFIG, None
     except (SQLAlchemyError, OSError) as exc:
         # The type only: driver messages can name hosts and users.
         print(
-            f"connections-bot: could not export the audit log from {safe_url(database_url)} "
-            f"({type(exc).__name__}); is the database reachable and migrated (connections-bot migrate)?",
+            f"connections-bot: could not {what} {safe_url(url)} ({type(exc).__name__}); is the database "
+            f"reachable and migrated (connections-bot migrate)?{after_failure}",
             file=sys.stderr,
         )
-        return 1
+        return 1, None
+
+
+def _export_audit(database_url: str, output: str | None) -> int:
+    """``audit export``: the whole audit log as JSON Lines to ``output`` (or standard output); the
+    count goes to stderr, so stdout holds nothing but the log."""
+    from bot.services.audit import export_events
+
+    async def export(db: Database) -> int:
+        if output is None:
+            return await export_events(db, sys.stdout)
+        with open(output, "w", encoding="utf-8", newline="\n") as out:
+            return await export_events(db, out)
+
+    configure_logging("WARNING")
+    code, count = _on_database(database_url, "export the audit log from", export)
+    if count is None:
+        return code
     noun = "event" if count == 1 else "events"
     print(f"connections-bot: exported {count} audit {noun} to {output or 'standard output'}", file=sys.stderr)
     return 0
 
 
-async def _write_audit(database_url: str, output: str | None) -> int:
-    from bot.services.audit import export_events
-    from bot.store import Database
-
-    db = Database.from_url(database_url)
-    try:
-        if output is None:
-            return await export_events(db, sys.stdout)
-        with open(output, "w", encoding="utf-8", newline="\n") as out:
-            return await export_events(db, out)
-    finally:
-        await db.dispose()
-
-
 def _rotate_master_key(settings: KeySettings, new_key_file: Path | None, *, assume_yes: bool) -> int:
     """``rotate-master-key``: progress on stderr (logs), the result and what to do next on stdout."""
-    from sqlalchemy import make_url
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from bot.keys import MasterKeyError, PromotionFailed
+    from bot.keys import MasterKeyError
     from bot.keys.rotation import crash_at, rotate_master_key
-    from bot.store import Database, StoreError
-    from bot.store.db import is_sqlite, safe_url
 
     configure_logging("INFO")
-    url = settings.database_url
     try:
-        if is_sqlite(url) and not Path(make_url(url).database or "").is_file():
-            print(f"connections-bot: no database at {safe_url(url)}; check DATABASE_URL", file=sys.stderr)
-            return EXIT_CONFIG
         checkpoint = crash_at(settings.failpoint)
-
-        async def rotate() -> RotationOutcome:
-            db = Database.from_url(url)
-            try:
-                return await rotate_master_key(
-                    db,
-                    settings,
-                    new_key_file=new_key_file,
-                    confirm=lambda warning: _confirm_shared_slot(warning, assume_yes=assume_yes),
-                    checkpoint=checkpoint,
-                )
-            finally:
-                await db.dispose()
-
-        outcome = asyncio.run(rotate())
-    except PromotionFailed as exc:
-        print(f"connections-bot: {exc}", file=sys.stderr)
-        return 1
-    except (MasterKeyError, StoreError) as exc:
+    except MasterKeyError as exc:
         print(f"connections-bot: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    except (SQLAlchemyError, OSError) as exc:
-        # The type only: driver messages can name hosts and users.
-        print(
-            f"connections-bot: could not rotate the master key on {safe_url(url)} ({type(exc).__name__}); "
-            "is the database reachable and migrated (connections-bot migrate)? Nothing was committed "
-            "unless the output above says so",
-            file=sys.stderr,
+
+    async def rotate(db: Database) -> RotationOutcome:
+        confirm = partial(_confirm_shared_slot, assume_yes=assume_yes)
+        return await rotate_master_key(
+            db, settings, new_key_file=new_key_file, confirm=confirm, checkpoint=checkpoint
         )
-        return 1
+
+    unless = " Nothing was committed unless the output above says so"
+    code, outcome = _on_database(
+        settings.database_url, "rotate the master key on", rotate, after_failure=unless
+    )
+    if outcome is None:
+        return code
     print(_rotation_report(outcome))
     return 0
 

@@ -1,16 +1,26 @@
-"""Everything the bot does on a timer, beside answering Slack: expiring approval requests, telling
-users whose verification a stop interrupted, re-testing on the health schedule, and reminding
-owners of old keys. Jobs run only in a process that serves Slack, from start to shutdown."""
+"""Everything the bot does on a timer, beside answering Slack. Jobs run only in a process that
+serves Slack, from its start to its shutdown, and every replica runs them: the database decides
+who does what (conditional updates, ``SKIP LOCKED`` claims), so each thing is done once.
+
+* Expiry: approval requests past their time to live expire and are announced as a decision would
+  be; verifications a crash, a kill or a missed deadline left unfinished are cleared and their
+  users told that nothing was stored (at start for what this host's last run left, and by every
+  run for what any replica left past its deadline).
+* Health: re-test what the schedule says is due, announce what changed, remind owners of old keys.
+"""
 
 from __future__ import annotations
 
+import logging
+from functools import partial
 from typing import TYPE_CHECKING
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.jobs.expiry import EXPIRY_JOB, expire_and_announce, recover_interrupted
-from bot.jobs.health import HEALTH_JOB, check_health, tick_seconds
 from bot.jobs.periodic import Periodic
+from bot.notify.connections import announce_decision
+from bot.notify.health import announcer, send_rotation_reminders
+from bot.notify.results import announce_interrupted
 
 if TYPE_CHECKING:
     from bot.runtime import Services
@@ -18,35 +28,80 @@ if TYPE_CHECKING:
 __all__ = [
     "EXPIRY_JOB",
     "HEALTH_JOB",
-    "Periodic",
     "check_health",
     "expire_and_announce",
     "recover_interrupted",
     "start_jobs",
 ]
 
-_EXPIRY_JITTER_SHARE = 0.1
-_HEALTH_JITTER_SHARE = 0.2
+logger = logging.getLogger(__name__)
+
+EXPIRY_JOB = "expire-approval-requests"
+HEALTH_JOB = "health-checks"
+TICK_MAX_SECONDS = 60.0
+"""How often the schedule looks for due re-tests at most: a due check waits this long at worst."""
+TICK_MIN_SECONDS = 0.5
+JITTER_SHARES = {EXPIRY_JOB: 0.1, HEALTH_JOB: 0.2}
 """Each wait is stretched by up to this share of the interval, so replicas drift apart."""
 
 
 def start_jobs(services: Services, client: AsyncWebClient) -> list[Periodic]:
     """Run every periodic job from now on; each is stopped first at shutdown (it is appended to
     ``services.stoppers``). Call it with the event loop that serves Slack running."""
-    expiry = services.settings.expiry_check_seconds
-    tick = tick_seconds(services.settings.retest_interval_minutes)
-
-    async def expire() -> None:
-        await expire_and_announce(services, client)
-
-    async def check() -> None:
-        await check_health(services, client)
-
-    jobs = [
-        Periodic(EXPIRY_JOB, expiry, expire, jitter=expiry * _EXPIRY_JITTER_SHARE),
-        Periodic(HEALTH_JOB, tick, check, jitter=tick * _HEALTH_JITTER_SHARE),
-    ]
-    for job in jobs:
+    intervals = {
+        EXPIRY_JOB: services.settings.expiry_check_seconds,
+        HEALTH_JOB: tick_seconds(services.settings.retest_interval_minutes),
+    }
+    work = {EXPIRY_JOB: expire_and_announce, HEALTH_JOB: check_health}
+    jobs = []
+    for name, interval in intervals.items():
+        job = Periodic(
+            name, interval, partial(work[name], services, client), jitter=interval * JITTER_SHARES[name]
+        )
         job.start()
         services.stoppers.append(job.stop)
+        jobs.append(job)
     return jobs
+
+
+async def expire_and_announce(services: Services, client: AsyncWebClient) -> None:
+    """Expire overdue approval requests and announce each (the request updated in place, the
+    requester told), then tell the users of verifications past their deadline. A Slack failure is
+    logged, never raised: the request is expired whether or not Slack heard of it."""
+    for decision in await services.approvals.expire_overdue():
+        try:
+            await announce_decision(services, client, decision)
+        except Exception:
+            logger.exception(
+                "could not announce the expiry of request %s", decision.request and decision.request.id
+            )
+    # A replica that died mid-verification and never came back leaves its users waiting: whoever
+    # runs this job tells them once the verification's deadline has passed.
+    await announce_interrupted(services, client, await services.interrupted.sweep_overdue())
+
+
+async def recover_interrupted(services: Services, client: AsyncWebClient) -> None:
+    """At start, before serving: clear the verifications this host's last run left unfinished (and
+    any past their deadline), then tell their users in the background, so a slow Slack does not
+    hold up the start."""
+    try:
+        interrupted = await services.interrupted.sweep_at_start()
+    except Exception:  # the periodic job will find the overdue ones; serving matters more now
+        logger.exception("could not look for verifications interrupted by the last stop")
+        return
+    if interrupted:
+        logger.info("telling %d user(s) that their verification was interrupted", len(interrupted))
+        services.background.spawn(
+            announce_interrupted(services, client, interrupted), name="announce-interrupted"
+        )
+
+
+async def check_health(services: Services, client: AsyncWebClient) -> None:
+    """One tick of the schedule: re-test what is due, announce changes, send rotation reminders."""
+    await services.retests.run_due(on_result=announcer(services, client))
+    await send_rotation_reminders(services, client)
+
+
+def tick_seconds(interval_minutes: float) -> float:
+    """How often to look for due re-tests: a small share of the interval, within bounds."""
+    return min(TICK_MAX_SECONDS, max(TICK_MIN_SECONDS, interval_minutes * 60 / 100))

@@ -1,7 +1,5 @@
-"""The two forms a user fills in, and the views that replace a form while and after its
-credentials are verified: "Create <provider>" for a new connection, "Rotate credentials" for new
-credentials of an active one. A rotation's form is the provider's form without the Name, and its
-views say that the connection keeps its current key until an admin approves the new one.
+""" "Create <provider>" and "Rotate credentials" (the provider's form without the Name), and the views
+that replace a form while and after its credentials are verified.
 
 A form is built from the provider's declaration alone. Every input's action_id is
 ``ids.INPUT_ACTION`` and its block_id the field name, so a submission reads as

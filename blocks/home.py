@@ -1,11 +1,8 @@
 """The App Home tab: a way to add a connection, the user's own connections, and for admins the
 requests waiting for a decision, each with Approve and Reject.
 
-The buttons are the ones the rest of the bot already routes: Connect carries the provider key
-(``ids.ACTION_CONNECT``); Re-test, Approve and Reject carry the connection id (``ids.ACTION_RETEST``,
-``ids.ACTION_APPROVE`` / ``ids.ACTION_REJECT``), so a click here is handled, and checked, exactly
-like one in a channel.
-Names, reasons and anything else a user or a provider wrote are escaped.
+The buttons are the ones channel messages carry, so a click here is handled, and checked, exactly
+like one there. Names, reasons and anything else a user or a provider wrote are escaped.
 """
 
 from __future__ import annotations

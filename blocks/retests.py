@@ -1,10 +1,8 @@
 """Re-testing stored credentials, in blocks: the "Re-testing…" notes, one connection's result, the
 report of a bulk re-test, and a connection's status with its recent history.
 
-A re-test answers "do the stored credentials still work?", so the headline speaks of the
-connection's health rather than of a form: ✅ works, ❌ failing, or ⏳ inconclusive when the
-provider only rate-limited us (its health is then left as it was). Everything a user or a provider
-wrote is escaped; buttons carry the connection id.
+The headline speaks of the connection's health: ✅ works, ❌ failing, or ⏳ inconclusive when the
+provider only rate-limited us. Everything a user or a provider wrote is escaped.
 """
 
 from __future__ import annotations

@@ -35,7 +35,6 @@ class _Registry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
-        self._pairs: Counter[tuple[str, str]] = Counter()
 
     def add(self, value: str) -> None:
         if len(value) >= _MIN_REGISTERED_LENGTH:

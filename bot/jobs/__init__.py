@@ -2,10 +2,8 @@
 serves Slack, from its start to its shutdown, and every replica runs them: the database decides
 who does what (conditional updates, ``SKIP LOCKED`` claims), so each thing is done once.
 
-* Expiry: approval requests past their time to live expire and are announced as a decision would
-  be; verifications a crash, a kill or a missed deadline left unfinished are cleared and their
-  users told that nothing was stored (at start for what this host's last run left, and by every
-  run for what any replica left past its deadline).
+* Expiry: requests past their time to live expire and are announced like a decision; unfinished
+  verifications are cleared and their users told (see :mod:`bot.services.interrupted`).
 * Health: re-test what the schedule says is due, announce what changed, remind owners of old keys.
 """
 

@@ -5,16 +5,15 @@ before serving a request, that the key opens the canary and the newest credentia
 repeats the canary check), so a second host's own key, a mistyped ``CONNECTIONS_MASTER_KEY`` or a
 database restored with another key's data is refused, instead of sealing rows nobody else can open.
 
-After a rotation (:mod:`bot.keys.slots`) a start reads the staged slot named after the canary's key
-id only when the primary key does not open the canary:
+A start reads the staged slot (:mod:`bot.keys.slots`) named after the canary's key id only when the
+primary key does not open the canary:
 
-* the primary opens it: a slot staged for the primary's own id is a copy left by a promotion stopped
-  halfway and is removed (for ``CONNECTIONS_MASTER_KEY`` the operator deletes it); slots of a
-  rotation that never committed are never read, let alone replaced;
-* only the staged key opens it: the rotation committed and stopped before its promotion, which is
-  finished here, only over the key it started from (``CONNECTIONS_MASTER_KEY``: the bot starts with
-  the staged file's key and warns). With no primary key at all (lost after the commit), the staged
-  key is restored into the empty primary slot;
+* the primary opens it: a slot staged for its own id is a copy left by a promotion stopped halfway
+  and is removed (an operator deletes one for ``CONNECTIONS_MASTER_KEY``); slots of a rotation that
+  never committed are never read;
+* only the staged key opens it: the promotion is finished here, only over the key the rotation
+  started from, or into an empty primary slot (``CONNECTIONS_MASTER_KEY``: the bot starts with the
+  staged file's key and warns);
 * neither: :class:`WrongMasterKey`, naming the rotation that moved the data if the audit log has one.
 """
 

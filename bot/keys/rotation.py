@@ -15,8 +15,7 @@ place never overlap, on one database or on two.
    still holds the old key. A ``CONNECTIONS_MASTER_KEY`` is swapped by the operator; until then a
    start on this machine uses the staged file.
 
-Before the commit the old key opens everything and a staged key seals nothing; after it the staged
-key opens everything until it is promoted. :func:`crash_at` stops the process at those boundaries.
+Before the commit the old key opens everything; after it the staged key does until it is promoted.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """Re-testing from Slack: ``/connections test <name>``, ``/connections test all``, the Re-test
 button, and ``/connections status <name>``.
 
-Everything is answered after the ack, through the response_url of the command or the clicked
-message (a direct message for a click on App Home), and any health change is announced in the
-alert channel like the schedule's.
+Answered after the ack; a health change is announced in the alert channel like the schedule's.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ either way, and an alert that did not go out is raised again by the next re-test
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from slack_sdk.web.async_client import AsyncWebClient
@@ -23,54 +24,52 @@ from bot.notify.slack_calls import SLACK_ERRORS, channel_failure, slack_failure
 if TYPE_CHECKING:
     from bot.runtime import Services
 
-__all__ = ["announce_changes", "announcer", "send_rotation_reminders"]
+__all__ = ["announce_change", "announcer", "send_rotation_reminders"]
 
 logger = logging.getLogger(__name__)
 
 
-async def announce_changes(
-    services: Services, client: AsyncWebClient, results: Iterable[RetestResult]
-) -> None:
+async def announce_change(services: Services, client: AsyncWebClient, result: RetestResult) -> None:
     """Post what changed to the alert channel: an alert for a connection that started failing
     (remembered, so reminders and the recovery reply in its thread), a reminder in that thread
     for one still failing a day later, a follow-up when it works again. Slack failures are
     logged, never raised: the health is recorded either way."""
-    channel = services.settings.alert_channel
-    for result in results:
-        change = result.change
-        if change is None:
-            continue
-        if not channel:
-            logger.warning(
-                "connection %s is %s but no alert channel is set (CONNECTIONS_ALERT_CHANNEL or "
-                "CONNECTIONS_ADMIN_CHANNEL)",
-                result.connection.id,
-                change.kind.value,
-            )
-            continue
-        provider = services.providers.find(result.connection.provider_key)
-        try:
-            if change.kind is ChangeKind.RECOVERED:
-                await _post(client, channel, change.alert_channel, change.alert_ts, recovery_reply(result))
-                if change.alert_channel and change.alert_ts:
-                    # The alert's buttons would invite action on something already fixed.
-                    await client.chat_update(
-                        channel=change.alert_channel, ts=change.alert_ts, **resolved_alert(result)
-                    )
-                continue
-            if change.kind is ChangeKind.STILL_FAILING and change.alert_ts:
-                reminder = still_failing_reminder(result, provider)
-                await _post(client, channel, change.alert_channel, change.alert_ts, reminder)
-                continue
+    channel, change = services.settings.alert_channel, result.change
+    if change is None:
+        return
+    if not channel:
+        logger.warning(
+            "connection %s is %s but no alert channel is set (CONNECTIONS_ALERT_CHANNEL or "
+            "CONNECTIONS_ADMIN_CHANNEL)",
+            result.connection.id,
+            change.kind.value,
+        )
+        return
+    provider = services.providers.find(result.connection.provider_key)
+    # Follow-ups go in the alert's thread when there is one.
+    where: dict[str, Any] = {"channel": channel}
+    if change.alert_channel and change.alert_ts:
+        where = {"channel": change.alert_channel, "thread_ts": change.alert_ts}
+    try:
+        if change.kind is ChangeKind.RECOVERED:
+            await client.chat_postMessage(**where, **recovery_reply(result))
+            if change.alert_channel and change.alert_ts:
+                # The alert's buttons would invite action on something already fixed.
+                await client.chat_update(
+                    channel=change.alert_channel, ts=change.alert_ts, **resolved_alert(result)
+                )
+        elif change.kind is ChangeKind.STILL_FAILING and change.alert_ts:
+            await client.chat_postMessage(**where, **still_failing_reminder(result, provider))
+        else:
             # A new failure, or one whose alert never made it to Slack: a fresh alert.
             posted = await client.chat_postMessage(channel=channel, **health_alert(result, provider))
             await services.retests.record_alert(
                 result.team_id, result.connection.id, str(posted["channel"]), str(posted["ts"])
             )
-        except SLACK_ERRORS as exc:
-            await _not_announced(services, result, change, channel, exc)
-        except Exception:
-            logger.exception("could not announce the health of connection %s", result.connection.id)
+    except SLACK_ERRORS as exc:
+        await _not_announced(services, result, change, channel, exc)
+    except Exception:
+        logger.exception("could not announce the health of connection %s", result.connection.id)
 
 
 async def _not_announced(
@@ -102,24 +101,7 @@ async def _not_announced(
 def announcer(services: Services, client: AsyncWebClient) -> Callable[[RetestResult], Awaitable[None]]:
     """Announces each re-test's change as soon as it is recorded (rather than after a whole
     run, which a shutdown could cut short, or after the reply to the user, which can fail)."""
-
-    async def announce(result: RetestResult) -> None:
-        await announce_changes(services, client, [result])
-
-    return announce
-
-
-async def _post(
-    client: AsyncWebClient,
-    channel: str,
-    alert_channel: str | None,
-    alert_ts: str | None,
-    body: dict[str, Any],
-) -> None:
-    if alert_channel and alert_ts:
-        await client.chat_postMessage(channel=alert_channel, thread_ts=alert_ts, **body)
-    else:
-        await client.chat_postMessage(channel=channel, **body)
+    return partial(announce_change, services, client)
 
 
 async def send_rotation_reminders(services: Services, client: AsyncWebClient) -> int:

@@ -3,17 +3,14 @@ database names; how each is checked offline and normalised.
 
 The facts are in specs/snowflake/README.md §1 and §3. In short:
 
-* An account identifier is ``orgname-account_name`` (preferred; ``orgname.account_name`` and the
-  hyphenated ``orgname-account-name`` are other spellings of it) or a legacy account locator:
-  bare ``xy12345`` (AWS us-west-2 only) or ``xy12345.<region>[.<cloud>]``. The host is
-  ``<identifier>.snowflakecomputing.com`` (``.cn`` in China regions). People paste URLs, so the
-  scheme, path and domain are dropped first.
-* In a key-pair JWT the account is cut as the Snowflake connector does: before the first ``-`` for
-  a ``.global`` identifier, otherwise before the first ``.``; then upper-cased. A hyphenated
-  ``orgname-account-name`` is sent in its canonical underscore form.
-* The SQL API takes role, warehouse and database names case-sensitively, so an unquoted name is
-  upper-cased (as Snowflake resolves it) and a double-quoted one is sent as written inside the
-  quotes.
+* An account identifier is ``orgname-account_name`` (also spelt ``orgname.account_name`` or
+  ``orgname-account-name``) or a legacy locator: bare ``xy12345`` (AWS us-west-2 only) or
+  ``xy12345.<region>[.<cloud>]``, at ``<identifier>.snowflakecomputing.com`` (``.cn`` in China).
+  People paste URLs, so the scheme, path and domain are dropped first.
+* In a key-pair JWT the account is cut as the Snowflake connector does (before the first ``-`` of
+  a ``.global`` identifier, otherwise before the first ``.``), with underscores, upper-cased.
+* The SQL API takes role, warehouse and database names case-sensitively: an unquoted name is
+  upper-cased, as Snowflake resolves it; a double-quoted one is sent as written inside the quotes.
 """
 
 from __future__ import annotations

@@ -10,16 +10,9 @@ The endpoint is user input, so the probe resolves it first and connects only whe
 is public (``is_global``); libpq then gets the checked address as ``hostaddr`` and the endpoint as
 ``host``, so TLS still checks the name and a second DNS answer cannot swap the address.
 
-Settings (environment variables, read by :meth:`Redshift.from_environment`):
-
-* ``REDSHIFT_SSLMODE`` — ``verify-full`` (default); ``verify-ca``, ``require`` and ``disable`` are
-  for tests only and warned about at start.
-* ``REDSHIFT_SSLROOTCERT`` — the trusted CAs: ``certifi`` (default; Mozilla's roots, which hold
-  Amazon's), ``system`` (the TLS library's own store) or the path of a PEM CA bundle.
-* ``REDSHIFT_CONNECT_TO`` — ``host:port`` to connect to instead of the endpoint (tunnels, tests),
-  like curl's ``--connect-to``; the address is then not checked.
-* ``REDSHIFT_ALLOW_PRIVATE_ADDRESSES`` — ``true`` lets endpoints resolve to private addresses, for
-  a bot deployed inside the cluster's VPC (default ``false``).
+Its settings (``REDSHIFT_SSLMODE``, ``REDSHIFT_SSLROOTCERT``, ``REDSHIFT_CONNECT_TO``,
+``REDSHIFT_ALLOW_PRIVATE_ADDRESSES``) are read by :meth:`Redshift.from_environment` and described in
+the README's configuration table; anything weaker than ``verify-full`` is warned about at start.
 
 A connect error carries no SQLSTATE in psycopg, so it is classified by its text
 (:mod:`bot.providers._redshift_errors`). The password goes to psycopg's ``connect`` as a keyword

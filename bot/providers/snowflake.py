@@ -21,11 +21,9 @@ Each verification has a time budget: ``deadline_seconds`` less a reserve for a c
 backoff, a ``Retry-After`` or a poll that can't fit in what is left is skipped and the outcome known
 so far is reported; a statement still running when the time is up is cancelled first.
 
-``SNOWFLAKE_API_URL`` (optional) replaces ``https://<account>.snowflakecomputing.com`` for every
-account: for PrivateLink, a proxy, or a fake in tests. A ``{account}`` in it is replaced by the
-normalised account identifier (``https://{account}.privatelink.example``, ``http://fake/{account}``);
-without one, every account goes to the same address and the server learns the account from the
-credential (the JWT's ``iss``/``sub``, or whom the token belongs to).
+``SNOWFLAKE_API_URL`` (README, configuration) replaces the account's own address; without an
+``{account}`` in it, Snowflake learns the account from the credential (the JWT's ``iss``/``sub``, or
+whom the token belongs to).
 """
 
 from __future__ import annotations

@@ -1,17 +1,13 @@
 """Who may approve connections: the admin policy.
 
-An admin is a Slack user listed in ``CONNECTIONS_ADMINS`` or a member of the Slack user group
-``CONNECTIONS_ADMIN_GROUP``. Listeners call :meth:`AdminPolicy.check` on the server for *every*
-click that needs an admin, with the clicking user's id taken from Slack's signed payload (never
-from anything a client can choose, such as a button value or ``private_metadata``). No verdict is
-remembered between clicks; only the group's member list is, as described next.
+An admin is a Slack user listed in ``CONNECTIONS_ADMINS`` or a member of the user group
+``CONNECTIONS_ADMIN_GROUP``. :meth:`AdminPolicy.check` runs for *every* click that needs an admin,
+with the user id from Slack's signed payload (never a button value or ``private_metadata``).
 
-Group membership comes from a :class:`GroupDirectory` (Slack's in production, see
-``bot.slack_directory``) and is cached per group for at most ``ttl_seconds``, counted from the
-moment the lookup was sent, so someone removed from the group loses the right within that time.
-Checks that arrive while a lookup is in flight wait for that lookup instead of starting their
-own. When the directory cannot be asked, the answer is "no" (fail closed), the failure is not
-cached, and the :class:`AdminCheck` says why, so the user can be told.
+Only the group's member list is remembered: per group, for at most ``ttl_seconds`` from when the
+lookup was sent (so a removed member loses the right within that time), and checks arriving during
+a lookup share it. When the directory cannot be asked the answer is "no" (fail closed), the failure
+is not cached, and the :class:`AdminCheck` says why.
 """
 
 from __future__ import annotations

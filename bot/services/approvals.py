@@ -5,12 +5,11 @@ A request's subject is a new connection or new credentials for an active one (a 
 through one path; they differ only in where the request's status lives and what a decision does
 (:class:`_NewConnection`, :class:`_Rotation`).
 
-Every decision is checked here, on the server, for every click: the actor's admin rights (through
-:class:`AdminPolicy`), the self-approval rule, the request's time to live and its status. The
-transition is one conditional UPDATE (``… WHERE status = 'pending_approval'``) in the transaction
-of what it does and of its audit event, so two admins clicking at once, a double click, a click on
-a stale message or an expiry running meanwhile make exactly one decision; the others learn who made
-it. The connection row is locked first, as a removal locks it, so the two cannot deadlock.
+Every click is checked here: the actor's admin rights (:class:`AdminPolicy`), the self-approval
+rule, the time to live and the status. The transition is one conditional UPDATE (``… WHERE status =
+'pending_approval'``) in the transaction of its effects and audit event, so concurrent clicks, a
+stale message or an expiry make exactly one decision and the others learn who made it. The
+connection row is locked first, as a removal locks it, so the two cannot deadlock.
 """
 
 from __future__ import annotations

@@ -98,10 +98,6 @@ class AuditService:
                 admin=admin,
             )
 
-    async def export(self, out: TextIO | BinaryIO) -> int:
-        """Write every event of every workspace to ``out``; see :func:`export_events`."""
-        return await export_events(self.db, out)
-
 
 async def export_events(db: Database, out: TextIO | BinaryIO, *, batch_size: int = EXPORT_BATCH_SIZE) -> int:
     """Write every audit event of every workspace to ``out`` as JSON Lines, in the order they were

@@ -7,19 +7,14 @@ its process means a user left looking at "Verifying…". :class:`InterruptedVeri
 those rows, removes each with an audit event in one transaction, and hands back what the user must
 be told (the listeners tell them). Two sweeps cannot both take a row: the delete decides.
 
-Which rows are interrupted:
+Interrupted are, at start, rows of this machine whose process is gone (or whose pid is ours but
+whose instance is not: a restart reused it), and at any time, on any replica, rows past their
+deadline, so a replica that never came back still gets its users told.
 
-* at start, rows of this machine whose process is gone, or whose pid is ours but whose instance is
-  not (the same process namespace reused our pid after a restart);
-* at any time, rows past their deadline, whoever owns them: a replica that crashed and never came
-  back still gets its users told, by any replica's periodic job.
-
-"This machine" means the same host name, the same boot (``/proc/sys/kernel/random/boot_id``) and
-the same pid namespace (the inode of ``/proc/self/ns/pid``): only then does a pid name the same
-process for us as for the row's writer. Containers on host networking share the host name, and
-each may be pid 1 in a namespace of its own; without the namespace, restarting one would take the
-other's live verifications for its own dead ones. A row that does not match all three is left to
-its deadline, as are rows of a live process.
+"This machine" is the same host name, boot (``/proc/sys/kernel/random/boot_id``) and pid namespace
+(the inode of ``/proc/self/ns/pid``): only then does a pid name the same process for us as for the
+row's writer. Containers on host networking share the host name and may each be pid 1 of their own
+namespace. Any other row is left to its deadline, as are rows of a live process.
 """
 
 from __future__ import annotations

@@ -2,20 +2,15 @@
 health schedule says are due, across every workspace.
 
 Each re-test decrypts the stored fields just before the provider call and drops them after it,
-then records the result in one transaction: the history row, the connection's health and
-last-verified time, an audit event, and the health *change* if there is one. The connection row
-is locked for that transaction, so two re-tests finishing at once see each other's health and a
-change (healthy → failing, failing → healthy) is reported exactly once, whichever process made
-it. Only changes alert; a connection that stays failing is reminded about at most once per
-``reminder_every``.
+then records, in one transaction with the connection row locked, the history row, the health, an
+audit event and the health *change* if any, so a change is reported exactly once whichever process
+made it. Only changes alert; a connection that stays failing is reminded of once per
+``reminder_every``. A ``rate_limited`` result says nothing about the credential: it is recorded
+but leaves the health as it was.
 
-Many re-tests run concurrently, at most ``concurrency`` at a time. When the provider rate-limits
-one of them, every worker holds back for the time the provider asked (or a short default), and
-the rate-limited connection is tried again later, so a bulk re-test slows down instead of
-hammering an API that already said "too many".
-
-A ``rate_limited`` result says nothing about the credential, so it is recorded in the history but
-leaves the health as it was.
+At most ``concurrency`` re-tests run at once. When a provider rate-limits one, every worker holds
+back for the time it asked and the connection is tried again later: a bulk re-test slows down
+instead of hammering an API that already said "too many".
 """
 
 from __future__ import annotations

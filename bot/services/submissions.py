@@ -1,14 +1,12 @@
 """Submitted forms: a new connection, or new credentials for an active one (a rotation).
 
-Before Slack is answered, :meth:`Submissions.check` runs the offline checks and claims what the
-submission will store (the new connection's name, or the connection being rotated) as an in-flight
-verification (:mod:`bot.services.interrupted`): of two submissions of one name, or two rotations of
-one connection, only one is acknowledged, and a verification cut short by a crash leaves a row
-that tells the next start whom to tell. After the ack, :meth:`Submissions.submit` verifies the
-credentials with the provider outside any transaction, then stores them in one transaction that
-also ends the claim: the credential version sealed, the verification, the audit event, and the
-approval request (the connection itself, awaiting approval, or a :class:`Rotation`). A failed
-verification stores nothing but its audit event.
+Before the ack, :meth:`Submissions.check` runs the offline checks and claims what the submission
+will store (a name, or the connection rotated) as an in-flight verification
+(:mod:`bot.services.interrupted`): of two submissions of one name only one is acknowledged, and a
+crash leaves a row that says whom to tell. After the ack, :meth:`Submissions.submit` verifies with
+the provider outside any transaction, then in one transaction ends the claim and stores the sealed
+credential version, the verification, the audit event and the approval request (the connection
+itself, or a :class:`Rotation`). A failed verification stores only its audit event.
 """
 
 from __future__ import annotations

@@ -283,19 +283,11 @@ IN_FLIGHT_CONNECTION_KEY: Final = "uq_in_flight_verifications_connection_id"
 
 
 class InFlightVerification(Base):
-    """A verification that a user is waiting for: their modal says "Verifying…" until it ends.
-
-    The row is written when the submission is acknowledged and goes in the same transaction as the
-    verification's outcome, so a row that outlives its process (a crash, a kill) is the record of a
-    user left waiting: the next start, or any replica once ``deadline`` has passed, removes it and
-    tells the user. For a new connection the row also reserves the name (``name_key``, unique per
-    workspace): of two submissions of one name, the second is refused while the first is checked.
-
-    ``host``, ``boot_id``, ``pid_namespace``, ``pid`` and ``instance`` (random per start) identify
-    the process doing the work; the row holds no secret, only the form's non-secret fields
-    (``config``) to pre-fill a retry.
-    Deliberately no foreign key to ``connections``: the row is bookkeeping about a request, and must
-    not stop anything that happens to the connection meanwhile.
+    """A verification that a user is waiting for (see :mod:`bot.services.interrupted`); for a new
+    connection it also reserves the name. ``host``, ``boot_id``, ``pid_namespace``, ``pid`` and
+    ``instance`` identify the process doing the work. No secret: ``config`` holds the form's
+    non-secret fields, to pre-fill a retry. Deliberately no foreign key to ``connections``: the row
+    is bookkeeping and must not stop anything that happens to the connection meanwhile.
     """
 
     __tablename__ = "in_flight_verifications"

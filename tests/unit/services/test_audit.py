@@ -302,7 +302,7 @@ async def test_export_writes_every_team_as_json_lines_in_recorded_order(
     third = await add_events(db, None, 1, action="connection.create_failed", actor=REQUESTER)
     out = io.StringIO()
 
-    count = await audit.export(out)
+    count = await export_events(db, out)
 
     records = parse_lines(out.getvalue())
     assert count == len(records) == 5
@@ -406,7 +406,7 @@ async def test_create_approve_and_reject_leave_a_trail_without_a_secret(
     assert staging.events[0].reason == "Use a service account"
 
     out = io.StringIO()
-    count = await audit.export(out)
+    count = await export_events(db, out)
     text = out.getvalue()
     assert [r["action"] for r in parse_lines(text)] == [
         "connection.created",

@@ -118,6 +118,14 @@ class BotApp:
         except StartupError as exc:
             await send({"type": "lifespan.startup.failed", "message": str(exc)})
             return
+        except Exception as exc:
+            # Unanswered, the server would take lifespan for unsupported and serve a dead app. A
+            # driver's message can name hosts and users: the type only, the rest to the log.
+            logger.exception("could not start")
+            await send(
+                {"type": "lifespan.startup.failed", "message": f"could not start ({type(exc).__name__})"}
+            )
+            return
         await send({"type": "lifespan.startup.complete"})
         await receive()  # lifespan.shutdown
         await self.stop()

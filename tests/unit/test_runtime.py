@@ -268,3 +268,26 @@ async def test_a_second_host_with_its_own_key_is_refused_before_any_credential_e
     await first.close()
     with pytest.raises(StartupError, match="does not open"):
         await start_services(settings_for(migrated_database_url, CONNECTIONS_MASTER_KEY=new_key()))
+
+
+async def test_a_start_that_breaks_unexpectedly_fails_the_servers_lifespan(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Left unanswered, uvicorn takes lifespan for unsupported and serves an app that never started.
+    async def broken(settings: Settings) -> None:
+        raise RuntimeError("the driver said: user=bot password=not-for-the-server")
+
+    monkeypatch.setattr("bot.app.start_services", broken)
+    app = BotApp(settings_for(f"sqlite:///{tmp_path / 'unused.db'}"))
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "lifespan.startup"}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    await app({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send)
+
+    assert sent == [{"type": "lifespan.startup.failed", "message": "could not start (RuntimeError)"}]
+    assert app.services is None

@@ -25,16 +25,13 @@ import base64
 import re
 import struct
 import zlib
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
-from bot.providers._shared import json_of, shorten, try_again
-
-_MAX_TEXT = 300
+from bot.providers._shared import KEPT_MAX, json_of, try_again
 
 _WRONG_KIND = (
     "Each kind of key works in one place only: a Kafka cluster key is rejected by the Cloud API, "
@@ -202,15 +199,7 @@ def _kafka_error(status: int, body: dict[str, Any]) -> ApiError | None:
 def _text(value: object) -> str | None:
     if value is None or isinstance(value, dict | list):
         return None
-    return shorten(" ".join(str(value).split()), _MAX_TEXT) or None
-
-
-def scrub(text: str, values: Iterable[str]) -> str:
-    """Remove credential values from text that came from the provider, in case it echoes them."""
-    for value in values:
-        if value:
-            text = text.replace(value, "[redacted]")
-    return text
+    return " ".join(str(value).split())[:KEPT_MAX] or None
 
 
 _KEY = re.compile(r"[A-Z0-9]{16}")

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 from bot.providers.base import Check, FieldValues, Outcome, Probe
-from bot.redaction import Secret
+from bot.redaction import MASK, Secret, redact
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +39,24 @@ def unquote(text: str) -> str:
     return text
 
 
+SAID_MAX = 300
+"""The most of a provider's own words shown to a user."""
+KEPT_MAX = 4000
+"""What is kept of a provider's message until :func:`scrub` has run: cut first, a message could
+keep part of a secret it echoed."""
+
+
 def shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def scrub(text: str, values: Iterable[str]) -> str:
+    """What a provider said, without the credential values given or any secret the process holds
+    (:mod:`bot.redaction`), in case it echoes them; then cut to :data:`SAID_MAX`."""
+    for value in values:
+        if len(value) >= 4:
+            text = text.replace(value, MASK)
+    return shorten(redact(text), SAID_MAX)
 
 
 def with_said(what: str, said: str, who: str = "It", ends: tuple[str, ...] = (".", "!", "?")) -> str:

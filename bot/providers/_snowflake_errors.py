@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import httpx
 
-from bot.providers._shared import json_of, shorten, try_again
-from bot.redaction import MASK, redact
+from bot.providers._shared import KEPT_MAX, json_of, try_again
 
 CODE_JWT_INVALID = "390144"
 CODE_USER_DISABLED = "390101"
@@ -31,8 +29,6 @@ CODE_NO_WAREHOUSE = "000606"
 CODE_OBJECT_MISSING = "002003"
 CODE_STATEMENT_TIMEOUT = "000630"
 
-_MAX_TEXT = 300
-_MAX_KEPT = 4000  # what is kept of a message until it is scrubbed, then cut to _MAX_TEXT
 _FAILURE_ID = re.compile(r"\[([0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})\]")
 _ADDRESS = re.compile(
     r"(?<![\w.:])([0-9]{1,3}(?:\.[0-9]{1,3}){3}|[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7})(?![\w.:])"
@@ -227,7 +223,7 @@ def _text(value: object) -> str | None:
     if value is None or isinstance(value, dict | list | bool):
         return None
     text = " ".join(str(value).split())
-    return text[:_MAX_KEPT] or None
+    return text[:KEPT_MAX] or None
 
 
 def login_failure_id(message: str | None) -> str | None:
@@ -244,13 +240,3 @@ def seen_address(message: str | None) -> str | None:
         except ValueError:
             continue
     return None
-
-
-def scrub(text: str, values: Iterable[str]) -> str:
-    """Remove credential values from text that came from Snowflake, in case it echoes them (the ones
-    given, and every secret the process holds: bot.redaction), then shorten it to one short line.
-    Scrubbing comes first, so a cut can't leave part of a value behind."""
-    for value in values:
-        if len(value) >= 4:
-            text = text.replace(value, MASK)
-    return shorten(redact(text), _MAX_TEXT)

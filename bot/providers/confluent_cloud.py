@@ -251,7 +251,7 @@ class _Run(shared.Run):
         return await self.retrying(attempt, f"confluent {method} {url}")
 
     def said(self, error: errs.ApiError) -> str:
-        return errs.scrub(error.text, self._auth)
+        return shared.scrub(error.text, self._auth)
 
     def record_environments(self, response: httpx.Response) -> None:
         body = shared.json_of(response)

@@ -639,7 +639,7 @@ class _Run(shared.Run):
 
     def said(self, error: errs.ApiError | None) -> str:
         text = error.text if error is not None else "nothing"
-        return errs.scrub(text, self._credential.sent)
+        return shared.scrub(text, self._credential.sent)
 
     def result(self) -> Probe:
         subject = f"Snowflake accepted the {self._credential.kind} for {self.user} on {self.account}"

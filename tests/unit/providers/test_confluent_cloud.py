@@ -504,6 +504,19 @@ async def test_credentials_echoed_in_an_error_never_reach_the_user(
     assert key not in repr(verification) and secret not in repr(verification)
 
 
+async def test_a_secret_echoed_across_the_cut_of_a_long_error_leaves_no_part_behind(
+    provider: ConfluentCloud, http: httpx.AsyncClient, fake: FakeConfluent, cloud_key: tuple[str, str]
+) -> None:
+    # A long message is shortened for Slack; scrubbing must come first, or the cut would leave the
+    # secret's first characters where the whole value no longer matches.
+    key, secret = cloud_key
+    detail = "x" * 270 + f" {secret} " + "y" * 100
+    fake.fail_next("/org/v2/environments", 401, body=cloud_error(401, detail=detail))
+    verification = await verify(provider, http, key, secret)
+    assert verification.outcome is Outcome.UNAUTHORIZED
+    assert secret[:12] not in repr(verification)
+
+
 # --- retries -------------------------------------------------------------------------------------------
 
 

@@ -212,10 +212,7 @@ async def _verify_and_report(services: Services, client: AsyncWebClient, s: Subm
             note = NOT_POSTED[s.kind] if services.settings.admin_channel else NO_ADMIN_CHANNEL
     await deliver_final(client, view_id, s.user_id, *_result_news(s, verification, note, config))
     if outcome.request_id is not None and s.kind is RequestKind.CONNECTION:
-        try:
-            await publish_home(services, client, s.team_id, s.user_id)
-        except Exception:  # the Home tab catches up when next opened; the user already has the result
-            logger.warning("could not republish the Home tab of %s", s.user_id, exc_info=True)
+        await publish_home(services, client, s.team_id, s.user_id)
 
 
 def _result_news(s: Submission, verification: Verification, note: str, config: dict[str, str]) -> News:

@@ -31,17 +31,24 @@ _NOUNS = {RequestKind.CONNECTION: "approval", RequestKind.ROTATION: "rotation"}
 
 
 async def publish_home(services: Services, client: AsyncWebClient, team_id: str, user_id: str) -> bool:
-    """Build ``user_id``'s Home tab from the current data and publish it; False (and a warning)
-    when Slack refuses or cannot be reached. Call it after anything that changes what a Home
-    shows (a decision)."""
-    data = await services.queries.home(team_id, user_id)
-    view = home_view(
-        data, list(services.providers), now=datetime.now(UTC), rotation_days=services.settings.rotation_days
-    )
+    """Build ``user_id``'s Home tab from the current data and publish it. Call it after anything
+    that changes what a Home shows (a decision). Never raises: a tab that could not be built or
+    published (False, and a warning) catches up when it is next opened, and whatever the caller
+    did stands."""
     try:
+        data = await services.queries.home(team_id, user_id)
+        view = home_view(
+            data,
+            list(services.providers),
+            now=datetime.now(UTC),
+            rotation_days=services.settings.rotation_days,
+        )
         await client.views_publish(user_id=user_id, view=view)
     except SLACK_ERRORS as exc:
         logger.warning("could not publish the Home tab of %s: %s", user_id, slack_failure(exc))
+        return False
+    except Exception:
+        logger.exception("could not build the Home tab of %s", user_id)
         return False
     return True
 
@@ -143,7 +150,4 @@ async def announce_removal(
 
 async def _republish(services: Services, client: AsyncWebClient, team_id: str, users: list[str]) -> None:
     for user_id in dict.fromkeys(u for u in users if u):
-        try:
-            await publish_home(services, client, team_id, user_id)
-        except Exception as exc:
-            logger.warning("could not republish the Home tab of %s: %s", user_id, slack_failure(exc))
+        await publish_home(services, client, team_id, user_id)

@@ -106,7 +106,12 @@ async def ask_why(click: Click) -> None:
     if verdict is not None and verdict.verdict is not Verdict.ALLOWED:
         await _answer(click, verdict, kind)
         return
-    request = await asyncio.wait_for(approvals.describe(kind, click.team_id, click.value), PRECHECK_SECONDS)
+    if verdict is not None:
+        request = verdict.request
+    else:
+        request = await asyncio.wait_for(
+            approvals.describe(kind, click.team_id, click.value), PRECHECK_SECONDS
+        )
     if request is None:
         await click.tell(not_found_reply())
         return

@@ -271,11 +271,10 @@ class ApprovalService:
 
     async def may_decide(self, kind: RequestKind, team_id: str, request_id: str, actor: str) -> Decision:
         """Every check of a decision, without deciding (before asking a rejecting admin why):
-        :attr:`Verdict.ALLOWED`, or why not."""
+        :attr:`Verdict.ALLOWED` with the request, or why not."""
         admin = await self.policy.check(actor)
         async with self.db.read() as tx:
-            refusal = await self._refusal(tx, kind, team_id, request_id, actor, admin)
-        return refusal or Decision(Verdict.ALLOWED, admin=admin)
+            return await self._check(tx, kind, team_id, request_id, actor, admin)
 
     async def approve(self, kind: RequestKind, team_id: str, request_id: str, actor: str) -> Decision:
         return await self._decide(kind, team_id, request_id, actor, "approve", None)
@@ -339,9 +338,9 @@ class ApprovalService:
                 if expired is not None:
                     return Decision(Verdict.EXPIRED, expired, admin)
         async with self.db.transaction() as tx:
-            refusal = await self._refusal(tx, kind, team_id, request_id, actor, admin)
-            if refusal is not None:
-                return refusal
+            checked = await self._check(tx, kind, team_id, request_id, actor, admin)
+            if checked.verdict is not Verdict.ALLOWED:
+                return checked
             decided = await close_request(
                 tx,
                 self.providers,
@@ -359,9 +358,9 @@ class ApprovalService:
             request = await describe_request(tx, self.providers, kind, team_id, request_id)
             return Decision(Verdict.NOT_FOUND if request is None else Verdict.ALREADY_DECIDED, request, admin)
 
-    async def _refusal(
+    async def _check(
         self, tx: UnitOfWork, kind: RequestKind, team_id: str, request_id: str, actor: str, admin: AdminCheck
-    ) -> Decision | None:
+    ) -> Decision:
         if not admin.allowed:
             verdict = Verdict.ADMIN_CHECK_FAILED if admin.failed_closed else Verdict.NOT_ADMIN
             return Decision(verdict, admin=admin)
@@ -372,4 +371,4 @@ class ApprovalService:
             return Decision(Verdict.ALREADY_DECIDED, request, admin)
         if request.requested_by == actor and not self.allow_self_approval:
             return Decision(Verdict.SELF_APPROVAL, request, admin)
-        return None
+        return Decision(Verdict.ALLOWED, request, admin)

@@ -7,7 +7,6 @@ every call the answers make is checked the way Slack would check it (and recorde
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from bot.listeners import (
     submissions,
 )
 from bot.listeners.kit import SERVICES_KEY, Click, Command, OnClick
+from bot.notify.connections import publish_home
 from bot.notify.slack_calls import NOTHING_CHANGED
 from bot.providers.registry import ProviderRegistry
 from tests.fakes.slack_api import FakeSlack
@@ -99,6 +99,8 @@ class StandInApprovals:
 
     async def may_decide(self, *args: Any) -> Decision:
         self.asked.append(("may_decide", *args))
+        if self.allowed.verdict is Verdict.ALLOWED:  # as the service does, with the request it read
+            return Decision(Verdict.ALLOWED, self.described, self.allowed.admin)
         return self.allowed
 
     async def describe(self, *args: Any) -> ApprovalRequest | None:
@@ -234,6 +236,19 @@ def test_every_button_and_form_the_blocks_emit_is_routed_once_and_the_services_a
     assert len(app.middleware) == 1
 
 
+async def test_the_middleware_hands_the_services_to_every_listener() -> None:
+    app, stand_ins = Routes(), services()
+    register_listeners(app, stand_ins)  # type: ignore[arg-type]
+    context = AsyncBoltContext()
+    called: list[bool] = []
+
+    async def next_() -> None:
+        called.append(True)
+
+    await app.middleware[0](context=context, next=next_)
+    assert context[SERVICES_KEY] is stand_ins and called == [True]
+
+
 def test_the_sub_commands_route_to_their_answers() -> None:
     assert commands.SUB_COMMANDS["test"] is retests.retest
     assert commands.SUB_COMMANDS["status"] is retests.status
@@ -261,14 +276,12 @@ async def test_a_click_is_acked_before_its_answer_runs_and_a_failure_is_told(
 ) -> None:
     stand_ins = services(approvals=Broken())
     order: list[str] = []
-    started = asyncio.Event()
 
     async def ack(**_: Any) -> None:
         order.append("ack")
 
     async def answer(clicked: Click) -> None:
         order.append("answer")
-        started.set()
         await clicked.services.approvals.approve()
 
     url = slack.issue_response_url(
@@ -303,7 +316,7 @@ async def test_a_command_whose_answer_breaks_tells_the_user_what_fits(
     async def ack(**_: Any) -> None:
         acked.append("ack")
 
-    for sub, told in (("status", NOTHING_CHANGED), ("test", retests.RETEST_FAILED)):
+    for i, (sub, told) in enumerate((("status", NOTHING_CHANGED), ("test", retests.RETEST_FAILED))):
         stand_ins = services(queries=Broken(), retests=Broken())
         url = slack.issue_response_url(channel_id="C0PLACE001", user_id=REQUESTER)
 
@@ -314,9 +327,20 @@ async def test_a_command_whose_answer_breaks_tells_the_user_what_fits(
             respond=AsyncRespond(response_url=url),
             context=AsyncBoltContext({SERVICES_KEY: stand_ins}),
         )
-        assert acked[-1] == "ack"
+        assert acked == ["ack"] * (i + 1)
         await settled(stand_ins)
         assert told in replies(slack)[-1]
+
+
+async def test_a_home_tab_that_cannot_be_built_is_logged_not_raised(
+    slack: FakeSlack, client: AsyncWebClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Callers publish after what they did already stands (a decision, a result the user has):
+    # a failure here must not turn into "something went wrong".
+    published = await publish_home(services(queries=Broken()), client, TEAM, REQUESTER)
+    assert published is False
+    assert slack.calls_to("views.publish") == []
+    assert "could not build the Home tab" in caplog.text
 
 
 # --- Approve and Reject ---------------------------------------------------------------------------
@@ -384,6 +408,8 @@ async def test_reject_opens_the_reason_form_naming_the_request_and_the_message(
 
     await approvals.ask_why(click(slack, client, stand_ins, action, "req-9"))
 
+    # The request the rights check read is the one the form names: no second read.
+    assert [asked[0] for asked in stand_ins.approvals.asked] == ["may_decide"]
     [opened] = slack.calls_to("views.open")
     view = opened.body["view"]
     assert view["callback_id"] == (

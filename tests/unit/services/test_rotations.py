@@ -734,6 +734,7 @@ async def test_may_decide_reports_every_refusal_without_changing_anything(
     unchecked = await approvals.may_decide(ROTATION, TEAM, pending, GROUP_MEMBER)
 
     assert allowed.verdict is Verdict.ALLOWED and allowed.admin is not None and allowed.admin.why == LISTED
+    assert allowed.request is not None and allowed.request.id == pending and allowed.request.pending
     assert group.verdict is Verdict.ALLOWED and group.admin is not None and group.admin.why == MEMBER
     assert owner.verdict is Verdict.NOT_ADMIN and owner.request is None, "owning is not approving"
     assert self_approval.verdict is Verdict.SELF_APPROVAL

@@ -85,6 +85,18 @@ def test_no_layer_imports_what_it_must_not(package: str) -> None:
     assert crossings == [], "\n".join(crossings)
 
 
+def test_every_first_party_import_is_absolute() -> None:
+    # The rules above read absolute module names; a relative import would slip past them.
+    relative = [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for package in ("bot", "blocks")
+        for path in sources(package)
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.ImportFrom) and node.level > 0
+    ]
+    assert relative == [], "\n".join(relative)
+
+
 def test_blocks_import_only_the_domain_the_provider_declarations_and_the_ids() -> None:
     first_party = [
         f"{path.relative_to(ROOT)}:{line}: imports {module}"

@@ -456,15 +456,18 @@ async def test_a_second_rotation_is_refused_while_one_waits(
     before = await state(db, active)
     requests_before = len(fake.requests)
 
-    for actor in (OWNER_ID, ADMIN):
-        refused = await submissions.may_rotate(TEAM, actor, connection_id=active)
+    refusals = {
+        actor: await submissions.may_rotate(TEAM, actor, connection_id=active) for actor in (OWNER_ID, ADMIN)
+    }
+    for refused in refusals.values():
         assert isinstance(refused, Refused)
         assert refused.reason is Refusal.ROTATION_PENDING
         assert "A rotation of “Prod Kafka” is already waiting" in refused.message
 
-    outcome = await rotate(submissions, active, form(*spare_account))
+    outcome = await rotate(submissions, active, form(*spare_account))  # by the owner
 
-    assert isinstance(refused, Refused) and outcome.problem == refused.message, "the ROTATION_PENDING refusal"
+    owners = refusals[OWNER_ID]
+    assert isinstance(owners, Refused) and outcome.problem == owners.message, "the ROTATION_PENDING refusal"
     assert (outcome.verification, outcome.request_id, stored(outcome)) == (None, None, False)
     assert len(fake.requests) == requests_before, "refused before any provider call"
     assert await state(db, active) == before

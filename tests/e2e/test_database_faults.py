@@ -37,7 +37,7 @@ from tests.e2e.test_removal import remove_prompt
 from tests.e2e.test_retests import history, new_key, row, store
 from tests.e2e.test_rotation import replies_in_channel
 from tests.support.databases import sqlite_path
-from tests.support.processes import EXE, clean_env, free_port
+from tests.support.processes import EXE, clean_env, refused_port
 from tests.support.slack_requests import CHANNEL_ID
 
 # The approval tests' bot (listed admins, an admin group, an admin channel), as fixtures here.
@@ -64,7 +64,8 @@ def silent_server() -> Iterator[int]:
 
 @contextmanager
 def refused_postgres(tmp_path: Path) -> Iterator[str]:
-    yield f"postgresql://bot:db-Pa55word-never-shown@127.0.0.1:{free_port()}/connections"
+    with refused_port() as port:
+        yield f"postgresql://bot:db-Pa55word-never-shown@127.0.0.1:{port}/connections"
 
 
 @contextmanager

@@ -65,7 +65,7 @@ from tests.fakes.confluent_api import FakeConfluent, new_api_key, new_api_secret
 from tests.fakes.slack_api import Call, FakeSlack, Hook
 from tests.fakes.snowflake_api import FakeSnowflake
 from tests.support.block_text import visible_text
-from tests.support.processes import free_port
+from tests.support.processes import refused_port
 from tests.support.seeding import Seed, seed_connections
 from tests.support.servers import serve_asgi
 from tests.support.slack_requests import (
@@ -408,6 +408,7 @@ def fuzz(module_database_url: str, pytestconfig: pytest.Config) -> Iterator[Fuzz
         serve_asgi(confluent.app) as confluent_url,
         serve_asgi(snowflake.app) as snowflake_url,
         _module_logs() as logs,
+        refused_port() as redshift_port,
     ):
         env = bot_env(
             slack,
@@ -417,7 +418,7 @@ def fuzz(module_database_url: str, pytestconfig: pytest.Config) -> Iterator[Fuzz
             CONNECTIONS_ADMINS=ADMIN,
             # Whatever account or endpoint a form names, the bot only ever reaches loopback.
             SNOWFLAKE_API_URL=f"{snowflake_url}/{{account}}",
-            REDSHIFT_CONNECT_TO=f"127.0.0.1:{free_port()}",
+            REDSHIFT_CONNECT_TO=f"127.0.0.1:{redshift_port}",
             REDSHIFT_SSLMODE="disable",
         )
         settings_ = Settings.from_mapping(env)

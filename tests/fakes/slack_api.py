@@ -22,6 +22,7 @@ import copy
 import itertools
 import json
 import secrets
+import socket
 import string
 import threading
 import time
@@ -210,7 +211,12 @@ class FakeSlack:
         assert port is not None
         self._stop()
         try:
-            yield
+            # Held, not listening, so connections are refused and no other test worker's server
+            # can take the address meanwhile.
+            with socket.socket() as holder:
+                holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT
+                holder.bind(("127.0.0.1", port))
+                yield
         finally:
             self._start(port=port)
 

@@ -95,6 +95,9 @@ def find_postgres_bin(name: str) -> Path | None:
     return Path(on_path) if on_path else None
 
 
+_BIND_ATTEMPTS = 3
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -176,12 +179,20 @@ def start_private_postgres() -> Generator[PrivatePostgres, None, None]:
             "--locale=C",
             "--no-sync",
         )
-        options = f"-p {port} -k {directory} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=30"
-        try:
-            runner.run(pg_ctl, "-D", data, "-l", log, "-w", "-t", "60", "-o", options, "start")
-        except _StartFailed as failure:
-            tail = log.read_text(errors="replace")[-1500:] if log.is_file() else ""
-            raise _StartFailed(f"{failure}\n{tail}") from None
+        for attempt in range(1, _BIND_ATTEMPTS + 1):
+            options = (
+                f"-p {port} -k {directory} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=30"
+            )
+            try:
+                runner.run(pg_ctl, "-D", data, "-l", log, "-w", "-t", "60", "-o", options, "start")
+                break
+            except _StartFailed as failure:
+                tail = log.read_text(errors="replace")[-1500:] if log.is_file() else ""
+                # Another test worker may have bound the port between our pick and the server's.
+                if attempt < _BIND_ATTEMPTS and "address already in use" in tail.lower():
+                    port = _free_port()
+                    continue
+                raise _StartFailed(f"{failure}\n{tail}") from None
         started = True
         yield PrivatePostgres(host="127.0.0.1", port=port, password=password, directory=directory)
     finally:

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import keyring.backends.fail
 
-__all__ = ["EXE", "clean_env", "free_port", "serving"]
+__all__ = ["EXE", "clean_env", "free_port", "refused_port", "serving"]
 
 EXE = shutil.which("connections-bot", path=os.path.dirname(sys.executable)) or "connections-bot"
 
@@ -41,11 +41,41 @@ def free_port() -> int:
 
 
 @contextmanager
+def refused_port() -> Iterator[int]:
+    """A loopback port that refuses every connection while the block runs: bound, so no other
+    test worker can start a server on it, but never listening."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
+
+
+BIND_ATTEMPTS = 3
+
+
+class _PortTaken(Exception):
+    """Another process bound the free port between our pick and the server's bind."""
+
+
+@contextmanager
 def serving(
     env: dict[str, str], cwd: Path, *, log: Path | None = None
 ) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """``connections-bot serve`` until the block ends (then SIGTERM). Its output goes to pipes, or
     to the file ``log`` for a process that logs a lot (a full pipe would stall it)."""
+    for attempt in range(1, BIND_ATTEMPTS + 1):
+        # A port picked free can be taken by another test worker before the server binds it.
+        try:
+            with _serving(env, cwd, log, retry_bind=attempt < BIND_ATTEMPTS) as served:
+                yield served
+            return
+        except _PortTaken:
+            continue
+
+
+@contextmanager
+def _serving(
+    env: dict[str, str], cwd: Path, log: Path | None, *, retry_bind: bool
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     port = free_port()
     sink = log.open("w") if log is not None else None
     process = subprocess.Popen(
@@ -64,6 +94,8 @@ def serving(
                 output = (
                     log.read_text() if log is not None else process.stderr.read() if process.stderr else ""
                 )
+                if retry_bind and "address already in use" in output.lower():
+                    raise _PortTaken(port)
                 raise AssertionError(f"serve exited with {process.returncode}: {output}")
             try:
                 if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:

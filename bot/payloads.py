@@ -15,7 +15,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncBoltContext
 
 from bot import ids
-from bot.domain import NAME_MAX_LENGTH
+from bot.domain import NAME_MAX_LENGTH, RequestKind
 from bot.providers.base import Provider
 from bot.redaction import Secret
 
@@ -34,6 +34,7 @@ __all__ = [
     "read_form",
     "read_reason",
     "team_of",
+    "try_again_value",
 ]
 
 
@@ -69,6 +70,12 @@ class FormDraft:
         if self.name:
             values[ids.BLOCK_NAME] = self.name
         return values
+
+
+def try_again_value(kind: RequestKind, provider_key: str, name: str, config: Mapping[str, str]) -> str | None:
+    """What a Try again button carries: a new connection's form comes back with its non-secret
+    fields; new credentials are asked for from scratch (no button value)."""
+    return FormDraft(provider_key, name, dict(config)).encode() if kind is RequestKind.CONNECTION else None
 
 
 _MAX_ROUND_TRIP = 3000

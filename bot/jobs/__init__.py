@@ -39,27 +39,20 @@ HEALTH_JOB = "health-checks"
 TICK_MAX_SECONDS = 60.0
 """How often the schedule looks for due re-tests at most: a due check waits this long at worst."""
 TICK_MIN_SECONDS = 0.5
-JITTER_SHARES = {EXPIRY_JOB: 0.1, HEALTH_JOB: 0.2}
-"""Each wait is stretched by up to this share of the interval, so replicas drift apart."""
 
 
-def start_jobs(services: Services, client: AsyncWebClient) -> list[Periodic]:
+def start_jobs(services: Services, client: AsyncWebClient) -> None:
     """Run every periodic job from now on; each is stopped first at shutdown (it is appended to
     ``services.stoppers``). Call it with the event loop that serves Slack running."""
-    intervals = {
-        EXPIRY_JOB: services.settings.expiry_check_seconds,
-        HEALTH_JOB: tick_seconds(services.settings.retest_interval_minutes),
-    }
-    work = {EXPIRY_JOB: expire_and_announce, HEALTH_JOB: check_health}
-    jobs = []
-    for name, interval in intervals.items():
-        job = Periodic(
-            name, interval, partial(work[name], services, client), jitter=interval * JITTER_SHARES[name]
-        )
+    health_tick = tick_seconds(services.settings.retest_interval_minutes)
+    for name, interval, work, jitter_share in (
+        (EXPIRY_JOB, services.settings.expiry_check_seconds, expire_and_announce, 0.1),
+        (HEALTH_JOB, health_tick, check_health, 0.2),
+    ):
+        # Each wait is stretched by up to that share of the interval, so replicas drift apart.
+        job = Periodic(name, interval, partial(work, services, client), jitter=interval * jitter_share)
         job.start()
         services.stoppers.append(job.stop)
-        jobs.append(job)
-    return jobs
 
 
 async def expire_and_announce(services: Services, client: AsyncWebClient) -> None:

@@ -31,13 +31,13 @@ from bot.notify.results import (
 )
 from bot.notify.slack_calls import NOTHING_CHANGED
 from bot.payloads import (
-    FormDraft,
     first_input,
     form_fits,
     parse_form_metadata,
     parse_rotation_metadata,
     read_form,
     team_of,
+    try_again_value,
 )
 from bot.providers.base import Provider, Verification
 from bot.runtime import Services
@@ -216,8 +216,7 @@ async def _verify_and_report(services: Services, client: AsyncWebClient, s: Subm
 
 
 def _result_news(s: Submission, verification: Verification, note: str, config: dict[str, str]) -> News:
-    # Try again brings a new connection's form back; new credentials are asked for from scratch.
-    draft = FormDraft(s.provider.key, s.name, config).encode() if s.kind is RequestKind.CONNECTION else None
+    draft = try_again_value(s.kind, s.provider.key, s.name, config)
     return (
         result_view(s.provider, s.name, verification, try_again_value=draft, approval_note=note, kind=s.kind),
         result_message(s.provider, s.name, verification, note, kind=s.kind),

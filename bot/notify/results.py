@@ -17,7 +17,7 @@ from blocks.results import problem_message
 from bot.background import CANCEL_GRACE_SECONDS
 from bot.domain import InFlightKind, RequestKind
 from bot.notify.slack_calls import slack_failure
-from bot.payloads import FormDraft
+from bot.payloads import try_again_value
 from bot.providers.base import Provider
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ def problem_news(
 ) -> News:
     """A failure that is not the provider's answer (plain ``text`` for the user). A new
     connection's form can be brought back by Try again with its non-secret fields (``config``)."""
-    draft = FormDraft(provider.key, name, config or {}).encode() if kind is RequestKind.CONNECTION else None
+    draft = try_again_value(kind, provider.key, name, config or {})
     return problem_view(provider, text, try_again_value=draft, kind=kind), problem_message(
         provider, name, text
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from bot.providers._shared import with_said
+from bot.providers._shared import shorten, with_said
 from bot.providers.base import Outcome, Probe
 from bot.redaction import redact
 
@@ -163,10 +163,7 @@ def server_said(message: str, password: str) -> str:
             break
     else:
         text = text.rsplit("failed: ", 1)[-1]
-    text = " ".join(text.split())
-    if len(text) > _SAID_MAX:
-        text = text[: _SAID_MAX - 1].rstrip() + "…"
-    return text
+    return shorten(" ".join(text.split()), _SAID_MAX)
 
 
 def dns_failure(target: Target, *, temporary: bool) -> ConnectFailure:

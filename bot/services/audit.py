@@ -16,9 +16,10 @@ import json
 from dataclasses import dataclass
 from typing import BinaryIO, TextIO
 
-from bot.domain import AuditEntry, AuditHistory, Visibility
+from bot.domain import AuditEntry, AuditHistory, Refused, Visibility
 from bot.providers.registry import ProviderRegistry
 from bot.services.admins import AdminPolicy
+from bot.services.permissions import find_connection
 from bot.services.records import summarize
 from bot.store import AuditEvent, Database
 
@@ -82,9 +83,9 @@ class AuditService:
             visibility = Visibility.ADMIN_CHECK_FAILED if admin.failed_closed else Visibility.NOT_ADMIN
             return AuditHistory(visibility, name, limit, admin=admin)
         async with self.db.read() as tx:
-            rows = tx.connections
-            row = await rows.find_by_name(team_id, name) or await rows.latest_by_name(team_id, name)
-            if row is None:
+            # The newest of that name: while a connection holds a name, no newer one can take it.
+            row = await find_connection(tx, team_id, name=name, any_status=True)
+            if isinstance(row, Refused):
                 return AuditHistory(Visibility.NOT_FOUND, name, limit, admin=admin)
             # One more than shown, to know whether older events were left out.
             events = await tx.audit.for_connection(team_id, row.id, limit=limit + 1)

@@ -40,6 +40,18 @@ _SIGNATURE_HINT = (
 
 Dispatch = Callable[[AsyncBoltRequest], Awaitable[BoltResponse]]
 
+_ROUTED_BY: dict[str, tuple[str | int, ...]] = {
+    "block_actions": ("actions", 0, "action_id"),
+    "block_suggestion": ("action_id",),
+    "view_submission": ("view", "callback_id"),
+    "view_closed": ("view", "callback_id"),
+    "event_callback": ("event", "type"),
+    "shortcut": ("callback_id",),
+    "message_action": ("callback_id",),
+}
+"""Where Bolt's router reads each kind of payload, by ``type``, assuming Slack's shapes: a signed
+body with something else there would fail inside Bolt (a 500 and a traceback), not be refused."""
+
 
 class _Gone(Exception):
     """The client went away before its body was read."""
@@ -149,9 +161,22 @@ def _bolt_request(body: bytes, headers: Mapping[str, str], query: str) -> AsyncB
         return "holds JSON that is not an object"
     if not any(key in parsed for key in ("type", "command", "ssl_check")):
         return "is neither a slash command, an interaction (a form with a payload) nor an event"
+    route = ("command",) if "command" in parsed else _ROUTED_BY.get(str(parsed.get("type")), ())
+    if route and not isinstance(_at(parsed, route), str):
+        return "lacks the text field its kind of payload is routed by"
     try:
         return AsyncBoltRequest(body=text, query=query, headers=dict(headers))
     except Exception:
         # Bolt reads ids out of the parsed body assuming Slack's shapes ({"team": 5} fails inside
         # it). Nothing has happened yet, so whatever it trips on is only a malformed request.
         return "holds fields of types Slack never sends"
+
+
+def _at(value: object, path: tuple[str | int, ...]) -> object:
+    """``value[path[0]][path[1]]…``, or None where the path does not exist."""
+    for step in path:
+        if isinstance(step, int):
+            value = value[step] if isinstance(value, list) and len(value) > step else None
+        else:
+            value = value.get(step) if isinstance(value, dict) else None
+    return value

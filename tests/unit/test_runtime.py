@@ -29,7 +29,7 @@ from bot.services.submissions import Submission
 from bot.settings import Settings
 from bot.store import Database, KeyCanary
 from tests.fakes.confluent_api import FakeConfluent, new_api_key, new_api_secret
-from tests.fakes.slack_api import FakeSlack
+from tests.unit.conftest import RUNTIME_BOT_TOKEN
 
 API = "https://api.confluent.test"
 UNREACHABLE_DATABASE = "postgresql://postgres@127.0.0.1:1/none"
@@ -42,7 +42,7 @@ def new_key() -> str:
 def settings_for(database_url: str, **extra: str) -> Settings:
     return Settings.from_mapping(
         {
-            "SLACK_BOT_TOKEN": "xoxb-0000-runtime-test-token",
+            "SLACK_BOT_TOKEN": RUNTIME_BOT_TOKEN,
             "SLACK_SIGNING_SECRET": "runtime-test-signing-secret",
             "CONFLUENT_CLOUD_API_URL": API,
             "DATABASE_URL": database_url,
@@ -209,14 +209,6 @@ async def test_makes_a_key_file_when_nothing_is_stored_yet(
 
 
 # --- health ----------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def slack_api_url() -> Iterator[str]:
-    """A fake Slack Web API for the bot's start (it asks where its token is installed)."""
-    fake = FakeSlack(bot_token="xoxb-0000-runtime-test-token")
-    with fake.serve():
-        yield fake.api_url
 
 
 def served_app(database_url: str, slack_api_url: str) -> BotApp:

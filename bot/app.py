@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
+import aiohttp
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from starlette.applications import Starlette
@@ -21,29 +21,35 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from bot.cached_call import CachedCall
+from bot.http_guard import SlackRequestGuard
+from bot.installation import Installation, learn_installation, refuse_other_installations
 from bot.jobs import recover_interrupted, start_jobs
 from bot.listeners import register_listeners
 from bot.logs import slack_logger
 from bot.runtime import Services, StartupError, start_services
 from bot.settings import Settings
 
-__all__ = ["SHUTDOWN_DRAIN_SECONDS", "BotApp", "build_bolt_app"]
+__all__ = ["HEALTH_CACHE_SECONDS", "SHUTDOWN_DRAIN_SECONDS", "BotApp", "build_bolt_app"]
 
 logger = logging.getLogger(__name__)
 
 SHUTDOWN_DRAIN_SECONDS = 20.0
+HEALTH_CACHE_SECONDS = 5.0
+"""How long a /healthz answer is reused: probes cannot turn it into load on the database pool."""
 
 
-def build_bolt_app(services: Services) -> AsyncApp:
-    """The Bolt app: every listener registered, the services reachable from their context."""
-    settings = services.settings
+def build_bolt_app(services: Services, installation: Installation) -> AsyncApp:
+    """The Bolt app: every listener registered, the services reachable from their context, and
+    payloads meant for another installation than the token's refused."""
     app = AsyncApp(
         name="connections-bot",
         client=services.slack,
-        signing_secret=settings.slack_signing_secret.reveal() if settings.slack_signing_secret else None,
         logger=slack_logger(),
-        # Socket Mode connections are authenticated by the app token; HTTP requests by signature.
-        request_verification_enabled=not settings.socket_mode,
+        # Socket Mode connections are authenticated by the app token; HTTP requests by signature,
+        # which SlackRequestGuard checks before Bolt reads the body.
+        request_verification_enabled=False,
+        before_authorize=refuse_other_installations(installation),
         # Listeners ack and hand slow work to services.background themselves, so Bolt can answer as
         # soon as a listener returns (instead of polling for the ack every 10 ms), and shutdown can
         # drain every piece of after-ack work.
@@ -63,10 +69,17 @@ class BotApp:
     """``POST /slack/events`` (commands, interactivity, events; not in Socket Mode) and
     ``GET /healthz``, behind a lifespan that starts and stops everything else."""
 
-    def __init__(self, settings: Settings, *, drain_seconds: float = SHUTDOWN_DRAIN_SECONDS) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        drain_seconds: float = SHUTDOWN_DRAIN_SECONDS,
+        health_cache_seconds: float = HEALTH_CACHE_SECONDS,
+    ) -> None:
         self.settings = settings
         self.services: Services | None = None
         self._drain_seconds = drain_seconds
+        self._health_cache_seconds = health_cache_seconds
         self._routes: Starlette | None = None
 
     async def start(self) -> Services:
@@ -75,8 +88,8 @@ class BotApp:
         if self.services is not None:
             return self.services
         services = await start_services(self.settings)
-        bolt = build_bolt_app(services)
         try:
+            bolt = build_bolt_app(services, await _learn_installation(services))
             if self.settings.slack_app_token is not None:
                 await _connect_socket_mode(bolt, services, self.settings.slack_app_token.reveal())
         except BaseException:
@@ -85,7 +98,7 @@ class BotApp:
         # Before the first request: users left on "Verifying…" by the last stop are told.
         await recover_interrupted(services, services.slack)
         start_jobs(services, services.slack)
-        self._routes = _routes(bolt, services)
+        self._routes = _routes(bolt, services, self._health_cache_seconds)
         self.services = services
         where = f"{self.settings.host}:{self.settings.port}"
         if self.settings.socket_mode:
@@ -132,14 +145,13 @@ class BotApp:
         await send({"type": "lifespan.shutdown.complete"})
 
 
-def _routes(bolt: AsyncApp, services: Services) -> Starlette:
-    handler = AsyncSlackRequestHandler(bolt)
-
-    async def slack_events(request: Request) -> Response:
-        return await handler.handle(request)
+def _routes(bolt: AsyncApp, services: Services, health_cache_seconds: float) -> Starlette:
+    settings = services.settings
+    # Looked up on each refresh (not bound once), so a test can watch the calls.
+    health = CachedCall(lambda: services.healthy(), ttl=health_cache_seconds)
 
     async def healthz(_: Request) -> Response:
-        checks = await services.healthy()
+        checks = await health()
         healthy = all(checks.values())
         body = {
             "status": "ok" if healthy else "unavailable",
@@ -148,9 +160,30 @@ def _routes(bolt: AsyncApp, services: Services) -> Starlette:
         return JSONResponse(body, status_code=200 if healthy else 503)
 
     routes = [Route("/healthz", healthz, methods=["GET"])]
-    if not services.settings.socket_mode:
-        routes.append(Route("/slack/events", slack_events, methods=["POST"]))
+    if not settings.socket_mode and settings.slack_signing_secret is not None:
+        guard = SlackRequestGuard(
+            bolt.async_dispatch,
+            signing_secret=settings.slack_signing_secret.reveal(),
+            max_body_bytes=settings.max_body_bytes,
+        )
+        routes.append(Route("/slack/events", guard, methods=["POST"]))
     return Starlette(routes=routes)
+
+
+async def _learn_installation(services: Services) -> Installation:
+    try:
+        installation = await learn_installation(services.slack)
+    except SlackApiError as exc:
+        error = exc.response.get("error") if exc.response is not None else "unknown error"
+        raise StartupError(f"Slack refused SLACK_BOT_TOKEN ({error})") from None
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise StartupError(
+            "could not reach Slack at SLACK_API_URL to learn where the bot is installed "
+            f"({type(exc).__name__})"
+        ) from None
+    where = f"organisation {installation.enterprise_id}" if installation.org_wide else installation.team_id
+    logger.info("bot token installed in %s (app %s)", where, installation.app_id or "unknown")
+    return installation
 
 
 async def _connect_socket_mode(app: AsyncApp, services: Services, app_token: str) -> None:

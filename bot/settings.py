@@ -25,6 +25,7 @@ __all__ = [
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 DEFAULT_DATABASE_URL = "sqlite:///connections.db"
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
 
 class ConfigError(Exception):
@@ -52,6 +53,8 @@ class Settings:
     retest_interval_minutes: float = 360.0
     retest_concurrency: int = 16
     rotation_days: float = 90.0
+    # The largest request body /slack/events reads; Slack's own are a few kilobytes.
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     master_key: Secret | None = None
     master_key_file: Path | None = None
     host: str = "0.0.0.0"
@@ -114,6 +117,7 @@ class Settings:
         retest_minutes = _positive(get, "CONNECTIONS_RETEST_INTERVAL_MINUTES", "360", "minutes")
         rotation_days = _positive(get, "CONNECTIONS_ROTATION_DAYS", "90", "days")
         concurrency = _whole(get, "CONNECTIONS_RETEST_CONCURRENCY", "16", 1, 256)
+        max_body = _whole(get, "CONNECTIONS_MAX_BODY_BYTES", str(DEFAULT_MAX_BODY_BYTES), 1024, 64 << 20)
 
         master_key = get("CONNECTIONS_MASTER_KEY")
         key_file = get("CONNECTIONS_MASTER_KEY_FILE")
@@ -135,6 +139,7 @@ class Settings:
             retest_interval_minutes=retest_minutes,
             retest_concurrency=concurrency,
             rotation_days=rotation_days,
+            max_body_bytes=max_body,
             master_key=Secret(master_key) if master_key else None,
             master_key_file=Path(key_file).expanduser() if key_file else None,
             host=get("HOST") or "0.0.0.0",

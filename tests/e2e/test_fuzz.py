@@ -20,7 +20,8 @@ For every input:
 
 One bot per database serves the whole module (starting one per example would be most of the run).
 Examples are told apart by the Slack calls, response_url posts and log lines that follow their
-start. Commands and clicks run in workspaces of their own, where no connection exists; properties
+start. Commands and clicks run in workspaces of their own, where no connection exists (the bot
+is installed org-wide, so every workspace of the organisation reaches it); properties
 that go through a modal share the fake Slack's workspace, each example with a name of its own.
 The number of examples each property ran is printed when the module ends, per database.
 """
@@ -41,6 +42,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import psycopg
@@ -75,7 +77,6 @@ from tests.support.slack_requests import (
     SlackSender,
     block_actions_in_view,
     block_actions_on_message,
-    payload_body,
     sign,
     view_submission,
 )
@@ -87,6 +88,8 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 ADMIN = "U0ADMIN0001"
+FUZZ_ORG = "E0FUZZORG01"
+"""The bot is installed org-wide on this organisation, so each property's workspace reaches it."""
 ADMIN_CHANNEL = "C0ADMINS01"
 PROVIDER_KEYS = [provider.key for provider in PROVIDERS]
 WAIT = 10.0
@@ -402,7 +405,7 @@ class Fuzz:
 
 @pytest.fixture(scope="module")
 def fuzz(module_database_url: str, pytestconfig: pytest.Config) -> Iterator[Fuzz]:
-    slack, confluent, snowflake = FakeSlack(), FakeConfluent(), FakeSnowflake()
+    slack, confluent, snowflake = FakeSlack(enterprise_id=FUZZ_ORG), FakeConfluent(), FakeSnowflake()
     with (
         slack.serve(),
         serve_asgi(confluent.app) as confluent_url,
@@ -534,8 +537,7 @@ the view itself (``app_installed_team_id``), and the fake Slack keeps its views 
 
 def post_payload(sender: SlackSender, payload: dict[str, Any]) -> httpx.Response:
     """POST an interaction payload signed as Slack signs it, whatever it holds."""
-    body = payload_body(payload)
-    return sender.post_raw(body, sign(body, SIGNING_SECRET))
+    return sender.post_payload(payload)
 
 
 def click(
@@ -1194,3 +1196,38 @@ def test_tampered_private_metadata_of_every_view_is_refused_plainly(
         assert action == "update", answer
         wait_until(lambda: view_updates(since, view["id"]), timeout=WAIT, what="the result")
     assert_safe(since, acks=(answer,))
+
+
+# --- whole bodies -----------------------------------------------------------------------------------------
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=20,
+)
+_SHAPED = st.fixed_dictionaries(
+    {"type": st.sampled_from(["block_actions", "view_submission", "event_callback", "shortcut", "x"])},
+    optional={key: _JSON for key in ("team", "user", "enterprise", "view", "actions", "event", "api_app_id")},
+)
+_BODIES = st.one_of(
+    st.binary(max_size=3000),
+    texts(3000).map(lambda t: t.encode("utf-8", "surrogatepass")),
+    st.one_of(_JSON, _SHAPED).map(lambda v: json.dumps(v).encode()),
+    st.one_of(_JSON, _SHAPED).map(lambda v: ("payload=" + quote(json.dumps(v))).encode()),
+)
+
+
+@settings(FUZZ, max_examples=80)
+@given(
+    body=_BODIES,
+    content_type=st.sampled_from(["application/x-www-form-urlencoded", "application/json", "text/plain"]),
+)
+def test_any_signed_body_gets_a_plain_answer_never_a_500(
+    fuzz: Fuzz, request: pytest.FixtureRequest, body: bytes, content_type: str
+) -> None:
+    count_example(request)
+    since = Since.now(fuzz.bot)
+    headers = {**sign(body, SIGNING_SECRET), "content-type": content_type}
+    response = fuzz.sender(COMMAND_TEAM).post_raw(body, headers)
+    assert response.status_code < 500
+    assert_safe(since)

@@ -3,12 +3,15 @@
 Slack echoes button values and private_metadata back as they were sent, but the bot treats them
 as untrusted: every click and submission is checked again on the server. Workspace T1 holds an
 active connection and a pending one of its owner, with a rotation awaiting approval; workspace T2
-holds one of its own. A member of T1 who neither owns them nor is an admin, and an admin of T2,
-then send the ids of T1's connections and rotation in every button and form that takes one. Each
-is refused (or told the connection is not there) in plain words, the database is left exactly as
-it was, and nothing of T1's connections (their names, their keys) shows in the answers to T2.
-Actions on a connection that was removed, or deleted outright, and ids that are not ids at all
-(too long, JSON, SQL, NUL) get a plain answer too.
+holds one of its own. Both belong to one Enterprise Grid organisation on which the bot is installed
+org-wide, the one way a bot token serves two workspaces (a payload from a workspace, organisation
+or app the token does not belong to is refused before any listener runs: the last tests). A
+member of T1 who neither owns them nor is an admin, and an admin of T2, then send the ids of T1's
+connections and rotation in every button and form that takes one. Each is refused (or told the
+connection is not there) in plain words, the database is left exactly as it was, and nothing of
+T1's connections (their names, their keys) shows in the answers to T2. Actions on a connection
+that was removed, or deleted outright, and ids that are not ids at all (too long, JSON, SQL, NUL)
+get a plain answer too.
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ import asyncio
 import copy
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import delete
 
@@ -54,6 +58,10 @@ from tests.support.slack_requests import (
     USER_ID,
     SlackSender,
     block_actions_in_view,
+    form_body,
+    in_org,
+    sign,
+    slash_command,
     view_submission,
 )
 
@@ -61,6 +69,8 @@ OWNER = USER_ID
 BYSTANDER = "U0BYSTAND01"
 """A member of T1 who neither added the connections nor is an admin."""
 OTHER_TEAM = "T0OTHERTEAM"
+ORG = "E0ACMEGRID1"
+"""The organisation of both workspaces."""
 OTHER_ADMIN = "U0OTHERADM1"
 """An admin of connections, in the other workspace."""
 
@@ -115,6 +125,7 @@ def world(
     migrated_database_url: str,
     captured_logs: io.StringIO,
 ) -> Iterator[World]:
+    fake_slack.enterprise_id = ORG
     confluent, confluent_url = fake_confluent
     env = bot_env(
         fake_slack,
@@ -508,3 +519,73 @@ def test_ids_that_are_not_ids_are_answered_plainly_and_change_nothing(world: Wor
         for value in malformed_ids(world):
             answer_to_click(world, world.ours, action_id, value, user=ADMIN, expected=expected)
     assert rows(world) == before
+
+
+# --- payloads meant for another installation ------------------------------------------------------------
+
+
+def refused_without_a_trace(bot: Bot, send: Callable[[], httpx.Response], why: str) -> None:
+    """``send`` is refused with 403 and one WARNING naming ``why``: no Slack call, no row changed."""
+    before, calls, log = rows_of(bot), len(bot.slack.calls), len(bot.log_text())
+    assert send().status_code == 403
+    assert bot.slack.calls[calls:] == [] and bot.slack.hooks == []
+    assert rows_of(bot) == before
+    [line] = [line for line in bot.log_text()[log:].splitlines() if " WARNING " in line]
+    assert why in line, line
+
+
+def rows_of(bot: Bot) -> str:
+    return dump_database_text(bot.database_url)
+
+
+def test_a_single_workspace_bot_refuses_payloads_from_any_other_workspace(
+    bot: Bot, fake_slack: FakeSlack
+) -> None:
+    """One bot token belongs to one workspace: the app installed elsewhere too (Slack signs every
+    workspace's requests with the app's one secret) must not hand the bot another's clicks."""
+    with SlackSender(bot.url, signing_secret=SIGNING_SECRET, fake=fake_slack, team_id=OTHER_TEAM) as other:
+        why = f"workspace {OTHER_TEAM}, not {TEAM_ID}"
+        refused_without_a_trace(bot, lambda: other.command("list"), why)
+        refused_without_a_trace(bot, lambda: other.command("connect confluent_cloud"), why)
+        refused_without_a_trace(
+            bot, lambda: click(bot, other, ids.ACTION_REMOVE, "c" * 26, user=OTHER_ADMIN, surface="home"), why
+        )
+        refused_without_a_trace(
+            bot, lambda: other.event({"type": "app_home_opened", "user": OTHER_ADMIN}), why
+        )
+        # An organisation's payload naming this workspace is refused too when the token is not its.
+        other.team_id, other.enterprise_id = TEAM_ID, ORG
+        refused_without_a_trace(bot, lambda: other.command("list"), f"organisation {ORG}")
+    # The bot's own workspace is still served.
+    assert bot.sender.command("list").status_code == 200
+
+
+def test_an_org_wide_bot_refuses_other_organisations_and_other_apps(world: World) -> None:
+    bot = world.bot
+    with SlackSender(bot.url, signing_secret=SIGNING_SECRET, fake=bot.slack) as stranger:
+        stranger.enterprise_id = "E0ELSEWHERE"
+        refused_without_a_trace(bot, lambda: stranger.command("list"), f"organisation E0ELSEWHERE, not {ORG}")
+        stranger.enterprise_id = None
+        refused_without_a_trace(bot, lambda: stranger.command("list"), f"organisation None, not {ORG}")
+    payload = in_org(
+        {**slash_command_fields(world), "api_app_id": "A0SOMEOTHER"},
+        ORG,
+    )
+    refused_without_a_trace(
+        bot,
+        lambda: world.ours.post_raw(form_body(payload), sign(form_body(payload), SIGNING_SECRET)),
+        "app A0SOMEOTHER",
+    )
+
+
+def slash_command_fields(world: World) -> dict[str, str]:
+    return slash_command(
+        "list",
+        team_id=TEAM_ID,
+        user_id=OWNER,
+        channel_id=CHANNEL_ID,
+        response_url=world.bot.slack.issue_response_url(
+            channel_id=CHANNEL_ID, user_id=OWNER, kind="commands"
+        ),
+        trigger_id=world.bot.slack.issue_trigger_id(),
+    )

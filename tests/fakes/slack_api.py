@@ -129,6 +129,7 @@ class FakeSlack:
         bot_token: str = "xoxb-fake-bot-token",
         app_token: str = "xapp-1-A0A1B2C3D4E-1111111111111-fakeapptoken",
         team_id: str = TEAM_ID,
+        enterprise_id: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         trigger_ttl: float = 3.0,
         ack_timeout: float = 3.0,
@@ -139,6 +140,9 @@ class FakeSlack:
         # What apps.connections.open answers: the URL of a served tests.fakes.socket_mode.FakeSocketMode.
         self.socket_mode_url: str | None = None
         self.team_id = team_id
+        # Set: the app is installed org-wide on this Enterprise Grid organisation (auth.test says
+        # so, and SlackSender puts it in every payload), so any workspace of it reaches the bot.
+        self.enterprise_id = enterprise_id
         self.clock = clock
         self.trigger_ttl = trigger_ttl
         self.ack_timeout = ack_timeout
@@ -168,6 +172,7 @@ class FakeSlack:
         self._trigger_seq = itertools.count(7311111111300)
         self._handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             "auth.test": self._auth_test,
+            "bots.info": self._bots_info,
             "apps.connections.open": self._apps_connections_open,
             "views.open": self._views_open,
             "views.push": self._views_push,
@@ -538,7 +543,23 @@ class FakeSlack:
             "team_id": self.team_id,
             "user_id": BOT_USER_ID,
             "bot_id": BOT_ID,
-            "is_enterprise_install": False,
+            **({"enterprise_id": self.enterprise_id} if self.enterprise_id else {}),
+            "is_enterprise_install": self.enterprise_id is not None,
+        }
+
+    def _bots_info(self, body: dict[str, Any]) -> dict[str, Any]:
+        if body.get("bot") != BOT_ID:
+            raise SlackError("bot_not_found")
+        return {
+            "bot": {
+                "id": BOT_ID,
+                "deleted": False,
+                "name": "connections",
+                "updated": 1700000000,
+                "app_id": API_APP_ID,
+                "user_id": BOT_USER_ID,
+                "icons": {f"image_{n}": f"https://a.slack-edge.com/bot_{n}.png" for n in (36, 48, 72)},
+            }
         }
 
     def _apps_connections_open(self, body: dict[str, Any]) -> dict[str, Any]:

@@ -42,6 +42,7 @@ __all__ = [
     "event_callback",
     "find_action",
     "form_body",
+    "in_org",
     "new_trigger_id",
     "payload_body",
     "sign",
@@ -58,6 +59,7 @@ CHANNEL_NAME = "data-platform"
 API_APP_ID = "A0A1B2C3D4E"
 BOT_ID = "B0A1B2C3D4E"
 BOT_USER_ID = "U0BOTUSER01"
+ORG_NAME = "Acme Group"
 # The deprecated verification token Slack still puts in every payload; Bolt ignores it.
 _LEGACY_TOKEN = "legacy-verification-token"
 
@@ -92,6 +94,23 @@ def form_body(fields: Mapping[str, str]) -> str:
 def payload_body(payload: Mapping[str, Any]) -> str:
     """An interaction's body: ``payload=`` plus the URL-encoded JSON payload."""
     return "payload=" + quote(json.dumps(payload))
+
+
+def in_org(payload: Mapping[str, Any], enterprise_id: str | None) -> dict[str, Any]:
+    """``payload`` (a slash command's fields, an interaction or an event) as Slack sends it for an
+    app installed org-wide on the Enterprise Grid organisation ``enterprise_id``; unchanged for None."""
+    stamped = copy.deepcopy(dict(payload))
+    if enterprise_id is None:
+        return stamped
+    if "command" in stamped:
+        stamped.update(enterprise_id=enterprise_id, enterprise_name=ORG_NAME, is_enterprise_install="true")
+    elif stamped.get("type") == "event_callback":
+        stamped.update(enterprise_id=enterprise_id, context_enterprise_id=enterprise_id)
+        for authorization in stamped.get("authorizations", []):
+            authorization.update(enterprise_id=enterprise_id, is_enterprise_install=True)
+    else:
+        stamped.update(enterprise={"id": enterprise_id, "name": ORG_NAME}, is_enterprise_install=True)
+    return stamped
 
 
 # -- payload builders ------------------------------------------------------------------------------
@@ -324,6 +343,8 @@ class SlackSender:
         self.signing_secret = signing_secret
         self.fake = fake
         self.team_id = team_id
+        self.enterprise_id = fake.enterprise_id
+        """The organisation of an org-wide install (from ``fake``), put in every payload."""
         self.user_id = user_id
         self.channel_id = channel_id
         self.path = path
@@ -361,7 +382,7 @@ class SlackSender:
             command=command,
         )
         self.last_trigger_id, self.last_response_url = trigger_id, response_url
-        response = self._post(form_body(fields))
+        response = self._post(form_body(in_org(fields, self.enterprise_id)))
         self.fake.show_command_ack(
             response_url, response.status_code, response.headers.get("content-type", ""), response.content
         )
@@ -419,7 +440,7 @@ class SlackSender:
                 message_text=message.text,
             )
         self.last_trigger_id = trigger_id
-        return self._post(payload_body(payload))
+        return self.post_payload(payload)
 
     def submit(
         self, view_id: str, values: Mapping[str, str] | None = None, *, user_id: str | None = None
@@ -437,7 +458,7 @@ class SlackSender:
         self.last_trigger_id = trigger_id
         self.fake.begin_submission(view_id)
         try:
-            response = self._post(payload_body(payload))
+            response = self.post_payload(payload)
         except BaseException:
             self.fake.end_submission(view_id, 0, "", b"")
             raise
@@ -453,7 +474,9 @@ class SlackSender:
 
         ``retry_num`` makes it a redelivery, with the ``X-Slack-Retry-Num`` and
         ``X-Slack-Retry-Reason`` headers Slack adds when it did not get a 2xx in time."""
-        body = json.dumps(event_callback(event, team_id=self.team_id, event_id=event_id))
+        body = json.dumps(
+            in_org(event_callback(event, team_id=self.team_id, event_id=event_id), self.enterprise_id)
+        )
         headers = {**sign(body, self.signing_secret), "content-type": "application/json"}
         if retry_num is not None:
             headers["x-slack-retry-num"] = str(retry_num)
@@ -463,6 +486,10 @@ class SlackSender:
     def post_raw(self, body: bytes | str, headers: Mapping[str, str]) -> httpx.Response:
         """POST ``body`` with exactly ``headers`` (forged signatures, stale timestamps, ...)."""
         return self.http.post(self.path, content=body, headers=dict(headers))
+
+    def post_payload(self, payload: Mapping[str, Any]) -> httpx.Response:
+        """POST an interaction ``payload``, whatever it holds, signed and in this sender's organisation."""
+        return self._post(payload_body(in_org(payload, self.enterprise_id)))
 
     def _post(self, body: str) -> httpx.Response:
         return self.http.post(self.path, content=body, headers=sign(body, self.signing_secret))

@@ -217,19 +217,25 @@ async def test_starting_the_services_alone_runs_no_job(migrated_database_url: st
         await services.close()
 
 
-async def test_the_served_app_runs_the_job_while_it_serves(migrated_database_url: str) -> None:
-    app = BotApp(settings_for(migrated_database_url, CONNECTIONS_MASTER_KEY=new_key()))
+async def test_the_served_app_runs_the_job_while_it_serves(
+    migrated_database_url: str, slack_api_url: str
+) -> None:
+    app = BotApp(
+        settings_for(migrated_database_url, CONNECTIONS_MASTER_KEY=new_key(), SLACK_API_URL=slack_api_url)
+    )
     async with serving(app):
         assert len(expiry_runners()) == 1
     assert expiry_runners() == []
 
 
 async def test_the_app_started_as_serve_starts_it_runs_the_job_until_it_stops(
-    migrated_database_url: str,
+    migrated_database_url: str, slack_api_url: str
 ) -> None:
     # `connections-bot serve` starts the app itself before the server's lifespan (which then finds
     # it started): the job runs from that start on, and stops with the app.
-    app = BotApp(settings_for(migrated_database_url, CONNECTIONS_MASTER_KEY=new_key()))
+    app = BotApp(
+        settings_for(migrated_database_url, CONNECTIONS_MASTER_KEY=new_key(), SLACK_API_URL=slack_api_url)
+    )
     await app.start()
     try:
         assert len(expiry_runners()) == 1

@@ -29,6 +29,7 @@ from bot.services.submissions import Submission
 from bot.settings import Settings
 from bot.store import Database, KeyCanary
 from tests.fakes.confluent_api import FakeConfluent, new_api_key, new_api_secret
+from tests.unit.conftest import RUNTIME_BOT_TOKEN
 
 API = "https://api.confluent.test"
 UNREACHABLE_DATABASE = "postgresql://postgres@127.0.0.1:1/none"
@@ -41,7 +42,7 @@ def new_key() -> str:
 def settings_for(database_url: str, **extra: str) -> Settings:
     return Settings.from_mapping(
         {
-            "SLACK_BOT_TOKEN": "xoxb-0000-runtime-test-token",
+            "SLACK_BOT_TOKEN": RUNTIME_BOT_TOKEN,
             "SLACK_SIGNING_SECRET": "runtime-test-signing-secret",
             "CONFLUENT_CLOUD_API_URL": API,
             "DATABASE_URL": database_url,
@@ -210,6 +211,12 @@ async def test_makes_a_key_file_when_nothing_is_stored_yet(
 # --- health ----------------------------------------------------------------------------------------
 
 
+def served_app(database_url: str, slack_api_url: str) -> BotApp:
+    """The app with its health answered afresh on every call, so each change shows at once."""
+    settings = settings_for(database_url, CONNECTIONS_MASTER_KEY=new_key(), SLACK_API_URL=slack_api_url)
+    return BotApp(settings, health_cache_seconds=0)
+
+
 async def get_healthz(app: BotApp) -> httpx.Response:
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://bot.test"
@@ -217,8 +224,10 @@ async def get_healthz(app: BotApp) -> httpx.Response:
         return await client.get("/healthz")
 
 
-async def test_health_reports_a_database_that_went_away(migrated_database_url: str) -> None:
-    app = BotApp(settings_for(migrated_database_url, CONNECTIONS_MASTER_KEY=new_key()))
+async def test_health_reports_a_database_that_went_away(
+    migrated_database_url: str, slack_api_url: str
+) -> None:
+    app = served_app(migrated_database_url, slack_api_url)
     services = await app.start()
     try:
         assert await services.healthy() == {"database": True, "master_key": True}
@@ -238,8 +247,10 @@ async def test_health_reports_a_database_that_went_away(migrated_database_url: s
         await app.stop()
 
 
-async def test_health_reports_a_key_that_no_longer_opens_the_database(migrated_database_url: str) -> None:
-    app = BotApp(settings_for(migrated_database_url, CONNECTIONS_MASTER_KEY=new_key()))
+async def test_health_reports_a_key_that_no_longer_opens_the_database(
+    migrated_database_url: str, slack_api_url: str
+) -> None:
+    app = served_app(migrated_database_url, slack_api_url)
     services = await app.start()
     try:
         assert (await get_healthz(app)).status_code == 200

@@ -147,3 +147,11 @@ def test_health_and_rotation_settings_are_read() -> None:
 def test_bad_health_and_rotation_settings_are_named(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         Settings.from_mapping({**BASE, name: value})
+
+
+def test_the_body_limit_is_read_and_bounded() -> None:
+    assert Settings.from_mapping(BASE).max_body_bytes == 1024 * 1024
+    assert Settings.from_mapping({**BASE, "CONNECTIONS_MAX_BODY_BYTES": "65536"}).max_body_bytes == 65536
+    for bad in ("0", "1e6", str(65 << 20)):
+        with pytest.raises(ConfigError, match="CONNECTIONS_MAX_BODY_BYTES"):
+            Settings.from_mapping({**BASE, "CONNECTIONS_MAX_BODY_BYTES": bad})

@@ -27,7 +27,7 @@ import pytest
 from bot.app import BotApp
 from bot.settings import Settings
 from tests.e2e.conftest import SIGNING_SECRET, Bot
-from tests.e2e.helpers import stored
+from tests.e2e.helpers import stored, wait_until
 from tests.support.servers import serve_asgi
 from tests.support.slack_requests import form_body, sign, slash_command
 
@@ -251,3 +251,11 @@ def test_healthz_checks_once_for_many_probes(bot_settings: Settings, captured_lo
     assert {a.status_code for a in answers} == {200}
     assert answers[-1].json() == {"status": "ok", "database": "ok", "master_key": "ok"}
     assert len(checks) == 1
+
+
+def test_a_command_whose_text_holds_the_word_payload_is_still_a_command(bot: Bot) -> None:
+    # Bolt reads any form with "payload" in it as an interaction; the command would be lost (400).
+    response = bot.sender.command("status payload-db")
+
+    assert response.status_code == 200
+    wait_until(lambda: any("payload-db" in str(hook) for hook in bot.slack.hooks), what="the answer")

@@ -10,8 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
+from bot.outbound import HostPatterns, Policy
 from bot.providers.base import Outcome, Verification
-from bot.providers.confluent_cloud import ConfluentCloud, RetryPolicy, secret_checksum_ok
+from bot.providers.confluent_cloud import DEFAULT_REST_HOSTS, ConfluentCloud, RetryPolicy, secret_checksum_ok
 from bot.redaction import Secret
 from bot.settings import ConfigError
 from tests.fakes.confluent_api import (
@@ -22,11 +23,12 @@ from tests.fakes.confluent_api import (
     new_api_key,
     new_api_secret,
 )
+from tests.fakes.dns import FakeResolver
 from tests.support.servers import serve_asgi
 from tests.unit.providers.contract import ProviderContract, Scenario
 
 API = "https://api.confluent.test"
-REST = "https://pkc-abcde.us-west4.gcp.confluent.test:443"
+REST = "https://pkc-abcde.us-west4.gcp.confluent.cloud:443"
 CLUSTER = "lkc-abc123"
 DOCS_SECRET = "cfltT8d8RzkNseTMEDKcjNM1BZTFPHqRn/dQm9q7w6SjzZ12wZfwjaJdipHZtDjw"
 LEGACY_SECRET = "R15hoiDIq8Nxu/lY4mPO3DwAVIfU5W7OI+efsB607mLgHTnVW5XJGVqX2ysDx987"
@@ -38,6 +40,12 @@ class Sleeps(list[float]):
 
     async def __call__(self, seconds: float) -> None:
         self.append(seconds)
+
+
+def confluent(*args: Any, **kwargs: Any) -> ConfluentCloud:
+    """The provider, its REST endpoints resolving to a public address: tests never ask DNS."""
+    kwargs.setdefault("policy", Policy(DEFAULT_REST_HOSTS, resolve=FakeResolver()))
+    return ConfluentCloud(*args, **kwargs)
 
 
 def form(key: str, secret: str, endpoint: str = "", cluster: str = "") -> dict[str, str | Secret]:
@@ -69,7 +77,7 @@ def sleeps() -> Sleeps:
 @pytest.fixture
 def provider(sleeps: Sleeps) -> ConfluentCloud:
     # rng fixed at 0.5, so with jitter 0.25 each backoff step is asked for as step * 1.125.
-    return ConfluentCloud(API, retry=RetryPolicy(rng=lambda: 0.5), sleep=sleeps)
+    return confluent(API, retry=RetryPolicy(rng=lambda: 0.5), sleep=sleeps)
 
 
 @pytest.fixture
@@ -120,7 +128,7 @@ def check(verification: Verification, name_part: str) -> Any:
 
 class TestConfluentContract(ProviderContract):
     def provider(self) -> ConfluentCloud:
-        return ConfluentCloud(API, sleep=Sleeps())
+        return confluent(API, sleep=Sleeps())
 
     def valid_values(self) -> dict[str, str | Secret]:
         return form(f"  {DOCS_KEY}\n", f'"{DOCS_SECRET}"', f" {REST}/ ", f" {CLUSTER} ")
@@ -128,7 +136,7 @@ class TestConfluentContract(ProviderContract):
     @asynccontextmanager
     async def scenario(self, outcome: Outcome) -> AsyncIterator[Scenario]:
         fake = FakeConfluent()
-        provider = ConfluentCloud(API, sleep=Sleeps())
+        provider = confluent(API, sleep=Sleeps())
         key, secret = new_api_key(), new_api_secret()
         endpoint = cluster = ""
         if outcome is Outcome.OK:  # a cluster key: the longest path, Cloud 401 then the cluster
@@ -844,14 +852,21 @@ async def test_a_timeout_is_unreachable(
 async def test_over_real_http_the_probe_sends_basic_auth(
     fake: FakeConfluent, cluster_key: tuple[str, str]
 ) -> None:
+    # The endpoint is a name the resolver sends to the fake: the request reaches the checked
+    # address, and the fake sees the name.
+    resolver = FakeResolver(addresses=["127.0.0.1"])
+    policy = Policy(HostPatterns(("*.fake.test",)), allow_private=True, resolve=resolver)
     with serve_asgi(fake.app) as url:
-        provider = ConfluentCloud(url, sleep=Sleeps())
+        provider = ConfluentCloud(url, sleep=Sleeps(), policy=policy)
+        endpoint = url.replace("127.0.0.1", "pkc-1.fake.test")
         async with httpx.AsyncClient(timeout=5) as http:
-            values = provider.clean(form(*cluster_key, url, CLUSTER))
+            values = provider.clean(form(*cluster_key, endpoint, CLUSTER))
             verification = await provider.verify(values, http)
     assert verification.outcome is Outcome.OK
     assert [r.authenticated for r in fake.requests] == [False, True, True, True]
     assert {r.username for r in fake.requests} == {cluster_key[0]}
+    assert resolver.asked == [("pkc-1.fake.test", int(url.rsplit(":", 1)[1]))]
+    assert [r.host for r in fake.requests[1:]] == ["pkc-1.fake.test"] * 3
 
 
 # --- the fake itself --------------------------------------------------------------------------------------

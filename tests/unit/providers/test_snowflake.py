@@ -1693,3 +1693,81 @@ def test_the_key_cache_keeps_no_secret_text_and_drops_the_least_recently_used(lo
             assert len(digest) == 32 and digest != unkeyed and PASSPHRASE.encode() not in digest
         for secret in [PASSPHRASE, *(line for line in pem.splitlines() if not line.startswith("-----"))]:
             assert secret not in state
+
+
+# --- the outbound policy: the account decides a host, which is checked before anything is sent ----------
+
+
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "evil.com",
+        "evil.com#",
+        "https://evil.com/",
+        "x@evil.com",
+        "127.0.0.1",
+        "xy12345.evil.com",
+        "myorg-acct.snowflakecomputing.com.evil.com",
+        "localhost",
+        "a.b.c.d",
+        "myorg-acct.snowflakecomputing.cn",
+    ],
+)
+def test_a_typed_account_yields_a_host_only_under_snowflakes_domains(typed: str) -> None:
+    account = names.normalise_account(typed)
+    if account is not None:
+        host = snowflake().typed_host(account)
+        assert host is not None and host.endswith((".snowflakecomputing.com", ".snowflakecomputing.cn"))
+        assert snowflake().policy.problem(host) is None
+
+
+@pytest.mark.parametrize(
+    "addresses", [["10.0.0.7"], ["127.0.0.1"], ["::ffff:169.254.169.254"], ["2002:a00:7::1"]]
+)
+async def test_an_account_resolving_to_a_private_address_is_sent_nothing(
+    fake: FakeSnowflake, http: httpx.AsyncClient, sent: Sent, addresses: list[str]
+) -> None:
+    arrange(fake)
+    provider = snowflake(policy=Policy(SNOWFLAKE_HOSTS, resolve=FakeResolver(addresses)))
+    verification = await verify(provider, http, key_form())
+    assert verification.outcome is Outcome.INVALID_INPUT
+    assert verification.summary.startswith(
+        "myorg-analytics.snowflakecomputing.com resolves to an address the bot does not connect to"
+    )
+    assert "CONNECTIONS_ALLOW_PRIVATE_ADDRESSES=true" in hints_text(verification)
+    assert sent == []
+
+
+def test_an_operator_url_with_the_account_in_its_host_goes_through_the_policy() -> None:
+    privatelink = Snowflake.from_environment(
+        {"SNOWFLAKE_API_URL": "https://{account}.privatelink.snowflakecomputing.com"}
+    )
+    assert privatelink.typed_host(ACCOUNT) == "myorg-analytics.privatelink.snowflakecomputing.com"
+    assert not privatelink.policy.allow_private
+    allowed = Snowflake.from_environment(
+        {
+            "SNOWFLAKE_API_URL": "https://{account}.privatelink.snowflakecomputing.com",
+            "CONNECTIONS_ALLOW_PRIVATE_ADDRESSES": "1",
+        }
+    )
+    assert allowed.policy.allow_private
+    # The host is the operator's when the account only fills the path: not checked, as the Cloud API URL.
+    assert (
+        Snowflake.from_environment({"SNOWFLAKE_API_URL": "http://127.0.0.1:9/{account}"}).typed_host(ACCOUNT)
+        is None
+    )
+    # An operator URL made only of the account cannot be turned into an address by what is typed.
+    bare = Snowflake.from_environment({"SNOWFLAKE_API_URL": "https://{account}"})
+    found = bare.validate(bare.clean(key_form(account="127.0.0.1")))
+    assert "doesn't make an address the bot may call" in found["account"]
+
+
+async def test_a_fixed_operator_url_is_called_as_it_is(
+    fake: FakeSnowflake, http: httpx.AsyncClient, sent: Sent
+) -> None:
+    arrange(fake)
+    resolver = FakeResolver(addresses=["127.0.0.1"])
+    provider = Snowflake("http://fake", sleep=Sleeps(), policy=Policy(resolve=resolver))
+    verification = await verify(provider, http, key_form())
+    assert verification.outcome is Outcome.OK
+    assert resolver.asked == [] and {r.url.host for r in sent} == {"fake"}

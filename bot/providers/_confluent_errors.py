@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from bot.outbound import HostProblem
 from bot.providers._shared import KEPT_MAX, json_of, try_again
 
 _WRONG_KIND = (
@@ -103,6 +104,21 @@ UNREACHABLE_HINTS = (
     "Clusters on private networking (PrivateLink, peering, private endpoints) aren't reachable from the bot.",
     "If this keeps happening for every connection, the bot's own network or proxy may be blocking Confluent.",
 )
+
+
+REST_PRIVATE_HINT = (
+    "Use the cluster's public REST endpoint. A cluster on private networking (PrivateLink, peering) "
+    "is reached only by a bot inside that network, whose operator then allows private addresses "
+    "(CONNECTIONS_ALLOW_PRIVATE_ADDRESSES=true) and, if needed, the cluster's host names "
+    "(CONFLUENT_REST_ALLOWED_HOSTS)."
+)
+
+REST_NOT_FOUND_HINT = (
+    "Copy the REST endpoint again from the cluster's Settings page, or RestEndpoint in "
+    "`confluent kafka cluster describe`: a deleted cluster's endpoint no longer resolves."
+)
+
+_ENDPOINT_EXAMPLE = "https://pkc-abcde.us-west4.gcp.confluent.cloud:443"
 
 
 def rate_limited_hints(wait_seconds: float | None) -> tuple[str, ...]:
@@ -246,7 +262,9 @@ def secret_problem(secret: str) -> str | None:
 
 
 def endpoint_problem(endpoint: str) -> str | None:
-    example = "https://pkc-abcde.us-west4.gcp.confluent.cloud:443"
+    """What is wrong with the REST endpoint as a URL; where it points is the outbound policy's
+    (:func:`rest_host_problem`)."""
+    example = _ENDPOINT_EXAMPLE
     try:
         parts = urlsplit(endpoint)
         parts.port  # noqa: B018 -- raises ValueError on a malformed port
@@ -268,6 +286,27 @@ def endpoint_problem(endpoint: str) -> str | None:
     if parts.path or parts.query or parts.fragment:
         return f"Give only the base URL, without a path, like {example}."
     return None
+
+
+def rest_host_problem(problem: HostProblem) -> str:
+    """The inline error for a REST endpoint host the outbound policy refuses."""
+    example = _ENDPOINT_EXAMPLE
+    if problem is HostProblem.ADDRESS:
+        return (
+            "Use the REST endpoint's host name, not an IP address: the TLS certificate is checked "
+            f"against the name. It looks like {example}."
+        )
+    if problem is HostProblem.LOCAL:
+        return (
+            "That name only resolves inside a private network; the REST endpoint is a Confluent Cloud "
+            f"host, like {example}."
+        )
+    if problem is HostProblem.NOT_ALLOWED:
+        return (
+            "The REST endpoint is a Confluent Cloud host (its name ends in .confluent.cloud), like "
+            f"{example}; the bot calls no other host."
+        )
+    return f"That isn't a host name; the REST endpoint looks like {example}."
 
 
 def cluster_problem(cluster: str) -> str | None:

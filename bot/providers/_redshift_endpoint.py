@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+from bot.outbound import HostProblem, name_problem
+
 DEFAULT_PORT = 5439
 SERVERLESS_PORTS = (range(5431, 5456), range(8191, 8216))
 """The ports a Serverless workgroup may listen on (MG ``serverless-connecting``)."""
@@ -29,11 +31,6 @@ _SERVERLESS = re.compile(
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _AUTHORITY = re.compile(r"(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+\.?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?")
 """What reads as ``host.name[:port]`` (or ``[IPv6]:port``): nothing of a password."""
-_NUMERIC_LABEL = re.compile(r"0x[0-9a-f]*|\d+")
-"""A label inet_aton reads as a number: ``127.1`` and ``0x7f.1`` are loopback addresses."""
-_LOCAL_SUFFIXES = (".internal", ".local", ".localhost")
-"""Names that only resolve inside a private network (``metadata.google.internal``,
-``*.svc.cluster.local``)."""
 
 _SHAPES = (
     "A cluster's endpoint looks like examplecluster.abc123xyz789.us-west-2.redshift.amazonaws.com, "
@@ -147,20 +144,21 @@ def endpoint_problem(host: str) -> str | None:
             )
         return "Paste the endpoint host, or a jdbc:redshift://, redshift:// or postgresql:// URL."
     labels = host.split(".")
-    if is_ip(host) or host == "localhost" or _NUMERIC_LABEL.fullmatch(labels[-1]):
+    problem = name_problem(host)  # the outbound policy's offline part
+    if problem is HostProblem.ADDRESS or host == "localhost":
         return (
             "Use the endpoint's host name from the Redshift console, not an IP address or localhost: "
             "the TLS certificate is checked against that name."
         )
-    if host.endswith(_LOCAL_SUFFIXES):
+    if problem is HostProblem.NOT_A_NAME or not all(_LABEL.fullmatch(label) for label in labels):
+        return f"That isn't a host name. {_SHAPES}"
+    if len(labels) == 1:
+        return f"That looks like a cluster or workgroup name on its own; paste the whole endpoint. {_SHAPES}"
+    if problem is HostProblem.LOCAL:
         return (
             "That name only resolves inside a private network; use the endpoint's public host name "
             f"from the Redshift console. {_SHAPES}"
         )
-    if len(host) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
-        return f"That isn't a host name. {_SHAPES}"
-    if len(labels) == 1:
-        return f"That looks like a cluster or workgroup name on its own; paste the whole endpoint. {_SHAPES}"
     kind = classify(host).kind
     if kind is EndpointKind.CUSTOM and (host.endswith(".amazonaws.com") or ".amazonaws.com." in host):
         return f"That isn't a Redshift endpoint. {_SHAPES}"

@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from bot.providers._shared import shorten, with_said
+from bot.outbound import Blocked
+from bot.providers._shared import blocked_probe, shorten, with_said
 from bot.providers.base import Outcome, Probe
 from bot.redaction import redact
 
@@ -49,10 +50,9 @@ _DNS_HINT = (
     "Host not found: copy the endpoint again from the Redshift console (the cluster's General "
     "information, or the workgroup's page). A deleted or renamed cluster has a new endpoint."
 )
-_DNS_LATER_HINT = "The bot's DNS lookup failed for now; try again in a minute."
 _PRIVATE_HINT = (
     "Use the endpoint of a cluster or workgroup that is publicly accessible. If the bot runs inside the "
-    "cluster's VPC, its operator can allow private addresses with REDSHIFT_ALLOW_PRIVATE_ADDRESSES=true."
+    "cluster's VPC, its operator can allow private addresses with CONNECTIONS_ALLOW_PRIVATE_ADDRESSES=true."
 )
 _DROPPED_HINT = (
     "The connection was closed while it was being set up, which is usually a network hiccup or a "
@@ -166,24 +166,16 @@ def server_said(message: str, password: str) -> str:
     return shorten(" ".join(text.split()), _SAID_MAX)
 
 
-def dns_failure(target: Target, *, temporary: bool) -> ConnectFailure:
-    """The endpoint's name did not resolve: gone for good, or the lookup failed for now."""
-    if temporary:
-        summary = f"We couldn't look up {target.host} right now (a temporary DNS failure)."
-        probe = Probe(Outcome.UNREACHABLE, summary, hints=(_DNS_LATER_HINT, *UNREACHABLE_HINTS))
-        return ConnectFailure(probe, "dns-unavailable")
-    probe = Probe(Outcome.INVALID_INPUT, f"The host {target.host} does not exist.", hints=(_DNS_HINT,))
-    return ConnectFailure(probe, "dns")
-
-
-def private_address_failure(target: Target) -> ConnectFailure:
-    """The endpoint's name resolved to an address that is not public; nothing was connected to.
-    The address itself is not shown: it could map a private network."""
-    summary = (
-        f"{target.host} points to a private or local network address, and the bot only connects to "
-        "public addresses."
+def blocked_failure(target: Target, blocked: Blocked) -> ConnectFailure:
+    """The outbound policy refused the endpoint, or its name did not resolve; nothing was connected to."""
+    probe = blocked_probe(
+        target.host,
+        blocked,
+        not_found_hint=_DNS_HINT,
+        private_hint=_PRIVATE_HINT,
+        later_hints=UNREACHABLE_HINTS,
     )
-    return ConnectFailure(Probe(Outcome.INVALID_INPUT, summary, hints=(_PRIVATE_HINT,)), "private-address")
+    return ConnectFailure(probe, blocked.value)
 
 
 def classify_connect_error(
@@ -202,7 +194,8 @@ def classify_connect_error(
         return ConnectFailure(Probe(outcome, summary, hints=hints), kind, transient)
 
     if "failed to resolve host" in text or "could not translate host name" in text:
-        return dns_failure(target, temporary="temporary failure" in text or "try again" in text)
+        temporary = "temporary failure" in text or "try again" in text
+        return blocked_failure(target, Blocked.DNS_UNAVAILABLE if temporary else Blocked.NOT_FOUND)
     if "password authentication failed" in text or "authentication failed" in text:
         summary = with_said(f"Amazon Redshift rejected the user {target.user} or its password", said)
         return fail(Outcome.UNAUTHORIZED, "auth", summary, (_PASSWORD_HINT, _USER_HINT))

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from bot import outbound
 from bot.providers.base import Check, FieldValues, Outcome, Probe
 from bot.redaction import MASK, Secret, redact
 
@@ -172,3 +173,31 @@ class Run:
         """The probe's result with the checks so far; a rate limit carries the wait it asked for."""
         wait = self.asked_to_wait if outcome is Outcome.RATE_LIMITED else None
         return Probe(outcome, summary, tuple(self.checks), hints, request_id, retry_after=wait)
+
+
+DNS_LATER_HINT = "The bot's DNS lookup failed for now; try again in a minute."
+
+
+def blocked_probe(
+    host: str,
+    blocked: outbound.Blocked,
+    *,
+    not_found_hint: str,
+    private_hint: str,
+    later_hints: tuple[str, ...] = (),
+) -> Probe:
+    """Why nothing was sent to a typed ``host`` (:meth:`bot.outbound.Policy.route`). The address
+    it resolved to is never shown: it could map a private network."""
+    if blocked is outbound.Blocked.DNS_UNAVAILABLE:
+        summary = f"We couldn't look up {host} right now (a temporary DNS failure)."
+        return Probe(Outcome.UNREACHABLE, summary, hints=(DNS_LATER_HINT, *later_hints))
+    if blocked is outbound.Blocked.NOT_FOUND:
+        return Probe(Outcome.INVALID_INPUT, f"The host {host} does not exist.", hints=(not_found_hint,))
+    if blocked is outbound.Blocked.REFUSED_NAME:
+        summary = f"The bot does not connect to {host}: it is not a public host name the bot may call."
+    else:
+        summary = (
+            f"{host} resolves to an address the bot does not connect to (a private, local or "
+            "reserved network address), so nothing was sent to it."
+        )
+    return Probe(Outcome.INVALID_INPUT, summary, hints=(private_hint,))

@@ -62,6 +62,16 @@ UNREACHABLE_HINTS = (
 )
 
 
+PRIVATE_ADDRESS_HINT = (
+    "Use the account's public address. An account reached over PrivateLink resolves to private "
+    "addresses: only a bot inside that network reaches it, whose operator then allows private "
+    "addresses (CONNECTIONS_ALLOW_PRIVATE_ADDRESSES=true)."
+)
+HOST_REFUSED = "That account identifier doesn't make an address the bot may call. " + _ACCOUNT_FORMS.replace(
+    "`", ""
+)
+
+
 def account_not_found_hints(custom_url: bool) -> tuple[str, ...]:
     hints = ["Snowflake doesn't know this account. " + _ACCOUNT_FORMS]
     hints.append(

@@ -5,6 +5,11 @@ environment; when a cluster is given (or the Cloud API turned the key down and a
 known) ask the cluster's Kafka REST API to describe itself and list its topics, then dry-run a
 topic creation (``validate_only``) to learn whether the key may create topics. Rate limits and
 server errors are retried a little; everything else is answered at once with hints.
+
+The REST endpoint is user input, so it goes through the outbound policy (:mod:`bot.outbound`): a
+Confluent Cloud host (``*.confluent.cloud``, or ``CONFLUENT_REST_ALLOWED_HOSTS``), resolved and
+checked before anything at all is sent (the Cloud API included), and called at the checked address.
+``CONFLUENT_CLOUD_API_URL`` is the operator's and is called as it is.
 """
 
 from __future__ import annotations
@@ -15,10 +20,11 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Self
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 
+from bot import outbound
 from bot.providers import _confluent_errors as errs
 from bot.providers import _shared as shared
 from bot.providers._confluent_errors import secret_checksum_ok
@@ -26,9 +32,18 @@ from bot.providers.base import Check, FieldValues, FormField, FormSection, Outco
 from bot.redaction import Secret
 from bot.settings import ConfigError
 
-__all__ = ["DEFAULT_API_URL", "ConfluentCloud", "RetryPolicy", "secret_checksum_ok"]
+__all__ = [
+    "DEFAULT_API_URL",
+    "DEFAULT_REST_HOSTS",
+    "REST_HOSTS_VARIABLE",
+    "ConfluentCloud",
+    "RetryPolicy",
+    "secret_checksum_ok",
+]
 
 DEFAULT_API_URL = "https://api.confluent.cloud"
+DEFAULT_REST_HOSTS = outbound.HostPatterns(("*.confluent.cloud",))
+REST_HOSTS_VARIABLE = "CONFLUENT_REST_ALLOWED_HOSTS"
 
 logger = logging.getLogger(__name__)
 
@@ -105,19 +120,26 @@ class ConfluentCloud(Provider):
         *,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        policy: outbound.Policy | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
+        self.policy = policy or outbound.Policy(DEFAULT_REST_HOSTS)
+        """Where a REST endpoint may point."""
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str]) -> Self:
         """``CONFLUENT_CLOUD_API_URL`` (default ``https://api.confluent.cloud``): where the Cloud
-        API is reached; tests point it at a fake."""
+        API is reached; tests point it at a fake. ``CONFLUENT_REST_ALLOWED_HOSTS`` and
+        ``CONNECTIONS_ALLOW_PRIVATE_ADDRESSES``: where a REST endpoint may point (private networking)."""
         url = (env.get("CONFLUENT_CLOUD_API_URL") or "").strip() or DEFAULT_API_URL
         if not url.startswith(("https://", "http://")):
             raise ConfigError("CONFLUENT_CLOUD_API_URL must be an http(s) URL")
-        return cls(api_url=url)
+        policy = outbound.Policy.from_environment(
+            env, default=DEFAULT_REST_HOSTS, patterns_variable=REST_HOSTS_VARIABLE
+        )
+        return cls(api_url=url, policy=policy)
 
     def clean(self, values: FieldValues) -> dict[str, str | Secret]:
         """Trim whitespace and paste debris: quotes around key and secret, a trailing ``/``."""
@@ -143,6 +165,8 @@ class ConfluentCloud(Provider):
         endpoint, cluster = shared.plain(values, "rest_endpoint"), shared.plain(values, "cluster_id")
         if endpoint and (endpoint_problem := errs.endpoint_problem(endpoint)):
             problems["rest_endpoint"] = endpoint_problem
+        elif endpoint and (host_problem := self.policy.problem(_host(endpoint))):
+            problems["rest_endpoint"] = errs.rest_host_problem(host_problem)
         elif cluster and not endpoint:
             problems["rest_endpoint"] = (
                 "Add the cluster's REST endpoint too: the cluster ID alone isn't enough."
@@ -159,6 +183,20 @@ class ConfluentCloud(Provider):
         run = _Run(self, http, (key, secret))
         endpoint, cluster = shared.plain(values, "rest_endpoint"), shared.plain(values, "cluster_id")
         has_cluster = bool(endpoint and cluster)
+        rest: outbound.Route = outbound.DIRECT
+        if has_cluster:  # checked before anything is sent, so a refused endpoint learns of no key
+            host = _host(endpoint)
+            route = await self.policy.route(host, urlsplit(endpoint).port or 443)
+            if isinstance(route, outbound.Blocked):
+                logger.info("confluent: not calling the REST endpoint (%s)", route.value)
+                return shared.blocked_probe(
+                    host,
+                    route,
+                    not_found_hint=errs.REST_NOT_FOUND_HINT,
+                    private_hint=errs.REST_PRIVATE_HINT,
+                    later_hints=errs.UNREACHABLE_HINTS,
+                )
+            rest = route
 
         cloud = await run.send("GET", f"{self.api_url}/org/v2/environments", params={"page_size": "1"})
         if cloud.status_code == 200 and not _is_environment_list(cloud):
@@ -177,7 +215,7 @@ class ConfluentCloud(Provider):
             run.record_environments(cloud)
             if not has_cluster:
                 return run.ok("Confluent Cloud accepted the Cloud API key")
-            return await self._probe_cluster(run, endpoint, cluster, cloud_ok=True)
+            return await self._probe_cluster(run, rest, endpoint, cluster, cloud_ok=True)
         error = errs.parse_error(cloud)
         if not _rejects_key(error):
             return run.failure(error, "Confluent Cloud", forbidden_hints=errs.CLOUD_FORBIDDEN_HINTS)
@@ -189,22 +227,24 @@ class ConfluentCloud(Provider):
                 "add the cluster's REST endpoint and cluster ID"
             )
             return run.fail(Outcome.UNAUTHORIZED, what, error, errs.CLOUD_UNAUTHORIZED_HINTS)
-        return await self._probe_cluster(run, endpoint, cluster, cloud_ok=False)
+        return await self._probe_cluster(run, rest, endpoint, cluster, cloud_ok=False)
 
-    async def _probe_cluster(self, run: _Run, endpoint: str, cluster: str, *, cloud_ok: bool) -> Probe:
+    async def _probe_cluster(
+        self, run: _Run, rest: outbound.Route, endpoint: str, cluster: str, *, cloud_ok: bool
+    ) -> Probe:
         base = f"{endpoint}/kafka/v3/clusters/{quote(cluster, safe='')}"
         where = f"cluster {cluster}"
         unauthorized: tuple[str, ...] = errs.KAFKA_UNAUTHORIZED_HINTS
         if not cloud_ok:  # the Cloud API turned it down too, so either kind of mistake is possible
             unauthorized = tuple(dict.fromkeys(errs.CLOUD_UNAUTHORIZED_HINTS + unauthorized))
 
-        described = await run.send("GET", base)
+        described = await run.send("GET", base, rest)
         if described.status_code != 200:
             return run.failure(errs.parse_error(described), where, unauthorized, on_cluster=True)
         detail = "" if cloud_ok else "It is a Kafka cluster key."
         run.checks.append(Check(f"Key accepted by {cluster}", True, detail))
 
-        listed = await run.send("GET", f"{base}/topics")
+        listed = await run.send("GET", f"{base}/topics", rest)
         if listed.status_code != 200:
             return run.failure(errs.parse_error(listed), where, unauthorized, on_cluster=True)
         topics = len(_data(listed))
@@ -212,7 +252,7 @@ class ConfluentCloud(Provider):
         run.visible(topics, "topic", True, detail)
 
         dry_run = {"topic_name": f"connections-bot-probe-{uuid.uuid4().hex}", "validate_only": True}
-        created = await run.send("POST", f"{base}/topics", json=dry_run)
+        created = await run.send("POST", f"{base}/topics", rest, json=dry_run)
         if created.status_code == 200:
             run.checks.append(Check(f"can create topics on {cluster}", True))
         else:  # the key is valid either way; this only tells what it may do
@@ -238,13 +278,14 @@ class _Run(shared.Run):
         status = response.status_code
         return status >= 500 or (status >= 400 and errs.parse_error(response).kafka_code == 50003)
 
-    async def send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        """Send with HTTP Basic auth, retrying 429 and 5xx as the policy allows."""
+    async def send(
+        self, method: str, url: str, route: outbound.Route = outbound.DIRECT, **kwargs: Any
+    ) -> httpx.Response:
+        """Send with HTTP Basic auth by ``route``, retrying 429 and 5xx as the policy allows."""
 
         async def attempt() -> httpx.Response:
-            response = await self._http.request(method, url, auth=self._auth, **kwargs)
-            where = response.url.copy_with(query=None)
-            logger.info("confluent %s %s -> %d", method, where, response.status_code)
+            response = await route.request(self._http, method, url, auth=self._auth, **kwargs)
+            logger.info("confluent %s %s -> %d", method, url, response.status_code)
             self.first_request_id = self.first_request_id or response.headers.get("x-request-id")
             return response
 
@@ -304,6 +345,11 @@ class _Run(shared.Run):
             return self.fail(Outcome.INVALID_INPUT, what, error, errs.KAFKA_NOT_FOUND_HINTS)
         what = f"{subject} gave an unexpected answer (HTTP {status})"
         return self.fail(Outcome.PROVIDER_ERROR, what, error, errs.provider_error_hints(error.request_id))
+
+
+def _host(endpoint: str) -> str:
+    """The REST endpoint's host, as the outbound policy judges it."""
+    return (urlsplit(endpoint).hostname or "").rstrip(".")
 
 
 def _rejects_key(error: errs.ApiError) -> bool:

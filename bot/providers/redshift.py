@@ -6,12 +6,14 @@ I and where (``current_user``, ``current_database()``, ``version()``), may I cre
 tables, and, when a schema is given, may I use it. Redshift needs two shims in psycopg: its client
 encoding is called ``UNICODE``, and it rejects ``DEALLOCATE``, so nothing is prepared.
 
-The endpoint is user input, so the probe resolves it first and connects only when every address
-is public (``is_global``); libpq then gets the checked address as ``hostaddr`` and the endpoint as
-``host``, so TLS still checks the name and a second DNS answer cannot swap the address.
+The endpoint is user input, so it goes through the bot's outbound policy (:mod:`bot.outbound`):
+resolved first, connected to only when every address is public; libpq then gets the checked
+address as ``hostaddr`` and the endpoint as ``host``, so TLS still checks the name and a second DNS
+answer cannot swap the address.
 
-Its settings (``REDSHIFT_SSLMODE``, ``REDSHIFT_SSLROOTCERT``, ``REDSHIFT_CONNECT_TO``,
-``REDSHIFT_ALLOW_PRIVATE_ADDRESSES``) are read by :meth:`Redshift.from_environment` and described in
+Its settings (``REDSHIFT_SSLMODE``, ``REDSHIFT_SSLROOTCERT``, ``REDSHIFT_CONNECT_TO``, and
+``REDSHIFT_ALLOW_PRIVATE_ADDRESSES``, an older name of ``CONNECTIONS_ALLOW_PRIVATE_ADDRESSES`` that
+applies to Redshift only) are read by :meth:`Redshift.from_environment` and described in
 the README's configuration table; anything weaker than ``verify-full`` is warned about at start.
 
 A connect error carries no SQLSTATE in psycopg, so it is classified by its text
@@ -23,12 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import ipaddress
 import logging
 import re
-import socket
 import ssl
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, LiteralString, Protocol, Self
@@ -38,6 +38,7 @@ import httpx
 import psycopg
 from psycopg import _encodings
 
+from bot import outbound
 from bot.providers import _redshift_endpoint as endpoints
 from bot.providers import _redshift_errors as errs
 from bot.providers import _shared as shared
@@ -51,12 +52,10 @@ __all__ = [
     "Connector",
     "PsycopgSession",
     "Redshift",
-    "Resolver",
     "Session",
     "default_rootcert",
     "install_unicode_alias",
     "psycopg_connect",
-    "resolve_host",
     "schema_identifier",
     "server_product",
 ]
@@ -103,20 +102,13 @@ class Session(Protocol):
 
 
 Connector = Callable[[ConnectParams], Awaitable[Session]]
-Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
-"""``(host, port)`` -> the IP addresses the host resolves to; raises OSError (``socket.gaierror``)."""
+ALLOW_PRIVATE_ALIAS = "REDSHIFT_ALLOW_PRIVATE_ADDRESSES"
 
 
 def default_rootcert() -> str:
     """certifi's CA bundle. ``sslrootcert=system`` is not a safe default: psycopg-binary's own
     OpenSSL looks for a CA file that Debian does not have, and then trusts nothing."""
     return certifi.where()
-
-
-async def resolve_host(host: str, port: int) -> list[str]:
-    """The addresses ``host`` resolves to, in the resolver's order, each once."""
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 def install_unicode_alias(codecs: MutableMapping[bytes, str] | None = None) -> None:
@@ -170,16 +162,6 @@ def _truthy(value: object) -> bool | None:
     return {"t": True, "true": True, "f": False, "false": False}.get(text)
 
 
-def _is_public(address: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])  # fe80::1%eth0
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global
-
-
 def schema_identifier(text: str) -> str:
     """The schema as Redshift names it: unquoted names are folded to lower case, a double-quoted
     one is kept as written (without its quotes)."""
@@ -203,13 +185,6 @@ def _rootcert(raw: str | None) -> str:
     if context.cert_store_stats()["x509"] == 0:
         raise ConfigError(f"REDSHIFT_SSLROOTCERT {text} holds no certificate")
     return text
-
-
-def _flag(env: Mapping[str, str], name: str) -> bool:
-    text = (env.get(name) or "").strip().lower()
-    if text not in ("", "true", "false", "1", "0", "yes", "no"):
-        raise ConfigError(f"{name} must be true or false")
-    return text in ("true", "1", "yes")
 
 
 def _connect_to(raw: str | None) -> tuple[str, int] | None:
@@ -307,23 +282,23 @@ class Redshift(Provider):
         sslmode: str = "verify-full",
         sslrootcert: str | None = None,
         connect_to: tuple[str, int] | None = None,
-        allow_private: bool = False,
+        policy: outbound.Policy | None = None,
         connector: Connector = psycopg_connect,
-        resolve: Resolver = resolve_host,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         connect_timeout: int = 10,
-        resolve_budget: float = 3.0,
         connect_budget: float = 15.0,
         probe_budget: float = 20.0,
         retry_delay: float = 1.0,
     ) -> None:
         if sslmode not in SSL_MODES:
             raise ValueError(f"sslmode must be one of {', '.join(SSL_MODES)}")
-        self.sslmode, self.connect_to, self.allow_private = sslmode, connect_to, allow_private
+        self.sslmode, self.connect_to = sslmode, connect_to
+        self.policy = policy or outbound.Policy()
+        """Any public host name; the endpoint's shape is checked by :mod:`._redshift_endpoint`."""
         self.sslrootcert = default_rootcert() if sslrootcert is None else sslrootcert
         self.connect_timeout, self.retry_delay, self.probe_budget = connect_timeout, retry_delay, probe_budget
-        self.resolve_budget, self.connect_budget = resolve_budget, connect_budget
-        self._connector, self._resolve, self._sleep = connector, resolve, sleep
+        self.connect_budget = connect_budget
+        self._connector, self._sleep = connector, sleep
         if sslmode != "verify-full":
             risk = (
                 "passwords and data may travel unencrypted"
@@ -352,7 +327,7 @@ class Redshift(Provider):
             sslmode=sslmode,
             sslrootcert=rootcert,
             connect_to=_connect_to(env.get("REDSHIFT_CONNECT_TO")),
-            allow_private=_flag(env, "REDSHIFT_ALLOW_PRIVATE_ADDRESSES"),
+            policy=outbound.Policy.from_environment(env, private_aliases=(ALLOW_PRIVATE_ALIAS,)),
         )
 
     def clean(self, values: FieldValues) -> dict[str, str | Secret]:
@@ -452,21 +427,11 @@ class Redshift(Provider):
             await self._close(session, target)
 
     async def _checked_address(self, host: str, port: int, target: errs.Target) -> str | errs.ConnectFailure:
-        """The address to connect to: ``host`` resolved once, and refused unless every address it
-        has is public (or private ones are allowed). Nothing is connected to here."""
-        try:
-            async with asyncio.timeout(self.resolve_budget):
-                addresses = list(await self._resolve(host, port))
-        except OSError as exc:  # socket.gaierror, or TimeoutError
-            gone = isinstance(exc, socket.gaierror) and exc.errno not in (socket.EAI_AGAIN, socket.EAI_FAIL)
-            failure = errs.dns_failure(target, temporary=not gone)
-        else:
-            if not addresses:
-                failure = errs.dns_failure(target, temporary=False)
-            elif not self.allow_private and not all(_is_public(a) for a in addresses):
-                failure = errs.private_address_failure(target)
-            else:
-                return addresses[0]
+        """The address to connect to, as the outbound policy checked it. Nothing is connected to here."""
+        route = await self.policy.route(host, port)
+        if isinstance(route, outbound.Pinned):
+            return route.address
+        failure = errs.blocked_failure(target, route)
         logger.info("redshift %s: not connecting (%s)", target.address, failure.kind)
         return failure
 

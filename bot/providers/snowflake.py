@@ -24,6 +24,11 @@ so far is reported; a statement still running when the time is up is cancelled f
 ``SNOWFLAKE_API_URL`` (README, configuration) replaces the account's own address; without an
 ``{account}`` in it, Snowflake learns the account from the credential (the JWT's ``iss``/``sub``, or
 whom the token belongs to).
+
+The account decides the host (``<account>.snowflakecomputing.com``, or ``{account}`` in the host of
+``SNOWFLAKE_API_URL``), so that host goes through the outbound policy (:mod:`bot.outbound`): resolved
+and checked before anything is sent, and called at the checked address. A ``SNOWFLAKE_API_URL``
+whose host the account doesn't decide is the operator's and is called as it is.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from bot import outbound
 from bot.providers import _shared as shared
 from bot.providers import _snowflake_errors as errs
 from bot.providers import _snowflake_keys as keys
@@ -54,6 +60,7 @@ __all__ = ["API_URL_VARIABLE", "PROBE_STATEMENT", "RetryPolicy", "Snowflake", "s
 logger = logging.getLogger(__name__)
 
 API_URL_VARIABLE = "SNOWFLAKE_API_URL"
+SNOWFLAKE_HOSTS = outbound.HostPatterns(("*.snowflakecomputing.com", "*.snowflakecomputing.cn"))
 STATEMENTS_PATH = "/api/v2/statements"
 PROBE_STATEMENT = (
     "SELECT CURRENT_ACCOUNT(), CURRENT_USER(), CURRENT_ROLE(), CURRENT_WAREHOUSE(), CURRENT_DATABASE()"
@@ -213,8 +220,11 @@ class Snowflake(Provider):
         statement_timeout: int = 20,
         request_timeout: httpx.Timeout | None = None,
         key_cache: keys.KeyCache | None = None,
+        policy: outbound.Policy | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/") if api_url else None
+        # An operator's URL with {account} in its host is the operator's shape: any public name.
+        self.policy = policy or outbound.Policy(SNOWFLAKE_HOSTS if api_url is None else outbound.ANY_NAME)
         self.retry = retry or RetryPolicy()
         self.poll_interval, self.poll_limit = poll_interval, poll_limit
         self.statement_timeout = statement_timeout
@@ -227,8 +237,11 @@ class Snowflake(Provider):
     def from_environment(cls, env: Mapping[str, str]) -> Self:
         """``SNOWFLAKE_API_URL`` (optional): see the module docstring."""
         url = (env.get(API_URL_VARIABLE) or "").strip()
+        policy = outbound.Policy.from_environment(
+            env, default=SNOWFLAKE_HOSTS if not url else outbound.ANY_NAME
+        )
         if not url:
-            return cls()
+            return cls(policy=policy)
         try:
             parts = urlsplit(url.replace("{account}", "account"))
             valid = parts.scheme in ("http", "https") and bool(parts.hostname)
@@ -247,13 +260,38 @@ class Snowflake(Provider):
                 API_URL_VARIABLE,
                 parts.hostname,
             )
-        return cls(api_url=url)
+        return cls(api_url=url, policy=policy)
 
     def base_url(self, account: str) -> str:
         """Where the SQL API of ``account`` (a normalised identifier) is reached."""
         if self.api_url is None:
             return f"https://{names.host_of(account)}"
         return self.api_url.replace("{account}", account)
+
+    def typed_host(self, account: str) -> str | None:
+        """The host ``account`` decides, which the outbound policy judges; None for an operator's
+        URL whose host it doesn't decide."""
+        if self.api_url is not None and "{account}" not in urlsplit(self.api_url).netloc:
+            return None
+        return (urlsplit(self.base_url(account)).hostname or "").rstrip(".")
+
+    async def _route(self, account: str) -> outbound.Route | Probe:
+        """How the account's SQL API is reached, or why nothing may be sent to it."""
+        host = self.typed_host(account)
+        if host is None:
+            return outbound.DIRECT
+        route = await self.policy.route(host, urlsplit(self.base_url(account)).port or 443)
+        if isinstance(route, outbound.Pinned):
+            return route
+        logger.info("snowflake: not calling the account's address (%s)", route.value)
+        not_found = errs.account_not_found_hints(self.api_url is not None)[0]
+        return shared.blocked_probe(
+            host,
+            route,
+            not_found_hint=not_found,
+            private_hint=errs.PRIVATE_ADDRESS_HINT,
+            later_hints=errs.UNREACHABLE_HINTS,
+        )
 
     def clean(self, values: FieldValues) -> dict[str, str | Secret]:
         """Trim; normalise the account identifier, the names, and a PEM or token mangled by copying."""
@@ -272,8 +310,11 @@ class Snowflake(Provider):
 
     def validate(self, values: FieldValues) -> dict[str, str]:
         problems: dict[str, str] = {}
-        if account_problem := names.account_problem(shared.plain(values, "account")):
+        account = shared.plain(values, "account")
+        if account_problem := names.account_problem(account):
             problems["account"] = account_problem
+        elif (host := self.typed_host(names.normalise_account(account) or "")) and self.policy.problem(host):
+            problems["account"] = errs.HOST_REFUSED
         if user_problem := names.user_problem(shared.plain(values, "user").strip()):
             problems["user"] = user_problem
         pem, passphrase, token = (shared.plain(values, n) for n in ("private_key", "passphrase", "token"))
@@ -325,12 +366,15 @@ class Snowflake(Provider):
             hints = errs.account_not_found_hints(self.api_url is not None)
             return Probe(Outcome.INVALID_INPUT, summary, hints=hints)
         started = self._monotonic()
+        route = await self._route(account)
+        if isinstance(route, Probe):
+            return route
         try:
             credential = _Credential(values, await self._key_pair(values), account, user, self._clock)
         except keys.KeyProblem as problem:
             summary = f"The private key can't be used. {problem.message}"
             return Probe(Outcome.INVALID_INPUT, summary, hints=(errs.KEY_WONT_LOAD,))
-        run = _Run(self, http, credential, account, user, _Context.of(values), started)
+        run = _Run(self, http, route, credential, account, user, _Context.of(values), started)
         if credential.fingerprint:
             run.checks.append(Check("key fingerprint", True, credential.fingerprint))
 
@@ -433,6 +477,7 @@ class _Run(shared.Run):
         self,
         provider: Snowflake,
         http: httpx.AsyncClient,
+        route: outbound.Route,
         credential: _Credential,
         account: str,
         user: str,
@@ -440,7 +485,7 @@ class _Run(shared.Run):
         started: float,
     ) -> None:
         super().__init__(provider.retry, provider._sleep)
-        self._provider, self._http, self._credential = provider, http, credential
+        self._provider, self._http, self._route, self._credential = provider, http, route, credential
         self._base = provider.base_url(account)
         self._started, self._deadline = started, started + provider.deadline_seconds - _DEADLINE_MARGIN
         self.account, self.user, self.context = account, user, context
@@ -498,8 +543,8 @@ class _Run(shared.Run):
                 "User-Agent": USER_AGENT,
             }
             timeout = self._timeout(self.time_left() + (0 if retry else _CANCEL_RESERVE))
-            response = await self._http.request(
-                method, self._base + path, headers=headers, timeout=timeout, **kwargs
+            response = await self._route.request(
+                self._http, method, self._base + path, headers=headers, timeout=timeout, **kwargs
             )
             logger.info("snowflake %s %s -> %d", method, path, response.status_code)
             return response

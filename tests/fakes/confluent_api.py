@@ -193,6 +193,8 @@ class RecordedRequest:
     content_type: str | None
     authenticated: bool | None
     """Whether the credentials were accepted; None when a scripted fault answered first."""
+    host: str = ""
+    """The Host header's name (without the port): the name the client meant, whatever address it used."""
 
 
 @dataclass
@@ -336,6 +338,7 @@ class FakeConfluent:
                 json=body,
                 content_type=request.headers.get("content-type"),
                 authenticated=None if fault is not None else account is not None,
+                host=request.url.hostname or "",
             )
         )
         early = self._fault_response(fault, request) if fault is not None else None

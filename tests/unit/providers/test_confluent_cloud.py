@@ -10,8 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
+from bot.outbound import HostPatterns, Policy
 from bot.providers.base import Outcome, Verification
-from bot.providers.confluent_cloud import ConfluentCloud, RetryPolicy, secret_checksum_ok
+from bot.providers.confluent_cloud import DEFAULT_REST_HOSTS, ConfluentCloud, RetryPolicy, secret_checksum_ok
 from bot.redaction import Secret
 from bot.settings import ConfigError
 from tests.fakes.confluent_api import (
@@ -22,11 +23,12 @@ from tests.fakes.confluent_api import (
     new_api_key,
     new_api_secret,
 )
+from tests.fakes.dns import PUBLIC_IP, FakeResolver
 from tests.support.servers import serve_asgi
 from tests.unit.providers.contract import ProviderContract, Scenario
 
 API = "https://api.confluent.test"
-REST = "https://pkc-abcde.us-west4.gcp.confluent.test:443"
+REST = "https://pkc-abcde.us-west4.gcp.confluent.cloud:443"
 CLUSTER = "lkc-abc123"
 DOCS_SECRET = "cfltT8d8RzkNseTMEDKcjNM1BZTFPHqRn/dQm9q7w6SjzZ12wZfwjaJdipHZtDjw"
 LEGACY_SECRET = "R15hoiDIq8Nxu/lY4mPO3DwAVIfU5W7OI+efsB607mLgHTnVW5XJGVqX2ysDx987"
@@ -38,6 +40,12 @@ class Sleeps(list[float]):
 
     async def __call__(self, seconds: float) -> None:
         self.append(seconds)
+
+
+def confluent(*args: Any, **kwargs: Any) -> ConfluentCloud:
+    """The provider, its REST endpoints resolving to a public address: tests never ask DNS."""
+    kwargs.setdefault("policy", Policy(DEFAULT_REST_HOSTS, resolve=FakeResolver()))
+    return ConfluentCloud(*args, **kwargs)
 
 
 def form(key: str, secret: str, endpoint: str = "", cluster: str = "") -> dict[str, str | Secret]:
@@ -69,7 +77,7 @@ def sleeps() -> Sleeps:
 @pytest.fixture
 def provider(sleeps: Sleeps) -> ConfluentCloud:
     # rng fixed at 0.5, so with jitter 0.25 each backoff step is asked for as step * 1.125.
-    return ConfluentCloud(API, retry=RetryPolicy(rng=lambda: 0.5), sleep=sleeps)
+    return confluent(API, retry=RetryPolicy(rng=lambda: 0.5), sleep=sleeps)
 
 
 @pytest.fixture
@@ -120,7 +128,7 @@ def check(verification: Verification, name_part: str) -> Any:
 
 class TestConfluentContract(ProviderContract):
     def provider(self) -> ConfluentCloud:
-        return ConfluentCloud(API, sleep=Sleeps())
+        return confluent(API, sleep=Sleeps())
 
     def valid_values(self) -> dict[str, str | Secret]:
         return form(f"  {DOCS_KEY}\n", f'"{DOCS_SECRET}"', f" {REST}/ ", f" {CLUSTER} ")
@@ -128,7 +136,7 @@ class TestConfluentContract(ProviderContract):
     @asynccontextmanager
     async def scenario(self, outcome: Outcome) -> AsyncIterator[Scenario]:
         fake = FakeConfluent()
-        provider = ConfluentCloud(API, sleep=Sleeps())
+        provider = confluent(API, sleep=Sleeps())
         key, secret = new_api_key(), new_api_secret()
         endpoint = cluster = ""
         if outcome is Outcome.OK:  # a cluster key: the longest path, Cloud 401 then the cluster
@@ -335,6 +343,120 @@ def test_a_bad_rest_endpoint_is_explained(endpoint: str, says: str) -> None:
     found = problems(DOCS_KEY, DOCS_SECRET, endpoint, CLUSTER)
     assert set(found) == {"rest_endpoint"}
     assert says in found["rest_endpoint"]
+
+
+ADDRESS_SAYS = "not an IP address"
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "says"),
+    [
+        ("https://127.0.0.1", ADDRESS_SAYS),
+        ("https://169.254.169.254", ADDRESS_SAYS),
+        ("https://[::1]", ADDRESS_SAYS),
+        ("https://[::ffff:127.0.0.1]:443", ADDRESS_SAYS),
+        ("https://10.0.0.1", ADDRESS_SAYS),
+        ("https://0x7f.1", ADDRESS_SAYS),
+        ("https://2130706433", ADDRESS_SAYS),
+        ("https://127.1", ADDRESS_SAYS),
+        ("https://0177.0.0.1", "valid URL"),  # httpx itself refuses octal
+        ("https://localhost", "only resolves inside a private network"),
+        ("https://localhost:8082", "only resolves inside a private network"),
+        ("https://kafka.internal", "only resolves inside a private network"),
+        ("https://evil.example.com", "ends in .confluent.cloud"),
+        ("https://pkc-abcde.us-west4.gcp.confluent.cloud.evil.com", "ends in .confluent.cloud"),
+        ("https://pkc-abcde.us-west4.gcp.confluent.test:443", "ends in .confluent.cloud"),
+    ],
+)
+def test_an_endpoint_the_bot_does_not_call_is_refused_under_the_field(endpoint: str, says: str) -> None:
+    found = problems(DOCS_KEY, DOCS_SECRET, endpoint, CLUSTER)
+    assert set(found) == {"rest_endpoint"}
+    assert says in found["rest_endpoint"]
+
+
+def test_the_operator_widens_where_a_rest_endpoint_may_point() -> None:
+    assert ConfluentCloud.from_environment({}).policy == Policy(DEFAULT_REST_HOSTS)
+    env = {
+        "CONFLUENT_REST_ALLOWED_HOSTS": "*.confluent.cloud,*.kafka.corp.example",
+        "CONNECTIONS_ALLOW_PRIVATE_ADDRESSES": "true",
+    }
+    widened = ConfluentCloud.from_environment(env)
+    assert widened.policy.allow_private
+    values = widened.clean(form(DOCS_KEY, DOCS_SECRET, "https://pkc-1.kafka.corp.example", CLUSTER))
+    assert widened.validate(values) == {}
+    assert "rest_endpoint" in ConfluentCloud.from_environment({}).validate(values)
+    with pytest.raises(ConfigError, match="CONFLUENT_REST_ALLOWED_HOSTS"):
+        ConfluentCloud.from_environment({"CONFLUENT_REST_ALLOWED_HOSTS": "10.0.0.1"})
+
+
+@pytest.mark.parametrize(
+    ("addresses", "endpoint"),
+    [
+        (["10.0.0.7"], REST),
+        (["127.0.0.1"], REST),
+        (["169.254.169.254"], REST),
+        (["64:ff9b::a9fe:a9fe"], REST),
+        ([PUBLIC_IP, "192.168.1.1"], REST),
+        ([PUBLIC_IP], "https://127.0.0.1:443"),  # stored before the policy: refused before any lookup
+    ],
+)
+async def test_an_endpoint_the_bot_does_not_connect_to_is_sent_nothing(
+    fake: FakeConfluent,
+    http: httpx.AsyncClient,
+    sleeps: Sleeps,
+    cluster_key: tuple[str, str],
+    addresses: list[str],
+    endpoint: str,
+) -> None:
+    provider = confluent(
+        API, sleep=sleeps, policy=Policy(DEFAULT_REST_HOSTS, resolve=FakeResolver(addresses))
+    )
+    verification = await provider.verify(provider.clean(form(*cluster_key, endpoint, CLUSTER)), http)
+    assert verification.outcome is Outcome.INVALID_INPUT
+    assert "the bot does not connect to" in verification.summary.lower()
+    assert "CONNECTIONS_ALLOW_PRIVATE_ADDRESSES" in hints_text(verification)
+    assert fake.requests == []  # not the cluster, not even the Cloud API: no key went anywhere
+    assert not any(a in repr(verification) for a in addresses if a != PUBLIC_IP and a not in endpoint)
+
+
+async def test_an_endpoint_that_does_not_resolve_is_sent_nothing(
+    fake: FakeConfluent, http: httpx.AsyncClient, cluster_key: tuple[str, str]
+) -> None:
+    error = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    provider = confluent(API, policy=Policy(DEFAULT_REST_HOSTS, resolve=FakeResolver(error=error)))
+    verification = await provider.verify(provider.clean(form(*cluster_key, REST, CLUSTER)), http)
+    assert verification.outcome is Outcome.INVALID_INPUT
+    assert verification.summary == "The host pkc-abcde.us-west4.gcp.confluent.cloud does not exist."
+    assert "Copy the REST endpoint again" in hints_text(verification)
+    assert fake.requests == []
+
+
+async def test_the_cluster_is_called_at_the_checked_address_under_its_name(
+    fake: FakeConfluent, http: httpx.AsyncClient, cluster_key: tuple[str, str]
+) -> None:
+    seen: list[httpx.Request] = []
+    http.event_hooks["request"].append(lambda request: _record(seen, request))
+    resolver = FakeResolver()
+    provider = confluent(API, sleep=Sleeps(), policy=Policy(DEFAULT_REST_HOSTS, resolve=resolver))
+    verification = await provider.verify(provider.clean(form(*cluster_key, REST, CLUSTER)), http)
+    assert verification.outcome is Outcome.OK
+    assert resolver.asked == [("pkc-abcde.us-west4.gcp.confluent.cloud", 443)]
+    cluster_calls = [r for r in seen if "/kafka/" in r.url.path]
+    assert len(cluster_calls) == 3
+    for request in cluster_calls:
+        assert request.url.host == PUBLIC_IP
+        assert (
+            request.headers["host"]
+            == request.extensions["sni_hostname"]
+            == "pkc-abcde.us-west4.gcp.confluent.cloud"
+        )
+    assert [r.url.host for r in seen if "/org/" in r.url.path] == [
+        "api.confluent.test"
+    ]  # the operator's, as is
+
+
+async def _record(seen: list[httpx.Request], request: httpx.Request) -> None:
+    seen.append(request)
 
 
 @pytest.mark.parametrize(
@@ -844,14 +966,21 @@ async def test_a_timeout_is_unreachable(
 async def test_over_real_http_the_probe_sends_basic_auth(
     fake: FakeConfluent, cluster_key: tuple[str, str]
 ) -> None:
+    # The endpoint is a name the resolver sends to the fake: the request reaches the checked
+    # address, and the fake sees the name.
+    resolver = FakeResolver(addresses=["127.0.0.1"])
+    policy = Policy(HostPatterns(("*.fake.test",)), allow_private=True, resolve=resolver)
     with serve_asgi(fake.app) as url:
-        provider = ConfluentCloud(url, sleep=Sleeps())
+        provider = ConfluentCloud(url, sleep=Sleeps(), policy=policy)
+        endpoint = url.replace("127.0.0.1", "pkc-1.fake.test")
         async with httpx.AsyncClient(timeout=5) as http:
-            values = provider.clean(form(*cluster_key, url, CLUSTER))
+            values = provider.clean(form(*cluster_key, endpoint, CLUSTER))
             verification = await provider.verify(values, http)
     assert verification.outcome is Outcome.OK
     assert [r.authenticated for r in fake.requests] == [False, True, True, True]
     assert {r.username for r in fake.requests} == {cluster_key[0]}
+    assert resolver.asked == [("pkc-1.fake.test", int(url.rsplit(":", 1)[1]))]
+    assert [r.host for r in fake.requests[1:]] == ["pkc-1.fake.test"] * 3
 
 
 # --- the fake itself --------------------------------------------------------------------------------------

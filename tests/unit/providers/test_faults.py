@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from bot.outbound import Policy
 from bot.providers.base import Outcome, Provider, Verification
 from bot.providers.confluent_cloud import ConfluentCloud, RetryPolicy
 from bot.providers.redshift import Redshift
@@ -38,6 +39,7 @@ from bot.providers.snowflake import RetryPolicy as SnowflakeRetryPolicy
 from bot.providers.snowflake import Snowflake
 from bot.redaction import Secret
 from tests.fakes.confluent_api import new_api_key, new_api_secret
+from tests.fakes.dns import FakeResolver
 from tests.fakes.snowflake_api import new_token
 from tests.support.private_postgres import (  # noqa: F401  (the fixture private_postgres is found by name)
     PrivatePostgres,
@@ -49,7 +51,6 @@ from tests.unit.providers.test_redshift import (
     PASSWORD,
     FakeRedshift,
     FakeSession,
-    Resolver,
 )
 from tests.unit.providers.test_redshift import form as redshift_form
 from tests.unit.providers.test_snowflake import ACCOUNT
@@ -432,7 +433,9 @@ def limited_role(private_postgres: PrivatePostgres) -> PrivatePostgres:
 
 
 def _session_fault(session: FakeSession) -> Callable[[], Redshift]:
-    return lambda: Redshift(connector=FakeRedshift(session=session), resolve=Resolver(), sleep=Sleeps())
+    return lambda: Redshift(
+        connector=FakeRedshift(session=session), policy=Policy(resolve=FakeResolver()), sleep=Sleeps()
+    )
 
 
 REDSHIFT_FAULTS = (
@@ -462,10 +465,20 @@ def redshift_fault(
         yield Redshift(connect_to=("127.0.0.1", closed_port()), sleep=sleeps), values
     elif name == "dns-unknown-name":
         error = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        yield Redshift(connector=FakeRedshift(), resolve=Resolver(error=error), sleep=sleeps), values
+        yield (
+            Redshift(
+                connector=FakeRedshift(), policy=Policy(resolve=FakeResolver(error=error)), sleep=sleeps
+            ),
+            values,
+        )
     elif name == "dns-temporary-failure":
         error = socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
-        yield Redshift(connector=FakeRedshift(), resolve=Resolver(error=error), sleep=sleeps), values
+        yield (
+            Redshift(
+                connector=FakeRedshift(), policy=Policy(resolve=FakeResolver(error=error)), sleep=sleeps
+            ),
+            values,
+        )
     elif name == "dns-real-unknown-name":
         # The system resolver, asked for a name that never resolves (RFC 6761).
         yield Redshift(connector=FakeRedshift(), sleep=sleeps), redshift_form("warehouse.faults.invalid")
@@ -475,7 +488,10 @@ def redshift_fault(
     elif name == "hang-past-connect-budget":
         yield (
             Redshift(
-                connector=FakeRedshift(hang=True), resolve=Resolver(), sleep=sleeps, connect_budget=TIMEOUT
+                connector=FakeRedshift(hang=True),
+                policy=Policy(resolve=FakeResolver()),
+                sleep=sleeps,
+                connect_budget=TIMEOUT,
             ),
             values,
         )

@@ -21,6 +21,7 @@ import psycopg
 import pytest
 from psycopg import _encodings, sql
 
+from bot.outbound import Policy
 from bot.providers import _redshift_errors as errs
 from bot.providers._redshift_endpoint import EndpointKind, classify, endpoint_problem, split_pasted
 from bot.providers.base import Check, Outcome, Verification
@@ -31,12 +32,12 @@ from bot.providers.redshift import (
     default_rootcert,
     install_unicode_alias,
     psycopg_connect,
-    resolve_host,
     schema_identifier,
     server_product,
 )
 from bot.redaction import Secret
 from bot.settings import ConfigError
+from tests.fakes.dns import PUBLIC_IP, FakeResolver
 from tests.support.private_postgres import (  # noqa: F401  (the fixture private_postgres is found by name)
     PrivatePostgres,
     private_postgres_server,
@@ -51,7 +52,6 @@ REDSHIFT_VERSION = (
 )
 PASSWORD = "Sup3r-Secret-Pa55word!"
 WHERE = f'connection failed: connection to server at "{ENDPOINT}" (10.0.0.7), port 5439 failed: '
-PUBLIC_IP = "52.10.20.30"
 
 
 def form(
@@ -83,24 +83,6 @@ def closed_port() -> int:
 class Sleeps(list[float]):
     async def __call__(self, seconds: float) -> None:
         self.append(seconds)
-
-
-@dataclass
-class Resolver:
-    """Answers every lookup with ``addresses``, or raises ``error``; remembers what was asked."""
-
-    addresses: list[str] = field(default_factory=lambda: [PUBLIC_IP])
-    error: BaseException | None = None
-    hang: bool = False
-    asked: list[tuple[str, int]] = field(default_factory=list)
-
-    async def __call__(self, host: str, port: int) -> list[str]:
-        self.asked.append((host, port))
-        if self.hang:
-            await asyncio.Event().wait()
-        if self.error is not None:
-            raise self.error
-        return self.addresses
 
 
 @dataclass
@@ -156,9 +138,19 @@ class FakeRedshift:
         return self.session
 
 
-def faked(fake: FakeRedshift, **kwargs: Any) -> Redshift:
-    kwargs.setdefault("resolve", Resolver())
-    return Redshift(connector=fake, sleep=Sleeps(), **kwargs)
+def faked(
+    fake: FakeRedshift,
+    resolve: FakeResolver | None = None,
+    *,
+    allow_private: bool = False,
+    resolve_budget: float = 3.0,
+    **kwargs: Any,
+) -> Redshift:
+    policy = Policy(
+        allow_private=allow_private, resolve=resolve or FakeResolver(), resolve_budget=resolve_budget
+    )
+    kwargs.setdefault("sleep", Sleeps())
+    return Redshift(connector=fake, policy=policy, **kwargs)
 
 
 async def verify(provider: Redshift, values: dict[str, str | Secret]) -> Verification:
@@ -834,7 +826,9 @@ async def test_a_short_password_in_an_error_is_not_shown() -> None:
 async def test_transient_failures_are_tried_once_more() -> None:
     sleeps = Sleeps()
     fake = FakeRedshift(refusals=[WHERE + "FATAL:  the database system is starting up"])
-    verification = await verify(Redshift(connector=fake, sleep=sleeps, resolve=Resolver()), form())
+    verification = await verify(
+        Redshift(connector=fake, sleep=sleeps, policy=Policy(resolve=FakeResolver())), form()
+    )
     assert verification.outcome is Outcome.OK
     assert len(fake.attempts) == 2 and sleeps == [1.0]
 
@@ -842,7 +836,9 @@ async def test_transient_failures_are_tried_once_more() -> None:
 async def test_a_dropped_tls_connection_is_tried_once_more() -> None:
     sleeps = Sleeps()
     fake = FakeRedshift(refusals=[WHERE + "SSL SYSCALL error: EOF detected"])
-    verification = await verify(Redshift(connector=fake, sleep=sleeps, resolve=Resolver()), form())
+    verification = await verify(
+        Redshift(connector=fake, sleep=sleeps, policy=Policy(resolve=FakeResolver())), form()
+    )
     assert verification.outcome is Outcome.OK
     assert len(fake.attempts) == 2 and sleeps == [1.0]
 
@@ -850,7 +846,9 @@ async def test_a_dropped_tls_connection_is_tried_once_more() -> None:
 async def test_credential_failures_are_not_retried() -> None:
     sleeps = Sleeps()
     fake = FakeRedshift(refusals=[WHERE + 'FATAL:  password authentication failed for user "alice"'])
-    verification = await verify(Redshift(connector=fake, sleep=sleeps, resolve=Resolver()), form())
+    verification = await verify(
+        Redshift(connector=fake, sleep=sleeps, policy=Policy(resolve=FakeResolver())), form()
+    )
     assert verification.outcome is Outcome.UNAUTHORIZED
     assert len(fake.attempts) == 1 and sleeps == []
 
@@ -930,7 +928,7 @@ def test_quote_ident() -> None:
 
 
 async def test_the_checked_address_is_connected_to_and_the_name_kept_for_tls() -> None:
-    fake, resolver = FakeRedshift(), Resolver()
+    fake, resolver = FakeRedshift(), FakeResolver()
     verification = await verify(faked(fake, resolve=resolver), form(port="5440"))
     assert verification.outcome is Outcome.OK
     assert resolver.asked == [(ENDPOINT, 5440)]
@@ -939,7 +937,7 @@ async def test_the_checked_address_is_connected_to_and_the_name_kept_for_tls() -
 
 
 async def test_a_retry_reuses_the_checked_address() -> None:
-    resolver = Resolver(addresses=[PUBLIC_IP, "52.10.20.31"])
+    resolver = FakeResolver(addresses=[PUBLIC_IP, "52.10.20.31"])
     fake = FakeRedshift(refusals=[WHERE + "FATAL:  the database system is starting up"])
     verification = await verify(faked(fake, resolve=resolver), form())
     assert verification.outcome is Outcome.OK
@@ -961,35 +959,38 @@ async def test_a_retry_reuses_the_checked_address() -> None:
         ["::1"],
         ["fe80::1%eth0"],
         ["::ffff:127.0.0.1"],
+        ["64:ff9b::a00:7"],  # 10.0.0.7 through NAT64, which is_global lets through
+        ["2002:a9fe:a9fe::1"],  # 169.254.169.254 through 6to4
         [PUBLIC_IP, "10.0.0.7"],
     ],
 )
 async def test_an_endpoint_resolving_to_a_private_address_is_not_connected_to(addresses: list[str]) -> None:
     fake = FakeRedshift()
-    verification = await verify(faked(fake, resolve=Resolver(addresses=addresses)), form())
+    verification = await verify(faked(fake, resolve=FakeResolver(addresses=addresses)), form())
     assert verification.outcome is Outcome.INVALID_INPUT
     assert verification.summary == (
-        f"{ENDPOINT} points to a private or local network address, and the bot only connects to "
-        "public addresses."
+        f"{ENDPOINT} resolves to an address the bot does not connect to (a private, local or reserved "
+        "network address), so nothing was sent to it."
     )
-    assert "REDSHIFT_ALLOW_PRIVATE_ADDRESSES=true" in hints_text(verification)
+    assert "CONNECTIONS_ALLOW_PRIVATE_ADDRESSES=true" in hints_text(verification)
     assert not any(address in repr(verification) for address in addresses if address != PUBLIC_IP)
     assert fake.attempts == []
 
 
 async def test_private_addresses_may_be_allowed_for_a_bot_inside_the_vpc() -> None:
-    provider = Redshift.from_environment({"REDSHIFT_ALLOW_PRIVATE_ADDRESSES": "true"})
-    assert provider.allow_private
-    assert not Redshift.from_environment({}).allow_private
+    assert Redshift.from_environment({"CONNECTIONS_ALLOW_PRIVATE_ADDRESSES": "true"}).policy.allow_private
+    # The older, Redshift-only name still works.
+    assert Redshift.from_environment({"REDSHIFT_ALLOW_PRIVATE_ADDRESSES": "true"}).policy.allow_private
+    assert not Redshift.from_environment({}).policy.allow_private
     fake = FakeRedshift()
-    allowed = faked(fake, allow_private=True, resolve=Resolver(addresses=["10.0.0.7"]))
+    allowed = faked(fake, allow_private=True, resolve=FakeResolver(addresses=["10.0.0.7"]))
     verification = await verify(allowed, form())
     assert verification.outcome is Outcome.OK
     assert [params.hostaddr for params in fake.attempts] == ["10.0.0.7"]
 
 
 async def test_connect_to_skips_the_lookup() -> None:
-    fake, resolver = FakeRedshift(), Resolver(addresses=["127.0.0.1"])
+    fake, resolver = FakeRedshift(), FakeResolver(addresses=["127.0.0.1"])
     verification = await verify(faked(fake, resolve=resolver, connect_to=("127.0.0.1", 15439)), form())
     assert verification.outcome is Outcome.OK
     assert resolver.asked == []
@@ -1000,23 +1001,23 @@ async def test_connect_to_skips_the_lookup() -> None:
     ("resolver", "outcome", "in_summary", "in_hints"),
     [
         (
-            Resolver(error=socket.gaierror(socket.EAI_NONAME, "Name or service not known")),
+            FakeResolver(error=socket.gaierror(socket.EAI_NONAME, "Name or service not known")),
             Outcome.INVALID_INPUT,
             f"The host {ENDPOINT} does not exist.",
             "copy the endpoint again",
         ),
-        (Resolver(addresses=[]), Outcome.INVALID_INPUT, "does not exist", "copy the endpoint again"),
+        (FakeResolver(addresses=[]), Outcome.INVALID_INPUT, "does not exist", "copy the endpoint again"),
         (
-            Resolver(error=socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")),
+            FakeResolver(error=socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")),
             Outcome.UNREACHABLE,
             "temporary DNS failure",
             "try again in a minute",
         ),
-        (Resolver(hang=True), Outcome.UNREACHABLE, "temporary DNS failure", "try again in a minute"),
+        (FakeResolver(hang=True), Outcome.UNREACHABLE, "temporary DNS failure", "try again in a minute"),
     ],
 )
 async def test_a_failed_lookup_connects_to_nothing(
-    resolver: Resolver, outcome: Outcome, in_summary: str, in_hints: str
+    resolver: FakeResolver, outcome: Outcome, in_summary: str, in_hints: str
 ) -> None:
     fake = FakeRedshift()
     verification = await verify(faked(fake, resolve=resolver, resolve_budget=0.05), form())
@@ -1026,17 +1027,14 @@ async def test_a_failed_lookup_connects_to_nothing(
     assert fake.attempts == []
 
 
-async def test_the_system_resolver_answers_for_localhost_and_loopback_is_refused() -> None:
-    addresses = await resolve_host("localhost", 5439)
-    assert addresses and len(addresses) == len(set(addresses))
-    assert all(address in ("127.0.0.1", "::1") for address in addresses)
-    fake = FakeRedshift()
-    provider = Redshift(connector=fake, sleep=Sleeps())
+async def test_a_stored_localhost_endpoint_is_refused_before_any_lookup() -> None:
+    fake, resolver = FakeRedshift(), FakeResolver(addresses=["127.0.0.1"])
+    provider = faked(fake, resolver)
     async with httpx.AsyncClient() as http:
         probe = await provider.probe(provider.clean(form("localhost")), http)
     assert probe.outcome is Outcome.INVALID_INPUT
-    assert "private or local network address" in probe.summary
-    assert fake.attempts == []
+    assert probe.summary.startswith("The bot does not connect to localhost")
+    assert fake.attempts == [] and resolver.asked == []
 
 
 def test_local_names_are_refused_before_any_lookup() -> None:
@@ -1051,7 +1049,9 @@ def test_local_names_are_refused_before_any_lookup() -> None:
 
 async def test_libpq_connects_to_the_checked_address_under_the_endpoint_name(world: World) -> None:
     provider = Redshift(
-        sslmode="disable", allow_private=True, resolve=Resolver(addresses=["127.0.0.1"]), retry_delay=0.0
+        sslmode="disable",
+        policy=Policy(allow_private=True, resolve=FakeResolver(addresses=["127.0.0.1"])),
+        retry_delay=0.0,
     )
     verification = await verify(provider, as_user(world, "rs_alice", port=str(world.server.port)))
     assert verification.outcome is Outcome.OK, verification

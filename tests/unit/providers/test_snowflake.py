@@ -24,12 +24,20 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from bot.outbound import ANY_NAME, Policy
 from bot.providers import _snowflake_keys as keys
 from bot.providers import _snowflake_names as names
 from bot.providers.base import Outcome, Verification
-from bot.providers.snowflake import PROBE_STATEMENT, RetryPolicy, Snowflake, show_warehouses_statement
+from bot.providers.snowflake import (
+    PROBE_STATEMENT,
+    SNOWFLAKE_HOSTS,
+    RetryPolicy,
+    Snowflake,
+    show_warehouses_statement,
+)
 from bot.redaction import Secret
 from bot.settings import ConfigError
+from tests.fakes.dns import PUBLIC_IP, FakeResolver
 from tests.fakes.snowflake_api import FakeAccount, FakeSnowflake, FakeUser, new_token
 from tests.support.servers import serve_asgi
 from tests.unit.providers.contract import ProviderContract, Scenario
@@ -44,6 +52,22 @@ STATEMENTS = "/api/v2/statements"
 
 
 # --- keys and forms ------------------------------------------------------------------------------------
+
+
+def pinned_to(request: httpx.Request) -> str:
+    """The name a request was sent for, having checked it went to the checked address with the
+    name kept for the Host header and TLS."""
+    assert request.url.host == PUBLIC_IP
+    assert request.extensions["sni_hostname"] == request.headers["host"]
+    return str(request.headers["host"])
+
+
+def snowflake(*args: Any, **kwargs: Any) -> Snowflake:
+    """The provider, its account hosts resolving to a public address: tests never ask DNS."""
+    api_url = args[0] if args else kwargs.get("api_url")
+    hosts = SNOWFLAKE_HOSTS if api_url is None else ANY_NAME
+    kwargs.setdefault("policy", Policy(hosts, resolve=FakeResolver()))
+    return Snowflake(*args, **kwargs)
 
 
 @cache
@@ -121,7 +145,7 @@ def closed_port() -> int:
 
 
 def problems(values: dict[str, str | Secret]) -> dict[str, str]:
-    provider = Snowflake()
+    provider = snowflake()
     return provider.validate(provider.clean(values))
 
 
@@ -166,7 +190,7 @@ def sleeps() -> Sleeps:
 @pytest.fixture
 def provider(sleeps: Sleeps) -> Snowflake:
     # rng fixed at 0.5, so with jitter 0.25 each backoff step is asked for as step * 1.125.
-    return Snowflake(retry=RetryPolicy(rng=lambda: 0.5), sleep=sleeps)
+    return snowflake(retry=RetryPolicy(rng=lambda: 0.5), sleep=sleeps)
 
 
 class Sent(list[httpx.Request]):
@@ -206,7 +230,7 @@ async def verify(
 
 class TestSnowflakeContract(ProviderContract):
     def provider(self) -> Snowflake:
-        return Snowflake(sleep=Sleeps())
+        return snowflake(sleep=Sleeps())
 
     def valid_values(self) -> dict[str, str | Secret]:
         return form(
@@ -223,7 +247,7 @@ class TestSnowflakeContract(ProviderContract):
     async def scenario(self, outcome: Outcome) -> AsyncIterator[Scenario]:
         fake = FakeSnowflake()
         account, user = arrange(fake)
-        provider = Snowflake(sleep=Sleeps())
+        provider = snowflake(sleep=Sleeps())
         values = key_form(role=ROLE, warehouse=WAREHOUSE, database=DATABASE)
         if outcome is Outcome.UNAUTHORIZED:
             values = key_form(rsa_key(2048, 1))  # a key the user doesn't have
@@ -238,7 +262,7 @@ class TestSnowflakeContract(ProviderContract):
         elif outcome is Outcome.PROVIDER_ERROR:
             fake.fail_next(503, times=2)
         elif outcome is Outcome.UNREACHABLE:
-            provider = Snowflake(f"http://127.0.0.1:{closed_port()}", sleep=Sleeps())
+            provider = snowflake(f"http://127.0.0.1:{closed_port()}", sleep=Sleeps())
         cleaned = provider.clean(values)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=fake.app), timeout=5) as http:
             if outcome is Outcome.UNREACHABLE:
@@ -252,7 +276,7 @@ class TestSnowflakeContract(ProviderContract):
 
 
 def test_the_form_is_declared() -> None:
-    provider = Snowflake()
+    provider = snowflake()
     assert (provider.key, provider.title) == ("snowflake", "Snowflake")
     assert [s.title for s in provider.sections] == [
         "Snowflake account",
@@ -396,7 +420,7 @@ ACCOUNTS = [
 def test_account_identifiers_are_normalised_as_the_readme_says(
     typed: str, stored: str, in_jwt: str, host: str
 ) -> None:
-    provider = Snowflake()
+    provider = snowflake()
     cleaned = provider.clean(key_form(account=typed))
     assert provider.validate(cleaned) == {}
     assert provider.config_of(cleaned)["account"] == stored
@@ -429,7 +453,7 @@ async def test_a_locator_account_signs_in_with_the_locator(
     arrange(fake)
     verification = await verify(provider, http, key_form(account="XY12345.us-east-2.aws"))
     assert verification.outcome is Outcome.OK
-    assert sent[0].url.host == "xy12345.us-east-2.aws.snowflakecomputing.com"
+    assert pinned_to(sent[0]) == "xy12345.us-east-2.aws.snowflakecomputing.com"
     claims = jwt.decode(sent[0].headers["authorization"].split()[1], options={"verify_signature": False})
     assert claims["sub"] == f"XY12345.{USER}"
 
@@ -441,7 +465,7 @@ async def test_the_hyphenated_spelling_signs_in_with_the_underscore_form(
     fake.add_user(account, USER, public_key=rsa_key().public_key())
     verification = await verify(provider, http, key_form(account="myorg-analytics-eu"))
     assert verification.outcome is Outcome.OK
-    assert sent[0].url.host == "myorg-analytics-eu.snowflakecomputing.com"
+    assert pinned_to(sent[0]) == "myorg-analytics-eu.snowflakecomputing.com"
     claims = jwt.decode(sent[0].headers["authorization"].split()[1], options={"verify_signature": False})
     assert claims["sub"] == f"MYORG-ANALYTICS_EU.{USER}"
 
@@ -450,14 +474,14 @@ async def test_the_hyphenated_spelling_signs_in_with_the_underscore_form(
 
 
 def test_an_unencrypted_pkcs8_key_passes_and_shows_its_fingerprint() -> None:
-    provider = Snowflake()
+    provider = snowflake()
     cleaned = provider.clean(form(private_key=pem_of(rsa_key())))
     assert provider.validate(cleaned) == {}
     assert provider.credential_hint(cleaned) == fingerprint_from_der(rsa_key())
 
 
 def test_an_encrypted_key_opens_with_its_passphrase() -> None:
-    provider = Snowflake()
+    provider = snowflake()
     cleaned = provider.clean(key_form())
     assert provider.validate(cleaned) == {}
     assert provider.credential_hint(cleaned) == fingerprint_from_der(rsa_key())
@@ -555,7 +579,7 @@ def test_a_damaged_key_says_what_is_wrong_without_echoing_it(damage: Any, says: 
     ids=["one-line", "escaped-newlines", "crlf", "quoted", "padded"],
 )
 def test_a_key_mangled_by_copying_is_restored(mangle: Any) -> None:
-    provider = Snowflake()
+    provider = snowflake()
     cleaned = provider.clean(form(private_key=mangle(pem_of(rsa_key(), PASSPHRASE)), passphrase=PASSPHRASE))
     assert provider.validate(cleaned) == {}
     assert provider.credential_hint(cleaned) == fingerprint_from_der(rsa_key())
@@ -679,7 +703,7 @@ def test_a_token_in_the_key_field_is_redirected() -> None:
 
 def test_a_token_pasted_with_bearer_and_quotes_is_cleaned() -> None:
     token = new_token()
-    provider = Snowflake()
+    provider = snowflake()
     cleaned = provider.clean(form(token=f' "Bearer {token}" '))
     assert isinstance(cleaned["token"], Secret) and cleaned["token"].reveal() == token
     assert provider.validate(cleaned) == {}
@@ -715,7 +739,7 @@ def test_empty_required_fields_get_messages() -> None:
     ],
 )
 def test_names_are_resolved_as_snowflake_does(typed: str, stored: str, sent: str) -> None:
-    provider = Snowflake()
+    provider = snowflake()
     cleaned = provider.clean(key_form(warehouse=typed))
     assert provider.validate(cleaned) == {}
     assert provider.config_of(cleaned)["warehouse"] == stored
@@ -745,7 +769,7 @@ async def test_each_request_carries_a_fresh_rs256_jwt_for_the_normalised_account
 ) -> None:
     arrange(fake)
     ticks = iter([1_800_000_000, 1_800_000_007])
-    provider = Snowflake(sleep=sleeps, clock=lambda: next(ticks))
+    provider = snowflake(sleep=sleeps, clock=lambda: next(ticks))
     fake.clock = lambda: 1_800_000_010
     verification = await verify(
         provider,
@@ -991,7 +1015,7 @@ async def test_a_wrong_user_or_account_is_caught(
 async def test_a_bot_clock_running_late_is_caught_by_snowflake(
     fake: FakeSnowflake, http: httpx.AsyncClient, arranged: tuple[FakeAccount, FakeUser]
 ) -> None:
-    provider = Snowflake(sleep=Sleeps(), clock=lambda: 1_800_000_000)
+    provider = snowflake(sleep=Sleeps(), clock=lambda: 1_800_000_000)
     fake.clock = lambda: 1_800_000_000 + 61
     verification = await verify(provider, http, key_form())
     assert verification.outcome is Outcome.UNAUTHORIZED
@@ -1241,7 +1265,7 @@ async def test_a_shorter_poll_limit_is_honoured(
     fake: FakeSnowflake, http: httpx.AsyncClient, sleeps: Sleeps, arranged: tuple[FakeAccount, FakeUser]
 ) -> None:
     fake.answer_async(polls=None)
-    provider = Snowflake(sleep=sleeps, poll_interval=2.0, poll_limit=5.0)
+    provider = snowflake(sleep=sleeps, poll_interval=2.0, poll_limit=5.0)
     verification = await verify(provider, http, key_form())
     assert verification.outcome is Outcome.PROVIDER_ERROR
     assert sleeps == [2.0, 2.0, 2.0]
@@ -1363,7 +1387,7 @@ async def test_no_jwt_or_key_material_reaches_logs_or_results(
 
 
 async def test_a_refused_connection_is_unreachable(sleeps: Sleeps) -> None:
-    provider = Snowflake(f"http://127.0.0.1:{closed_port()}", sleep=sleeps)
+    provider = snowflake(f"http://127.0.0.1:{closed_port()}", sleep=sleeps)
     async with httpx.AsyncClient(timeout=5) as http:
         verification = await verify(provider, http, key_form())
     assert verification.outcome is Outcome.UNREACHABLE
@@ -1383,7 +1407,7 @@ def slow_server(fake: FakeSnowflake) -> Iterator[str]:
 async def test_a_timeout_is_retried_once_then_unreachable(
     slow_server: str, fake: FakeSnowflake, sleeps: Sleeps, arranged: tuple[FakeAccount, FakeUser]
 ) -> None:
-    provider = Snowflake(slow_server, sleep=sleeps, request_timeout=httpx.Timeout(0.2))
+    provider = snowflake(slow_server, sleep=sleeps, request_timeout=httpx.Timeout(0.2))
     async with httpx.AsyncClient() as http:
         verification = await verify(provider, http, key_form())
     assert verification.outcome is Outcome.UNREACHABLE
@@ -1522,7 +1546,7 @@ class Clock:
 
 
 def clocked(clock: Clock, **options: Any) -> Snowflake:
-    return Snowflake(retry=RetryPolicy(rng=lambda: 0.5), sleep=clock.sleep, monotonic=clock, **options)
+    return snowflake(retry=RetryPolicy(rng=lambda: 0.5), sleep=clock.sleep, monotonic=clock, **options)
 
 
 @asynccontextmanager
@@ -1538,7 +1562,7 @@ async def test_a_timeout_is_not_retried_when_the_retry_cannot_finish_in_time(
 ) -> None:
     # The first POST is taken to have used 50 of the 60 seconds before it timed out.
     clock = Clock(per_request=50.0)
-    provider = Snowflake(slow_server, sleep=clock.sleep, monotonic=clock, request_timeout=httpx.Timeout(0.2))
+    provider = snowflake(slow_server, sleep=clock.sleep, monotonic=clock, request_timeout=httpx.Timeout(0.2))
     async with httpx.AsyncClient(event_hooks={"request": [clock.on_request]}) as http:
         verification = await verify(provider, http, key_form())
     assert verification.outcome is Outcome.UNREACHABLE
@@ -1644,7 +1668,7 @@ async def test_a_stored_encrypted_key_is_opened_once_and_off_the_event_loop(
 
 
 def test_validation_fills_the_cache_the_hint_reads(loads: list[int]) -> None:
-    provider = Snowflake()
+    provider = snowflake()
     cleaned = provider.clean(key_form())
     assert provider.validate(cleaned) == {}
     assert provider.credential_hint(cleaned) == fingerprint_from_der(rsa_key())
@@ -1669,3 +1693,81 @@ def test_the_key_cache_keeps_no_secret_text_and_drops_the_least_recently_used(lo
             assert len(digest) == 32 and digest != unkeyed and PASSPHRASE.encode() not in digest
         for secret in [PASSPHRASE, *(line for line in pem.splitlines() if not line.startswith("-----"))]:
             assert secret not in state
+
+
+# --- the outbound policy: the account decides a host, which is checked before anything is sent ----------
+
+
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "evil.com",
+        "evil.com#",
+        "https://evil.com/",
+        "x@evil.com",
+        "127.0.0.1",
+        "xy12345.evil.com",
+        "myorg-acct.snowflakecomputing.com.evil.com",
+        "localhost",
+        "a.b.c.d",
+        "myorg-acct.snowflakecomputing.cn",
+    ],
+)
+def test_a_typed_account_yields_a_host_only_under_snowflakes_domains(typed: str) -> None:
+    account = names.normalise_account(typed)
+    if account is not None:
+        host = snowflake().typed_host(account)
+        assert host is not None and host.endswith((".snowflakecomputing.com", ".snowflakecomputing.cn"))
+        assert snowflake().policy.problem(host) is None
+
+
+@pytest.mark.parametrize(
+    "addresses", [["10.0.0.7"], ["127.0.0.1"], ["::ffff:169.254.169.254"], ["2002:a00:7::1"]]
+)
+async def test_an_account_resolving_to_a_private_address_is_sent_nothing(
+    fake: FakeSnowflake, http: httpx.AsyncClient, sent: Sent, addresses: list[str]
+) -> None:
+    arrange(fake)
+    provider = snowflake(policy=Policy(SNOWFLAKE_HOSTS, resolve=FakeResolver(addresses)))
+    verification = await verify(provider, http, key_form())
+    assert verification.outcome is Outcome.INVALID_INPUT
+    assert verification.summary.startswith(
+        "myorg-analytics.snowflakecomputing.com resolves to an address the bot does not connect to"
+    )
+    assert "CONNECTIONS_ALLOW_PRIVATE_ADDRESSES=true" in hints_text(verification)
+    assert sent == []
+
+
+def test_an_operator_url_with_the_account_in_its_host_goes_through_the_policy() -> None:
+    privatelink = Snowflake.from_environment(
+        {"SNOWFLAKE_API_URL": "https://{account}.privatelink.snowflakecomputing.com"}
+    )
+    assert privatelink.typed_host(ACCOUNT) == "myorg-analytics.privatelink.snowflakecomputing.com"
+    assert not privatelink.policy.allow_private
+    allowed = Snowflake.from_environment(
+        {
+            "SNOWFLAKE_API_URL": "https://{account}.privatelink.snowflakecomputing.com",
+            "CONNECTIONS_ALLOW_PRIVATE_ADDRESSES": "1",
+        }
+    )
+    assert allowed.policy.allow_private
+    # The host is the operator's when the account only fills the path: not checked, as the Cloud API URL.
+    assert (
+        Snowflake.from_environment({"SNOWFLAKE_API_URL": "http://127.0.0.1:9/{account}"}).typed_host(ACCOUNT)
+        is None
+    )
+    # An operator URL made only of the account cannot be turned into an address by what is typed.
+    bare = Snowflake.from_environment({"SNOWFLAKE_API_URL": "https://{account}"})
+    found = bare.validate(bare.clean(key_form(account="127.0.0.1")))
+    assert "doesn't make an address the bot may call" in found["account"]
+
+
+async def test_a_fixed_operator_url_is_called_as_it_is(
+    fake: FakeSnowflake, http: httpx.AsyncClient, sent: Sent
+) -> None:
+    arrange(fake)
+    resolver = FakeResolver(addresses=["127.0.0.1"])
+    provider = Snowflake("http://fake", sleep=Sleeps(), policy=Policy(resolve=resolver))
+    verification = await verify(provider, http, key_form())
+    assert verification.outcome is Outcome.OK
+    assert resolver.asked == [] and {r.url.host for r in sent} == {"fake"}

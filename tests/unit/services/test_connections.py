@@ -27,9 +27,10 @@ from bot.services.submissions import Submission, SubmissionOutcome, Submissions
 from bot.store import AuditEvent, Connection, Credential, Database, VerificationRecord
 from tests.fakes.confluent_api import FakeConfluent, new_api_key, new_api_secret
 from tests.support.databases import dump_database_text
+from tests.unit.providers.test_confluent_cloud import confluent
 from tests.unit.services.conftest import API
 
-REST = "https://pkc-abcde.us-west4.gcp.confluent.test:443"
+REST = "https://pkc-abcde.us-west4.gcp.confluent.cloud:443"
 CLUSTER = "lkc-abc123"
 TEAM = "T0000TEAM"
 OTHER_TEAM = "T0000OTHR"
@@ -57,7 +58,7 @@ def clock() -> TickingClock:
 
 @pytest.fixture
 def provider() -> ConfluentCloud:
-    return ConfluentCloud(api_url=API)
+    return confluent(api_url=API)
 
 
 class NoDirectory:
@@ -121,7 +122,7 @@ def create_request(
         kind=RequestKind.CONNECTION,
         team_id=team_id,
         user_id=user_id,
-        provider=provider or ConfluentCloud(api_url=API),
+        provider=provider or confluent(api_url=API),
         name=name,
         values=values,
         claim_id=claim_id,

@@ -37,6 +37,7 @@ from bot.services.submissions import (
 from bot.store import AuditEvent, Connection, Credential, Database, KeyCanary, Rotation, VerificationRecord
 from bot.store.models import InFlightKind, InFlightVerification
 from tests.fakes.confluent_api import FakeConfluent, new_api_key, new_api_secret
+from tests.unit.providers.test_confluent_cloud import confluent
 from tests.unit.services.test_approvals import ADMIN, GROUP, OUTSIDER, MemoryDirectory, new_policy
 from tests.unit.services.test_connections import API, CLUSTER, REST, START, TEAM, create_request, form, stored
 from tests.unit.services.test_expiry import HandClock
@@ -54,7 +55,7 @@ def clock() -> HandClock:
 
 @pytest.fixture
 def provider() -> ConfluentCloud:
-    return ConfluentCloud(api_url=API)
+    return confluent(api_url=API)
 
 
 @pytest.fixture
@@ -296,7 +297,7 @@ def other_claim(name: str, connection_id: str | None = None) -> InFlightVerifica
         kind=InFlightKind.CREATE if connection_id is None else InFlightKind.ROTATION,
         team_id=TEAM,
         user_id=OTHER_USER,
-        provider=ConfluentCloud(api_url=API),
+        provider=confluent(api_url=API),
         name=name,
         view_id="V0000OTHER",
         config={},

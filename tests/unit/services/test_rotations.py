@@ -56,6 +56,7 @@ from bot.store.db import create_engine
 from bot.store.repositories import RotationRepository
 from tests.fakes.confluent_api import FakeConfluent, new_api_key, new_api_secret
 from tests.support.databases import dump_database_text
+from tests.unit.providers.test_confluent_cloud import confluent
 from tests.unit.services.test_approvals import (
     ADMIN,
     GROUP,
@@ -104,7 +105,7 @@ def clock() -> HandClock:
 
 @pytest.fixture
 def providers() -> ProviderRegistry:
-    return ProviderRegistry((ConfluentCloud(api_url=API),))
+    return ProviderRegistry((confluent(api_url=API),))
 
 
 @pytest.fixture
@@ -219,7 +220,7 @@ def rotation(
         kind=ROTATION,
         team_id=team_id,
         user_id=actor,
-        provider=provider or ConfluentCloud(api_url=API),
+        provider=provider or confluent(api_url=API),
         name=name,
         values=values,
         connection_id=connection_id,

@@ -39,21 +39,22 @@ HEADER_MAX = 150
 
 
 def escape(text: str) -> str:
-    """Escape user text for mrkdwn so it shows literally: no mentions, no links, no entities.
+    """Escape the bot's own text for mrkdwn so it shows literally: no mentions, no ``<…>`` links,
+    no entities; its backticks and asterisks still format. Text someone else chose: :func:`literal`.
 
     ``&`` goes first, so an already escaped ``&lt;`` typed by a user stays visible as typed.
     """
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-WORD_JOINER = "\u2060"
+_WORD_JOINER = "\u2060"
 """Invisible, and not a character of a host name, a URL scheme, a mention or a channel name."""
 _LINK_STARTS = re.compile(r"([.:@#])(?=\S)")
 # Slack formats a span between two of these only where each one stands at a word boundary: a
 # character between two ASCII letters or digits (snake_case) can neither open nor close one, so it
 # stays. Backticks and the full-width forms, which Slack also reads as markup, never stay.
 _MARKUP = re.compile(r"(?<![A-Za-z0-9])[*_~]|[*_~](?![A-Za-z0-9])|[`＊＿｀]")
-LOOKALIKES = {"*": "∗", "_": "ˍ", "~": "∼", "`": "ˋ", "＊": "﹡", "＿": "⸏", "｀": "ˋ"}
+_LOOKALIKES = {"*": "∗", "_": "ˍ", "~": "∼", "`": "ˋ", "＊": "﹡", "＿": "⸏", "｀": "ˋ"}
 """What a markup character that could format is shown as: a character of (nearly) the same
 shape that Slack gives no meaning to."""
 
@@ -64,19 +65,19 @@ def literal(text: str) -> str:
 
     :func:`escape` stops mentions and ``<…|…>`` links. Slack offers no escape for ``*_~```, and a
     zero-width space beside one *enables* formatting (it counts as a word boundary), so each one
-    that could open or close a span is shown as its look-alike (:data:`LOOKALIKES`); one inside a
+    that could open or close a span is shown as its look-alike (``∗ ˍ ∼ ˋ``); one inside a
     word (``prod_kafka``) cannot and stays. Bare URLs, domains, ``@here`` and ``#channel`` get a
     word joiner after their ``.``, ``:``, ``@`` or ``#`` (:func:`unlinked`), on top of the
     ``verbatim`` flag every mrkdwn object of ours sets, which only stops Slack's server from
     turning them into links.
     """
-    return unlinked(_MARKUP.sub(lambda m: LOOKALIKES[m.group(0)], escape(text)))
+    return unlinked(_MARKUP.sub(lambda m: _LOOKALIKES[m.group(0)], escape(text)))
 
 
 def unlinked(text: str) -> str:
     """``text`` with a word joiner after each ``.``, ``:``, ``@`` and ``#`` that something follows,
     so no URL, domain, e-mail address, mention or channel name in it can be recognised as one."""
-    return _LINK_STARTS.sub(r"\1" + WORD_JOINER, text)
+    return _LINK_STARTS.sub(r"\1" + _WORD_JOINER, text)
 
 
 def truncate(text: str, limit: int) -> str:

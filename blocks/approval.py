@@ -35,7 +35,7 @@ from blocks.parts import (
     reply,
     section,
 )
-from blocks.text import HEADER_MAX, escape, one_line, slack_date, truncate, user_mention
+from blocks.text import HEADER_MAX, literal, one_line, slack_date, truncate, user_mention
 from bot import ids
 from bot.domain import (
     REASON_MAX_LENGTH,
@@ -370,7 +370,7 @@ def decision_reply(decision: Decision, how_to_become_admin: str) -> dict[str, An
     if request is None:
         return not_found_reply()
     if request.kind is RequestKind.ROTATION:
-        return reply(escape(refusal_text(decision, request.kind)))
+        return reply(literal(refusal_text(decision, request.kind)))
     if decision.verdict is Verdict.SELF_APPROVAL:
         return self_approval_reply()
     return already_decided_reply(Status(request.status), request.decided_by, request.decided_at)

@@ -13,9 +13,20 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from slack_sdk.models.blocks import ButtonElement, MarkdownTextObject, SectionBlock
+from slack_sdk.models.blocks import ButtonElement, SectionBlock
 
-from blocks.parts import Block, actions, context, header, key_text, message, name_text, provider_text, section
+from blocks.parts import (
+    Block,
+    actions,
+    context,
+    header,
+    key_text,
+    message,
+    mrkdwn,
+    name_text,
+    provider_text,
+    section,
+)
 from blocks.text import as_utc, credential_age_text, escape, inline, plural, slack_date, user_mention
 from bot import ids
 from bot.domain import PAGE_SIZE, ConnectionSummary, Health, Page, Status
@@ -172,7 +183,7 @@ def provider_card(provider: Provider, block_id: str) -> Block:
     button = ButtonElement(text="Connect", action_id=ids.ACTION_CONNECT, value=provider.key, style="primary")
     card = SectionBlock(
         block_id=block_id[:255],
-        text=MarkdownTextObject(text=f"*{title}*\n{description}" if description else f"*{title}*"),
+        text=mrkdwn(f"*{title}*\n{description}" if description else f"*{title}*"),
         accessory=button,
     )
     return dict(card.to_dict())

@@ -1,8 +1,10 @@
 """The pieces every message is made of: the payload, sections, context lines, headers, buttons and
 modals, and the way a name, a provider, a key hint, a user, a reason and a list of checks are shown.
 
-Everything a user or a provider wrote goes through here escaped; user ids become ``<@U…>``
-mentions only when they look like Slack user ids (see :func:`blocks.text.user_mention`).
+Everything a user or a provider wrote goes through here as :func:`blocks.text.literal` text; user
+ids become ``<@U…>`` mentions only when they look like Slack user ids (see
+:func:`blocks.text.user_mention`). Every mrkdwn object is ``verbatim``: Slack's server then turns
+no bare URL or channel name into a link, so only the bot's own ``<…>`` markup links or mentions.
 """
 
 from __future__ import annotations
@@ -20,7 +22,16 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.models.views import View
 
-from blocks.text import HEADER_MAX, SECTION_TEXT_MAX, escape, escaped_chunks, inline, truncate, user_mention
+from blocks.text import (
+    HEADER_MAX,
+    SECTION_TEXT_MAX,
+    inline,
+    literal,
+    literal_chunks,
+    truncate,
+    unlinked,
+    user_mention,
+)
 from bot.domain import ConnectionSummary
 from bot.providers.base import Check, Provider
 
@@ -39,6 +50,7 @@ __all__ = [
     "key_text",
     "message",
     "modal",
+    "mrkdwn",
     "name_text",
     "named_key",
     "not_admin",
@@ -82,22 +94,28 @@ def message(text: str, blocks: Sequence[Block]) -> dict[str, Any]:
 
 def section(text: str, accessory: ButtonElement | None = None) -> Block:
     """A section holding one mrkdwn text (at most 3000 characters, already escaped), and maybe a button."""
-    return dict(SectionBlock(text=MarkdownTextObject(text=text), accessory=accessory).to_dict())
+    return dict(SectionBlock(text=mrkdwn(text), accessory=accessory).to_dict())
 
 
 def context(*texts: str) -> Block:
     """A context line of mrkdwn texts (already escaped), at most ten."""
-    return dict(ContextBlock(elements=[MarkdownTextObject(text=text) for text in texts]).to_dict())
+    return dict(ContextBlock(elements=[mrkdwn(text) for text in texts]).to_dict())
 
 
 def fields_section(fields: Sequence[str]) -> Block:
     """A section of "*Label*\nvalue" fields, each mrkdwn (already escaped)."""
-    return dict(SectionBlock(fields=[MarkdownTextObject(text=f) for f in fields]).to_dict())
+    return dict(SectionBlock(fields=[mrkdwn(f) for f in fields]).to_dict())
+
+
+def mrkdwn(text: str) -> MarkdownTextObject:
+    """A mrkdwn text object of ours: ``verbatim``, so Slack links and mentions only our ``<…>`` markup."""
+    return MarkdownTextObject(text=text, verbatim=True)
 
 
 def header(text: str) -> Block:
-    """A header block (plain text), shortened to Slack's limit."""
-    return dict(HeaderBlock(text=truncate(text, HEADER_MAX)).to_dict())
+    """A header block (plain text, which never formats), shortened to Slack's limit; nothing in it
+    becomes a link (:func:`blocks.text.unlinked`)."""
+    return dict(HeaderBlock(text=truncate(unlinked(text), HEADER_MAX)).to_dict())
 
 
 def actions(*buttons: ButtonElement, block_id: str | None = None) -> Block:
@@ -136,7 +154,7 @@ def reply(text: str) -> dict[str, Any]:
 
 def refusal_message(text: str) -> dict[str, Any]:
     """A short ephemeral reply from one or two plain-text sentences (a refusal, a not-found)."""
-    return reply(escape(truncate(text.strip() or "Nothing changed.", _REFUSAL_MAX)))
+    return reply(literal(truncate(text.strip() or "Nothing changed.", _REFUSAL_MAX)))
 
 
 def not_admin(text: str, how_to_become: str) -> dict[str, Any]:
@@ -189,12 +207,12 @@ def by(user_id: str | None) -> str:
 
 
 def quoted_reason(reason: str | None) -> str:
-    """The reason as a mrkdwn block quote, escaped line by line so it cannot end the quote early."""
+    """The reason as a mrkdwn block quote, literal line by line so it cannot end the quote early."""
     text = (reason or "").strip()
     if not text:
         return "_No reason was given._"
     lines = truncate(text, _REASON_SHOWN_MAX).splitlines()
-    return "\n".join(f"> {escape(line)}" if line.strip() else ">" for line in lines)
+    return "\n".join(f"> {literal(line)}" if line.strip() else ">" for line in lines)
 
 
 def checks_blocks(checks: Sequence[Check], *, failures_are_fatal: bool, max_blocks: int = 10) -> list[Block]:
@@ -232,7 +250,7 @@ def _item_lines(label: str, body: str, *, separator: str) -> list[str]:
     if not body:
         return [label]
     prefix = label + separator
-    first, *rest = escaped_chunks(body, SECTION_TEXT_MAX - len(prefix))
+    first, *rest = literal_chunks(body, SECTION_TEXT_MAX - len(prefix))
     return [prefix + first, *rest]
 
 

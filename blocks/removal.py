@@ -12,7 +12,7 @@ from typing import Any
 from slack_sdk.models.blocks import ButtonElement, ConfirmObject, PlainTextObject
 
 from blocks.parts import Block, actions, context, message, provider_text, quoted_name, reply, section
-from blocks.text import one_line, truncate, user_mention
+from blocks.text import one_line, truncate, unlinked, user_mention
 from bot import ids
 from bot.domain import ConnectionSummary
 
@@ -26,8 +26,9 @@ _CONFIRM_NAME_MAX = 60
 def remove_confirm(name: str) -> dict[str, Any]:
     """The confirm dialog of every Remove button: what removing ``name`` does, and that it is final.
 
-    The text is plain text, which Slack shows as typed, so the name cannot mention or link."""
-    shown = truncate(one_line(name), _CONFIRM_NAME_MAX)
+    The text is plain text, which Slack shows as typed, so the name cannot mention or format, and
+    :func:`blocks.text.unlinked`, so it cannot link."""
+    shown = truncate(unlinked(one_line(name)), _CONFIRM_NAME_MAX)
     confirm = ConfirmObject(
         title=REMOVE_CONFIRM_TITLE,
         text=PlainTextObject(

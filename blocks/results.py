@@ -24,7 +24,7 @@ from blocks.parts import (
     reply,
     section,
 )
-from blocks.text import SECTION_TEXT_MAX, escape, inline, truncate
+from blocks.text import SECTION_TEXT_MAX, escape, inline, literal, truncate
 from bot import ids
 from bot.domain import RequestKind
 from bot.providers.base import Provider, Verification
@@ -51,7 +51,7 @@ _SUMMARY_MAX = 500
 
 def outcome_headline(provider: Provider, verification: Verification, name: str | None = None) -> str:
     """The first lines of a result, in mrkdwn: did the credentials work, and if not, why."""
-    summary = escape(truncate(verification.summary.strip(), _SUMMARY_MAX))
+    summary = literal(truncate(verification.summary.strip(), _SUMMARY_MAX))
     subject = f"the credentials for {quoted_name(name)}" if name is not None else "the credentials"
     if verification.ok:
         headline = f"✅ *{subject[0].upper() + subject[1:]} work.*"
@@ -154,5 +154,5 @@ def result_message(
 
 def problem_message(provider: Provider, name: str, problem: str) -> dict[str, Any]:
     """A failure that is not the provider's answer, as a direct message (see ``problem_view``)."""
-    problem_text = escape(truncate(problem.strip(), 2500))
+    problem_text = literal(truncate(problem.strip(), 2500))
     return reply(f"⚠️ {escape(provider.title)} connection {quoted_name(name)}: {problem_text}")

@@ -45,8 +45,8 @@ from blocks.text import (
     SECTION_TEXT_MAX,
     credential_age_text,
     duration_text,
-    escape,
     inline,
+    literal,
     one_line,
     plural,
     slack_date,
@@ -413,7 +413,7 @@ _TRIGGERS = {
 
 
 def _history_line(entry: HistoryEntry) -> str:
-    trigger = _TRIGGERS.get(entry.trigger, escape(str(entry.trigger)))
+    trigger = _TRIGGERS.get(entry.trigger, literal(str(entry.trigger)))
     if entry.trigger is Trigger.RETEST and entry.actor:
         trigger += f" by {user_mention(entry.actor)}"
     icon = "✅" if entry.ok else ("⏳" if entry.outcome is Outcome.RATE_LIMITED else "❌")

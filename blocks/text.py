@@ -1,9 +1,12 @@
-"""Text helpers for Slack's mrkdwn: escaping user text, shortening it, dates and plurals.
+"""Text helpers for Slack's mrkdwn: showing text someone else wrote, shortening it, dates and plurals.
 
 Slack parses ``&``, ``<`` and ``>`` in mrkdwn (and in a message's ``text``) as control
 characters: ``<!channel>`` pings a channel, ``<@U123>`` mentions a user, ``<https://x|y>`` makes a
-link. Anything a user or a provider's API wrote must go through :func:`escape` before it is put
-into mrkdwn; plain_text objects need no escaping.
+link. :func:`escape` stops that, for the bot's own sentences. Text that a user or a provider's
+server chose (a connection name, a reason, a Snowflake user, an error message) must also neither
+format nor link, so it goes through :func:`literal` instead (or :func:`inline`, which shortens it
+first); see there for how. A plain_text object never formats, and :func:`unlinked` keeps a URL in
+it from becoming a link.
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ __all__ = [
     "credential_age_text",
     "duration_text",
     "escape",
-    "escaped_chunks",
     "inline",
+    "literal",
+    "literal_chunks",
     "one_line",
     "plural",
     "slack_date",
     "truncate",
+    "unlinked",
     "user_mention",
 ]
 
@@ -34,11 +39,45 @@ HEADER_MAX = 150
 
 
 def escape(text: str) -> str:
-    """Escape user text for mrkdwn so it shows literally: no mentions, no links, no entities.
+    """Escape the bot's own text for mrkdwn so it shows literally: no mentions, no ``<…>`` links,
+    no entities; its backticks and asterisks still format. Text someone else chose: :func:`literal`.
 
     ``&`` goes first, so an already escaped ``&lt;`` typed by a user stays visible as typed.
     """
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+_WORD_JOINER = "\u2060"
+"""Invisible, and not a character of a host name, a URL scheme, a mention or a channel name."""
+_LINK_STARTS = re.compile(r"([.:@#])(?=\S)")
+# Slack formats a span between two of these only where each one stands at a word boundary: a
+# character between two ASCII letters or digits (snake_case) can neither open nor close one, so it
+# stays. Backticks and the full-width forms, which Slack also reads as markup, never stay.
+_MARKUP = re.compile(r"(?<![A-Za-z0-9])[*_~]|[*_~](?![A-Za-z0-9])|[`＊＿｀]")
+_LOOKALIKES = {"*": "∗", "_": "ˍ", "~": "∼", "`": "ˋ", "＊": "﹡", "＿": "⸏", "｀": "ˋ"}
+"""What a markup character that could format is shown as: a character of (nearly) the same
+shape that Slack gives no meaning to."""
+
+
+def literal(text: str) -> str:
+    """Text a user or a provider's server wrote, for mrkdwn: shown as written, and unable to
+    mention, link or format anything.
+
+    :func:`escape` stops mentions and ``<…|…>`` links. Slack offers no escape for ``*_~```, and a
+    zero-width space beside one *enables* formatting (it counts as a word boundary), so each one
+    that could open or close a span is shown as its look-alike (``∗ ˍ ∼ ˋ``); one inside a
+    word (``prod_kafka``) cannot and stays. Bare URLs, domains, ``@here`` and ``#channel`` get a
+    word joiner after their ``.``, ``:``, ``@`` or ``#`` (:func:`unlinked`), on top of the
+    ``verbatim`` flag every mrkdwn object of ours sets, which only stops Slack's server from
+    turning them into links.
+    """
+    return unlinked(_MARKUP.sub(lambda m: _LOOKALIKES[m.group(0)], escape(text)))
+
+
+def unlinked(text: str) -> str:
+    """``text`` with a word joiner after each ``.``, ``:``, ``@`` and ``#`` that something follows,
+    so no URL, domain, e-mail address, mention or channel name in it can be recognised as one."""
+    return _LINK_STARTS.sub(r"\1" + _WORD_JOINER, text)
 
 
 def truncate(text: str, limit: int) -> str:
@@ -60,15 +99,15 @@ def one_line(text: str, fallback: str = "(no name)") -> str:
 
 
 def inline(text: str, limit: int, fallback: str = "(no name)") -> str:
-    """User text for a line of mrkdwn: on one line, shortened to ``limit``, then escaped."""
-    return escape(truncate(one_line(text, fallback), limit))
+    """User text for a line of mrkdwn: on one line, shortened to ``limit``, then :func:`literal`."""
+    return literal(truncate(one_line(text, fallback), limit))
 
 
-def escaped_chunks(text: str, limit: int) -> list[str]:
-    """Escape ``text`` and cut it into pieces of at most ``limit`` characters each.
+def literal_chunks(text: str, limit: int) -> list[str]:
+    """``text`` through :func:`literal`, cut into pieces of at most ``limit`` characters each.
 
     Cuts fall between words where possible and never inside an entity, because the measuring is
-    done on escaped text but the cutting on the original.
+    done on the shown text but the cutting on the original.
     """
     if limit < len("&amp;"):
         raise ValueError("limit is too small to hold one escaped character")
@@ -76,23 +115,23 @@ def escaped_chunks(text: str, limit: int) -> list[str]:
     current = ""
     for word in text.split(" "):
         candidate = word if not current else current + " " + word
-        if len(escape(candidate)) <= limit:
+        if len(literal(candidate)) <= limit:
             current = candidate
             continue
         if current:
-            pieces.append(escape(current))
+            pieces.append(literal(current))
             current = ""
-        if len(escape(word)) <= limit:
+        if len(literal(word)) <= limit:
             current = word
             continue
         # A single word longer than the limit (a URL, a token): cut it character by character.
         for char in word:
-            if len(escape(current + char)) > limit:
-                pieces.append(escape(current))
+            if len(literal(current + char)) > limit:
+                pieces.append(literal(current))
                 current = ""
             current += char
     if current or not pieces:
-        pieces.append(escape(current))
+        pieces.append(literal(current))
     return pieces
 
 
@@ -139,4 +178,4 @@ _USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 
 def user_mention(user_id: str) -> str:
     """``<@U…>`` for a Slack user id as Slack sends it; anything else as escaped text, never a mention."""
-    return f"<@{user_id}>" if _USER_ID.match(user_id) else escape(truncate(user_id, 40))
+    return f"<@{user_id}>" if _USER_ID.match(user_id) else literal(truncate(user_id, 40))

@@ -8,6 +8,12 @@ Two tools, used together:
 * :class:`RedactingFilter` is a logging filter that masks, in every record, the values of all
   ``Secret`` objects alive in the process (and their URL-encoded, JSON-escaped and Basic-auth
   forms), plus the raw request bodies that Bolt logs when a signature check fails.
+
+A value of any length is masked. One shorter than :data:`SHORT_SECRET` characters is masked
+wherever it stands as a token of its own, not where it is part of a longer word: a 3-letter
+password is masked in ``password=abc`` or ``"abc"`` but leaves ``abcdef`` and ``fabc`` alone, so
+that it does not punch holes in every word of every log line while its holder lives. Longer values
+are masked wherever they occur, inside words too.
 """
 
 from __future__ import annotations
@@ -23,10 +29,11 @@ from collections import Counter
 from collections.abc import Iterable
 from urllib.parse import quote, quote_plus
 
-__all__ = ["MASK", "RedactingFilter", "Secret", "install_redaction", "mask_hint", "redact"]
+__all__ = ["MASK", "SHORT_SECRET", "RedactingFilter", "Secret", "install_redaction", "mask_hint", "redact"]
 
 MASK = "[redacted]"
-_MIN_REGISTERED_LENGTH = 6  # shorter values would mask ordinary words in log lines
+SHORT_SECRET = 6
+"""Values shorter than this are masked as whole tokens only (see the module docstring)."""
 
 
 class _Registry:
@@ -37,7 +44,7 @@ class _Registry:
         self._counts: Counter[str] = Counter()
 
     def add(self, value: str) -> None:
-        if len(value) >= _MIN_REGISTERED_LENGTH:
+        if value:
             with self._lock:
                 self._counts[value] += 1
 
@@ -128,7 +135,8 @@ def _mask_basic_auth(text: str, values: list[str]) -> str:
             decoded = base64.b64decode(match.group(2), validate=True).decode("utf-8", "replace")
         except ValueError:
             return match.group(0)
-        if any(value in decoded for value in values):
+        parts = decoded.split(":", 1)  # a short value counts as the user or the password, whole
+        if any(value in (decoded if len(value) >= SHORT_SECRET else parts) for value in values):
             return match.group(1) + MASK
         return match.group(0)
 
@@ -138,15 +146,44 @@ def _mask_basic_auth(text: str, values: list[str]) -> str:
 def redact(text: str, extra: Iterable[str] = ()) -> str:
     """Mask every registered secret value (and ``extra`` values) in ``text``."""
     values = _registry.values()
-    values.extend(v for v in extra if len(v) >= _MIN_REGISTERED_LENGTH)
+    values.extend(v for v in extra if v)
     if not values:
         return text
     text = _mask_basic_auth(text, values)
     for value in values:
         for form in _encoded_forms(value):
             if form and form in text:
-                text = text.replace(form, MASK)
+                text = text.replace(form, MASK) if len(form) >= SHORT_SECRET else _mask_tokens(text, form)
     return text
+
+
+def _mask_tokens(text: str, form: str) -> str:
+    """Mask ``form`` where it is not glued to a word character that continues it on either side.
+
+    A plain scan rather than a regular expression: ``re`` would keep the secret in its pattern
+    cache after its holder is gone."""
+    pieces: list[str] = []
+    done = 0
+    at = text.find(form)
+    while at >= 0:
+        end = at + len(form)
+        if _continues(text, at - 1, form[0]) or _continues(text, end, form[-1]):
+            at = text.find(form, at + 1)
+            continue
+        pieces += (text[done:at], MASK)
+        done = end
+        at = text.find(form, end)
+    return "".join(pieces) + text[done:]
+
+
+def _continues(text: str, index: int, edge: str) -> bool:
+    """Whether ``text[index]`` and the value's ``edge`` character are both word characters, i.e.
+    the value is only part of a longer word there."""
+    return 0 <= index < len(text) and _wordy(text[index]) and _wordy(edge)
+
+
+def _wordy(char: str) -> bool:
+    return char.isalnum() or char == "_"
 
 
 class RedactingFilter(logging.Filter):

@@ -14,7 +14,9 @@ import hmac
 import re
 import secrets
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import jwt
@@ -29,6 +31,10 @@ MIN_RSA_BITS = 2048
 JWT_LIFETIME_SECONDS = 60
 """Snowflake refuses a JWT that arrives more than 60 s after its ``iat`` (LFD 394302), so one is
 minted per request and a longer ``exp`` would buy nothing."""
+KEY_CACHE_SECONDS = 300.0
+"""How long an opened key stays in memory at most. Long enough for one submission (validation,
+the hint, the probe) and a bulk re-test to open each key once; short enough that a key nobody
+uses is not kept in the clear for the life of the process."""
 MAX_KDF_ROUNDS = 250_000
 """The most PBKDF2 rounds we run to open an encrypted key. Measured with cryptography 50 / OpenSSL
 3.0 on the bot's host: 250,000 rounds take about 27 ms with HMAC-SHA256 (OpenSSL's default PRF, for
@@ -148,13 +154,18 @@ class KeyCache:
 
     Entries are keyed by an HMAC-SHA256 of the PEM and the passphrase under a random key of this
     cache: neither text is kept, and the digest can't be tested against guessed passphrases
-    outside the process. At most ``size`` entries; the least recently used goes first. Safe to
-    use from worker threads."""
+    outside the process. At most ``size`` entries; the least recently used goes first. An entry
+    lives ``ttl`` seconds from its loading at most (by ``clock``), however often it is used, and is
+    dropped at the cache's next use after that; :meth:`forget` and :meth:`forget_fingerprint` drop
+    one at once. Safe to use from worker threads."""
 
-    def __init__(self, size: int = 256) -> None:
-        self.size = size
+    def __init__(
+        self, size: int = 256, ttl: float = KEY_CACHE_SECONDS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.size, self.ttl = size, ttl
+        self._clock = clock
         self._salt = secrets.token_bytes(32)
-        self._entries: OrderedDict[bytes, tuple[KeyPair, bool]] = OrderedDict()
+        self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
         self._lock = threading.Lock()
 
     def digest(self, pem: str, passphrase: str) -> bytes:
@@ -168,11 +179,12 @@ class KeyCache:
         """The cached key pair, or None; ``checked`` asks for one loaded with the RSA check."""
         digest = self.digest(pem, passphrase)
         with self._lock:
+            self._drop_expired()
             found = self._entries.get(digest)
-            if found is None or (checked and not found[1]):
+            if found is None or (checked and not found.checked):
                 return None
             self._entries.move_to_end(digest)
-            return found[0]
+            return found.pair
 
     def load(self, pem: str, passphrase: str, *, checked: bool = True) -> KeyPair:
         """:func:`load_key_pair`, answered from the cache when it can be. Problems aren't cached."""
@@ -180,16 +192,43 @@ class KeyCache:
             return found
         pair = load_key_pair(pem, passphrase, checked=checked)
         with self._lock:
-            self._entries[self.digest(pem, passphrase)] = (pair, checked)
+            self._entries[self.digest(pem, passphrase)] = _Entry(pair, checked, self._clock() + self.ttl)
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
         return pair
+
+    def forget(self, pem: str, passphrase: str) -> None:
+        """Drop the key pair of this PEM and passphrase, if cached."""
+        digest = self.digest(pem, passphrase)
+        with self._lock:
+            self._entries.pop(digest, None)
+            self._drop_expired()
+
+    def forget_fingerprint(self, fingerprint: str) -> None:
+        """Drop every cached key pair whose public key has this fingerprint (however it was encrypted)."""
+        with self._lock:
+            for digest in [d for d, entry in self._entries.items() if entry.pair.fingerprint == fingerprint]:
+                del self._entries[digest]
+            self._drop_expired()
+
+    def _drop_expired(self) -> None:
+        now = self._clock()
+        for digest in [d for d, entry in self._entries.items() if entry.expires <= now]:
+            del self._entries[digest]
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def __repr__(self) -> str:
         return f"KeyCache({len(self)} of {self.size})"
+
+
+@dataclass(frozen=True)
+class _Entry:
+    pair: KeyPair
+    checked: bool
+    """Whether it was loaded with cryptography's RSA consistency check."""
+    expires: float
 
 
 _DAMAGED = (

@@ -214,6 +214,13 @@ class Provider(ABC):
         value = values.get(self.hint_field)
         return value.masked() if isinstance(value, Secret) and value else None
 
+    def forget(self, hint: str | None) -> None:
+        """Drop whatever this provider keeps in memory of the credential that ``hint`` (its
+        :meth:`credential_hint`, as stored) identifies: called when that credential is destroyed
+        (rejected, expired, rotated out, removed). A provider that keeps something must be able to
+        find it by its hint; by default nothing is kept."""
+        return None
+
     def secrets_of(self, values: FieldValues) -> dict[str, Secret]:
         """The secret values that are present, to be encrypted."""
         found: dict[str, Secret] = {}

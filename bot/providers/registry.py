@@ -38,6 +38,11 @@ class ProviderRegistry:
         """The provider registered under ``key``, or None (a connection of a removed provider)."""
         return next((provider for provider in self._providers if provider.key == key), None)
 
+    def forget(self, key: str, hint: str | None) -> None:
+        """Tell the provider under ``key`` that the credential ``hint`` identifies was destroyed."""
+        if (provider := self.find(key)) is not None:
+            provider.forget(hint)
+
     def by_key(self) -> dict[str, Provider]:
         return {provider.key: provider for provider in self}
 

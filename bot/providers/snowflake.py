@@ -51,7 +51,16 @@ from bot.providers import _shared as shared
 from bot.providers import _snowflake_errors as errs
 from bot.providers import _snowflake_keys as keys
 from bot.providers import _snowflake_names as names
-from bot.providers.base import Check, FieldValues, FormField, FormSection, Outcome, Probe, Provider
+from bot.providers.base import (
+    Check,
+    FieldValues,
+    FormField,
+    FormSection,
+    Outcome,
+    Probe,
+    Provider,
+    Verification,
+)
 from bot.redaction import Secret
 from bot.settings import ConfigError
 
@@ -231,7 +240,7 @@ class Snowflake(Provider):
         # Longer than the statement's own timeout, so Snowflake's 408 arrives before we give up.
         self.request_timeout = request_timeout or httpx.Timeout(statement_timeout + 10.0, connect=5.0)
         self._sleep, self._clock, self._monotonic = sleep, clock, monotonic
-        self._keys = key_cache or keys.KeyCache()
+        self._keys = keys.KeyCache() if key_cache is None else key_cache  # an empty cache is falsy
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str]) -> Self:
@@ -356,6 +365,18 @@ class Snowflake(Provider):
                 return None
         token = values.get("token")
         return token.masked() if isinstance(token, Secret) and token else None
+
+    async def verify(self, values: FieldValues, http: httpx.AsyncClient) -> Verification:
+        """The base class's verification; a key that failed it is not kept open in memory."""
+        verification = await super().verify(values, http)
+        if not verification.ok and (pem := shared.plain(values, "private_key")):
+            self._keys.forget(pem, shared.plain(values, "passphrase"))
+        return verification
+
+    def forget(self, hint: str | None) -> None:
+        """Drop the opened key whose fingerprint is ``hint`` (a token credential keeps nothing)."""
+        if hint:
+            self._keys.forget_fingerprint(hint)
 
     async def probe(self, values: FieldValues, http: httpx.AsyncClient) -> Probe:
         """Sign in and look at the session's context; see the module docstring."""

@@ -205,6 +205,8 @@ async def close_request(
     if not won:
         return None
     await tx.session.refresh(row)
+    if decision != "approve" or row is not connection:  # it destroys the request's or the replaced key
+        providers.forget(connection.provider, (connection if decision == "approve" else row).key_hint)
     fields = await subject.apply(tx, row, connection, to, now, why)
     noted = reason if audit_reason is None else audit_reason
     await tx.audit.add(

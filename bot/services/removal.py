@@ -77,6 +77,7 @@ class RemovalService:
             if not won:
                 return _status_refusal(row) or Refused(Refusal.WRONG_STATUS, "Nothing changed.")
             destroyed = await tx.credentials.delete_for(connection_id)
+            self.providers.forget(row.provider, row.key_hint)
             waiting = await tx.rotations.pending_for(team_id, connection_id)
             cancelled = None
             if waiting is not None:

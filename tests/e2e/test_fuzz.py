@@ -5,7 +5,8 @@ create form, the rotation form, both reject-reason modals, the button ``value`` 
 and the ``private_metadata`` of every view callback. They are any Unicode (surrogates cannot be
 sent in JSON), control characters, up to 3,000 characters (Slack's plain_text_input maximum),
 Slack markup (``<!channel>``, ``<@U123>``, ``<#C123>``, ``<!subteam^S1>``, ``<https://evil|click>``,
-``&lt;`` entities, ``*_~`>``), JSON fragments, newline floods and right-to-left overrides.
+``&lt;`` entities, ``*_~`>``, bare URLs, domains and ``@here``), JSON fragments, newline floods and
+right-to-left overrides.
 
 For every input:
 
@@ -14,7 +15,9 @@ For every input:
 * every mrkdwn text the bot sends (acks, response_url posts, chat and views calls) holds no markup
   that came from user input: each ``<`` opens one of the bot's own mentions of a real user, a date
   or the admin channel, each ``&`` starts ``&amp;``, ``&lt;`` or ``&gt;``, and ``>`` only opens a
-  quote at the start of a line;
+  quote at the start of a line; no ``*bold*``, ``_it_``, ``~gone~`` or `` `code` `` typed by a user
+  formats, no URL, domain, e-mail, ``@here`` or ``#general`` typed by one is left whole, and every
+  mrkdwn object is ``verbatim`` (``tests.support.block_text.markup_problems``);
 * the answer is the specific one for that input (the help for an unknown sub-command, the inline
   error under the field for a bad field, "no connection named …"), never "something went wrong".
 
@@ -66,7 +69,7 @@ from tests.e2e.helpers import wait_until
 from tests.fakes.confluent_api import FakeConfluent, new_api_key, new_api_secret
 from tests.fakes.slack_api import Call, FakeSlack, Hook
 from tests.fakes.snowflake_api import FakeSnowflake
-from tests.support.block_text import visible_text
+from tests.support.block_text import markup_problems, user_formatting_or_links, visible_text
 from tests.support.processes import refused_port
 from tests.support.seeding import Seed, seed_connections
 from tests.support.servers import serve_asgi
@@ -115,11 +118,12 @@ def stray_markup(text: str, users: frozenset[str] = REAL_USERS) -> list[str]:
     """The pieces of a mrkdwn text that Slack would read as markup the bot did not write itself:
     an angle-bracket sequence other than its dates and its mentions of ``users`` (real users, who
     acted), an ``&`` that does not start an entity, a ``>`` anywhere but at the start of a line
-    (a quote)."""
+    (a quote), and formatting or a link that the fuzzers' own markup made."""
     mentions = "|".join(re.escape(f"<@{user}>") for user in sorted(users))
     rest = re.sub(f"{mentions}|{_OWN_MARKUP}", "", text)
     found = re.findall(r"<[^>\n]{0,30}>?", rest)
     found += [rest[m.start() : m.start() + 12] for m in _BAD_AMPERSAND.finditer(rest)]
+    found += user_formatting_or_links(rest)
     for line in rest.split("\n"):
         if ">" in (line[1:] if line.startswith(">") else line):
             found.append(line[:60])
@@ -217,6 +221,8 @@ def assert_safe(since: Since, *, acks: tuple[Any, ...] = ()) -> None:
         for text in mrkdwn_texts(payload):
             stray = stray_markup(text, since.users)
             assert not stray, f"{where} sent markup from user input {stray!r} in {text[:400]!r}"
+        problems = markup_problems(payload)
+        assert not problems, f"{where} sent {problems!r} in {str(payload)[:400]!r}"
         shown = visible_text(payload)
         assert GENERIC_FAILURE not in shown, f"{where} answered with a generic failure: {shown[:400]!r}"
 
@@ -246,6 +252,11 @@ MARKUP = (
     "<",
     ">",
     "&",
+    "https://evil.example/login",
+    "www.evil.example",
+    "x@evil.example",
+    "@here",
+    "#general",
     "*bold*",
     "_it_",
     "~gone~",

@@ -8,9 +8,19 @@ with the payload but are never shown, so they are left out (a test can then asse
 
 from __future__ import annotations
 
+import html
+import re
 from typing import Any
 
-__all__ = ["visible_text", "visible_texts"]
+__all__ = [
+    "HOSTILE_MARKUP",
+    "as_read",
+    "fold",
+    "markup_problems",
+    "user_formatting_or_links",
+    "visible_text",
+    "visible_texts",
+]
 
 _SHOWN = frozenset({"text", "initial_value"})
 _HIDDEN = frozenset({"action_id", "block_id", "callback_id", "external_id", "private_metadata", "value"})
@@ -38,3 +48,60 @@ def visible_texts(node: Any) -> list[str]:
 def visible_text(node: Any) -> str:
     """:func:`visible_texts` joined by newlines, for ``in`` checks and exact comparisons."""
     return "\n".join(visible_texts(node))
+
+
+HOSTILE_MARKUP = "*bold* _it_ ~gone~ `code` https://evil.example"
+"""Text that would format or link in Slack if it were shown as typed, short enough to fit in a
+name; tests put it wherever a user or a provider's server chooses text, and
+:func:`user_formatting_or_links` finds what got through (``www.evil.example``,
+``x@evil.example``, ``@here`` and ``#general`` too)."""
+
+_FORMATTED = re.compile(r"(?<![A-Za-z0-9])([*_~`])(?:bold|it|gone|code)\1(?![A-Za-z0-9])")
+_LINKED = re.compile(r"evil\.example|:/+evil|(?<![\w\u2060])[@#](?:here|general)\b")
+_FOLDED = str.maketrans(
+    {"∗": "*", "﹡": "*", "＊": "*", "ˍ": "_", "⸏": "_", "＿": "_", "∼": "~", "ˋ": "`", "｀": "`"}
+)
+WORD_JOINER = "\u2060"
+
+
+def user_formatting_or_links(text: str) -> list[str]:
+    """What :data:`HOSTILE_MARKUP` became markup in ``text`` (a text the bot sent): a ``*bold*``,
+    ``_it_``, ``~gone~`` or `` `code` `` span at word boundaries, where Slack formats one, and a
+    URL, domain, e-mail address, ``@here`` or ``#general`` with nothing breaking it up."""
+    return [m.group(0) for m in _FORMATTED.finditer(text)] + [m.group(0) for m in _LINKED.finditer(text)]
+
+
+def markup_problems(node: Any) -> list[str]:
+    """Every mrkdwn object in ``node`` that is not ``verbatim`` (Slack would turn bare URLs and
+    channel names in it into links), and what :func:`user_formatting_or_links` finds in any text
+    Slack renders (only links in plain_text; nothing in an input's ``initial_value``, which shows
+    as typed)."""
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            if value.get("type") == "mrkdwn" and value.get("verbatim") is not True:
+                found.append(f"mrkdwn without verbatim: {str(value.get('text'))[:60]!r}")
+            for key, item in value.items():
+                if key == "text" and isinstance(item, str):  # plain_text never formats, but may link
+                    plain = value.get("type") == "plain_text"
+                    found.extend(_LINKED.findall(item) if plain else user_formatting_or_links(item))
+                elif key not in _HIDDEN:
+                    walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(node)
+    return found
+
+
+def fold(text: str) -> str:
+    """``text`` with each look-alike of a markup character read as that character."""
+    return text.translate(_FOLDED)
+
+
+def as_read(shown: str) -> str:
+    """What a reader takes literal mrkdwn text for: entities decoded, word joiners unseen,
+    look-alikes read as the characters they stand for (compare with :func:`fold` of the input)."""
+    return fold(html.unescape(shown).replace(WORD_JOINER, ""))

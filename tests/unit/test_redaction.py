@@ -124,3 +124,28 @@ def test_filter_masks_secrets_in_tracebacks() -> None:
     assert records and "ValueError" in records[0]
     assert SECRET not in records[0]
     del holder
+
+
+@pytest.mark.parametrize("password", ["p4w", "a", "x!", "12345"])
+def test_a_short_password_is_masked_wherever_it_stands_alone(password: str) -> None:
+    holder = Secret(password)
+    line = _emit(
+        "tests.redaction.short",
+        "connecting as %s with password %s; form %s; json %s",
+        "awsuser",
+        password,
+        f"user=awsuser&password={quote_plus(password)}&db=dev",
+        json.dumps({"password": password}),
+    )
+    assert line.count(MASK) == 3
+    assert f" {password};" not in line and f"={quote_plus(password)}&" not in line
+    assert json.dumps(password) not in line
+    del holder
+
+
+def test_a_short_secret_leaves_the_words_it_is_part_of_alone() -> None:
+    holder, basic = Secret("abc"), base64.b64encode(b"user:abcdef").decode()
+    text = f"abcdef fabc ab_abc abc. Authorization: Basic {basic}"
+    assert redact(text) == f"abcdef fabc ab_abc {MASK}. Authorization: Basic {basic}"
+    assert redact("Basic " + base64.b64encode(b"user:abc").decode()) == f"Basic {MASK}"
+    del holder

@@ -12,7 +12,7 @@ from bot import ids
 from bot.domain import ChangeKind, Health, HealthChange, RetestResult, Status
 from bot.providers.base import Check, Outcome, Verification
 from tests.support.block_kit import assert_valid
-from tests.support.block_text import visible_text
+from tests.support.block_text import markup_problems, visible_text
 from tests.support.slack_requests import find_action
 from tests.unit.blocks.providers import FakeProvider
 from tests.unit.blocks.test_approval import buttons, user_made_markup
@@ -107,6 +107,7 @@ def test_the_alert_escapes_names_and_provider_text_and_mentions_only_real_user_i
     markup = user_made_markup(payload)
     assert "<" not in markup and ">" not in markup
     assert "Owner: &lt;!everyone&gt;" in markup
+    assert not markup_problems(payload)
 
 
 def test_huge_provider_output_still_fits_the_alert() -> None:

@@ -3,7 +3,6 @@ modal, the direct message, and the replies to a click that changes nothing."""
 
 from __future__ import annotations
 
-import html
 import json
 import re
 from datetime import UTC, datetime
@@ -26,12 +25,12 @@ from blocks.approval import (
     request_message,
     self_approval_reply,
 )
-from blocks.text import slack_date
+from blocks.text import literal, slack_date
 from bot import ids
 from bot.domain import NAME_MAX_LENGTH, ApprovalRequest, ConnectionSummary, Health, RequestKind, Status
 from bot.providers.base import Check
 from tests.support.block_kit import assert_valid
-from tests.support.block_text import visible_text
+from tests.support.block_text import HOSTILE_MARKUP, as_read, fold, markup_problems, visible_text
 
 REQUESTER = "U0REQUEST1"
 ADMIN = "U0ADMIN01"
@@ -220,11 +219,12 @@ def test_a_multiline_name_is_one_line_in_the_header() -> None:
 
 
 def test_names_cannot_ping_or_link_anywhere_in_the_request() -> None:
-    name = "<!channel> & <@U123> <https://evil.example|x>"
+    name = f"<!channel> & <@U123> <https://evil.example|x> {HOSTILE_MARKUP}"
     payload = request_message(approval(summary(name, provider_title="Acme <!here>"), CHECKS))
     assert_valid("message", payload)
+    assert not markup_problems(payload)
     text = visible_text(payload)
-    assert "“&lt;!channel&gt; &amp; &lt;@U123&gt; &lt;https://evil.example|x&gt;”" in text
+    assert f"“{literal(name)}”" in text
     assert "*Provider*\nAcme &lt;!here&gt;" in text
     assert "<" not in user_made_markup(payload)
 
@@ -485,7 +485,7 @@ reasons = st.one_of(
 
 
 def unquote(quoted: str) -> list[str]:
-    return [html.unescape(line[2:]) if line.startswith("> ") else "" for line in quoted.split("\n")]
+    return [as_read(line[2:]) if line.startswith("> ") else "" for line in quoted.split("\n")]
 
 
 @settings(max_examples=150, deadline=None)
@@ -494,7 +494,7 @@ def test_any_reason_is_quoted_as_typed_and_cannot_ping(reason: str, name: str) -
     item = summary(name)
     message_payload = decided(Status.REJECTED, item=item, reason=reason)
     dm_payload = decision_dm(approval(item, status=Status.REJECTED, decided_by=ADMIN, reason=reason))
-    typed = [line if line.strip() else "" for line in reason.strip().splitlines()]
+    typed = [fold(line) if line.strip() else "" for line in reason.strip().splitlines()]
     for payload, quote_at in ((message_payload, -1), (dm_payload, 1)):
         assert_valid("message", payload)
         assert "<" not in user_made_markup(payload)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,10 +17,10 @@ from blocks.audit import (
     audit_not_found_reply,
     audit_usage_reply,
 )
-from blocks.text import HEADER_MAX, slack_date
+from blocks.text import HEADER_MAX, literal, slack_date, unlinked
 from bot.domain import AuditEntry, ConnectionSummary, Status
 from tests.support.block_kit import assert_valid
-from tests.support.block_text import visible_text
+from tests.support.block_text import HOSTILE_MARKUP, as_read, fold, markup_problems, visible_text
 from tests.unit.blocks.test_approval import mention_like, summary, user_made_markup
 
 REQUESTER = "U0REQUEST1"  # the requester of test_approval's summary()
@@ -128,15 +127,16 @@ def test_unknown_statuses_are_shown_escaped_and_missing_ones_as_dashes() -> None
 
 
 def test_names_and_reasons_cannot_ping_or_link() -> None:
-    name = "<!channel> & <https://evil.example|prod>"
-    reason = "see <!here> and <https://evil.example|this>\nsecond line"
+    name = f"<!channel> & <https://evil.example|prod> {HOSTILE_MARKUP}"
+    reason = f"see <!here> and <https://evil.example|this>\nsecond line {HOSTILE_MARKUP}"
     payload = audit_history_message(summary(name), [event(reason=reason)], limit=20)
     assert_valid("message", payload)
     assert "<" not in user_made_markup(payload)
-    assert payload["blocks"][0]["text"]["text"] == f"Audit: {name}"
-    assert "&lt;!channel&gt; &amp; &lt;https://evil.example|prod&gt;" in payload["text"]
+    assert not markup_problems(payload)
+    assert payload["blocks"][0]["text"]["text"] == unlinked(f"Audit: {name}")
+    assert literal(name) in payload["text"]
     [line] = history_lines(payload)
-    assert "“see &lt;!here&gt; and &lt;https://evil.example|this&gt; second line”" in line
+    assert f"“{literal(' '.join(reason.split()))}”" in line
 
 
 def test_a_long_name_is_cut_to_fit_the_header() -> None:
@@ -253,4 +253,4 @@ def test_any_history_is_valid_and_cannot_ping(name: str, reasons: list[str | Non
     assert "<" not in user_made_markup(payload)
     for reason, line in zip(reasons, history_lines(payload), strict=False):
         if reason and reason.strip() and len(" ".join(reason.split())) < 300:
-            assert f"“{' '.join(reason.split())}”" in html.unescape(line)
+            assert f"“{fold(' '.join(reason.split()))}”" in as_read(line)

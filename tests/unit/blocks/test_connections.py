@@ -16,11 +16,11 @@ from blocks.connections import (
     connections_message,
     help_message,
 )
-from blocks.text import slack_date
+from blocks.text import literal, slack_date
 from bot import ids
 from bot.domain import NAME_MAX_LENGTH, PAGE_SIZE, ConnectionSummary, Health, Page, Status
 from tests.support.block_kit import assert_valid
-from tests.support.block_text import visible_text, visible_texts
+from tests.support.block_text import HOSTILE_MARKUP, markup_problems, visible_text, visible_texts
 from tests.unit.blocks.providers import FakeProvider
 
 CREATOR = "U0CREATOR1"
@@ -165,11 +165,12 @@ def test_connections_show_name_provider_status_health_last_verified_and_key_hint
 def test_names_and_hints_are_escaped_so_they_cannot_ping_or_link() -> None:
     payload = connections_message(
         PROVIDERS,
-        page_of([summary("<!channel> & <@U123> <https://evil.example|x>", key_hint="<!here>")]),
+        page_of([summary(f"<!channel> & <@U123> {HOSTILE_MARKUP}", key_hint="<!here>")]),
     )
     assert_valid("message", payload)
+    assert not markup_problems(payload)
     text = visible_text(payload)
-    assert "&lt;!channel&gt; &amp; &lt;@U123&gt; &lt;https://evil.example|x&gt;" in text
+    assert literal(f"<!channel> & <@U123> {HOSTILE_MARKUP}") in text
     assert "`&lt;!here&gt;`" in text
     assert "<!channel>" not in text
     assert "<@U123>" not in text

@@ -171,7 +171,7 @@ def test_verifying_view_says_what_is_happening_and_where_the_result_goes() -> No
     assert view["close"]["text"] == "Close"
     assert view["title"]["text"] == "Create Acme Warehouse"
     text = visible_text(view["blocks"])
-    assert "Verifying *“Prod &lt;@U1&gt;”* with Acme Warehouse…" in text
+    assert "Verifying *“Prod &lt;@\u2060U1&gt;”* with Acme Warehouse…" in text
     assert "a few seconds" in text
     assert "direct message" in text
 

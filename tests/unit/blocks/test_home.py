@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from blocks.home import HOME_MAX_BLOCKS, PROVIDERS_SHOWN_MAX, decide_block_id, home_view
-from blocks.text import slack_date
+from blocks.text import literal, slack_date
 from bot import ids
 from bot.domain import (
     HOME_ITEMS_MAX,
@@ -24,7 +24,7 @@ from bot.domain import (
 )
 from bot.providers.base import Check, Provider
 from tests.support.block_kit import assert_valid
-from tests.support.block_text import visible_text
+from tests.support.block_text import HOSTILE_MARKUP, markup_problems, visible_text
 from tests.support.slack_requests import find_action
 from tests.unit.blocks.providers import WAREHOUSE, FakeProvider
 from tests.unit.blocks.test_approval import buttons, user_made_markup
@@ -291,7 +291,7 @@ def test_someone_who_is_not_an_admin_sees_no_approval_section() -> None:
 
 
 def test_user_text_cannot_mention_link_or_ping() -> None:
-    hostile = "<!channel> <@U0VICTIM1> <https://evil.example|click> & more"
+    hostile = f"<!channel> <@U0VICTIM1> & more {HOSTILE_MARKUP}"
     data = HomeData(
         user_id=ADMIN,
         connections=(connection(1, name=hostile, key_hint="<!here>…&"),),
@@ -309,4 +309,4 @@ def test_user_text_cannot_mention_link_or_ping() -> None:
     assert_valid("home", view)
     markup = user_made_markup(view)
     assert "<" not in markup and ">" not in markup
-    assert "&lt;!channel&gt; &lt;@U0VICTIM1&gt;" in markup and "&amp; more" in markup
+    assert literal(hostile) in markup and not markup_problems(view)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from blocks.removal import remove_confirm, remove_prompt, removed_message
 from bot import ids
 from tests.support.block_kit import assert_valid
-from tests.support.block_text import visible_text
+from tests.support.block_text import markup_problems, visible_text
 from tests.support.slack_requests import find_action
 from tests.unit.blocks.test_approval import user_made_markup
 from tests.unit.blocks.test_retests import HOSTILE, OWNER, connection
@@ -53,6 +53,7 @@ def test_the_confirm_dialog_fits_slacks_limits_with_any_name() -> None:
         assert text["type"] == "plain_text"
         assert len(text["text"]) <= 300
         assert "\n" not in text["text"]
+        assert not markup_problems(remove_confirm(name))
 
 
 def test_the_prompt_escapes_the_name() -> None:
@@ -60,6 +61,7 @@ def test_the_prompt_escapes_the_name() -> None:
     markup = user_made_markup(payload)
     assert "<" not in markup and ">" not in markup
     assert "&lt;!channel&gt;" in markup
+    assert not markup_problems(payload)
 
 
 def test_removed_says_who_removed_it_and_that_the_credentials_are_gone() -> None:

@@ -11,12 +11,12 @@ from hypothesis import strategies as st
 
 from blocks.parts import checks_blocks, hints_blocks, message, section
 from blocks.results import latency_text, outcome_headline, result_message
-from blocks.text import SECTION_TEXT_MAX
+from blocks.text import SECTION_TEXT_MAX, literal
 from bot import ids
 from bot.domain import NAME_MAX_LENGTH
 from bot.providers.base import Check, Outcome, Verification
 from tests.support.block_kit import assert_valid
-from tests.support.block_text import visible_text
+from tests.support.block_text import HOSTILE_MARKUP, markup_problems, visible_text
 from tests.unit.blocks.providers import FakeProvider
 
 LAKE = FakeProvider("lake", "Data Lake", "A lake.")
@@ -51,9 +51,11 @@ def test_checks_mark_failures_as_warnings_when_the_credentials_still_work() -> N
 
 
 def test_check_names_and_details_from_an_api_are_escaped() -> None:
-    blocks = checks_blocks((Check("<!here>", False, "topic <@U1> & co"),), failures_are_fatal=True)
+    detail = f"topic <@U1> & {HOSTILE_MARKUP}"
+    blocks = checks_blocks((Check("<!here>", False, detail),), failures_are_fatal=True)
     assert_valid("message", as_message(blocks))
-    assert visible_text(blocks) == "*Checks*\n❌ *&lt;!here&gt;* — topic &lt;@U1&gt; &amp; co"
+    assert visible_text(blocks) == f"*Checks*\n❌ *&lt;!here&gt;* — {literal(detail)}"
+    assert not markup_problems(blocks)
 
 
 def test_no_checks_and_no_hints_render_nothing() -> None:

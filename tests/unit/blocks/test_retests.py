@@ -21,7 +21,7 @@ from blocks.retests import (
     retest_started,
     status_message,
 )
-from blocks.text import slack_date
+from blocks.text import literal, slack_date
 from bot import ids
 from bot.domain import (
     ApprovalRequest,
@@ -40,7 +40,7 @@ from bot.domain import (
 )
 from bot.providers.base import Check, Outcome, Provider, Verification
 from tests.support.block_kit import assert_valid
-from tests.support.block_text import visible_text
+from tests.support.block_text import HOSTILE_MARKUP, markup_problems, visible_text
 from tests.support.slack_requests import find_action
 from tests.unit.blocks.providers import FakeProvider
 from tests.unit.blocks.test_approval import buttons, user_made_markup
@@ -54,7 +54,7 @@ VERIFIED = datetime(2024, 4, 6, 11, 0, tzinfo=UTC)
 FAILING_SINCE = datetime(2024, 4, 6, 8, 0, tzinfo=UTC)  # 3 hours before VERIFIED
 PROVIDER = FakeProvider("acme_stream", "Acme Stream", "Streams.")
 PROVIDERS: dict[str, Provider] = {PROVIDER.key: PROVIDER}
-HOSTILE = "<!channel> & <@U0VICTIM1> <https://evil.example|x>"
+HOSTILE = f"<!channel> & <@U0VICTIM1> {HOSTILE_MARKUP}"
 
 UNAUTHORIZED_HINTS = (
     "Check the key for typos: it is case-sensitive.",
@@ -161,10 +161,7 @@ def test_retest_started_with_nothing_to_do_says_there_is_no_active_connection() 
 def test_retest_one_started_quotes_the_escaped_name() -> None:
     payload = retest_one_started(HOSTILE)
     assert_valid("message", payload)
-    assert (
-        payload["text"]
-        == "⏳ Re-testing “&lt;!channel&gt; &amp; &lt;@U0VICTIM1&gt; &lt;https://evil.example|x&gt;”…"
-    )
+    assert payload["text"] == f"⏳ Re-testing “{literal(HOSTILE)}”…"
     assert "<" not in user_made_markup(payload)
 
 
@@ -279,7 +276,7 @@ def test_names_summaries_checks_and_hints_cannot_ping_or_link() -> None:
     assert_valid("message", payload)
     markup = user_made_markup(payload)
     assert "<" not in markup and ">" not in markup
-    assert "&lt;!channel&gt; &amp; &lt;@U0VICTIM1&gt;" in markup
+    assert literal(HOSTILE) in markup and not markup_problems(payload)
 
 
 def test_huge_provider_output_still_fits_one_message() -> None:

@@ -24,7 +24,7 @@ from blocks.approval import (
 )
 from blocks.forms import problem_view, result_view, rotation_modal, verifying_view
 from blocks.results import result_message
-from blocks.text import slack_date
+from blocks.text import literal, slack_date
 from bot import ids
 from bot.domain import (
     NAME_MAX_LENGTH,
@@ -37,7 +37,7 @@ from bot.domain import (
 )
 from bot.providers.base import Check, FormField, FormSection, Outcome, Verification
 from tests.support.block_kit import assert_valid
-from tests.support.block_text import visible_text
+from tests.support.block_text import HOSTILE_MARKUP, markup_problems, visible_text
 from tests.unit.blocks.providers import WAREHOUSE, Warehouse
 
 OWNER = "U0OWNER01"
@@ -57,8 +57,8 @@ DECIDED_STATUSES = [
     RotationStatus.EXPIRED,
     RotationStatus.CANCELLED,
 ]
-HOSTILE_NAME = "<!channel> & <@U123> <https://evil.example|x>"
-HOSTILE_SHOWN = "“&lt;!channel&gt; &amp; &lt;@U123&gt; &lt;https://evil.example|x&gt;”"
+HOSTILE_NAME = f"<!channel> & <@U123> {HOSTILE_MARKUP}"
+HOSTILE_SHOWN = f"“{literal(HOSTILE_NAME)}”"
 
 # Tokens the builders write on purpose: Slack dates and mentions of well-formed user ids.
 _OUR_TOKENS = re.compile(r"<!date\^\d+\^\{date_short_pretty\} at \{time\}\|[^<>|]*>|<@[UW][A-Z0-9]{2,}>")
@@ -270,7 +270,7 @@ def test_verifying_view_says_what_is_checked_and_that_nothing_changes_yet() -> N
     assert view["close"]["text"] == "Close"
     assert "submit" not in view
     text = visible_text(view["blocks"])
-    assert "⏳ Verifying the new credentials for *“Prod &lt;@U1&gt;”* with Acme Warehouse…" in text
+    assert "⏳ Verifying the new credentials for *“Prod &lt;@\u2060U1&gt;”* with Acme Warehouse…" in text
     assert "direct message" in text
     assert "keeps using its current key" in text
 
@@ -809,3 +809,4 @@ def test_no_user_text_becomes_markup_in_any_builder() -> None:
     for surface, payload in every_payload(item):
         assert_valid(surface, payload)
         assert "<" not in user_made_markup(payload), payload.get("text", payload)
+        assert not markup_problems(payload), payload.get("text", payload)

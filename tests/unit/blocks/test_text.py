@@ -14,12 +14,16 @@ from blocks.text import (
     credential_age_text,
     duration_text,
     escape,
-    escaped_chunks,
+    inline,
+    literal,
+    literal_chunks,
     one_line,
     plural,
     slack_date,
     truncate,
+    unlinked,
 )
+from tests.support.block_text import HOSTILE_MARKUP, as_read, fold, user_formatting_or_links
 
 
 def test_escape_neutralises_mentions_links_and_ampersands() -> None:
@@ -32,6 +36,27 @@ def test_escape_neutralises_mentions_links_and_ampersands() -> None:
 def test_escape_keeps_an_entity_typed_by_the_user_visible_as_typed() -> None:
     # "&lt;" typed by a user must read "&lt;", not "<".
     assert escape("a &lt; b") == "a &amp;lt; b"
+
+
+def test_literal_text_can_neither_format_nor_link_and_reads_as_typed() -> None:
+    typed = f"<!here> {HOSTILE_MARKUP} www.evil.example x@evil.example @here #general *a*b_c `x` ~~y~~ ＊z＊"
+    shown = literal(typed)
+    assert user_formatting_or_links(typed) and not user_formatting_or_links(shown)
+    assert not re.search(r"(?<![A-Za-z0-9])[*_~]|[*_~](?![A-Za-z0-9])|[`＊＿｀]", shown)
+    assert not re.search(r"[.:@#](?!\u2060)\S", shown)
+    assert "<" not in shown and as_read(shown) == fold(typed)
+
+
+def test_literal_text_keeps_what_cannot_format_as_it_is() -> None:
+    # snake_case and a*b inside a word are not markup in Slack; copying such a name keeps working.
+    assert literal("prod_kafka_eu a*b x~y") == "prod_kafka_eu a*b x~y"
+    assert inline("_private_ db", 50) == "ˍprivateˍ db"
+
+
+def test_unlinked_text_reads_the_same_but_no_url_or_domain_survives() -> None:
+    shown = unlinked("see https://evil.example/x or mail x@evil.example, #general: ok")
+    assert "evil.example" not in shown and "://" not in shown and "@evil" not in shown
+    assert shown.replace("\u2060", "") == "see https://evil.example/x or mail x@evil.example, #general: ok"
 
 
 def test_truncate_keeps_short_text_and_shortens_long_text_with_an_ellipsis() -> None:
@@ -127,13 +152,13 @@ def test_plural(n: int, word: str, many: str | None, expected: str) -> None:
     assert plural(n, word, many) == expected
 
 
-def test_escaped_chunks_cut_between_words() -> None:
-    chunks = escaped_chunks("alpha beta gamma delta", 11)
+def test_literal_chunks_cut_between_words() -> None:
+    chunks = literal_chunks("alpha beta gamma delta", 11)
     assert chunks == ["alpha beta", "gamma delta"]
 
 
-def test_escaped_chunks_never_split_an_entity() -> None:
-    chunks = escaped_chunks("&" * 12, 12)
+def test_literal_chunks_never_split_an_entity() -> None:
+    chunks = literal_chunks("&" * 12, 12)
     assert all(len(c) <= 12 for c in chunks)
     assert all(re.fullmatch(r"(&amp;)+", c) for c in chunks)
     assert sum(c.count("&amp;") for c in chunks) == 12
@@ -143,9 +168,8 @@ _ENTITY_START = re.compile(r"&(?!amp;|lt;|gt;)")
 
 
 @given(text=st.text(max_size=400), limit=st.integers(min_value=5, max_value=200))
-def test_escaped_chunks_fit_and_lose_nothing_but_the_spaces_at_cuts(text: str, limit: int) -> None:
-    chunks = escaped_chunks(text, limit)
+def test_literal_chunks_fit_and_lose_nothing_but_the_spaces_at_cuts(text: str, limit: int) -> None:
+    chunks = literal_chunks(text, limit)
     assert all(len(c) <= limit for c in chunks)
     assert not any(_ENTITY_START.search(c) for c in chunks)
-    restored = "".join(c.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&") for c in chunks)
-    assert restored.replace(" ", "") == text.replace(" ", "")
+    assert as_read("".join(chunks)).replace(" ", "") == fold(text).replace(" ", "")

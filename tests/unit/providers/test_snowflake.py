@@ -1675,6 +1675,60 @@ def test_validation_fills_the_cache_the_hint_reads(loads: list[int]) -> None:
     assert len(loads) == 1
 
 
+class HandTime:
+    """A monotonic clock that moves only when a test moves it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_cached_key_goes_when_forgotten_and_when_its_time_is_up_however_often_used(
+    loads: list[int],
+) -> None:
+    clock = HandTime()
+    cache = keys.KeyCache(ttl=300, clock=clock)
+    first, second = pem_of(rsa_key(2048, 0)), pem_of(rsa_key(2048, 1))
+    cache.load(first, "")
+    cache.load(second, "")
+    cache.forget(first, "")
+    assert cache.peek(first, "") is None and cache.peek(second, "") is not None
+    clock.now += 299
+    assert cache.peek(second, "") is not None
+    clock.now += 1
+    assert len(cache) == 1  # nothing runs on its own: the next use drops it
+    assert cache.peek(second, "") is None and len(cache) == 0
+    cache.load(second, "")
+    assert len(loads) == 3
+
+
+def test_forgetting_a_fingerprint_drops_its_key_however_it_was_encrypted(loads: list[int]) -> None:
+    cache, key = keys.KeyCache(), rsa_key()
+    other = pem_of(rsa_key(2048, 1))
+    for pem, passphrase in ((pem_of(key), ""), (pem_of(key, PASSPHRASE), PASSPHRASE), (other, "")):
+        cache.load(pem, passphrase)
+    cache.forget_fingerprint(fingerprint_from_der(key))
+    assert len(cache) == 1 and cache.peek(other, "") is not None
+
+
+async def test_a_key_is_kept_while_it_works_and_dropped_when_it_fails_or_is_forgotten(
+    fake: FakeSnowflake, sleeps: Sleeps, http: httpx.AsyncClient, arranged: tuple[FakeAccount, FakeUser]
+) -> None:
+    cache = keys.KeyCache()
+    provider = Snowflake(retry=RetryPolicy(rng=lambda: 0.5), sleep=sleeps, key_cache=cache)
+    assert (await verify(provider, http, key_form())).ok
+    assert len(cache) == 1
+    provider.forget(None)
+    provider.forget(fingerprint_from_der(rsa_key(2048, 1)))
+    assert len(cache) == 1
+    provider.forget(fingerprint_from_der(rsa_key()))
+    assert len(cache) == 0
+    failed = await verify(provider, http, key_form(rsa_key(2048, 1)))
+    assert failed.outcome is Outcome.UNAUTHORIZED and len(cache) == 0
+
+
 def test_the_key_cache_keeps_no_secret_text_and_drops_the_least_recently_used(loads: list[int]) -> None:
     cache = keys.KeyCache(size=2)
     pems = [pem_of(rsa_key(2048, n), PASSPHRASE) for n in range(3)]

@@ -72,8 +72,10 @@ def utcnow() -> datetime:
 def name_key(name: str) -> str:
     """The form under which names are compared: whitespace collapsed and Unicode case folded, so
     "Prod  Warehouse", "prod warehouse" and "PROD WAREHOUSE" are one name in a workspace. Computed here rather
-    than with the database's lower(), which folds only ASCII on SQLite."""
-    return " ".join(name.split()).casefold()
+    than with the database's lower(), which folds only ASCII on SQLite. The word joiner the bot
+    puts into names it shows (so a dot cannot make a link) is ignored, so a name copied out of a
+    message finds its connection."""
+    return " ".join(name.replace("\u2060", "").split()).casefold()
 
 
 class Status(enum.StrEnum):

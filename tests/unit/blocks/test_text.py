@@ -23,6 +23,7 @@ from blocks.text import (
     truncate,
     unlinked,
 )
+from bot.domain import name_key
 from tests.support.block_text import HOSTILE_MARKUP, as_read, fold, user_formatting_or_links
 
 
@@ -173,3 +174,10 @@ def test_literal_chunks_fit_and_lose_nothing_but_the_spaces_at_cuts(text: str, l
     assert all(len(c) <= limit for c in chunks)
     assert not any(_ENTITY_START.search(c) for c in chunks)
     assert as_read("".join(chunks)).replace(" ", "") == fold(text).replace(" ", "")
+
+
+def test_a_name_copied_out_of_a_message_finds_its_connection() -> None:
+    # What Slack shows of "orders.prod" holds an invisible word joiner; pasted back, it is one name.
+    shown = literal("orders.prod")
+    assert shown != "orders.prod"
+    assert name_key(shown) == name_key("Orders.Prod")

@@ -117,3 +117,39 @@ def test_verifications_someone_waits_for_go_past_a_bulk_run_that_fills_its_pool(
 
     lbot.confluent.release()
     eventually(lambda: any("6 healthy" in shown(h) for h in lbot.slack.hooks), what="the bulk run's report")
+
+
+@pytest.mark.parametrize("limits_env", [{"CONNECTIONS_LIMIT_RETESTS_PER_MINUTE": "1"}], indirect=True)
+def test_past_the_retest_limit_a_command_and_a_button_are_answered_and_probe_nothing(lbot: Bot) -> None:
+    stored_keys(lbot, 2)
+    third = store(lbot, "third", new_key(lbot))
+    message = listing(lbot)
+    command(lbot, "test conn 0", until=replies(2), what="the first re-test")
+
+    [told] = command(lbot, "test all", until=replies(1), what="the refusal")
+    url = click_retest(lbot, third, message)
+    eventually(lambda: lbot.slack.hooks_to(url), what="the refusal of the click")
+
+    limited = "You've started 1 re-test in the last minute; try again in "
+    assert shown(told).startswith(limited)
+    assert shown(lbot.slack.hooks_to(url)[0]).startswith(limited)
+    assert len(lbot.confluent.requests_to(ENVIRONMENTS)) == 1
+
+
+@pytest.mark.parametrize("limits_env", [{"CONNECTIONS_LIMIT_ROTATIONS_PER_MINUTE": "1"}], indirect=True)
+def test_past_the_rotation_limit_the_form_says_so_and_nothing_is_verified(lbot: Bot) -> None:
+    stored_keys(lbot, 2)
+    answers = []
+    for name in ("conn 0", "conn 1"):
+        opened = len(lbot.slack.calls_to("views.open"))
+        lbot.sender.command(f"rotate {name}", user_id=OWNER)
+        view_id = str(lbot.slack.wait_for("views.open", count=opened + 1)[-1].response["view"]["id"])
+        key = new_key(lbot)
+        answers.append(lbot.sender.submit(view_id, {"api_key": key.key, "api_secret": key.secret}).json())
+        if not answers[-1].get("errors"):
+            wait_for_result(lbot.slack, view_id)
+
+    assert [a.get("response_action") for a in answers] == ["update", "errors"]
+    [message] = answers[1]["errors"].values()
+    assert message.startswith("You've submitted 1 rotation in the last minute; try again in ")
+    assert len(lbot.confluent.requests_to(ENVIRONMENTS)) == 1

@@ -301,7 +301,7 @@ def pool_service(services: Services, concurrency: int) -> RetestService:
         services.db,
         services.cipher,
         services.providers,
-        services.http,
+        services.bulk_http,
         services.retests.policy,
         concurrency=concurrency,
     )
@@ -363,7 +363,7 @@ async def bench(args: argparse.Namespace, database_url: str) -> None:
             print(
                 f"{kind}: "
                 f"{args.connections} connections seeded in {seeded:.1f} s; "
-                f"httpx {http_limits(services.http)}; database {db_limits(services.db)}",
+                f"httpx {http_limits(services.bulk_http)}; database {db_limits(services.db)}",
                 flush=True,
             )
 

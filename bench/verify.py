@@ -58,7 +58,7 @@ from bot.providers.base import FieldValues, Provider, Verification
 from bot.providers.redshift import ConnectParams, Redshift, Session, psycopg_connect
 from bot.providers.registry import PROVIDERS
 from bot.redaction import Secret
-from bot.runtime import HTTP_HEADROOM, PROVIDER_TIMEOUT_SECONDS
+from bot.runtime import INTERACTIVE_CONNECTIONS, PROVIDER_TIMEOUT_SECONDS
 from bot.settings import Settings
 from tests.fakes.confluent_api import FakeConfluent, new_api_key, new_api_secret
 from tests.fakes.snowflake_api import FakeSnowflake, new_rsa_key
@@ -437,7 +437,7 @@ async def bot_http_client(concurrency: int) -> AsyncIterator[TimedClient]:
     """The provider client ``bot.runtime.start_services`` builds (timeout, pool, headers,
     redirects), its pool sized for the bot's default re-test concurrency or this bench's."""
     default = Settings(slack_bot_token=Secret("xoxb-bench")).retest_concurrency
-    pool = max(default, concurrency) + HTTP_HEADROOM
+    pool = max(INTERACTIVE_CONNECTIONS, default, concurrency)
     async with TimedClient(
         timeout=httpx.Timeout(PROVIDER_TIMEOUT_SECONDS),
         limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),

@@ -71,6 +71,7 @@ __all__ = [
     "PENDING_ROTATION_BLOCK",
     "failing_duration",
     "provider_title",
+    "retest_all_running",
     "retest_one_started",
     "retest_report_message",
     "retest_result_message",
@@ -115,6 +116,19 @@ def retest_started(count: int) -> dict[str, Any]:
     if count <= 0:
         return reply("There is no active connection to re-test yet. Add one with `/connections`.")
     return reply(f"⏳ Re-testing {plural(count, 'connection')}…")
+
+
+def retest_all_running(
+    started_by: str, started_at: datetime, total: int, done: int, now: datetime
+) -> dict[str, Any]:
+    """Said instead of starting a second ``test all`` in a workspace: who started the running
+    one, how long ago, and how far it is."""
+    seconds = max(0, round((now - started_at).total_seconds()))
+    ago = f"{seconds} s" if seconds < 60 else duration_text(now - started_at)
+    return reply(
+        f"⏳ {user_mention(started_by)} started a re-test of all {plural(total, 'connection')} {ago} ago; "
+        f"{done} done. Its report goes to them; nothing new was started."
+    )
 
 
 def retest_one_started(name: str) -> dict[str, Any]:

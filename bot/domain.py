@@ -192,6 +192,8 @@ class Refusal(enum.Enum):
     """The user's rights could not be checked (Slack did not answer); try again."""
     WRONG_STATUS = "wrong_status"
     ROTATION_PENDING = "rotation_pending"
+    TOO_MANY = "too_many"
+    """Past a per-user limit (:mod:`bot.services.limits`); try again later."""
 
 
 @dataclass(frozen=True)

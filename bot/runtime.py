@@ -23,11 +23,13 @@ from bot.crypto import Cipher
 from bot.keys import MasterKeyError
 from bot.keys.guard import guard_master_key, key_opens_database
 from bot.keys.sources import LoadedKey
+from bot.pools import provider_client
 from bot.providers.registry import ProviderRegistry, build_registry
 from bot.services.admins import AdminPolicy
 from bot.services.approvals import ApprovalService
 from bot.services.audit import AuditService
 from bot.services.interrupted import InterruptedVerifications, ProcessOwner
+from bot.services.limits import Action, UserLimits
 from bot.services.permissions import RetestPolicy
 from bot.services.queries import Queries
 from bot.services.reminders import RotationReminders
@@ -53,8 +55,11 @@ PROVIDER_TIMEOUT_SECONDS = 10.0
 SLACK_TIMEOUT_SECONDS = 10.0
 GROUP_LOOKUP_SECONDS = 2.0
 DB_HEADROOM = 4
-HTTP_HEADROOM = 20
-"""Provider connections beyond the re-test pool: creations and rotations verify meanwhile."""
+INTERACTIVE_CONNECTIONS = 32
+"""The pool of provider connections for verifications a person waits for (creations, rotations,
+one re-test), apart from the bulk re-tests' pool."""
+PER_HOST_REQUESTS = 8
+"""Of the interactive pool, the most one host may use at once (forms can name any host)."""
 SLACK_RATE_LIMIT_MAX_WAIT_SECONDS = 30.0
 """The longest ``Retry-After`` the bot waits out before trying a Web API call again."""
 SLACK_RATE_LIMIT_RETRIES = 2
@@ -144,6 +149,9 @@ class Services:
     key: LoadedKey
     providers: ProviderRegistry
     http: httpx.AsyncClient
+    """Provider calls a person waits for (see :mod:`bot.pools`)."""
+    bulk_http: httpx.AsyncClient
+    """Provider calls of bulk and scheduled re-tests."""
     slack: AsyncWebClient
     background: Background
     queries: Queries
@@ -155,6 +163,8 @@ class Services:
     audit: AuditService
     interrupted: InterruptedVerifications
     """Verifications that a stopped process or a missed deadline left unfinished."""
+    limits: UserLimits
+    """How often one person may submit, re-test and rotate."""
     stoppers: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
     """Run first at shutdown, to stop taking new work (close the Socket Mode connection)."""
     closers: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
@@ -182,6 +192,7 @@ class Services:
         for close in reversed(self.closers):
             await close()
         await self.http.aclose()
+        await self.bulk_http.aclose()
         await self.db.dispose()
 
 
@@ -201,18 +212,11 @@ async def start_services(settings: Settings, *, http: httpx.AsyncClient | None =
     if loaded.warning:
         logger.warning("%s", loaded.warning)
     logger.info("master key %s loaded from %s", loaded.key.key_id, loaded.location)
-    concurrency = settings.retest_concurrency
-    client = http or httpx.AsyncClient(
-        timeout=httpx.Timeout(PROVIDER_TIMEOUT_SECONDS),
-        # httpx keeps 20 connections alive and opens 100 at most by default: a bulk re-test
-        # above 20 would open a new TLS connection per call, and above 100 wait for one.
-        limits=httpx.Limits(
-            max_connections=concurrency + HTTP_HEADROOM,
-            max_keepalive_connections=concurrency + HTTP_HEADROOM,
-        ),
-        headers={"User-Agent": "connections-bot"},
-        follow_redirects=False,
+    client = http or provider_client(
+        INTERACTIVE_CONNECTIONS, timeout=PROVIDER_TIMEOUT_SECONDS, per_host=PER_HOST_REQUESTS
     )
+    # A given client (tests) serves both; closing it twice is harmless.
+    bulk = http or provider_client(settings.retest_concurrency, timeout=PROVIDER_TIMEOUT_SECONDS)
     # One session for every Web API call: keep-alive saves a TLS handshake with Slack per call.
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SLACK_TIMEOUT_SECONDS))
     slack = AsyncWebClient(
@@ -237,6 +241,7 @@ async def start_services(settings: Settings, *, http: httpx.AsyncClient | None =
         key=loaded,
         providers=providers,
         http=client,
+        bulk_http=bulk,
         slack=slack,
         background=Background(),
         queries=Queries(db, providers, admins, allow_self_approval=settings.allow_self_approval),
@@ -252,15 +257,23 @@ async def start_services(settings: Settings, *, http: httpx.AsyncClient | None =
             db,
             cipher,
             providers,
-            client,
+            bulk,
             RetestPolicy(oncall, admins),
             interval=timedelta(minutes=settings.retest_interval_minutes),
             concurrency=settings.retest_concurrency,
+            interactive_http=client,
         ),
         removal=RemovalService(db, providers, admins),
         reminders=RotationReminders(db, providers, rotation_days=settings.rotation_days),
         audit=AuditService(db, providers, admins),
         interrupted=InterruptedVerifications(db, owner),
+        limits=UserLimits(
+            {
+                Action.SUBMISSION: settings.limit_submissions_per_minute,
+                Action.RETEST: settings.limit_retests_per_minute,
+                Action.ROTATION: settings.limit_rotations_per_minute,
+            }
+        ),
     )
     services.closers.append(session.close)
     if not settings.admin_channel:

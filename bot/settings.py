@@ -55,6 +55,10 @@ class Settings:
     rotation_days: float = 90.0
     # The largest request body /slack/events reads; Slack's own are a few kilobytes.
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    # Per user and minute (bot.services.limits): far above what anyone does by hand.
+    limit_submissions_per_minute: int = 10
+    limit_retests_per_minute: int = 20
+    limit_rotations_per_minute: int = 10
     master_key: Secret | None = None
     master_key_file: Path | None = None
     host: str = "0.0.0.0"
@@ -119,6 +123,9 @@ class Settings:
         concurrency = _whole(get, "CONNECTIONS_RETEST_CONCURRENCY", "16", 1, 256)
         max_body = _whole(get, "CONNECTIONS_MAX_BODY_BYTES", str(DEFAULT_MAX_BODY_BYTES), 1024, 64 << 20)
 
+        def per_minute(what: str, default: str) -> int:
+            return _whole(get, f"CONNECTIONS_LIMIT_{what}_PER_MINUTE", default, 1, 10_000)
+
         master_key = get("CONNECTIONS_MASTER_KEY")
         key_file = get("CONNECTIONS_MASTER_KEY_FILE")
         admins = frozenset(a.strip() for a in (get("CONNECTIONS_ADMINS") or "").split(",") if a.strip())
@@ -140,6 +147,9 @@ class Settings:
             retest_concurrency=concurrency,
             rotation_days=rotation_days,
             max_body_bytes=max_body,
+            limit_submissions_per_minute=per_minute("SUBMISSIONS", "10"),
+            limit_retests_per_minute=per_minute("RETESTS", "20"),
+            limit_rotations_per_minute=per_minute("ROTATIONS", "10"),
             master_key=Secret(master_key) if master_key else None,
             master_key_file=Path(key_file).expanduser() if key_file else None,
             host=get("HOST") or "0.0.0.0",

@@ -2,6 +2,8 @@
 button, and ``/connections status <name>``.
 
 Answered after the ack; a health change is announced in the alert channel like the schedule's.
+Each start counts against the user's re-test limit (:mod:`bot.services.limits`), before anything
+else is done.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from slack_bolt.async_app import AsyncApp
 
 from blocks.parts import refusal_message
 from blocks.retests import (
+    retest_all_running,
     retest_one_started,
     retest_report_message,
     retest_result_message,
@@ -20,9 +23,11 @@ from blocks.retests import (
 )
 from bot import ids
 from bot.domain import Refused
-from bot.listeners.kit import Click, Command, OnClick
+from bot.listeners.kit import Asker, Click, Command, OnClick
 from bot.notify.connections import publish_home
 from bot.notify.health import announcer
+from bot.services.limits import Action
+from bot.services.retests import BulkRunning
 
 __all__ = ["RETEST_FAILED", "register", "retest", "retest_clicked", "status"]
 
@@ -35,8 +40,18 @@ def register(app: AsyncApp) -> None:
     app.action(ids.ACTION_RETEST)(OnClick(retest_clicked, failed=RETEST_FAILED))
 
 
+async def _over_limit(asker: Asker) -> bool:
+    """Count a re-test by the user; past their limit, tell them so (and do nothing)."""
+    refused = await asker.services.limits.take(Action.RETEST, asker.team_id, asker.user_id)
+    if refused is not None:
+        await asker.tell(refusal_message(refused.message))
+    return refused is not None
+
+
 async def retest_clicked(click: Click) -> None:
     """Re-test on a connection (a list, a status reply, App Home, an alert)."""
+    if await _over_limit(click):
+        return
     services = click.services
     result = await services.retests.retest_one(
         click.team_id, click.user_id, connection_id=click.value, on_result=announcer(services, click.client)
@@ -57,21 +72,32 @@ async def retest(command: Command) -> None:
     if not name:
         await command.tell({"text": SAY_WHICH})
         return
+    if await _over_limit(command):
+        return
     refused = await retests.may_retest(command.user_id)
     if refused is not None:
         await command.tell(refusal_message(refused.message))
         return
     on_result = announcer(command.services, command.client)
     if name.lower() == "all":
-        count = await retests.count_active(command.team_id)
-        await command.tell(retest_started(count))
-        if count == 0:
-            return
-        report = await retests.retest_all(command.team_id, command.user_id, on_result=on_result)
+        counted: list[int] = []
+
+        async def started(count: int) -> None:
+            counted.append(count)
+            await command.tell(retest_started(count))
+
+        report = await retests.retest_all(
+            command.team_id, command.user_id, on_start=started, on_result=on_result
+        )
         if isinstance(report, Refused):
             await command.tell(refusal_message(report.message))
-            return
-        await command.tell(retest_report_message(report, command.services.providers.by_key()))
+        elif isinstance(report, BulkRunning):
+            now = datetime.now(UTC)
+            await command.tell(
+                retest_all_running(report.started_by, report.started_at, report.total, report.done, now)
+            )
+        elif counted and counted[0]:  # with nothing to re-test, "there is none" was all to say
+            await command.tell(retest_report_message(report, command.services.providers.by_key()))
         return
     await command.tell(retest_one_started(name))
     result = await retests.retest_one(command.team_id, command.user_id, name=name, on_result=on_result)

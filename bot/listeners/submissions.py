@@ -1,10 +1,10 @@
 """Submitting the two forms: "Create <provider>" and "Rotate credentials".
 
-Before the ack: the offline checks and the claim (:meth:`bot.services.submissions.Submissions.check`),
-with problems shown under their fields. Then "Verifying…", and after the ack the verification,
-the request posted to the admin channel, and the result in the same modal (a direct message when
-the modal is gone). The user is told once in every case, even when the bot is stopping or
-something breaks."""
+Before the ack: the user's limit (:mod:`bot.services.limits`), the offline checks and the claim
+(:meth:`bot.services.submissions.Submissions.check`), with problems shown under their fields.
+Then "Verifying…", and after the ack the verification, the request posted to the admin channel,
+and the result in the same modal (a direct message when the modal is gone). The user is told once
+in every case, even when the bot is stopping or something breaks."""
 
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ from bot.payloads import (
 )
 from bot.providers.base import Provider, Verification
 from bot.runtime import Services
+from bot.services.limits import Action
 from bot.services.submissions import Submission, Waiter
 
 __all__ = ["form_submitted", "register"]
@@ -119,6 +120,12 @@ async def form_submitted(
         return
     provider, name, values, connection_id = form
     team_id, user_id, view_id = team_of(context, body), str(body["user"]["id"]), str(view["id"])
+    # Before anything is checked, claimed or sent to a provider.
+    action = Action.SUBMISSION if kind is RequestKind.CONNECTION else Action.ROTATION
+    limited = await services.limits.take(action, team_id, user_id)
+    if limited is not None:
+        await ack(response_action="errors", errors={first_input(view): limited.message})
+        return
     try:
         checked = await services.submissions.check(
             kind,

@@ -8,9 +8,12 @@ made it. Only changes alert; a connection that stays failing is reminded of once
 ``reminder_every``. A ``rate_limited`` result says nothing about the credential: it is recorded
 but leaves the health as it was.
 
-At most ``concurrency`` re-tests run at once. When a provider rate-limits one, every worker holds
+At most ``concurrency`` bulk re-tests (``test all``, the schedule) run at once, on the bulk HTTP
+client; one re-test someone waits for goes past that bound, on the interactive client, so a bulk
+run never holds it up (:mod:`bot.pools`). When a provider rate-limits one, every worker holds
 back for the time it asked and the connection is tried again later: a bulk re-test slows down
-instead of hammering an API that already said "too many".
+instead of hammering an API that already said "too many". A workspace runs one ``test all`` at a
+time, whichever replica it asks: the run is claimed in the database (:meth:`retest_all`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 import httpx
@@ -46,9 +49,10 @@ from bot.redaction import Secret
 from bot.services.permissions import RetestPolicy, find_connection
 from bot.services.records import audit_event, history_row, summarize
 from bot.store import AuditEvent, Connection, Database
+from bot.store.models import BulkRetest
 from bot.store.uow import UnitOfWork
 
-__all__ = ["DEFAULT_CONCURRENCY", "RetestFailed", "RetestService"]
+__all__ = ["DEFAULT_CONCURRENCY", "BulkRunning", "RetestFailed", "RetestService"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +71,16 @@ CLAIM_LEASE = timedelta(minutes=15)
 sets the real next check (one interval on); if the process dies first, another one takes the
 check over when the lease ends instead of a whole interval later."""
 
+BULK_HEARTBEAT_SECONDS = 5.0
+"""How often a running ``test all`` records its progress, which also says it is alive."""
+BULK_STALE_AFTER = timedelta(minutes=1)
+"""A ``test all`` whose progress was not recorded for this long died with its process: another
+one may start."""
+
 OnResult = Callable[["RetestResult"], Awaitable[None]]
 """Called with each result as soon as it is recorded (to announce a health change at once)."""
+OnStart = Callable[[int], Awaitable[None]]
+"""Called with the number of connections a ``test all`` re-tests, once it holds the workspace."""
 REMINDER_EVERY = timedelta(days=1)
 
 _RETESTABLE = (Status.ACTIVE, Status.PENDING_APPROVAL)
@@ -86,6 +98,17 @@ class _Target:
     sealed: dict[str, Sealed] = field(repr=False)
 
 
+@dataclass(frozen=True)
+class BulkRunning:
+    """The workspace's ``test all`` already running (maybe on another replica): who started it,
+    when, and how far it is (as of its last heartbeat)."""
+
+    started_by: str
+    started_at: datetime
+    total: int
+    done: int
+
+
 @dataclass
 class RetestService:
     db: Database
@@ -99,6 +122,8 @@ class RetestService:
     clock: Callable[[], datetime] = utcnow
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     monotonic: Callable[[], float] = time.monotonic
+    interactive_http: httpx.AsyncClient | None = None
+    """The client for one re-test someone waits for; ``http`` (the bulk client) when not given."""
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -138,7 +163,10 @@ class RetestService:
                     f"“{row.name}” is {row.status.label}: it has no stored credentials to re-test.",
                 )
             [target] = await self._targets(tx, [row])
-        results = await self._run([target], Trigger.RETEST, actor, on_result)
+        # Someone waits for this one: it runs on the interactive client, past the bulk slots (a
+        # copy has slots of its own), so a running `test all` or schedule cannot hold it up.
+        interactive = replace(self, http=self.interactive_http or self.http)
+        results = await interactive._run([target], Trigger.RETEST, actor, on_result)
         if results:
             return results[0]
         async with self.db.read() as tx:
@@ -148,21 +176,67 @@ class RetestService:
         # The re-test itself broke (logged by _run): not the user's problem to diagnose.
         raise RetestFailed(target.connection_id)
 
-    async def count_active(self, team_id: str) -> int:
-        async with self.db.read() as tx:
-            return await tx.connections.count_active(team_id)
-
     async def retest_all(
-        self, team_id: str, actor: str, *, on_result: OnResult | None = None
-    ) -> RetestReport | Refused:
-        """Re-test every active connection of the workspace, if ``actor`` may re-test."""
+        self,
+        team_id: str,
+        actor: str,
+        *,
+        on_start: OnStart | None = None,
+        on_result: OnResult | None = None,
+    ) -> RetestReport | BulkRunning | Refused:
+        """Re-test every active connection of the workspace, if ``actor`` may re-test and no other
+        ``test all`` of the workspace is running (then: that one, and nothing is re-tested).
+
+        The run is a row claimed in the transaction that reads what to re-test, refreshed with the
+        progress while it runs and deleted at the end; a row left by a process that died goes
+        stale and is taken over (:data:`BULK_STALE_AFTER`)."""
         if (refused := await self.may_retest(actor)) is not None:
             return refused
-        started = self.monotonic()
-        async with self.db.read() as tx:
-            targets = await self._targets(tx, await tx.connections.active(team_id))
-        results = await self._run(targets, Trigger.RETEST, actor, on_result)
+        started, now = self.monotonic(), self.clock()
+        async with self.db.transaction() as tx:
+            rows = await tx.connections.active(team_id)
+            run = BulkRetest(
+                team_id=team_id, started_by=actor, started_at=now, heartbeat_at=now, total=len(rows)
+            )
+            holder = await tx.bulk_retests.claim(run, now - BULK_STALE_AFTER)
+            if holder is not None:
+                return BulkRunning(holder.started_by, holder.started_at, holder.total, holder.done)
+            targets = await self._targets(tx, rows)
+        done = 0
+
+        async def counted(result: RetestResult) -> None:
+            nonlocal done
+            done += 1
+            if on_result is not None:
+                await on_result(result)
+
+        heartbeat = asyncio.create_task(self._heartbeat(run, lambda: done), name=f"test-all:{team_id}")
+        try:
+            if on_start is not None:
+                await on_start(len(targets))
+            results = await self._run(targets, Trigger.RETEST, actor, counted)
+        finally:
+            heartbeat.cancel()
+            await self._release(run)
         return _report(results, started, self.monotonic())
+
+    async def _heartbeat(self, run: BulkRetest, done: Callable[[], int]) -> None:
+        while True:
+            await asyncio.sleep(BULK_HEARTBEAT_SECONDS)
+            try:
+                async with self.db.transaction() as tx:
+                    await tx.bulk_retests.progress(run, done(), self.clock())
+            except Exception as exc:  # a missed beat or two is harmless; many let another run start
+                logger.warning(
+                    "could not record the progress of test all in %s: %s", run.team_id, _where(exc)
+                )
+
+    async def _release(self, run: BulkRetest) -> None:
+        try:
+            async with self.db.transaction() as tx:
+                await tx.bulk_retests.release(run)
+        except Exception as exc:  # the row goes stale and the next test all takes it over
+            logger.warning("could not end the test all of %s: %s", run.team_id, _where(exc))
 
     # --- the schedule -----------------------------------------------------------------------------
 

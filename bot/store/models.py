@@ -36,6 +36,7 @@ __all__ = [
     "NAME_INDEX",
     "ROTATION_PENDING_INDEX",
     "AuditEvent",
+    "BulkRetest",
     "Connection",
     "Credential",
     "InFlightKind",
@@ -331,3 +332,19 @@ class InFlightVerification(Base):
     def __post_init__(self) -> None:
         # Folded as Connection.name_key, so a reservation and a stored name compare alike.
         self.name_key = name_key(self.name) if InFlightKind(self.kind) is InFlightKind.CREATE else None
+
+
+class BulkRetest(Base):
+    """The ``/connections test all`` running in a workspace, whichever replica runs it: one per
+    workspace at a time. ``done`` and ``heartbeat_at`` are refreshed while it runs; a row whose
+    heartbeat stopped (its process died) may be taken over."""
+
+    __tablename__ = "bulk_retests"
+
+    team_id: Mapped[str] = mapped_column(String(_SLACK_ID_LENGTH), primary_key=True)
+    started_by: Mapped[str] = mapped_column(String(_SLACK_ID_LENGTH))
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    total: Mapped[int] = mapped_column(Integer)
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    run_id: Mapped[str] = mapped_column(String(_ID_LENGTH), default_factory=new_id)

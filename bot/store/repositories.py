@@ -25,6 +25,7 @@ from bot.store.models import (
     NAME_INDEX,
     ROTATION_PENDING_INDEX,
     AuditEvent,
+    BulkRetest,
     Connection,
     Credential,
     InFlightVerification,
@@ -35,6 +36,7 @@ from bot.store.models import (
 
 __all__ = [
     "AuditRepository",
+    "BulkRetestRepository",
     "ConnectionRepository",
     "CredentialRepository",
     "InFlightRepository",
@@ -507,3 +509,38 @@ class InFlightRepository(_Repository):
         by_deadline = (InFlightVerification.deadline, InFlightVerification.id)
         statement = select(InFlightVerification).where(InFlightVerification.deadline < now)
         return await self._all(statement.order_by(*by_deadline).limit(limit))
+
+
+class BulkRetestRepository(_Repository):
+    """The workspaces' running ``test all`` (see :class:`~bot.store.models.BulkRetest`)."""
+
+    async def claim(self, run: BulkRetest, stale_before: datetime) -> BulkRetest | None:
+        """Insert ``run`` unless its workspace has one running: ``None`` when taken, else the one
+        that holds it. A holder whose heartbeat is older than ``stale_before`` is replaced.
+
+        On PostgreSQL an insert that meets another's uncommitted row waits for it, so of two
+        claims at once one wins and the other sees it; SQLite takes them one after the other."""
+        stale = BulkRetest.team_id == run.team_id, BulkRetest.heartbeat_at < stale_before
+        await self._session.execute(delete(BulkRetest).where(*stale))
+        for _ in range(3):  # the holder may end between our insert and our look
+            if await self._insert(run, "pk_bulk_retests", "bulk_retests.team_id"):
+                return None
+            holder = await self._session.get(BulkRetest, run.team_id, populate_existing=True)
+            if holder is not None:
+                return holder
+        raise RuntimeError(f"could not claim the bulk re-test of team {run.team_id}")
+
+    async def progress(self, run: BulkRetest, done: int, now: datetime) -> bool:
+        """Record how many are done, as the run's heartbeat; ``False`` if it no longer holds."""
+        statement = (
+            update(BulkRetest)
+            .where(BulkRetest.team_id == run.team_id, BulkRetest.run_id == run.run_id)
+            .values(done=done, heartbeat_at=now)
+            .returning(BulkRetest.team_id)
+        )
+        return await self._returned(statement)
+
+    async def release(self, run: BulkRetest) -> None:
+        await self._session.execute(
+            delete(BulkRetest).where(BulkRetest.team_id == run.team_id, BulkRetest.run_id == run.run_id)
+        )

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from bot.store.db import SQLITE_BUSY_TIMEOUT_MS, create_engine, for_writing
 from bot.store.repositories import (
     AuditRepository,
+    BulkRetestRepository,
     ConnectionRepository,
     CredentialRepository,
     InFlightRepository,
@@ -54,6 +55,7 @@ class UnitOfWork:
         self.key_canary = KeyCanaryRepository(session)
         self.rotations = RotationRepository(session)
         self.in_flight = InFlightRepository(session)
+        self.bulk_retests = BulkRetestRepository(session)
 
 
 class Database:

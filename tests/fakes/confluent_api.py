@@ -39,6 +39,7 @@ import threading
 import time
 import uuid
 import zlib
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -217,6 +218,7 @@ class FakeConfluent:
         self._gate = threading.Event()
         self._gate.set()
         self._held = 0
+        self._held_keys: frozenset[str] | None = None
         self.app = Starlette(
             routes=[
                 Route("/org/v2/environments", self._environments, methods=["GET"]),
@@ -281,8 +283,9 @@ class FakeConfluent:
         with self._lock:
             self._faults.append(_Fault(path_prefix, status, times, retry_after, body, method))
 
-    def hold(self) -> None:
-        """Make every request wait, from now on, until :meth:`release`."""
+    def hold(self, *, keys: Collection[str] | None = None) -> None:
+        """Make every request (or only those of ``keys``) wait, from now on, until :meth:`release`."""
+        self._held_keys = None if keys is None else frozenset(keys)
         self._gate.clear()
 
     def release(self) -> None:
@@ -320,7 +323,8 @@ class FakeConfluent:
                 body = json.loads(raw)
             except ValueError:
                 body = raw.decode(errors="replace")
-        await self._wait_at_gate()
+        if self._held_keys is None or username in self._held_keys:
+            await self._wait_at_gate()
         if self.delay:
             await asyncio.sleep(self.delay)
         fault = self._take_fault(request)

@@ -142,6 +142,9 @@ def test_health_and_rotation_settings_are_read() -> None:
         ("CONNECTIONS_RETEST_CONCURRENCY", "2.5"),
         ("CONNECTIONS_RETEST_CONCURRENCY", "1000"),
         ("CONNECTIONS_ROTATION_DAYS", "-3"),
+        ("CONNECTIONS_LIMIT_SUBMISSIONS_PER_MINUTE", "0"),
+        ("CONNECTIONS_LIMIT_RETESTS_PER_MINUTE", "many"),
+        ("CONNECTIONS_LIMIT_ROTATIONS_PER_MINUTE", "1.5"),
     ],
 )
 def test_bad_health_and_rotation_settings_are_named(name: str, value: str) -> None:
@@ -155,3 +158,24 @@ def test_the_body_limit_is_read_and_bounded() -> None:
     for bad in ("0", "1e6", str(65 << 20)):
         with pytest.raises(ConfigError, match="CONNECTIONS_MAX_BODY_BYTES"):
             Settings.from_mapping({**BASE, "CONNECTIONS_MAX_BODY_BYTES": bad})
+
+
+def test_the_per_user_limits_have_defaults_and_can_be_set() -> None:
+    assert (
+        Settings.from_mapping(BASE).limit_submissions_per_minute,
+        Settings.from_mapping(BASE).limit_retests_per_minute,
+        Settings.from_mapping(BASE).limit_rotations_per_minute,
+    ) == (10, 20, 10)
+    settings = Settings.from_mapping(
+        {
+            **BASE,
+            "CONNECTIONS_LIMIT_SUBMISSIONS_PER_MINUTE": "2",
+            "CONNECTIONS_LIMIT_RETESTS_PER_MINUTE": "3",
+            "CONNECTIONS_LIMIT_ROTATIONS_PER_MINUTE": "4",
+        }
+    )
+    assert (
+        settings.limit_submissions_per_minute,
+        settings.limit_retests_per_minute,
+        settings.limit_rotations_per_minute,
+    ) == (2, 3, 4)

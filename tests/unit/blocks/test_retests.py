@@ -15,6 +15,7 @@ from blocks.removal import REMOVE_CONFIRM_TITLE
 from blocks.retests import (
     DETAILED_FAILING_MAX,
     PENDING_ROTATION_BLOCK,
+    retest_all_running,
     retest_one_started,
     retest_report_message,
     retest_result_message,
@@ -149,6 +150,18 @@ def test_retest_started_counts_the_connections(count: int, expected: str) -> Non
     assert_valid("message", payload)
     assert payload["text"] == expected
     assert visible_text(payload["blocks"]) == expected
+
+
+@pytest.mark.parametrize(
+    ("ago", "said"), [(timedelta(seconds=20), "20 s ago"), (timedelta(minutes=3, seconds=5), "3 minutes ago")]
+)
+def test_a_running_test_all_is_named_with_who_when_and_how_far(ago: timedelta, said: str) -> None:
+    now = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    payload = retest_all_running("U0123ABCD", now - ago, 40, 12, now)
+    assert_valid("message", payload)
+    assert visible_text(payload["blocks"]).startswith(
+        f"⏳ <@U0123ABCD> started a re-test of all 40 connections {said}; 12 done."
+    )
 
 
 def test_retest_started_with_nothing_to_do_says_there_is_no_active_connection() -> None:

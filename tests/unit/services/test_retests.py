@@ -41,10 +41,12 @@ from bot.providers.base import FieldValues, FormField, FormSection, Outcome, Pro
 from bot.providers.confluent_cloud import ConfluentCloud, RetryPolicy
 from bot.providers.registry import ProviderRegistry
 from bot.redaction import Secret
+from bot.services import retests
 from bot.services.admins import AdminPolicy, DirectoryUnavailable
 from bot.services.permissions import RetestPolicy
-from bot.services.retests import CLAIM_LEASE, RATE_LIMIT_REQUEUES, RetestFailed, RetestService
+from bot.services.retests import CLAIM_LEASE, RATE_LIMIT_REQUEUES, BulkRunning, RetestFailed, RetestService
 from bot.store import AuditEvent, Connection, Credential, Database, VerificationRecord
+from bot.store.models import BulkRetest
 from tests.fakes.confluent_api import FakeConfluent, new_api_key, new_api_secret
 from tests.support.databases import dump_database_text
 from tests.unit.services.conftest import API
@@ -52,6 +54,8 @@ from tests.unit.services.test_connections import OTHER_TEAM, START, TEAM
 
 REQUESTER = "U0REQUEST1"
 TESTER = "U0TESTER01"
+OTHER_TESTER = "U0TESTER02"
+THIRD_TEAM = "T0000THIRD"
 ADMIN = "U0ADMIN001"
 ONCALL_GROUP = "S0ONCALL01"
 ALERT_CHANNEL = "C0ALERTS01"
@@ -350,8 +354,8 @@ async def retest(service: RetestService, connection_id: str, actor: str = TESTER
     return result
 
 
-async def retest_all(service: RetestService, actor: str = TESTER) -> RetestReport:
-    report = await service.retest_all(TEAM, actor)
+async def retest_all(service: RetestService, actor: str = TESTER, team_id: str = TEAM) -> RetestReport:
+    report = await service.retest_all(team_id, actor)
     assert isinstance(report, RetestReport), report
     return report
 
@@ -886,7 +890,7 @@ async def test_retest_all_covers_the_workspaces_active_connections_failing_first
     called = scripted.tokens_called()
     assert set(called) == {"alpha-token", "bravo-token", "charlie-token", "delta-token", "echo-token"}
     assert called.count("charlie-token") == RATE_LIMIT_REQUEUES + 1
-    assert await service.count_active(TEAM) == 5
+    assert len(report.results) == 5
     assert [e.action for e in await events(db)] == ["connection.retested"] * 5
 
 
@@ -974,19 +978,116 @@ async def test_runs_at_once_share_one_bound_on_provider_calls(
     make_service: ServiceFactory, store: Store, scripted: ScriptedProvider
 ) -> None:
     service = make_service(concurrency=2)
-    for i in range(6):
-        await store(f"c{i}", {"token": f"token-{i}"}, created_at=START + timedelta(minutes=i))
+    teams = (TEAM, OTHER_TEAM, THIRD_TEAM)  # one `test all` per workspace at a time
+    for team_id in teams:
+        for i in range(3):
+            await store(f"c{i}", {"token": f"{team_id}-{i}"}, team_id=team_id)
 
     async def slow(_token: str) -> None:
         for _ in range(5):
             await asyncio.sleep(0)
 
     scripted.during = slow
-    reports = await asyncio.gather(retest_all(service), retest_all(service), retest_all(service))
+    reports = await asyncio.gather(*(retest_all(service, team_id=team_id) for team_id in teams))
 
-    assert [r.healthy for r in reports] == [6, 6, 6]
+    assert [r.healthy for r in reports] == [3, 3, 3]
     # Three runs of two workers each, but never more than two provider calls in flight.
     assert scripted.most_in_flight == 2
+
+
+async def hold_bulk(scripted: ScriptedProvider) -> asyncio.Event:
+    """Hold every provider call whose token starts with "held" until the returned event is set."""
+    release = asyncio.Event()
+
+    async def held(token: str) -> None:
+        if token.startswith("held"):
+            await asyncio.wait_for(release.wait(), WAIT_LIMIT)
+
+    scripted.during = held
+    return release
+
+
+async def test_a_second_test_all_is_told_the_running_one_and_retests_nothing(
+    make_service: ServiceFactory, store: Store, scripted: ScriptedProvider, db: Database, clock: HandClock
+) -> None:
+    # Two services on one database: two replicas, which share nothing else.
+    first, second = make_service(), make_service(database=db)
+    for i in range(3):
+        await store(f"c{i}", {"token": f"held-{i}"})
+    release = await hold_bulk(scripted)
+    running = asyncio.create_task(first.retest_all(TEAM, TESTER))
+    await until(lambda: scripted.in_flight == 3, "the first run's calls to be held")
+
+    clock.now = START + timedelta(seconds=20)
+    told = await second.retest_all(TEAM, OTHER_TESTER)
+    also_told = await first.retest_all(TEAM, OTHER_TESTER)
+
+    assert told == also_told == BulkRunning(started_by=TESTER, started_at=START, total=3, done=0)
+    release.set()
+    report = await running
+    assert isinstance(report, RetestReport) and report.healthy == 3
+    # Each connection was re-tested once; and the claim ended with the run.
+    assert sorted(scripted.tokens_called()) == ["held-0", "held-1", "held-2"]
+    assert (await retest_all(second)).healthy == 3
+
+
+async def test_a_running_test_all_records_its_progress_for_the_next_one_to_read(
+    make_service: ServiceFactory,
+    store: Store,
+    scripted: ScriptedProvider,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(retests, "BULK_HEARTBEAT_SECONDS", 0.01)
+    service = make_service(concurrency=1)
+    await store("a", {"token": "quick"}, created_at=START)
+    await store("b", {"token": "held"}, created_at=START + timedelta(minutes=1))
+    release = await hold_bulk(scripted)
+    running = asyncio.create_task(service.retest_all(TEAM, TESTER))
+    await until(lambda: scripted.in_flight == 1 and "held" in scripted.tokens_called(), "the held call")
+
+    async def progress() -> int:
+        told = await service.retest_all(TEAM, OTHER_TESTER)
+        assert isinstance(told, BulkRunning), told
+        return told.done
+
+    async with asyncio.timeout(WAIT_LIMIT):
+        while await progress() != 1:
+            await asyncio.sleep(0.01)
+    release.set()
+    await running
+
+
+async def test_a_test_all_left_by_a_dead_process_is_taken_over_once_stale(
+    service: RetestService, store: Store, db: Database, clock: HandClock
+) -> None:
+    await store("a", {"token": "a"})
+    async with db.transaction() as tx:
+        dead = BulkRetest(
+            team_id=TEAM, started_by=OTHER_TESTER, started_at=START, heartbeat_at=START, total=1
+        )
+        assert await tx.bulk_retests.claim(dead, START - timedelta(hours=1)) is None
+
+    clock.now = START + retests.BULK_STALE_AFTER - timedelta(seconds=1)
+    assert isinstance(await service.retest_all(TEAM, TESTER), BulkRunning)
+    clock.now = START + retests.BULK_STALE_AFTER + timedelta(seconds=1)
+    assert (await retest_all(service)).healthy == 1
+
+
+async def test_one_retest_is_not_held_up_by_a_bulk_run_that_fills_every_slot(
+    make_service: ServiceFactory, store: Store, scripted: ScriptedProvider
+) -> None:
+    service = make_service(concurrency=1)
+    await store("bulk", {"token": "held"})
+    wanted = await store("wanted", {"token": "wanted"})
+    release = await hold_bulk(scripted)
+    running = asyncio.create_task(service.retest_all(TEAM, TESTER))
+    await until(lambda: scripted.in_flight == 1, "the bulk slot to be taken")
+
+    result = await retest(service, wanted)  # would wait for the bulk slot before the fix
+
+    assert result.ok and scripted.in_flight == 1
+    release.set()
+    await running
 
 
 async def test_each_result_is_handed_on_as_soon_as_it_is_recorded(

@@ -31,6 +31,7 @@ from bot.store.models import NAME_INDEX
 TABLES = {
     "alembic_version",
     "audit_events",
+    "bulk_retests",
     "connections",
     "credentials",
     "in_flight_verifications",

@@ -3,7 +3,7 @@
 Slack parses ``&``, ``<`` and ``>`` in mrkdwn (and in a message's ``text``) as control
 characters: ``<!channel>`` pings a channel, ``<@U123>`` mentions a user, ``<https://x|y>`` makes a
 link. :func:`escape` stops that, for the bot's own sentences. Text that a user or a provider's
-server chose (a connection name, a reason, a Snowflake user, an error message) must also neither
+server chose (a connection name, a reason, a database user, an error message) must also neither
 format nor link, so it goes through :func:`literal` instead (or :func:`inline`, which shortens it
 first); see there for how. A plain_text object never formats, and :func:`unlinked` keeps a URL in
 it from becoming a link.

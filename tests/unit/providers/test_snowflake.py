@@ -1717,7 +1717,7 @@ async def test_a_key_is_kept_while_it_works_and_dropped_when_it_fails_or_is_forg
     fake: FakeSnowflake, sleeps: Sleeps, http: httpx.AsyncClient, arranged: tuple[FakeAccount, FakeUser]
 ) -> None:
     cache = keys.KeyCache()
-    provider = Snowflake(retry=RetryPolicy(rng=lambda: 0.5), sleep=sleeps, key_cache=cache)
+    provider = snowflake(retry=RetryPolicy(rng=lambda: 0.5), sleep=sleeps, key_cache=cache)
     assert (await verify(provider, http, key_form())).ok
     assert len(cache) == 1
     provider.forget(None)

@@ -1,15 +1,17 @@
 """The pieces every message is made of: the payload, sections, context lines, headers, buttons and
 modals, and the way a name, a provider, a key hint, a user, a reason and a list of checks are shown.
 
-Everything a user or a provider wrote goes through here as :func:`blocks.text.literal` text; user
-ids become ``<@U…>`` mentions only when they look like Slack user ids (see
-:func:`blocks.text.user_mention`). Every mrkdwn object is ``verbatim``: Slack's server then turns
-no bare URL or channel name into a link, so only the bot's own ``<…>`` markup links or mentions.
+Everything a user or a provider wrote goes through here as :func:`blocks.text.literal` text, but
+for a provider's hints: the bot's own mrkdwn, only escaped, with the values in them made inert
+where the provider wrote them (:func:`hints_blocks`). User ids become ``<@U…>`` mentions only
+when they look like Slack user ids (see :func:`blocks.text.user_mention`). Every mrkdwn object is
+``verbatim``: Slack's server then turns no bare URL or channel name into a link, so only the bot's
+own ``<…>`` markup links or mentions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from slack_sdk.models.blocks import (
@@ -25,9 +27,10 @@ from slack_sdk.models.views import View
 from blocks.text import (
     HEADER_MAX,
     SECTION_TEXT_MAX,
+    chunks,
+    escape,
     inline,
     literal,
-    literal_chunks,
     truncate,
     unlinked,
     user_mention,
@@ -225,7 +228,7 @@ def checks_blocks(checks: Sequence[Check], *, failures_are_fatal: bool, max_bloc
     for check in checks:
         icon = "✅" if check.passed else failed_icon
         label = f"{icon} *{inline(check.name, 200)}*"
-        lines.extend(_item_lines(label, check.detail.strip(), separator=" — "))
+        lines.extend(_item_lines(label, check.detail.strip(), " — ", literal))
     return pack_sections(lines, max_blocks)
 
 
@@ -236,21 +239,24 @@ def check_line(check: Check, icon: str, detail_max: int) -> str:
 
 
 def hints_blocks(hints: Sequence[str], *, max_blocks: int = 20) -> list[Block]:
-    """Troubleshooting hints as bullets under "What to check", split across sections as needed."""
+    """Troubleshooting hints as bullets under "What to check", split across sections as needed.
+
+    A hint is the provider's own mrkdwn, so only escaped: its code spans and links work, and each
+    value a user or a server chose is already :func:`bot.markup.inert` in it."""
     if not hints:
         return []
     lines = ["*What to check*"]
     for hint in hints:
-        lines.extend(_item_lines("•", hint.strip(), separator=" "))
+        lines.extend(_item_lines("•", hint.strip(), " ", escape))
     return pack_sections(lines, max_blocks)
 
 
-def _item_lines(label: str, body: str, *, separator: str) -> list[str]:
+def _item_lines(label: str, body: str, separator: str, shown: Callable[[str], str]) -> list[str]:
     """One list item as lines that each fit in a section; the label starts the first one."""
     if not body:
         return [label]
     prefix = label + separator
-    first, *rest = literal_chunks(body, SECTION_TEXT_MAX - len(prefix))
+    first, *rest = chunks(body, SECTION_TEXT_MAX - len(prefix), shown)
     return [prefix + first, *rest]
 
 

@@ -48,6 +48,7 @@ from blocks.text import (
     inline,
     literal,
     one_line,
+    own_line,
     plural,
     slack_date,
     user_mention,
@@ -289,7 +290,7 @@ def _failing_in_full(result: RetestResult, title: str) -> tuple[Block, int]:
     lines += [check_line(check, "❌", _CHECK_DETAIL_MAX) for check in failed]
     hints = [h for h in verification.hints if h.strip()][:_REPORT_HINTS_MAX]
     if hints:
-        lines += ["*What to check*", *(f"• {inline(h, _HINT_MAX, '')}" for h in hints)]
+        lines += ["*What to check*", *(f"• {own_line(h, _HINT_MAX)}" for h in hints)]
     text = ""
     for line in lines:
         joined = f"{text}\n{line}" if text else line

@@ -2,29 +2,34 @@
 
 Slack parses ``&``, ``<`` and ``>`` in mrkdwn (and in a message's ``text``) as control
 characters: ``<!channel>`` pings a channel, ``<@U123>`` mentions a user, ``<https://x|y>`` makes a
-link. :func:`escape` stops that, for the bot's own sentences. Text that a user or a provider's
-server chose (a connection name, a reason, a database user, an error message) must also neither
-format nor link, so it goes through :func:`literal` instead (or :func:`inline`, which shortens it
-first); see there for how. A plain_text object never formats, and :func:`unlinked` keeps a URL in
-it from becoming a link.
+link. :func:`escape` stops that, for the bot's own sentences (a provider's hints among them, whose
+values the provider made :func:`bot.markup.inert`). Text that a user or a provider's server chose
+(a connection name, a reason, a database user, an error message) must also neither format nor
+link, so it goes through :func:`literal` instead (or :func:`inline`, which shortens it first); the
+rules are in :mod:`bot.markup`. A plain_text object never formats, and :func:`unlinked` keeps a
+URL in it from becoming a link.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+
+from bot.markup import escape, inert, unlinked
 
 __all__ = [
     "HEADER_MAX",
     "SECTION_TEXT_MAX",
     "as_utc",
+    "chunks",
     "credential_age_text",
     "duration_text",
     "escape",
     "inline",
     "literal",
-    "literal_chunks",
     "one_line",
+    "own_line",
     "plural",
     "slack_date",
     "truncate",
@@ -38,46 +43,10 @@ HEADER_MAX = 150
 """Characters in a header block's text."""
 
 
-def escape(text: str) -> str:
-    """Escape the bot's own text for mrkdwn so it shows literally: no mentions, no ``<…>`` links,
-    no entities; its backticks and asterisks still format. Text someone else chose: :func:`literal`.
-
-    ``&`` goes first, so an already escaped ``&lt;`` typed by a user stays visible as typed.
-    """
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-_WORD_JOINER = "\u2060"
-"""Invisible, and not a character of a host name, a URL scheme, a mention or a channel name."""
-_LINK_STARTS = re.compile(r"([.:@#])(?=\S)")
-# Slack formats a span between two of these only where each one stands at a word boundary: a
-# character between two ASCII letters or digits (snake_case) can neither open nor close one, so it
-# stays. Backticks and the full-width forms, which Slack also reads as markup, never stay.
-_MARKUP = re.compile(r"(?<![A-Za-z0-9])[*_~]|[*_~](?![A-Za-z0-9])|[`＊＿｀]")
-_LOOKALIKES = {"*": "∗", "_": "ˍ", "~": "∼", "`": "ˋ", "＊": "﹡", "＿": "⸏", "｀": "ˋ"}
-"""What a markup character that could format is shown as: a character of (nearly) the same
-shape that Slack gives no meaning to."""
-
-
 def literal(text: str) -> str:
     """Text a user or a provider's server wrote, for mrkdwn: shown as written, and unable to
-    mention, link or format anything.
-
-    :func:`escape` stops mentions and ``<…|…>`` links. Slack offers no escape for ``*_~```, and a
-    zero-width space beside one *enables* formatting (it counts as a word boundary), so each one
-    that could open or close a span is shown as its look-alike (``∗ ˍ ∼ ˋ``); one inside a
-    word (``prod_kafka``) cannot and stays. Bare URLs, domains, ``@here`` and ``#channel`` get a
-    word joiner after their ``.``, ``:``, ``@`` or ``#`` (:func:`unlinked`), on top of the
-    ``verbatim`` flag every mrkdwn object of ours sets, which only stops Slack's server from
-    turning them into links.
-    """
-    return unlinked(_MARKUP.sub(lambda m: _LOOKALIKES[m.group(0)], escape(text)))
-
-
-def unlinked(text: str) -> str:
-    """``text`` with a word joiner after each ``.``, ``:``, ``@`` and ``#`` that something follows,
-    so no URL, domain, e-mail address, mention or channel name in it can be recognised as one."""
-    return _LINK_STARTS.sub(r"\1" + _WORD_JOINER, text)
+    mention, link or format anything (:func:`bot.markup.escape` of :func:`bot.markup.inert`)."""
+    return escape(inert(text))
 
 
 def truncate(text: str, limit: int) -> str:
@@ -103,8 +72,16 @@ def inline(text: str, limit: int, fallback: str = "(no name)") -> str:
     return literal(truncate(one_line(text, fallback), limit))
 
 
-def literal_chunks(text: str, limit: int) -> list[str]:
-    """``text`` through :func:`literal`, cut into pieces of at most ``limit`` characters each.
+def own_line(text: str, limit: int) -> str:
+    """The bot's own mrkdwn sentence (a provider's hint) on one line, shortened to ``limit``, then
+    :func:`escape`: its code spans and links still work, and one the cut left open is closed."""
+    shown = truncate(one_line(text, ""), limit)
+    return escape(shown + "`" if shown.count("`") % 2 else shown)
+
+
+def chunks(text: str, limit: int, shown: Callable[[str], str] = literal) -> list[str]:
+    """``text`` as ``shown`` renders it (:func:`literal`; :func:`escape` for the bot's own
+    mrkdwn), cut into pieces of at most ``limit`` characters each.
 
     Cuts fall between words where possible and never inside an entity, because the measuring is
     done on the shown text but the cutting on the original.
@@ -115,23 +92,23 @@ def literal_chunks(text: str, limit: int) -> list[str]:
     current = ""
     for word in text.split(" "):
         candidate = word if not current else current + " " + word
-        if len(literal(candidate)) <= limit:
+        if len(shown(candidate)) <= limit:
             current = candidate
             continue
         if current:
-            pieces.append(literal(current))
+            pieces.append(shown(current))
             current = ""
-        if len(literal(word)) <= limit:
+        if len(shown(word)) <= limit:
             current = word
             continue
         # A single word longer than the limit (a URL, a token): cut it character by character.
         for char in word:
-            if len(literal(current + char)) > limit:
-                pieces.append(literal(current))
+            if len(shown(current + char)) > limit:
+                pieces.append(shown(current))
                 current = ""
             current += char
     if current or not pieces:
-        pieces.append(literal(current))
+        pieces.append(shown(current))
     return pieces
 
 

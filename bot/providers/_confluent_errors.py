@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from bot.markup import inert
 from bot.outbound import HostProblem
 from bot.providers._shared import KEPT_MAX, json_of, try_again
 
@@ -130,7 +131,7 @@ def rate_limited_hints(wait_seconds: float | None) -> tuple[str, ...]:
 
 
 def provider_error_hints(request_id: str | None) -> tuple[str, ...]:
-    ref = f" (request id {request_id})" if request_id else ""
+    ref = f" (request id {inert(request_id)})" if request_id else ""
     return (
         f"Confluent returned a server error{ref}; try again later.",
         "If it keeps failing, check https://status.confluent.cloud and give Confluent support the "

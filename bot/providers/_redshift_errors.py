@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from bot.markup import inert
 from bot.outbound import Blocked
 from bot.providers._shared import blocked_probe, shorten, with_said
 from bot.providers.base import Outcome, Probe
@@ -90,10 +91,15 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _sql(name: str) -> str:
+    """A name a user or the server chose, as SQL in a hint: quoted as needed, and inert."""
+    return inert(quote_ident(name))
+
+
 def _rate_limit_hint(user: str) -> str:
     return (
         "The connection limit is reached, not a problem with the credentials: close idle sessions, or "
-        f"raise the user's limit with `ALTER USER {quote_ident(user)} CONNECTION LIMIT n;`, then try "
+        f"raise the user's limit with `ALTER USER {_sql(user)} CONNECTION LIMIT n;`, then try "
         "again. Redshift allows up to 2,000 connections on RA3 nodes and Serverless."
     )
 
@@ -101,29 +107,30 @@ def _rate_limit_hint(user: str) -> str:
 def _connect_hint(database: str, user: str) -> str:
     return (
         f"The user may not connect to this database: an admin can run `GRANT CONNECT ON DATABASE "
-        f"{quote_ident(database)} TO {quote_ident(user)};`, or use a database the user may use."
+        f"{_sql(database)} TO {_sql(user)};`, or use a database the user may use."
     )
 
 
 def temp_hint(database: str, user: str) -> str:
     return (
-        f"`GRANT TEMP ON DATABASE {quote_ident(database)} TO {quote_ident(user)};` lets the user create "
+        f"`GRANT TEMP ON DATABASE {_sql(database)} TO {_sql(user)};` lets the user create "
         "temporary tables, which many tools need."
     )
 
 
 def usage_hint(schema: str, user: str) -> str:
-    s, u = quote_ident(schema), quote_ident(user)
+    s, u = _sql(schema), _sql(user)
     return (
         f"`GRANT USAGE ON SCHEMA {s} TO {u}; GRANT SELECT ON ALL TABLES IN SCHEMA {s} TO {u};` lets the "
-        f"user read schema {schema} (add `GRANT CREATE ON SCHEMA {s} TO {u};` if it writes there)."
+        f"user read schema {inert(schema)} (add `GRANT CREATE ON SCHEMA {s} TO {u};` if it writes there)."
     )
 
 
 def schema_missing_hint(schema: str, database: str) -> str:
     return (
-        f"There is no schema {schema} in database {database}: check the spelling and the database. A "
-        'name not in double quotes is lower-cased, as in SQL; write a mixed-case name in quotes, as "Sales".'
+        f"There is no schema {inert(schema)} in database {inert(database)}: check the spelling and the "
+        "database. A name not in double quotes is lower-cased, as in SQL; write a mixed-case name in "
+        'quotes, as "Sales".'
     )
 
 

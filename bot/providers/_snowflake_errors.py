@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from bot.markup import inert
 from bot.providers._shared import KEPT_MAX, json_of, try_again
 
 CODE_JWT_INVALID = "390144"
@@ -84,6 +85,7 @@ def account_not_found_hints(custom_url: bool) -> tuple[str, ...]:
 
 
 def key_rejected_hints(user: str, fingerprint: str, failure_id: str | None) -> tuple[str, ...]:
+    user = inert(user)
     return (
         f"Snowflake didn't accept the key for this user. Run `DESC USER {user}` and compare "
         f"RSA_PUBLIC_KEY_FP (and RSA_PUBLIC_KEY_2_FP) with this key's fingerprint `{fingerprint}`.",
@@ -98,7 +100,7 @@ def key_rejected_hints(user: str, fingerprint: str, failure_id: str | None) -> t
 def token_rejected_hints(user: str, failure_id: str | None) -> tuple[str, ...]:
     return (
         "Snowflake didn't accept the programmatic access token. Check that it was copied whole and "
-        f"hasn't expired (15 days by default) or been removed: `SHOW USER PATS FOR USER {user}`.",
+        f"hasn't expired (15 days by default) or been removed: `SHOW USER PATS FOR USER {inert(user)}`.",
         "A token works only for the user it was created for, on its own account: check the login name "
         "and the account identifier.",
         "A token with a role restriction stops working when that role is revoked from the user.",
@@ -110,23 +112,28 @@ def _failure_details(failure_id: str | None) -> str:
     if failure_id:
         return (
             "An admin can see the exact reason with "
-            f"`SELECT SYSTEM$GET_LOGIN_FAILURE_DETAILS('{failure_id}');` (for a few hours after the attempt)."
+            f"`SELECT SYSTEM$GET_LOGIN_FAILURE_DETAILS('{inert(failure_id)}');` (for a few hours after "
+            "the attempt)."
         )
     return "An admin can look for the failed sign-in in the LOGIN_HISTORY of the account."
 
 
 def disabled_hints(user: str) -> tuple[str, ...]:
-    return (f"The user is disabled. An admin can enable it with `ALTER USER {user} SET DISABLED = FALSE`.",)
+    return (
+        f"The user is disabled. An admin can enable it with `ALTER USER {inert(user)} SET DISABLED = FALSE`.",
+    )
 
 
 def locked_hints(user: str) -> tuple[str, ...]:
     return (
         "The user is locked after too many failed sign-ins. Wait 15 minutes, or ask an admin to run "
-        f"`ALTER USER {user} SET MINS_TO_UNLOCK = 0`.",
+        f"`ALTER USER {inert(user)} SET MINS_TO_UNLOCK = 0`.",
     )
 
 
 def network_policy_hints(address: str | None, token: bool) -> tuple[str, ...]:
+    # Not made inert: seen_address() printed it from a parsed IP address (digits, dots, colons),
+    # which cannot format or link, and an admin copies it into a network policy as shown.
     where = f" ({address}, the address Snowflake saw)" if address else ""
     hints = [
         f"A network policy blocks the bot's address{where}. Ask an admin to add the bot's egress "
@@ -142,7 +149,7 @@ def network_policy_hints(address: str | None, token: bool) -> tuple[str, ...]:
 
 
 def role_hints(role: str | None, user: str, token: bool) -> tuple[str, ...]:
-    target = role or "<role>"
+    target, user = inert(role) if role else "<role>", inert(user)
     hints = [
         f"The role isn't granted to this user: `GRANT ROLE {target} TO USER {user}`, "
         "or leave Role empty to use the user's default role.",
@@ -156,6 +163,7 @@ def role_hints(role: str | None, user: str, token: bool) -> tuple[str, ...]:
 
 
 def warehouse_hint(warehouse: str, role: str) -> str:
+    warehouse, role = inert(warehouse), inert(role)
     return (
         f"Warehouse {warehouse} doesn't exist or role {role} can't use it: `GRANT USAGE ON WAREHOUSE "
         f"{warehouse} TO ROLE {role}`, and check the name (case matters for names in double quotes)."
@@ -163,6 +171,7 @@ def warehouse_hint(warehouse: str, role: str) -> str:
 
 
 def warehouse_case_hint(typed: str, found: str) -> str:
+    typed, found = inert(typed), inert(found)
     return (
         f"There is a warehouse named {found}, which differs from {typed} only in case: enter it as "
         f"{found} (names in double quotes keep their case; others are upper-cased)."
@@ -170,6 +179,7 @@ def warehouse_case_hint(typed: str, found: str) -> str:
 
 
 def database_hint(database: str, role: str) -> str:
+    database, role = inert(database), inert(role)
     return (
         f"Database {database} doesn't exist or role {role} can't use it: `GRANT USAGE ON DATABASE "
         f"{database} TO ROLE {role}` (and USAGE on its schemas, SELECT on tables, as needed)."
@@ -189,7 +199,7 @@ def rate_limited_hints(wait_seconds: float | None) -> tuple[str, ...]:
 
 
 def provider_error_hints(reference: str | None) -> tuple[str, ...]:
-    ref = f" (request {reference})" if reference else ""
+    ref = f" (request {inert(reference)})" if reference else ""
     return (
         f"Snowflake returned a server error{ref}; try again later.",
         "If it keeps failing, check https://status.snowflake.com and give Snowflake support the request id.",

@@ -68,6 +68,9 @@ class Probe:
     summary: str
     checks: tuple[Check, ...] = ()
     hints: tuple[str, ...] = ()
+    """The provider's own mrkdwn (code spans and links work; it is only escaped when shown):
+    each value a user or a server chose goes into one through :func:`bot.markup.inert`. The
+    summary and the checks are shown literally instead."""
     request_id: str | None = None
     retry_after: float | None = None
     """For ``rate_limited``: the seconds the provider asked us to wait, when it said."""

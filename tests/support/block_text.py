@@ -10,12 +10,19 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from bot.markup import inert
+
 __all__ = [
+    "HOSTILE_HINT",
+    "HOSTILE_HINT_SHOWN",
     "HOSTILE_MARKUP",
+    "HOSTILE_VALUE",
     "as_read",
     "fold",
+    "hint_problems",
     "markup_problems",
     "user_formatting_or_links",
     "visible_text",
@@ -69,6 +76,42 @@ def user_formatting_or_links(text: str) -> list[str]:
     ``_it_``, ``~gone~`` or `` `code` `` span at word boundaries, where Slack formats one, and a
     URL, domain, e-mail address, ``@here`` or ``#general`` with nothing breaking it up."""
     return [m.group(0) for m in _FORMATTED.finditer(text)] + [m.group(0) for m in _LINKED.finditer(text)]
+
+
+HOSTILE_VALUE = f"x` <!channel> {HOSTILE_MARKUP}"
+"""A value a user or a server chose (a Snowflake user, a role, a request id) that, written into a
+hint's code span as it is, would close the span, then mention, format and link."""
+
+
+HOSTILE_HINT = (
+    f"Run `ALTER USER {inert(HOSTILE_VALUE)} SET DISABLED = FALSE`, or see https://status.confluent.cloud."
+)
+"""A hint as a provider writes one: its own code span and link, and :data:`HOSTILE_VALUE` made
+inert in the span."""
+HOSTILE_HINT_SHOWN = re.compile(
+    r"Run `ALTER USER x[^`<>]* SET DISABLED = FALSE`, or see https://status\.confluent\.cloud\."
+)
+""":data:`HOSTILE_HINT` as it must show: its code span whole, closed where the bot closes it, and
+its link unbroken (together with :func:`markup_problems`: the value inside neither formats nor
+links)."""
+
+
+def hint_problems(build: Callable[[str], Sequence[str]]) -> list[str]:
+    """What :data:`HOSTILE_VALUE` got through in the hints ``build`` writes with it (as a provider
+    stores them; the renderer escapes ``&<>``), compared with those it writes with a plain value:
+    a backtick of its own (it closed or opened a code span), formatting or a link
+    (:func:`user_formatting_or_links`), or the value no longer reading as written."""
+    found, holding = [], 0
+    for hint, tame in zip(build(HOSTILE_VALUE), build("bob"), strict=True):
+        if hint == tame:
+            continue
+        holding += 1
+        found += user_formatting_or_links(hint)
+        if hint.count("`") != tame.count("`"):
+            found.append(f"the value changed the hint's code spans: {hint[:80]!r}")
+        if fold(HOSTILE_VALUE) not in as_read(hint):
+            found.append(f"the value does not read as written: {hint[:80]!r}")
+    return found if holding else ["no hint holds the value"]
 
 
 def markup_problems(node: Any) -> list[str]:

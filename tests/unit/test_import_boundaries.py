@@ -1,8 +1,8 @@
 """The layers of DESIGN.md, as imports: data flows from Slack down to the store, never back up.
 
-* ``blocks`` are pure renderers: they import only the domain, the provider declarations and the
-  shared ids (and ``slack_sdk``'s Block Kit models), so importing one loads no database, HTTP client
-  or Slack client;
+* ``blocks`` are pure renderers: they import only the domain, the provider declarations, the
+  shared ids and the mrkdwn rules (``bot.markup``, which the providers' hints use too), and
+  ``slack_sdk``'s Block Kit models, so importing one loads no database, HTTP or Slack client;
 * services know nothing of Slack, nor of how it is rendered;
 * listeners, what tells people in Slack, and the jobs never touch the store: they go through the
   services;
@@ -48,7 +48,14 @@ RULES: dict[str, tuple[str, ...]] = {
     "bot/notify": STORE,
     "bot/jobs": STORE,
 }
-ALLOWED_IN_BLOCKS = ("blocks", "bot.domain", "bot.providers.base", "bot.ids", "slack_sdk.models")
+ALLOWED_IN_BLOCKS = (
+    "blocks",
+    "bot.domain",
+    "bot.markup",
+    "bot.providers.base",
+    "bot.ids",
+    "slack_sdk.models",
+)
 
 
 def imports_of(path: Path) -> list[tuple[int, str]]:

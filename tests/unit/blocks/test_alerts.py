@@ -12,7 +12,7 @@ from bot import ids
 from bot.domain import ChangeKind, Health, HealthChange, RetestResult, Status
 from bot.providers.base import Check, Outcome, Verification
 from tests.support.block_kit import assert_valid
-from tests.support.block_text import markup_problems, visible_text
+from tests.support.block_text import HOSTILE_HINT, HOSTILE_HINT_SHOWN, markup_problems, visible_text
 from tests.support.slack_requests import find_action
 from tests.unit.blocks.providers import FakeProvider
 from tests.unit.blocks.test_approval import buttons, user_made_markup
@@ -94,7 +94,12 @@ def test_without_a_recorded_start_the_alert_falls_back_to_the_latest_check() -> 
 
 def test_the_alert_escapes_names_and_provider_text_and_mentions_only_real_user_ids() -> None:
     found = Verification(
-        Outcome.FORBIDDEN, HOSTILE, (Check(HOSTILE, False, HOSTILE),), (HOSTILE,), 10, request_id="<!here>"
+        Outcome.FORBIDDEN,
+        HOSTILE,
+        (Check(HOSTILE, False, HOSTILE),),
+        (HOSTILE_HINT,),
+        10,
+        request_id="<!here>",
     )
     result = RetestResult(
         "T1",
@@ -108,6 +113,7 @@ def test_the_alert_escapes_names_and_provider_text_and_mentions_only_real_user_i
     assert "<" not in markup and ">" not in markup
     assert "Owner: &lt;!everyone&gt;" in markup
     assert not markup_problems(payload)
+    assert HOSTILE_HINT_SHOWN.search(markup)  # the hint's own code and link work
 
 
 def test_huge_provider_output_still_fits_the_alert() -> None:

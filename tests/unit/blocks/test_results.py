@@ -16,7 +16,13 @@ from bot import ids
 from bot.domain import NAME_MAX_LENGTH
 from bot.providers.base import Check, Outcome, Verification
 from tests.support.block_kit import assert_valid
-from tests.support.block_text import HOSTILE_MARKUP, markup_problems, visible_text
+from tests.support.block_text import (
+    HOSTILE_HINT,
+    HOSTILE_HINT_SHOWN,
+    HOSTILE_MARKUP,
+    markup_problems,
+    visible_text,
+)
 from tests.unit.blocks.providers import FakeProvider
 
 LAKE = FakeProvider("lake", "Data Lake", "A lake.")
@@ -69,6 +75,28 @@ def test_hints_are_bullets_under_a_title() -> None:
     assert visible_text(blocks) == (
         "*What to check*\n• Copy the key again.\n• Use &lt;the&gt; secret &amp; key together."
     )
+
+
+def test_a_hint_keeps_its_code_spans_and_links() -> None:
+    blocks = hints_blocks(("Run `ALTER USER bob SET DISABLED = FALSE`; see https://status.confluent.cloud.",))
+    assert visible_text(blocks) == (
+        "*What to check*\n• Run `ALTER USER bob SET DISABLED = FALSE`; see https://status.confluent.cloud."
+    )
+
+
+def test_a_value_in_a_hint_cannot_close_its_code_span_mention_format_or_link() -> None:
+    blocks = hints_blocks((HOSTILE_HINT,))
+    assert_valid("message", as_message(blocks))
+    text = visible_text(blocks)
+    assert HOSTILE_HINT_SHOWN.search(text) and "<" not in text
+    assert not markup_problems(blocks)
+
+
+def test_the_result_message_shows_hints_as_the_provider_wrote_them() -> None:
+    found = verification(Outcome.UNAUTHORIZED, "Rejected.", hints=(HOSTILE_HINT,))
+    payload = result_message(LAKE, "Prod", found, "")
+    assert_valid("message", payload)
+    assert HOSTILE_HINT_SHOWN.search(visible_text(payload)) and not markup_problems(payload)
 
 
 def test_a_hint_longer_than_a_section_continues_in_the_next() -> None:

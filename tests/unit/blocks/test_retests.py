@@ -41,7 +41,13 @@ from bot.domain import (
 )
 from bot.providers.base import Check, Outcome, Provider, Verification
 from tests.support.block_kit import assert_valid
-from tests.support.block_text import HOSTILE_MARKUP, markup_problems, visible_text
+from tests.support.block_text import (
+    HOSTILE_HINT,
+    HOSTILE_HINT_SHOWN,
+    HOSTILE_MARKUP,
+    markup_problems,
+    visible_text,
+)
 from tests.support.slack_requests import find_action
 from tests.unit.blocks.providers import FakeProvider
 from tests.unit.blocks.test_approval import buttons, user_made_markup
@@ -280,7 +286,7 @@ def test_names_summaries_checks_and_hints_cannot_ping_or_link() -> None:
         Outcome.FORBIDDEN,
         f"Denied for {HOSTILE}",
         (Check(HOSTILE, False, HOSTILE),),
-        (f"Ask {HOSTILE} for the role.",),
+        (HOSTILE_HINT,),
         10,
         request_id="<!here>",
     )
@@ -290,6 +296,18 @@ def test_names_summaries_checks_and_hints_cannot_ping_or_link() -> None:
     markup = user_made_markup(payload)
     assert "<" not in markup and ">" not in markup
     assert literal(HOSTILE) in markup and not markup_problems(payload)
+    # A hint keeps its own code span and link; the value inside stays inert.
+    assert HOSTILE_HINT_SHOWN.search(markup)
+
+
+def test_a_hint_in_the_report_keeps_its_code_and_link_while_its_value_stays_inert() -> None:
+    found = verification(Outcome.UNAUTHORIZED, hints=(HOSTILE_HINT,))
+    result = RetestResult("T1", connection(health=Health.FAILING), found)
+    payload = retest_report_message(RetestReport((result,)), PROVIDERS)
+    assert_valid("message", payload)
+    markup = user_made_markup(payload)
+    assert "<" not in markup and HOSTILE_HINT_SHOWN.search(markup)
+    assert not markup_problems(payload)
 
 
 def test_huge_provider_output_still_fits_one_message() -> None:

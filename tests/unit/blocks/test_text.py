@@ -11,19 +11,21 @@ from hypothesis import strategies as st
 
 from blocks.text import (
     as_utc,
+    chunks,
     credential_age_text,
     duration_text,
     escape,
     inline,
     literal,
-    literal_chunks,
     one_line,
+    own_line,
     plural,
     slack_date,
     truncate,
     unlinked,
 )
 from bot.domain import name_key
+from bot.markup import inert
 from tests.support.block_text import HOSTILE_MARKUP, as_read, fold, user_formatting_or_links
 
 
@@ -52,6 +54,32 @@ def test_literal_text_keeps_what_cannot_format_as_it_is() -> None:
     # snake_case and a*b inside a word are not markup in Slack; copying such a name keeps working.
     assert literal("prod_kafka_eu a*b x~y") == "prod_kafka_eu a*b x~y"
     assert inline("_private_ db", 50) == "ˍprivateˍ db"
+
+
+@given(text=st.text(alphabet="ab1 _*~`＊＿｀.:@#&<>;x\n", max_size=40))
+def test_literal_is_an_inert_value_escaped(text: str) -> None:
+    # One set of rules: a value inert in a hint of the bot's reads as it would shown on its own.
+    assert escape(inert(text)) == literal(text)
+
+
+def test_an_inert_value_cannot_close_the_code_span_it_is_put_in_nor_format_or_link() -> None:
+    value = f"x` <!channel> {HOSTILE_MARKUP}"
+    shown = escape(f"Run `ALTER USER {inert(value)} SET DISABLED = FALSE`, see https://status.example.com.")
+    assert shown.count("`") == 2 and shown.startswith("Run `ALTER USER x")
+    assert not user_formatting_or_links(shown) and "<" not in shown
+    assert "https://status.example.com." in shown  # the bot's own link is left alone
+    assert (
+        as_read(shown)
+        == f"Run `ALTER USER {fold(value)} SET DISABLED = FALSE`, see https://status.example.com."
+    )
+
+
+def test_own_line_keeps_the_code_and_links_and_closes_a_span_it_cuts() -> None:
+    hint = "Run\n `GRANT ROLE r TO USER <user>` and check https://status.example.com"
+    assert (
+        own_line(hint, 200) == "Run `GRANT ROLE r TO USER &lt;user&gt;` and check https://status.example.com"
+    )
+    assert own_line(hint, 12) == "Run `GRANT…`"
 
 
 def test_unlinked_text_reads_the_same_but_no_url_or_domain_survives() -> None:
@@ -153,27 +181,34 @@ def test_plural(n: int, word: str, many: str | None, expected: str) -> None:
     assert plural(n, word, many) == expected
 
 
-def test_literal_chunks_cut_between_words() -> None:
-    chunks = literal_chunks("alpha beta gamma delta", 11)
-    assert chunks == ["alpha beta", "gamma delta"]
+def test_chunks_cut_between_words() -> None:
+    assert chunks("alpha beta gamma delta", 11) == ["alpha beta", "gamma delta"]
 
 
-def test_literal_chunks_never_split_an_entity() -> None:
-    chunks = literal_chunks("&" * 12, 12)
-    assert all(len(c) <= 12 for c in chunks)
-    assert all(re.fullmatch(r"(&amp;)+", c) for c in chunks)
-    assert sum(c.count("&amp;") for c in chunks) == 12
+def test_chunks_never_split_an_entity() -> None:
+    pieces = chunks("&" * 12, 12)
+    assert all(len(c) <= 12 for c in pieces)
+    assert all(re.fullmatch(r"(&amp;)+", c) for c in pieces)
+    assert sum(c.count("&amp;") for c in pieces) == 12
+
+
+def test_chunks_of_the_bots_own_mrkdwn_keep_its_code_and_links() -> None:
+    own = "Run `ALTER USER bob` or see https://status.example.com <now>"
+    assert chunks(own, 40, escape) == [
+        "Run `ALTER USER bob` or see",
+        "https://status.example.com &lt;now&gt;",
+    ]
 
 
 _ENTITY_START = re.compile(r"&(?!amp;|lt;|gt;)")
 
 
 @given(text=st.text(max_size=400), limit=st.integers(min_value=5, max_value=200))
-def test_literal_chunks_fit_and_lose_nothing_but_the_spaces_at_cuts(text: str, limit: int) -> None:
-    chunks = literal_chunks(text, limit)
-    assert all(len(c) <= limit for c in chunks)
-    assert not any(_ENTITY_START.search(c) for c in chunks)
-    assert as_read("".join(chunks)).replace(" ", "") == fold(text).replace(" ", "")
+def test_chunks_fit_and_lose_nothing_but_the_spaces_at_cuts(text: str, limit: int) -> None:
+    pieces = chunks(text, limit)
+    assert all(len(c) <= limit for c in pieces)
+    assert not any(_ENTITY_START.search(c) for c in pieces)
+    assert as_read("".join(pieces)).replace(" ", "") == fold(text).replace(" ", "")
 
 
 def test_a_name_copied_out_of_a_message_finds_its_connection() -> None:

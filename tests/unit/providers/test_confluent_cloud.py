@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from bot.outbound import HostPatterns, Policy
+from bot.providers import _confluent_errors as errs
 from bot.providers.base import Outcome, Verification
 from bot.providers.confluent_cloud import DEFAULT_REST_HOSTS, ConfluentCloud, RetryPolicy, secret_checksum_ok
 from bot.redaction import Secret
@@ -24,6 +25,7 @@ from tests.fakes.confluent_api import (
     new_api_secret,
 )
 from tests.fakes.dns import PUBLIC_IP, FakeResolver
+from tests.support.block_text import hint_problems
 from tests.support.servers import serve_asgi
 from tests.unit.providers.contract import ProviderContract, Scenario
 
@@ -1024,3 +1026,9 @@ async def test_the_fake_can_hold_requests_until_released(
     fake.release()
     assert (await task).outcome is Outcome.OK
     assert fake.held == 0
+
+
+def test_a_request_id_in_a_hint_is_inert_and_the_status_link_stays_a_link() -> None:
+    # The id comes from a response header: whoever answered chose it.
+    assert hint_problems(errs.provider_error_hints) == []
+    assert "check https://status.confluent.cloud and" in errs.provider_error_hints("abc")[1]

@@ -38,6 +38,7 @@ from bot.providers.redshift import (
 from bot.redaction import Secret
 from bot.settings import ConfigError
 from tests.fakes.dns import PUBLIC_IP, FakeResolver
+from tests.support.block_text import as_read, hint_problems
 from tests.support.private_postgres import (  # noqa: F401  (the fixture private_postgres is found by name)
     PrivatePostgres,
     private_postgres_server,
@@ -656,9 +657,12 @@ async def test_missing_privileges_leave_the_credential_ok_with_grants_to_run() -
     assert "lacks TEMP on database dev and USAGE on schema Sales" in verification.summary
     assert "Serverless workgroup default in us-east-1" in check(verification, "Signed in as IAM:ops").detail
     assert not check(verification, "TEMP on database dev").passed
-    text = hints_text(verification)
-    assert 'GRANT TEMP ON DATABASE dev TO "IAM:ops";' in text
-    assert 'GRANT USAGE ON SCHEMA "Sales" TO "IAM:ops"; GRANT SELECT ON ALL TABLES IN SCHEMA "Sales"' in text
+    text = hints_text(verification)  # the ":" of a name the server chose is kept from linking
+    assert '`GRANT TEMP ON DATABASE dev TO "IAM:\u2060ops";`' in text
+    assert (
+        'GRANT USAGE ON SCHEMA "Sales" TO "IAM:ops"; GRANT SELECT ON ALL TABLES IN SCHEMA "Sales"'
+        in as_read(text)
+    )
 
 
 def test_server_product() -> None:
@@ -916,6 +920,27 @@ def test_the_missing_schema_hint_explains_case_folding() -> None:
     hint = errs.schema_missing_hint("sales", "dev")
     assert "case-sensitive" not in hint
     assert "lower-cased" in hint and 'in quotes, as "Sales"' in hint
+
+
+def _connect_refused(reason: str) -> Any:
+    """The hints for a connect error ``reason`` on a database and user both named by the value."""
+    return lambda v: (
+        errs.classify_connect_error(reason, errs.Target("h", 5439, v, v), "pw", tls_enabled=True).probe.hints
+    )
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        pytest.param(lambda v: (errs.temp_hint(v, v),), id="temp"),
+        pytest.param(lambda v: (errs.usage_hint(v, v),), id="usage"),
+        pytest.param(lambda v: (errs.schema_missing_hint(v, v),), id="schema-missing"),
+        pytest.param(_connect_refused('FATAL: permission denied for database "d"'), id="connect"),
+        pytest.param(_connect_refused("FATAL: too many connections for role"), id="connection-limit"),
+    ],
+)
+def test_a_name_in_a_hint_cannot_close_its_code_span_format_or_link(build: Any) -> None:
+    assert hint_problems(build) == []
 
 
 def test_quote_ident() -> None:

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from bot.outbound import ANY_NAME, Policy
+from bot.providers import _snowflake_errors as errs
 from bot.providers import _snowflake_keys as keys
 from bot.providers import _snowflake_names as names
 from bot.providers.base import Outcome, Verification
@@ -39,6 +40,7 @@ from bot.redaction import Secret
 from bot.settings import ConfigError
 from tests.fakes.dns import PUBLIC_IP, FakeResolver
 from tests.fakes.snowflake_api import FakeAccount, FakeSnowflake, FakeUser, new_token
+from tests.support.block_text import hint_problems
 from tests.support.servers import serve_asgi
 from tests.unit.providers.contract import ProviderContract, Scenario
 
@@ -1825,3 +1827,31 @@ async def test_a_fixed_operator_url_is_called_as_it_is(
     verification = await verify(provider, http, key_form())
     assert verification.outcome is Outcome.OK
     assert resolver.asked == [] and {r.url.host for r in sent} == {"fake"}
+
+
+# --- hints: the bot's own mrkdwn, each value a user or Snowflake chose inert in it -------------------
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        pytest.param(lambda v: errs.key_rejected_hints(v, "SHA256:abc+/=", None), id="key-user"),
+        pytest.param(lambda v: errs.key_rejected_hints("BOB", "SHA256:abc+/=", v), id="key-failure-id"),
+        pytest.param(lambda v: errs.token_rejected_hints(v, v), id="token"),
+        pytest.param(errs.disabled_hints, id="disabled"),
+        pytest.param(errs.locked_hints, id="locked"),
+        pytest.param(lambda v: errs.role_hints(v, v, token=True), id="role"),
+        pytest.param(lambda v: (errs.warehouse_hint(v, v),), id="warehouse"),
+        pytest.param(lambda v: (errs.warehouse_case_hint(v, v),), id="warehouse-case"),
+        pytest.param(lambda v: (errs.database_hint(v, v),), id="database"),
+        pytest.param(errs.provider_error_hints, id="request"),
+    ],
+)
+def test_a_value_in_a_hint_cannot_close_its_code_span_format_or_link(build: Any) -> None:
+    assert hint_problems(build) == []
+
+
+def test_a_hint_keeps_its_own_code_and_link() -> None:
+    hints = errs.disabled_hints("BOB") + errs.provider_error_hints("01b2-c3")
+    assert "`ALTER USER BOB SET DISABLED = FALSE`" in hints[0]
+    assert "check https://status.snowflake.com and" in hints[2]

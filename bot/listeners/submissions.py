@@ -41,7 +41,7 @@ from bot.payloads import (
 )
 from bot.providers.base import Provider, Verification
 from bot.runtime import Services
-from bot.services.submissions import Submission, Waiter
+from bot.services.submissions import STALE_ROTATION, Submission, Waiter
 
 __all__ = ["form_submitted", "register"]
 
@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 
 STALE = {
     RequestKind.CONNECTION: "This form is out of date. Close it and run /connections again.",
-    RequestKind.ROTATION: "This form is out of date. Close it and start the rotation again.",
+    RequestKind.ROTATION: STALE_ROTATION,
 }
 INTERNAL_ERROR = {
     RequestKind.CONNECTION: (

@@ -95,6 +95,7 @@ KEY_MOVED = {
         "nothing was saved. Ask whoever runs the bot to restart it, then rotate again."
     ),
 }
+STALE_ROTATION = "This form is out of date. Close it and start the rotation again."
 REMOVED_MEANWHILE = "The connection was removed meanwhile, so the new credentials were not saved."
 ROTATED_MEANWHILE = "Someone else asked to rotate this connection a moment ago; nothing was saved."
 
@@ -206,8 +207,15 @@ class Submissions:
     ) -> FormCheck:
         """The offline checks of a form, then (``claim_for``) the claim. No provider call: this runs
         before Slack is answered. A new connection's name is checked (and claimed) too; a rotation
-        claims its connection (``connection_id``)."""
+        claims its connection (``connection_id``), once the user is found to be allowed to rotate it
+        with this provider's form: a refused user leaves no claim that could block anyone."""
         cleaned = provider.clean(values)
+        if kind is RequestKind.ROTATION and claim_for is not None:
+            target = await self.may_rotate(team_id, claim_for.user_id, connection_id=connection_id)
+            if isinstance(target, Refused):
+                return FormCheck(name, cleaned, {}, target.message)
+            if target.provider.key != provider.key:
+                return FormCheck(name, cleaned, {}, STALE_ROTATION)
         # Offline but not always cheap (opening an encrypted private key runs its key derivation):
         # on a thread, so other requests' acks are not held up meanwhile.
         problems = await asyncio.to_thread(provider.validate, cleaned)

@@ -278,8 +278,10 @@ class AuditEvent(Base):
 
 IN_FLIGHT_NAME_KEY: Final = "uq_in_flight_verifications_team_id_name_key"
 """Reserves a name in a workspace while a new connection of that name is being verified."""
-IN_FLIGHT_CONNECTION_KEY: Final = "uq_in_flight_verifications_connection_id"
-"""At most one rotation of a connection is being verified at a time."""
+IN_FLIGHT_CONNECTION_KEY: Final = "uq_in_flight_verifications_team_id_connection_id"
+"""At most one rotation of a connection is being verified at a time. Scoped by workspace like
+every key a user can reach: a connection id in a rotation form is the client's to send, so a claim
+in one workspace must not be able to block a connection of another."""
 
 
 class InFlightVerification(Base):
@@ -301,7 +303,7 @@ class InFlightVerification(Base):
         ),
         # NULLs are distinct in both databases, so each constraint binds only its own kind of row.
         UniqueConstraint("team_id", "name_key", name=IN_FLIGHT_NAME_KEY),
-        UniqueConstraint("connection_id", name=IN_FLIGHT_CONNECTION_KEY),
+        UniqueConstraint("team_id", "connection_id", name=IN_FLIGHT_CONNECTION_KEY),
         # The sweeps: rows past their deadline, and rows of processes on this host.
         Index("ix_in_flight_verifications_deadline", "deadline"),
         Index("ix_in_flight_verifications_host", "host"),

@@ -36,6 +36,7 @@ __all__ = [
     "fields_section",
     "header",
     "hints_blocks",
+    "item_lines",
     "key_text",
     "message",
     "modal",
@@ -207,7 +208,7 @@ def checks_blocks(checks: Sequence[Check], *, failures_are_fatal: bool, max_bloc
     for check in checks:
         icon = "✅" if check.passed else failed_icon
         label = f"{icon} *{inline(check.name, 200)}*"
-        lines.extend(_item_lines(label, check.detail.strip(), separator=" — "))
+        lines.extend(item_lines(label, check.detail.strip(), separator=" — "))
     return pack_sections(lines, max_blocks)
 
 
@@ -223,11 +224,11 @@ def hints_blocks(hints: Sequence[str], *, max_blocks: int = 20) -> list[Block]:
         return []
     lines = ["*What to check*"]
     for hint in hints:
-        lines.extend(_item_lines("•", hint.strip(), separator=" "))
+        lines.extend(item_lines("•", hint.strip(), separator=" "))
     return pack_sections(lines, max_blocks)
 
 
-def _item_lines(label: str, body: str, *, separator: str) -> list[str]:
+def item_lines(label: str, body: str, *, separator: str) -> list[str]:
     """One list item as lines that each fit in a section; the label starts the first one."""
     if not body:
         return [label]

@@ -8,14 +8,22 @@ from datetime import datetime
 from typing import Any
 
 from bot.crypto import Cipher, associated_data
-from bot.domain import ConnectionSummary, Health, Status, Trigger
-from bot.providers.base import Check, Verification
+from bot.domain import ConfigChange, ConnectionSummary, Health, Status, Trigger
+from bot.providers.base import Check, Provider, Verification
 from bot.providers.registry import ProviderRegistry
 from bot.redaction import Secret
 from bot.store import AuditEvent, Connection, Credential, VerificationRecord
 from bot.store.uow import UnitOfWork
 
-__all__ = ["BATCH_SIZE", "audit_event", "checks_of", "history_row", "seal_credential", "summarize"]
+__all__ = [
+    "BATCH_SIZE",
+    "audit_event",
+    "checks_of",
+    "config_changes",
+    "history_row",
+    "seal_credential",
+    "summarize",
+]
 
 BATCH_SIZE = 100
 """The most rows one run of a periodic job takes (expiry, sweep, reminders); a backlog waits for the next."""
@@ -115,3 +123,14 @@ def checks_of(record: VerificationRecord | None) -> tuple[Check, ...]:
     return tuple(
         Check(str(c.get("name", "")), bool(c.get("passed")), str(c.get("detail", ""))) for c in stored
     )
+
+
+def config_changes(
+    provider: Provider | None, before: Mapping[str, object], after: Mapping[str, object]
+) -> tuple[ConfigChange, ...]:
+    """The non-secret settings that differ between ``before`` and ``after``, labelled as the
+    provider's form labels them, in its order (a setting it does not declare, under its own key)."""
+    labels = {} if provider is None else {f.name: f.label for f in provider.fields if not f.secret}
+    keys = [*labels, *sorted((before.keys() | after.keys()) - labels.keys())]
+    values = [(key, str(before.get(key) or ""), str(after.get(key) or "")) for key in keys]
+    return tuple(ConfigChange(labels.get(key, key), old, new) for key, old, new in values if old != new)

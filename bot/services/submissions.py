@@ -28,6 +28,7 @@ from bot.domain import (
     NAME_FIELD,
     NAME_MAX_LENGTH,
     ApprovalRequest,
+    ConfigChange,
     ConnectionSummary,
     Health,
     InFlightKind,
@@ -45,7 +46,7 @@ from bot.services.admins import AdminPolicy
 from bot.services.approvals import pending_rotation
 from bot.services.interrupted import ClaimLost, ProcessOwner, end_claim, release_quietly, still_claimed
 from bot.services.permissions import find_connection, owner_or_admin, owner_refusal
-from bot.services.records import audit_event, history_row, seal_credential, summarize
+from bot.services.records import audit_event, config_changes, history_row, seal_credential, summarize
 from bot.store import (
     AuditEvent,
     Connection,
@@ -152,6 +153,8 @@ class SubmissionOutcome:
     request_id: str | None = None
     problem: str | None = None
     abandoned: bool = False
+    config_changes: tuple[ConfigChange, ...] | None = None
+    """For a stored rotation: the other settings approving it will change (empty: only the secret)."""
 
     @property
     def stored(self) -> bool:
@@ -373,6 +376,10 @@ class Submissions:
                 if isinstance(stored, str):  # not stored; the ended claim commits
                     return SubmissionOutcome(verification, problem=stored)
                 request_id, connection, version = stored
+                config = s.provider.config_of(s.values)
+                changes = None
+                if s.kind is RequestKind.ROTATION:  # the connection as it is, before any approval
+                    changes = config_changes(s.provider, connection.config, config)
                 await seal_credential(
                     tx, self.cipher, s.provider.secrets_of(s.values), connection, version, now
                 )
@@ -389,7 +396,7 @@ class Submissions:
         logger.info(
             "%s %s stored in team %s by %s (%s)", s.kind, request_id, s.team_id, s.user_id, s.provider.key
         )
-        return SubmissionOutcome(verification, request_id=request_id)
+        return SubmissionOutcome(verification, request_id=request_id, config_changes=changes)
 
 
 async def _store_connection(
@@ -437,6 +444,7 @@ async def _store_rotation(tx: UnitOfWork, s: Submission, now: datetime) -> tuple
         requested_by=s.user_id,
         config=s.provider.config_of(s.values),
         key_hint=s.provider.credential_hint(s.values),
+        replaced_config=dict(row.config),
         created_at=now,
         updated_at=now,
     )

@@ -157,6 +157,9 @@ class Rotation(Base):
     # The new credential's non-secret fields and masked key, applied to the connection on approval.
     config: Mapped[dict[str, Any]] = mapped_column(JSON, default_factory=dict)
     key_hint: Mapped[str | None] = mapped_column(String(64), default=None)
+    # The connection's fields when the rotation was asked for, so a decided request still shows
+    # what it changed (None on rotations asked for before this was kept).
+    replaced_config: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     approval_channel: Mapped[str | None] = mapped_column(String(_SLACK_ID_LENGTH), default=None)
     approval_ts: Mapped[str | None] = mapped_column(String(32), default=None)
     decided_by: Mapped[str | None] = mapped_column(String(_SLACK_ID_LENGTH), default=None)

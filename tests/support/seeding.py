@@ -29,6 +29,8 @@ class Seed:
     next_check_at: datetime | None = None
     credential_created_at: datetime | None = None
     created_at: datetime | None = None
+    config: dict[str, str] = field(default_factory=dict)
+    """The non-secret fields (REST endpoint, cluster ID)."""
 
 
 async def seed_connections(url: str, cipher: Cipher, seeds: list[Seed], *, batch: int = 200) -> list[str]:
@@ -44,6 +46,7 @@ async def seed_connections(url: str, cipher: Cipher, seeds: list[Seed], *, batch
                         team_id=seed.team_id,
                         name=seed.name,
                         provider="confluent_cloud",
+                        config=dict(seed.config),
                         created_by=seed.created_by,
                         status=seed.status,
                         health=seed.health,

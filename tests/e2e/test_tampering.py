@@ -38,6 +38,7 @@ from tests.e2e.test_fuzz import (
     WAIT,
     Since,
     assert_answered,
+    assert_safe,
     click,
     opened_view,
     post_payload,
@@ -291,9 +292,10 @@ def test_a_members_forms_naming_someone_elses_connection_are_refused(world: Worl
         team=TEAM_ID,
         metadata=metadata,
     )
-    assert answer["response_action"] == "update"
-    wait_until(lambda: view_updates(since, rotation_form["id"]), timeout=WAIT, what="the rotation's result")
-    assert_answered(since, "can rotate it", what="the refused rotation", acks=(answer,))
+    # Refused before anything is claimed or checked: under the form, at once.
+    assert answer["response_action"] == "errors"
+    assert "can rotate it" in " ".join(answer["errors"].values())
+    assert_safe(since, acks=(answer,))
     assert rows(world) == before
 
 
@@ -381,10 +383,11 @@ def test_another_workspaces_forms_naming_these_connections_are_refused(world: Wo
         team=OTHER_TEAM,
         metadata=metadata,
     )
-    assert answer["response_action"] == "update"
-    wait_until(lambda: view_updates(since, rotation_form["id"]), timeout=WAIT, what="the rotation's result")
-    assert_answered(since, "There is no such connection", what="the refused rotation", acks=(answer,))
-    assert_nothing_of_ours_shows("\n".join(since.shown()), world)
+    assert answer["response_action"] == "errors"
+    refusal = " ".join(answer["errors"].values())
+    assert "There is no such connection" in refusal
+    assert_safe(since, acks=(answer,))
+    assert_nothing_of_ours_shows(refusal, world)
     assert rows(world) == before
 
 

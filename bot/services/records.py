@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from bot.crypto import Cipher, associated_data
+from bot.crypto import BOUND_SCHEME, Cipher, associated_data, config_digest
 from bot.domain import ConfigChange, ConnectionSummary, Health, Status, Trigger
 from bot.providers.base import Check, Provider, Verification
 from bot.providers.registry import ProviderRegistry
@@ -22,6 +22,7 @@ __all__ = [
     "config_changes",
     "history_row",
     "seal_credential",
+    "sealed_field",
     "summarize",
 ]
 
@@ -69,25 +70,41 @@ async def seal_credential(
     secrets: Mapping[str, Secret],
     connection: Connection,
     version: int,
+    config: Mapping[str, str],
     now: datetime,
 ) -> None:
     """Store each secret field of one credential version, sealed with the current master key and
-    bound to its row; refuses (``MasterKeyMoved``) when the data moved to another key meanwhile."""
+    bound to its row and to ``config``, the non-secret fields it will be used with (a rotation's
+    version: the rotation's, which approval copies to the connection); refuses (``MasterKeyMoved``)
+    when the data moved to another key meanwhile."""
     await tx.key_canary.require_sealing_key(cipher.key_id)
     for field, secret in secrets.items():
-        sealed = cipher.seal(secret, associated_data(connection.id, field, version))
-        await tx.credentials.add(
-            Credential(
-                team_id=connection.team_id,
-                connection_id=connection.id,
-                version=version,
-                field=field,
-                key_id=sealed.key_id,
-                nonce=sealed.nonce,
-                ciphertext=sealed.ciphertext,
-                created_at=now,
-            )
-        )
+        await tx.credentials.add(sealed_field(cipher, connection, config, field, version, secret, now))
+
+
+def sealed_field(
+    cipher: Cipher,
+    connection: Connection,
+    config: Mapping[str, str],
+    field: str,
+    version: int,
+    secret: Secret,
+    now: datetime,
+) -> Credential:
+    """One secret field as its row, sealed bound to the connection's provider and ``config``."""
+    bound_to = config_digest(connection.provider, config)
+    sealed = cipher.seal(secret, associated_data(connection.id, field, version, bound_to))
+    return Credential(
+        team_id=connection.team_id,
+        connection_id=connection.id,
+        version=version,
+        field=field,
+        key_id=sealed.key_id,
+        nonce=sealed.nonce,
+        ciphertext=sealed.ciphertext,
+        scheme=BOUND_SCHEME,
+        created_at=now,
+    )
 
 
 def summarize(row: Connection, providers: ProviderRegistry) -> ConnectionSummary:

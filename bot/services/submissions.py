@@ -380,9 +380,8 @@ class Submissions:
                 changes = None
                 if s.kind is RequestKind.ROTATION:  # the connection as it is, before any approval
                     changes = config_changes(s.provider, connection.config, config)
-                await seal_credential(
-                    tx, self.cipher, s.provider.secrets_of(s.values), connection, version, now
-                )
+                secrets = s.provider.secrets_of(s.values)
+                await seal_credential(tx, self.cipher, secrets, connection, version, config, now)
                 trigger = Trigger.CREATE if s.kind is RequestKind.CONNECTION else Trigger.ROTATION
                 await tx.verifications.add(history_row(verification, connection, trigger, s.user_id))
                 await tx.audit.add(_event(s, connection, now, None))

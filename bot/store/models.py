@@ -26,6 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from bot.crypto import BOUND_SCHEME, LEGACY_SCHEME, associated_data
 from bot.domain import NAME_MAX_LENGTH, Health, InFlightKind, RotationStatus, Status, name_key, utcnow
 from bot.providers.base import Outcome, Verification
 from bot.store.db import Base, StrEnumType, UtcDateTime
@@ -171,7 +172,9 @@ class Rotation(Base):
 
 
 class Credential(Base):
-    """One encrypted field of one credential version of a connection."""
+    """One encrypted field of one credential version of a connection, bound (``scheme``, see
+    :mod:`bot.crypto`) to the configuration that version is used with: the connection's for the
+    version in use, the waiting rotation's for the version it would bring in."""
 
     __tablename__ = "credentials"
     __table_args__ = (UniqueConstraint("connection_id", "version", "field"),)
@@ -183,8 +186,16 @@ class Credential(Base):
     key_id: Mapped[str] = mapped_column(String(64))
     nonce: Mapped[bytes] = mapped_column(LargeBinary, repr=False)
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary, repr=False)
+    # Rows written before the binding (the migration's default) are legacy until the start-up upgrade.
+    scheme: Mapped[int] = mapped_column(Integer, default=LEGACY_SCHEME, server_default=str(LEGACY_SCHEME))
     id: Mapped[str] = mapped_column(String(_ID_LENGTH), primary_key=True, default_factory=new_id)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default_factory=utcnow)
+
+    def aad(self, config: str) -> bytes:
+        """The associated data this row was sealed with, given the :func:`~bot.crypto.config_digest`
+        of the configuration its version is bound to (ignored by a legacy row)."""
+        bound = config if self.scheme == BOUND_SCHEME else None
+        return associated_data(self.connection_id, self.field, self.version, bound)
 
 
 class KeyCanary(Base):

@@ -13,9 +13,10 @@ import pytest
 from sqlalchemy import select
 
 from bot import ids
-from bot.crypto import Cipher, MasterKey, Sealed, associated_data
+from bot.crypto import Cipher, MasterKey
 from bot.domain import RotationStatus, Status
-from bot.store import Connection, Database, Rotation
+from bot.keys.guard import sealed_row
+from bot.store import Connection, Credential, Database, Rotation
 from tests.e2e import test_approvals
 from tests.e2e.conftest import Bot, CloudKey
 from tests.e2e.helpers import form_values, input_block, stored, visible_text, wait_for_result, wait_until
@@ -152,15 +153,25 @@ def rotations(bot: Bot) -> list[Any]:
 
 
 def opened_credentials(bot: Bot, connection_id: str) -> dict[tuple[int, str], str]:
-    """Every stored credential field of the connection, decrypted: (version, field) -> plain text."""
+    """Every stored credential field of the connection, decrypted with the associated data that
+    binds it to its version's settings: (version, field) -> plain text."""
+
+    async def read() -> tuple[list[Credential], dict[tuple[str, int], str]]:
+        db = Database.from_url(bot.database_url)
+        try:
+            async with db.read() as tx:
+                rows = list(
+                    await tx.session.scalars(
+                        select(Credential).where(Credential.connection_id == connection_id)
+                    )
+                )
+                return rows, await tx.credentials.bindings(rows)
+        finally:
+            await db.dispose()
+
     cipher = cipher_of(bot)
-    return {
-        (c.version, c.field): cipher.open(
-            Sealed(c.key_id, c.nonce, c.ciphertext), associated_data(connection_id, c.field, c.version)
-        ).reveal()
-        for c in stored(bot.database_url)["credentials"]
-        if c.connection_id == connection_id
-    }
+    rows, bindings = asyncio.run(read())
+    return {(c.version, c.field): cipher.open(*sealed_row(c, bindings)).reveal() for c in rows}
 
 
 def in_use(bot: Bot, connection_id: str) -> dict[str, str]:

@@ -23,15 +23,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 
 from bot import ids
 from bot.crypto import Cipher, MasterKey
-from bot.domain import Status
+from bot.domain import Health, Status
 from bot.settings import Settings
 from bot.store import Connection, Database, Rotation
-from tests.e2e.conftest import SIGNING_SECRET, Bot, bot_env, running_bot
-from tests.e2e.helpers import wait_until
+from tests.e2e import test_approvals
+from tests.e2e.conftest import SIGNING_SECRET, Bot, CloudKey, bot_env, running_bot
+from tests.e2e.helpers import stored, wait_until
 from tests.e2e.test_fuzz import (
     ADMIN,
     ADMIN_CHANNEL,
@@ -45,6 +46,7 @@ from tests.e2e.test_fuzz import (
     post_placeholder,
     view_updates,
 )
+from tests.e2e.test_rotation import NAME, REQUESTER, active_connection, replies_in_channel
 from tests.fakes.confluent_api import FakeConfluent, new_api_key, new_api_secret
 from tests.fakes.slack_api import FakeSlack
 from tests.support.databases import dump_database_text
@@ -511,3 +513,49 @@ def test_ids_that_are_not_ids_are_answered_plainly_and_change_nothing(world: Wor
         for value in malformed_ids(world):
             answer_to_click(world, world.ours, action_id, value, user=ADMIN, expected=expected)
     assert rows(world) == before
+
+
+# --- settings changed in the database --------------------------------------------------------------
+
+abot = test_approvals.abot
+approvals_env = test_approvals.approvals_env
+
+
+def repoint(database_url: str, connection_id: str, config: dict[str, str]) -> None:
+    """What someone who can write to the database, but has no master key, would do."""
+
+    async def write() -> None:
+        db = Database.from_url(database_url)
+        try:
+            async with db.transaction() as tx:
+                statement = update(Connection).where(Connection.id == connection_id).values(config=config)
+                await tx.session.execute(statement)
+        finally:
+            await db.dispose()
+
+    asyncio.run(write())
+
+
+def test_a_connection_repointed_in_the_database_is_not_used_and_says_so(
+    abot: Bot, cloud_key: CloudKey
+) -> None:
+    connection_id = active_connection(abot, cloud_key)
+    repoint(
+        abot.database_url, connection_id, {"rest_endpoint": "https://evil.example", "cluster_id": "lkc-evil1"}
+    )
+    requests_before = len(abot.confluent.requests)
+    replies_before = len(replies_in_channel(abot, REQUESTER))
+
+    abot.sender.command(f"test {NAME}", user_id=REQUESTER)
+
+    def result() -> list[str]:
+        return [r for r in replies_in_channel(abot, REQUESTER)[replies_before:] if "Re-testing" not in r]
+
+    wait_until(result, what="the re-test result")
+    [reply] = result()
+    assert "do not match its sealed credential" in reply and "nothing was sent" in reply
+    assert len(abot.confluent.requests) == requests_before  # the credential went nowhere
+    warnings = [line for line in abot.log_text().splitlines() if "WARNING" in line]
+    assert any("does not match its sealed credential; it was not used" in line for line in warnings)
+    [connection] = [c for c in stored(abot.database_url)["connections"] if c.id == connection_id]
+    assert connection.health is Health.FAILING

@@ -52,15 +52,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bot.crypto import Cipher, MasterKey, associated_data
+from bot.crypto import Cipher, MasterKey
 from bot.domain import Health, Refused, Status
 from bot.redaction import Secret
 from bot.runtime import Services, start_services
+from bot.services.records import sealed_field
 from bot.services.retests import RetestService
 from bot.settings import Settings
 from bot.store import Connection, Database
 from bot.store.migrate import upgrade_to_head
-from bot.store.models import Credential
 from tests.fakes.confluent_api import FakeConfluent, new_api_key, new_api_secret
 from tests.support.servers import serve_asgi
 
@@ -199,19 +199,7 @@ async def seed(db: Database, cipher: Cipher, team_id: str, keys: Sequence[tuple[
             await tx.session.flush()
             for connection, fields in rows:
                 for field_name, value in fields.items():
-                    sealed = cipher.seal(Secret(value), associated_data(connection.id, field_name, 1))
-                    tx.session.add(
-                        Credential(
-                            team_id=team_id,
-                            connection_id=connection.id,
-                            version=1,
-                            field=field_name,
-                            key_id=sealed.key_id,
-                            nonce=sealed.nonce,
-                            ciphertext=sealed.ciphertext,
-                            created_at=now,
-                        )
-                    )
+                    tx.session.add(sealed_field(cipher, connection, {}, field_name, 1, Secret(value), now))
             await tx.session.flush()
 
 

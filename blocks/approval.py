@@ -2,10 +2,11 @@
 to the admin channel, the same request once decided, the modal asking why an admin rejects, the
 direct message to the requester, and the replies to a click that changes nothing.
 
-The two kinds share every layout; a rotation shows what changes (the key in use → the new one) and
-says what approving it does. Names, reasons and anything else a user typed are escaped; user ids
-become ``<@U…>`` mentions only when they look like Slack user ids. The request's id travels in the
-buttons' values, never in text.
+The two kinds share every layout; a rotation shows what changes (the key in use → the new one, and
+every other setting it changes, before → after, so that an admin sees a rotation that repoints a
+connection) and says what approving it does. Names, reasons, settings and anything else a user
+typed are escaped; user ids become ``<@U…>`` mentions only when they look like Slack user ids. The
+request's id travels in the buttons' values, never in text.
 """
 
 from __future__ import annotations
@@ -29,12 +30,14 @@ from blocks.parts import (
     modal,
     named_key,
     not_admin,
+    pack_sections,
     provider_text,
     quoted_name,
     quoted_reason,
     reply,
     section,
 )
+from blocks.results import config_change_lines
 from blocks.text import HEADER_MAX, literal, one_line, slack_date, truncate, user_mention
 from bot import ids
 from bot.domain import (
@@ -78,6 +81,8 @@ REMINDER_ACTIONS_BLOCK = "rotation_reminder_actions"
 """block_id of the actions block holding a Rotate button in a direct message."""
 
 _NEVER_DECIDED = "a request awaiting approval has no decision to show"
+_CHANGES_MAX_BLOCKS = 10
+"""Sections for a rotation's other changes: each holds several, and a form has fewer fields."""
 
 _ACTIONS = {
     RequestKind.CONNECTION: (ids.ACTION_APPROVE, ids.ACTION_REJECT, APPROVAL_ACTIONS_BLOCK),
@@ -212,7 +217,13 @@ def _request_blocks(request: ApprovalRequest) -> list[Block]:
     ]
     if connection.created_by != request.requested_by:
         fields.append(f"*Owner*\n{user_mention(connection.created_by)}")
-    return [header(title), fields_section(fields), *checks_blocks(request.checks, failures_are_fatal=False)]
+    changes = [] if request.config_changes is None else config_change_lines(request.config_changes)
+    return [
+        header(title),
+        fields_section(fields),
+        *pack_sections(changes, _CHANGES_MAX_BLOCKS),
+        *checks_blocks(request.checks, failures_are_fatal=False),
+    ]
 
 
 def _key_change(request: ApprovalRequest) -> str:

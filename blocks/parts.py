@@ -50,6 +50,7 @@ __all__ = [
     "fields_section",
     "header",
     "hints_blocks",
+    "item_lines",
     "key_text",
     "message",
     "modal",
@@ -228,7 +229,7 @@ def checks_blocks(checks: Sequence[Check], *, failures_are_fatal: bool, max_bloc
     for check in checks:
         icon = "✅" if check.passed else failed_icon
         label = f"{icon} *{inline(check.name, 200)}*"
-        lines.extend(_item_lines(label, check.detail.strip(), " — ", literal))
+        lines.extend(item_lines(label, check.detail.strip(), " — ", literal))
     return pack_sections(lines, max_blocks)
 
 
@@ -247,11 +248,11 @@ def hints_blocks(hints: Sequence[str], *, max_blocks: int = 20) -> list[Block]:
         return []
     lines = ["*What to check*"]
     for hint in hints:
-        lines.extend(_item_lines("•", hint.strip(), " ", escape))
+        lines.extend(item_lines("•", hint.strip(), " ", escape))
     return pack_sections(lines, max_blocks)
 
 
-def _item_lines(label: str, body: str, separator: str, shown: Callable[[str], str]) -> list[str]:
+def item_lines(label: str, body: str, separator: str, shown: Callable[[str], str] = literal) -> list[str]:
     """One list item as lines that each fit in a section; the label starts the first one."""
     if not body:
         return [label]

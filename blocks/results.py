@@ -7,6 +7,7 @@ provider or its API wrote is escaped: a check's detail can quote an API response
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from slack_sdk.models.blocks import ButtonElement
@@ -18,20 +19,24 @@ from blocks.parts import (
     checks_blocks,
     context,
     hints_blocks,
+    item_lines,
     message,
     provider_name,
     quoted_name,
     reply,
     section,
 )
-from blocks.text import SECTION_TEXT_MAX, escape, inline, literal, truncate
+from blocks.text import SECTION_TEXT_MAX, escape, inline, literal, one_line, truncate
 from bot import ids
-from bot.domain import RequestKind
+from bot.domain import ConfigChange, RequestKind
 from bot.providers.base import Provider, Verification
 
 __all__ = [
+    "ALSO_CHANGES",
     "NOTHING_SAVED",
+    "ONLY_THE_SECRET",
     "TRY_AGAIN_BLOCK",
+    "config_change_lines",
     "latency_text",
     "outcome_headline",
     "problem_message",
@@ -44,6 +49,9 @@ __all__ = [
 NOTHING_SAVED = "Nothing was saved."
 TRY_AGAIN_BLOCK = "try_again"
 """block_id of the actions block that holds the Try again button."""
+
+ALSO_CHANGES = "*This rotation also changes* (before → after):"
+ONLY_THE_SECRET = "*Only the secret changes:* every other setting stays as it is."
 
 # Escaping can make text five times longer (& -> &amp;): 500 characters stay within a section.
 _SUMMARY_MAX = 500
@@ -77,6 +85,20 @@ def verification_facts(title: str, verification: Verification) -> str:
         request_id = inline(verification.request_id, 200)
         facts.append(f"{title} request id: `{request_id}` (quote it if you contact them)")
     return " · ".join(facts)
+
+
+def config_change_lines(changes: Sequence[ConfigChange]) -> list[str]:
+    """What a rotation changes besides the secret, as mrkdwn lines that each fit in a section: a
+    heading, then "• *REST endpoint*: https://a → https://b" per setting; or that only the secret
+    changes. Values are escaped user text on one line, never shortened: a cut value could hide
+    the host it points at."""
+    if not changes:
+        return [ONLY_THE_SECRET]
+    lines = [ALSO_CHANGES]
+    for change in changes:
+        shown = f"{one_line(change.before, '(not set)')} → {one_line(change.after, '(not set)')}"
+        lines += item_lines(f"• *{inline(change.label, 100, 'setting')}*", shown, separator=": ")
+    return lines
 
 
 def try_again_block(value: str) -> Block:

@@ -6,6 +6,18 @@ name, version): a ciphertext copied to another row fails to open. Each :class:`S
 the id of the key that sealed it, so a :class:`Cipher` holding the current key and older ones can
 open rows sealed before a master-key rotation and :meth:`Cipher.reseal` them under the current key.
 
+The associated data also binds the credential to the connection's non-secret configuration (its
+provider and fields such as the REST endpoint), through :func:`config_digest`. Someone who can
+write to the database but does not hold the master key cannot point a stored credential at another
+host: the changed configuration no longer matches, the credential does not open, and it is never
+sent anywhere. The digest goes into the associated data rather than into a MAC stored beside the
+row because then nothing else has to be kept right: master-key rotation re-seals with the same
+associated data and carries the binding over, and there is no second key or tag to derive, rotate,
+strip or replay. A row's scheme (:data:`LEGACY_SCHEME` for rows sealed before the binding existed,
+:data:`BOUND_SCHEME`) is stored beside it and only says which associated data to try: marking a
+bound row legacy does not downgrade it, because the ciphertext opens only with the associated data
+it was sealed with (see :mod:`bot.keys.binding` for the upgrade of legacy rows at start-up).
+
 Exception hierarchy::
 
     CryptoError                 base class; every message is safe to print (ids only, never key
@@ -24,7 +36,7 @@ import binascii
 import hmac
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from hashlib import sha256
 from typing import NoReturn
@@ -36,7 +48,10 @@ from bot.redaction import Secret
 
 __all__ = [
     "AAD_FORMAT",
+    "BOUND_AAD_FORMAT",
+    "BOUND_SCHEME",
     "KEY_SIZE",
+    "LEGACY_SCHEME",
     "NONCE_SIZE",
     "Cipher",
     "CryptoError",
@@ -45,11 +60,17 @@ __all__ = [
     "MasterKey",
     "Sealed",
     "associated_data",
+    "config_digest",
 ]
 
 KEY_SIZE = 32
 NONCE_SIZE = 12
 AAD_FORMAT = "connections-bot/v1"
+BOUND_AAD_FORMAT = "connections-bot/v2"
+LEGACY_SCHEME = 1
+"""A credential row sealed with :data:`AAD_FORMAT` (row only), before configurations were bound."""
+BOUND_SCHEME = 2
+"""A credential row sealed with :data:`BOUND_AAD_FORMAT`: row and configuration."""
 _KEY_ID_LABEL = b"connections-bot key id"
 _TAG_SIZE = 16
 
@@ -147,11 +168,20 @@ class Sealed:
         )
 
 
-def associated_data(connection_id: str, field: str, version: int) -> bytes:
-    """The bytes that bind a ciphertext to its row.
+def config_digest(provider: str, config: Mapping[str, object]) -> str:
+    """SHA-256 (hex) of a connection's provider and non-secret fields, canonically encoded: JSON
+    with sorted keys, values as text, so the same settings always give the same digest."""
+    canonical = [AAD_FORMAT, provider, {str(k): str(v) for k, v in config.items()}]
+    encoded = json.dumps(canonical, ensure_ascii=True, sort_keys=True, separators=(",", ":"))
+    return sha256(encoded.encode("ascii")).hexdigest()
+
+
+def associated_data(connection_id: str, field: str, version: int, config: str | None = None) -> bytes:
+    """The bytes that bind a ciphertext to its row and, given ``config`` (a :func:`config_digest`),
+    to the configuration it may be used with; without it, the legacy form of rows sealed before.
 
     A JSON array with a format tag: JSON quotes and escapes every string, so no two different
-    triples encode to the same bytes (a separator inside an id cannot shift a boundary).
+    tuples encode to the same bytes (a separator inside an id cannot shift a boundary).
     """
     if not isinstance(connection_id, str) or not connection_id:
         raise ValueError("connection_id must be a non-empty string")
@@ -160,7 +190,9 @@ def associated_data(connection_id: str, field: str, version: int) -> bytes:
     # bool is an int subclass; True would otherwise encode as `true` and pass as a version.
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
         raise ValueError("version must be a non-negative integer")
-    payload = [AAD_FORMAT, connection_id, field, version]
+    payload: list[object] = [AAD_FORMAT, connection_id, field, version]
+    if config is not None:
+        payload = [BOUND_AAD_FORMAT, connection_id, field, version, config]
     return json.dumps(payload, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 

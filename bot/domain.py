@@ -23,6 +23,7 @@ __all__ = [
     "AuditEntry",
     "AuditHistory",
     "ChangeKind",
+    "ConfigChange",
     "ConnectionSummary",
     "Decision",
     "Health",
@@ -217,13 +218,25 @@ class RequestKind(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class ConfigChange:
+    """A non-secret setting a rotation changes: the form's label for it, its value before and after
+    ("" when unset). The values are user text."""
+
+    label: str
+    before: str
+    after: str
+
+
+@dataclass(frozen=True)
 class ApprovalRequest:
     """A request for an admin's decision, as messages show it.
 
     ``id`` is the subject's own id (the connection's, or the rotation's), carried by the Approve and
     Reject buttons. ``status`` is the subject's status: the connection's for a new connection, the
     rotation's for a rotation. ``connection`` shows the key in use; a rotation also has the new
-    key's masked ``new_key_hint``. ``checks`` are those of the verification that led to the request.
+    key's masked ``new_key_hint`` and the other settings it changes, ``config_changes`` (empty when
+    only the secret changes; None for a new connection, or a rotation decided before they were
+    recorded). ``checks`` are those of the verification that led to the request.
     """
 
     kind: RequestKind
@@ -240,6 +253,7 @@ class ApprovalRequest:
     message_channel: str | None = None
     message_ts: str | None = None
     new_key_hint: str | None = None
+    config_changes: tuple[ConfigChange, ...] | None = None
 
     @property
     def pending(self) -> bool:

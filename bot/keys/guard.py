@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -28,6 +29,7 @@ from keyring.backend import KeyringBackend
 
 from bot.crypto import Cipher, DecryptionError, MasterKey, Sealed, associated_data
 from bot.keys import MasterKeyError, MasterKeyMissing, WrongMasterKey
+from bot.keys.binding import bind_legacy_credentials
 from bot.keys.slots import (
     StagedKey,
     discard_staged_key,
@@ -72,11 +74,15 @@ class SealedRow(NamedTuple):
         return True
 
 
-def sealed_row(row: KeyCanary | Credential) -> SealedRow:
+def sealed_row(
+    row: KeyCanary | Credential, bindings: Mapping[tuple[str, int], str] | None = None
+) -> SealedRow:
+    """A row's sealed value and associated data; a credential's binds it to the configuration
+    ``bindings`` names for its version (see ``CredentialRepository.bindings``)."""
     sealed = Sealed(key_id=row.key_id, nonce=row.nonce, ciphertext=row.ciphertext)
     if isinstance(row, KeyCanary):
         return SealedRow(sealed, CANARY_AAD)
-    return SealedRow(sealed, associated_data(row.connection_id, row.field, row.version))
+    return SealedRow(sealed, row.aad((bindings or {}).get((row.connection_id, row.version), "")))
 
 
 def sealed_canary(canary: KeyCanary) -> Sealed:
@@ -95,8 +101,9 @@ async def guard_master_key(
     async with db.read() as tx:
         canary = await tx.key_canary.get()
         latest = await tx.credentials.latest()
+        bindings = await tx.credentials.bindings([latest] if latest is not None else [])
     # The canary first: it decides between the primary and a staged key.
-    probes = [sealed_row(row) for row in (canary, latest) if row is not None]
+    probes = [sealed_row(row, bindings) for row in (canary, latest) if row is not None]
     try:
         loaded = load_master_key(
             settings,
@@ -126,6 +133,7 @@ async def guard_master_key(
         verify_key_opens(cipher, *probe, where=loaded.location)
     if canary is None:
         await _store_canary(db, cipher, loaded.location)
+    await bind_legacy_credentials(db, cipher)
     return loaded, cipher
 
 
@@ -161,7 +169,8 @@ def verify_key_opens(cipher: Cipher, sealed: Sealed, aad: bytes, *, where: str =
     except DecryptionError:
         raise WrongMasterKey(
             f"the master key from {where} does not open the stored credentials: the key id "
-            f"{sealed.key_id} matches but decryption failed, so the stored row is damaged or altered"
+            f"{sealed.key_id} matches but decryption failed, so the stored row is damaged or altered "
+            "(or its connection's settings were changed outside the bot)"
         ) from None
 
 

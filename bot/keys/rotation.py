@@ -9,7 +9,8 @@ place never overlap, on one database or on two.
 3. One transaction, with the canary row locked (PostgreSQL ``SELECT … FOR UPDATE``; SQLite's write
    transaction shuts other writers out anyway): prove the key opens the canary and every
    credential, stage the new key durably in a new slot named after its id, re-seal the canary and
-   every credential version with its own associated data, record an audit event, commit. A rollback
+   every credential version with its own associated data (so each stays bound to its connection's
+   configuration), record an audit event, commit. A rollback
    that this process sees removes the staged key again.
 4. Promote the staged key to the primary slot, only if the canary is sealed with it and the primary
    still holds the old key. A ``CONNECTIONS_MASTER_KEY`` is swapped by the operator; until then a
@@ -33,7 +34,7 @@ from keyring.backend import KeyringBackend
 from bot.crypto import Cipher, MasterKey
 from bot.domain import SYSTEM_ACTOR
 from bot.keys import MasterKeyError, NothingToRotate, PromotionFailed, RotationRefused
-from bot.keys.guard import ROTATION_ACTION, canary_sealed_with, guard_master_key, sealed_row
+from bot.keys.guard import ROTATION_ACTION, SealedRow, canary_sealed_with, guard_master_key, sealed_row
 from bot.keys.slots import StagedKey, discard_staged_key, promote_staged_key, rotation_lock, stage_next_key
 from bot.keys.sources import ENV_VAR, FILE_ENV_VAR, KeySource, LoadedKey, MasterKeySettings
 from bot.store import AuditEvent, Credential, Database, KeyCanary
@@ -151,8 +152,9 @@ async def _reseal_everything(
             resealing = Cipher(new, previous=[loaded.key])
             fresh = resealing.reseal(*sealed_row(canary))
             await tx.key_canary.replace(canary, fresh.key_id, fresh.nonce, fresh.ciphertext)
-            for row in credentials:
-                fresh = resealing.reseal(*sealed_row(row))
+            for row, found in credentials:
+                # With the row's own associated data: its binding to its configuration carries over.
+                fresh = resealing.reseal(*found)
                 await tx.credentials.replace_ciphertext(row, fresh.key_id, fresh.nonce, fresh.ciphertext)
             await tx.audit.add(_audit_event(loaded, new, staged, len(credentials)))
             checkpoint("resealed")
@@ -181,7 +183,9 @@ async def _reseal_everything(
     return staged, len(credentials)
 
 
-async def _lock_and_prove(tx: UnitOfWork, cipher: Cipher) -> tuple[KeyCanary, list[Credential]]:
+async def _lock_and_prove(
+    tx: UnitOfWork, cipher: Cipher
+) -> tuple[KeyCanary, list[tuple[Credential, SealedRow]]]:
     canary = await tx.key_canary.lock()
     if canary is None or canary.key_id != cipher.key_id:
         # Another rotation committed between loading the key and taking the lock.
@@ -189,14 +193,16 @@ async def _lock_and_prove(tx: UnitOfWork, cipher: Cipher) -> tuple[KeyCanary, li
             f"the data moved from master key {cipher.key_id} to {canary.key_id if canary else 'nothing'} "
             "while this rotation started (another rotation?); nothing was changed: run it again"
         )
-    credentials = await tx.credentials.lock_all()
-    unreadable = [row for row in credentials if not sealed_row(row).opens_with(cipher)]
+    rows = await tx.credentials.lock_all()
+    bindings = await tx.credentials.bindings(rows)
+    credentials = [(row, sealed_row(row, bindings)) for row in rows]
+    unreadable = [row for row, found in credentials if not found.opens_with(cipher)]
     if unreadable:
         names = sorted({row.connection_id for row in unreadable})
         raise RotationRefused(
             f"{len(unreadable)} of {len(credentials)} stored credential fields do not open with master "
-            f"key {cipher.key_id} (connections {', '.join(names[:5])}{', …' if len(names) > 5 else ''}); "
-            "nothing was changed"
+            f"key {cipher.key_id} (connections {', '.join(names[:5])}{', …' if len(names) > 5 else ''}): "
+            "damaged, or their connections' settings were changed outside the bot; nothing was changed"
         )
     return canary, credentials
 

@@ -83,19 +83,18 @@ async def reason_submitted(
         return
     if decision.verdict is Verdict.DECIDED:
         await ack()
-        where = (str(metadata.get("channel") or ""), str(metadata.get("ts") or ""))
     else:
         # Inline errors are plain text, so the mrkdwn replies are not used here.
         await ack(response_action="errors", errors={ids.BLOCK_REASON: refusal_text(decision, kind)})
         if decision.verdict is not Verdict.EXPIRED:
             return
-        where = ("", "")  # this submission expired the request: announce it as the job would have
-    services.background.spawn(announce_decision(services, client, decision, where), name="view:reject")
+        # This submission expired the request: announce it as the job would have.
+    services.background.spawn(announce_decision(services, client, decision), name="view:reject")
 
 
 async def ask_why(click: Click) -> None:
     """Reject: check the rights before asking for a reason, within what the trigger allows; then
-    open the reason modal, naming the request and the clicked message in its private_metadata."""
+    open the reason modal, naming the request (only its id) in its private_metadata."""
     kind, approvals = _KINDS[click.action_id], click.services.approvals
     try:
         verdict = await asyncio.wait_for(
@@ -115,7 +114,7 @@ async def ask_why(click: Click) -> None:
     if request is None:
         await click.tell(not_found_reply())
         return
-    metadata = json.dumps({kind.value: click.value, "channel": click.where[0], "ts": click.where[1]})
+    metadata = json.dumps({kind.value: click.value})
     try:
         await click.client.views_open(
             trigger_id=click.trigger_id, view=reason_modal(request, private_metadata=metadata)
@@ -129,16 +128,16 @@ async def _answer(click: Click, decision: Decision, kind: RequestKind) -> None:
     """Announce a decision this click made; otherwise tell the clicker why nothing changed."""
     services = click.services
     if decision.verdict is Verdict.DECIDED:
-        await announce_decision(services, click.client, decision, click.where)
+        await announce_decision(services, click.client, decision)
         return
     await click.tell(decision_reply(decision, services.approvals.policy.how_to_become()))
     if decision.verdict is Verdict.EXPIRED:
         # This click expired the request: announce it as the periodic job would have.
-        await announce_decision(services, click.client, decision, click.where)
+        await announce_decision(services, click.client, decision)
         return
     if decision.verdict is Verdict.ALREADY_DECIDED:
-        # The clicked message may be stale (posted before the decision): bring it up to date.
-        await update_request(click.client, decision, click.where)
+        # The clicked message may be stale (posted before the decision): bring the request up to date.
+        await update_request(click.client, decision)
     if click.on_home and kind is RequestKind.CONNECTION:
         # A click on App Home, which showed something stale (or buttons to a former admin).
         await publish_home(services, click.client, click.team_id, click.user_id)

@@ -90,8 +90,6 @@ class Click(Asker):
 
     action_id: str
     value: str
-    where: tuple[str, str] = ("", "")
-    """The channel and ts of the clicked message ("" when the click was not on a message)."""
     view: Mapping[str, Any] = field(default_factory=dict)
     """The modal the button was in, if it was in one."""
 
@@ -104,9 +102,6 @@ class Click(Asker):
         client: AsyncWebClient,
         respond: AsyncRespond,
     ) -> Click:
-        container = body.get("container") or {}
-        on_message = container.get("type") == "message" and not container.get("is_ephemeral")
-        where = (str(container.get("channel_id") or ""), str(container.get("message_ts") or ""))
         return cls(
             services=services_of(context),
             client=client,
@@ -116,7 +111,6 @@ class Click(Asker):
             action_id=str(action.get("action_id", "")),
             value=str(action.get("value", "")),
             trigger_id=str(body.get("trigger_id", "")),
-            where=where if on_message else ("", ""),
             view=body.get("view") or {},
         )
 

@@ -16,7 +16,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
 from blocks.forms import result_view, verifying_view
-from blocks.results import result_message
+from blocks.results import config_change_lines, result_message
 from bot import ids
 from bot.domain import RequestKind
 from bot.listeners.kit import services_of
@@ -42,7 +42,7 @@ from bot.payloads import (
 from bot.providers.base import Provider, Verification
 from bot.runtime import Services
 from bot.services.limits import Action
-from bot.services.submissions import Submission, Waiter
+from bot.services.submissions import STALE_ROTATION, Submission, Waiter
 
 __all__ = ["form_submitted", "register"]
 
@@ -50,7 +50,7 @@ logger = logging.getLogger(__name__)
 
 STALE = {
     RequestKind.CONNECTION: "This form is out of date. Close it and run /connections again.",
-    RequestKind.ROTATION: "This form is out of date. Close it and start the rotation again.",
+    RequestKind.ROTATION: STALE_ROTATION,
 }
 INTERNAL_ERROR = {
     RequestKind.CONNECTION: (
@@ -217,6 +217,8 @@ async def _verify_and_report(services: Services, client: AsyncWebClient, s: Subm
             note = AWAITS_APPROVAL[s.kind]
         else:
             note = NOT_POSTED[s.kind] if services.settings.admin_channel else NO_ADMIN_CHANNEL
+        if outcome.config_changes is not None:  # a rotation: what approving it changes besides the key
+            note = "\n".join([note, *config_change_lines(outcome.config_changes)])
     await deliver_final(client, view_id, s.user_id, *_result_news(s, verification, note, config))
     if outcome.request_id is not None and s.kind is RequestKind.CONNECTION:
         await publish_home(services, client, s.team_id, s.user_id)

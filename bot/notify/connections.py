@@ -81,20 +81,15 @@ async def post_request(
     return True
 
 
-async def announce_decision(
-    services: Services, client: AsyncWebClient, decision: Decision, where: tuple[str, str] = ("", "")
-) -> None:
+async def announce_decision(services: Services, client: AsyncWebClient, decision: Decision) -> None:
     """A request was decided (or expired, or cancelled): update it in place, tell the requester,
     and republish the Home tabs that list it: the requester's and the owner's and, for a new
     connection, those of whoever decided and of the listed admins (members of the admin group
-    catch up when they next open Home, or on a stale click).
-
-    ``where`` is the message that was clicked: only a fallback for a request posted before its
-    location was recorded (a payload's channel and ts are not to be trusted)."""
+    catch up when they next open Home, or on a stale click)."""
     request = decision.request
     if request is None or request.pending:
         return
-    await update_request(client, decision, where)
+    await update_request(client, decision)
     try:
         await client.chat_postMessage(channel=request.requested_by, **decision_dm(request))
     except Exception as exc:  # the decision stands; the rest of the announcement must still go out
@@ -105,13 +100,15 @@ async def announce_decision(
     await _republish(services, client, request.team_id, homes)
 
 
-async def update_request(client: AsyncWebClient, decision: Decision, where: tuple[str, str]) -> None:
-    """Show the decision in the request message (the stored one, else the clicked one)."""
+async def update_request(client: AsyncWebClient, decision: Decision) -> None:
+    """Show the decision in the request message, where the bot recorded posting it. Never where a
+    payload says (a clicked message, a modal's private_metadata): those come from the client, and
+    would let anyone who can send one make the bot rewrite another message. A request whose post
+    was not recorded is told to its requester only."""
     request = decision.request
     if request is None or request.pending or request.decided_at is None:
         return
-    stored = (request.message_channel or "", request.message_ts or "")
-    channel, ts = stored if all(stored) else where
+    channel, ts = request.message_channel, request.message_ts
     if not (channel and ts):
         return
     try:

@@ -25,6 +25,7 @@ from bot.domain import (
     SYSTEM_ACTOR,
     AdminCheck,
     ApprovalRequest,
+    ConfigChange,
     Decision,
     RequestKind,
     RotationStatus,
@@ -35,7 +36,7 @@ from bot.domain import (
 )
 from bot.providers.registry import ProviderRegistry
 from bot.services.admins import AdminPolicy
-from bot.services.records import BATCH_SIZE, audit_event, checks_of, summarize
+from bot.services.records import BATCH_SIZE, audit_event, checks_of, config_changes, summarize
 from bot.store import Connection, Database, Rotation
 from bot.store.uow import UnitOfWork
 
@@ -107,7 +108,18 @@ class _Subject:
             message_channel=row.approval_channel,
             message_ts=row.approval_ts,
             new_key_hint=row.key_hint if rotation else None,
+            config_changes=_changes(row, connection, providers) if rotation else None,
         )
+
+
+def _changes(
+    row: Rotation, connection: Connection, providers: ProviderRegistry
+) -> tuple[ConfigChange, ...] | None:
+    """What approving changes besides the secret: while pending, from the connection as it is (what
+    approval will overwrite); once decided, from what it was when the rotation was asked for."""
+    pending = row.status is RotationStatus.PENDING_APPROVAL
+    before = connection.config if pending else row.replaced_config
+    return None if before is None else config_changes(providers.find(connection.provider), before, row.config)
 
 
 class _NewConnection(_Subject):

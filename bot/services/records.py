@@ -7,15 +7,24 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from bot.crypto import Cipher, associated_data
-from bot.domain import ConnectionSummary, Health, Status, Trigger
-from bot.providers.base import Check, Verification
+from bot.crypto import BOUND_SCHEME, Cipher, associated_data, config_digest
+from bot.domain import ConfigChange, ConnectionSummary, Health, Status, Trigger
+from bot.providers.base import Check, Provider, Verification
 from bot.providers.registry import ProviderRegistry
 from bot.redaction import Secret
 from bot.store import AuditEvent, Connection, Credential, VerificationRecord
 from bot.store.uow import UnitOfWork
 
-__all__ = ["BATCH_SIZE", "audit_event", "checks_of", "history_row", "seal_credential", "summarize"]
+__all__ = [
+    "BATCH_SIZE",
+    "audit_event",
+    "checks_of",
+    "config_changes",
+    "history_row",
+    "seal_credential",
+    "sealed_field",
+    "summarize",
+]
 
 BATCH_SIZE = 100
 """The most rows one run of a periodic job takes (expiry, sweep, reminders); a backlog waits for the next."""
@@ -61,25 +70,41 @@ async def seal_credential(
     secrets: Mapping[str, Secret],
     connection: Connection,
     version: int,
+    config: Mapping[str, str],
     now: datetime,
 ) -> None:
     """Store each secret field of one credential version, sealed with the current master key and
-    bound to its row; refuses (``MasterKeyMoved``) when the data moved to another key meanwhile."""
+    bound to its row and to ``config``, the non-secret fields it will be used with (a rotation's
+    version: the rotation's, which approval copies to the connection); refuses (``MasterKeyMoved``)
+    when the data moved to another key meanwhile."""
     await tx.key_canary.require_sealing_key(cipher.key_id)
     for field, secret in secrets.items():
-        sealed = cipher.seal(secret, associated_data(connection.id, field, version))
-        await tx.credentials.add(
-            Credential(
-                team_id=connection.team_id,
-                connection_id=connection.id,
-                version=version,
-                field=field,
-                key_id=sealed.key_id,
-                nonce=sealed.nonce,
-                ciphertext=sealed.ciphertext,
-                created_at=now,
-            )
-        )
+        await tx.credentials.add(sealed_field(cipher, connection, config, field, version, secret, now))
+
+
+def sealed_field(
+    cipher: Cipher,
+    connection: Connection,
+    config: Mapping[str, str],
+    field: str,
+    version: int,
+    secret: Secret,
+    now: datetime,
+) -> Credential:
+    """One secret field as its row, sealed bound to the connection's provider and ``config``."""
+    bound_to = config_digest(connection.provider, config)
+    sealed = cipher.seal(secret, associated_data(connection.id, field, version, bound_to))
+    return Credential(
+        team_id=connection.team_id,
+        connection_id=connection.id,
+        version=version,
+        field=field,
+        key_id=sealed.key_id,
+        nonce=sealed.nonce,
+        ciphertext=sealed.ciphertext,
+        scheme=BOUND_SCHEME,
+        created_at=now,
+    )
 
 
 def summarize(row: Connection, providers: ProviderRegistry) -> ConnectionSummary:
@@ -115,3 +140,14 @@ def checks_of(record: VerificationRecord | None) -> tuple[Check, ...]:
     return tuple(
         Check(str(c.get("name", "")), bool(c.get("passed")), str(c.get("detail", ""))) for c in stored
     )
+
+
+def config_changes(
+    provider: Provider | None, before: Mapping[str, object], after: Mapping[str, object]
+) -> tuple[ConfigChange, ...]:
+    """The non-secret settings that differ between ``before`` and ``after``, labelled as the
+    provider's form labels them, in its order (a setting it does not declare, under its own key)."""
+    labels = {} if provider is None else {f.name: f.label for f in provider.fields if not f.secret}
+    keys = [*labels, *sorted((before.keys() | after.keys()) - labels.keys())]
+    values = [(key, str(before.get(key) or ""), str(after.get(key) or "")) for key in keys]
+    return tuple(ConfigChange(labels.get(key, key), old, new) for key, old, new in values if old != new)

@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 
 import httpx
 
-from bot.crypto import Cipher, Sealed, associated_data
+from bot.crypto import Cipher, DecryptionError, Sealed, associated_data, config_digest
 from bot.domain import (
     SYSTEM_ACTOR,
     ChangeKind,
@@ -43,7 +43,7 @@ from bot.domain import (
     Trigger,
     utcnow,
 )
-from bot.providers.base import Outcome, Verification
+from bot.providers.base import Check, Outcome, Verification
 from bot.providers.registry import ProviderRegistry
 from bot.redaction import Secret
 from bot.services.permissions import RetestPolicy, find_connection
@@ -88,14 +88,17 @@ _RETESTABLE = (Status.ACTIVE, Status.PENDING_APPROVAL)
 
 @dataclass(frozen=True)
 class _Target:
-    """A connection to re-test, as loaded: its sealed fields, never their plain text."""
+    """A connection to re-test, as loaded: its sealed fields with the associated data that binds
+    them to ``config`` (so what is sent is what the credential was sealed for), never their plain
+    text."""
 
     team_id: str
     connection_id: str
+    name: str
     provider_key: str
     version: int
     config: dict[str, str]
-    sealed: dict[str, Sealed] = field(repr=False)
+    sealed: dict[str, tuple[Sealed, bytes]] = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -308,14 +311,25 @@ class RetestService:
                 if not fields:
                     logger.warning("connection %s has no stored credential to re-test", row.id)
                     continue
+            config = {str(k): str(v) for k, v in row.config.items()}
+            bound_to = config_digest(row.provider, config)
             targets.append(
                 _Target(
                     team_id=row.team_id,
                     connection_id=row.id,
+                    name=row.name,
                     provider_key=row.provider,
                     version=row.credential_version,
-                    config={str(k): str(v) for k, v in row.config.items()},
-                    sealed={c.field: Sealed(c.key_id, c.nonce, c.ciphertext) for c in fields},
+                    config=config,
+                    # Bound associated data whatever a row's scheme says: every legacy row that
+                    # opened was bound at start-up, so a legacy row now was written by someone else.
+                    sealed={
+                        c.field: (
+                            Sealed(c.key_id, c.nonce, c.ciphertext),
+                            associated_data(c.connection_id, c.field, c.version, bound_to),
+                        )
+                        for c in fields
+                    },
                 )
             )
         return targets
@@ -391,9 +405,13 @@ class RetestService:
             )
         values: dict[str, str | Secret] = dict(target.config)
         try:
-            for name, sealed in target.sealed.items():
-                aad = associated_data(target.connection_id, name, target.version)
-                values[name] = self.cipher.open(sealed, aad)
+            for name, (sealed, aad) in target.sealed.items():
+                try:
+                    values[name] = self.cipher.open(sealed, aad)
+                except DecryptionError:
+                    # Not a key problem (the start-up guard proved the key): the row was altered.
+                    logger.warning(NOT_USED, target.name, target.connection_id)
+                    return _unopened(target.name)
             return await provider.verify(values, self.http)
         finally:
             # The plain text lives for the provider call only.
@@ -448,6 +466,30 @@ class RetestService:
             row.alerted_at = now
             return HealthChange(ChangeKind.STILL_FAILING, row.failing_since, row.alert_channel, row.alert_ts)
         return None
+
+
+NOT_USED = (
+    "the stored configuration of %s (%s) does not match its sealed credential; it was not used: its "
+    "settings or its ciphertext were changed outside the bot"
+)
+
+
+def _unopened(name: str) -> Verification:
+    """The result of a re-test whose credential did not open for the stored configuration."""
+    return Verification(
+        outcome=Outcome.INVALID_INPUT,
+        summary=(
+            f"The stored settings of “{name}” do not match its sealed credential, so the credential "
+            "was not used and nothing was sent."
+        ),
+        checks=(Check("Stored credential", False, "does not match the connection's stored settings"),),
+        hints=(
+            "Someone changed this connection's settings (such as its endpoint) or its encrypted "
+            "credential directly in the bot's database. Tell whoever runs the bot.",
+            "Rotate the credential with the right settings, or remove the connection.",
+        ),
+        latency_ms=0,
+    )
 
 
 class RetestFailed(Exception):

@@ -28,6 +28,7 @@ from bot.domain import (
     NAME_FIELD,
     NAME_MAX_LENGTH,
     ApprovalRequest,
+    ConfigChange,
     ConnectionSummary,
     Health,
     InFlightKind,
@@ -45,7 +46,7 @@ from bot.services.admins import AdminPolicy
 from bot.services.approvals import pending_rotation
 from bot.services.interrupted import ClaimLost, ProcessOwner, end_claim, release_quietly, still_claimed
 from bot.services.permissions import find_connection, owner_or_admin, owner_refusal
-from bot.services.records import audit_event, history_row, seal_credential, summarize
+from bot.services.records import audit_event, config_changes, history_row, seal_credential, summarize
 from bot.store import (
     AuditEvent,
     Connection,
@@ -95,6 +96,7 @@ KEY_MOVED = {
         "nothing was saved. Ask whoever runs the bot to restart it, then rotate again."
     ),
 }
+STALE_ROTATION = "This form is out of date. Close it and start the rotation again."
 REMOVED_MEANWHILE = "The connection was removed meanwhile, so the new credentials were not saved."
 ROTATED_MEANWHILE = "Someone else asked to rotate this connection a moment ago; nothing was saved."
 
@@ -151,6 +153,8 @@ class SubmissionOutcome:
     request_id: str | None = None
     problem: str | None = None
     abandoned: bool = False
+    config_changes: tuple[ConfigChange, ...] | None = None
+    """For a stored rotation: the other settings approving it will change (empty: only the secret)."""
 
     @property
     def stored(self) -> bool:
@@ -206,8 +210,15 @@ class Submissions:
     ) -> FormCheck:
         """The offline checks of a form, then (``claim_for``) the claim. No provider call: this runs
         before Slack is answered. A new connection's name is checked (and claimed) too; a rotation
-        claims its connection (``connection_id``)."""
+        claims its connection (``connection_id``), once the user is found to be allowed to rotate it
+        with this provider's form: a refused user leaves no claim that could block anyone."""
         cleaned = provider.clean(values)
+        if kind is RequestKind.ROTATION and claim_for is not None:
+            target = await self.may_rotate(team_id, claim_for.user_id, connection_id=connection_id)
+            if isinstance(target, Refused):
+                return FormCheck(name, cleaned, {}, target.message)
+            if target.provider.key != provider.key:
+                return FormCheck(name, cleaned, {}, STALE_ROTATION)
         # Offline but not always cheap (opening an encrypted private key runs its key derivation):
         # on a thread, so other requests' acks are not held up meanwhile.
         problems = await asyncio.to_thread(provider.validate, cleaned)
@@ -365,9 +376,12 @@ class Submissions:
                 if isinstance(stored, str):  # not stored; the ended claim commits
                     return SubmissionOutcome(verification, problem=stored)
                 request_id, connection, version = stored
-                await seal_credential(
-                    tx, self.cipher, s.provider.secrets_of(s.values), connection, version, now
-                )
+                config = s.provider.config_of(s.values)
+                changes = None
+                if s.kind is RequestKind.ROTATION:  # the connection as it is, before any approval
+                    changes = config_changes(s.provider, connection.config, config)
+                secrets = s.provider.secrets_of(s.values)
+                await seal_credential(tx, self.cipher, secrets, connection, version, config, now)
                 trigger = Trigger.CREATE if s.kind is RequestKind.CONNECTION else Trigger.ROTATION
                 await tx.verifications.add(history_row(verification, connection, trigger, s.user_id))
                 await tx.audit.add(_event(s, connection, now, None))
@@ -381,7 +395,7 @@ class Submissions:
         logger.info(
             "%s %s stored in team %s by %s (%s)", s.kind, request_id, s.team_id, s.user_id, s.provider.key
         )
-        return SubmissionOutcome(verification, request_id=request_id)
+        return SubmissionOutcome(verification, request_id=request_id, config_changes=changes)
 
 
 async def _store_connection(
@@ -429,6 +443,7 @@ async def _store_rotation(tx: UnitOfWork, s: Submission, now: datetime) -> tuple
         requested_by=s.user_id,
         config=s.provider.config_of(s.values),
         key_hint=s.provider.credential_hint(s.values),
+        replaced_config=dict(row.config),
         created_at=now,
         updated_at=now,
     )

@@ -26,6 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from bot.crypto import BOUND_SCHEME, LEGACY_SCHEME, associated_data
 from bot.domain import NAME_MAX_LENGTH, Health, InFlightKind, RotationStatus, Status, name_key, utcnow
 from bot.providers.base import Outcome, Verification
 from bot.store.db import Base, StrEnumType, UtcDateTime
@@ -158,6 +159,9 @@ class Rotation(Base):
     # The new credential's non-secret fields and masked key, applied to the connection on approval.
     config: Mapped[dict[str, Any]] = mapped_column(JSON, default_factory=dict)
     key_hint: Mapped[str | None] = mapped_column(String(64), default=None)
+    # The connection's fields when the rotation was asked for, so a decided request still shows
+    # what it changed (None on rotations asked for before this was kept).
+    replaced_config: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     approval_channel: Mapped[str | None] = mapped_column(String(_SLACK_ID_LENGTH), default=None)
     approval_ts: Mapped[str | None] = mapped_column(String(32), default=None)
     decided_by: Mapped[str | None] = mapped_column(String(_SLACK_ID_LENGTH), default=None)
@@ -169,7 +173,9 @@ class Rotation(Base):
 
 
 class Credential(Base):
-    """One encrypted field of one credential version of a connection."""
+    """One encrypted field of one credential version of a connection, bound (``scheme``, see
+    :mod:`bot.crypto`) to the configuration that version is used with: the connection's for the
+    version in use, the waiting rotation's for the version it would bring in."""
 
     __tablename__ = "credentials"
     __table_args__ = (UniqueConstraint("connection_id", "version", "field"),)
@@ -181,8 +187,16 @@ class Credential(Base):
     key_id: Mapped[str] = mapped_column(String(64))
     nonce: Mapped[bytes] = mapped_column(LargeBinary, repr=False)
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary, repr=False)
+    # Rows written before the binding (the migration's default) are legacy until the start-up upgrade.
+    scheme: Mapped[int] = mapped_column(Integer, default=LEGACY_SCHEME, server_default=str(LEGACY_SCHEME))
     id: Mapped[str] = mapped_column(String(_ID_LENGTH), primary_key=True, default_factory=new_id)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default_factory=utcnow)
+
+    def aad(self, config: str) -> bytes:
+        """The associated data this row was sealed with, given the :func:`~bot.crypto.config_digest`
+        of the configuration its version is bound to (ignored by a legacy row)."""
+        bound = config if self.scheme == BOUND_SCHEME else None
+        return associated_data(self.connection_id, self.field, self.version, bound)
 
 
 class KeyCanary(Base):
@@ -279,8 +293,10 @@ class AuditEvent(Base):
 
 IN_FLIGHT_NAME_KEY: Final = "uq_in_flight_verifications_team_id_name_key"
 """Reserves a name in a workspace while a new connection of that name is being verified."""
-IN_FLIGHT_CONNECTION_KEY: Final = "uq_in_flight_verifications_connection_id"
-"""At most one rotation of a connection is being verified at a time."""
+IN_FLIGHT_CONNECTION_KEY: Final = "uq_in_flight_verifications_team_id_connection_id"
+"""At most one rotation of a connection is being verified at a time. Scoped by workspace like
+every key a user can reach: a connection id in a rotation form is the client's to send, so a claim
+in one workspace must not be able to block a connection of another."""
 
 
 class InFlightVerification(Base):
@@ -302,7 +318,7 @@ class InFlightVerification(Base):
         ),
         # NULLs are distinct in both databases, so each constraint binds only its own kind of row.
         UniqueConstraint("team_id", "name_key", name=IN_FLIGHT_NAME_KEY),
-        UniqueConstraint("connection_id", name=IN_FLIGHT_CONNECTION_KEY),
+        UniqueConstraint("team_id", "connection_id", name=IN_FLIGHT_CONNECTION_KEY),
         # The sweeps: rows past their deadline, and rows of processes on this host.
         Index("ix_in_flight_verifications_deadline", "deadline"),
         Index("ix_in_flight_verifications_host", "host"),

@@ -17,6 +17,7 @@ from sqlalchemy import ColumnElement, Executable, Select, delete, exists, func, 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.crypto import LEGACY_SCHEME, config_digest
 from bot.domain import RotationStatus, Status, name_key, utcnow
 from bot.store.errors import CanaryExists, MasterKeyMoved, NameTaken, RotationPending
 from bot.store.models import (
@@ -338,17 +339,47 @@ class CredentialRepository(_Appending[Credential]):
         one_version = () if version is None else (Credential.version == version,)
         return await self._destroy(Credential.connection_id == connection_id, *one_version)
 
-    async def lock_all(self) -> list[Credential]:
-        """Every credential field, each row locked until the transaction ends (PostgreSQL), for
-        re-sealing under a new master key."""
-        return await self._all(select(Credential).order_by(Credential.id).with_for_update())
+    async def lock_all(self, *, legacy_only: bool = False) -> list[Credential]:
+        """Every credential field (``legacy_only``: those sealed before configurations were bound),
+        each row locked until the transaction ends (PostgreSQL), for re-sealing."""
+        only = (Credential.scheme == LEGACY_SCHEME,) if legacy_only else ()
+        return await self._all(select(Credential).where(*only).order_by(Credential.id).with_for_update())
+
+    async def bindings(self, rows: Sequence[Credential]) -> dict[tuple[str, int], str]:
+        """The :func:`~bot.crypto.config_digest` each (connection id, version) of ``rows`` is bound
+        to: the connection's configuration for the version in use, the waiting rotation's for the
+        version it would bring in. A version that is neither has none (it opens with nothing)."""
+        ids = sorted({row.connection_id for row in rows})
+        found: dict[tuple[str, int], str] = {}
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[start : start + _IN_CHUNK]
+            providers: dict[str, str] = {}
+            for connection in await self._session.scalars(select(Connection).where(Connection.id.in_(chunk))):
+                providers[connection.id] = connection.provider
+                found[connection.id, connection.credential_version] = config_digest(
+                    connection.provider, connection.config
+                )
+            waiting = (Rotation.connection_id.in_(chunk), Rotation.status == RotationStatus.PENDING_APPROVAL)
+            for rotation in await self._session.scalars(select(Rotation).where(*waiting)):
+                digest = config_digest(providers.get(rotation.connection_id, ""), rotation.config)
+                found.setdefault((rotation.connection_id, rotation.version), digest)
+        return found
 
     async def replace_ciphertext(
-        self, credential: Credential, key_id: str, nonce: bytes, ciphertext: bytes
+        self,
+        credential: Credential,
+        key_id: str,
+        nonce: bytes,
+        ciphertext: bytes,
+        *,
+        scheme: int | None = None,
     ) -> None:
-        """Store a re-sealed value in place of the row's ciphertext. The old one counts as destroyed,
-        so the unit of work scrubs SQLite's write-ahead log after the commit."""
+        """Store a re-sealed value in place of the row's ciphertext (sealed with ``scheme``'s
+        associated data, if given). The old one counts as destroyed, so the unit of work scrubs
+        SQLite's write-ahead log after the commit."""
         credential.key_id, credential.nonce, credential.ciphertext = key_id, nonce, ciphertext
+        if scheme is not None:
+            credential.scheme = scheme
         self.destroyed += 1
 
 

@@ -1,7 +1,7 @@
 """bulk re-tests: the `test all` running in each workspace, one at a time across replicas
 
 Revision ID: c8e0f2a4b6d1
-Revises: b5c7d9e1f3a2
+Revises: e8f0a2b4c6d3
 Create Date: 2026-11-28 09:00:00
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "c8e0f2a4b6d1"
-down_revision: str | Sequence[str] | None = "b5c7d9e1f3a2"
+down_revision: str | Sequence[str] | None = "e8f0a2b4c6d3"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

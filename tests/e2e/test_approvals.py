@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import json
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
 from bot import ids
 from bot.domain import Status
 from bot.settings import Settings
+from bot.store import Connection, Database
 from tests.e2e.conftest import Bot, CloudKey, bot_env, running_bot
 from tests.e2e.helpers import (
     form_values,
@@ -30,6 +34,7 @@ from tests.support.slack_requests import (
     find_action,
     payload_body,
     sign,
+    view_submission,
 )
 
 REQUESTER = USER_ID
@@ -376,3 +381,53 @@ def test_a_real_double_click_decides_once(abot: Bot, cloud_key: CloudKey) -> Non
     assert "Already approved" in replies_to(abot, ADMIN)[-1]
     assert len(audit(abot, "connection.approved")) == 1
     assert len([d for d in dms_to(abot, REQUESTER) if "approved" in d.lower()]) == 1
+
+
+def forget_where_posted(database_url: str, connection_id: str) -> None:
+    """As if the bot had posted the request but could not record where (a post recorded nowhere)."""
+
+    async def forget() -> None:
+        db = Database.from_url(database_url)
+        try:
+            async with db.transaction() as tx:
+                await tx.session.execute(
+                    update(Connection)
+                    .where(Connection.id == connection_id)
+                    .values(approval_channel=None, approval_ts=None)
+                )
+        finally:
+            await db.dispose()
+
+    asyncio.run(forget())
+
+
+def test_a_reject_reason_whose_metadata_names_another_message_never_updates_it(
+    abot: Bot, cloud_key: CloudKey
+) -> None:
+    # The request's post was not recorded, and a forged reason form names another of the bot's
+    # messages: the bot used to update that one.
+    connection_id, request = create_pending(abot, cloud_key)
+    _, victim = create_pending(abot, cloud_key, name="Another connection")
+    forget_where_posted(abot.database_url, connection_id)
+    opened = len(abot.slack.calls_to("views.open"))
+    click(abot, ids.ACTION_REJECT, connection_id, request, ADMIN)
+    modal_id = str(abot.slack.wait_for("views.open", count=opened + 1)[-1].response["view"]["id"])
+    view = {**abot.slack.open_view(modal_id), "id": modal_id}
+    view["private_metadata"] = json.dumps(
+        {"connection": connection_id, "channel": victim.channel, "ts": victim.ts}
+    )
+    payload = view_submission(
+        view, {ids.BLOCK_REASON: "too broad"}, user_id=ADMIN, team_id=abot.sender.team_id
+    )
+    body = payload_body(payload)
+    assert abot.sender.post_raw(body, sign(body, abot.sender.signing_secret)).status_code == 200
+
+    # The request message would be updated before the requester is told.
+    wait_until(
+        lambda: any("rejected" in d.lower() for d in dms_to(abot, REQUESTER)), what="the requester's DM"
+    )
+    assert {c.id: c.status for c in stored(abot.database_url)["connections"]}[
+        connection_id
+    ] == Status.REJECTED
+    assert [c for c in abot.slack.calls_to("chat.update") if c.body.get("ts") == victim.ts] == []
+    assert "Rejected" not in visible_text(abot.slack.message_of(victim).blocks)

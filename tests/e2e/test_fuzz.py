@@ -53,7 +53,7 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
-from sqlalchemy import URL
+from sqlalchemy import URL, update
 
 from bot import ids
 from bot.crypto import Cipher, MasterKey
@@ -62,7 +62,7 @@ from bot.logs import configure_logging
 from bot.payloads import FormDraft, parse_name
 from bot.providers.registry import PROVIDERS
 from bot.settings import Settings
-from bot.store import Database, Rotation
+from bot.store import Connection, Database, Rotation
 from bot.store.migrate import upgrade_to_head
 from tests.e2e.conftest import SIGNING_SECRET, Bot, bot_env, running_bot
 from tests.e2e.helpers import wait_until
@@ -612,6 +612,24 @@ def post_placeholder(bot: Bot, text: str = "An approval request") -> str:
     return str(answer["ts"])
 
 
+def post_request_placeholder(bot: Bot, model: type[Connection] | type[Rotation], row_id: str) -> str:
+    """A placeholder posted as the request of ``row_id`` (a connection or a rotation), recorded as
+    where the bot posted it, since a decision updates only that message; its ts."""
+    ts = post_placeholder(bot, f"A {model.__tablename__} request")
+
+    async def record() -> None:
+        db = Database.from_url(bot.database_url)
+        try:
+            async with db.transaction() as tx:
+                where = {"approval_channel": ADMIN_CHANNEL, "approval_ts": ts}
+                await tx.session.execute(update(model).where(model.id == row_id).values(**where))
+        finally:
+            await db.dispose()
+
+    asyncio.run(record())
+    return ts
+
+
 def opened_view(since: Since, what: str) -> dict[str, Any]:
     """The view the bot opened since (views.open), as the fake stores it."""
     wait_until(lambda: any(c.ok for c in since.calls("views.open")), timeout=WAIT, what=what)
@@ -827,7 +845,7 @@ def test_a_rejection_reason_reaches_the_request_and_the_requester_escaped(
     connection_id = fuzz.seed(
         Seed(name=name, key=key, secret=secret, team_id=REJECT_TEAM, status=Status.PENDING_APPROVAL)
     )
-    ts = post_placeholder(fuzz.bot)
+    ts = post_request_placeholder(fuzz.bot, Connection, connection_id)
     since = Since.now(fuzz.bot)
     click(
         fuzz.bot,
@@ -906,7 +924,7 @@ def test_a_rotation_rejection_reason_reaches_the_request_and_the_requester_escap
     count_example(request)
     sender = fuzz.sender(ROTATION_TEAM)
     rotation_id = pending_rotation(fuzz)
-    ts = post_placeholder(fuzz.bot, "A rotation request")
+    ts = post_request_placeholder(fuzz.bot, Rotation, rotation_id)
     since = Since.now(fuzz.bot)
     click(
         fuzz.bot,

@@ -13,9 +13,10 @@ import pytest
 from sqlalchemy import select
 
 from bot import ids
-from bot.crypto import Cipher, MasterKey, Sealed, associated_data
+from bot.crypto import Cipher, MasterKey
 from bot.domain import RotationStatus, Status
-from bot.store import Connection, Database, Rotation
+from bot.keys.guard import sealed_row
+from bot.store import Connection, Credential, Database, Rotation
 from tests.e2e import test_approvals
 from tests.e2e.conftest import Bot, CloudKey
 from tests.e2e.helpers import form_values, input_block, stored, visible_text, wait_for_result, wait_until
@@ -94,10 +95,25 @@ def active_connection(bot: Bot, key: CloudKey, name: str = NAME) -> str:
     return connection_id
 
 
-def seed_active(bot: Bot, key: CloudKey, name: str, *, owner: str = REQUESTER, age_days: int = 0) -> str:
+def seed_active(
+    bot: Bot,
+    key: CloudKey,
+    name: str,
+    *,
+    owner: str = REQUESTER,
+    age_days: int = 0,
+    config: dict[str, str] | None = None,
+) -> str:
     """An active connection stored directly, its credential ``age_days`` old; its id."""
     stored_at = datetime.now(UTC) - timedelta(days=age_days)
-    seed = Seed(name=name, key=key.key, secret=key.secret, created_by=owner, credential_created_at=stored_at)
+    seed = Seed(
+        name=name,
+        key=key.key,
+        secret=key.secret,
+        created_by=owner,
+        credential_created_at=stored_at,
+        config=config or {},
+    )
     [connection_id] = asyncio.run(seed_connections(bot.database_url, cipher_of(bot), [seed]))
     return connection_id
 
@@ -137,15 +153,25 @@ def rotations(bot: Bot) -> list[Any]:
 
 
 def opened_credentials(bot: Bot, connection_id: str) -> dict[tuple[int, str], str]:
-    """Every stored credential field of the connection, decrypted: (version, field) -> plain text."""
+    """Every stored credential field of the connection, decrypted with the associated data that
+    binds it to its version's settings: (version, field) -> plain text."""
+
+    async def read() -> tuple[list[Credential], dict[tuple[str, int], str]]:
+        db = Database.from_url(bot.database_url)
+        try:
+            async with db.read() as tx:
+                rows = list(
+                    await tx.session.scalars(
+                        select(Credential).where(Credential.connection_id == connection_id)
+                    )
+                )
+                return rows, await tx.credentials.bindings(rows)
+        finally:
+            await db.dispose()
+
     cipher = cipher_of(bot)
-    return {
-        (c.version, c.field): cipher.open(
-            Sealed(c.key_id, c.nonce, c.ciphertext), associated_data(connection_id, c.field, c.version)
-        ).reveal()
-        for c in stored(bot.database_url)["credentials"]
-        if c.connection_id == connection_id
-    }
+    rows, bindings = asyncio.run(read())
+    return {(c.version, c.field): cipher.open(*sealed_row(c, bindings)).reveal() for c in rows}
 
 
 def in_use(bot: Bot, connection_id: str) -> dict[str, str]:
@@ -790,3 +816,37 @@ def test_no_old_or_new_secret_leaks_through_a_rotation_a_rejection_and_an_approv
     assert connection_id in abot.log_text()
     shown = json.dumps([c.body for c in abot.slack.calls], ensure_ascii=False)
     assert mask(approved.key) in shown and mask(cloud_key.key) in shown
+
+
+def test_a_rotation_that_changes_the_endpoint_shows_before_and_after_to_admin_and_requester(
+    abot: Bot, cloud_key: CloudKey
+) -> None:
+    old = {"rest_endpoint": "https://pkc-old.example.com:443", "cluster_id": "lkc-old1"}
+    connection_id = seed_active(abot, cloud_key, NAME, config=old)
+    view_id = open_rotation_by_command(abot, NAME)
+    assert (
+        input_block(abot.slack.views[view_id], "rest_endpoint")["element"]["initial_value"]
+        == old["rest_endpoint"]
+    )
+    new = new_cloud_key(abot)
+
+    # The requester empties the cluster fields: the connection would no longer check that cluster.
+    answer = abot.sender.submit(view_id, {**secrets_of(new), "rest_endpoint": "", "cluster_id": ""})
+    assert answer.json()["response_action"] == "update"
+    confirmation = visible_text(wait_for_result(abot.slack, view_id))
+    [call] = rotation_request_calls(abot)
+    request = visible_text(call.body["blocks"])
+
+    for shown in (request, confirmation):
+        assert "This rotation also changes" in shown
+        assert "*REST endpoint*: https://pkc-old.example.com:443 → (not set)" in shown
+        assert "*Cluster ID*: lkc-old1 → (not set)" in shown
+    assert connection(abot, connection_id).config == old  # nothing changes before an approval
+
+
+def test_a_rotation_of_the_secret_alone_says_only_the_secret_changes(abot: Bot, cloud_key: CloudKey) -> None:
+    active_connection(abot, cloud_key)
+    view_id = open_rotation_by_command(abot, NAME)
+    _, request = request_rotation(abot, view_id, new_cloud_key(abot))
+    assert "Only the secret changes" in visible_text(request.blocks)
+    assert "Only the secret changes" in visible_text(abot.slack.views[view_id])

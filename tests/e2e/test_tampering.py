@@ -27,27 +27,30 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 
 from bot import ids
 from bot.crypto import Cipher, MasterKey
-from bot.domain import Status
+from bot.domain import Health, Status
 from bot.settings import Settings
 from bot.store import Connection, Database, Rotation
-from tests.e2e.conftest import SIGNING_SECRET, Bot, bot_env, running_bot
-from tests.e2e.helpers import wait_until
+from tests.e2e import test_approvals
+from tests.e2e.conftest import SIGNING_SECRET, Bot, CloudKey, bot_env, running_bot
+from tests.e2e.helpers import stored, wait_until
 from tests.e2e.test_fuzz import (
     ADMIN,
     ADMIN_CHANNEL,
     WAIT,
     Since,
     assert_answered,
+    assert_safe,
     click,
     opened_view,
     post_payload,
     post_placeholder,
     view_updates,
 )
+from tests.e2e.test_rotation import NAME, REQUESTER, active_connection, replies_in_channel
 from tests.fakes.confluent_api import FakeConfluent, new_api_key, new_api_secret
 from tests.fakes.slack_api import FakeSlack
 from tests.support.databases import dump_database_text
@@ -302,9 +305,10 @@ def test_a_members_forms_naming_someone_elses_connection_are_refused(world: Worl
         team=TEAM_ID,
         metadata=metadata,
     )
-    assert answer["response_action"] == "update"
-    wait_until(lambda: view_updates(since, rotation_form["id"]), timeout=WAIT, what="the rotation's result")
-    assert_answered(since, "can rotate it", what="the refused rotation", acks=(answer,))
+    # Refused before anything is claimed or checked: under the form, at once.
+    assert answer["response_action"] == "errors"
+    assert "can rotate it" in " ".join(answer["errors"].values())
+    assert_safe(since, acks=(answer,))
     assert rows(world) == before
 
 
@@ -392,10 +396,11 @@ def test_another_workspaces_forms_naming_these_connections_are_refused(world: Wo
         team=OTHER_TEAM,
         metadata=metadata,
     )
-    assert answer["response_action"] == "update"
-    wait_until(lambda: view_updates(since, rotation_form["id"]), timeout=WAIT, what="the rotation's result")
-    assert_answered(since, "There is no such connection", what="the refused rotation", acks=(answer,))
-    assert_nothing_of_ours_shows("\n".join(since.shown()), world)
+    assert answer["response_action"] == "errors"
+    refusal = " ".join(answer["errors"].values())
+    assert "There is no such connection" in refusal
+    assert_safe(since, acks=(answer,))
+    assert_nothing_of_ours_shows(refusal, world)
     assert rows(world) == before
 
 
@@ -589,3 +594,49 @@ def slash_command_fields(world: World) -> dict[str, str]:
         ),
         trigger_id=world.bot.slack.issue_trigger_id(),
     )
+
+
+# --- settings changed in the database --------------------------------------------------------------
+
+abot = test_approvals.abot
+approvals_env = test_approvals.approvals_env
+
+
+def repoint(database_url: str, connection_id: str, config: dict[str, str]) -> None:
+    """What someone who can write to the database, but has no master key, would do."""
+
+    async def write() -> None:
+        db = Database.from_url(database_url)
+        try:
+            async with db.transaction() as tx:
+                statement = update(Connection).where(Connection.id == connection_id).values(config=config)
+                await tx.session.execute(statement)
+        finally:
+            await db.dispose()
+
+    asyncio.run(write())
+
+
+def test_a_connection_repointed_in_the_database_is_not_used_and_says_so(
+    abot: Bot, cloud_key: CloudKey
+) -> None:
+    connection_id = active_connection(abot, cloud_key)
+    repoint(
+        abot.database_url, connection_id, {"rest_endpoint": "https://evil.example", "cluster_id": "lkc-evil1"}
+    )
+    requests_before = len(abot.confluent.requests)
+    replies_before = len(replies_in_channel(abot, REQUESTER))
+
+    abot.sender.command(f"test {NAME}", user_id=REQUESTER)
+
+    def result() -> list[str]:
+        return [r for r in replies_in_channel(abot, REQUESTER)[replies_before:] if "Re-testing" not in r]
+
+    wait_until(result, what="the re-test result")
+    [reply] = result()
+    assert "do not match its sealed credential" in reply and "nothing was sent" in reply
+    assert len(abot.confluent.requests) == requests_before  # the credential went nowhere
+    warnings = [line for line in abot.log_text().splitlines() if "WARNING" in line]
+    assert any("does not match its sealed credential; it was not used" in line for line in warnings)
+    [connection] = [c for c in stored(abot.database_url)["connections"] if c.id == connection_id]
+    assert connection.health is Health.FAILING

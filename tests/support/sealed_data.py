@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 
 from bot.crypto import Cipher, CryptoError, MasterKey, Sealed, associated_data
-from bot.keys.guard import CANARY_AAD, CANARY_TEXT, sealed_canary
+from bot.keys.guard import CANARY_AAD, CANARY_TEXT, sealed_canary, sealed_row
 from bot.redaction import Secret
 from bot.store import Credential, Database, KeyCanary
 from tests.fakes.confluent_api import new_api_key, new_api_secret
@@ -85,14 +85,14 @@ async def open_everything(url: str, *keys: MasterKey) -> Opened:
         async with db.read() as tx:
             canary = await tx.key_canary.get()
             rows = list(await tx.session.scalars(select(Credential).order_by(Credential.id)))
+            bindings = await tx.credentials.bindings(rows)
     finally:
         await db.dispose()
     ciphers = [Cipher(key) for key in keys]
     values: dict[RowId, str] = {}
     for row in rows:
         row_id: RowId = (row.connection_id, row.field, row.version)
-        sealed = Sealed(key_id=row.key_id, nonce=row.nonce, ciphertext=row.ciphertext)
-        value = _open_with_any(ciphers, sealed, associated_data(*row_id))
+        value = _open_with_any(ciphers, *sealed_row(row, bindings))
         if value is not None:
             values[row_id] = value
     canary_text = None if canary is None else _open_with_any(ciphers, sealed_canary(canary), CANARY_AAD)

@@ -6,10 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from bot.crypto import Cipher, associated_data
+from bot.crypto import Cipher
 from bot.domain import Health, Status
 from bot.redaction import Secret
-from bot.store import Connection, Credential, Database
+from bot.services.records import sealed_field
+from bot.store import Connection, Database
 from tests.support.slack_requests import TEAM_ID, USER_ID
 
 __all__ = ["Seed", "seed_connections"]
@@ -29,6 +30,8 @@ class Seed:
     next_check_at: datetime | None = None
     credential_created_at: datetime | None = None
     created_at: datetime | None = None
+    config: dict[str, str] = field(default_factory=dict)
+    """The non-secret fields (REST endpoint, cluster ID)."""
 
 
 async def seed_connections(url: str, cipher: Cipher, seeds: list[Seed], *, batch: int = 200) -> list[str]:
@@ -44,6 +47,7 @@ async def seed_connections(url: str, cipher: Cipher, seeds: list[Seed], *, batch
                         team_id=seed.team_id,
                         name=seed.name,
                         provider="confluent_cloud",
+                        config=dict(seed.config),
                         created_by=seed.created_by,
                         status=seed.status,
                         health=seed.health,
@@ -56,18 +60,8 @@ async def seed_connections(url: str, cipher: Cipher, seeds: list[Seed], *, batch
                     )
                     await tx.connections.add(connection)
                     for name, value in (("api_key", seed.key), ("api_secret", seed.secret)):
-                        sealed = cipher.seal(Secret(value), associated_data(connection.id, name, 1))
-                        await tx.credentials.add(
-                            Credential(
-                                team_id=seed.team_id,
-                                connection_id=connection.id,
-                                version=1,
-                                field=name,
-                                key_id=sealed.key_id,
-                                nonce=sealed.nonce,
-                                ciphertext=sealed.ciphertext,
-                            )
-                        )
+                        row = sealed_field(cipher, connection, seed.config, name, 1, Secret(value), now)
+                        await tx.credentials.add(row)
                     ids.append(connection.id)
     finally:
         await db.dispose()

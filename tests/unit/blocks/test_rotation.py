@@ -23,12 +23,13 @@ from blocks.approval import (
     rotation_pending_reply,
 )
 from blocks.forms import problem_view, result_view, rotation_modal, verifying_view
-from blocks.results import result_message
+from blocks.results import ALSO_CHANGES, ONLY_THE_SECRET, config_change_lines, result_message
 from blocks.text import literal, slack_date
 from bot import ids
 from bot.domain import (
     NAME_MAX_LENGTH,
     ApprovalRequest,
+    ConfigChange,
     ConnectionSummary,
     Health,
     RequestKind,
@@ -95,6 +96,7 @@ def rotation(
     new_key_hint: str | None = NEW_HINT,
     decided_by: str | None = ADMIN,
     reason: str | None = None,
+    config_changes: tuple[ConfigChange, ...] | None = None,
 ) -> ApprovalRequest:
     pending = status is RotationStatus.PENDING_APPROVAL
     return ApprovalRequest(
@@ -110,6 +112,7 @@ def rotation(
         decided_by=None if pending else decided_by,
         decided_at=None if pending else DECIDED,
         reason=reason,
+        config_changes=config_changes,
     )
 
 
@@ -424,6 +427,53 @@ def test_request_shows_who_asks_which_key_replaces_which_and_the_checks() -> Non
     assert payload["text"] == (
         f"🔁 Rotation requested for “Production warehouse” (Acme Warehouse) by <@{REQUESTER}>"
     )
+
+
+REPOINTED = (
+    ConfigChange("REST endpoint", "https://a.example", "https://b.example"),
+    ConfigChange("Cluster ID", "", "lkc-1"),
+)
+
+
+@pytest.mark.parametrize("status", [RotationStatus.PENDING_APPROVAL, *DECIDED_STATUSES])
+def test_request_shows_every_other_setting_the_rotation_changes_before_and_after(
+    status: RotationStatus,
+) -> None:
+    request = rotation(status, config_changes=REPOINTED)
+    payload = request_message(request) if request.pending else decided_message(request)
+    assert_valid("message", payload)
+    text = visible_text(payload)
+    assert ALSO_CHANGES in text
+    assert "• *REST endpoint*: https://a.example → https://b.example" in text
+    assert "• *Cluster ID*: (not set) → lkc-1" in text
+
+
+def test_a_rotation_of_the_secret_alone_says_so_and_an_unknown_change_says_nothing() -> None:
+    assert ONLY_THE_SECRET in visible_text(request_message(rotation(config_changes=())))
+    unknown = visible_text(decided_message(rotation(RotationStatus.APPROVED)))
+    assert ONLY_THE_SECRET not in unknown and ALSO_CHANGES not in unknown
+
+
+def test_changed_settings_are_shown_as_text_whole_and_on_one_line() -> None:
+    # A value is what the requester typed: no links or mentions, no forged lines, and never cut,
+    # since a shortened host could hide where the connection now points.
+    long_host = "https://" + "a" * 180 + ".evil.example"
+    hostile = ConfigChange("Warehouse <!here>", "wh", f"<{long_host}|safe>\n• *Cluster ID*: x → y")
+    payload = request_message(rotation(config_changes=(hostile,)))
+    assert_valid("message", payload)
+    text = visible_text(payload)
+    assert f"&lt;{long_host}|safe&gt; • *Cluster ID*: x → y" in text
+    assert "*Warehouse &lt;!here&gt;*" in text
+    assert user_made_markup(payload).count("<") == 0
+
+
+def test_the_requesters_confirmation_lists_the_same_changes() -> None:
+    note = "\n".join(["Awaits approval.", *config_change_lines(REPOINTED)])
+    text = visible_text(
+        result_message(Warehouse(), "Production warehouse", verification(), note, kind=RequestKind.ROTATION)
+    )
+    assert "*REST endpoint*: https://a.example → https://b.example" in text
+    assert config_change_lines(()) == [ONLY_THE_SECRET]
 
 
 def test_request_explains_what_approving_and_rejecting_do() -> None:

@@ -157,7 +157,6 @@ def click(slack: FakeSlack, client: AsyncWebClient, stand_ins: Any, action_id: s
         action_id=action_id,
         value=value,
         trigger_id=slack.issue_trigger_id(),
-        where=(ADMIN_CHANNEL, "1.000001"),
     )
 
 
@@ -372,14 +371,13 @@ async def test_a_decision_made_by_the_click_updates_the_request_and_tells_the_re
     slack: FakeSlack, client: AsyncWebClient
 ) -> None:
     decided = request(status=Status.ACTIVE)
-    decided = ApprovalRequest(**{**vars(decided), "decided_by": ADMIN, "decided_at": WHEN})
     posted = await client.chat_postMessage(channel=ADMIN_CHANNEL, text="Approval requested")
+    stored = {"message_channel": ADMIN_CHANNEL, "message_ts": str(posted["ts"])}
+    decided = ApprovalRequest(**{**vars(decided), "decided_by": ADMIN, "decided_at": WHEN, **stored})
     stand_ins = services(queries=SimpleNamespace(home=Broken().home))
     stand_ins.approvals.decision = Decision(Verdict.DECIDED, decided)
-    clicked = click(slack, client, stand_ins, ids.ACTION_APPROVE, "conn-1")
-    clicked = Click(**{**vars(clicked), "where": (ADMIN_CHANNEL, str(posted["ts"]))})
 
-    await approvals.approve(clicked)
+    await approvals.approve(click(slack, client, stand_ins, ids.ACTION_APPROVE, "conn-1"))
 
     [update] = slack.calls_to("chat.update")
     assert update.body["ts"] == posted["ts"] and "Approved by" in visible_text(update.body["blocks"])
@@ -399,7 +397,7 @@ async def test_reject_by_someone_refused_gets_the_reason_and_no_form(
 
 
 @pytest.mark.parametrize("kind", list(RequestKind))
-async def test_reject_opens_the_reason_form_naming_the_request_and_the_message(
+async def test_reject_opens_the_reason_form_naming_the_request_only(
     slack: FakeSlack, client: AsyncWebClient, kind: RequestKind
 ) -> None:
     stand_ins = services()
@@ -415,11 +413,8 @@ async def test_reject_opens_the_reason_form_naming_the_request_and_the_message(
     assert view["callback_id"] == (
         ids.VIEW_REJECT if kind is RequestKind.CONNECTION else ids.VIEW_REJECT_ROTATION
     )
-    assert json.loads(view["private_metadata"]) == {
-        kind.value: "req-9",
-        "channel": ADMIN_CHANNEL,
-        "ts": "1.000001",
-    }
+    # Not the clicked message: the decision updates only where the bot recorded posting the request.
+    assert json.loads(view["private_metadata"]) == {kind.value: "req-9"}
 
 
 # --- forms ----------------------------------------------------------------------------------------

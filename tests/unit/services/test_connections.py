@@ -15,7 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from bot.crypto import Cipher, DecryptionError, MasterKey, Sealed, associated_data
+from bot.crypto import Cipher, DecryptionError, MasterKey, Sealed, associated_data, config_digest
 from bot.domain import NAME_FIELD, NAME_MAX_LENGTH, PAGE_SIZE, Health, RequestKind, Status
 from bot.providers.base import Outcome
 from bot.providers.confluent_cloud import ConfluentCloud
@@ -38,6 +38,8 @@ USER = "U0000USER"
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 M = TypeVar("M")
+NO_SETTINGS = config_digest("confluent_cloud", {})
+"""What a connection made without a cluster is bound to."""
 
 
 class TickingClock:
@@ -312,7 +314,11 @@ async def test_create_stores_one_pending_connection_with_sealed_credentials(
         assert (credential.connection_id, credential.team_id, credential.version) == (connection.id, TEAM, 1)
         assert credential.key_id == cipher.key_id
         assert secret.encode() not in credential.ciphertext
-        opened = cipher.open(sealed_of(credential), associated_data(connection.id, credential.field, 1))
+        # Bound to the settings it was submitted with.
+        bound_to = config_digest("confluent_cloud", {"rest_endpoint": REST, "cluster_id": CLUSTER})
+        opened = cipher.open(
+            sealed_of(credential), associated_data(connection.id, credential.field, 1, bound_to)
+        )
         assert opened.reveal() == submitted[credential.field]
 
     [verification] = await all_rows(db, VerificationRecord)
@@ -344,15 +350,28 @@ async def test_create_binds_each_ciphertext_to_its_own_connection_and_field(
     by_row = {(c.connection_id, c.field): c for c in await all_rows(db, Credential)}
 
     secret_of_first = sealed_of(by_row[(first, "api_secret")])
-    assert cipher.open(secret_of_first, associated_data(first, "api_secret", 1)).reveal() == account[1]
+    assert (
+        cipher.open(secret_of_first, associated_data(first, "api_secret", 1, NO_SETTINGS)).reveal()
+        == account[1]
+    )
     with pytest.raises(DecryptionError):
-        cipher.open(secret_of_first, associated_data(second, "api_secret", 1))
+        cipher.open(secret_of_first, associated_data(second, "api_secret", 1, NO_SETTINGS))
     with pytest.raises(DecryptionError):
-        cipher.open(secret_of_first, associated_data(first, "api_key", 1))
+        cipher.open(secret_of_first, associated_data(first, "api_key", 1, NO_SETTINGS))
     with pytest.raises(DecryptionError):
-        cipher.open(secret_of_first, associated_data(first, "api_secret", 2))
+        cipher.open(secret_of_first, associated_data(first, "api_secret", 2, NO_SETTINGS))
     with pytest.raises(DecryptionError):
-        Cipher(MasterKey.generate()).open(secret_of_first, associated_data(first, "api_secret", 1))
+        Cipher(MasterKey.generate()).open(
+            secret_of_first, associated_data(first, "api_secret", 1, NO_SETTINGS)
+        )
+    # Bound to its settings too: pointed at another endpoint, or read as a legacy row, it does not open.
+    elsewhere = config_digest("confluent_cloud", {"rest_endpoint": "https://elsewhere.example"})
+    for other in (
+        associated_data(first, "api_secret", 1, elsewhere),
+        associated_data(first, "api_secret", 1),
+    ):
+        with pytest.raises(DecryptionError):
+            cipher.open(secret_of_first, other)
 
 
 async def test_create_with_a_cloud_key_stores_no_cluster_config(
@@ -417,7 +436,7 @@ async def test_a_name_taken_between_check_and_store_saves_nothing(
     assert {c.connection_id for c in credentials} == {first.request_id}
     assert len(credentials) == 2
     for credential in credentials:
-        cipher.open(sealed_of(credential), associated_data(connection.id, credential.field, 1))
+        cipher.open(sealed_of(credential), associated_data(connection.id, credential.field, 1, NO_SETTINGS))
     assert [v.connection_id for v in await all_rows(db, VerificationRecord)] == [first.request_id]
     assert [(e.action, e.connection_id) for e in await all_rows(db, AuditEvent)] == [
         ("connection.created", first.request_id)

@@ -29,6 +29,7 @@ from bot.services.submissions import (
     NAME_BEING_REGISTERED,
     NAME_TAKEN,
     ROTATION_BUSY,
+    STALE_ROTATION,
     FormCheck,
     Submission,
     Submissions,
@@ -39,13 +40,29 @@ from bot.store.models import InFlightKind, InFlightVerification
 from tests.fakes.confluent_api import FakeConfluent, new_api_key, new_api_secret
 from tests.unit.providers.test_confluent_cloud import confluent
 from tests.unit.services.test_approvals import ADMIN, GROUP, OUTSIDER, MemoryDirectory, new_policy
-from tests.unit.services.test_connections import API, CLUSTER, REST, START, TEAM, create_request, form, stored
+from tests.unit.services.test_connections import (
+    API,
+    CLUSTER,
+    OTHER_TEAM,
+    REST,
+    START,
+    TEAM,
+    create_request,
+    form,
+    stored,
+)
 from tests.unit.services.test_expiry import HandClock
 from tests.unit.services.test_rotations import rotation
 
 USER = "U0REQUEST1"
 OTHER_USER = "U0REQUEST2"
 OWNER = ProcessOwner(host="bot-1", pid=4242, instance="this-start")
+
+
+class SameFormElsewhere(ConfluentCloud):
+    """Another provider with the same fields: its form fits, but it is not the connection's."""
+
+    key = "confluent_elsewhere"
 
 
 @pytest.fixture
@@ -383,11 +400,12 @@ async def claim_rotation(
     provider: ConfluentCloud,
     connection_id: str,
     actor: str = USER,
+    team_id: str = TEAM,
 ) -> FormCheck:
     """The rotation form's check, claiming the connection for ``actor``'s verification to come."""
     return await submissions.check(
         RequestKind.ROTATION,
-        TEAM,
+        team_id,
         provider,
         "Prod Kafka",
         form(*new_key_pair()),
@@ -410,6 +428,28 @@ async def test_one_rotation_of_a_connection_is_verified_at_a_time(
         None,
         "V0ROTATE01",
     )
+
+
+@pytest.mark.parametrize(("actor", "team_id"), [(OUTSIDER, TEAM), (ADMIN, OTHER_TEAM)])
+async def test_a_rotation_nobody_may_make_claims_nothing(
+    actor: str, team_id: str, db: Database, submissions: Submissions, provider: ConfluentCloud, active: str
+) -> None:
+    # Someone who may not rotate it, and a form naming the connection from another workspace: the
+    # refusal comes before the claim, so neither can hold up its owner's rotation.
+    checked = await claim_rotation(submissions, provider, active, actor=actor, team_id=team_id)
+
+    refusal = await submissions.may_rotate(team_id, actor, connection_id=active)
+    assert isinstance(refusal, Refused) and checked.form_problem == refusal.message
+    assert checked.claim_id is None and await in_flight(db) == []
+    assert (await claim_rotation(submissions, provider, active)).claim_id is not None
+
+
+async def test_a_rotation_form_of_another_provider_claims_nothing(
+    db: Database, submissions: Submissions, active: str
+) -> None:
+    checked = await claim_rotation(submissions, SameFormElsewhere(api_url=API), active)
+    assert checked.form_problem == STALE_ROTATION and checked.claim_id is None
+    assert await in_flight(db) == []
 
 
 async def test_a_stored_rotation_ends_its_claim(

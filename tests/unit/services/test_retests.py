@@ -24,7 +24,7 @@ import httpx
 import pytest
 from sqlalchemy import delete, select
 
-from bot.crypto import Cipher, associated_data
+from bot.crypto import Cipher
 from bot.domain import (
     SYSTEM_ACTOR,
     ChangeKind,
@@ -44,8 +44,9 @@ from bot.redaction import Secret
 from bot.services import retests
 from bot.services.admins import AdminPolicy, DirectoryUnavailable
 from bot.services.permissions import RetestPolicy
+from bot.services.records import sealed_field
 from bot.services.retests import CLAIM_LEASE, RATE_LIMIT_REQUEUES, BulkRunning, RetestFailed, RetestService
-from bot.store import AuditEvent, Connection, Credential, Database, VerificationRecord
+from bot.store import AuditEvent, Connection, Database, VerificationRecord
 from bot.store.models import BulkRetest
 from tests.fakes.confluent_api import FakeConfluent, new_api_key, new_api_secret
 from tests.support.databases import dump_database_text
@@ -292,18 +293,10 @@ def store(db: Database, cipher: Cipher) -> Store:
         async with db.transaction() as tx:
             await tx.connections.add(connection)
             for field_name, value in secrets.items():
-                sealed = cipher.seal(Secret(value), associated_data(connection.id, field_name, 1))
-                await tx.credentials.add(
-                    Credential(
-                        team_id=team_id,
-                        connection_id=connection.id,
-                        version=1,
-                        field=field_name,
-                        key_id=sealed.key_id,
-                        nonce=sealed.nonce,
-                        ciphertext=sealed.ciphertext,
-                    )
+                sealed = sealed_field(
+                    cipher, connection, connection.config, field_name, 1, Secret(value), created_at
                 )
+                await tx.credentials.add(sealed)
         return connection.id
 
     return make

@@ -24,7 +24,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from bot.crypto import Cipher, DecryptionError, Sealed, associated_data
+from bot.crypto import Cipher, DecryptionError, Sealed, associated_data, config_digest
 from bot.domain import (
     REASON_MAX_LENGTH,
     SYSTEM_ACTOR,
@@ -306,12 +306,24 @@ def by_version(credentials: list[Credential]) -> dict[int, list[str]]:
     return found
 
 
-def opened(cipher: Cipher, credential: Credential, version: int | None = None) -> str:
-    """The plain text of one stored field, opened with the associated data of ``version``
-    (the field's own version unless given)."""
+WITH_CLUSTER = {"rest_endpoint": REST, "cluster_id": CLUSTER}
+"""The settings of :func:`new_values`."""
+
+
+def opened(
+    cipher: Cipher, credential: Credential, version: int | None = None, settings: dict[str, str] | None = None
+) -> str:
+    """The plain text of one stored field, opened with the associated data of ``version`` (the
+    field's own version unless given) and of the settings it was sealed for (unless given: none for
+    the first version, :data:`WITH_CLUSTER` for the others)."""
     sealed = Sealed(key_id=credential.key_id, nonce=credential.nonce, ciphertext=credential.ciphertext)
+    if settings is None:
+        settings = {} if credential.version == 1 else WITH_CLUSTER
     aad = associated_data(
-        credential.connection_id, credential.field, credential.version if version is None else version
+        credential.connection_id,
+        credential.field,
+        credential.version if version is None else version,
+        config_digest("confluent_cloud", settings),
     )
     return cipher.open(sealed, aad).reveal()
 
@@ -687,7 +699,10 @@ async def test_two_requests_at_once_store_one_rotation(
         1: ["api_key", "api_secret"],
         rotation.version: ["api_key", "api_secret"],
     }
-    assert [opened(cipher, c) for c in credentials if c.version == rotation.version] == list(winner)
+    settings = WITH_CLUSTER if winner == new_account else {}
+    assert [
+        opened(cipher, c, settings=settings) for c in credentials if c.version == rotation.version
+    ] == list(winner)
     assert len(await events_of(db, active, "connection.rotation_requested")) == 1
 
 
@@ -1050,7 +1065,9 @@ async def test_after_a_rejection_a_new_rotation_gets_a_fresh_version(
     connection = await row(db, active)
     assert (connection.credential_version, connection.key_hint) == (3, mask_hint(spare_account[0]))
     credentials = await credentials_of(db, active)
-    assert [(c.version, opened(cipher, c)) for c in credentials] == [(3, value) for value in spare_account]
+    assert [(c.version, opened(cipher, c, settings={})) for c in credentials] == [
+        (3, value) for value in spare_account
+    ]
     assert [r.status for r in await rotations_of(db, active)] == [
         RotationStatus.REJECTED,
         RotationStatus.APPROVED,

@@ -88,6 +88,15 @@ async def test_one_rotation_of_a_connection_is_verified_at_a_time(db: Database) 
     assert await row_count(db) == 3
 
 
+async def test_a_rotation_claim_in_one_workspace_never_blocks_another(db: Database) -> None:
+    # A rotation form's connection id is the client's to send: the same id (or the same form, sent
+    # again) in another workspace must not hold up a rotation here.
+    assert await claim(db, rotating("c-1", team_id=OTHER_TEAM))
+    assert await claim(db, rotating("c-1"))
+    assert not await claim(db, rotating("c-1", user_id="U0000ADMN"))
+    assert await row_count(db) == 2
+
+
 async def test_a_row_must_say_what_it_verifies(db: Database) -> None:
     with pytest.raises(IntegrityError):
         async with db.transaction() as tx:

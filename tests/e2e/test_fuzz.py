@@ -434,6 +434,10 @@ def fuzz(module_database_url: str, pytestconfig: pytest.Config) -> Iterator[Fuzz
             SNOWFLAKE_API_URL=f"{snowflake_url}/{{account}}",
             REDSHIFT_CONNECT_TO=f"127.0.0.1:{redshift_port}",
             REDSHIFT_SSLMODE="disable",
+            # Hypothesis submits far faster than a person: the per-user limits have tests of their own.
+            CONNECTIONS_LIMIT_SUBMISSIONS_PER_MINUTE="10000",
+            CONNECTIONS_LIMIT_RETESTS_PER_MINUTE="10000",
+            CONNECTIONS_LIMIT_ROTATIONS_PER_MINUTE="10000",
         )
         settings_ = Settings.from_mapping(env)
         with running_bot(settings_, slack, confluent, logs) as bot:

@@ -444,7 +444,7 @@ def test_request_shows_every_other_setting_the_rotation_changes_before_and_after
     assert_valid("message", payload)
     text = visible_text(payload)
     assert ALSO_CHANGES in text
-    assert "• *REST endpoint*: https://a.example → https://b.example" in text
+    assert "• *REST endpoint*: " + literal("https://a.example → https://b.example") in text
     assert "• *Cluster ID*: (not set) → lkc-1" in text
 
 
@@ -462,7 +462,7 @@ def test_changed_settings_are_shown_as_text_whole_and_on_one_line() -> None:
     payload = request_message(rotation(config_changes=(hostile,)))
     assert_valid("message", payload)
     text = visible_text(payload)
-    assert f"&lt;{long_host}|safe&gt; • *Cluster ID*: x → y" in text
+    assert literal(f"<{long_host}|safe> • *Cluster ID*: x → y") in text
     assert "*Warehouse &lt;!here&gt;*" in text
     assert user_made_markup(payload).count("<") == 0
 
@@ -472,7 +472,7 @@ def test_the_requesters_confirmation_lists_the_same_changes() -> None:
     text = visible_text(
         result_message(Warehouse(), "Production warehouse", verification(), note, kind=RequestKind.ROTATION)
     )
-    assert "*REST endpoint*: https://a.example → https://b.example" in text
+    assert "*REST endpoint*: " + literal("https://a.example → https://b.example") in text
     assert config_change_lines(()) == [ONLY_THE_SECRET]
 
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from sqlalchemy import delete, update
 
 from bot.crypto import MasterKey
 from bot.keys import InsecureKeyFile, MasterKeyMissing, WrongMasterKey
@@ -15,7 +16,7 @@ from bot.keys.guard import guard_master_key
 from bot.keys.rotation import rotate_master_key
 from bot.keys.sources import KEYRING_SERVICE, KEYRING_USERNAME, KeySource, LoadedKey
 from bot.settings import KeySettings
-from bot.store import Database
+from bot.store import Connection, Credential, Database
 from tests.support.key_sources import SOURCES, KeySetup, key_setup
 from tests.support.sealed_data import SealedData, open_everything, seed_sealed_data
 
@@ -281,3 +282,23 @@ async def test_a_lost_primary_with_no_staged_key_is_still_missing(
         await guard(db, setup)
 
     assert not setup.key_file.exists()
+
+
+async def test_settings_changed_in_the_database_do_not_stop_the_start(
+    db: Database, migrated_database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The canary proves the key; a credential whose connection was repointed is that row's
+    # problem (its re-test reports it), never a way for a database writer to stop the bot.
+    setup = key_setup("env", tmp_path)
+    await seed_sealed_data(migrated_database_url, setup.old)
+    await guard(db, setup)  # binds every credential in use to its connection's settings
+    async with db.transaction() as tx:
+        # The seeded pending version belongs to no rotation, so it stays unbound: drop it.
+        await tx.session.execute(delete(Credential).where(Credential.version == 2))
+        await tx.session.execute(update(Connection).values(config={"rest_endpoint": "https://evil.example"}))
+
+    with caplog.at_level(logging.WARNING):
+        loaded = await guard(db, setup)
+
+    assert loaded.key == setup.old
+    assert "altered outside the bot" in caplog.text

@@ -8,7 +8,6 @@ so the bot's own resolver code runs unchanged."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import socket
 import threading
@@ -16,10 +15,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import update
 
 from bot.settings import Settings
-from bot.store import Connection, Database
 from tests.e2e.conftest import Bot, CloudKey, bot_env, running_bot
 from tests.e2e.helpers import form_values, open_create_form, stored, visible_text, wait_for_result
 from tests.e2e.test_retests import new_key, retest, shown, store
@@ -141,24 +138,16 @@ def test_a_confluent_name_resolving_to_a_private_address_gets_a_clear_result_and
     assert stored(bot.database_url)["connections"] == []
 
 
-async def _point_at(database_url: str, connection_id: str, endpoint: str) -> None:
-    db = Database.from_url(database_url)
-    try:
-        async with db.transaction() as tx:
-            config = {"rest_endpoint": endpoint, "cluster_id": CLUSTER}
-            await tx.session.execute(
-                update(Connection).where(Connection.id == connection_id).values(config=config)
-            )
-    finally:
-        await db.dispose()
-
-
 def test_a_retest_of_an_endpoint_that_now_resolves_to_a_private_address_sends_no_credential(
     bot: Bot, dns: Dns, listener: Listener
 ) -> None:
     key = new_key(bot)
-    connection_id = store(bot, "Prod Kafka", key)
-    asyncio.run(_point_at(bot.database_url, connection_id, f"https://{NAME}:{listener.port}"))
+    store(
+        bot,
+        "Prod Kafka",
+        key,
+        config={"rest_endpoint": f"https://{NAME}:{listener.port}", "cluster_id": CLUSTER},
+    )
     dns.answers[NAME] = "10.0.0.1"  # the name was public when stored; it now points inside
 
     _, result = retest(bot, "Prod Kafka")

@@ -98,9 +98,11 @@ def store(
     health: Health = Health.HEALTHY,
     owner: str = OWNER,
     next_check_at: datetime | None = None,
+    config: dict[str, str] | None = None,
 ) -> str:
-    """Store a connection as the bot would have (sealed with its master key), last verified two
-    days ago and, unless told otherwise, not due on the schedule before the test ends."""
+    """Store a connection as the bot would have (sealed with its master key, bound to ``config``),
+    last verified two days ago and, unless told otherwise, not due on the schedule before the test
+    ends."""
     assert bot.settings.master_key is not None
     cipher = Cipher(MasterKey.from_base64(bot.settings.master_key))
     seed = Seed(
@@ -112,6 +114,7 @@ def store(
         health=health,
         created_at=SEEDED_AT,
         next_check_at=next_check_at or datetime.now(UTC) + timedelta(days=1),
+        config=config or {},
     )
     [connection_id] = asyncio.run(seed_connections(bot.database_url, cipher, [seed]))
     return connection_id

@@ -35,6 +35,7 @@ from tests.e2e.test_approvals import (
 from tests.e2e.test_security import assert_not_leaked
 from tests.fakes.confluent_api import new_api_key, new_api_secret
 from tests.fakes.slack_api import Call, Message
+from tests.support.block_text import as_read
 from tests.support.databases import dump_database_text, raw_sqlite_bytes, sqlite_path
 from tests.support.seeding import Seed, seed_connections
 from tests.support.slack_requests import CHANNEL_ID, find_action
@@ -839,7 +840,7 @@ def test_a_rotation_that_changes_the_endpoint_shows_before_and_after_to_admin_an
 
     for shown in (request, confirmation):
         assert "This rotation also changes" in shown
-        assert "*REST endpoint*: https://pkc-old.example.com:443 → (not set)" in shown
+        assert "*REST endpoint*: https://pkc-old.example.com:443 → (not set)" in as_read(shown)
         assert "*Cluster ID*: lkc-old1 → (not set)" in shown
     assert connection(abot, connection_id).config == old  # nothing changes before an approval
 

@@ -90,7 +90,11 @@ def test_an_undecided_request_expires_and_a_late_approval_changes_nothing(
     assert_not_leaked(abot, cloud_key.key, cloud_key.secret)
 
 
-@pytest.mark.parametrize("approvals_env", [EXPIRING], indirect=True)
+# Long enough for the approval click to land in time on a loaded machine (5.4 s).
+DECIDABLE = {**EXPIRING, "CONNECTIONS_APPROVAL_TTL_HOURS": "0.0015"}
+
+
+@pytest.mark.parametrize("approvals_env", [DECIDABLE], indirect=True)
 def test_a_request_decided_in_time_does_not_expire(abot: Bot, cloud_key: CloudKey) -> None:
     approved_id, approved_request = create_pending(abot, cloud_key, name="decided in time")
     click(abot, ids.ACTION_APPROVE, approved_id, approved_request, ADMIN)

@@ -23,7 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot.store.db import SQLITE_BUSY_TIMEOUT_MS, create_engine, for_writing
+from bot.store.db import create_engine, for_writing
 from bot.store.repositories import (
     AuditRepository,
     BulkRetestRepository,
@@ -34,13 +34,11 @@ from bot.store.repositories import (
     RotationRepository,
     VerificationRepository,
 )
+from bot.store.wal import WalTruncation
 
 __all__ = ["Database", "UnitOfWork"]
 
 logger = logging.getLogger(__name__)
-
-CHECKPOINT_BUSY_MS = 100
-"""How long the write-ahead log's truncation may wait for readers to finish."""
 
 
 class UnitOfWork:
@@ -61,8 +59,10 @@ class UnitOfWork:
 class Database:
     """The engine and the sessions made from it."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, wal: WalTruncation | None = None) -> None:
         self.engine = engine
+        self.wal = wal or WalTruncation(engine)
+        """Empties SQLite's write-ahead log after destroying commits (unused on PostgreSQL)."""
         # expire_on_commit=False: rows stay readable after commit, when services hand them to blocks.
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._write_sessions = async_sessionmaker(for_writing(engine), expire_on_commit=False)
@@ -82,7 +82,8 @@ class Database:
 
         After a commit that destroyed ciphertexts, a SQLite database also empties its write-ahead
         log, so the destroyed rows' old page images do not linger in the ``-wal`` file (deleted
-        content in the main file is zeroed by ``secure_delete``, see create_engine)."""
+        content in the main file is zeroed by ``secure_delete``, see create_engine); while a
+        reader holds the log, it retries in the background (see :mod:`bot.store.wal`)."""
         sessions = self._write_sessions
         if lock_wait_ms is not None:
             writer = for_writing(self.engine, busy_timeout_ms=lock_wait_ms)
@@ -94,22 +95,7 @@ class Database:
                 tx = UnitOfWork(session)
                 yield tx
             if tx.credentials.destroyed and self.engine.dialect.name == "sqlite":
-                await self._truncate_wal()
-
-    async def _truncate_wal(self) -> None:
-        # Best effort: a checkpoint cannot finish while another connection reads an older
-        # snapshot; the next destroying commit (or SQLite's own checkpoints) catch up.
-        try:
-            async with self.engine.connect() as connection:
-                # Waiting out a reader would hold every writer back meanwhile (a click's ack
-                # among them): try briefly, then leave it to a later commit.
-                await connection.exec_driver_sql(f"PRAGMA busy_timeout={CHECKPOINT_BUSY_MS:d}")
-                try:
-                    await connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-                finally:
-                    await connection.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS:d}")
-        except SQLAlchemyError as error:
-            logger.warning("could not truncate the SQLite write-ahead log: %s", type(error).__name__)
+                await self.wal.after_destroying_commit()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[UnitOfWork]:
@@ -130,5 +116,7 @@ class Database:
         return True
 
     async def dispose(self) -> None:
-        """Close every pooled connection (call once, at shutdown)."""
+        """Stop the write-ahead log's retries and close every pooled connection (call once, at
+        shutdown)."""
+        await self.wal.close()
         await self.engine.dispose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -185,3 +186,49 @@ async def test_destroyed_ciphertexts_leave_no_trace_in_the_sqlite_files(
     raw = raw_sqlite_bytes(path)
     assert doomed not in raw
     assert kept in raw
+
+
+def postgres_table_pages(admin: psycopg.Connection[tuple[bytes]]) -> bytes:
+    """Every page of the credentials table and of its TOAST table, as PostgreSQL holds them."""
+    rows = admin.execute(
+        """
+        SELECT get_raw_page(relation::text, page)
+        FROM (
+            SELECT 'credentials'::regclass AS relation
+            UNION ALL SELECT reltoastrelid::regclass FROM pg_class WHERE oid = 'credentials'::regclass
+        ) AS tables,
+        LATERAL generate_series(
+            0, pg_relation_size(relation) / current_setting('block_size')::int - 1
+        ) AS page
+        """
+    )
+    return b"".join(page for (page,) in rows)
+
+
+@pytest.mark.parametrize("size", [48, 4000], ids=["in-row", "toasted"])
+async def test_on_postgresql_only_vacuum_full_removes_destroyed_ciphertexts_from_the_table(
+    db: Database, migrated_database_url: str, size: int
+) -> None:
+    """What README's "Secrets" section says of PostgreSQL (the WAL, and so archives, replicas and
+    base backups, keep the ciphertext whatever is vacuumed; that is not tested here)."""
+    if is_sqlite(migrated_database_url):
+        pytest.skip("SQLite scrubs on commit (test above)")
+    connection = await stored_connection(db)
+    kept, doomed = os.urandom(size), os.urandom(size)
+    async with db.transaction() as tx:
+        for version, ciphertext in ((1, kept), (2, doomed)):
+            credential = make_credential(connection, "api_secret", version)
+            credential.ciphertext = ciphertext
+            await tx.credentials.add(credential)
+    async with db.transaction() as tx:  # the newer version goes, as when a rotation is rejected
+        assert await tx.credentials.delete_for(connection.id, version=2) == 1
+
+    with psycopg.connect(migrated_database_url, autocommit=True) as admin:
+        admin.execute("CREATE EXTENSION IF NOT EXISTS pageinspect")
+        admin.execute("VACUUM credentials")
+        # VACUUM frees the row's space without overwriting it.
+        assert doomed[:32] in postgres_table_pages(admin)
+        admin.execute("VACUUM FULL credentials")
+        pages = postgres_table_pages(admin)
+    assert doomed[:32] not in pages
+    assert kept[:32] in pages

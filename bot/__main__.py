@@ -1,6 +1,6 @@
 """The ``connections-bot`` command: ``serve`` runs the bot, ``migrate`` applies schema migrations,
 ``audit export`` writes the audit log as JSON Lines, ``rotate-master-key`` re-encrypts every
-credential under a new master key."""
+credential under a new master key, ``generate-master-key`` makes one for a secret manager."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from bot.settings import (
 )
 
 if TYPE_CHECKING:
-    from bot.keys.rotation import RotationOutcome
+    from bot.keys.rotation import GivenKey, RotationOutcome
     from bot.store import Database
 
 __all__ = ["main"]
@@ -52,12 +52,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rotate-master-key",
         help="re-encrypt every credential under a new master key (needs only DATABASE_URL and the key)",
     )
-    rotate.add_argument(
+    given = rotate.add_mutually_exclusive_group()
+    given.add_argument(
+        "--new-key-from-env",
+        metavar="NAME",
+        help="with CONNECTIONS_MASTER_KEY: the new key is the value of the variable NAME, as kept in "
+        "your secret manager (make one with generate-master-key)",
+    )
+    given.add_argument(
         "--new-key-file",
         metavar="PATH",
         type=Path,
-        help="with CONNECTIONS_MASTER_KEY: write the new key to PATH, a new file (default: "
-        "master.key.<key id>.next in the config directory, where a start looks for it)",
+        help="with CONNECTIONS_MASTER_KEY: the new key is in PATH, a file you keep (mode 0600)",
     )
     rotate.add_argument(
         "--yes",
@@ -65,16 +71,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="replace a key kept in the keyring or the default key file without asking (other "
         "databases run by this OS user may use it too: see the warning)",
     )
+    commands.add_parser(
+        "generate-master-key",
+        help="print a new master key once, to store in your secret manager (changes nothing)",
+    )
     args = parser.parse_args(argv)
 
     if args.command == "audit":
         # Before load_settings: reading the log must not need Slack tokens or the master key.
         return _export_audit(load_database_url(args.env_file), args.output)
+    if args.command == "generate-master-key":
+        return _generate_master_key()
     if args.command == "rotate-master-key":
         # Before load_settings too: an operator rotating the key needs no Slack token.
-        # Absolute, so the swap steps printed at the end name the file wherever they are read.
+        # Absolute, so the steps printed at the end name the file wherever they are read.
         new_key_file = args.new_key_file.expanduser().absolute() if args.new_key_file else None
-        return _rotate_master_key(load_key_settings(args.env_file), new_key_file, assume_yes=args.yes)
+        key_settings = load_key_settings(args.env_file, args.new_key_from_env)
+        return _rotate_master_key(key_settings, args.new_key_from_env, new_key_file, assume_yes=args.yes)
     try:
         settings = load_settings(args.env_file)
         # Each provider reads its own settings; a malformed one stops start-up the same way.
@@ -166,23 +179,43 @@ def _export_audit(database_url: str, output: str | None) -> int:
     return 0
 
 
-def _rotate_master_key(settings: KeySettings, new_key_file: Path | None, *, assume_yes: bool) -> int:
+def _generate_master_key() -> int:
+    """``generate-master-key``: the key on stdout (nothing else, so it can be piped into a secret
+    manager's client), its id and what to do with it on stderr. Nothing is stored anywhere."""
+    from bot.crypto import MasterKey
+
+    key = MasterKey.generate()
+    print(key.to_base64().reveal())
+    print(
+        f"connections-bot: new master key {key.key_id}; it is printed once and stored nowhere: put it "
+        'in your secret manager, then see README, "Rotating the master key"',
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _rotate_master_key(
+    settings: KeySettings, new_key_variable: str | None, new_key_file: Path | None, *, assume_yes: bool
+) -> int:
     """``rotate-master-key``: progress on stderr (logs), the result and what to do next on stdout."""
     from bot.keys import MasterKeyError
-    from bot.keys.rotation import crash_at, rotate_master_key
+    from bot.keys.rotation import crash_at, key_from_file, key_from_variable, rotate_master_key
 
     configure_logging("INFO")
     try:
         checkpoint = crash_at(settings.failpoint)
+        given: GivenKey | None = None
+        if new_key_variable is not None:
+            given = key_from_variable(new_key_variable, settings.new_master_key)
+        elif new_key_file is not None:
+            given = key_from_file(new_key_file)
     except MasterKeyError as exc:
         print(f"connections-bot: {exc}", file=sys.stderr)
         return EXIT_CONFIG
 
     async def rotate(db: Database) -> RotationOutcome:
         confirm = partial(_confirm_shared_slot, assume_yes=assume_yes)
-        return await rotate_master_key(
-            db, settings, new_key_file=new_key_file, confirm=confirm, checkpoint=checkpoint
-        )
+        return await rotate_master_key(db, settings, given=given, confirm=confirm, checkpoint=checkpoint)
 
     unless = " Nothing was committed unless the output above says so"
     code, outcome = _on_database(
@@ -211,18 +244,20 @@ def _confirm_shared_slot(warning: str, *, assume_yes: bool) -> bool:
 
 
 def _rotation_report(outcome: RotationOutcome) -> str:
-    from bot.keys.sources import ENV_VAR
+    from bot.keys.sources import ENV_VAR, PREVIOUS_ENV_VAR
 
+    old, new = outcome.old_key_id, outcome.new_key_id
     if outcome.already_committed:
-        lines = [
-            f"A previous rotation already moved every credential to master key {outcome.new_key_id}; "
-            f"{ENV_VAR} still holds the old key {outcome.old_key_id}. Nothing new was rotated."
-        ]
+        lines = [f"Every row was already sealed with master key {new}. Nothing new was rotated."]
     else:
         lines = [
             f"Re-encrypted {outcome.credentials} credential fields and the key canary under the new "
-            f"master key {outcome.new_key_id} (was {outcome.old_key_id})."
+            f"master key {new} (was {old})."
         ]
+    keep = (
+        f"Keep master key {old} in your secret manager as long as you keep a database backup taken "
+        "before this rotation: only that key opens it."
+    )
     if outcome.swap_file is not None:
         path = outcome.swap_file
         lines += [
@@ -230,8 +265,20 @@ def _rotation_report(outcome: RotationOutcome) -> str:
             f"  1. set {ENV_VAR} to the contents of {path} on every instance (e.g. in your secret manager);",
             "  2. restart every instance;",
             f"  3. delete {path}.",
-            f"Until then the old {ENV_VAR} opens nothing: a bot started on this machine uses the file "
-            "(with a warning), and anywhere else it refuses to start.",
+        ]
+    elif outcome.kept_in == ENV_VAR:
+        lines += [
+            f"{PREVIOUS_ENV_VAR} opens nothing in this database any more: remove it from every "
+            "instance and restart them.",
+            keep,
+        ]
+    elif outcome.kept_in is not None:
+        lines += [
+            "To finish, on every instance, one at a time:",
+            f"  1. set {ENV_VAR} to the new key (as kept in {outcome.kept_in}) and {PREVIOUS_ENV_VAR} "
+            "to the old one;",
+            "  2. restart it. Until then it cannot open what is sealed with the new key.",
+            f"Then remove {PREVIOUS_ENV_VAR} everywhere. {keep}",
         ]
     else:
         lines += [

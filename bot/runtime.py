@@ -22,6 +22,7 @@ from bot.background import Background
 from bot.crypto import Cipher
 from bot.keys import MasterKeyError
 from bot.keys.guard import guard_master_key, key_opens_database
+from bot.keys.previous import log_previous_key, previous_key_state
 from bot.keys.sources import LoadedKey
 from bot.pools import provider_client
 from bot.providers.registry import ProviderRegistry, build_registry
@@ -172,13 +173,16 @@ class Services:
     extra_health: dict[str, Callable[[], Awaitable[bool]]] = field(default_factory=dict)
     """Further /healthz checks by name (the Socket Mode connection)."""
 
-    async def healthy(self) -> dict[str, bool]:
-        """What /healthz reports: the database answers, and the master key opens its canary."""
+    async def healthy(self) -> dict[str, bool | str]:
+        """What /healthz reports: the database answers, and the master key opens its canary; with
+        a previous master key, whether any row still needs it (a word, never a failure)."""
         database = await self.db.ping()
-        checks = {
+        checks: dict[str, bool | str] = {
             "database": database,
             "master_key": database and await key_opens_database(self.db, self.cipher),
         }
+        if (previous := await previous_key_state(self.db, self.cipher)) is not None:
+            checks["previous_master_key"] = previous
         for name, check in self.extra_health.items():
             checks[name] = await check()
         return checks
@@ -212,6 +216,7 @@ async def start_services(settings: Settings, *, http: httpx.AsyncClient | None =
     if loaded.warning:
         logger.warning("%s", loaded.warning)
     logger.info("master key %s loaded from %s", loaded.key.key_id, loaded.location)
+    await log_previous_key(db, cipher)
     client = http or provider_client(
         INTERACTIVE_CONNECTIONS, timeout=PROVIDER_TIMEOUT_SECONDS, per_host=PER_HOST_REQUESTS
     )

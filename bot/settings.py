@@ -61,6 +61,8 @@ class Settings:
     limit_rotations_per_minute: int = 10
     master_key: Secret | None = None
     master_key_file: Path | None = None
+    master_key_previous: Secret | None = None
+    """``CONNECTIONS_MASTER_KEY_PREVIOUS``: opens rows sealed before a rotation, never seals."""
     host: str = "0.0.0.0"
     port: int = 3000
     log_level: str = "INFO"
@@ -128,6 +130,7 @@ class Settings:
 
         master_key = get("CONNECTIONS_MASTER_KEY")
         key_file = get("CONNECTIONS_MASTER_KEY_FILE")
+        previous = get("CONNECTIONS_MASTER_KEY_PREVIOUS")
         admins = frozenset(a.strip() for a in (get("CONNECTIONS_ADMINS") or "").split(",") if a.strip())
         return cls(
             slack_bot_token=Secret(bot_token),
@@ -152,6 +155,7 @@ class Settings:
             limit_rotations_per_minute=per_minute("ROTATIONS", "10"),
             master_key=Secret(master_key) if master_key else None,
             master_key_file=Path(key_file).expanduser() if key_file else None,
+            master_key_previous=Secret(previous) if previous else None,
             host=get("HOST") or "0.0.0.0",
             port=port,
             log_level=log_level,
@@ -203,24 +207,35 @@ class KeySettings:
     database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
     master_key: Secret | None = None
     master_key_file: Path | None = None
+    master_key_previous: Secret | None = None
+    new_master_key: Secret | None = None
+    """The variable ``rotate-master-key --new-key-from-env`` names, as read."""
     # Fault injection for the kill-safety tests (CONNECTIONS_FAILPOINT): the step at which the
     # command exits as a SIGKILL would stop it. Unset in any real deployment.
     failpoint: str | None = None
 
 
-def load_key_settings(env_file: str | os.PathLike[str] | None = ".env") -> KeySettings:
-    """:class:`KeySettings` from the same sources as :func:`load_settings`."""
+def load_key_settings(
+    env_file: str | os.PathLike[str] | None = ".env", new_key_variable: str | None = None
+) -> KeySettings:
+    """:class:`KeySettings` from the same sources as :func:`load_settings`; ``new_key_variable``
+    names the variable that holds the new key of a rotation, if any."""
     env = _environment(env_file)
 
     def get(name: str) -> str | None:
         return (env.get(name) or "").strip() or None
 
-    master_key = get("CONNECTIONS_MASTER_KEY")
+    def secret(name: str | None) -> Secret | None:
+        value = get(name) if name else None
+        return Secret(value) if value else None
+
     key_file = get("CONNECTIONS_MASTER_KEY_FILE")
     return KeySettings(
         database_url=get("DATABASE_URL") or DEFAULT_DATABASE_URL,
-        master_key=Secret(master_key) if master_key else None,
+        master_key=secret("CONNECTIONS_MASTER_KEY"),
         master_key_file=Path(key_file).expanduser() if key_file else None,
+        master_key_previous=secret("CONNECTIONS_MASTER_KEY_PREVIOUS"),
+        new_master_key=secret(new_key_variable),
         failpoint=get("CONNECTIONS_FAILPOINT"),
     )
 

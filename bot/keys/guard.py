@@ -37,7 +37,15 @@ from bot.keys.slots import (
     promote_staged_key,
     read_staged_key,
 )
-from bot.keys.sources import ENV_VAR, KeySource, LoadedKey, MasterKeySettings, load_master_key
+from bot.keys.sources import (
+    ENV_VAR,
+    PREVIOUS_ENV_VAR,
+    KeySource,
+    LoadedKey,
+    MasterKeySettings,
+    load_master_key,
+    load_previous_key,
+)
 from bot.redaction import Secret
 from bot.store import CanaryExists, Credential, Database, KeyCanary
 
@@ -116,7 +124,9 @@ async def guard_master_key(
         if restored is None:
             raise
         loaded = restored
-    if probes and probes[0].opens_with(Cipher(loaded.key)):
+    # A previous key opens what was sealed before a rotation; the cipher never seals with it.
+    previous = [key for key in [load_previous_key(settings)] if key is not None]
+    if probes and probes[0].opens_with(Cipher(loaded.key, previous)):
         if not loaded.from_next_slot:
             # A key still read from its staged slot is the only copy: never discard that slot.
             _settle_a_copy_of_the_primary(loaded, default_key_file)
@@ -127,7 +137,7 @@ async def guard_master_key(
             loaded = _resume_rotation(loaded, staged)
         else:
             await _refuse_a_rotated_key(db, loaded, probes[0].sealed.key_id)
-    cipher = Cipher(loaded.key)
+    cipher = Cipher(loaded.key, previous)
     # Every probe must open, or verify_key_opens says why (other key ids, or a damaged row). Once
     # the canary proved the key, a credential of that key that does not open is one row's problem
     # (altered, or its connection's settings changed outside the bot), which its re-test reports:
@@ -315,8 +325,8 @@ async def _refuse_a_rotated_key(db: Database, loaded: LoadedKey, key_id: str) ->
     )
     if rotation.details.get("key_source") == KeySource.ENV.value:
         raise WrongMasterKey(
-            f"{moved}; on every instance set {ENV_VAR} to the new key (rotate-master-key wrote it to "
-            f"{staged_in} on the machine where it ran) and restart, then delete that file"
+            f"{moved}; on every instance set {ENV_VAR} to the new key (rotate-master-key took it from, "
+            f"or wrote it to, {staged_in}) and {PREVIOUS_ENV_VAR} to the old one, and restart"
         )
     raise WrongMasterKey(
         f"{moved}; it staged the new key in {staged_in}: put it back where the bot reads its key"

@@ -3,20 +3,26 @@ an order that leaves every row readable with a key that still exists, wherever t
 The whole run holds :func:`~bot.keys.slots.rotation_lock`, so two rotations of keys kept in the same
 place never overlap, on one database or on two.
 
-1. Load the key as ``serve`` does (the guard also finishes a rotation stopped after its commit).
-2. A key in a slot other databases on this machine may read too (the keyring entry, the default key
-   file) is about to be replaced: ``confirm`` must agree first (the command asks, or ``--yes``).
+1. Load the key as ``serve`` does (the guard also finishes a rotation stopped after its commit), with
+   ``CONNECTIONS_MASTER_KEY_PREVIOUS`` if set: it opens rows, never seals them.
+2. The new key. The bot keeps a keyring or key-file key itself, so it makes the new one and stages
+   it durably in a new slot named after its id before any row changes; a key in such a slot that
+   other databases on this machine may read too is replaced only once ``confirm`` agrees (the
+   command asks, or ``--yes``). A ``CONNECTIONS_MASTER_KEY`` lives in the operator's secret manager,
+   which the bot cannot write: its new key must already be kept there, so it is taken from the
+   operator (:class:`GivenKey`: a variable or a file they provide), or it is the
+   ``CONNECTIONS_MASTER_KEY`` the instances were switched to, with the old key as previous. A new key
+   that exists only on the machine running the command would be lost with it (a one-off container),
+   and with it every credential: the bot never makes one for ``CONNECTIONS_MASTER_KEY``.
 3. One transaction, with the canary row locked (PostgreSQL ``SELECT … FOR UPDATE``; SQLite's write
-   transaction shuts other writers out anyway): prove the key opens the canary and every
-   credential, stage the new key durably in a new slot named after its id, re-seal the canary and
-   every credential version with its own associated data (so each stays bound to its connection's
-   configuration), record an audit event, commit. A rollback
-   that this process sees removes the staged key again.
-4. Promote the staged key to the primary slot, only if the canary is sealed with it and the primary
-   still holds the old key. A ``CONNECTIONS_MASTER_KEY`` is swapped by the operator; until then a
-   start on this machine uses the staged file.
+   transaction shuts other writers out anyway): prove the keys open the canary and every
+   credential, re-seal the canary and every credential version with its own associated data (so
+   each stays bound to its connection's configuration), record an audit event, commit. A rollback
+   that this process sees removes a staged key again.
+4. Promote a staged key to the primary slot, only if the canary is sealed with it and the primary
+   still holds the old key. A ``CONNECTIONS_MASTER_KEY`` is swapped by the operator.
 
-Before the commit the old key opens everything; after it the staged key does until it is promoted.
+Before the commit the old key opens everything; after it the new key does.
 """
 
 from __future__ import annotations
@@ -31,39 +37,94 @@ from typing import Final
 
 from keyring.backend import KeyringBackend
 
-from bot.crypto import Cipher, MasterKey
+from bot.crypto import Cipher, InvalidMasterKey, MasterKey, Sealed
 from bot.domain import SYSTEM_ACTOR
-from bot.keys import MasterKeyError, NothingToRotate, PromotionFailed, RotationRefused
+from bot.keys import MalformedMasterKey, MasterKeyError, NothingToRotate, PromotionFailed, RotationRefused
 from bot.keys.guard import ROTATION_ACTION, SealedRow, canary_sealed_with, guard_master_key, sealed_row
 from bot.keys.slots import StagedKey, discard_staged_key, promote_staged_key, rotation_lock, stage_next_key
-from bot.keys.sources import ENV_VAR, FILE_ENV_VAR, KeySource, LoadedKey, MasterKeySettings
+from bot.keys.sources import (
+    ENV_VAR,
+    FILE_ENV_VAR,
+    PREVIOUS_ENV_VAR,
+    KeySource,
+    LoadedKey,
+    MasterKeySettings,
+    read_key_file,
+)
+from bot.redaction import Secret
 from bot.store import AuditEvent, Credential, Database, KeyCanary
 from bot.store.uow import UnitOfWork
 
-__all__ = ["ALL_WORKSPACES", "FAILPOINTS", "RotationOutcome", "crash_at", "rotate_master_key"]
+__all__ = [
+    "ALL_WORKSPACES",
+    "FAILPOINTS",
+    "GivenKey",
+    "RotationOutcome",
+    "crash_at",
+    "key_from_file",
+    "key_from_variable",
+    "rotate_master_key",
+]
 
 logger = logging.getLogger(__name__)
 
 FAILPOINTS: Final = ("staged", "resealed", "committed", "promoting")
-"""The steps :func:`crash_at` can stop at: the new key staged (before any row changed); every row
-re-sealed (before the commit); committed (before the promotion); halfway through the promotion
+"""The steps :func:`crash_at` can stop at: the new key ready (staged, before any row changed); every
+row re-sealed (before the commit); committed (before the promotion); halfway through the promotion
 (keyring: primary written, staged entry not deleted; key file: renamed, directory not fsynced)."""
 _KILLED: Final = 137  # the exit status a shell reports for SIGKILL
 ALL_WORKSPACES: Final = "*"  # the audit event's team_id: the master key seals every workspace's rows
 
 
 @dataclass(frozen=True)
+class GivenKey:
+    """A new master key the operator already keeps (in their secret manager): ``where`` names the
+    variable or the file it was read from."""
+
+    key: MasterKey
+    where: str
+
+
+@dataclass(frozen=True)
 class RotationOutcome:
-    """What a rotation did. ``key_location``: where the new key is now (for ``CONNECTIONS_MASTER_KEY``
-    the staged file ``swap_file`` the operator copies it from). ``already_committed``: an earlier
-    rotation of an env key had committed and only the operator's swap is missing."""
+    """What a rotation did. ``key_location``: where the new key is now. ``kept_in``: for
+    ``CONNECTIONS_MASTER_KEY``, where the operator keeps the new key (``CONNECTIONS_MASTER_KEY``
+    itself once the instances were switched to it). ``swap_file``: the staged file of a rotation
+    made by an earlier version, which wrote an env key's new key to a file. ``already_committed``:
+    every row was sealed with the new key already; nothing was re-encrypted."""
 
     old_key_id: str
     new_key_id: str
     credentials: int
     key_location: str
+    kept_in: str | None = None
     swap_file: Path | None = None
     already_committed: bool = False
+
+
+def key_from_variable(name: str, value: Secret | None) -> GivenKey:
+    """The new key in the variable ``name`` (``--new-key-from-env``); raises :class:`MasterKeyError`."""
+    if value is None:
+        raise RotationRefused(
+            f"{name} is not set: set it to the new master key, as kept in your secret manager "
+            "(`connections-bot generate-master-key` makes one); nothing was changed"
+        )
+    try:
+        return GivenKey(MasterKey.from_base64(value), name)
+    except InvalidMasterKey as exc:
+        raise MalformedMasterKey(f"{name} is malformed: {exc}; nothing was changed") from None
+
+
+def key_from_file(path: Path) -> GivenKey:
+    """The new key in the operator's file ``path`` (``--new-key-file``); raises :class:`MasterKeyError`."""
+    key = read_key_file(path)
+    if key is None:
+        raise RotationRefused(
+            f"no such file {path}: --new-key-file names a file holding the new master key, kept "
+            "where it outlives this machine (`connections-bot generate-master-key` makes one); "
+            "nothing was changed"
+        )
+    return GivenKey(key, str(path))
 
 
 def crash_at(failpoint: str | None) -> Callable[[str], None]:
@@ -84,7 +145,7 @@ async def rotate_master_key(
     db: Database,
     settings: MasterKeySettings,
     *,
-    new_key_file: Path | None = None,
+    given: GivenKey | None = None,
     confirm: Callable[[str], bool] = lambda warning: False,
     checkpoint: Callable[[str], None] = lambda step: None,
     keyring_backend: KeyringBackend | None = None,
@@ -92,11 +153,10 @@ async def rotate_master_key(
 ) -> RotationOutcome:
     """Re-encrypt every sealed row under a new master key and make it the key in use.
 
-    ``new_key_file``: where a ``CONNECTIONS_MASTER_KEY`` rotation writes the new key (default: its
-    staged slot in the config directory). ``confirm`` gets the warning before a shared slot's key is
-    replaced; by default it refuses. Raises :class:`RotationRefused` (nothing changed),
-    :class:`PromotionFailed` (committed; the new key waits in its staged slot) or another
-    :class:`MasterKeyError` from loading or locking the key."""
+    ``given``: the new key of a ``CONNECTIONS_MASTER_KEY``, which the operator keeps. ``confirm``
+    gets the warning before a shared slot's key is replaced; by default it refuses. Raises
+    :class:`RotationRefused` (nothing changed), :class:`PromotionFailed` (committed; the new key
+    waits in its staged slot) or another :class:`MasterKeyError` from loading or locking the key."""
     async with db.read() as tx:
         empty = await tx.key_canary.get() is None and not await tx.credentials.any_exists()
     if empty:
@@ -104,20 +164,23 @@ async def rotate_master_key(
         raise NothingToRotate(
             "nothing to rotate: the database holds no sealed data yet (the first `serve` binds it to a key)"
         )
-    with rotation_lock(settings, new_key_file=new_key_file, default_key_file=default_key_file):
-        loaded, _ = await guard_master_key(
+    with rotation_lock(settings, default_key_file=default_key_file):
+        loaded, opening = await guard_master_key(
             db, settings, keyring_backend=keyring_backend, default_key_file=default_key_file
         )
         if loaded.from_next_slot:
             return _awaiting_swap(loaded, settings)
-        if new_key_file is not None and loaded.source is not KeySource.ENV:
+        if loaded.source is KeySource.ENV:
+            target = given or _switched_to(loaded, opening)
+            return await _rotate_env_key(db, loaded, opening, target, checkpoint)
+        if given is not None:
             raise RotationRefused(
-                f"--new-key-file is for a key from {ENV_VAR}; this key comes from {loaded.location}, "
-                "and its new key is staged beside it"
+                f"--new-key-from-env and --new-key-file are for a key from {ENV_VAR}; this key comes "
+                f"from {loaded.location}, and its new key is made and staged beside it"
             )
         # The keyring entry and the default key file are the same for every database this OS user
         # runs (dev and prod SQLite on one machine): after the promotion the old key is gone from them.
-        shared = loaded.source is not KeySource.ENV and settings.master_key_file is None
+        shared = settings.master_key_file is None
         if shared and not confirm(
             f"this rotation replaces master key {loaded.key.key_id} in {loaded.location}, which every "
             "database run by this OS user without a key of its own reads; once it is replaced, the old "
@@ -129,34 +192,87 @@ async def rotate_master_key(
                 f"not confirmed: nothing was changed; master key {loaded.key.key_id} stays in "
                 f"{loaded.location}"
             )
-        staged, credentials = await _reseal_everything(db, loaded, new_key_file, default_key_file, checkpoint)
-        return await _promote(db, loaded, staged, credentials, checkpoint)
+        new = MasterKey.generate()
+        staged, moved = await _reseal_everything(
+            db, loaded, opening, new, checkpoint, stage=lambda: stage_next_key(loaded, new)
+        )
+        assert staged is not None  # a generated key is never the canary's already
+        return await _promote(db, loaded, staged, moved.credentials, checkpoint)
+
+
+def _switched_to(loaded: LoadedKey, opening: Cipher) -> GivenKey:
+    """With no new key given, an env key's rotation moves the rows sealed with the previous key to
+    ``CONNECTIONS_MASTER_KEY``, which the operator already keeps; without a previous key there is
+    nothing safe to rotate to."""
+    if len(opening.key_ids) > 1:
+        return GivenKey(loaded.key, ENV_VAR)
+    raise RotationRefused(
+        f"the master key comes from {ENV_VAR}, which only you can change, so the new key must be kept "
+        "in your secret manager before any row is sealed with it (a key made here would be lost with "
+        "this machine, and every credential with it); nothing was changed. Run `connections-bot "
+        "generate-master-key` and store its output, then either run this command with "
+        f"--new-key-from-env NAME (a variable holding the new key) or --new-key-file PATH, or set "
+        f"{ENV_VAR} to the new key and {PREVIOUS_ENV_VAR} to the old one on every instance and run "
+        "this command with them"
+    )
+
+
+async def _rotate_env_key(
+    db: Database, loaded: LoadedKey, opening: Cipher, target: GivenKey, checkpoint: Callable[[str], None]
+) -> RotationOutcome:
+    _, moved = await _reseal_everything(db, loaded, opening, target.key, checkpoint, kept_in=target.where)
+    return RotationOutcome(
+        old_key_id=moved.from_key_id,
+        new_key_id=target.key.key_id,
+        credentials=moved.credentials,
+        key_location=target.where,
+        kept_in=target.where,
+        already_committed=moved.from_key_id == target.key.key_id,
+    )
+
+
+@dataclass(frozen=True)
+class _Moved:
+    from_key_id: str  # what the canary was sealed with: the new key's own id if nothing moved
+    credentials: int
 
 
 async def _reseal_everything(
     db: Database,
     loaded: LoadedKey,
-    new_key_file: Path | None,
-    default_key_file: Path | None,
+    opening: Cipher,
+    new: MasterKey,
     checkpoint: Callable[[str], None],
-) -> tuple[StagedKey, int]:
-    """Step 3: the staged key, and how many credential fields were re-sealed with it."""
-    new = MasterKey.generate()
+    *,
+    stage: Callable[[], StagedKey] | None = None,
+    kept_in: str | None = None,
+) -> tuple[StagedKey | None, _Moved]:
+    """Step 3: every row opened with ``opening`` and sealed with ``new``, which ``stage`` (a key the
+    bot keeps) stores durably first, or which the operator keeps in ``kept_in``."""
+    sealing = Cipher(new)
     staged: StagedKey | None = None
     committing = False
     try:
         async with db.transaction() as tx:
-            canary, credentials = await _lock_and_prove(tx, Cipher(loaded.key))
-            staged = stage_next_key(loaded, new, new_key_file=new_key_file, default_key_file=default_key_file)
+            canary, credentials = await _lock_and_prove(tx, opening)
+            if canary.key_id == new.key_id:
+                # An earlier run committed (the canary moves with every row): nothing left to move.
+                return None, _Moved(new.key_id, 0)
+            staged = stage() if stage is not None else None
             checkpoint("staged")
-            resealing = Cipher(new, previous=[loaded.key])
-            fresh = resealing.reseal(*sealed_row(canary))
+
+            def moved(found: SealedRow) -> Sealed:
+                # With the row's own associated data: its binding to its configuration carries over.
+                return sealing.seal(opening.open(*found), found.aad)
+
+            fresh = moved(sealed_row(canary))
+            old_key_id = canary.key_id
             await tx.key_canary.replace(canary, fresh.key_id, fresh.nonce, fresh.ciphertext)
             for row, found in credentials:
-                # With the row's own associated data: its binding to its configuration carries over.
-                fresh = resealing.reseal(*found)
+                fresh = moved(found)
                 await tx.credentials.replace_ciphertext(row, fresh.key_id, fresh.nonce, fresh.ciphertext)
-            await tx.audit.add(_audit_event(loaded, new, staged, len(credentials)))
+            where = staged.location if staged is not None else kept_in or ENV_VAR
+            await tx.audit.add(_audit_event(loaded, old_key_id, new, where, len(credentials)))
             checkpoint("resealed")
             committing = True
     except Exception:
@@ -178,36 +294,39 @@ async def _reseal_everything(
         "re-encrypted the key canary and %d credential fields under master key %s (was %s)",
         len(credentials),
         new.key_id,
-        loaded.key.key_id,
+        old_key_id,
     )
-    return staged, len(credentials)
+    return staged, _Moved(old_key_id, len(credentials))
 
 
 async def _lock_and_prove(
-    tx: UnitOfWork, cipher: Cipher
+    tx: UnitOfWork, opening: Cipher
 ) -> tuple[KeyCanary, list[tuple[Credential, SealedRow]]]:
     canary = await tx.key_canary.lock()
-    if canary is None or canary.key_id != cipher.key_id:
+    if canary is None or canary.key_id not in opening.key_ids:
         # Another rotation committed between loading the key and taking the lock.
         raise RotationRefused(
-            f"the data moved from master key {cipher.key_id} to {canary.key_id if canary else 'nothing'} "
+            f"the data moved from master key {opening.key_id} to {canary.key_id if canary else 'nothing'} "
             "while this rotation started (another rotation?); nothing was changed: run it again"
         )
     rows = await tx.credentials.lock_all()
     bindings = await tx.credentials.bindings(rows)
     credentials = [(row, sealed_row(row, bindings)) for row in rows]
-    unreadable = [row for row, found in credentials if not found.opens_with(cipher)]
+    unreadable = [row for row, found in credentials if not found.opens_with(opening)]
     if unreadable:
         names = sorted({row.connection_id for row in unreadable})
         raise RotationRefused(
             f"{len(unreadable)} of {len(credentials)} stored credential fields do not open with master "
-            f"key {cipher.key_id} (connections {', '.join(names[:5])}{', …' if len(names) > 5 else ''}): "
-            "damaged, or their connections' settings were changed outside the bot; nothing was changed"
+            f"key {' or '.join(opening.key_ids)} (connections {', '.join(names[:5])}"
+            f"{', …' if len(names) > 5 else ''}): damaged, or their connections' settings were changed "
+            "outside the bot; nothing was changed"
         )
     return canary, credentials
 
 
-def _audit_event(loaded: LoadedKey, new: MasterKey, staged: StagedKey, credentials: int) -> AuditEvent:
+def _audit_event(
+    loaded: LoadedKey, old_key_id: str, new: MasterKey, where: str, credentials: int
+) -> AuditEvent:
     try:
         os_user: str | None = getpass.getuser()
     except (OSError, KeyError):  # no login name and no passwd entry (some containers)
@@ -217,13 +336,13 @@ def _audit_event(loaded: LoadedKey, new: MasterKey, staged: StagedKey, credentia
         actor=SYSTEM_ACTOR,
         action=ROTATION_ACTION,
         details={
-            "from_key_id": loaded.key.key_id,
+            "from_key_id": old_key_id,
             "to_key_id": new.key_id,
             "credentials": credentials,
             "key_source": loaded.source.value,
-            # Where the new key waits until promoted: the start-up guard names it if the old key
-            # is still configured somewhere.
-            "staged_in": staged.location,
+            # Where the new key is kept (staged until promoted, or the operator's variable or
+            # file): the start-up guard names it if the old key is still configured somewhere.
+            "staged_in": where,
             "os_user": os_user,
         },
     )
@@ -232,27 +351,24 @@ def _audit_event(loaded: LoadedKey, new: MasterKey, staged: StagedKey, credentia
 async def _promote(
     db: Database, loaded: LoadedKey, staged: StagedKey, credentials: int, checkpoint: Callable[[str], None]
 ) -> RotationOutcome:
-    location = staged.location
-    if loaded.source is not KeySource.ENV:
-        try:
-            if not await canary_sealed_with(db, staged.key):
-                raise MasterKeyError("the key canary is no longer sealed with it (another rotation?)")
-            location = promote_staged_key(
-                loaded, staged, expected=loaded.key, midway=lambda: checkpoint("promoting")
-            ).location
-        except MasterKeyError as exc:
-            raise PromotionFailed(
-                f"every row was sealed with master key {staged.key.key_id}, which stays in "
-                f"{staged.location}, but it was not promoted: {exc}; the next start of the bot (or of "
-                "this command) moves it into place if it still opens the data"
-            ) from None
-        logger.info("master key %s replaced %s in %s", staged.key.key_id, loaded.key.key_id, location)
+    try:
+        if not await canary_sealed_with(db, staged.key):
+            raise MasterKeyError("the key canary is no longer sealed with it (another rotation?)")
+        location = promote_staged_key(
+            loaded, staged, expected=loaded.key, midway=lambda: checkpoint("promoting")
+        ).location
+    except MasterKeyError as exc:
+        raise PromotionFailed(
+            f"every row was sealed with master key {staged.key.key_id}, which stays in "
+            f"{staged.location}, but it was not promoted: {exc}; the next start of the bot (or of "
+            "this command) moves it into place if it still opens the data"
+        ) from None
+    logger.info("master key %s replaced %s in %s", staged.key.key_id, loaded.key.key_id, location)
     return RotationOutcome(
         old_key_id=loaded.key.key_id,
         new_key_id=staged.key.key_id,
         credentials=credentials,
         key_location=location,
-        swap_file=staged.path if loaded.source is KeySource.ENV else None,
     )
 
 

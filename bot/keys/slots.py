@@ -6,8 +6,9 @@ may be the only copy of what opens another database's data.
 
 * keyring: user ``master-key-next.<key id>`` in the backend that holds ``master-key``;
 * key file: ``<key file>.<key id>.next`` beside it, written atomically, fsynced, never replaced;
-* ``CONNECTIONS_MASTER_KEY``: ``master.key.<key id>.next`` in the config directory (or a new file
-  named by ``--new-key-file``), from which the operator sets the variable.
+* ``CONNECTIONS_MASTER_KEY``: nothing. Its new key comes from the operator, who keeps it. Earlier
+  versions wrote it to ``master.key.<key id>.next`` in the config directory; a start still reads
+  that file, for a rotation made by one of them.
 
 A start never lists or guesses slots: it reads the one named after the key id the database's
 canary is sealed with. A promotion is a compare-and-set over the key the rotation started from.
@@ -91,13 +92,11 @@ def staged_username(key_id: str) -> str:
     return f"{KEYRING_NEXT_USERNAME}.{key_id}"
 
 
-def staging_path(
-    loaded: LoadedKey, key_id: str, *, new_key_file: Path | None = None, default_key_file: Path | None = None
-) -> Path:
+def staging_path(loaded: LoadedKey, key_id: str, *, default_key_file: Path | None = None) -> Path:
     """The file that stages ``key_id`` beside ``loaded``, a key file's or an env key's."""
     if loaded.source is KeySource.KEY_FILE and loaded.path is not None:
         return staged_file_path(loaded.path, key_id)
-    return new_key_file or staged_file_path(default_key_file_path(default_key_file), key_id)
+    return staged_file_path(default_key_file_path(default_key_file), key_id)
 
 
 def read_staged_key(
@@ -139,13 +138,7 @@ def find_staged_for_missing_primary(
     return LoadedKey(key=staged.key, source=KeySource.KEY_FILE, location=location, path=primary), staged
 
 
-def stage_next_key(
-    loaded: LoadedKey,
-    key: MasterKey,
-    *,
-    new_key_file: Path | None = None,
-    default_key_file: Path | None = None,
-) -> StagedKey:
+def stage_next_key(loaded: LoadedKey, key: MasterKey, *, default_key_file: Path | None = None) -> StagedKey:
     """Store ``key`` durably in a new staged slot of ``loaded``, named after ``key``'s id, never over
     anything; raises :class:`MasterKeyError` if the slot exists or does not keep it."""
     if loaded.backend is not None:  # a keyring key
@@ -158,7 +151,7 @@ def stage_next_key(
             raise MasterKeyError(f"the {slot} did not keep the new master key; nothing was changed")
         logger.info("staged the new master key %s in the %s", key.key_id, slot)
         return StagedKey(key=key, location=slot, backend=loaded.backend)
-    path = staging_path(loaded, key.key_id, new_key_file=new_key_file, default_key_file=default_key_file)
+    path = staging_path(loaded, key.key_id, default_key_file=default_key_file)
     try:
         linked = not os.path.lexists(path) and link_key_file(path, key)
     except OSError as exc:
@@ -209,14 +202,11 @@ def discard_staged_key(staged: StagedKey) -> None:
 
 
 @contextlib.contextmanager
-def rotation_lock(
-    settings: MasterKeySettings, *, new_key_file: Path | None = None, default_key_file: Path | None = None
-) -> Iterator[Path]:
+def rotation_lock(settings: MasterKeySettings, *, default_key_file: Path | None = None) -> Iterator[Path]:
     """Hold ``<primary key file>.lock`` (the named key file's, else the config directory's, which
-    also stands for the keyring and ``CONNECTIONS_MASTER_KEY``; beside ``new_key_file`` for a
-    ``CONNECTIONS_MASTER_KEY`` rotation that names one, so it needs no config directory) for the
-    block; raises :class:`RotationBusy` at once if another process holds it."""
-    named = new_key_file if settings.master_key is not None else settings.master_key_file
+    also stands for the keyring and ``CONNECTIONS_MASTER_KEY``) for the block; raises
+    :class:`RotationBusy` at once if another process holds it."""
+    named = None if settings.master_key is not None else settings.master_key_file
     primary = named if named is not None else default_key_file_path(default_key_file)
     path = primary.with_name(primary.name + ".lock")
     try:

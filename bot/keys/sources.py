@@ -39,6 +39,7 @@ __all__ = [
     "FILE_ENV_VAR",
     "KEYRING_SERVICE",
     "KEYRING_USERNAME",
+    "PREVIOUS_ENV_VAR",
     "KeySource",
     "LoadedKey",
     "MasterKeySettings",
@@ -49,6 +50,7 @@ __all__ = [
     "keyring_location",
     "link_key_file",
     "load_master_key",
+    "load_previous_key",
     "read_entry",
     "read_key_file",
     "reason",
@@ -60,6 +62,7 @@ logger = logging.getLogger(__name__)
 
 ENV_VAR = "CONNECTIONS_MASTER_KEY"
 FILE_ENV_VAR = "CONNECTIONS_MASTER_KEY_FILE"
+PREVIOUS_ENV_VAR = "CONNECTIONS_MASTER_KEY_PREVIOUS"
 KEYRING_SERVICE = "connections-bot"
 KEYRING_USERNAME = "master-key"
 
@@ -139,6 +142,18 @@ def load_master_key(
             "existing data"
         )
     return (_create_primary_entry(ring) if ring else None) or create_key_file(path, location)
+
+
+def load_previous_key(settings: MasterKeySettings) -> MasterKey | None:
+    """``CONNECTIONS_MASTER_KEY_PREVIOUS``: a key that opens rows sealed before a rotation (so
+    instances can be switched one at a time, and a backup from before stays readable), never one
+    that seals. Raises :class:`MalformedMasterKey`."""
+    if settings.master_key_previous is None:
+        return None
+    try:
+        return MasterKey.from_base64(settings.master_key_previous)
+    except InvalidMasterKey as exc:
+        raise MalformedMasterKey(f"{PREVIOUS_ENV_VAR} is malformed: {exc}") from None
 
 
 def create_key_file(path: Path, location: str) -> LoadedKey:

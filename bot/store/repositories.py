@@ -320,6 +320,11 @@ class CredentialRepository(_Appending[Credential]):
         """Whether the database holds any ciphertext at all (decides if a new master key may be made)."""
         return bool(await self._session.scalar(select(exists().select_from(Credential))))
 
+    async def count_sealed_with(self, key_id: str) -> int:
+        """How many credential fields are sealed with the master key ``key_id``."""
+        statement = select(func.count()).select_from(Credential).where(Credential.key_id == key_id)
+        return int(await self._session.scalar(statement) or 0)
+
     async def latest(self) -> Credential | None:
         """The most recently stored credential field: a start-up probe that the master key opens."""
         return await self._session.scalar(_by_age(Credential, newest_first=True).limit(1))

@@ -39,11 +39,24 @@ KILL_POINTS = [
 
 
 def rotate(
-    setup: KeySetup, url: str, env_key: MasterKey | None = None, *, yes: bool = True, **extra: str
+    setup: KeySetup,
+    url: str,
+    env_key: MasterKey | None = None,
+    *,
+    yes: bool = True,
+    previous: MasterKey | None = None,
+    args: list[str] | None = None,
+    **extra: str,
 ) -> subprocess.CompletedProcess[str]:
-    env = clean_env(setup.home, DATABASE_URL=url, **setup.env(env_key), **extra)
+    """The command as an operator runs it: an env key to the key kept ready in its variable."""
+    env = clean_env(setup.home, DATABASE_URL=url, **setup.env(env_key, previous), **extra)
     return subprocess.run(
-        [EXE, "rotate-master-key", *(["--yes"] if yes else [])],
+        [
+            EXE,
+            "rotate-master-key",
+            *(setup.rotate_args() if args is None else args),
+            *(["--yes"] if yes else []),
+        ],
         stdin=subprocess.DEVNULL,
         env=env,
         cwd=setup.home,
@@ -54,7 +67,9 @@ def rotate(
     )
 
 
-def start(setup: KeySetup, url: str, env_key: MasterKey | None = None) -> LoadedKey:
+def start(
+    setup: KeySetup, url: str, env_key: MasterKey | None = None, previous: MasterKey | None = None
+) -> LoadedKey:
     """What ``serve`` does first: load the key and prove it opens the data."""
 
     async def guard() -> LoadedKey:
@@ -62,7 +77,7 @@ def start(setup: KeySetup, url: str, env_key: MasterKey | None = None) -> Loaded
         try:
             loaded, _ = await guard_master_key(
                 db,
-                setup.settings(env_key),
+                setup.settings(env_key, previous),
                 keyring_backend=setup.keyring_backend(),
                 default_key_file=setup.key_file,
             )
@@ -73,17 +88,22 @@ def start(setup: KeySetup, url: str, env_key: MasterKey | None = None) -> Loaded
     return asyncio.run(guard())
 
 
-def keys_on_disk(setup: KeySetup) -> list[MasterKey]:
-    return [key for key in (setup.old, setup.primary(), *setup.staged_keys()) if key is not None]
+def keys_kept(setup: KeySetup) -> list[MasterKey]:
+    """Every key that still exists somewhere: on disk, in the keyring, or (env) the operator's."""
+    kept = (
+        setup.old,
+        setup.primary(),
+        *setup.staged_keys(),
+        *([setup.next] if setup.source == "env" else []),
+    )
+    return [key for key in kept if key is not None]
 
 
 def new_key(setup: KeySetup, stdout: str) -> MasterKey | None:
     """The key a run reports it rotated to, from where it now lives."""
-    found = re.search(r"under the new master key ([0-9a-f]{16})", stdout)
+    found = re.search(r"master key ([0-9a-f]{16})", stdout)
     assert found is not None, stdout
-    if setup.source == "env":
-        return MasterKey.from_base64(setup.staged_file(found[1]).read_text())
-    return setup.primary()
+    return setup.next if setup.source == "env" else setup.primary()
 
 
 def assert_opens_everything(url: str, sealed: SealedData, key: MasterKey) -> None:
@@ -113,7 +133,7 @@ def test_a_rotation_killed_at_any_step_loses_nothing(
     killed = rotate(setup, url, CONNECTIONS_FAILPOINT=step)
 
     assert killed.returncode == KILLED, killed.stderr
-    seen = keys_on_disk(setup)
+    seen = keys_kept(setup)
     # Every row opens with one key that still exists: all with the old one, or all with the new one.
     opened = asyncio.run(open_everything(url, *seen))
     assert opened.canary and opened.values == sealed.plaintexts
@@ -121,27 +141,29 @@ def test_a_rotation_killed_at_any_step_loses_nothing(
     committed = opened.key_ids != {setup.old.key_id}
     assert committed == (step in ("committed", "promoting"))
 
-    loaded = start(setup, url)
-    assert_opens_everything(url, sealed, loaded.key)
-
-    again = rotate(setup, url)
-    assert again.returncode == 0, again.stderr
-    if source == "env" and committed:
-        # Only the operator's swap was missing: the command says so instead of rotating again.
-        assert "Nothing new was rotated" in again.stdout
-        assert loaded.key in setup.staged_keys()
-        again = rotate(setup, url, env_key=loaded.key)
+    if source == "env":
+        # The operator's next step either way: every instance switched to the new key, the old
+        # one as previous. A start opens the data wherever the command stopped.
+        loaded = start(setup, url, env_key=setup.next, previous=setup.old)
+        assert loaded.key == setup.next
+        again = rotate(setup, url, env_key=setup.next, previous=setup.old, args=[])
         assert again.returncode == 0, again.stderr
-        assert "Re-encrypted 8 credential fields" in again.stdout
-    final = new_key(setup, again.stdout)
-    assert final is not None and final not in (setup.old, loaded.key)
-    assert_opens_everything(url, sealed, final)
-    if source != "env":
+        moved = "Nothing new was rotated" if committed else "Re-encrypted 8 credential fields"
+        assert moved in again.stdout and "opens nothing in this database" in again.stdout
+        final = setup.next
+    else:
+        loaded = start(setup, url)
+        assert_opens_everything(url, sealed, loaded.key)
+        again = rotate(setup, url)
+        assert again.returncode == 0, again.stderr
+        final = new_key(setup, again.stdout)
+        assert final is not None and final not in (setup.old, loaded.key)
         # A run killed before its commit leaves its staged key, which seals nothing; nothing else stays.
         leftovers = setup.staged_keys()
         assert leftovers == ([] if committed else [k for k in seen if k not in (setup.old, final)])
         for leftover in leftovers:
             assert asyncio.run(open_everything(url, leftover)).values == {}
+    assert_opens_everything(url, sealed, final)
     output = killed.stdout + killed.stderr + again.stdout + again.stderr
     assert_no_key_or_secret_in(output, sealed, *seen, loaded.key, final)
 
@@ -157,54 +179,91 @@ def test_a_rotation_moves_everything_to_a_new_key_and_prints_no_secret(
     result = rotate(setup, url)
 
     assert result.returncode == 0, result.stderr
-    new = setup.staged() if source == "env" else setup.primary()
+    new = setup.next if source == "env" else setup.primary()
     assert new is not None and new != setup.old
     assert_opens_everything(url, sealed, new)
     old_only = asyncio.run(open_everything(url, setup.old))
     assert not old_only.canary and old_only.values == {}
     assert f"master key {new.key_id} (was {setup.old.key_id})" in result.stdout
+    # An env key's new key is the one the operator keeps: the bot writes it nowhere.
+    assert setup.staged_keys() == []
     if source == "env":
-        staged_file = setup.staged_file(new.key_id)
-        assert f"set CONNECTIONS_MASTER_KEY to the contents of {staged_file}" in result.stdout
-        assert f"delete {staged_file}" in result.stdout
-        assert staged_file.stat().st_mode & 0o777 == 0o600
+        assert (
+            "set CONNECTIONS_MASTER_KEY to the new key (as kept in CONNECTIONS_MASTER_KEY_NEXT)"
+            in result.stdout
+        )
+        assert "CONNECTIONS_MASTER_KEY_PREVIOUS to the old one" in result.stdout
     else:
-        assert setup.staged() is None
         assert "the old key is gone" in result.stdout
     output = result.stdout + result.stderr
     assert_no_key_or_secret_in(output, sealed, setup.old, new)
     assert_no_key_or_secret_in(dump_database_text(url), sealed, setup.old, new)
 
 
-def test_the_new_key_file_option_names_where_an_env_key_goes(
-    tmp_path: Path, migrated_database_url: str
-) -> None:
-    url = migrated_database_url
-    setup = key_setup("env", tmp_path)
-    sealed = asyncio.run(seed_sealed_data(url, setup.old))
-    handover = tmp_path / "handover" / "connections.key"
-    env = clean_env(setup.home, DATABASE_URL=url, **setup.env())
-
-    result = subprocess.run(
-        [EXE, "rotate-master-key", "--new-key-file", "handover/connections.key"],
-        env=env,
-        cwd=tmp_path,
+def run_command(setup: KeySetup, url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [EXE, *args],
+        env=clean_env(setup.home, DATABASE_URL=url, **setup.env()),
+        cwd=setup.home,
+        stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
 
-    assert result.returncode == 0, result.stderr
-    new = MasterKey.from_base64(handover.read_text())
-    assert_opens_everything(url, sealed, new)
-    assert setup.staged_keys() == []
-    assert f"the contents of {handover}" in result.stdout
 
-    # A start with the old key is refused with what to do, since it cannot see that file.
+def test_an_env_key_is_never_rotated_to_a_key_only_this_machine_would_have(
+    tmp_path: Path, migrated_database_url: str
+) -> None:
+    url = migrated_database_url
+    setup = key_setup("env", tmp_path)
+    sealed = asyncio.run(seed_sealed_data(url, setup.old))
+
+    refused = rotate(setup, url, args=[])
+
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert "nothing was changed" in refused.stderr and "generate-master-key" in refused.stderr
+    assert "--new-key-from-env NAME" in refused.stderr
+    assert_opens_everything(url, sealed, setup.old)
+    assert setup.staged_keys() == []
+
+
+def test_a_key_made_by_generate_master_key_and_kept_in_a_file_is_rotated_to(
+    tmp_path: Path, migrated_database_url: str
+) -> None:
+    url = migrated_database_url
+    setup = key_setup("env", tmp_path)
+    sealed = asyncio.run(seed_sealed_data(url, setup.old))
+    missing = run_command(setup, url, "rotate-master-key", "--new-key-file", "handover/connections.key")
+    assert (
+        missing.returncode == 2
+        and "no such file" in missing.stderr
+        and "nothing was changed" in missing.stderr
+    )
+
+    generated = run_command(setup, url, "generate-master-key")
+
+    assert generated.returncode == 0, generated.stderr
+    new = MasterKey.from_base64(generated.stdout)
+    assert generated.stdout == new.to_base64().reveal() + "\n"
+    assert new.key_id in generated.stderr and new.to_base64().reveal() not in generated.stderr
+    handover = tmp_path / "handover" / "connections.key"
+    handover.parent.mkdir()
+    handover.write_text(generated.stdout)
+    handover.chmod(0o600)
+
+    result = run_command(setup, url, "rotate-master-key", "--new-key-file", "handover/connections.key")
+
+    assert result.returncode == 0, result.stderr
+    assert_opens_everything(url, sealed, new)
+    assert MasterKey.from_base64(handover.read_text()) == new and setup.staged_keys() == []
+    assert f"as kept in {handover}" in result.stdout
+    # A start with the old key is refused with what to do.
     refused = rotate(setup, url)
     assert refused.returncode == 2
     assert "rotate-master-key moved them to master key" in refused.stderr and str(handover) in refused.stderr
+    assert_no_key_or_secret_in(result.stdout + result.stderr + refused.stderr, sealed, setup.old, new)
 
 
 def test_the_command_needs_no_slack_token_and_reports_a_missing_database(tmp_path: Path) -> None:
@@ -225,8 +284,10 @@ def test_serve_after_a_rotation_killed_after_its_commit_starts_with_the_new_key(
     setup = key_setup(source, tmp_path)
     sealed = asyncio.run(seed_sealed_data(url, setup.old))
     assert rotate(setup, url, CONNECTIONS_FAILPOINT="committed").returncode == KILLED
-    new = setup.staged()
+    new = setup.next if source == "env" else setup.staged()
     assert new is not None
+    # An env instance is switched to the new key, with the old one as previous.
+    key_env = setup.env(new, setup.old) if source == "env" else setup.env()
 
     fake = FakeSlack()
     with fake.serve():
@@ -236,19 +297,22 @@ def test_serve_after_a_rotation_killed_after_its_commit_starts_with_the_new_key(
             SLACK_SIGNING_SECRET=SIGNING_SECRET,
             SLACK_API_URL=fake.api_url,
             DATABASE_URL=url,
-            **setup.env(),
+            **key_env,
         )
         with serving(env, tmp_path) as (base_url, process):
-            assert httpx.get(f"{base_url}/healthz").json()["master_key"] == "ok"
+            health = httpx.get(f"{base_url}/healthz").json()
+            assert health["master_key"] == "ok"
             process.terminate()
             _, stderr = process.communicate(timeout=15)
         assert process.returncode in (0, -signal.SIGTERM)
 
     assert_opens_everything(url, sealed, new)
     if source == "env":
-        assert "CONNECTIONS_MASTER_KEY holds master key" in stderr
-        assert str(setup.staged_file(new.key_id)) in stderr and setup.staged_file(new.key_id).exists()
+        # Every row moved: the previous key is needed by backups from before only.
+        assert health["previous_master_key"] == "removable"
+        assert "CONNECTIONS_MASTER_KEY_PREVIOUS (master key" in stderr and "opens no row" in stderr
     else:
+        assert "previous_master_key" not in health
         assert "finished a master-key rotation that stopped after its commit" in stderr
         assert setup.primary() == new and setup.staged() is None
     assert_no_key_or_secret_in(stderr, sealed, setup.old, new)
@@ -300,28 +364,3 @@ def test_a_rotation_while_another_holds_the_lock_changes_nothing(
     assert f"another rotate-master-key is running (it holds {lock})" in busy.stderr
     assert asyncio.run(open_everything(url, setup.old)) == before
     assert setup.primary() == setup.old and setup.staged_keys() == []
-
-
-def test_a_new_key_file_that_cannot_be_written_is_named(tmp_path: Path, migrated_database_url: str) -> None:
-    url = migrated_database_url
-    setup = key_setup("env", tmp_path)
-    asyncio.run(seed_sealed_data(url, setup.old))
-    blocker = tmp_path / "not-a-directory"
-    blocker.write_text("")
-    env = clean_env(setup.home, DATABASE_URL=url, **setup.env())
-
-    result = subprocess.run(
-        [EXE, "rotate-master-key", "--new-key-file", str(blocker / "new.key")],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-    assert result.returncode == 2
-    # The lock beside the new file is the first thing that fails there; either way the path is named.
-    assert str(blocker / "new.key") in result.stderr and "nothing was changed" in result.stderr
-    assert "is the database reachable" not in result.stderr
-    assert asyncio.run(open_everything(url, setup.old)).canary

@@ -4,28 +4,33 @@ file keyring, so that a ``connections-bot`` subprocess sees the same entries as 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.crypto import MasterKey
+from bot.keys.rotation import GivenKey
 from bot.keys.slots import KEYRING_NEXT_USERNAME, STAGED_SUFFIX, staged_file_path
 from bot.keys.sources import KEYRING_SERVICE, KEYRING_USERNAME
 from bot.settings import KeySettings
 from tests.support.file_keyring import SharedFileKeyring, keyring_env
 
-__all__ = ["SOURCES", "KeySetup", "key_setup"]
+__all__ = ["NEXT_VAR", "SOURCES", "KeySetup", "key_setup"]
 
 SOURCES = ("env", "key_file", "keyring")
+NEXT_VAR = "CONNECTIONS_MASTER_KEY_NEXT"
+"""Where an operator exposes the new key of an env rotation, from their secret manager."""
 
 
 @dataclass
 class KeySetup:
-    """One key source holding ``old``. ``home`` is the HOME of the test (and of any subprocess)."""
+    """One key source holding ``old``. ``home`` is the HOME of the test (and of any subprocess).
+    ``next``: the new key an operator keeps ready for an env key's rotation (in :data:`NEXT_VAR`)."""
 
     source: str
     old: MasterKey
     home: Path
     ring: SharedFileKeyring
+    next: MasterKey = field(default_factory=MasterKey.generate)
 
     @property
     def key_file(self) -> Path:
@@ -36,19 +41,34 @@ class KeySetup:
         """Where a key file's, or an env key's, rotation stages the key ``key_id`` by default."""
         return staged_file_path(self.key_file, key_id)
 
-    def settings(self, env_key: MasterKey | None = None) -> KeySettings:
-        """The settings an in-process start would read (``env_key`` replaces an env source's key)."""
+    def settings(self, env_key: MasterKey | None = None, previous: MasterKey | None = None) -> KeySettings:
+        """The settings an in-process start would read (``env_key`` replaces an env source's key;
+        ``previous``: ``CONNECTIONS_MASTER_KEY_PREVIOUS``)."""
+        before = previous.to_base64() if previous is not None else None
         if self.source != "env":
-            return KeySettings()
-        return KeySettings(master_key=(env_key or self.old).to_base64())
+            return KeySettings(master_key_previous=before)
+        return KeySettings(master_key=(env_key or self.old).to_base64(), master_key_previous=before)
 
-    def env(self, env_key: MasterKey | None = None) -> dict[str, str]:
+    def given(self) -> GivenKey | None:
+        """What ``--new-key-from-env`` gives an env rotation: :attr:`next`."""
+        return GivenKey(self.next, NEXT_VAR) if self.source == "env" else None
+
+    def rotate_args(self) -> list[str]:
+        """The ``rotate-master-key`` options an operator passes for this source."""
+        return ["--new-key-from-env", NEXT_VAR] if self.source == "env" else []
+
+    def env(self, env_key: MasterKey | None = None, previous: MasterKey | None = None) -> dict[str, str]:
         """The variables a subprocess needs for this source (add them to ``clean_env``)."""
+        before = {"CONNECTIONS_MASTER_KEY_PREVIOUS": previous.to_base64().reveal()} if previous else {}
         if self.source == "env":
-            return {"CONNECTIONS_MASTER_KEY": (env_key or self.old).to_base64().reveal()}
+            return {
+                "CONNECTIONS_MASTER_KEY": (env_key or self.old).to_base64().reveal(),
+                NEXT_VAR: self.next.to_base64().reveal(),
+                **before,
+            }
         if self.source == "keyring":
-            return keyring_env(self.ring.path)
-        return {}
+            return {**keyring_env(self.ring.path), **before}
+        return before
 
     def keyring_backend(self) -> SharedFileKeyring | None:
         """The backend for an in-process load: None (the test's fail keyring) unless a keyring."""

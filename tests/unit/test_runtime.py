@@ -7,6 +7,7 @@ store is verified by the real Confluent provider against the fake API (in-proces
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from sqlalchemy import update
 from bot.app import BotApp
 from bot.crypto import Cipher, MasterKey, associated_data
 from bot.domain import RequestKind
+from bot.keys.rotation import GivenKey, rotate_master_key
 from bot.keys.sources import KeySource, default_key_file_path
 from bot.providers.base import Outcome
 from bot.providers.confluent_cloud import ConfluentCloud
@@ -29,6 +31,7 @@ from bot.services.submissions import Submission
 from bot.settings import Settings
 from bot.store import Database, KeyCanary
 from tests.fakes.confluent_api import FakeConfluent, new_api_key, new_api_secret
+from tests.support.sealed_data import seed_sealed_data
 from tests.unit.conftest import RUNTIME_BOT_TOKEN
 
 API = "https://api.confluent.test"
@@ -268,6 +271,42 @@ async def test_health_reports_a_key_that_no_longer_opens_the_database(
         failing = await get_healthz(app)
         assert failing.status_code == 503
         assert failing.json() == {"status": "unavailable", "database": "ok", "master_key": "failing"}
+    finally:
+        await app.stop()
+
+
+async def test_health_and_the_start_log_say_whether_the_previous_key_is_needed(
+    migrated_database_url: str, slack_api_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    old, new = MasterKey.generate(), MasterKey.generate()
+    await seed_sealed_data(migrated_database_url, old)
+    # Switched to the new key before the rotation: the old one opens the data, the new one seals.
+    settings = settings_for(
+        migrated_database_url,
+        CONNECTIONS_MASTER_KEY=new.to_base64().reveal(),
+        CONNECTIONS_MASTER_KEY_PREVIOUS=old.to_base64().reveal(),
+        SLACK_API_URL=slack_api_url,
+    )
+    app = BotApp(settings, health_cache_seconds=0)
+    with caplog.at_level(logging.INFO):
+        services = await app.start()
+    try:
+        assert (
+            "CONNECTIONS_MASTER_KEY_PREVIOUS (master key" in caplog.text and "is still needed" in caplog.text
+        )
+        needed = await get_healthz(app)
+        assert needed.status_code == 200
+        assert needed.json() == {
+            "status": "ok",
+            "database": "ok",
+            "master_key": "ok",
+            "previous_master_key": "needed",
+        }
+
+        await rotate_master_key(services.db, settings, given=GivenKey(new, "CONNECTIONS_MASTER_KEY"))
+
+        removable = await get_healthz(app)
+        assert removable.status_code == 200 and removable.json()["previous_master_key"] == "removable"
     finally:
         await app.stop()
 

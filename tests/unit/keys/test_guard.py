@@ -13,8 +13,9 @@ from sqlalchemy import delete, update
 from bot.crypto import MasterKey
 from bot.keys import InsecureKeyFile, MasterKeyMissing, WrongMasterKey
 from bot.keys.guard import guard_master_key
-from bot.keys.rotation import rotate_master_key
+from bot.keys.rotation import GivenKey, rotate_master_key
 from bot.keys.sources import KEYRING_SERVICE, KEYRING_USERNAME, KeySource, LoadedKey
+from bot.redaction import Secret
 from bot.settings import KeySettings
 from bot.store import Connection, Credential, Database
 from tests.support.key_sources import SOURCES, KeySetup, key_setup
@@ -59,6 +60,7 @@ async def rotate_until(db: Database, setup: KeySetup, step: str) -> None:
         await rotate_master_key(
             db,
             setup.settings(),
+            given=setup.given(),
             confirm=lambda warning: True,
             checkpoint=stop_at(step),
             keyring_backend=setup.keyring_backend(),
@@ -72,7 +74,8 @@ async def test_before_the_commit_the_old_key_is_used_and_the_staged_one_left_alo
 ) -> None:
     await rotate_until(db, setup, step)
     staged = setup.staged()
-    assert staged is not None and staged != setup.old
+    # An env key's new key is the operator's: nothing is staged for it.
+    assert (staged is None) == (setup.source == "env") and staged != setup.old
 
     loaded = await guard(db, setup)
 
@@ -123,14 +126,16 @@ async def test_a_promotion_stopped_halfway_is_finished_or_tidied(
     assert setup.primary() == new and setup.staged() is None
 
 
-async def test_after_an_env_rotation_commits_a_start_uses_the_staged_file_and_says_to_swap(
+async def test_after_an_env_rotation_of_an_earlier_version_a_start_uses_its_staged_file(
     db: Database, migrated_database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # Earlier versions wrote an env key's new key to a file in the config directory and committed.
     setup = key_setup("env", tmp_path)
     sealed = await seed_sealed_data(migrated_database_url, setup.old)
     await rotate_until(db, setup, "committed")
-    new = setup.staged()
-    assert new is not None
+    new = setup.next
+    setup.staged_file(new.key_id).write_text(new.to_base64().reveal())
+    setup.staged_file(new.key_id).chmod(0o600)
 
     loaded = await guard(db, setup)
 
@@ -156,9 +161,9 @@ async def test_an_old_key_after_a_rotation_is_refused_with_what_to_do(
 ) -> None:
     setup = key_setup("env", tmp_path)
     await seed_sealed_data(migrated_database_url, setup.old)
-    elsewhere = tmp_path / "handed-over" / "new.key"
+    new = MasterKey.generate()
     outcome = await rotate_master_key(
-        db, setup.settings(), new_key_file=elsewhere, default_key_file=setup.key_file
+        db, setup.settings(), given=GivenKey(new, "NEW_KEY"), default_key_file=setup.key_file
     )
 
     with pytest.raises(WrongMasterKey) as caught:
@@ -167,9 +172,35 @@ async def test_an_old_key_after_a_rotation_is_refused_with_what_to_do(
     message = str(caught.value)
     assert "rotate-master-key moved them to master key" in message
     assert outcome.new_key_id in message and setup.old.key_id in message
-    assert str(elsewhere) in message and "set CONNECTIONS_MASTER_KEY" in message
-    assert setup.old.to_base64().reveal() not in message
-    assert MasterKey.from_base64(elsewhere.read_text()).to_base64().reveal() not in message
+    assert "NEW_KEY" in message and "set CONNECTIONS_MASTER_KEY to the new key" in message
+    assert "CONNECTIONS_MASTER_KEY_PREVIOUS to the old one" in message
+    assert setup.old.to_base64().reveal() not in message and new.to_base64().reveal() not in message
+
+
+@pytest.mark.parametrize("source", SOURCES)
+async def test_a_previous_key_opens_what_it_sealed_but_never_seals(
+    db: Database, migrated_database_url: str, tmp_path: Path, source: str
+) -> None:
+    # Instances switched to a new key before the rotation: the data is still sealed with the old one.
+    setup = key_setup(source, tmp_path)
+    sealed = await seed_sealed_data(migrated_database_url, setup.old)
+    new = MasterKey.generate()
+
+    loaded, cipher = await guard_master_key(
+        db,
+        setup.settings(env_key=new, previous=setup.old) if source == "env" else setup.settings(previous=new),
+        keyring_backend=setup.keyring_backend(),
+        default_key_file=setup.key_file,
+    )
+
+    sealing = new if source == "env" else setup.old
+    assert loaded.key == sealing and cipher.key_id == sealing.key_id
+    assert set(cipher.key_ids) == {setup.old.key_id, new.key_id}
+    assert cipher.seal(Secret("fresh"), b"aad").key_id == sealing.key_id
+    opened = await open_everything(migrated_database_url, setup.old)
+    assert opened.canary and opened.values == sealed.plaintexts
+    # The start changed nothing: every row is still sealed with the old key.
+    assert opened.key_ids == {setup.old.key_id}
 
 
 async def test_a_wrong_key_without_a_rotation_keeps_the_plain_refusal(

@@ -15,8 +15,8 @@ import pytest
 
 from bot.crypto import Cipher, MasterKey, associated_data
 from bot.keys import NothingToRotate, RotationBusy, RotationRefused
-from bot.keys.guard import ROTATION_ACTION, guard_master_key
-from bot.keys.rotation import ALL_WORKSPACES, crash_at, rotate_master_key
+from bot.keys.guard import ROTATION_ACTION
+from bot.keys.rotation import ALL_WORKSPACES, GivenKey, crash_at, rotate_master_key
 from bot.redaction import Secret
 from bot.settings import KeySettings
 from bot.store import Credential, Database
@@ -36,17 +36,18 @@ async def sealed(setup: KeySetup, migrated_database_url: str) -> SealedData:
     return await seed_sealed_data(migrated_database_url, setup.old)
 
 
-async def rotate(db: Database, setup: KeySetup, new_key_file: Path | None = None) -> MasterKey:
-    """Rotate, and return the new key from wherever it now lives."""
+async def rotate(db: Database, setup: KeySetup, given: GivenKey | None = None) -> MasterKey:
+    """Rotate as an operator would (an env key to the key kept ready for it), and return the new
+    key from wherever it now lives."""
     outcome = await rotate_master_key(
         db,
         setup.settings(),
-        new_key_file=new_key_file,
+        given=given or setup.given(),
         confirm=lambda warning: True,
         keyring_backend=setup.keyring_backend(),
         default_key_file=setup.key_file,
     )
-    new = setup.staged() if setup.source == "env" else setup.primary()
+    new = setup.next if setup.source == "env" else setup.primary()
     assert new is not None and new.key_id == outcome.new_key_id
     return new
 
@@ -65,10 +66,8 @@ async def test_a_rotation_moves_every_row_to_the_new_key_and_retires_the_old_one
     assert not old_only.canary and old_only.values == {}
     # Fresh nonces: no old ciphertext is left anywhere in a row.
     assert not set(before.ciphertexts) & set(after.ciphertexts)
-    if setup.source == "env":
-        assert setup.staged_file(new.key_id).stat().st_mode & 0o777 == 0o600
-    else:
-        assert setup.staged() is None
+    # An env key's new key is the operator's: the bot wrote it nowhere.
+    assert setup.staged_keys() == []
 
 
 async def test_the_rotation_is_audited_without_any_secret(
@@ -151,40 +150,89 @@ async def test_an_empty_database_has_nothing_to_rotate(db: Database, tmp_path: P
     assert setup.staged() is None and setup.primary() == setup.old
 
 
-async def test_a_new_key_file_is_only_for_an_env_key(
+async def test_a_given_new_key_is_only_for_an_env_key(
     db: Database, migrated_database_url: str, tmp_path: Path
 ) -> None:
     setup = key_setup("keyring", tmp_path)
     await seed_sealed_data(migrated_database_url, setup.old)
 
-    with pytest.raises(RotationRefused, match="--new-key-file"):
-        await rotate(db, setup, new_key_file=tmp_path / "new.key")
+    with pytest.raises(RotationRefused, match="--new-key-from-env and --new-key-file are for a key from"):
+        await rotate(db, setup, given=GivenKey(MasterKey.generate(), "NEW"))
 
-    assert not (tmp_path / "new.key").exists() and setup.staged() is None
+    assert setup.staged() is None and setup.primary() == setup.old
 
 
-async def test_an_env_rotation_waiting_for_its_swap_is_not_rotated_again(
+async def test_an_env_key_is_never_rotated_to_a_key_only_this_machine_would_have(
     db: Database, migrated_database_url: str, tmp_path: Path
 ) -> None:
     setup = key_setup("env", tmp_path)
     sealed = await seed_sealed_data(migrated_database_url, setup.old)
-    first = await rotate_master_key(db, setup.settings(), default_key_file=setup.key_file)
+    before = await open_everything(migrated_database_url, setup.old)
+
+    with pytest.raises(RotationRefused) as caught:
+        await rotate_master_key(db, setup.settings(), default_key_file=setup.key_file)
+
+    message = str(caught.value)
+    assert "nothing was changed" in message and "generate-master-key" in message
+    assert "--new-key-from-env NAME" in message and "CONNECTIONS_MASTER_KEY_PREVIOUS" in message
+    assert await open_everything(migrated_database_url, setup.old) == before
+    assert before.values == sealed.plaintexts
+    assert setup.staged_keys() == []
+
+
+async def test_an_env_key_switched_with_a_previous_key_is_rotated_to_itself(
+    db: Database, migrated_database_url: str, tmp_path: Path
+) -> None:
+    # The instances run with the new key and the old one as previous; the rotation moves the rows.
+    setup = key_setup("env", tmp_path)
+    sealed = await seed_sealed_data(migrated_database_url, setup.old)
+    switched = setup.settings(env_key=setup.next, previous=setup.old)
+
+    outcome = await rotate_master_key(db, switched, default_key_file=setup.key_file)
+
+    assert (outcome.old_key_id, outcome.new_key_id) == (setup.old.key_id, setup.next.key_id)
+    assert outcome.kept_in == "CONNECTIONS_MASTER_KEY" and not outcome.already_committed
+    assert (await open_everything(migrated_database_url, setup.next)).values == sealed.plaintexts
+    assert (await open_everything(migrated_database_url, setup.old)).values == {}
+    again = await rotate_master_key(db, switched, default_key_file=setup.key_file)
+    assert again.already_committed and again.credentials == 0
+
+
+async def test_an_env_rotation_that_committed_is_not_rotated_again(
+    db: Database, migrated_database_url: str, tmp_path: Path
+) -> None:
+    setup = key_setup("env", tmp_path)
+    sealed = await seed_sealed_data(migrated_database_url, setup.old)
+    first = await rotate_master_key(
+        db, setup.settings(), given=setup.given(), default_key_file=setup.key_file
+    )
+    assert first.kept_in == "CONNECTIONS_MASTER_KEY_NEXT" and first.credentials == len(sealed.plaintexts)
+
+    # The same command again, the instances switched: nothing moves.
+    switched = setup.settings(env_key=setup.next, previous=setup.old)
+    again = await rotate_master_key(db, switched, given=setup.given(), default_key_file=setup.key_file)
+
+    assert again.already_committed and again.new_key_id == setup.next.key_id
+    opened = await open_everything(migrated_database_url, setup.next)
+    assert opened.values == sealed.plaintexts and opened.key_ids == {setup.next.key_id}
+
+
+async def test_an_env_rotation_staged_by_an_earlier_version_waits_for_its_swap(
+    db: Database, migrated_database_url: str, tmp_path: Path
+) -> None:
+    # Earlier versions wrote an env key's new key to a file in the config directory and committed.
+    setup = key_setup("env", tmp_path)
+    await seed_sealed_data(migrated_database_url, setup.old)
+    await rotate_master_key(db, setup.settings(), given=setup.given(), default_key_file=setup.key_file)
+    staged = setup.staged_file(setup.next.key_id)
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    staged.write_text(setup.next.to_base64().reveal())
+    staged.chmod(0o600)
 
     again = await rotate_master_key(db, setup.settings(), default_key_file=setup.key_file)
 
-    assert again.already_committed and again.swap_file == setup.staged_file(first.new_key_id)
-    assert again.new_key_id == first.new_key_id and again.old_key_id == setup.old.key_id
-    new = setup.staged()
-    assert new is not None and new.key_id == first.new_key_id
-    opened = await open_everything(migrated_database_url, new)
-    assert opened.values == sealed.plaintexts
-
-    # Once swapped, the next rotation stages its key in a file of its own.
-    third = await rotate_master_key(db, setup.settings(env_key=new), default_key_file=setup.key_file)
-    assert not third.already_committed and third.old_key_id == new.key_id
-    assert third.swap_file == setup.staged_file(third.new_key_id)
-    newest = MasterKey.from_base64(third.swap_file.read_text())
-    assert (await open_everything(migrated_database_url, newest)).values == sealed.plaintexts
+    assert again.already_committed and again.swap_file == staged
+    assert again.new_key_id == setup.next.key_id and again.old_key_id == setup.old.key_id
 
 
 def test_an_unknown_failpoint_is_refused() -> None:
@@ -265,37 +313,6 @@ async def wait_for_a_lock_wait(url: str) -> None:
     raise AssertionError("the second rotation never waited for the first one's lock")
 
 
-async def test_rotating_another_env_database_keeps_this_ones_staged_key(
-    db: Database, migrated_database_url: str, tmp_path: Path
-) -> None:
-    # Two databases with keys of their own, rotated on one machine before either swap is done.
-    setup = key_setup("env", tmp_path)
-    sealed = await seed_sealed_data(migrated_database_url, setup.old)
-    other_url = f"sqlite:///{tmp_path / 'other.db'}"
-    upgrade_to_head(other_url)
-    other_key = MasterKey.generate()
-    other_sealed = await seed_sealed_data(other_url, other_key)
-    other_db = Database.from_url(other_url)
-    try:
-        first = await rotate_master_key(db, setup.settings(), default_key_file=setup.key_file)
-        second = await rotate_master_key(
-            other_db, setup.settings(env_key=other_key), default_key_file=setup.key_file
-        )
-        # Each start, with its old variable still set, finds its own staged key.
-        mine, _ = await guard_master_key(db, setup.settings(), default_key_file=setup.key_file)
-        theirs, _ = await guard_master_key(
-            other_db, setup.settings(env_key=other_key), default_key_file=setup.key_file
-        )
-    finally:
-        await other_db.dispose()
-
-    assert first.swap_file != second.swap_file
-    assert mine.key.key_id == first.new_key_id and mine.from_next_slot
-    assert theirs.key.key_id == second.new_key_id and theirs.from_next_slot
-    assert (await open_everything(migrated_database_url, mine.key)).values == sealed.plaintexts
-    assert (await open_everything(other_url, theirs.key)).values == other_sealed.plaintexts
-
-
 @pytest.mark.parametrize("source", ["keyring", "key_file"])
 async def test_a_key_in_a_shared_slot_is_not_replaced_without_confirmation(
     db: Database, migrated_database_url: str, tmp_path: Path, source: str
@@ -347,7 +364,11 @@ async def test_a_key_of_the_databases_own_is_rotated_without_asking(
         raise AssertionError(f"asked: {warning}")
 
     outcome = await rotate_master_key(
-        db, settings, confirm=must_not_ask, default_key_file=tmp_path / "config" / "master.key"
+        db,
+        settings,
+        given=GivenKey(MasterKey.generate(), "NEW") if source == "env" else None,
+        confirm=must_not_ask,
+        default_key_file=tmp_path / "config" / "master.key",
     )
 
     assert outcome.old_key_id == old.key_id and outcome.new_key_id != old.key_id

@@ -303,8 +303,8 @@ def test_a_staging_directory_that_cannot_be_written_is_named(tmp_path: Path) -> 
     blocker.write_text("")
     loaded = loaded_from_env(MasterKey.generate())
 
-    with pytest.raises(MasterKeyError, match=f"cannot write the new master key to {blocker / 'new.key'}"):
-        stage_next_key(loaded, MasterKey.generate(), new_key_file=blocker / "new.key")
+    with pytest.raises(MasterKeyError, match=f"cannot write the new master key to {blocker / 'master.key'}"):
+        stage_next_key(loaded, MasterKey.generate(), default_key_file=blocker / "master.key")
 
 
 # --- CONNECTIONS_MASTER_KEY ----------------------------------------------------------------------
@@ -320,26 +320,6 @@ def test_an_env_key_is_staged_in_the_config_directory_by_default(isolated_home: 
     assert file_key(staged.path) == new
     assert stat.S_IMODE(staged.path.stat().st_mode) == 0o600
     assert read_staged_key(loaded, new.key_id) == staged
-
-
-def test_an_env_key_can_be_staged_in_a_named_file(tmp_path: Path) -> None:
-    loaded = loaded_from_env(MasterKey.generate())
-
-    staged = stage_next_key(loaded, MasterKey.generate(), new_key_file=tmp_path / "new.key")
-
-    assert staged.path == tmp_path / "new.key"
-
-
-def test_a_named_new_key_file_must_not_exist_yet(tmp_path: Path) -> None:
-    other_key = MasterKey.generate()
-    other = tmp_path / "other-database.key"
-    write_key(other, other_key)
-    loaded = loaded_from_env(MasterKey.generate())
-
-    with pytest.raises(MasterKeyError, match="already exists"):
-        stage_next_key(loaded, MasterKey.generate(), new_key_file=other)
-
-    assert file_key(other) == other_key
 
 
 def test_a_staged_file_is_never_replaced(isolated_home: Path) -> None:
@@ -358,7 +338,7 @@ def test_a_staged_file_is_never_replaced(isolated_home: Path) -> None:
 def test_an_env_key_cannot_be_promoted_by_the_bot(tmp_path: Path) -> None:
     old = MasterKey.generate()
     loaded = loaded_from_env(old)
-    staged = stage_next_key(loaded, MasterKey.generate(), new_key_file=tmp_path / "new.key")
+    staged = stage_next_key(loaded, MasterKey.generate(), default_key_file=tmp_path / "master.key")
 
     with pytest.raises(MasterKeyError, match="CONNECTIONS_MASTER_KEY"):
         promote_staged_key(loaded, staged, expected=old)

@@ -187,7 +187,7 @@ async def _lock_and_prove(
     tx: UnitOfWork, cipher: Cipher
 ) -> tuple[KeyCanary, list[tuple[Credential, SealedRow]]]:
     canary = await tx.key_canary.lock()
-    if canary is None or canary.key_id != cipher.key_id:
+    if canary is None or canary.key_id not in cipher.key_ids:
         # Another rotation committed between loading the key and taking the lock.
         raise RotationRefused(
             f"the data moved from master key {cipher.key_id} to {canary.key_id if canary else 'nothing'} "

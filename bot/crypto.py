@@ -18,6 +18,19 @@ strip or replay. A row's scheme (:data:`LEGACY_SCHEME` for rows sealed before th
 bound row legacy does not downgrade it, because the ciphertext opens only with the associated data
 it was sealed with (see :mod:`bot.keys.binding` for the upgrade of legacy rows at start-up).
 
+The master key itself seals nothing and names nothing: each use gets its own key, derived with HKDF
+(SHA-256) under a label of :data:`DERIVATION_LABELS` through :meth:`MasterKey.derive` — AES-256-GCM
+under :data:`SEALING_LABEL`, the key id under :data:`KEY_ID_LABEL`, the audit chain under
+:data:`AUDIT_CHAIN_LABEL` — so no two uses ever share key material. A new use adds its own label
+there. Rows sealed before the derivation (AES-GCM under the raw key) carry the *legacy key id*
+(:attr:`MasterKey.legacy_key_id`, the old HMAC of the raw key), so the key id is also the row's
+format: a :class:`Cipher` maps the derived id to the derived key and the legacy id to the raw key,
+and seals only under the derived one. A database writer who swaps one id for the other only changes
+which key is tried: a GCM ciphertext opens under the one key it was sealed with, so the row then
+opens with neither and no row can be made to open with weaker properties than it was sealed with.
+Every start re-seals legacy rows under the derived key (:mod:`bot.keys.binding`), and a master-key
+rotation re-seals every row.
+
 Exception hierarchy::
 
     CryptoError                 base class; every message is safe to print (ids only, never key
@@ -43,16 +56,22 @@ from typing import NoReturn
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from bot.redaction import Secret
 
 __all__ = [
     "AAD_FORMAT",
+    "AUDIT_CHAIN_LABEL",
     "BOUND_AAD_FORMAT",
     "BOUND_SCHEME",
+    "DERIVATION_LABELS",
+    "KEY_ID_LABEL",
     "KEY_SIZE",
     "LEGACY_SCHEME",
     "NONCE_SIZE",
+    "SEALING_LABEL",
     "Cipher",
     "CryptoError",
     "DecryptionError",
@@ -71,7 +90,16 @@ LEGACY_SCHEME = 1
 """A credential row sealed with :data:`AAD_FORMAT` (row only), before configurations were bound."""
 BOUND_SCHEME = 2
 """A credential row sealed with :data:`BOUND_AAD_FORMAT`: row and configuration."""
-_KEY_ID_LABEL = b"connections-bot key id"
+SEALING_LABEL = "connections-bot sealing v1"
+"""HKDF label of the AES-256-GCM key that seals credentials and the key canary."""
+KEY_ID_LABEL = "connections-bot key id v1"
+"""HKDF label of the bytes behind :attr:`MasterKey.key_id`."""
+AUDIT_CHAIN_LABEL = "connections-bot audit-chain v1"
+"""HKDF label reserved for the key of the audit log's hash chain."""
+DERIVATION_LABELS = frozenset({SEALING_LABEL, KEY_ID_LABEL, AUDIT_CHAIN_LABEL})
+"""Every label :meth:`MasterKey.derive` accepts: one per use, never shared between two."""
+_LEGACY_KEY_ID_LABEL = b"connections-bot key id"  # HMAC-SHA256 under the raw key, before HKDF
+_KEY_ID_BYTES = 8
 _TAG_SIZE = 16
 
 
@@ -90,8 +118,8 @@ class DecryptionError(CryptoError):
 class MasterKey:
     """The 32-byte key-encryption key. ``repr`` shows only its :attr:`key_id`.
 
-    The id is derived one way (HMAC-SHA256 of a fixed label under the key), so it can be stored
-    beside every ciphertext and shown in messages without revealing anything about the key.
+    The id is derived one way (HKDF under :data:`KEY_ID_LABEL`), so it can be stored beside every
+    ciphertext and shown in messages without revealing anything about the key.
     """
 
     __slots__ = ("_key", "_key_id")
@@ -100,7 +128,7 @@ class MasterKey:
         if not isinstance(key, bytes | bytearray) or len(key) != KEY_SIZE:
             raise InvalidMasterKey(f"a master key must be exactly {KEY_SIZE} bytes")
         self._key = bytes(key)
-        self._key_id = hmac.new(self._key, _KEY_ID_LABEL, sha256).digest()[:8].hex()
+        self._key_id = self.derive(KEY_ID_LABEL)[:_KEY_ID_BYTES].hex()
 
     @classmethod
     def generate(cls) -> MasterKey:
@@ -124,10 +152,26 @@ class MasterKey:
         """The key as base64, wrapped so it is masked in logs; ``reveal()`` it to store it."""
         return Secret(base64.b64encode(self._key).decode("ascii"))
 
+    def derive(self, label: str) -> bytes:
+        """The 32-byte key of one use of the master key: HKDF-SHA256 with ``label`` as its info
+        (no salt: the master key is already uniformly random). ``label`` must be one of
+        :data:`DERIVATION_LABELS`, so two uses cannot end up with the same key by accident."""
+        if label not in DERIVATION_LABELS:
+            raise ValueError(f"{label!r} is not a registered key-derivation label")
+        return HKDF(algorithm=SHA256(), length=KEY_SIZE, salt=None, info=label.encode("ascii")).derive(
+            self._key
+        )
+
     @property
     def key_id(self) -> str:
         """16 hex characters identifying this key; safe to store and show."""
         return self._key_id
+
+    @property
+    def legacy_key_id(self) -> str:
+        """The id rows sealed under the raw key (before the derivation) carry: HMAC-SHA256 of a
+        fixed label under the raw key. Only recognised, never written."""
+        return hmac.new(self._key, _LEGACY_KEY_ID_LABEL, sha256).digest()[:_KEY_ID_BYTES].hex()
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, MasterKey):
@@ -197,19 +241,24 @@ def associated_data(connection_id: str, field: str, version: int, config: str | 
 
 
 class Cipher:
-    """Seals with the current master key; opens with whichever held key sealed the value.
+    """Seals with the current master key's sealing key; opens with whichever held key sealed the
+    value.
 
     ``previous`` keys exist for master-key rotation: rows sealed under them still open, and
-    :meth:`reseal` moves a row to the current key.
+    :meth:`reseal` moves a row to the current key. Each key also opens the rows it sealed before
+    the derivation, under its legacy id (see the module's docstring).
     """
 
     __slots__ = ("_aeads", "_current_id")
 
     def __init__(self, current: MasterKey, previous: Iterable[MasterKey] = ()) -> None:
+        keys = (current, *previous)
         self._current_id = current.key_id
-        self._aeads: dict[str, AESGCM] = {current.key_id: AESGCM(current._key)}
-        for key in previous:
-            self._aeads.setdefault(key.key_id, AESGCM(key._key))
+        self._aeads: dict[str, AESGCM] = {}
+        for key in keys:
+            self._aeads.setdefault(key.key_id, AESGCM(key.derive(SEALING_LABEL)))
+        for key in keys:
+            self._aeads.setdefault(key.legacy_key_id, AESGCM(key._key))
 
     @property
     def key_id(self) -> str:
@@ -218,7 +267,7 @@ class Cipher:
 
     @property
     def key_ids(self) -> tuple[str, ...]:
-        """Ids of every key this cipher can open with, the current one first."""
+        """Ids of every key this cipher can open with, the current one first, legacy ids last."""
         return tuple(self._aeads)
 
     def seal(self, secret: Secret, aad: bytes) -> Sealed:

@@ -29,7 +29,7 @@ from keyring.backend import KeyringBackend
 
 from bot.crypto import Cipher, DecryptionError, MasterKey, Sealed, associated_data
 from bot.keys import MasterKeyError, MasterKeyMissing, WrongMasterKey
-from bot.keys.binding import bind_legacy_credentials
+from bot.keys.binding import upgrade_sealed_rows
 from bot.keys.slots import (
     StagedKey,
     discard_staged_key,
@@ -154,7 +154,7 @@ async def guard_master_key(
         verify_key_opens(cipher, *probe, where=loaded.location)
     if canary is None:
         await _store_canary(db, cipher, loaded.location)
-    await bind_legacy_credentials(db, cipher)
+    await upgrade_sealed_rows(db, cipher, CANARY_AAD)
     return loaded, cipher
 
 

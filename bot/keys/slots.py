@@ -81,6 +81,9 @@ class StagedKey:
     location: str
     path: Path | None = None
     backend: KeyringBackend | None = field(default=None, repr=False, compare=False)
+    username: str = field(default="", compare=False)
+    """The keyring entry's user: named after the id the slot was staged under, which for a slot an
+    older version staged is the key's legacy id, not its id."""
 
 
 def staged_file_path(primary: Path, key_id: str) -> Path:
@@ -150,7 +153,7 @@ def stage_next_key(loaded: LoadedKey, key: MasterKey, *, default_key_file: Path 
         if not kept:
             raise MasterKeyError(f"the {slot} did not keep the new master key; nothing was changed")
         logger.info("staged the new master key %s in the %s", key.key_id, slot)
-        return StagedKey(key=key, location=slot, backend=loaded.backend)
+        return StagedKey(key=key, location=slot, backend=loaded.backend, username=staged_username(key.key_id))
     path = staging_path(loaded, key.key_id, default_key_file=default_key_file)
     try:
         linked = not os.path.lexists(path) and link_key_file(path, key)
@@ -193,7 +196,7 @@ def discard_staged_key(staged: StagedKey) -> None:
     halfway, or this process's own key after its rotation rolled back. Failures are logged."""
     try:
         if staged.backend is not None:
-            staged.backend.delete_password(KEYRING_SERVICE, staged_username(staged.key.key_id))
+            staged.backend.delete_password(KEYRING_SERVICE, staged.username)
         elif staged.path is not None:
             staged.path.unlink(missing_ok=True)
             fsync_directory(staged.path.parent)
@@ -236,9 +239,10 @@ def _read_staged_file(path: Path) -> StagedKey | None:
 
 
 def _read_keyring_slot(backend: KeyringBackend, key_id: str) -> StagedKey | None:
-    key = read_entry(backend, staged_username(key_id))
-    slot = keyring_location([backend], staged_username(key_id))
-    return None if key is None else StagedKey(key=key, location=slot, backend=backend)
+    username = staged_username(key_id)
+    key = read_entry(backend, username)
+    slot = keyring_location([backend], username)
+    return None if key is None else StagedKey(key=key, location=slot, backend=backend, username=username)
 
 
 def _refuse_a_changed_primary(
@@ -275,7 +279,7 @@ def _promote_in_keyring(
             )
     midway()
     try:
-        backend.delete_password(KEYRING_SERVICE, staged_username(staged.key.key_id))
+        backend.delete_password(KEYRING_SERVICE, staged.username)
     except Exception as exc:
         logger.warning("could not delete the %s entry: %s", staged.location, reason(exc))
 

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, Executable, Select, delete, exists, func, select, update
+from sqlalchemy import ColumnElement, Executable, Select, delete, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -344,10 +344,12 @@ class CredentialRepository(_Appending[Credential]):
         one_version = () if version is None else (Credential.version == version,)
         return await self._destroy(Credential.connection_id == connection_id, *one_version)
 
-    async def lock_all(self, *, legacy_only: bool = False) -> list[Credential]:
-        """Every credential field (``legacy_only``: those sealed before configurations were bound),
-        each row locked until the transaction ends (PostgreSQL), for re-sealing."""
-        only = (Credential.scheme == LEGACY_SCHEME,) if legacy_only else ()
+    async def lock_all(self, *, outdated_for: str | None = None) -> list[Credential]:
+        """Every credential field (``outdated_for`` a key id: those sealed before configurations were
+        bound or with another key id, such as the key's legacy one), each row locked until the
+        transaction ends (PostgreSQL), for re-sealing."""
+        outdated = or_(Credential.scheme == LEGACY_SCHEME, Credential.key_id != outdated_for)
+        only = (outdated,) if outdated_for is not None else ()
         return await self._all(select(Credential).where(*only).order_by(Credential.id).with_for_update())
 
     async def bindings(self, rows: Sequence[Credential]) -> dict[tuple[str, int], str]:
@@ -427,7 +429,9 @@ class KeyCanaryRepository(_Repository):
     async def lock(self) -> KeyCanary | None:
         """The canary, its row locked until the transaction ends (PostgreSQL; on SQLite the write
         transaction already shuts other writers out), so two master-key rotations cannot interleave."""
-        return await self._session.scalar(select(KeyCanary).where(KeyCanary.id == 1).with_for_update())
+        locked = select(KeyCanary).where(KeyCanary.id == 1).with_for_update()
+        # populate_existing: a canary this session read before the lock is refreshed, not trusted.
+        return await self._session.scalar(locked.execution_options(populate_existing=True))
 
     async def replace(self, canary: KeyCanary, key_id: str, nonce: bytes, ciphertext: bytes) -> None:
         """The canary re-sealed under another master key."""

@@ -1,10 +1,16 @@
-"""Sealed rows for the master-key tests: a canary and credentials stored as the bot stores them,
-and a reading of which of them a given key opens."""
+"""Sealed rows for the master-key tests: a canary and credentials stored as the bot stores them
+(or as it stored them before the master key's uses were derived with HKDF), and a reading of which
+of them a given key opens."""
 
 from __future__ import annotations
 
+import base64
+import hmac
+import os
 from dataclasses import dataclass, field
+from hashlib import sha256
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import select
 
 from bot.crypto import Cipher, CryptoError, MasterKey, Sealed, associated_data
@@ -14,7 +20,15 @@ from bot.store import Credential, Database, KeyCanary
 from tests.fakes.confluent_api import new_api_key, new_api_secret
 from tests.support.seeding import Seed, seed_connections
 
-__all__ = ["Opened", "SealedData", "open_everything", "seed_sealed_data"]
+__all__ = [
+    "LegacyCipher",
+    "Opened",
+    "SealedData",
+    "legacy_key_id",
+    "open_everything",
+    "raw_key",
+    "seed_sealed_data",
+]
 
 RowId = tuple[str, str, int]
 """(connection id, field, version): what a ciphertext's associated data binds it to."""
@@ -40,10 +54,39 @@ class Opened:
     ciphertexts: list[bytes] = field(repr=False)
 
 
-async def seed_sealed_data(url: str, key: MasterKey, *, connections: int = 3) -> SealedData:
+def raw_key(key: MasterKey) -> bytes:
+    return base64.b64decode(key.to_base64().reveal())
+
+
+def legacy_key_id(key: MasterKey) -> str:
+    """The key id as the bot derived it before HKDF, written out here rather than taken from the
+    bot: HMAC-SHA256 of a fixed label under the raw key, 8 bytes in hex."""
+    return hmac.new(raw_key(key), b"connections-bot key id", sha256).digest()[:8].hex()
+
+
+class LegacyCipher(Cipher):
+    """Seals as the bot did before HKDF: AES-256-GCM under the raw master key, named by
+    :func:`legacy_key_id`."""
+
+    __slots__ = ("_legacy",)
+
+    def __init__(self, key: MasterKey) -> None:
+        super().__init__(key)
+        self._legacy = (legacy_key_id(key), AESGCM(raw_key(key)))
+
+    def seal(self, secret: Secret, aad: bytes) -> Sealed:
+        key_id, aead = self._legacy
+        nonce = os.urandom(12)
+        return Sealed(key_id, nonce, aead.encrypt(nonce, secret.reveal().encode("utf-8"), aad))
+
+
+async def seed_sealed_data(
+    url: str, key: MasterKey, *, connections: int = 3, legacy: bool = False
+) -> SealedData:
     """``connections`` Confluent connections (key and secret) sealed with ``key``, a second,
-    pending credential version of the first one, and the key canary; ``url`` must be migrated."""
-    cipher = Cipher(key)
+    pending credential version of the first one, and the key canary; ``url`` must be migrated.
+    ``legacy``: every row sealed under the raw key, as before HKDF (:class:`LegacyCipher`)."""
+    cipher = LegacyCipher(key) if legacy else Cipher(key)
     seeds = [Seed(name=f"prod-{n}", key=new_api_key(), secret=new_api_secret()) for n in range(connections)]
     ids = await seed_connections(url, cipher, seeds)
     plaintexts: dict[RowId, str] = {}

@@ -1,6 +1,7 @@
-"""``bind_legacy_credentials`` on SQLite and PostgreSQL: rows sealed before configurations were bound
+"""``upgrade_sealed_rows`` on SQLite and PostgreSQL: rows sealed before configurations were bound
 are re-sealed bound to the configuration their version is used with, once; a bound row marked
-legacy again by a database writer opens with neither associated data and is not bound again."""
+legacy again by a database writer opens with neither associated data and is not bound again. Rows
+sealed under the raw master key move to the derived key, unless the data moved to another key."""
 
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ from bot.crypto import (
     config_digest,
 )
 from bot.domain import Status
-from bot.keys.binding import bind_legacy_credentials
+from bot.keys.binding import upgrade_sealed_rows
+from bot.keys.guard import CANARY_AAD
 from bot.redaction import Secret
 from bot.store import Connection, Credential, Database, Rotation
+from tests.support.sealed_data import legacy_key_id, open_everything, seed_sealed_data
 
 IN_USE = {"rest_endpoint": "https://pkc-in-use.example.com", "cluster_id": "lkc-use1"}
 ROTATED_TO = {"rest_endpoint": "https://pkc-next.example.com", "cluster_id": "lkc-next1"}
@@ -73,8 +76,8 @@ async def test_legacy_rows_are_bound_to_the_configuration_of_their_version_once(
     cipher = Cipher(MasterKey.generate())
     await legacy_connection(db, cipher)
 
-    assert await bind_legacy_credentials(db, cipher) == 2
-    assert await bind_legacy_credentials(db, cipher) == 0
+    assert await upgrade_sealed_rows(db, cipher, CANARY_AAD) == 2
+    assert await upgrade_sealed_rows(db, cipher, CANARY_AAD) == 0
 
     rows = await credentials(db)
     assert {row.scheme for row in rows.values()} == {BOUND_SCHEME}
@@ -91,7 +94,7 @@ async def test_a_bound_row_marked_legacy_again_is_neither_opened_nor_bound_again
 ) -> None:
     cipher = Cipher(MasterKey.generate())
     connection_id = await legacy_connection(db, cipher)
-    await bind_legacy_credentials(db, cipher)
+    await upgrade_sealed_rows(db, cipher, CANARY_AAD)
     # A database writer repoints the connection and tries to pass its credential off as legacy,
     # so that the next start would bind it to the new endpoint.
     async with db.transaction() as tx:
@@ -102,10 +105,39 @@ async def test_a_bound_row_marked_legacy_again_is_neither_opened_nor_bound_again
         )
         await tx.session.execute(update(Credential).values(scheme=LEGACY_SCHEME))
 
-    assert await bind_legacy_credentials(db, cipher) == 0
+    assert await upgrade_sealed_rows(db, cipher, CANARY_AAD) == 0
 
     rows = await credentials(db)
     assert {row.scheme for row in rows.values()} == {LEGACY_SCHEME}
     assert opens(cipher, rows[1], None) is None
     assert opens(cipher, rows[1], {"rest_endpoint": "https://evil"}) is None
     assert "does not open" in caplog.text
+
+
+async def test_rows_sealed_under_the_raw_key_move_to_the_derived_key_once(
+    db: Database, migrated_database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = MasterKey.generate()
+    sealed = await seed_sealed_data(migrated_database_url, key, legacy=True)
+
+    # Six bound fields and the two of a version no rotation waits for (moved, left unbound).
+    assert await upgrade_sealed_rows(db, Cipher(key), CANARY_AAD) == 8
+    assert await upgrade_sealed_rows(db, Cipher(key), CANARY_AAD) == 0
+
+    opened = await open_everything(migrated_database_url, key)
+    assert opened.canary and opened.values == sealed.plaintexts
+    assert opened.key_ids == {key.key_id} != {legacy_key_id(key)}
+    assert "belongs to no version in use" in caplog.text
+
+
+async def test_nothing_moves_once_the_data_belongs_to_another_key(
+    db: Database, migrated_database_url: str
+) -> None:
+    """A rotation that committed after the guard ran: the start's cipher holds the old key only."""
+    key, other = MasterKey.generate(), MasterKey.generate()
+    await seed_sealed_data(migrated_database_url, key, legacy=True)
+    before = await open_everything(migrated_database_url, key)
+
+    assert await upgrade_sealed_rows(db, Cipher(other), CANARY_AAD) == 0
+
+    assert await open_everything(migrated_database_url, key) == before

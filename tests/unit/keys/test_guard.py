@@ -14,12 +14,13 @@ from bot.crypto import MasterKey
 from bot.keys import InsecureKeyFile, MasterKeyMissing, WrongMasterKey
 from bot.keys.guard import guard_master_key
 from bot.keys.rotation import GivenKey, rotate_master_key
+from bot.keys.slots import staged_file_path, staged_username
 from bot.keys.sources import KEYRING_SERVICE, KEYRING_USERNAME, KeySource, LoadedKey
 from bot.redaction import Secret
 from bot.settings import KeySettings
 from bot.store import Connection, Credential, Database
 from tests.support.key_sources import SOURCES, KeySetup, key_setup
-from tests.support.sealed_data import SealedData, open_everything, seed_sealed_data
+from tests.support.sealed_data import SealedData, legacy_key_id, open_everything, seed_sealed_data
 
 
 class Stop(BaseException):
@@ -108,6 +109,46 @@ async def test_after_the_commit_a_start_finishes_the_promotion(
     assert "finished a master-key rotation that stopped after its commit" in caplog.text
     opened = await open_everything(migrated_database_url, new)
     assert opened.canary and opened.values == sealed.plaintexts
+
+
+async def test_a_start_moves_data_sealed_under_the_raw_key_to_the_derived_key(
+    db: Database, migrated_database_url: str, setup: KeySetup
+) -> None:
+    sealed = await seed_sealed_data(migrated_database_url, setup.old, legacy=True)
+    before = await open_everything(migrated_database_url, setup.old)
+    assert before.values == sealed.plaintexts and before.key_ids == {legacy_key_id(setup.old)}
+
+    loaded = await guard(db, setup)
+
+    assert loaded.key == setup.old
+    after = await open_everything(migrated_database_url, setup.old)
+    assert after.canary and after.values == sealed.plaintexts
+    # No row, the canary included, is left on the raw key after one start.
+    assert after.key_ids == {setup.old.key_id}
+    assert not set(before.ciphertexts) & set(after.ciphertexts)
+
+
+@pytest.mark.parametrize("source", ["key_file", "keyring"])
+async def test_a_rotation_an_older_version_committed_is_finished_from_its_legacy_named_slot(
+    db: Database, migrated_database_url: str, tmp_path: Path, source: str
+) -> None:
+    """Before HKDF, a rotation named its staged slot and the canary after the new key's legacy id."""
+    setup = key_setup(source, tmp_path)
+    new = MasterKey.generate()
+    sealed = await seed_sealed_data(migrated_database_url, new, legacy=True)
+    old_id = legacy_key_id(new)
+    if source == "keyring":
+        setup.ring.set_password(KEYRING_SERVICE, staged_username(old_id), new.to_base64().reveal())
+    else:
+        staged_file_path(setup.key_file, old_id).write_text(new.to_base64().reveal())
+        staged_file_path(setup.key_file, old_id).chmod(0o600)
+
+    loaded = await guard(db, setup)
+
+    assert loaded.key == new and not loaded.from_next_slot
+    assert setup.primary() == new and setup.staged_keys() == []
+    opened = await open_everything(migrated_database_url, new)
+    assert opened.canary and opened.values == sealed.plaintexts and opened.key_ids == {new.key_id}
 
 
 @pytest.mark.parametrize("source", ["key_file", "keyring"])

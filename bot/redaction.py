@@ -25,7 +25,7 @@ import logging
 import re
 import threading
 import weakref
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable
 from urllib.parse import quote, quote_plus
 
@@ -42,22 +42,32 @@ class _Registry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
+        self._released: deque[str] = deque()
 
     def add(self, value: str) -> None:
         if value:
             with self._lock:
+                self._settle()
                 self._counts[value] += 1
 
     def discard(self, value: str) -> None:
-        with self._lock:
-            self._counts[value] -= 1
-            if self._counts[value] <= 0:
-                del self._counts[value]
+        # A finalizer: the garbage collector may run it in a thread that holds the lock already
+        # (any allocation can collect), so it only queues; appending to a deque takes no lock.
+        self._released.append(value)
 
     def values(self) -> list[str]:
         with self._lock:
+            self._settle()
             # Longest first, so a value that contains another is masked whole.
             return sorted(self._counts, key=len, reverse=True)
+
+    def _settle(self) -> None:
+        """Apply the queued discards (the lock held)."""
+        while self._released:
+            value = self._released.popleft()
+            self._counts[value] -= 1
+            if self._counts[value] <= 0:
+                del self._counts[value]
 
 
 _registry = _Registry()

@@ -7,6 +7,7 @@ import gc
 import json
 import logging
 import pickle
+import threading
 from urllib.parse import quote, quote_plus
 
 import pytest
@@ -149,3 +150,22 @@ def test_a_short_secret_leaves_the_words_it_is_part_of_alone() -> None:
     assert redact(text) == f"abcdef fabc ab_abc {MASK}. Authorization: Basic {basic}"
     assert redact("Basic " + base64.b64encode(b"user:abc").decode()) == f"Basic {MASK}"
     del holder
+
+
+def test_a_secret_collected_while_the_registry_is_busy_does_not_deadlock() -> None:
+    # The garbage collector runs finalizers wherever it strikes, the registry's own critical section
+    # included: one that waited for the lock there would wait for itself forever.
+    from bot import redaction
+
+    secret = Secret("collected-while-busy")
+
+    def collect_inside_the_lock() -> None:
+        nonlocal secret
+        with redaction._registry._lock:
+            del secret  # the last reference: its finalizer runs here, in this thread
+
+    worker = threading.Thread(target=collect_inside_the_lock, daemon=True)
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive(), "a finalizer deadlocked on the registry's lock"
+    assert "collected-while-busy" not in redaction._registry.values()

@@ -249,7 +249,7 @@ class Cipher:
     the derivation, under its legacy id (see the module's docstring).
     """
 
-    __slots__ = ("_aeads", "_current_id")
+    __slots__ = ("_aeads", "_current_id", "_previous_ids")
 
     def __init__(self, current: MasterKey, previous: Iterable[MasterKey] = ()) -> None:
         keys = (current, *previous)
@@ -259,6 +259,14 @@ class Cipher:
             self._aeads.setdefault(key.key_id, AESGCM(key.derive(SEALING_LABEL)))
         for key in keys:
             self._aeads.setdefault(key.legacy_key_id, AESGCM(key._key))
+        own = (current.key_id, current.legacy_key_id)
+        # Each previous key's id first, then the legacy ids of the rows it sealed before derivation.
+        self._previous_ids = tuple(
+            dict.fromkeys(
+                [key.key_id for key in previous if key.key_id not in own]
+                + [key.legacy_key_id for key in previous if key.legacy_key_id not in own]
+            )
+        )
 
     @property
     def key_id(self) -> str:
@@ -269,6 +277,12 @@ class Cipher:
     def key_ids(self) -> tuple[str, ...]:
         """Ids of every key this cipher can open with, the current one first, legacy ids last."""
         return tuple(self._aeads)
+
+    @property
+    def previous_key_ids(self) -> tuple[str, ...]:
+        """Ids (derived and legacy) of the previous keys alone: rows sealed under them are what a
+        rotation still has to move."""
+        return self._previous_ids
 
     def seal(self, secret: Secret, aad: bytes) -> Sealed:
         """Encrypt ``secret`` under the current key with a fresh random nonce."""

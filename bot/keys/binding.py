@@ -45,7 +45,11 @@ async def upgrade_sealed_rows(db: Database, cipher: Cipher, canary_aad: bytes) -
         # Locked only now, as a rotation locks it: a rotation that committed since the guard ran
         # moved the data to a key this cipher does not hold, and then nothing here is ours to touch.
         canary = await tx.key_canary.lock()
-        if canary is not None and canary.key_id not in cipher.key_ids:
+        # Nor is data still sealed with a previous key (instances switched before the rotation):
+        # moving it is the rotation's job, and instances not yet switched must still open it.
+        if canary is not None and (
+            canary.key_id not in cipher.key_ids or canary.key_id in cipher.previous_key_ids
+        ):
             return 0
         if canary is not None and canary.key_id != cipher.key_id:
             moved = cipher.reseal(Sealed(canary.key_id, canary.nonce, canary.ciphertext), canary_aad)

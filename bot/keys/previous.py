@@ -23,7 +23,7 @@ REMOVABLE: Final = "removable"
 async def rows_sealed_with_previous(db: Database, cipher: Cipher) -> int | None:
     """How many rows (the canary and credential fields) only ``cipher``'s previous keys open;
     None if it holds no previous key."""
-    previous = cipher.key_ids[1:]
+    previous = cipher.previous_key_ids
     if not previous:
         return None
     async with db.read() as tx:
@@ -47,7 +47,7 @@ async def log_previous_key(db: Database, cipher: Cipher) -> None:
     rows = await rows_sealed_with_previous(db, cipher)
     if rows is None:
         return
-    previous = ", ".join(cipher.key_ids[1:])
+    previous = cipher.previous_key_ids[0]  # the key set as previous, by its id
     if rows:
         logger.warning(
             "%s (master key %s) is still needed: %d sealed rows open only with it; once every instance "

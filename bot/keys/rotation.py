@@ -204,7 +204,7 @@ def _switched_to(loaded: LoadedKey, opening: Cipher) -> GivenKey:
     """With no new key given, an env key's rotation moves the rows sealed with the previous key to
     ``CONNECTIONS_MASTER_KEY``, which the operator already keeps; without a previous key there is
     nothing safe to rotate to."""
-    if len(opening.key_ids) > 1:
+    if opening.previous_key_ids:
         return GivenKey(loaded.key, ENV_VAR)
     raise RotationRefused(
         f"the master key comes from {ENV_VAR}, which only you can change, so the new key must be kept "

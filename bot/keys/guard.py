@@ -19,6 +19,7 @@ primary key does not open the canary:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Mapping
@@ -36,15 +37,19 @@ from bot.keys.slots import (
     find_staged_for_missing_primary,
     promote_staged_key,
     read_staged_key,
+    rotation_lock,
 )
 from bot.keys.sources import (
     ENV_VAR,
+    KEYRING_USERNAME,
     PREVIOUS_ENV_VAR,
     KeySource,
     LoadedKey,
     MasterKeySettings,
     load_master_key,
     load_previous_key,
+    read_entry,
+    read_key_file,
 )
 from bot.redaction import Secret
 from bot.store import CanaryExists, Credential, Database, KeyCanary
@@ -66,6 +71,7 @@ logger = logging.getLogger(__name__)
 CANARY_AAD = associated_data("connections-bot", "key-canary", 1)
 CANARY_TEXT = "connections-bot master-key canary"
 ROTATION_ACTION = "master_key.rotated"  # its details name both key ids and the staged slot
+LOCK_WAIT = 60.0  # seconds a start waits for another holder of the rotation lock
 
 
 class SealedRow(NamedTuple):
@@ -105,13 +111,45 @@ async def guard_master_key(
     default_key_file: Path | None = None,
 ) -> tuple[LoadedKey, Cipher]:
     """Load the master key and prove it opens the database's data; raises :class:`MasterKeyError`.
-    A key is only ever created while the database holds neither a canary nor a credential."""
+    A key is only ever created while the database holds neither a canary nor a credential, under
+    the rotation lock held until the canary's commit: a second first start at the same moment waits,
+    then finds the first one's key and canary, instead of replacing that key in its slot."""
+    with contextlib.ExitStack() as held:
+        canary, probes = await _stored_probes(db)
+        if not probes and _may_create_a_key(settings, keyring_backend, default_key_file):
+            held.enter_context(rotation_lock(settings, default_key_file=default_key_file, wait=LOCK_WAIT))
+            canary, probes = await _stored_probes(db)  # as the start that held the lock left it
+        return await _bind(db, settings, canary, probes, keyring_backend, default_key_file)
+
+
+async def _stored_probes(db: Database) -> tuple[KeyCanary | None, list[SealedRow]]:
+    """The canary and the rows a key must open: the canary first (it decides between the primary
+    and a staged key), then the newest credential."""
     async with db.read() as tx:
         canary = await tx.key_canary.get()
         latest = await tx.credentials.latest()
         bindings = await tx.credentials.bindings([latest] if latest is not None else [])
-    # The canary first: it decides between the primary and a staged key.
-    probes = [sealed_row(row, bindings) for row in (canary, latest) if row is not None]
+    return canary, [sealed_row(row, bindings) for row in (canary, latest) if row is not None]
+
+
+def _may_create_a_key(settings: MasterKeySettings, ring: KeyringBackend | None, default: Path | None) -> bool:
+    if settings.master_key is not None:
+        return False
+    try:
+        load_master_key(settings, has_ciphertext=True, keyring_backend=ring, default_key_file=default)
+    except MasterKeyMissing:
+        return True
+    return False
+
+
+async def _bind(
+    db: Database,
+    settings: MasterKeySettings,
+    canary: KeyCanary | None,
+    probes: list[SealedRow],
+    keyring_backend: KeyringBackend | None,
+    default_key_file: Path | None,
+) -> tuple[LoadedKey, Cipher]:
     try:
         loaded = load_master_key(
             settings,
@@ -134,7 +172,7 @@ async def guard_master_key(
         # Only now is a staged key needed, so only now may a bad one stop the start.
         staged = read_staged_key(loaded, probes[0].sealed.key_id, default_key_file=default_key_file)
         if staged is not None and probes[0].opens_with(Cipher(staged.key)):
-            loaded = _resume_rotation(loaded, staged)
+            loaded = _resume_rotation(loaded, staged, settings, default_key_file)
         else:
             await _refuse_a_rotated_key(db, loaded, probes[0].sealed.key_id)
     cipher = Cipher(loaded.key, previous)
@@ -154,6 +192,7 @@ async def guard_master_key(
         verify_key_opens(cipher, *probe, where=loaded.location)
     if canary is None:
         await _store_canary(db, cipher, loaded.location)
+        _confirm_the_slot_holds(loaded)
     await upgrade_sealed_rows(db, cipher, CANARY_AAD)
     return loaded, cipher
 
@@ -216,6 +255,25 @@ async def _store_canary(db: Database, cipher: Cipher, location: str) -> None:
     logger.info("this database is now bound to master key %s", sealed.key_id)
 
 
+def _confirm_the_slot_holds(loaded: LoadedKey) -> None:
+    """Stop if the slot the key came from holds another key now that the database is bound to it:
+    every credential sealed from here on would not open after a restart."""
+    if loaded.backend is not None:
+        now = read_entry(loaded.backend, KEYRING_USERNAME)
+    elif loaded.source is KeySource.KEY_FILE and loaded.path is not None:
+        now = read_key_file(loaded.path)
+    else:
+        return
+    if now != loaded.key:
+        holds = f"master key {now.key_id}" if now is not None else "no key"
+        raise MasterKeyError(
+            f"{loaded.location} holds {holds}, not master key {loaded.key.key_id}, which this start has "
+            "just bound the database to: another process changed it without taking the rotation lock. "
+            "Stopping before sealing a credential with a key no slot holds; if the database holds no "
+            "credential yet, delete its key canary (table key_canaries) and start one instance again"
+        )
+
+
 def _restore_a_lost_primary(
     settings: MasterKeySettings, first: SealedRow, ring: KeyringBackend | None, default: Path | None
 ) -> LoadedKey | None:
@@ -227,7 +285,12 @@ def _restore_a_lost_primary(
         return None
     empty, staged = found
     restored = _promote(
-        empty, staged, None, "could not move the staged master key into the empty primary slot"
+        empty,
+        staged,
+        None,
+        "could not move the staged master key into the empty primary slot",
+        settings,
+        default,
     )
     if not restored.from_next_slot:
         logger.warning(
@@ -269,7 +332,9 @@ def _settle_a_copy_of_the_primary(loaded: LoadedKey, default_key_file: Path | No
         )
 
 
-def _resume_rotation(loaded: LoadedKey, staged: StagedKey) -> LoadedKey:
+def _resume_rotation(
+    loaded: LoadedKey, staged: StagedKey, settings: MasterKeySettings, default_key_file: Path | None
+) -> LoadedKey:
     old, new = loaded.key.key_id, staged.key.key_id
     if loaded.source is KeySource.ENV:
         return dataclasses.replace(
@@ -285,7 +350,14 @@ def _resume_rotation(loaded: LoadedKey, staged: StagedKey) -> LoadedKey:
             path=staged.path,
             from_next_slot=True,
         )
-    promoted = _promote(loaded, staged, loaded.key, "could not finish the interrupted master-key rotation")
+    promoted = _promote(
+        loaded,
+        staged,
+        loaded.key,
+        "could not finish the interrupted master-key rotation",
+        settings,
+        default_key_file,
+    )
     if not promoted.from_next_slot:
         logger.warning(
             "finished a master-key rotation that stopped after its commit: master key %s replaced %s in %s",
@@ -296,11 +368,20 @@ def _resume_rotation(loaded: LoadedKey, staged: StagedKey) -> LoadedKey:
     return promoted
 
 
-def _promote(loaded: LoadedKey, staged: StagedKey, expected: MasterKey | None, failure: str) -> LoadedKey:
-    """``staged`` promoted into ``loaded``'s slot; if that fails, ``staged`` read from its slot, which
-    keeps the key durably: the next start tries the promotion again."""
+def _promote(
+    loaded: LoadedKey,
+    staged: StagedKey,
+    expected: MasterKey | None,
+    failure: str,
+    settings: MasterKeySettings,
+    default_key_file: Path | None,
+) -> LoadedKey:
+    """``staged`` promoted into ``loaded``'s slot under the rotation lock (its compare-and-set is a
+    read then a write); if that fails, ``staged`` read from its slot, which keeps the key durably:
+    the next start tries the promotion again."""
     try:
-        return promote_staged_key(loaded, staged, expected=expected)
+        with rotation_lock(settings, default_key_file=default_key_file, wait=LOCK_WAIT):
+            return promote_staged_key(loaded, staged, expected=expected)
     except MasterKeyError as exc:
         logger.warning("%s: %s", failure, exc)
         return dataclasses.replace(

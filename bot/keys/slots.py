@@ -11,7 +11,8 @@ may be the only copy of what opens another database's data.
   that file, for a rotation made by one of them.
 
 A start never lists or guesses slots: it reads the one named after the key id the database's
-canary is sealed with. A promotion is a compare-and-set over the key the rotation started from.
+canary is sealed with. A promotion is a compare-and-set over the key the rotation started from,
+made under :func:`rotation_lock`, which every writer of a primary slot holds.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import fcntl
 import logging
 import os
 import re
+import time
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,6 +74,9 @@ KEYRING_NEXT_USERNAME = "master-key-next"
 STAGED_SUFFIX = ".next"
 # Key ids come from the database too (the canary's): only this shape may become part of a file name.
 _KEY_ID = re.compile(r"[0-9a-f]{16}")
+_LOCK_POLL = 0.02  # seconds between tries while waiting for the lock
+# The locks this task holds already: taking one again from inside its block goes on at once.
+_HELD: ContextVar[frozenset[Path]] = ContextVar("held_master_key_locks", default=frozenset())
 
 
 @dataclass(frozen=True)
@@ -205,32 +211,59 @@ def discard_staged_key(staged: StagedKey) -> None:
 
 
 @contextlib.contextmanager
-def rotation_lock(settings: MasterKeySettings, *, default_key_file: Path | None = None) -> Iterator[Path]:
+def rotation_lock(
+    settings: MasterKeySettings, *, default_key_file: Path | None = None, wait: float = 0.0
+) -> Iterator[Path]:
     """Hold ``<primary key file>.lock`` (the named key file's, else the config directory's, which
-    also stands for the keyring and ``CONNECTIONS_MASTER_KEY``) for the block; raises
-    :class:`RotationBusy` at once if another process holds it."""
+    also stands for the keyring and ``CONNECTIONS_MASTER_KEY``) for the block. Every writer of a
+    primary slot holds it: a rotation, a first start from key creation through the canary's commit,
+    a start that finishes a promotion. Raises :class:`RotationBusy` if another process still holds
+    it after ``wait`` seconds. A block inside one that holds it (the rotation's own start-up guard)
+    holds it already."""
     named = None if settings.master_key is not None else settings.master_key_file
     primary = named if named is not None else default_key_file_path(default_key_file)
     path = primary.with_name(primary.name + ".lock")
+    if path in _HELD.get():
+        yield path
+        return
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
     except OSError as exc:
         raise MasterKeyError(
-            f"cannot open the rotation lock {path}: {exc.strerror}; nothing was changed"
+            f"cannot open the master-key lock {path}: {exc.strerror}; nothing was changed"
         ) from None
     try:
+        _flock(fd, path, wait)
+        held = _HELD.set(_HELD.get() | {path})
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RotationBusy(
-                f"another rotate-master-key is running (it holds {path}); nothing was changed: "
-                "let it finish, then run this again if needed"
-            ) from None
-        yield path
+            yield path
+        finally:
+            _HELD.reset(held)
     finally:
         # Closing releases the lock; the file stays, as removing it would let two holders in.
         os.close(fd)
+
+
+def _flock(fd: int, path: Path, wait: float) -> None:
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(_LOCK_POLL)
+    if not wait:
+        raise RotationBusy(
+            f"another rotate-master-key is running (it holds {path}); nothing was changed: "
+            "let it finish, then run this again if needed"
+        )
+    raise RotationBusy(
+        f"another process (a rotate-master-key, or a start binding a database to a new key) has held "
+        f"{path} for {wait:.0f}s; nothing was changed: start again once it is done"
+    )
 
 
 def _read_staged_file(path: Path) -> StagedKey | None:

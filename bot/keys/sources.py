@@ -304,9 +304,12 @@ def _read_primary_entry(ring: list[KeyringBackend]) -> LoadedKey | None:
 
 
 def _create_primary_entry(ring: list[KeyringBackend]) -> LoadedKey | None:
-    """A new key stored in the first backend that keeps it; None if none does."""
+    """A new key stored in the first backend that keeps it, never over an entry that is no longer
+    empty (another start's key, which is then the key); None if none does."""
     key = MasterKey.generate()
     for backend in ring:
+        if (winner := read_entry(backend, KEYRING_USERNAME)) is not None:
+            return keyring_key(winner, backend)
         try:
             kept = store_entry(backend, KEYRING_USERNAME, key)
         except Exception as exc:

@@ -3,15 +3,19 @@ the canary, finishes a committed rotation's promotion, and explains a key that o
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import delete, update
 
-from bot.crypto import MasterKey
-from bot.keys import InsecureKeyFile, MasterKeyMissing, WrongMasterKey
+from bot.crypto import Cipher, MasterKey
+from bot.keys import InsecureKeyFile, MasterKeyError, MasterKeyMissing, WrongMasterKey
+from bot.keys import guard as guard_module
 from bot.keys.guard import guard_master_key
 from bot.keys.rotation import GivenKey, rotate_master_key
 from bot.keys.slots import staged_file_path, staged_username
@@ -375,3 +379,119 @@ async def test_settings_changed_in_the_database_do_not_stop_the_start(
 
     assert loaded.key == setup.old
     assert "altered outside the bot" in caplog.text
+
+
+# --- the rotation lock: every writer of the primary slot holds it -------------------------------
+
+
+def lock_path(setup: KeySetup) -> Path:
+    return setup.key_file.with_name(setup.key_file.name + ".lock")
+
+
+@contextlib.contextmanager
+def held_elsewhere(setup: KeySetup) -> Iterator[bool]:
+    """Try the rotation lock as another process would (its own open file description): whether it
+    was free; if so it is held for the block."""
+    lock_path(setup).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(lock_path(setup), os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+        else:
+            yield True
+    finally:
+        os.close(fd)
+
+
+def first_start_setup(source: str, tmp_path: Path) -> KeySetup:
+    """``source`` with its primary slot empty, as on a first start."""
+    setup = key_setup(source, tmp_path)
+    if source == "keyring":
+        setup.ring.delete_password(KEYRING_SERVICE, KEYRING_USERNAME)
+    else:
+        setup.key_file.unlink()
+    return setup
+
+
+@pytest.mark.parametrize("source", ["key_file", "keyring"])
+async def test_a_first_start_holds_the_rotation_lock_until_its_canary_is_committed(
+    db: Database, tmp_path: Path, source: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    setup = first_start_setup(source, tmp_path)
+    store = guard_module._store_canary
+    free_at_commit: list[bool] = []
+
+    async def store_and_try_the_lock(db: Database, cipher: Cipher, location: str) -> None:
+        await store(db, cipher, location)
+        with held_elsewhere(setup) as free:
+            free_at_commit.append(free)
+
+    monkeypatch.setattr(guard_module, "_store_canary", store_and_try_the_lock)
+
+    loaded = await guard(db, setup)
+
+    assert loaded.created and setup.primary() == loaded.key
+    assert free_at_commit == [False], "a second first start could have made its own key meanwhile"
+    with held_elsewhere(setup) as free:
+        assert free, "released once the database is bound"
+
+
+async def test_a_first_start_whose_key_was_replaced_in_the_keyring_stops(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    setup = first_start_setup("keyring", tmp_path)
+    other = MasterKey.generate()
+    store = guard_module._store_canary
+
+    async def store_then_replaced(db: Database, cipher: Cipher, location: str) -> None:
+        await store(db, cipher, location)
+        # A writer that does not take the lock (another machine's bot on a shared keyring).
+        setup.ring.set_password(KEYRING_SERVICE, KEYRING_USERNAME, other.to_base64().reveal())
+
+    monkeypatch.setattr(guard_module, "_store_canary", store_then_replaced)
+
+    with pytest.raises(MasterKeyError, match=f"holds master key {other.key_id}, not master key") as refused:
+        await guard(db, setup)
+    assert "key_canaries" in str(refused.value)
+    assert other.to_base64().reveal() not in str(refused.value)
+
+
+async def test_a_start_with_an_existing_key_on_a_fresh_database_takes_no_lock(
+    db: Database, tmp_path: Path
+) -> None:
+    # A key file named by the operator may sit in a folder the bot cannot write: no lock there.
+    setup = key_setup("key_file", tmp_path)
+    with held_elsewhere(setup) as free:
+        assert free
+        loaded = await guard(db, setup)
+    assert loaded.key == setup.old and not loaded.created
+
+
+@pytest.mark.parametrize("source", ["key_file", "keyring"])
+async def test_a_start_finishes_a_promotion_only_under_the_rotation_lock(
+    db: Database,
+    migrated_database_url: str,
+    tmp_path: Path,
+    source: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    setup = key_setup(source, tmp_path)
+    sealed = await seed_sealed_data(migrated_database_url, setup.old)
+    await rotate_until(db, setup, "committed")
+    new = setup.staged()
+    assert new is not None
+    monkeypatch.setattr(guard_module, "LOCK_WAIT", 0.0)
+
+    with held_elsewhere(setup) as free:
+        assert free
+        loaded = await guard(db, setup)
+
+    assert loaded.key == new and loaded.from_next_slot, "read from the staged slot, not promoted"
+    assert setup.primary() == setup.old and setup.staged() == new
+    loaded = await guard(db, setup)  # the lock is free again
+    assert loaded.key == new and not loaded.from_next_slot
+    assert setup.primary() == new and setup.staged() is None
+    opened = await open_everything(migrated_database_url, new)
+    assert opened.canary and opened.values == sealed.plaintexts

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -347,18 +348,48 @@ def test_an_env_key_cannot_be_promoted_by_the_bot(tmp_path: Path) -> None:
 # --- the rotation lock ---------------------------------------------------------------------------
 
 
+def try_the_lock_elsewhere(key_file: Path, *, wait: float = 0.0) -> BaseException | None:
+    """What taking the lock from another thread does: another open file description, as another
+    process has, and none of this thread's held locks."""
+    outcome: list[BaseException | None] = []
+
+    def take() -> None:
+        try:
+            with rotation_lock(KeySettings(), default_key_file=key_file, wait=wait):
+                outcome.append(None)
+        except RotationBusy as busy:
+            outcome.append(busy)
+
+    worker = threading.Thread(target=take)
+    worker.start()
+    worker.join()
+    return outcome[0]
+
+
 def test_a_second_holder_of_the_rotation_lock_is_turned_away(key_file: Path) -> None:
     with rotation_lock(KeySettings(), default_key_file=key_file) as held:
         assert held == key_file.with_name("master.key.lock")
-        # Another open file description, as another process would have.
-        with (
-            pytest.raises(RotationBusy, match=str(held)),
-            rotation_lock(KeySettings(), default_key_file=key_file),
-        ):
-            pass
+        busy = try_the_lock_elsewhere(key_file)
+        assert isinstance(busy, RotationBusy) and "another rotate-master-key is running" in str(busy)
+        assert str(held) in str(busy)
 
-    with rotation_lock(KeySettings(), default_key_file=key_file):
-        pass  # released
+    assert try_the_lock_elsewhere(key_file) is None  # released
+
+
+def test_a_waiting_start_gives_up_with_what_to_do(key_file: Path) -> None:
+    with rotation_lock(KeySettings(), default_key_file=key_file) as held:
+        busy = try_the_lock_elsewhere(key_file, wait=0.05)
+    assert isinstance(busy, RotationBusy) and str(held) in str(busy)
+    assert "start again once it is done" in str(busy)
+
+
+def test_the_holder_of_the_lock_takes_it_again_inside_its_block(key_file: Path) -> None:
+    # The rotation holds it while its own start-up guard may finish a promotion under it.
+    with rotation_lock(KeySettings(), default_key_file=key_file) as held:
+        with rotation_lock(KeySettings(), default_key_file=key_file, wait=0.0) as again:
+            assert again == held
+        assert isinstance(try_the_lock_elsewhere(key_file), RotationBusy), "still held by the outer block"
+    assert try_the_lock_elsewhere(key_file) is None
 
 
 def test_a_named_key_file_is_locked_beside_itself(tmp_path: Path, key_file: Path) -> None:

@@ -87,6 +87,20 @@ class ReadOnlyKeyring(MemoryKeyring):
         raise keyring.errors.PasswordSetError("read only")
 
 
+class RacedKeyring(MemoryKeyring):
+    """Another start writes its key to the entry just after this one found it empty."""
+
+    def __init__(self, theirs: MasterKey) -> None:
+        super().__init__()
+        self.theirs = theirs
+
+    def get_password(self, service: str, username: str) -> str | None:
+        value = super().get_password(service, username)
+        if value is None and not self.writes:
+            self.set_password(service, username, self.theirs.to_base64().reveal())
+        return value
+
+
 class ForgetfulKeyring(MemoryKeyring):
     """Accepts writes and keeps nothing."""
 
@@ -628,3 +642,16 @@ def test_verify_key_opens_reports_a_damaged_row_when_the_key_id_matches() -> Non
     assert key.key_id in message
     assert_no_key_material(message, key)
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+def test_a_new_key_never_replaces_an_entry_another_start_just_wrote(key_file: Path) -> None:
+    theirs = MasterKey.generate()
+    ring = RacedKeyring(theirs)
+
+    loaded = load_master_key(
+        settings(), has_ciphertext=False, keyring_backend=ring, default_key_file=key_file
+    )
+
+    assert loaded.key == theirs and not loaded.created
+    assert ring.values[ENTRY] == theirs.to_base64().reveal() and ring.writes == 1
+    assert not key_file.exists()

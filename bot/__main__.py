@@ -37,6 +37,14 @@ T = TypeVar("T")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _command(argv)
+    except ConfigError as exc:
+        print(f"connections-bot: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def _command(argv: Sequence[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="connections-bot", description=__doc__)
     parser.add_argument("--env-file", default=".env", help="read settings from this file too (default: .env)")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -75,13 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Absolute, so the swap steps printed at the end name the file wherever they are read.
         new_key_file = args.new_key_file.expanduser().absolute() if args.new_key_file else None
         return _rotate_master_key(load_key_settings(args.env_file), new_key_file, assume_yes=args.yes)
-    try:
-        settings = load_settings(args.env_file)
-        # Each provider reads its own settings; a malformed one stops start-up the same way.
-        build_registry(settings)
-    except ConfigError as exc:
-        print(f"connections-bot: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+    settings = load_settings(args.env_file)
+    # Each provider reads its own settings; a malformed one stops start-up the same way.
+    build_registry(settings)
     configure_logging(settings.log_level)
     if args.command == "migrate":
         return _migrate(settings)

@@ -263,7 +263,7 @@ def test_stored_snowflake_token_hints_are_rewritten_and_other_hints_kept(databas
     upgrade_to_head(database_url)
 
     with connect(database_url) as connection:
-        stored = dict(connection.execute(text("SELECT id, key_hint FROM connections")).tuples().all())
+        stored = dict(connection.execute(text("SELECT id, key_hint FROM connections")).all())
         rotation = connection.scalar(text("SELECT key_hint FROM rotations"))
     assert stored == {"c-token": TOKEN_HINT, "c-key": hints["c-key"][1], "c-cloud": hints["c-cloud"][1]}
     assert rotation == TOKEN_HINT

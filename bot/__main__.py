@@ -7,11 +7,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from bot.logs import configure_logging
 from bot.providers.registry import build_registry
@@ -37,6 +38,14 @@ T = TypeVar("T")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _command(argv)
+    except ConfigError as exc:
+        print(f"connections-bot: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def _command(argv: Sequence[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="connections-bot", description=__doc__)
     parser.add_argument("--env-file", default=".env", help="read settings from this file too (default: .env)")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -88,13 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         new_key_file = args.new_key_file.expanduser().absolute() if args.new_key_file else None
         key_settings = load_key_settings(args.env_file, args.new_key_from_env)
         return _rotate_master_key(key_settings, args.new_key_from_env, new_key_file, assume_yes=args.yes)
-    try:
-        settings = load_settings(args.env_file)
-        # Each provider reads its own settings; a malformed one stops start-up the same way.
-        build_registry(settings)
-    except ConfigError as exc:
-        print(f"connections-bot: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+    settings = load_settings(args.env_file)
+    # Each provider reads its own settings; a malformed one stops start-up the same way.
+    build_registry(settings)
     configure_logging(settings.log_level)
     if args.command == "migrate":
         return _migrate(settings)
@@ -164,19 +169,32 @@ def _export_audit(database_url: str, output: str | None) -> int:
     count goes to stderr, so stdout holds nothing but the log."""
     from bot.services.audit import export_events
 
-    async def export(db: Database) -> int:
-        if output is None:
-            return await export_events(db, sys.stdout)
-        with open(output, "w", encoding="utf-8", newline="\n") as out:
-            return await export_events(db, out)
-
     configure_logging("WARNING")
-    code, count = _on_database(database_url, "export the audit log from", export)
+    what = "export the audit log from"
+    if output is None:
+        code, count = _on_database(database_url, what, partial(export_events, out=sys.stdout))
+    else:
+        with _new_private_file(output) as out:
+            code, count = _on_database(database_url, what, partial(export_events, out=out))
+        if count is None:
+            Path(output).unlink(missing_ok=True)  # ours, empty or partial: leave no half a log
     if count is None:
         return code
     noun = "event" if count == 1 else "events"
     print(f"connections-bot: exported {count} audit {noun} to {output or 'standard output'}", file=sys.stderr)
     return 0
+
+
+def _new_private_file(path: str) -> BinaryIO:
+    """``path`` as a new file only its owner may read: the audit log names people and connections.
+    O_EXCL refuses an existing file and a symbolic link, so nothing is overwritten or redirected."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        raise ConfigError(f"{path} already exists; name a new file (an export never replaces one)") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot create {path}: {exc.strerror}") from None
+    return os.fdopen(fd, "wb")
 
 
 def _generate_master_key() -> int:

@@ -6,6 +6,7 @@ Every variable is documented in DESIGN.md's configuration contract and in the RE
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -243,6 +244,30 @@ def load_key_settings(
 def _environment(env_file: str | os.PathLike[str] | None) -> dict[str, str]:
     values: dict[str, str] = {}
     if env_file is not None and Path(env_file).is_file():
-        values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+        values.update(_read_env_file(Path(env_file)))
     values.update(os.environ)
+    return values
+
+
+# The variables that make a settings file as secret as a key file: any of them opens every credential.
+_KEY_VARIABLES = ("CONNECTIONS_MASTER_KEY", "CONNECTIONS_MASTER_KEY_PREVIOUS")
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    """The variables in ``path``; refuses a file holding a master key that others could read or
+    replace (checked on the file read, not on a name that could change in between)."""
+    with path.open(encoding="utf-8") as handle:
+        info = os.fstat(handle.fileno())
+        values = {k: v for k, v in dotenv_values(stream=handle).items() if v is not None}
+    held = [name for name in _KEY_VARIABLES if values.get(name, "").strip()]
+    if held and info.st_uid != os.getuid():
+        raise ConfigError(
+            f"{path} holds {held[0]} but is owned by another user (uid {info.st_uid}); it must belong "
+            f"to the user running the bot (uid {os.getuid()})"
+        )
+    if held and info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(
+            f"{path} holds {held[0]} but is accessible by group or others "
+            f"(mode {stat.S_IMODE(info.st_mode):o}); run `chmod 600 {path}`"
+        )
     return values

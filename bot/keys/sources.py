@@ -4,8 +4,8 @@ Lookup order (see DESIGN.md, "Secrets"):
 
 1. ``CONNECTIONS_MASTER_KEY`` (base64 of 32 bytes), for production from a secret manager.
 2. ``CONNECTIONS_MASTER_KEY_FILE``, when the operator names a file explicitly.
-3. The system keyring (service ``connections-bot``, user ``master-key``), unless its backend does
-   not really protect the value (fail, null, plain-text ``keyrings.alt`` backends).
+3. The system keyring (service ``connections-bot``, user ``master-key``), if its backend is one
+   known to encrypt what it stores (:data:`TRUSTED_KEYRING_BACKENDS`).
 4. A key file in the user's config directory (never beside the database), mode 0600, with a
    warning naming the production options. It is read even when a keyring is usable, so a key made
    on an earlier headless start is never shadowed by a new one.
@@ -18,13 +18,17 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import errno
 import logging
 import os
 import stat
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final, TypeVar
 
 import keyring
+import keyring.backends.chainer
 import keyring.backends.fail
 import keyring.backends.null
 import platformdirs
@@ -40,6 +44,7 @@ __all__ = [
     "KEYRING_SERVICE",
     "KEYRING_USERNAME",
     "PREVIOUS_ENV_VAR",
+    "TRUSTED_KEYRING_BACKENDS",
     "KeySource",
     "LoadedKey",
     "MasterKeySettings",
@@ -55,6 +60,7 @@ __all__ = [
     "read_key_file",
     "reason",
     "store_entry",
+    "trust_test_backend",
     "usable_keyring",
 ]
 
@@ -198,33 +204,74 @@ def reason(exc: BaseException) -> str:
 
 
 def read_key_file(path: Path) -> MasterKey | None:
-    """The key in ``path``, or None if there is no such file; refuses unsafe files."""
+    """The key in ``path``, or None if there is no such file; refuses unsafe files and folders.
+
+    Opened without following a symlink and without blocking (a FIFO at ``path`` would otherwise
+    hang the start before it could be refused), inside its folder opened first, so the checks
+    and the read are about the same objects."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise MasterKeyError(f"cannot read the master key file {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise MasterKeyError(f"the master key file {path} is not a regular file")
-        if info.st_uid != os.getuid():
-            raise InsecureKeyFile(
-                f"the master key file {path} is owned by another user (uid {info.st_uid}); "
-                f"it must belong to the user running the bot (uid {os.getuid()})"
-            )
-        if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise InsecureKeyFile(
-                f"the master key file {path} is accessible by group or others "
-                f"(mode {stat.S_IMODE(info.st_mode):o}); run `chmod 600 {path}`"
-            )
-        content = handle.read(4096)
+        raise MasterKeyError(
+            f"cannot open the folder of the master key file {path}: {exc.strerror}"
+        ) from None
+    try:
+        try:
+            fd = os.open(path.name, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW, dir_fd=folder)
+        except FileNotFoundError:
+            _check_folder(folder, path)  # the key would be created there
+            return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise InsecureKeyFile(
+                    f"the master key file {path} is a symbolic link; name the file itself"
+                ) from None
+            raise MasterKeyError(f"cannot read the master key file {path}: {exc.strerror}") from None
+        with os.fdopen(fd, "rb") as handle:
+            _check_file(os.fstat(handle.fileno()), path)
+            _check_folder(folder, path)
+            content = handle.read(4096)
+    finally:
+        os.close(folder)
     try:
         return MasterKey.from_base64(content.decode("ascii"))
     except (InvalidMasterKey, UnicodeDecodeError) as exc:
         problem = exc if isinstance(exc, InvalidMasterKey) else "it is not text"
         raise MalformedMasterKey(f"the master key file {path} is malformed: {problem}") from None
+
+
+def _check_file(info: os.stat_result, path: Path) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        raise MasterKeyError(f"the master key file {path} is not a regular file")
+    if info.st_uid != os.getuid():
+        raise InsecureKeyFile(
+            f"the master key file {path} is owned by another user (uid {info.st_uid}); "
+            f"it must belong to the user running the bot (uid {os.getuid()})"
+        )
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise InsecureKeyFile(
+            f"the master key file {path} is accessible by group or others "
+            f"(mode {stat.S_IMODE(info.st_mode):o}); run `chmod 600 {path}`"
+        )
+
+
+def _check_folder(folder: int, path: Path) -> None:
+    """Refuse a folder where another user could delete or replace the key: one they own, or one
+    they may write to without the sticky bit (which, as on /tmp, keeps a name to its owner)."""
+    info = os.fstat(folder)
+    if info.st_uid not in (os.getuid(), 0):
+        raise InsecureKeyFile(
+            f"the folder {path.parent} of the master key file is owned by another user (uid "
+            f"{info.st_uid}); keep the key in a folder of the user running the bot (uid {os.getuid()})"
+        )
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not info.st_mode & stat.S_ISVTX:
+        raise InsecureKeyFile(
+            f"the folder {path.parent} of the master key file is writable by group or others "
+            f"(mode {stat.S_IMODE(info.st_mode):o}), so another user could delete the key; "
+            f"run `chmod go-w {path.parent}`"
+        )
 
 
 def link_key_file(path: Path, key: MasterKey) -> bool:
@@ -269,8 +316,7 @@ def usable_keyring(given: KeyringBackend | None) -> list[KeyringBackend]:
     except Exception as exc:
         logger.info("no usable keyring: %s", reason(exc))
         return []
-    chainer = any(cls.__name__ == "ChainerBackend" for cls in type(backend).__mro__)
-    members = getattr(backend, "backends", None) if chainer else None
+    members = backend.backends if isinstance(backend, keyring.backends.chainer.ChainerBackend) else None
     accepted = []
     for candidate in list(members) if members is not None else [backend]:
         if (refusal := _refusal(candidate)) is None:
@@ -354,24 +400,45 @@ def _parse(value: str, location: str, advice: str = "") -> MasterKey:
         raise MalformedMasterKey(f"the {location} entry is malformed: {exc}{advice}") from None
 
 
+# The backends that keep values encrypted at rest, by module and class: a denylist let through
+# any backend with an unlisted name, so only these are used, and only these exact classes.
+TRUSTED_KEYRING_BACKENDS: Final = frozenset(
+    {
+        "keyring.backends.SecretService.Keyring",  # Secret Service (GNOME Keyring, KeePassXC, …)
+        "keyring.backends.libsecret.Keyring",  # the same store through libsecret
+        "keyring.backends.macOS.Keyring",  # macOS Keychain
+        "keyring.backends.Windows.WinVaultKeyring",  # Windows Credential Locker
+        "keyring.backends.kwallet.DBusKeyring",  # KWallet
+        "keyrings.cryptfile.cryptfile.CryptFileKeyring",  # a file encrypted with a passphrase
+    }
+)
+
+_test_backends: set[type[KeyringBackend]] = set()
+_Backend = TypeVar("_Backend", bound=type[KeyringBackend])
+
+
+def trust_test_backend(cls: _Backend) -> _Backend:
+    """Accept ``cls`` too: for the tests' stand-ins for an OS keyring, which protect nothing. Only
+    code can call this (no setting widens the list), and nothing in ``bot`` does."""
+    _test_backends.add(cls)
+    return cls
+
+
 def _refusal(backend: KeyringBackend) -> str | None:
     """Why ``backend`` must not hold the master key, or None if it may."""
+    cls = type(backend)
+    if cls in _test_backends:
+        return None
     if isinstance(backend, keyring.backends.fail.Keyring):
         return "it is the fail backend (no keyring is installed)"
     if isinstance(backend, keyring.backends.null.Keyring):
         return "it is the null backend, which discards values"
-    mro = type(backend).__mro__
-    if any("plaintext" in cls.__name__.lower() for cls in mro):
-        return "it stores values in plain text"
-    module = type(backend).__module__
-    if module.startswith(("keyrings.alt.file", "keyrings.alt.pyfs")) and not any(
-        cls.__name__.startswith("Encrypted") for cls in mro
-    ):
-        return "it is an unencrypted keyrings.alt file backend"
-    inner = getattr(backend, "_keyring", None)  # keyrings.alt.multi wraps another backend
-    if isinstance(inner, KeyringBackend):
-        return _refusal(inner)
-    return None
+    module = sys.modules.get(cls.__module__)
+    # The module must really hold this class: a look-alike that borrowed the name is refused.
+    if _class_name(backend) in TRUSTED_KEYRING_BACKENDS and getattr(module, cls.__qualname__, None) is cls:
+        return None
+    known = ", ".join(sorted(TRUSTED_KEYRING_BACKENDS))
+    return f"it is not one of the backends known to encrypt what they store: {known}"
 
 
 def _class_name(backend: KeyringBackend) -> str:

@@ -64,7 +64,14 @@ from bot.providers.base import (
 from bot.redaction import Secret
 from bot.settings import ConfigError
 
-__all__ = ["API_URL_VARIABLE", "PROBE_STATEMENT", "RetryPolicy", "Snowflake", "show_warehouses_statement"]
+__all__ = [
+    "API_URL_VARIABLE",
+    "PROBE_STATEMENT",
+    "TOKEN_HINT",
+    "RetryPolicy",
+    "Snowflake",
+    "show_warehouses_statement",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +86,8 @@ QUERY_TAG = "connections-bot credential check"
 KEYPAIR_JWT = "KEYPAIR_JWT"
 PROGRAMMATIC_ACCESS_TOKEN = "PROGRAMMATIC_ACCESS_TOKEN"
 _MIN_TOKEN_LENGTH = 32
+# The key hint of a token credential (the migration f1a3c5e7b9d2 writes the same words).
+TOKEN_HINT = "access token"
 """Programmatic access tokens are long random strings (hundreds of characters, so far JWT-shaped,
 which Snowflake doesn't promise); a shorter value, or one with spaces, is taken for a password."""
 _CANCEL_RESERVE = 5.0
@@ -355,7 +364,9 @@ class Snowflake(Provider):
         return config
 
     def credential_hint(self, values: FieldValues) -> str | None:
-        """The public key's fingerprint (``SHA256:…``, as DESC USER shows it), or the masked token."""
+        """The public key's fingerprint (``SHA256:…``, as DESC USER shows it), or :data:`TOKEN_HINT`:
+        unlike a key pair, a token has no public part, and any of its characters would be a piece
+        of the secret shown to every member."""
         pem = shared.plain(values, "private_key")
         if pem:
             try:
@@ -364,7 +375,7 @@ class Snowflake(Provider):
             except keys.KeyProblem:
                 return None
         token = values.get("token")
-        return token.masked() if isinstance(token, Secret) and token else None
+        return TOKEN_HINT if isinstance(token, Secret) and token else None
 
     async def verify(self, values: FieldValues, http: httpx.AsyncClient) -> Verification:
         """The base class's verification; a key that failed it is not kept open in memory."""

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from bot.store import AuditEvent, Database
 from bot.store.db import is_sqlite
@@ -112,17 +116,55 @@ def test_output_goes_to_a_file_when_asked_and_settings_come_from_env_file(
     approved(abot, cloud_key)
     (tmp_path / "audit.env").write_text(f"DATABASE_URL={abot.database_url}\n")
 
-    result = run(
-        ["--env-file", "audit.env", "audit", "export", "--output", "log.jsonl"], clean_env(tmp_path), tmp_path
-    )
+    previous = os.umask(0o022)  # the usual umask, which leaves new files readable by everyone
+    try:
+        result = run(
+            ["--env-file", "audit.env", "audit", "export", "--output", "log.jsonl"],
+            clean_env(tmp_path),
+            tmp_path,
+        )
+    finally:
+        os.umask(previous)
 
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
+    # The log names people and connections: only its owner may read it.
+    assert stat.S_IMODE((tmp_path / "log.jsonl").stat().st_mode) == 0o600
     written = (tmp_path / "log.jsonl").read_text()
     assert [r["action"] for r in records_of(written)] == ["connection.created", "connection.approved"]
     assert "exported 2 audit events to log.jsonl" in result.stderr
     for secret in secrets_of(abot, cloud_key):
         assert secret not in written
+
+
+@pytest.mark.parametrize("kind", ["file", "symlink", "dangling-symlink"])
+def test_an_output_that_exists_is_refused_and_left_alone(abot: Bot, tmp_path: Path, kind: str) -> None:
+    target = tmp_path / "target.txt"
+    if kind != "dangling-symlink":
+        target.write_text("kept\n")
+    output = target if kind == "file" else tmp_path / "log.jsonl"
+    if kind != "file":
+        output.symlink_to(target)
+
+    result = run(
+        ["audit", "export", "--output", str(output)],
+        clean_env(tmp_path, DATABASE_URL=abot.database_url),
+        tmp_path,
+    )
+
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        == f"connections-bot: {output} already exists; name a new file (an export never replaces one)"
+    )
+    assert (target.read_text() == "kept\n") if kind != "dangling-symlink" else not target.exists()
+
+
+def test_a_failed_export_leaves_no_output_file(tmp_path: Path) -> None:
+    env = clean_env(tmp_path, DATABASE_URL=f"sqlite:///{tmp_path / 'nowhere.db'}")
+    result = run(["audit", "export", "--output", "log.jsonl"], env, tmp_path)
+    assert result.returncode == 2 and "no database at" in result.stderr
+    assert not (tmp_path / "log.jsonl").exists()
 
 
 def test_a_database_file_that_is_not_there_is_reported_not_created(tmp_path: Path) -> None:

@@ -176,3 +176,21 @@ def test_a_malformed_provider_setting_stops_start_up_with_one_line_and_exit_2(tm
     result = run(["serve"], env, tmp_path)
     assert result.returncode == 2
     assert "CONFLUENT_CLOUD_API_URL" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", [["serve"], ["rotate-master-key"], ["audit", "export"]])
+def test_a_dotenv_holding_the_master_key_that_others_can_read_stops_every_command(
+    tmp_path: Path, command: list[str]
+) -> None:
+    key = MasterKey.generate().to_base64().reveal()
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"SLACK_BOT_TOKEN=xoxb-1\nSLACK_SIGNING_SECRET=s\nCONNECTIONS_MASTER_KEY={key}\n")
+    env_file.chmod(0o644)
+
+    result = run(command, clean_env(tmp_path), tmp_path)
+
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert ".env holds CONNECTIONS_MASTER_KEY but is accessible by group or others (mode 644)" in line
+    assert key not in result.stderr + result.stdout
+    assert not (tmp_path / "connections.db").exists()

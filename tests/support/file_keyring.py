@@ -4,11 +4,11 @@ Select it in the subprocess with ``PYTHON_KEYRING_BACKEND=tests.support.file_key
 and point ``CONNECTIONS_TEST_KEYRING_FILE`` at the file (see :func:`keyring_env`); in the test, build
 ``SharedFileKeyring(path)`` on the same file.
 
-It stands in for an operating-system keyring, which the bot accepts. Like the in-memory keyrings of
-the unit tests it does not protect what it holds (the file is only 0600), so its name avoids the
-words the bot's refusal rules look for ("plaintext", keyrings.alt's unencrypted file modules): those
-rules are there to turn away real unprotected backends, not test doubles. It lives under ``tests/``
-and nothing outside the tests can select it.
+It stands in for an operating-system keyring. Like the in-memory keyrings of the unit tests it does
+not protect what it holds (the file is only 0600), so the bot would refuse it: it is accepted only
+because this module, when imported (by a test, or by keyring in a subprocess that selected it),
+passes it to :func:`bot.keys.sources.trust_test_backend`. No setting can do that, and the module
+lives under ``tests/``, which no installed package ships.
 
 Every write replaces the file atomically, so a process killed mid-write leaves the old entries or
 the new ones, as a real keyring daemon would.
@@ -24,6 +24,8 @@ from jaraco.classes import properties
 from keyring.backend import KeyringBackend
 from keyring.errors import PasswordDeleteError
 
+from bot.keys.sources import trust_test_backend
+
 __all__ = ["FILE_ENV_VAR", "SharedFileKeyring", "keyring_env"]
 
 FILE_ENV_VAR = "CONNECTIONS_TEST_KEYRING_FILE"
@@ -37,6 +39,7 @@ def keyring_env(path: Path) -> dict[str, str]:
     }
 
 
+@trust_test_backend
 class SharedFileKeyring(KeyringBackend):
     """Entries as ``{"service\\x00username": password}`` in one JSON file."""
 

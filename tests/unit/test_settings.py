@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from bot.settings import ConfigError, Settings, load_settings
+from bot.settings import ConfigError, Settings, load_database_url, load_key_settings, load_settings
 
 BASE = {"SLACK_BOT_TOKEN": "xoxb-123-abc-secretvalue", "SLACK_SIGNING_SECRET": "signing-secret-value"}
 
@@ -83,6 +85,57 @@ def test_dotenv_is_read_and_the_environment_wins(tmp_path: Path, monkeypatch: py
     settings = load_settings(env_file)
     assert settings.slack_bot_token.reveal() == "xoxb-from-file"
     assert settings.port == 5000
+
+
+KEY = "bWFzdGVyLWtleS1iYXNlNjQtdmFsdWUtMzItYnl0ZXM="
+
+
+def env_file_with(tmp_path: Path, mode: int, text: str = f"CONNECTIONS_MASTER_KEY={KEY}\n") -> Path:
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"SLACK_BOT_TOKEN=xoxb-from-file\nSLACK_SIGNING_SECRET=from-file\n{text}")
+    env_file.chmod(mode)
+    return env_file
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o644, 0o660, 0o602])
+@pytest.mark.parametrize("loader", [load_settings, load_key_settings, load_database_url])
+def test_a_dotenv_holding_the_master_key_open_to_others_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: int, loader: Callable[[Path], object]
+) -> None:
+    monkeypatch.delenv("CONNECTIONS_MASTER_KEY", raising=False)
+    env_file = env_file_with(tmp_path, mode)
+
+    with pytest.raises(ConfigError) as caught:
+        loader(env_file)
+
+    message = str(caught.value)
+    assert f"{env_file} holds CONNECTIONS_MASTER_KEY but is accessible by group or others" in message
+    assert f"chmod 600 {env_file}" in message and KEY not in message
+
+
+def test_a_dotenv_holding_the_master_key_owned_by_another_user_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env_file = env_file_with(tmp_path, 0o600, f"CONNECTIONS_MASTER_KEY_PREVIOUS={KEY}\n")
+    monkeypatch.setattr(os, "getuid", lambda: env_file.stat().st_uid + 1)
+
+    with pytest.raises(
+        ConfigError, match="holds CONNECTIONS_MASTER_KEY_PREVIOUS but is owned by another user"
+    ):
+        load_settings(env_file)
+
+
+def test_a_private_dotenv_may_hold_the_master_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CONNECTIONS_MASTER_KEY", raising=False)
+    settings = load_settings(env_file_with(tmp_path, 0o600))
+    assert settings.master_key is not None and settings.master_key.reveal() == KEY
+
+
+@pytest.mark.parametrize("key_line", ["", "CONNECTIONS_MASTER_KEY=\n", "CONNECTIONS_MASTER_KEY_FILE=/k\n"])
+def test_a_dotenv_without_a_master_key_may_be_readable(tmp_path: Path, key_line: str) -> None:
+    assert (
+        load_settings(env_file_with(tmp_path, 0o644, key_line)).slack_bot_token.reveal() == "xoxb-from-file"
+    )
 
 
 def test_approval_settings_have_defaults_and_are_checked() -> None:

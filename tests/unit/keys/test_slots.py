@@ -25,13 +25,20 @@ from bot.keys.slots import (
     staged_username,
     staging_path,
 )
-from bot.keys.sources import KEYRING_SERVICE, KEYRING_USERNAME, KeySource, LoadedKey, load_master_key
+from bot.keys.sources import (
+    KEYRING_SERVICE,
+    KEYRING_USERNAME,
+    KeySource,
+    LoadedKey,
+    load_master_key,
+    trust_test_backend,
+)
 from bot.settings import KeySettings
 from tests.support.file_keyring import SharedFileKeyring
 
 
 def write_key(path: Path, key: MasterKey, mode: int = 0o600) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     path.write_text(key.to_base64().reveal() + "\n")
     path.chmod(mode)
 
@@ -143,6 +150,7 @@ def test_a_keyring_promotion_is_refused_once_the_primary_holds_another_key(
     assert keyring_entry(ring, staged_username(mine.key_id)) == mine
 
 
+@trust_test_backend
 class ForgetfulPrimary(SharedFileKeyring):
     """Accepts a new primary entry and keeps the old one."""
 

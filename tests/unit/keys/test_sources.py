@@ -6,12 +6,18 @@ import base64
 import logging
 import os
 import stat
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import keyring.backends.chainer
 import keyring.backends.fail
+import keyring.backends.kwallet
+import keyring.backends.libsecret
+import keyring.backends.macOS
 import keyring.backends.null
+import keyring.backends.SecretService
+import keyring.backends.Windows
 import keyring.errors
 import pytest
 from keyring.backend import KeyringBackend
@@ -23,9 +29,12 @@ from bot.keys.sources import (
     KEYRING_SERVICE,
     KEYRING_USERNAME,
     KeySource,
+    LoadedKey,
     create_key_file,
     default_key_file_path,
     load_master_key,
+    trust_test_backend,
+    usable_keyring,
 )
 from bot.redaction import Secret
 from bot.settings import Settings
@@ -33,6 +42,7 @@ from bot.settings import Settings
 ENTRY = (KEYRING_SERVICE, KEYRING_USERNAME)
 
 
+@trust_test_backend
 class MemoryKeyring(KeyringBackend):
     """A keyring that keeps values in a dict, like an OS keyring would keep them safely."""
 
@@ -72,21 +82,43 @@ class EncryptedKeyring(MemoryKeyring):
 EncryptedKeyring.__module__ = "keyrings.alt.file"
 
 
+class Keyring(MemoryKeyring):
+    """Claims the module and name of the Secret Service backend without being it."""
+
+
+Keyring.__module__ = "keyring.backends.SecretService"
+
+
+class CryptFileKeyring(MemoryKeyring):
+    """Named like keyrings.cryptfile's backend, from another module."""
+
+
+CryptFileKeyring.__module__ = "my_backends.cryptfile"
+
+
+class SecretServiceSubclass(keyring.backends.SecretService.Keyring):
+    """Inherits from an accepted backend, and may store values anywhere."""
+
+
+@trust_test_backend
 class LockedKeyring(MemoryKeyring):
     def get_password(self, service: str, username: str) -> str | None:
         raise keyring.errors.KeyringLocked("Failed to unlock the collection")
 
 
+@trust_test_backend
 class BrokenKeyring(MemoryKeyring):
     def get_password(self, service: str, username: str) -> str | None:
         raise RuntimeError("dbus went away")
 
 
+@trust_test_backend
 class ReadOnlyKeyring(MemoryKeyring):
     def set_password(self, service: str, username: str, password: str) -> None:
         raise keyring.errors.PasswordSetError("read only")
 
 
+@trust_test_backend
 class RacedKeyring(MemoryKeyring):
     """Another start writes its key to the entry just after this one found it empty."""
 
@@ -101,6 +133,7 @@ class RacedKeyring(MemoryKeyring):
         return value
 
 
+@trust_test_backend
 class ForgetfulKeyring(MemoryKeyring):
     """Accepts writes and keeps nothing."""
 
@@ -132,7 +165,7 @@ def settings(**overrides: object) -> Settings:
 
 
 def write_key_file(path: Path, key: MasterKey, mode: int = 0o600) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     path.write_text(key.to_base64().reveal() + "\n")
     path.chmod(mode)
 
@@ -305,6 +338,10 @@ def test_malformed_keyring_entry_is_an_error_and_is_left_alone(ring: MemoryKeyri
         pytest.param(null_keyring(), id="null"),
         pytest.param(PlaintextKeyring(), id="plaintext"),
         pytest.param(UnencryptedAltFileKeyring(), id="keyrings.alt.file"),
+        pytest.param(EncryptedKeyring(), id="keyrings.alt.file-encrypted-not-listed"),
+        pytest.param(Keyring(), id="borrowed-module-and-name"),
+        pytest.param(CryptFileKeyring(), id="allowed-name-other-module"),
+        pytest.param(SecretServiceSubclass(), id="subclass-of-allowed"),
         pytest.param(chainer_of(PlaintextKeyring(), null_keyring()), id="chainer-all-refused"),
         pytest.param(chainer_of(), id="empty-chainer"),
     ],
@@ -324,7 +361,25 @@ def test_backends_that_do_not_protect_values_are_refused(
     if isinstance(backend, MemoryKeyring):
         assert backend.values == {}
     assert "no usable keyring" in caplog.text
+    if isinstance(backend, MemoryKeyring | keyring.backends.SecretService.Keyring):
+        assert "not one of the backends known to encrypt what they store" in caplog.text
     assert_no_key_material(caplog.text, loaded.key)
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        keyring.backends.SecretService.Keyring,
+        keyring.backends.libsecret.Keyring,
+        keyring.backends.macOS.Keyring,
+        keyring.backends.Windows.WinVaultKeyring,
+        keyring.backends.kwallet.DBusKeyring,
+    ],
+)
+def test_the_encrypting_system_backends_are_accepted(backend: type[KeyringBackend]) -> None:
+    instance = backend()  # type: ignore[no-untyped-call]
+
+    assert usable_keyring(instance) == [instance]
 
 
 def test_plaintext_backend_is_not_read_even_when_it_holds_a_key(key_file: Path) -> None:
@@ -333,17 +388,6 @@ def test_plaintext_backend_is_not_read_even_when_it_holds_a_key(key_file: Path) 
 
     with pytest.raises(MasterKeyMissing):
         load_master_key(settings(), has_ciphertext=True, keyring_backend=plaintext, default_key_file=key_file)
-
-
-def test_encrypted_keyrings_alt_backend_is_accepted(key_file: Path) -> None:
-    encrypted = EncryptedKeyring()
-
-    loaded = load_master_key(
-        settings(), has_ciphertext=False, keyring_backend=encrypted, default_key_file=key_file
-    )
-
-    assert loaded.source is KeySource.KEYRING
-    assert encrypted.values[ENTRY] == loaded.key.to_base64().reveal()
 
 
 def test_chainer_uses_only_its_protecting_members(key_file: Path) -> None:
@@ -483,6 +527,93 @@ def test_key_file_owned_by_another_user_is_refused(key_file: Path, monkeypatch: 
 
     assert "owned by another user" in str(caught.value)
     assert_no_key_material(str(caught.value), file_key)
+
+
+def load_from_file(key_file: Path) -> LoadedKey:
+    fail = fail_keyring()
+    return load_master_key(settings(), has_ciphertext=False, keyring_backend=fail, default_key_file=key_file)
+
+
+def test_a_fifo_at_the_key_path_is_refused_without_waiting_for_a_writer(key_file: Path) -> None:
+    key_file.parent.mkdir(mode=0o700, parents=True)
+    os.mkfifo(key_file, 0o600)
+    outcome: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            load_from_file(key_file)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    # In a thread, so that a start that blocks on the FIFO fails this test instead of hanging it.
+    reader = threading.Thread(target=load, daemon=True)
+    reader.start()
+    reader.join(timeout=30)
+    if reader.is_alive():
+        os.close(os.open(key_file, os.O_WRONLY | os.O_NONBLOCK))  # lets the blocked open() return
+        pytest.fail("reading a FIFO at the key path blocked")
+    assert len(outcome) == 1 and isinstance(outcome[0], MasterKeyError)
+    assert f"the master key file {key_file} is not a regular file" in str(outcome[0])
+
+
+def test_a_symlink_at_the_key_path_is_refused(key_file: Path, tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere.key"
+    write_key_file(target, MasterKey.generate())
+    key_file.parent.mkdir(mode=0o700, parents=True)
+    key_file.symlink_to(target)
+
+    with pytest.raises(InsecureKeyFile) as caught:
+        load_from_file(key_file)
+
+    assert f"the master key file {key_file} is a symbolic link" in str(caught.value)
+    assert_no_key_material(str(caught.value))
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o770, 0o702, 0o720])
+@pytest.mark.parametrize("key_exists", [True, False])
+def test_a_key_folder_others_may_write_to_without_the_sticky_bit_is_refused(
+    key_file: Path, mode: int, key_exists: bool
+) -> None:
+    file_key = MasterKey.generate()
+    write_key_file(key_file, file_key)
+    if not key_exists:
+        key_file.unlink()  # a new key would be made in that folder
+    key_file.parent.chmod(mode)
+
+    with pytest.raises(InsecureKeyFile) as caught:
+        load_from_file(key_file)
+
+    assert f"the folder {key_file.parent} of the master key file is writable by group or others" in str(
+        caught.value
+    )
+    assert f"chmod go-w {key_file.parent}" in str(caught.value)
+    assert_no_key_material(str(caught.value), file_key)
+    assert [p.name for p in key_file.parent.iterdir()] == (["master.key"] if key_exists else [])
+
+
+def test_a_sticky_folder_like_tmp_is_accepted(key_file: Path) -> None:
+    file_key = MasterKey.generate()
+    write_key_file(key_file, file_key)
+    key_file.parent.chmod(0o1777)
+
+    assert load_from_file(key_file).key == file_key
+
+
+def test_a_key_folder_owned_by_another_user_is_refused(
+    key_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key_file.parent.mkdir(mode=0o700, parents=True)
+    if os.getuid() == 0:  # a folder root owns is accepted: give it to someone else
+        os.chown(key_file.parent, 4242, -1)
+    else:
+        monkeypatch.setattr(os, "getuid", lambda: key_file.parent.stat().st_uid + 1)
+
+    with pytest.raises(InsecureKeyFile) as caught:
+        load_from_file(key_file)
+
+    message = str(caught.value)
+    assert f"the folder {key_file.parent} of the master key file is owned by another user" in message
+    assert not key_file.exists()
 
 
 def test_malformed_key_file_is_an_error_and_is_never_overwritten(key_file: Path) -> None:

@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import socket
+import string
 import subprocess
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -32,6 +33,7 @@ from bot.providers.base import Outcome, Verification
 from bot.providers.snowflake import (
     PROBE_STATEMENT,
     SNOWFLAKE_HOSTS,
+    TOKEN_HINT,
     RetryPolicy,
     Snowflake,
     show_warehouses_statement,
@@ -709,7 +711,20 @@ def test_a_token_pasted_with_bearer_and_quotes_is_cleaned() -> None:
     cleaned = provider.clean(form(token=f' "Bearer {token}" '))
     assert isinstance(cleaned["token"], Secret) and cleaned["token"].reveal() == token
     assert provider.validate(cleaned) == {}
-    assert provider.credential_hint(cleaned) == f"{token[:4]}…{token[-4:]}"
+    assert provider.credential_hint(cleaned) == TOKEN_HINT
+
+
+def test_a_token_hint_shows_no_part_of_the_token() -> None:
+    # Every member sees the hint: a token has no public part, so it may show none of the token.
+    token = "pat_" + string.digits + string.ascii_letters + "-_" + string.ascii_letters[::-1]
+    provider = snowflake()
+    cleaned = provider.clean(form(token=token))
+    assert provider.validate(cleaned) == {}
+
+    hint = provider.credential_hint(cleaned)
+
+    assert hint == "access token"
+    assert not any(token[i : i + 3] in hint for i in range(len(token) - 2))
 
 
 def test_exactly_one_credential_is_required() -> None:

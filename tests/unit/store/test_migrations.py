@@ -16,6 +16,7 @@ from sqlalchemy.pool import NullPool
 
 from bot.domain import Health, Status
 from bot.providers.base import Outcome
+from bot.providers.snowflake import TOKEN_HINT
 from bot.store.db import sync_url
 from bot.store.errors import MigrationError
 from bot.store.migrate import (
@@ -230,3 +231,39 @@ def test_database_from_a_newer_bot_is_a_migration_error(migrated_database_url: s
     assert is_at_head(migrated_database_url) is False
     with pytest.raises(MigrationError, match="f00dfeedbeef"):
         upgrade_to_head(migrated_database_url)
+
+
+def test_stored_snowflake_token_hints_are_rewritten_and_other_hints_kept(database_url: str) -> None:
+    command.upgrade(alembic_config(database_url), "c8e0f2a4b6d1")
+    hints = {
+        "c-token": ("snowflake", "pat1…xyz9"),
+        "c-key": ("snowflake", "SHA256:abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG="),
+        "c-cloud": ("confluent_cloud", "ABCD…WXYZ"),
+    }
+    with connect(database_url) as connection:
+        for id_, (provider, hint) in hints.items():
+            connection.execute(
+                text(
+                    "INSERT INTO connections (id, team_id, name, name_key, provider, created_by, status,"
+                    " health, config, key_hint, credential_version, created_at, updated_at) VALUES (:id,"
+                    " 'T1', :id, :id, :provider, 'U1', 'active', 'unknown', '{}', :hint, 1, :at, :at)"
+                ),
+                {"id": id_, "provider": provider, "hint": hint, "at": "2026-01-01 00:00:00"},
+            )
+        connection.execute(
+            text(
+                "INSERT INTO rotations (id, team_id, connection_id, version, requested_by, status, config,"
+                " key_hint, created_at, updated_at) VALUES ('r-token', 'T1', 'c-token', 2, 'U1',"
+                " 'pending_approval', '{}', 'pat2…abc8', :at, :at)"
+            ),
+            {"at": "2026-01-01 00:00:00"},
+        )
+        connection.commit()
+
+    upgrade_to_head(database_url)
+
+    with connect(database_url) as connection:
+        stored = dict(connection.execute(text("SELECT id, key_hint FROM connections")).all())
+        rotation = connection.scalar(text("SELECT key_hint FROM rotations"))
+    assert stored == {"c-token": TOKEN_HINT, "c-key": hints["c-key"][1], "c-cloud": hints["c-cloud"][1]}
+    assert rotation == TOKEN_HINT

@@ -19,12 +19,13 @@ time, whichever replica it asks: the run is claimed in the database (:meth:`rete
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import httpx
@@ -101,6 +102,10 @@ class _Target:
     sealed: dict[str, tuple[Sealed, bytes]] = field(repr=False)
 
 
+RELEASE_SECONDS = 10.0
+"""The longest a finished `test all` waits to give up its claim (else the claim goes stale)."""
+
+
 @dataclass(frozen=True)
 class BulkRunning:
     """The workspace's ``test all`` already running (maybe on another replica): who started it,
@@ -166,10 +171,9 @@ class RetestService:
                     f"“{row.name}” is {row.status.label}: it has no stored credentials to re-test.",
                 )
             [target] = await self._targets(tx, [row])
-        # Someone waits for this one: it runs on the interactive client, past the bulk slots (a
-        # copy has slots of its own), so a running `test all` or schedule cannot hold it up.
-        interactive = replace(self, http=self.interactive_http or self.http)
-        results = await interactive._run([target], Trigger.RETEST, actor, on_result)
+        # Someone waits for this one: it runs on the interactive client, past the bulk slots, so a
+        # running `test all` or schedule cannot hold it up.
+        results = await self._run([target], Trigger.RETEST, actor, on_result, interactive=True)
         if results:
             return results[0]
         async with self.db.read() as tx:
@@ -236,7 +240,8 @@ class RetestService:
 
     async def _release(self, run: BulkRetest) -> None:
         try:
-            async with self.db.transaction() as tx:
+            # Bounded: it runs in a `finally`, at shutdown too, and must not wait on a lock forever.
+            async with asyncio.timeout(RELEASE_SECONDS), self.db.transaction() as tx:
                 await tx.bulk_retests.release(run)
         except Exception as exc:  # the row goes stale and the next test all takes it over
             logger.warning("could not end the test all of %s: %s", run.team_id, _where(exc))
@@ -335,8 +340,18 @@ class RetestService:
         return targets
 
     async def _run(
-        self, targets: Sequence[_Target], trigger: Trigger, actor: str | None, on_result: OnResult | None
+        self,
+        targets: Sequence[_Target],
+        trigger: Trigger,
+        actor: str | None,
+        on_result: OnResult | None,
+        *,
+        interactive: bool = False,
     ) -> list[RetestResult]:
+        http = (self.interactive_http or self.http) if interactive else self.http
+        slots: contextlib.AbstractAsyncContextManager[object] = (
+            contextlib.nullcontext() if interactive else self._slots
+        )
         queue = deque((target, 0) for target in targets)
         results: list[RetestResult] = []
         resume_at = 0.0
@@ -370,8 +385,8 @@ class RetestService:
                 while (wait := resume_at - self.monotonic()) > 0:
                     await self.sleep(wait)
                 try:
-                    async with self._slots:
-                        verification = await self._verify(target)
+                    async with slots:
+                        verification = await self._verify(target, http)
                 except Exception as exc:
                     # Where, not what: a provider's exception text could quote what it was sent.
                     logger.error("re-testing connection %s failed: %s", target.connection_id, _where(exc))
@@ -393,7 +408,7 @@ class RetestService:
                 group.create_task(worker(group))
         return results
 
-    async def _verify(self, target: _Target) -> Verification:
+    async def _verify(self, target: _Target, http: httpx.AsyncClient) -> Verification:
         provider = self.providers.find(target.provider_key)
         if provider is None:
             return Verification(
@@ -412,7 +427,7 @@ class RetestService:
                     # Not a key problem (the start-up guard proved the key): the row was altered.
                     logger.warning(NOT_USED, target.name, target.connection_id)
                     return _unopened(target.name)
-            return await provider.verify(values, self.http)
+            return await provider.verify(values, http)
         finally:
             # The plain text lives for the provider call only.
             values.clear()

@@ -10,9 +10,25 @@ from slack_bolt.logger.messages import warning_client_prioritized_and_token_skip
 
 from bot.redaction import install_redaction
 
-__all__ = ["SLACK_LOGGER", "configure_logging", "slack_logger"]
+__all__ = ["SLACK_LOGGER", "WIRE_LOGGERS", "configure_logging", "slack_logger", "wire_record_dropped"]
 
 SLACK_LOGGER = "connections_bot.slack"
+WIRE_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3", "requests", "hvac")
+"""The secret stores' client libraries. At DEBUG they print whole request and response bodies
+(botocore: ``SecretString``, escaped twice, which no mask can be sure to recognise), so their DEBUG
+records never leave the process, whatever level anyone sets on their loggers."""
+
+
+def wire_record_dropped(record: logging.LogRecord) -> bool:
+    """Whether the handler drops ``record``: a DEBUG line of a store client's wire logger."""
+    if record.levelno >= logging.INFO:
+        return False
+    return any(record.name == name or record.name.startswith(name + ".") for name in WIRE_LOGGERS)
+
+
+class _DropWireDebug(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not wire_record_dropped(record)
 
 
 def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> logging.Handler:
@@ -20,6 +36,7 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> logg
     returns the handler so that a caller can remove it again."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_DropWireDebug())
     install_redaction(handler)
     root = logging.getLogger()
     for old in list(root.handlers):

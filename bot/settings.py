@@ -14,6 +14,7 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 from bot.redaction import Secret
+from bot.stores.paths import DEFAULT_SECRET_PATH, PathTemplate
 
 __all__ = [
     "ConfigError",
@@ -27,6 +28,7 @@ __all__ = [
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 DEFAULT_DATABASE_URL = "sqlite:///connections.db"
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+SECRET_STORES = ("local", "aws", "vault")
 
 
 class ConfigError(Exception):
@@ -64,6 +66,10 @@ class Settings:
     master_key_file: Path | None = None
     master_key_previous: Secret | None = None
     """``CONNECTIONS_MASTER_KEY_PREVIOUS``: opens rows sealed before a rotation, never seals."""
+    secret_store: str = "local"
+    """``CONNECTIONS_SECRET_STORE``: where approved credentials live (see :mod:`bot.stores`)."""
+    secret_path: PathTemplate = field(default_factory=PathTemplate)
+    """``CONNECTIONS_SECRET_PATH``: where in the store each connection's secret lives."""
     host: str = "0.0.0.0"
     port: int = 3000
     log_level: str = "INFO"
@@ -129,6 +135,14 @@ class Settings:
         def per_minute(what: str, default: str) -> int:
             return _whole(get, f"CONNECTIONS_LIMIT_{what}_PER_MINUTE", default, 1, 10_000)
 
+        secret_store = (get("CONNECTIONS_SECRET_STORE") or "local").lower()
+        if secret_store not in SECRET_STORES:
+            raise ConfigError(f"CONNECTIONS_SECRET_STORE must be one of {', '.join(SECRET_STORES)}")
+        try:
+            secret_path = PathTemplate(get("CONNECTIONS_SECRET_PATH") or DEFAULT_SECRET_PATH)
+        except ValueError as exc:
+            raise ConfigError(f"CONNECTIONS_SECRET_PATH {exc}") from None
+
         master_key = get("CONNECTIONS_MASTER_KEY")
         key_file = get("CONNECTIONS_MASTER_KEY_FILE")
         previous = get("CONNECTIONS_MASTER_KEY_PREVIOUS")
@@ -157,6 +171,8 @@ class Settings:
             master_key=Secret(master_key) if master_key else None,
             master_key_file=Path(key_file).expanduser() if key_file else None,
             master_key_previous=Secret(previous) if previous else None,
+            secret_store=secret_store,
+            secret_path=secret_path,
             host=get("HOST") or "0.0.0.0",
             port=port,
             log_level=log_level,

@@ -43,6 +43,7 @@ RULES: dict[str, tuple[str, ...]] = {
     ),
     "bot/services": (*SLACK, *SLACK_LAYER, "blocks", "bot.runtime"),
     "bot/providers": (*SLACK, *SLACK_LAYER, *STORE, "blocks", "bot.services", "bot.runtime"),
+    "bot/stores": (*SLACK, *SLACK_LAYER, *STORE, "blocks", "bot.services", "bot.runtime", "bot.crypto"),
     "bot/store": (*SLACK, *SLACK_LAYER, "blocks", "bot.services", "bot.runtime"),
     "bot/listeners": STORE,
     "bot/notify": STORE,

@@ -123,6 +123,11 @@ class Connection(Base):
     alert_ts: Mapped[str | None] = mapped_column(String(32), default=None)
     alerted_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
     rotation_reminded_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    # Where the credential in use lives when a secret store holds it (all None: sealed rows in
+    # `credentials`): the store's key, the secret's path there, and the version the bot wrote.
+    secret_store: Mapped[str | None] = mapped_column(String(16), default=None)
+    secret_path: Mapped[str | None] = mapped_column(String(512), default=None)
+    secret_version: Mapped[str | None] = mapped_column(String(128), default=None)
     id: Mapped[str] = mapped_column(String(_ID_LENGTH), primary_key=True, default_factory=new_id)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default_factory=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default_factory=utcnow, onupdate=utcnow)

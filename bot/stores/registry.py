@@ -10,12 +10,15 @@ from collections.abc import Callable, Mapping
 
 from bot.settings import ConfigError, Settings
 from bot.stores.base import SecretStore
+from bot.stores.vault import VaultKV2
 
 __all__ = ["STORES", "build_store"]
 
 StoreFactory = Callable[[Mapping[str, str]], SecretStore]
 
-STORES: dict[str, StoreFactory] = {}
+STORES: dict[str, StoreFactory] = {
+    "vault": VaultKV2.from_environment,
+}
 """Each store's key and how it is built from the environment (raises ``ConfigError``)."""
 
 

@@ -6,6 +6,7 @@ Each server runs uvicorn in its own daemon thread with its own event loop (the p
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -25,14 +26,25 @@ def serve_asgi(
     port: int = 0,
     startup_timeout: float = 10.0,
     shutdown_timeout: float = 10.0,
+    ssl_certfile: str | os.PathLike[str] | None = None,
+    ssl_keyfile: str | os.PathLike[str] | None = None,
 ) -> Iterator[str]:
     """Run ``app`` on ``host`` and yield its base URL, e.g. ``"http://127.0.0.1:54321"``; on
     ``port``, or a free one the OS picks (a fake that goes away and comes back keeps its address).
+    With ``ssl_certfile`` and ``ssl_keyfile`` (PEM) it serves HTTPS and the URL says so.
 
     Raises ``RuntimeError`` if the server stops during start-up (port in use, a failing lifespan
     handler) and ``TimeoutError`` if it is not listening within ``startup_timeout`` seconds.
     """
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="auto")
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="auto",
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+    )
     server = uvicorn.Server(config)
     failure: list[BaseException] = []
 
@@ -57,7 +69,7 @@ def serve_asgi(
         time.sleep(0.005)
     try:
         port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"http://{host}:{port}"
+        yield f"{'https' if ssl_certfile else 'http'}://{host}:{port}"
     finally:
         server.should_exit = True
         thread.join(shutdown_timeout)

@@ -9,13 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from bot.settings import ConfigError, Settings
+from bot.stores.aws import AwsSecretsManager
 from bot.stores.base import SecretStore
 
 __all__ = ["STORES", "build_store"]
 
 StoreFactory = Callable[[Mapping[str, str]], SecretStore]
 
-STORES: dict[str, StoreFactory] = {}
+STORES: dict[str, StoreFactory] = {
+    AwsSecretsManager.key: AwsSecretsManager.from_environment,
+}
 """Each store's key and how it is built from the environment (raises ``ConfigError``)."""
 
 

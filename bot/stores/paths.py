@@ -64,6 +64,14 @@ class PathTemplate:
         if self.template.startswith("/") or "//" in self.template or self.template.endswith("/"):
             raise ValueError("must not start or end with / or hold //")
 
+    @property
+    def prefix(self) -> str:
+        """The text before the first placeholder (``connections/`` for the default): every path the
+        template renders starts with it, so a store's policy can be scoped to it and a health probe
+        can ask about a name under it."""
+        literal, _placeholder, _spec, _conversion = next(iter(string.Formatter().parse(self.template)))
+        return literal
+
     def render(self, *, team: str, provider: str, name: str, connection_id: str) -> str:
         """The path of one connection's secret (its id stands in for a name that slugs to nothing)."""
         path = self.template.format(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from bot.settings import ConfigError, Settings
+from bot.stores.aws import AwsSecretsManager
 from bot.stores.base import SecretStore
 from bot.stores.vault import VaultKV2
 
@@ -17,7 +18,8 @@ __all__ = ["STORES", "build_store"]
 StoreFactory = Callable[[Mapping[str, str]], SecretStore]
 
 STORES: dict[str, StoreFactory] = {
-    "vault": VaultKV2.from_environment,
+    AwsSecretsManager.key: AwsSecretsManager.from_environment,
+    VaultKV2.key: VaultKV2.from_environment,
 }
 """Each store's key and how it is built from the environment (raises ``ConfigError``)."""
 

@@ -16,3 +16,4 @@ from tests.support.databases import (  # noqa: F401  (fixtures are found by name
     migrated_sqlite_template,
     postgres_admin_url,
 )
+from tests.support.moto_server import aws_server  # noqa: F401  (a session fixture per worker)

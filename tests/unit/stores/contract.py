@@ -20,7 +20,7 @@ from contextlib import AbstractAsyncContextManager
 
 import pytest
 
-from bot.logs import wire_record_dropped
+from bot.logs import WIRE_LOGGERS, wire_record_dropped
 from bot.redaction import RedactingFilter, Secret
 from bot.stores.base import SecretStore, StoreError, StoreFailure
 
@@ -272,8 +272,17 @@ class StoreContract(ABC):
 
     async def test_secrets_never_leak(self, caplog: pytest.LogCaptureFixture) -> None:
         caplog.set_level(logging.DEBUG)
-        for name in ("botocore", "boto3", "urllib3", "hvac", "requests"):
-            logging.getLogger(name).setLevel(logging.DEBUG)
+        wire = [logging.getLogger(name) for name in WIRE_LOGGERS]
+        saved = [logger.level for logger in wire]
+        for logger in wire:
+            logger.setLevel(logging.DEBUG)
+        try:
+            await self._leak_journey(caplog)
+        finally:
+            for logger, level in zip(wire, saved, strict=True):
+                logger.setLevel(level)
+
+    async def _leak_journey(self, caplog: pytest.LogCaptureFixture) -> None:
         secret = self.secret()
         async with self.working() as store:
             path = self.path()

@@ -26,12 +26,10 @@ from bot.settings import ConfigError, Settings
 from bot.stores.aws import AwsSecretsManager
 from bot.stores.base import SecretStore, StoreError, StoreFailure
 from bot.stores.registry import STORES, build_store
-from tests.support import moto_server
 from tests.support.moto_server import Identity, MotoServer, bot_policy
 from tests.support.processes import refused_port
 from tests.unit.stores.contract import METADATA, StoreContract, fields, plain, token
 
-aws_server = moto_server.aws_server
 """One moto server per test worker (a session fixture; move it to a conftest to share it wider)."""
 ACTIONS = tuple(bot_policy()["Statement"][0]["Action"])
 

@@ -75,6 +75,10 @@ class MemoryStore(SecretStore):
         self._failing: dict[str, tuple[StoreFailure, str]] = {}
         self.calls: list[Call] = []
         self.after_write: Callable[[], Awaitable[None]] | None = None
+        self.read_delay = 0.0
+        """Seconds a read takes (so that reads overlap, for tests of how many run at once)."""
+        self.reads_in_flight = 0
+        self.most_reads_in_flight = 0
         self.closed = False
 
     def __repr__(self) -> str:
@@ -181,7 +185,14 @@ class MemoryStore(SecretStore):
         return Written(version)
 
     async def read(self, path: str) -> StoredSecret:
-        await self._enter(Call("read", path), f"the bot may not read `{path}`")
+        self.reads_in_flight += 1
+        self.most_reads_in_flight = max(self.most_reads_in_flight, self.reads_in_flight)
+        try:
+            await self._enter(Call("read", path), f"the bot may not read `{path}`")
+            if self.read_delay:
+                await asyncio.sleep(self.read_delay)
+        finally:
+            self.reads_in_flight -= 1
         current = self.current(path)
         if current is None:
             raise StoreError(StoreFailure.NOT_FOUND, f"there is no secret at `{path}`", code="NotFound")

@@ -534,11 +534,11 @@ class ApprovalService:
         """Undo a delivery whose decision was lost; a version written back becomes the one the bot
         knows it wrote, so the next re-test does not take it for a change made outside the bot."""
         restored = await undo(store, pending, delivered, previous)
-        if restored is None or pending.replaces is None:
+        if restored is None or delivered.replaced is None:
             return
         try:
             async with self.db.transaction() as tx:
-                await tx.connections.repoint_secret(pending.connection_id, pending.replaces, restored)
+                await tx.connections.repoint_secret(pending.connection_id, delivered.replaced, restored)
         except Exception as exc:
             logger.warning(
                 "could not record the version written back to %s: %s", delivered.path, type(exc).__name__

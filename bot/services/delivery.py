@@ -78,11 +78,13 @@ class Pending:
 
 @dataclass(frozen=True)
 class Delivered:
-    """Where the approved credential now lives: the store's key, the path and the version written."""
+    """Where the approved credential now lives: the store's key, the path and the version written;
+    and the version that write replaced (None: the path held nothing)."""
 
     store: str
     path: str
     version: str
+    replaced: str | None = None
 
 
 def elsewhere(held_by: str | None, store: SecretStore | None) -> str | None:
@@ -161,25 +163,28 @@ async def prepare(
 async def deliver(store: SecretStore, pending: Pending) -> tuple[Delivered, StoredSecret | None]:
     """Write the pending version to the store; with it, the version it replaced as read just before
     (kept in memory only, to put back if the decision is lost), when that is the one the bot wrote.
-    Raises :class:`StoreError` (nothing was written, or a retry may finish it)."""
-    previous = None
-    if pending.replaces is not None:
+    Raises :class:`StoreError` (nothing was written, or a retry may finish it).
+
+    A secret deleted outside the bot since the bot wrote it is written afresh: nothing is
+    overwritten, and an approved rotation is how its owner puts a credential back."""
+    previous, replaces = None, pending.replaces
+    if replaces is not None:
         try:
             current = await store.read(pending.path)
         except StoreError as exc:
-            # Gone: the write below reports that it changed outside the bot.
             if exc.failure is not StoreFailure.NOT_FOUND:
                 raise
+            replaces = None
         else:
-            previous = current if current.version == pending.replaces else None
+            previous = current if current.version == replaces else None
     written = await store.write(
         pending.path,
         pending.fields,
         token=pending.token,
-        replaces=pending.replaces,
+        replaces=replaces,
         metadata=pending.metadata,
     )
-    return Delivered(store.key, pending.path, written.version), previous
+    return Delivered(store.key, pending.path, written.version, replaces), previous
 
 
 async def undo(
@@ -191,7 +196,7 @@ async def undo(
     logged as a warning for an operator."""
     where = f"{store.title} `{delivered.path}`"
     try:
-        if pending.replaces is None:
+        if delivered.replaced is None:
             current = await store.read(delivered.path)
             if current.version == delivered.version:
                 await store.delete(delivered.path)

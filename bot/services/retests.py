@@ -470,9 +470,10 @@ class RetestService:
     async def _from_store(self, target: _Target, provider: Provider, http: httpx.AsyncClient) -> Verification:
         """Test the credential the secret store holds now, with the settings stored in the database
         (which passed the outbound policy when they were submitted: a host written into the store
-        outside the bot is never contacted). A version the bot did not write, or settings in the
-        store that differ from the stored ones, is reported with what is there tested anyway.
-        A store that cannot be read gives a result that says where and why, never an exception."""
+        outside the bot is never contacted). A version the bot did not write is tested and reported
+        as changed outside the bot. The version the bot wrote holding other settings than the
+        database means the database was changed: then nothing is sent. A store that cannot be read
+        gives a result that says where and why, never an exception."""
         path = target.path or ""
         where = f"{path} in {store_title(target.store or '')}"
         moved = elsewhere(target.store, self.store)

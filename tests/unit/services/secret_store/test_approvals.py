@@ -291,6 +291,25 @@ async def test_a_rotation_over_a_version_changed_outside_the_bot_is_reported_not
     assert current is not None and current.version == theirs
 
 
+async def test_a_rotation_puts_a_credential_back_where_it_was_deleted_outside_the_bot(
+    approvals: ApprovalService,
+    store: MemoryStore,
+    active: str,
+    pending_rotation: str,
+    new_account: tuple[str, str],
+    db: Database,
+) -> None:
+    store.delete_outside(PATH)
+
+    decision = await approvals.approve(ROTATION, TEAM, pending_rotation, ADMIN)
+
+    assert decision.verdict is Verdict.DECIDED
+    [fresh] = store.versions(PATH)
+    assert fresh.plain()["api_key"] == new_account[0]
+    assert store.made("write")[-1] == Call("write", PATH, write_token(active, 2), None)
+    assert (await row(db, active)).secret_version == fresh.version
+
+
 async def test_a_rotation_rejected_during_the_write_puts_the_replaced_version_back(
     approvals: ApprovalService,
     other_admin: ApprovalService,

@@ -13,6 +13,7 @@ from blocks.approval import decided_message, decision_dm, decision_reply, refusa
 from blocks.connections import connections_message
 from blocks.home import home_view
 from blocks.parts import secret_path_text
+from blocks.removal import remove_prompt
 from blocks.retests import retest_report_message, retest_result_message, status_message
 from bot.domain import (
     STORE_CHECK,
@@ -127,6 +128,13 @@ def test_app_home_and_the_list_say_where_each_credential_lives() -> None:
     listed = connections_message([PROVIDER], Page(mine, 1, 20, 2))
     assert_valid("message", listed)
     assert visible_text(listed).count(f"stored in {SHOWN}") == 1
+
+
+def test_the_removal_prompt_says_the_secret_in_the_store_is_deleted_too() -> None:
+    payload = remove_prompt(stored(connection()))
+    assert_valid("message", payload)
+    assert f"Its secret in {SHOWN} is deleted too" in mrkdwn(payload)
+    assert "deleted too" not in visible_text(remove_prompt(connection()))
 
 
 def test_the_longest_path_still_fits_every_view() -> None:

@@ -210,7 +210,7 @@ def secret_path_text(path: str) -> str:
 
 
 def stored_in(location: SecretLocation) -> str:
-    """ "AWS Secrets Manager at `connections/T…/confluent_cloud/prod-kafka`"."""
+    """ "AWS Secrets Manager at `connections/T…/<provider>/prod-kafka`"."""
     return f"{inline(location.store_title, 100, location.store_key)} at {secret_path_text(location.path)}"
 
 

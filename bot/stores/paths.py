@@ -1,6 +1,6 @@
 """Where a connection's secret lives in a store: ``CONNECTIONS_SECRET_PATH`` rendered for it.
 
-The template may use ``{team}`` (the Slack workspace id), ``{provider}`` (``confluent_cloud``),
+The template may use ``{team}`` (the Slack workspace id), ``{provider}`` (its key),
 ``{name}`` (the connection's name, slugged) and ``{id}`` (the connection's id). It must hold
 ``{team}``, so that workspaces of one organisation never share a path, and ``{name}`` or ``{id}``,
 so that connections do not. What it renders to uses only characters that both AWS Secrets Manager

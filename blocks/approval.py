@@ -36,9 +36,10 @@ from blocks.parts import (
     quoted_reason,
     reply,
     section,
+    stored_in,
 )
 from blocks.results import config_change_lines
-from blocks.text import HEADER_MAX, literal, one_line, slack_date, truncate, user_mention
+from blocks.text import HEADER_MAX, inline, literal, one_line, slack_date, truncate, user_mention
 from bot import ids
 from bot.domain import (
     REASON_MAX_LENGTH,
@@ -71,6 +72,7 @@ __all__ = [
     "rotate_actions",
     "rotation_pending_reply",
     "self_approval_reply",
+    "store_failed_reply",
 ]
 
 APPROVAL_ACTIONS_BLOCK = "approval_actions"
@@ -81,6 +83,8 @@ REMINDER_ACTIONS_BLOCK = "rotation_reminder_actions"
 """block_id of the actions block holding a Rotate button in a direct message."""
 
 _NEVER_DECIDED = "a request awaiting approval has no decision to show"
+_PROBLEM_MAX = 400
+"""The most characters of a store's reason shown (its messages are one line, a path included)."""
 _CHANGES_MAX_BLOCKS = 10
 """Sections for a rotation's other changes: each holds several, and a form has fewer fields."""
 
@@ -157,6 +161,9 @@ def decided_message(request: ApprovalRequest) -> dict[str, Any]:
     approval raises ``ValueError``."""
     outcome = _outcome_line(request)
     blocks = [*_request_blocks(request), section(outcome)]
+    where = _where_approved(request)
+    if where:
+        blocks.append(context(where))
     rejected = request.status in (Status.REJECTED, RotationStatus.REJECTED)
     if rejected or (request.reason and request.reason.strip()):
         blocks.append(section(quoted_reason(request.reason)))
@@ -226,6 +233,16 @@ def _request_blocks(request: ApprovalRequest) -> list[Block]:
     ]
 
 
+def _where_approved(request: ApprovalRequest) -> str:
+    """Where an approved credential now lives, when a secret store holds it, so whoever wires a
+    pipeline knows what to reference; empty otherwise."""
+    location = request.connection.secret_location
+    if location is None or request.status not in (Status.ACTIVE, RotationStatus.APPROVED):
+        return ""
+    what = "The new credential is" if request.kind is RequestKind.ROTATION else "The credential is"
+    return f"🔐 {what} stored in {stored_in(location)}: pipelines read it there."
+
+
 def _key_change(request: ApprovalRequest) -> str:
     """The key in use; for a rotation "`old` → `new`", or only the new one once it is in use."""
     old = request.connection.key_hint
@@ -284,7 +301,8 @@ def _connection_news(request: ApprovalRequest) -> tuple[str, list[str]]:
     again = "register the connection again with `/connections`"
     if status is Status.ACTIVE:
         text = f"✅ {subject} was approved{decided}."
-        return text, [f"{text} It is now {status.label} and ready to use."]
+        where = _where_approved(request)
+        return text, [f"{text} It is now {status.label} and ready to use.", *([where] if where else [])]
     if status is Status.REJECTED:
         text = f"❌ {subject} was {status.label}{decided}."
         fix = f"{destroyed} Fix what the reason says, then {again}."
@@ -309,9 +327,11 @@ def _rotation_news(request: ApprovalRequest) -> tuple[str, list[str]]:
     )
     if status is RotationStatus.APPROVED:
         text = f"✅ {subject} were approved{by(request.decided_by)}."
+        where = _where_approved(request)
         return text, [
             f"{text} The new key{named_key(request.new_key_hint)} is now in use, and the old stored "
             "credentials were destroyed.",
+            *([where] if where else []),
             f"*What next:* delete the old key{named_key(_old_hint(request))} at {provider}, so it can "
             "no longer be used anywhere.",
         ]
@@ -374,6 +394,8 @@ def _identity(request: ApprovalRequest) -> str:
 def decision_reply(decision: Decision, how_to_become_admin: str) -> dict[str, Any]:
     """Told to whoever clicked Approve or Reject when their click decided nothing."""
     request = decision.request
+    if decision.verdict is Verdict.STORE_FAILED:
+        return store_failed_reply(decision)
     if decision.verdict is Verdict.NOT_ADMIN:
         return not_admin_reply(how_to_become_admin)
     if decision.verdict is Verdict.ADMIN_CHECK_FAILED:
@@ -405,10 +427,26 @@ def refusal_text(decision: Decision, kind: RequestKind) -> str:
     if verdict is Verdict.EXPIRED:
         request_noun = "rotation request" if rotation else "request"
         return f"This {request_noun} expired: nobody decided within the time limit. Nothing changed."
+    if verdict is Verdict.STORE_FAILED:
+        why = one_line(decision.problem or "", "no reason given")
+        return f"Nothing was approved: {truncate(why, _PROBLEM_MAX)} The {noun} still waits for approval."
     if verdict is Verdict.ALREADY_DECIDED and request is not None:
         status = request.status.label if isinstance(request.status, Status) else request.status.value
         return f"Someone already decided: this {noun} is {status}. Nothing changed."
     return f"This {noun} no longer exists. Nothing changed."
+
+
+def store_failed_reply(decision: Decision) -> dict[str, Any]:
+    """Told to the admin whose Approve could not put the credential in the secret store: where
+    and why (the store's words, shown literally), that nothing changed, and to click again."""
+    request = decision.request
+    noun = "rotation" if request is not None and request.kind is RequestKind.ROTATION else "connection"
+    why = inline(decision.problem or "", _PROBLEM_MAX, "no reason given")
+    return reply(
+        f"⚠️ *Nothing was approved:* the credential could not be put in the secret store.\n> {why}\n"
+        f"The {noun} still waits for approval. Once the store works (or whoever runs the bot has fixed "
+        "it), click *Approve* again: a retry never writes the credential twice."
+    )
 
 
 def not_admin_reply(how_to_become: str) -> dict[str, Any]:

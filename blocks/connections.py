@@ -26,6 +26,7 @@ from blocks.parts import (
     name_text,
     provider_text,
     section,
+    stored_in,
 )
 from blocks.text import as_utc, credential_age_text, escape, inline, plural, slack_date, user_mention
 from bot import ids
@@ -198,7 +199,8 @@ def connection_line(
     added: str,
 ) -> Block:
     """One connection in a list: its name and provider, ``status``, health, last verification, key
-    and key age, and ``added``; with a Re-test button while it holds credentials."""
+    and key age, where a secret store holds it, and ``added``; with a Re-test button while it holds
+    credentials."""
     name = name_text(connection.name)
     verified = slack_date(connection.last_verified_at) if connection.last_verified_at is not None else "never"
     facts = [status, HEALTH_LABELS[connection.health], f"last verified {verified}"]
@@ -207,6 +209,8 @@ def connection_line(
     age = key_age_fact(connection, now, rotation_days)
     if age is not None:
         facts.append(age)
+    if connection.secret_location is not None:
+        facts.append(f"stored in {stored_in(connection.secret_location)}")
     # The button rides on the line itself: one more block per connection would not fit in a
     # message (50 blocks) or a Home tab (100).
     button = retest_button(connection.id) if connection.status in RETESTABLE else None

@@ -11,6 +11,7 @@ own ``<…>`` markup links or mentions.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -35,7 +36,7 @@ from blocks.text import (
     unlinked,
     user_mention,
 )
-from bot.domain import ConnectionSummary
+from bot.domain import ConnectionSummary, SecretLocation
 from bot.providers.base import Check, Provider
 
 __all__ = [
@@ -65,7 +66,9 @@ __all__ = [
     "quoted_reason",
     "refusal_message",
     "reply",
+    "secret_path_text",
     "section",
+    "stored_in",
 ]
 
 Block = dict[str, Any]
@@ -193,6 +196,22 @@ def provider_text(connection: ConnectionSummary) -> str:
 def provider_name(provider: Provider) -> str:
     """A provider's title, escaped."""
     return inline(provider.title, _PROVIDER_SHOWN_MAX, "the provider")
+
+
+_COPYABLE_PATH = re.compile(r"[A-Za-z0-9/_+=.@-]{1,512}")
+"""What ``CONNECTIONS_SECRET_PATH`` can render (see :mod:`bot.stores.paths`)."""
+
+
+def secret_path_text(path: str) -> str:
+    """A secret's path in code, exactly as pipelines reference it, so it can be copied: a path the
+    template renders holds none of ``&<>`` and nothing that a code span lets format, mention or
+    link, so it is not broken up with invisible characters. Anything else is shown literally."""
+    return f"`{path}`" if _COPYABLE_PATH.fullmatch(path) else f"`{inline(path, 512)}`"
+
+
+def stored_in(location: SecretLocation) -> str:
+    """ "AWS Secrets Manager at `connections/T…/<provider>/prod-kafka`"."""
+    return f"{inline(location.store_title, 100, location.store_key)} at {secret_path_text(location.path)}"
 
 
 def key_text(hint: str | None) -> str:

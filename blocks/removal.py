@@ -11,7 +11,17 @@ from typing import Any
 
 from slack_sdk.models.blocks import ButtonElement, ConfirmObject, PlainTextObject
 
-from blocks.parts import Block, actions, context, message, provider_text, quoted_name, reply, section
+from blocks.parts import (
+    Block,
+    actions,
+    context,
+    message,
+    provider_text,
+    quoted_name,
+    reply,
+    section,
+    stored_in,
+)
 from blocks.text import one_line, truncate, unlinked, user_mention
 from bot import ids
 from bot.domain import ConnectionSummary
@@ -54,7 +64,8 @@ def remove_button(connection: ConnectionSummary) -> ButtonElement:
 
 
 def remove_prompt(connection: ConnectionSummary) -> dict[str, Any]:
-    """The ephemeral reply to ``/connections remove <name>``: what removing does, and the button."""
+    """The ephemeral reply to ``/connections remove <name>``: what removing does (for a credential a
+    secret store holds, that its secret there is deleted too), and the button."""
     name = quoted_name(connection.name)
     blocks: list[Block] = [
         section(
@@ -65,6 +76,13 @@ def remove_prompt(connection: ConnectionSummary) -> dict[str, Any]:
         actions(remove_button(connection)),
         context("Nothing changes until you click *Remove* and confirm."),
     ]
+    if connection.secret_location is not None:
+        # Whoever wired a pipeline to the secret learns it goes before anything breaks.
+        deleted = (
+            f"Its secret in {stored_in(connection.secret_location)} is deleted too: pipelines that "
+            "read it there stop working."
+        )
+        blocks.insert(1, section(deleted))
     return message(f"Remove {name}?", blocks)
 
 

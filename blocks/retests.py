@@ -38,6 +38,7 @@ from blocks.parts import (
     quoted_name,
     reply,
     section,
+    stored_in,
 )
 from blocks.removal import remove_button
 from blocks.results import latency_text, verification_facts
@@ -55,6 +56,7 @@ from blocks.text import (
 )
 from bot.domain import (
     HISTORY_SHOWN,
+    STORE_CHECK,
     ApprovalRequest,
     ChangeKind,
     ConnectionSummary,
@@ -165,13 +167,22 @@ def _headline(result: RetestResult, title: str) -> str:
     if result.ok:
         headline = f"✅ *{name} works.* {title} accepted its stored credentials."
         return f"{headline}\n{summary}" if verification.summary.strip() else headline
-    if not result.conclusive:
+    health = HEALTH_LABELS[connection.health]
+    if not result.conclusive and verification.outcome is Outcome.RATE_LIMITED:
         return (
             f"⏳ *{name} could not be checked:* {summary}\n"
             f"{title} is rate-limiting requests, so the result is inconclusive and its health is "
-            f"unchanged ({HEALTH_LABELS[connection.health]}). Re-test it in a minute."
+            f"unchanged ({health}). Re-test it in a minute."
         )
-    if verification.outcome.is_users_to_fix:
+    if not result.conclusive:
+        return (
+            f"⏳ *{name} could not be checked:* {summary}\n"
+            f"Its credential could not be read, so the result is inconclusive and its health is "
+            f"unchanged ({health}). See what to check below."
+        )
+    if _store_failed(verification):
+        next_step = "Its credential in the secret store could not be used. See what to check below."
+    elif verification.outcome.is_users_to_fix:
         next_step = (
             f"{title} no longer accepts its stored credentials. See what to check below; if the key "
             "was replaced or revoked, rotate it."
@@ -179,6 +190,11 @@ def _headline(result: RetestResult, title: str) -> str:
     else:
         next_step = f"This may be on {title}'s side and temporary: re-test it in a few minutes."
     return f"❌ *{name} is failing:* {summary}\n{next_step}"
+
+
+def _store_failed(verification: Verification) -> bool:
+    """Whether the secret store, not the provider, ended the re-test (nothing was sent)."""
+    return not verification.ok and any(c.name == STORE_CHECK and not c.passed for c in verification.checks)
 
 
 def _change_note(result: RetestResult) -> str:
@@ -208,7 +224,8 @@ def _result_text(result: RetestResult, title: str) -> str:
     if result.ok:
         return f"✅ {name} ({title}) works."
     if not result.conclusive:
-        return f"⏳ {name} ({title}) could not be checked (rate-limited); its health is unchanged."
+        why = "rate-limited" if result.verification.outcome is Outcome.RATE_LIMITED else "credential not read"
+        return f"⏳ {name} ({title}) could not be checked ({why}); its health is unchanged."
     return f"❌ {name} ({title}) is failing: {summary_text(result.verification, _LINE_SUMMARY_MAX)}"
 
 
@@ -239,9 +256,10 @@ def retest_report_message(report: RetestReport, providers: Mapping[str, Provider
         chars_left -= size
 
     rest = failing[detailed:]
+    why = "rate-limited" if _all_rate_limited(inconclusive) else "not checked"
     groups = [
         (f"*{'Also failing' if detailed else 'Failing'} ({len(rest)})*", rest),
-        (f"*Inconclusive: rate-limited, health unchanged ({len(inconclusive)})*", inconclusive),
+        (f"*Inconclusive: {why}, health unchanged ({len(inconclusive)})*", inconclusive),
         (f"*Healthy ({len(healthy)})*", healthy),
     ]
     lines = [(heading, [_line(r, title_of(r)) for r in results]) for heading, results in groups if results]
@@ -264,10 +282,15 @@ def _report_summary(report: RetestReport) -> tuple[str, str]:
         return nothing, nothing
     counts = f"{report.healthy} healthy, {report.failing} failing"
     if report.inconclusive:
-        counts += f", {report.inconclusive} inconclusive (rate-limited)"
+        limited = _all_rate_limited([r for r in report.results if not r.conclusive])
+        counts += f", {report.inconclusive} inconclusive" + (" (rate-limited)" if limited else "")
     icon = "❌" if report.failing else ("⏳" if report.inconclusive else "✅")
     retested = f"Re-tested {plural(total, 'connection')}"
     return f"{icon} *{counts}*\n{retested} in {_elapsed_text(report.elapsed_ms)}.", f"{retested}: {counts}"
+
+
+def _all_rate_limited(results: Sequence[RetestResult]) -> bool:
+    return all(r.verification.outcome is Outcome.RATE_LIMITED for r in results)
 
 
 def _elapsed_text(elapsed_ms: int) -> str:
@@ -398,6 +421,8 @@ def _status_facts(report: StatusReport, title: str, now: datetime) -> Block:
         f"*Key*\n{key_text(connection.key_hint)}" + (f"\n{age}" if age else ""),
         f"*Added by*\n{user_mention(connection.created_by)} {slack_date(connection.created_at)}",
     ]
+    if connection.secret_location is not None:
+        fields.append(f"*Stored in*\n{stored_in(connection.secret_location)}")
     return fields_section(fields)
 
 

@@ -29,6 +29,7 @@ from bot.listeners import register_listeners
 from bot.logs import slack_logger
 from bot.runtime import Services, StartupError, start_services
 from bot.settings import Settings
+from bot.stores.base import SecretStore
 
 __all__ = ["HEALTH_CACHE_SECONDS", "SHUTDOWN_DRAIN_SECONDS", "BotApp", "build_bolt_app"]
 
@@ -75,8 +76,11 @@ class BotApp:
         *,
         drain_seconds: float = SHUTDOWN_DRAIN_SECONDS,
         health_cache_seconds: float = HEALTH_CACHE_SECONDS,
+        store: SecretStore | None = None,
     ) -> None:
         self.settings = settings
+        self._store = store
+        """A secret store (tests) standing in for the one the settings name."""
         self.services: Services | None = None
         self._drain_seconds = drain_seconds
         self._health_cache_seconds = health_cache_seconds
@@ -87,7 +91,10 @@ class BotApp:
         the bot must not start. Migrations must already be applied."""
         if self.services is not None:
             return self.services
-        services = await start_services(self.settings)
+        if self._store is None:
+            services = await start_services(self.settings)
+        else:
+            services = await start_services(self.settings, store=self._store)
         try:
             bolt = build_bolt_app(services, await _learn_installation(services))
             if self.settings.slack_app_token is not None:

@@ -17,6 +17,7 @@ __all__ = [
     "NAME_MAX_LENGTH",
     "PAGE_SIZE",
     "REASON_MAX_LENGTH",
+    "STORE_CHECK",
     "SYSTEM_ACTOR",
     "AdminCheck",
     "ApprovalRequest",
@@ -40,6 +41,7 @@ __all__ = [
     "RetestReport",
     "RetestResult",
     "RotationStatus",
+    "SecretLocation",
     "Status",
     "StatusReport",
     "Trigger",
@@ -61,6 +63,9 @@ REASON_MAX_LENGTH = 500
 """The most characters of an admin's reason for a rejection."""
 SYSTEM_ACTOR = "system"
 """The audit trail's actor for changes nobody in Slack made (an expiry, a scheduled re-test)."""
+STORE_CHECK = "Secret store"
+"""The name of the check a re-test adds about the secret store that holds the credential (it was
+changed outside the bot, deleted, or could not be read)."""
 
 T = TypeVar("T")
 
@@ -135,6 +140,16 @@ class Trigger(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class SecretLocation:
+    """Where an active connection's credential lives when a secret store holds it: the store
+    (its key and how people name it) and the secret's path there, which pipelines reference."""
+
+    store_key: str
+    store_title: str
+    path: str
+
+
+@dataclass(frozen=True)
 class ConnectionSummary:
     """A connection as lists show it: no secret, only the masked key hint."""
 
@@ -150,6 +165,8 @@ class ConnectionSummary:
     key_hint: str | None
     credential_created_at: datetime | None = None
     """When the credential in use was stored: its age is what rotation reminders go by."""
+    secret_location: SecretLocation | None = None
+    """Where a secret store holds the credential; None while it is sealed in the bot's database."""
 
 
 @dataclass(frozen=True)
@@ -195,6 +212,8 @@ class Refusal(enum.Enum):
     ROTATION_PENDING = "rotation_pending"
     TOO_MANY = "too_many"
     """Past a per-user limit (:mod:`bot.services.limits`); try again later."""
+    STORE_FAILED = "store_failed"
+    """The secret store refused or did not answer; the message says where and why."""
 
 
 @dataclass(frozen=True)
@@ -273,15 +292,21 @@ class Verdict(enum.Enum):
     ADMIN_CHECK_FAILED = "admin_check_failed"
     EXPIRED = "expired"
     """The request had outlived its time to live; this click expired it instead of deciding."""
+    STORE_FAILED = "store_failed"
+    """The secret store refused the approved credential or did not answer: nothing was decided,
+    the request still waits, and a click on Approve tries again. ``Decision.problem`` says why."""
 
 
 @dataclass(frozen=True)
 class Decision:
-    """The answer to a click: what happened, the request as it is now, and the clicker's rights."""
+    """The answer to a click: what happened, the request as it is now, and the clicker's rights.
+    ``problem`` is, for :attr:`Verdict.STORE_FAILED`, the store's one-line reason (where and its
+    error code, never a value), safe to show an admin."""
 
     verdict: Verdict
     request: ApprovalRequest | None = None
     admin: AdminCheck | None = None
+    problem: str | None = None
 
 
 # --- health and re-tests -------------------------------------------------------------------------
@@ -322,8 +347,9 @@ class RetestResult:
 
     @property
     def conclusive(self) -> bool:
-        """False when the provider only rate-limited us: the credential may be fine."""
-        return self.verification.outcome is not Outcome.RATE_LIMITED
+        """False when the provider only rate-limited us, or the credential could not be read from
+        its secret store: the credential may be fine."""
+        return self.verification.conclusive
 
 
 @dataclass(frozen=True)

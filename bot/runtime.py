@@ -37,9 +37,11 @@ from bot.services.reminders import RotationReminders
 from bot.services.removal import RemovalService
 from bot.services.retests import RetestService
 from bot.services.submissions import Submissions
-from bot.settings import Settings
+from bot.settings import ConfigError, Settings
 from bot.slack_directory import SlackGroupDirectory
 from bot.store.uow import Database
+from bot.stores.base import SecretStore
+from bot.stores.registry import build_store
 
 __all__ = [
     "PROVIDER_TIMEOUT_SECONDS",
@@ -172,10 +174,13 @@ class Services:
     """Run after the drain, to release what the work used."""
     extra_health: dict[str, Callable[[], Awaitable[bool]]] = field(default_factory=dict)
     """Further /healthz checks by name (the Socket Mode connection)."""
+    store: SecretStore | None = None
+    """Where approved credentials live (``CONNECTIONS_SECRET_STORE``); None for ``local``."""
 
     async def healthy(self) -> dict[str, bool | str]:
         """What /healthz reports: the database answers, and the master key opens its canary; with
-        a previous master key, whether any row still needs it (a word, never a failure)."""
+        a previous master key, whether any row still needs it (a word, never a failure); with a
+        secret store, that it answers and accepts the bot."""
         database = await self.db.ping()
         checks: dict[str, bool | str] = {
             "database": database,
@@ -183,6 +188,8 @@ class Services:
         }
         if (previous := await previous_key_state(self.db, self.cipher)) is not None:
             checks["previous_master_key"] = previous
+        if self.store is not None:
+            checks["secret_store"] = await _store_healthy(self.store)
         for name, check in self.extra_health.items():
             checks[name] = await check()
         return checks
@@ -197,26 +204,82 @@ class Services:
             await close()
         await self.http.aclose()
         await self.bulk_http.aclose()
+        if self.store is not None:
+            await self.store.close()
         await self.db.dispose()
 
 
-async def start_services(settings: Settings, *, http: httpx.AsyncClient | None = None) -> Services:
+async def _store_healthy(store: SecretStore) -> bool:
+    """Whether the store answers and accepts the bot (why not goes to the log, never to /healthz)."""
+    try:
+        check = await store.check()
+    except Exception as exc:  # a store must not raise here; if one does, it is not healthy
+        logger.warning("the secret store %s could not be checked: %s", store.title, type(exc).__name__)
+        return False
+    if not check.ok:
+        logger.warning("the secret store %s is not usable: %s", store.title, check.detail)
+    return check.ok
+
+
+async def _warn_about_unmigrated(db: Database, store: SecretStore | None) -> None:
+    """Log a warning for the active connections whose credential is not where the bot is now set
+    to keep credentials: another store (the bot cannot reach it), or its own database while a
+    store is configured (an active credential should then live in the store only)."""
+    async with db.read() as tx:
+        counts = await tx.connections.active_by_store()
+    configured = None if store is None else store.key
+    to = "local" if store is None else store.key
+    others = sum(count for held_by, count in counts.items() if held_by is not None and held_by != configured)
+    if others:
+        logger.warning(
+            "%d active connection(s) have their credential in another secret store than the one "
+            "configured (CONNECTIONS_SECRET_STORE=%s): the bot cannot re-test, rotate or remove them; "
+            "move them with `connections-bot migrate-secrets --to %s`",
+            others,
+            to,
+            to,
+        )
+    if store is not None and counts.get(None, 0):
+        logger.warning(
+            "%d active connection(s) still have their credential sealed in the bot's database, not in "
+            "%s: move them with `connections-bot migrate-secrets --to %s`",
+            counts[None],
+            store.title,
+            to,
+        )
+
+
+async def start_services(
+    settings: Settings, *, http: httpx.AsyncClient | None = None, store: SecretStore | None = None
+) -> Services:
     """Open the database, load the master key (refusing one that does not open stored data) and
-    build the services. Migrations must already be applied."""
+    build the services. Migrations must already be applied. ``store`` (tests) stands in for the
+    secret store the settings name."""
+    try:
+        store = store if store is not None else build_store(settings)
+    except ConfigError as exc:
+        raise StartupError(str(exc)) from None
     # Room for every re-test recording at once, plus the requests Slack sends meanwhile.
     db = Database.from_url(settings.database_url, pool_size=settings.retest_concurrency + DB_HEADROOM)
     try:
         loaded, cipher = await guard_master_key(db, settings)
+        await _warn_about_unmigrated(db, store)
     except MasterKeyError as exc:
         await db.dispose()
+        if store is not None:
+            await store.close()
         raise StartupError(str(exc)) from None
     except BaseException:
         await db.dispose()
+        if store is not None:
+            await store.close()
         raise
     if loaded.warning:
         logger.warning("%s", loaded.warning)
     logger.info("master key %s loaded from %s", loaded.key.key_id, loaded.location)
     await log_previous_key(db, cipher)
+    if store is not None:
+        logger.info("approved credentials go to %s at %s", store.title, settings.secret_path.template)
     client = http or provider_client(
         INTERACTIVE_CONNECTIONS, timeout=PROVIDER_TIMEOUT_SECONDS, per_host=PER_HOST_REQUESTS
     )
@@ -257,6 +320,9 @@ async def start_services(settings: Settings, *, http: httpx.AsyncClient | None =
             admins,
             ttl=timedelta(hours=settings.approval_ttl_hours),
             allow_self_approval=settings.allow_self_approval,
+            store=store,
+            cipher=cipher,
+            paths=settings.secret_path,
         ),
         retests=RetestService(
             db,
@@ -267,8 +333,9 @@ async def start_services(settings: Settings, *, http: httpx.AsyncClient | None =
             interval=timedelta(minutes=settings.retest_interval_minutes),
             concurrency=settings.retest_concurrency,
             interactive_http=client,
+            store=store,
         ),
-        removal=RemovalService(db, providers, admins),
+        removal=RemovalService(db, providers, admins, store=store),
         reminders=RotationReminders(db, providers, rotation_days=settings.rotation_days),
         audit=AuditService(db, providers, admins),
         interrupted=InterruptedVerifications(db, owner),
@@ -279,6 +346,7 @@ async def start_services(settings: Settings, *, http: httpx.AsyncClient | None =
                 Action.ROTATION: settings.limit_rotations_per_minute,
             }
         ),
+        store=store,
     )
     services.closers.append(session.close)
     if not settings.admin_channel:

@@ -89,10 +89,19 @@ class Verification:
     retry_after: float | None = None
     """For ``rate_limited``: the seconds the provider asked us to wait, when it said. Bulk
     re-tests hold back every worker that long, not only the one that was told."""
+    inconclusive: bool = False
+    """The credential was never tried (its secret store refused the bot or did not answer): the
+    result says nothing about the credential, so a re-test leaves its health as it was."""
 
     @property
     def ok(self) -> bool:
         return self.outcome is Outcome.OK
+
+    @property
+    def conclusive(self) -> bool:
+        """Whether the result says something about the credential: not when the provider only
+        rate-limited us, nor when the credential was never tried."""
+        return self.outcome is not Outcome.RATE_LIMITED and not self.inconclusive
 
 
 @dataclass(frozen=True)

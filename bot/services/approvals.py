@@ -10,16 +10,22 @@ rule, the time to live and the status. The transition is one conditional UPDATE 
 'pending_approval'``) in the transaction of its effects and audit event, so concurrent clicks, a
 stale message or an expiry make exactly one decision and the others learn who made it. The
 connection row is locked first, as a removal locks it, so the two cannot deadlock.
+
+With a secret store, an approval first writes the credential to the store, outside any
+transaction, then decides as above and destroys every local copy in the same transaction; a store
+that refuses leaves the request waiting, and a decision lost meanwhile takes the write back
+(:mod:`bot.services.delivery`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
+from bot.crypto import Cipher
 from bot.domain import (
     REASON_MAX_LENGTH,
     SYSTEM_ACTOR,
@@ -36,9 +42,12 @@ from bot.domain import (
 )
 from bot.providers.registry import ProviderRegistry
 from bot.services.admins import AdminPolicy
+from bot.services.delivery import Delivered, Pending, deliver, elsewhere, prepare, undo
 from bot.services.records import BATCH_SIZE, audit_event, checks_of, config_changes, summarize
 from bot.store import Connection, Database, Rotation
 from bot.store.uow import UnitOfWork
+from bot.stores.base import SecretStore, StoredSecret, StoreError
+from bot.stores.paths import PathTemplate
 
 __all__ = ["BATCH_SIZE", "ApprovalService", "close_request", "connection_request", "pending_rotation"]
 
@@ -77,10 +86,18 @@ class _Subject:
         return rotation or connection, connection
 
     async def apply(
-        self, tx: UnitOfWork, row: Any, connection: Connection, to: Decided, now: datetime, why: str | None
+        self,
+        tx: UnitOfWork,
+        row: Any,
+        connection: Connection,
+        to: Decided,
+        now: datetime,
+        why: str | None,
+        delivered: Delivered | None,
     ) -> dict[str, Any]:
         """Do what a decision does besides the status, once its conditional UPDATE won; return its
-        audit event's statuses before and after, and details. ``why``: the deciding admin's rights."""
+        audit event's statuses before and after, and details. ``why``: the deciding admin's rights;
+        ``delivered``: where an approval wrote the credential, when a secret store holds it."""
         raise NotImplementedError
 
     async def describe(
@@ -134,12 +151,21 @@ class _NewConnection(_Subject):
     }
 
     async def apply(
-        self, tx: UnitOfWork, row: Any, connection: Connection, to: Decided, now: datetime, why: str | None
+        self,
+        tx: UnitOfWork,
+        row: Any,
+        connection: Connection,
+        to: Decided,
+        now: datetime,
+        why: str | None,
+        delivered: Delivered | None,
     ) -> dict[str, Any]:
         if to is not Status.ACTIVE:
             # Nobody can approve it any more, so its ciphertext would only be risk.
             await tx.credentials.delete_for(connection.id)
-        details = {} if why is None else {"admin": why}
+        details: dict[str, Any] = {} if why is None else {"admin": why}
+        if to is Status.ACTIVE and delivered is not None:
+            details.update(await _held_by_store(tx, connection, delivered))
         return {"before": Status.PENDING_APPROVAL, "after": to, "details": details}
 
 
@@ -157,10 +183,18 @@ class _Rotation(_Subject):
     }
 
     async def apply(
-        self, tx: UnitOfWork, row: Any, connection: Connection, to: Decided, now: datetime, why: str | None
+        self,
+        tx: UnitOfWork,
+        row: Any,
+        connection: Connection,
+        to: Decided,
+        now: datetime,
+        why: str | None,
+        delivered: Delivered | None,
     ) -> dict[str, Any]:
         status = Status(connection.status)
-        audited = {"before": status, "after": status, "details": {"rotation": row.id, "version": row.version}}
+        details: dict[str, Any] = {"rotation": row.id, "version": row.version}
+        audited = {"before": status, "after": status, "details": details}
         if to is not RotationStatus.APPROVED:
             await tx.credentials.delete_for(connection.id, row.version)
             return audited
@@ -173,8 +207,26 @@ class _Rotation(_Subject):
         # open alert) instead of being assumed here.
         connection.next_check_at = now
         connection.updated_at = now
-        await tx.credentials.delete_other_versions(connection.id, keep=row.version)
+        if delivered is None:
+            await tx.credentials.delete_other_versions(connection.id, keep=row.version)
+        else:
+            details.update(await _held_by_store(tx, connection, delivered))
         return audited
+
+
+async def _held_by_store(tx: UnitOfWork, connection: Connection, delivered: Delivered) -> dict[str, Any]:
+    """Record that the store holds the connection's credential now, and destroy every local copy
+    of it: with a store, an active credential lives in one place. What the audit event records."""
+    connection.secret_store = delivered.store
+    connection.secret_path = delivered.path
+    connection.secret_version = delivered.version
+    destroyed = await tx.credentials.delete_for(connection.id)
+    return {
+        "secret_store": delivered.store,
+        "secret_path": delivered.path,
+        "secret_version": delivered.version,
+        "ciphertexts_destroyed": destroyed,
+    }
 
 
 SUBJECTS: dict[RequestKind, _Subject] = {subject.kind: subject for subject in (_NewConnection(), _Rotation())}
@@ -193,11 +245,13 @@ async def close_request(
     reason: str | None = None,
     why: str | None = None,
     audit_reason: str | None = None,
+    delivered: Delivered | None = None,
 ) -> ApprovalRequest | None:
     """Close a waiting request as ``decision`` ("approve", "reject", "expire" or "cancel"), with what
     it does and its audit event, in ``tx``, if this call's conditional UPDATE wins; None when the
     request is gone or someone decided first. ``reason`` is kept and shown with the decision;
-    ``audit_reason``, if given, is audited instead; ``why`` is the deciding admin's rights."""
+    ``audit_reason``, if given, is audited instead; ``why`` is the deciding admin's rights;
+    ``delivered``, for an approval, where the secret store now holds the credential."""
     subject = SUBJECTS[kind]
     found = await subject.load(tx, team_id, request_id, lock=True)
     if found is None:
@@ -219,7 +273,7 @@ async def close_request(
     await tx.session.refresh(row)
     if decision != "approve" or row is not connection:  # it destroys the request's or the replaced key
         providers.forget(connection.provider, (connection if decision == "approve" else row).key_hint)
-    fields = await subject.apply(tx, row, connection, to, now, why)
+    fields = await subject.apply(tx, row, connection, to, now, why, delivered)
     noted = reason if audit_reason is None else audit_reason
     await tx.audit.add(
         audit_event(team_id, actor, action, now, connection=connection, reason=noted, **fields)
@@ -262,12 +316,20 @@ class ApprovalService:
     allow_self_approval: bool = False
     clock: Callable[[], datetime] = utcnow
     batch_size: int = BATCH_SIZE
+    store: SecretStore | None = None
+    """Where approved credentials go; None keeps them sealed in the database (``local``)."""
+    cipher: Cipher | None = None
+    """Opens the pending credential to deliver it to ``store`` (needed with a store only)."""
+    paths: PathTemplate = field(default_factory=PathTemplate)
+    """``CONNECTIONS_SECRET_PATH``: where in ``store`` a new connection's secret goes."""
 
     def __post_init__(self) -> None:
         if self.ttl <= timedelta(0):
             raise ValueError("ttl must be positive")
         if self.batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        if self.store is not None and self.cipher is None:
+            raise ValueError("a secret store needs the cipher that opens what it is to hold")
 
     async def describe(self, kind: RequestKind, team_id: str, request_id: str) -> ApprovalRequest | None:
         """The request as it is now (to post it, or to ask an admin why they reject it)."""
@@ -351,10 +413,20 @@ class ApprovalService:
                 expired = await self._expire(kind, team_id, request_id, now)
                 if expired is not None:
                     return Decision(Verdict.EXPIRED, expired, admin)
+        if decision == "approve" and self.store is not None and self.cipher is not None:
+            return await self._approve_into(
+                self.store, self.cipher, kind, team_id, request_id, actor, admin, now
+            )
         async with self.db.transaction() as tx:
             checked = await self._check(tx, kind, team_id, request_id, actor, admin)
             if checked.verdict is not Verdict.ALLOWED:
                 return checked
+            if decision == "approve" and kind is RequestKind.ROTATION:
+                # Without a store, a connection a store still holds cannot take a local credential.
+                found = await SUBJECTS[kind].load(tx, team_id, request_id)
+                problem = None if found is None else elsewhere(found[1].secret_store, None)
+                if problem is not None:
+                    return Decision(Verdict.STORE_FAILED, checked.request, admin, problem)
             decided = await close_request(
                 tx,
                 self.providers,
@@ -371,6 +443,106 @@ class ApprovalService:
                 return Decision(Verdict.DECIDED, decided, admin)
             request = await describe_request(tx, self.providers, kind, team_id, request_id)
             return Decision(Verdict.NOT_FOUND if request is None else Verdict.ALREADY_DECIDED, request, admin)
+
+    async def _approve_into(
+        self,
+        store: SecretStore,
+        cipher: Cipher,
+        kind: RequestKind,
+        team_id: str,
+        request_id: str,
+        actor: str,
+        admin: AdminCheck,
+        now: datetime,
+    ) -> Decision:
+        """Approve with a secret store (see :mod:`bot.services.delivery`): check and open the
+        pending credential, write it to the store, then decide; take the write back if the
+        decision was lost meanwhile. A store that refuses decides nothing (STORE_FAILED)."""
+        async with self.db.read() as tx:
+            checked = await self._check(tx, kind, team_id, request_id, actor, admin)
+            if checked.verdict is not Verdict.ALLOWED:
+                return checked
+            found = await SUBJECTS[kind].load(tx, team_id, request_id)
+            if found is None:
+                return Decision(Verdict.NOT_FOUND, admin=admin)
+            pending = await prepare(tx, cipher, store, self.paths, *found, actor, now)
+        if isinstance(pending, str):
+            return Decision(Verdict.STORE_FAILED, checked.request, admin, pending)
+        try:
+            try:
+                delivered, previous = await deliver(store, pending)
+            except StoreError as exc:
+                logger.warning("%s request %s was not approved: %s", kind, request_id, exc)
+                return Decision(Verdict.STORE_FAILED, checked.request, admin, str(exc))
+            outcome, in_use = await self._decide_delivered(
+                kind, team_id, request_id, actor, admin, now, pending, delivered
+            )
+            if not in_use:
+                await self._take_back(store, pending, delivered, previous)
+            return outcome
+        finally:
+            pending.fields.clear()  # the plain text lived for the store call only
+
+    async def _decide_delivered(
+        self,
+        kind: RequestKind,
+        team_id: str,
+        request_id: str,
+        actor: str,
+        admin: AdminCheck,
+        now: datetime,
+        pending: Pending,
+        delivered: Delivered,
+    ) -> tuple[Decision, bool]:
+        """The decision on a delivered credential, and whether the connection now uses what was
+        written: a concurrent click on Approve may have won with the very same version, which must
+        then stay."""
+        async with self.db.transaction() as tx:
+            checked = await self._check(tx, kind, team_id, request_id, actor, admin)
+            decided = None
+            if checked.verdict is Verdict.ALLOWED:
+                decided = await close_request(
+                    tx,
+                    self.providers,
+                    kind,
+                    team_id,
+                    request_id,
+                    "approve",
+                    actor=actor,
+                    now=now,
+                    why=admin.why,
+                    delivered=delivered,
+                )
+            if decided is not None:
+                logger.info("%s request %s approved into %s", kind, request_id, delivered.store)
+                return Decision(Verdict.DECIDED, decided, admin), True
+            connection = await tx.connections.get(team_id, pending.connection_id)
+            in_use = (
+                connection is not None
+                and connection.secret_path == delivered.path
+                and connection.secret_version == delivered.version
+            )
+            if checked.verdict is not Verdict.ALLOWED:
+                return checked, in_use
+            request = await describe_request(tx, self.providers, kind, team_id, request_id)
+            verdict = Verdict.NOT_FOUND if request is None else Verdict.ALREADY_DECIDED
+            return Decision(verdict, request, admin), in_use
+
+    async def _take_back(
+        self, store: SecretStore, pending: Pending, delivered: Delivered, previous: StoredSecret | None
+    ) -> None:
+        """Undo a delivery whose decision was lost; a version written back becomes the one the bot
+        knows it wrote, so the next re-test does not take it for a change made outside the bot."""
+        restored = await undo(store, pending, delivered, previous)
+        if restored is None or delivered.replaced is None:
+            return
+        try:
+            async with self.db.transaction() as tx:
+                await tx.connections.repoint_secret(pending.connection_id, delivered.replaced, restored)
+        except Exception as exc:
+            logger.warning(
+                "could not record the version written back to %s: %s", delivered.path, type(exc).__name__
+            )
 
     async def _check(
         self, tx: UnitOfWork, kind: RequestKind, team_id: str, request_id: str, actor: str, admin: AdminCheck

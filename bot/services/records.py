@@ -8,12 +8,13 @@ from datetime import datetime
 from typing import Any
 
 from bot.crypto import BOUND_SCHEME, Cipher, associated_data, config_digest
-from bot.domain import ConfigChange, ConnectionSummary, Health, Status, Trigger
+from bot.domain import ConfigChange, ConnectionSummary, Health, SecretLocation, Status, Trigger
 from bot.providers.base import Check, Provider, Verification
 from bot.providers.registry import ProviderRegistry
 from bot.redaction import Secret
 from bot.store import AuditEvent, Connection, Credential, VerificationRecord
 from bot.store.uow import UnitOfWork
+from bot.stores.base import store_title
 
 __all__ = [
     "BATCH_SIZE",
@@ -23,6 +24,7 @@ __all__ = [
     "history_row",
     "seal_credential",
     "sealed_field",
+    "secret_location",
     "summarize",
 ]
 
@@ -122,7 +124,15 @@ def summarize(row: Connection, providers: ProviderRegistry) -> ConnectionSummary
         last_verified_at=row.last_verified_at,
         key_hint=row.key_hint,
         credential_created_at=row.credential_created_at,
+        secret_location=secret_location(row),
     )
+
+
+def secret_location(row: Connection) -> SecretLocation | None:
+    """Where a secret store holds the connection's credential, if one does."""
+    if row.secret_store is None or row.secret_path is None:
+        return None
+    return SecretLocation(row.secret_store, store_title(row.secret_store), row.secret_path)
 
 
 def history_row(

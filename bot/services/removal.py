@@ -4,6 +4,10 @@ The owner (who added it) or an admin may remove an active connection. Everything
 transaction: the conditional transition (``UPDATE … WHERE status = 'active'``, so a double click
 removes once), the destruction of every stored credential version, the cancellation of a
 rotation waiting for approval (through the approval path), and the audit event.
+
+When a secret store holds the credential, it is deleted there first, outside any transaction (a
+delete is idempotent, so a removal that stops halfway is finished by trying again); if the store
+refuses, nothing is removed and the user is told why.
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ from bot.domain import ConnectionSummary, Refusal, Refused, Removal, RequestKind
 from bot.providers.registry import ProviderRegistry
 from bot.services.admins import AdminPolicy
 from bot.services.approvals import close_request
+from bot.services.delivery import elsewhere
 from bot.services.permissions import find_connection, owner_or_admin, owner_refusal
 from bot.services.records import audit_event, summarize
 from bot.store import Connection, Database
+from bot.stores.base import SecretStore, StoreError
 
 __all__ = ["RemovalService"]
 
@@ -34,6 +40,8 @@ class RemovalService:
     providers: ProviderRegistry
     admins: AdminPolicy
     clock: Callable[[], datetime] = utcnow
+    store: SecretStore | None = None
+    """The secret store the bot is configured with (None: ``local``)."""
 
     async def may_remove(
         self, team_id: str, actor: str, *, connection_id: str | None = None, name: str | None = None
@@ -56,6 +64,9 @@ class RemovalService:
         allowed = await self.may_remove(team_id, actor, connection_id=connection_id)
         if isinstance(allowed, Refused):
             return allowed
+        held = await self._delete_held(team_id, connection_id, allowed.name)
+        if isinstance(held, Refused):
+            return held
         now = self.clock()
         async with self.db.transaction() as tx:
             # Locked first (as decisions do), and read for its open alert.
@@ -63,6 +74,7 @@ class RemovalService:
             if row is None:
                 return Refused(Refusal.NOT_FOUND, "That connection no longer exists.")
             alert = (row.alert_channel, row.alert_ts)
+            stored_at = {"secret_store": row.secret_store, "secret_path": row.secret_path}
             won = await tx.connections.transition(
                 team_id,
                 connection_id,
@@ -71,6 +83,10 @@ class RemovalService:
                 next_check_at=None,
                 alert_channel=None,
                 alert_ts=None,
+                # The secret is gone from the store: nothing may point at it any more.
+                secret_store=None,
+                secret_path=None,
+                secret_version=None,
                 updated_at=now,
             )
             await tx.session.refresh(row)
@@ -104,12 +120,37 @@ class RemovalService:
                     details={
                         "ciphertexts_destroyed": destroyed,
                         **({"cancelled_rotation": cancelled.id} if cancelled else {}),
+                        **({k: v for k, v in stored_at.items() if v is not None}),
                     },
                 )
             )
             summary = summarize(row, self.providers)
         logger.info("connection %s removed by %s", connection_id, actor)
         return Removal(summary, actor, cancelled, alert_channel=alert[0], alert_ts=alert[1])
+
+    async def _delete_held(self, team_id: str, connection_id: str, name: str) -> Refused | None:
+        """Delete the connection's secret from the store that holds it, if one does: first, so
+        that a removal never leaves a credential the platform can still read. Why not, if not."""
+        async with self.db.read() as tx:
+            row = await tx.connections.get(team_id, connection_id)
+        if row is None or row.secret_store is None:
+            return None
+        moved = elsewhere(row.secret_store, self.store)
+        if moved is not None:
+            return Refused(Refusal.STORE_FAILED, f"“{name}” was not removed. {moved}", connection_id)
+        assert self.store is not None and row.secret_path is not None
+        try:
+            await self.store.delete(row.secret_path)
+        except StoreError as exc:
+            logger.warning("connection %s was not removed: %s", connection_id, exc)
+            return Refused(
+                Refusal.STORE_FAILED,
+                f"“{name}” was not removed: the secret store refused to delete its secret ({exc}). "
+                "Nothing changed; try again once whoever runs the bot has fixed it.",
+                connection_id,
+            )
+        logger.info("deleted the secret of connection %s from %s", connection_id, self.store.title)
+        return None
 
 
 def _status_refusal(row: Connection) -> Refused | None:

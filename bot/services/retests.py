@@ -1,12 +1,14 @@
 """Re-testing stored credentials: one connection, every active one of a workspace, or the ones the
 health schedule says are due, across every workspace.
 
-Each re-test decrypts the stored fields just before the provider call and drops them after it,
-then records, in one transaction with the connection row locked, the history row, the health, an
-audit event and the health *change* if any, so a change is reported exactly once whichever process
-made it. Only changes alert; a connection that stays failing is reminded of once per
-``reminder_every``. A ``rate_limited`` result says nothing about the credential: it is recorded
-but leaves the health as it was.
+Each re-test decrypts the stored fields just before the provider call and drops them after it
+(a credential that a secret store holds is read from the store at that moment instead, so what is
+tested is what the platform uses: see :meth:`RetestService._from_store`), then records, in one
+transaction with the connection row locked, the history row, the health, an audit event and the
+health *change* if any, so a change is reported exactly once whichever process made it. Only
+changes alert; a connection that stays failing is reminded of once per ``reminder_every``. A
+``rate_limited`` result, like one whose secret store could not be read, says nothing about the
+credential: it is recorded but leaves the health as it was.
 
 At most ``concurrency`` bulk re-tests (``test all``, the schedule) run at once, on the bulk HTTP
 client; one re-test someone waits for goes past that bound, on the interactive client, so a bulk
@@ -32,6 +34,7 @@ import httpx
 
 from bot.crypto import Cipher, DecryptionError, Sealed, associated_data, config_digest
 from bot.domain import (
+    STORE_CHECK,
     SYSTEM_ACTOR,
     ChangeKind,
     Health,
@@ -44,14 +47,17 @@ from bot.domain import (
     Trigger,
     utcnow,
 )
-from bot.providers.base import Check, Outcome, Verification
+from bot.markup import inert
+from bot.providers.base import Check, Outcome, Provider, Verification
 from bot.providers.registry import ProviderRegistry
 from bot.redaction import Secret
+from bot.services.delivery import elsewhere
 from bot.services.permissions import RetestPolicy, find_connection
 from bot.services.records import audit_event, history_row, summarize
 from bot.store import AuditEvent, Connection, Database
 from bot.store.models import BulkRetest
 from bot.store.uow import UnitOfWork
+from bot.stores.base import SecretStore, StoredSecret, StoreError, StoreFailure, store_title
 
 __all__ = ["DEFAULT_CONCURRENCY", "BulkRunning", "RetestFailed", "RetestService"]
 
@@ -91,7 +97,8 @@ _RETESTABLE = (Status.ACTIVE, Status.PENDING_APPROVAL)
 class _Target:
     """A connection to re-test, as loaded: its sealed fields with the associated data that binds
     them to ``config`` (so what is sent is what the credential was sealed for), never their plain
-    text."""
+    text; or, when a secret store holds the credential, where (``store``, ``path``) and the
+    version the bot wrote there (``written``), to be read at the moment of the provider call."""
 
     team_id: str
     connection_id: str
@@ -100,6 +107,9 @@ class _Target:
     version: int
     config: dict[str, str]
     sealed: dict[str, tuple[Sealed, bytes]] = field(repr=False)
+    store: str | None = None
+    path: str | None = None
+    written: str | None = None
 
 
 RELEASE_SECONDS = 10.0
@@ -132,6 +142,8 @@ class RetestService:
     monotonic: Callable[[], float] = time.monotonic
     interactive_http: httpx.AsyncClient | None = None
     """The client for one re-test someone waits for; ``http`` (the bulk client) when not given."""
+    store: SecretStore | None = None
+    """The secret store the bot is configured with (None: ``local``)."""
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -302,21 +314,42 @@ class RetestService:
         On PostgreSQL the rows and their fields are read by separate statements, so a rotation
         approved in between can leave a row whose version has no fields any more; such rows are
         read again (they now name the new version) rather than tested with nothing."""
-        sealed = await tx.credentials.for_connections([(r.id, r.credential_version) for r in rows])
+        local = [(r.id, r.credential_version) for r in rows if r.secret_store is None]
+        sealed = await tx.credentials.for_connections(local)
         targets: list[_Target] = []
         for row in rows:
-            fields = sealed[row.id]
-            if not fields:
+            fields = sealed.get(row.id, [])
+            if row.secret_store is None and not fields:
+                # An approval may have moved the credential to the store meanwhile, too.
                 fresh = await tx.connections.get(row.team_id, row.id)
                 if fresh is None or fresh.status not in _RETESTABLE:
                     continue
                 await tx.session.refresh(fresh)
                 row = fresh
-                fields = (await tx.credentials.for_connections([(row.id, row.credential_version)]))[row.id]
-                if not fields:
-                    logger.warning("connection %s has no stored credential to re-test", row.id)
-                    continue
+                if row.secret_store is None:
+                    fields = (await tx.credentials.for_connections([(row.id, row.credential_version)]))[
+                        row.id
+                    ]
+                    if not fields:
+                        logger.warning("connection %s has no stored credential to re-test", row.id)
+                        continue
             config = {str(k): str(v) for k, v in row.config.items()}
+            if row.secret_store is not None:
+                targets.append(
+                    _Target(
+                        team_id=row.team_id,
+                        connection_id=row.id,
+                        name=row.name,
+                        provider_key=row.provider,
+                        version=row.credential_version,
+                        config=config,
+                        sealed={},
+                        store=row.secret_store,
+                        path=row.secret_path,
+                        written=row.secret_version,
+                    )
+                )
+                continue
             bound_to = config_digest(row.provider, config)
             targets.append(
                 _Target(
@@ -418,6 +451,8 @@ class RetestService:
                 hints=("Ask whoever runs the bot whether the provider was removed on purpose.",),
                 latency_ms=0,
             )
+        if target.store is not None:
+            return await self._from_store(target, provider, http)
         values: dict[str, str | Secret] = dict(target.config)
         try:
             for name, (sealed, aad) in target.sealed.items():
@@ -432,6 +467,75 @@ class RetestService:
             # The plain text lives for the provider call only.
             values.clear()
 
+    async def _from_store(self, target: _Target, provider: Provider, http: httpx.AsyncClient) -> Verification:
+        """Test the credential the secret store holds now, with the settings stored in the database
+        (which passed the outbound policy when they were submitted: a host written into the store
+        outside the bot is never contacted). A version the bot did not write is tested and reported
+        as changed outside the bot. The version the bot wrote holding other settings than the
+        database means the database was changed: then nothing is sent. A store that cannot be read
+        gives a result that says where and why, never an exception."""
+        path = target.path or ""
+        where = f"{path} in {store_title(target.store or '')}"
+        moved = elsewhere(target.store, self.store)
+        if moved is not None:
+            summary = f"“{target.name}” was not tested: the bot is not set to use the store that holds it."
+            return _store_verdict(Outcome.PROVIDER_ERROR, summary, "not the configured store", hints=(moved,))
+        assert self.store is not None  # elsewhere() found it held by the configured store
+        try:
+            stored = await self.store.read(path)
+        except StoreError as exc:
+            return _store_unread(target.name, where, exc)
+        secrets = set(provider.secret_fields)
+        settings = {k: v.reveal() for k, v in stored.fields.items() if k not in secrets and v}
+        if stored.version == target.written and settings != {k: v for k, v in target.config.items() if v}:
+            # The version the bot wrote holds other settings than the database: the database was
+            # changed (a store keeps a version as written), so the credential goes nowhere.
+            logger.warning(NOT_USED_IN_STORE, target.name, target.connection_id, where)
+            return _store_verdict(
+                Outcome.INVALID_INPUT,
+                f"The stored settings of “{target.name}” do not match the secret the bot wrote to "
+                f"{where}, so the credential was not used and nothing was sent.",
+                "does not match the connection's stored settings",
+                conclusive=True,
+                hints=_unopened(target.name).hints,
+            )
+        drift = None if stored.version == target.written else await self._drift(target, stored)
+        values: dict[str, str | Secret] = dict(target.config)
+        try:
+            values.update({k: v for k, v in stored.fields.items() if k in secrets})
+            missing = [
+                f.name for f in provider.fields if f.secret and not f.optional and not values.get(f.name)
+            ]
+            if missing:
+                logger.warning(
+                    "the secret of connection %s in %s lacks %s", target.connection_id, where, missing
+                )
+                return _store_verdict(
+                    Outcome.INVALID_INPUT,
+                    f"The secret at {where} lacks {', '.join(missing)}: it was changed outside the bot.",
+                    f"lacks {', '.join(missing)}",
+                    conclusive=True,
+                )
+            verification = await provider.verify(values, http)
+        finally:
+            values.clear()  # the plain text lives for the provider call only
+        if drift is None:
+            return verification
+        logger.warning(
+            "the secret of connection %s in %s was changed outside the bot", target.connection_id, where
+        )
+        return _with_drift(verification, drift, where)
+
+    async def _drift(self, target: _Target, stored: StoredSecret) -> str | None:
+        """Why the store's current version, which is not the one the target knows the bot wrote,
+        was changed outside the bot; None when the bot wrote it after all (an approved rotation
+        since the target was read)."""
+        async with self.db.read() as tx:
+            row = await tx.connections.get(target.team_id, target.connection_id)
+        if row is not None and row.secret_version == stored.version:
+            return None
+        return f"changed outside the bot (current version {stored.version}, the bot wrote {target.written})"
+
     async def _record(
         self, target: _Target, verification: Verification, trigger: Trigger, actor: str | None
     ) -> RetestResult | None:
@@ -445,7 +549,7 @@ class RetestService:
             change = None
             # A result about a credential that was rotated or removed meanwhile changes nothing.
             current = row.status in _RETESTABLE and row.credential_version == target.version
-            if current and verification.outcome is not Outcome.RATE_LIMITED:
+            if current and verification.conclusive:
                 change = self._apply(row, verification.ok, now)
             if trigger is Trigger.SCHEDULE and row.status is Status.ACTIVE:
                 # The claim only leased the check; the next one is an interval from now.
@@ -483,6 +587,10 @@ class RetestService:
         return None
 
 
+NOT_USED_IN_STORE = (
+    "the stored configuration of %s (%s) does not match the secret the bot wrote to %s; it was not "
+    "used: its settings were changed outside the bot"
+)
 NOT_USED = (
     "the stored configuration of %s (%s) does not match its sealed credential; it was not used: its "
     "settings or its ciphertext were changed outside the bot"
@@ -504,6 +612,71 @@ def _unopened(name: str) -> Verification:
             "Rotate the credential with the right settings, or remove the connection.",
         ),
         latency_ms=0,
+    )
+
+
+def _store_verdict(
+    outcome: Outcome, summary: str, detail: str, *, conclusive: bool = False, hints: tuple[str, ...] = ()
+) -> Verification:
+    """A re-test that ended at the secret store: nothing was sent to the provider."""
+    return Verification(
+        outcome=outcome,
+        summary=summary,
+        checks=(Check(STORE_CHECK, False, detail),),
+        hints=hints or _STORE_HINTS,
+        latency_ms=0,
+        inconclusive=not conclusive,
+    )
+
+
+_STORE_HINTS = (
+    "Whoever runs the bot: check that the secret store answers and that its policy lets the bot "
+    "read the connection's secret (`/healthz` reports the store).",
+    "Re-test it once the store works again; its health was left as it was.",
+)
+
+
+def _store_unread(name: str, where: str, error: StoreError) -> Verification:
+    """The result of a re-test whose credential could not be read from the store."""
+    if error.failure is StoreFailure.NOT_FOUND:
+        return _store_verdict(
+            Outcome.INVALID_INPUT,
+            f"The secret at {where} was deleted outside the bot, so “{name}” has no credential to test.",
+            "deleted outside the bot",
+            conclusive=True,
+            hints=(
+                "Pipelines that read this secret fail too. Rotate the connection to write a credential "
+                "there again, or remove the connection.",
+            ),
+        )
+    logger.warning("could not read the secret of %s: %s", where, error)
+    why = {
+        StoreFailure.DENIED: "the store refuses the bot",
+        StoreFailure.UNREACHABLE: "the store did not answer",
+    }.get(error.failure, "the store refused the request")
+    return _store_verdict(
+        Outcome.UNREACHABLE, f"The secret at {where} could not be read ({error}), so nothing was tested.", why
+    )
+
+
+def _with_drift(verification: Verification, drift: str, where: str) -> Verification:
+    """``verification`` of what the store holds now, saying it was changed outside the bot."""
+    check = Check(STORE_CHECK, False, drift)
+    hint = (
+        f"Someone changed the secret at {inert(where)} without the bot, so the credential in use is not "
+        "the one an admin approved. Find out who; to put an approved credential back, rotate the "
+        "connection with `/connections rotate`."
+    )
+    summary = f"Changed outside the bot: {verification.summary}".strip()
+    return Verification(
+        outcome=verification.outcome,
+        summary=summary,
+        checks=(check, *verification.checks),
+        hints=(hint, *verification.hints),
+        latency_ms=verification.latency_ms,
+        request_id=verification.request_id,
+        retry_after=verification.retry_after,
+        inconclusive=verification.inconclusive,
     )
 
 

@@ -229,6 +229,28 @@ class ConnectionRepository(_RequestRepository[Connection]):
         statement = self._by_id(team_id, connection_id).with_for_update()
         return await self._one(statement.execution_options(populate_existing=True), connection_id)
 
+    async def repoint_secret(self, connection_id: str, from_version: str, to_version: str) -> bool:
+        """Record that the bot wrote ``to_version`` of the connection's secret in its store, if the
+        version it knew was still ``from_version`` (an approval lost its decision and wrote the
+        version it replaced back); whether it did."""
+        statement = (
+            update(Connection)
+            .where(Connection.id == connection_id, Connection.secret_version == from_version)
+            .values(secret_version=to_version)
+            .returning(Connection.id)
+        )
+        return await self._returned(statement)
+
+    async def active_by_store(self) -> dict[str | None, int]:
+        """How many active connections of every workspace each secret store holds the credential
+        of (None: sealed in this database), for the start-up's warning about unmigrated ones."""
+        statement = (
+            select(Connection.secret_store, func.count())
+            .where(Connection.status == Status.ACTIVE)
+            .group_by(Connection.secret_store)
+        )
+        return {store: int(count) for store, count in (await self._session.execute(statement)).all()}
+
     async def active(self, team_id: str) -> list[Connection]:
         """Every active connection of the workspace, oldest first (for ``test all``)."""
         active = (Connection.team_id == team_id, Connection.status == Status.ACTIVE)

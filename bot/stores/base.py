@@ -29,6 +29,7 @@ __all__ = [
     "StoreFailure",
     "StoredSecret",
     "Written",
+    "store_title",
 ]
 
 
@@ -89,8 +90,26 @@ class StoreCheck:
         return self.reachable and self.authenticated
 
 
+_TITLES: dict[str, str] = {}
+"""Each store class's title by its key, as the classes declare them (see ``__init_subclass__``)."""
+
+
+def store_title(key: str) -> str:
+    """How a person names the store ``key`` ("AWS Secrets Manager"): its class's title, or the key
+    itself for a store this process does not know (a connection written by a newer build)."""
+    return _TITLES.get(key, key)
+
+
 class SecretStore(ABC):
     """One secret store. Instances are shared by every task of the process."""
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        # A store declares its key and title as class attributes, so messages about a connection
+        # can name the store that holds it without building one.
+        key, title = cls.__dict__.get("key"), cls.__dict__.get("title")
+        if isinstance(key, str) and isinstance(title, str):
+            _TITLES[key] = title
 
     key: str
     """As ``CONNECTIONS_SECRET_STORE`` names it: ``aws``, ``vault``."""

@@ -367,6 +367,24 @@ async def test_approve_by_someone_not_an_admin_says_how_to_become_one(
     assert slack.calls_to("chat.update") == []
 
 
+@pytest.mark.parametrize("kind", list(RequestKind))
+async def test_an_approval_the_secret_store_refused_is_told_to_the_clicker_only(
+    slack: FakeSlack, client: AsyncWebClient, kind: RequestKind
+) -> None:
+    stand_ins = services()
+    why = "the bot may not write `connections/T0A1B2C3D4E/lake/prod-lake`: AccessDenied"
+    stand_ins.approvals.decision = Decision(
+        Verdict.STORE_FAILED, request(kind), AdminCheck(True, "listed"), why
+    )
+    action = ids.ACTION_APPROVE if kind is RequestKind.CONNECTION else ids.ACTION_APPROVE_ROTATION
+
+    await approvals.approve(click(slack, client, stand_ins, action, "conn-1"))
+
+    [answer] = replies(slack)
+    assert "Nothing was approved" in answer and "AccessDenied" in answer and "Approve" in answer
+    assert slack.calls_to("chat.update") == [] and slack.calls_to("chat.postMessage") == []
+
+
 async def test_a_decision_made_by_the_click_updates_the_request_and_tells_the_requester(
     slack: FakeSlack, client: AsyncWebClient
 ) -> None:

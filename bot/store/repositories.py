@@ -601,10 +601,12 @@ class SecretCleanupRepository(_Repository):
         self._session.add(cleanup)
         await self._session.flush()
 
-    async def pending(self, limit: int) -> list[SecretCleanup]:
-        """At most ``limit`` of them, oldest first."""
-        statement = select(SecretCleanup).order_by(SecretCleanup.created_at, SecretCleanup.id)
-        return await self._all(statement.limit(limit))
+    async def pending(self) -> list[SecretCleanup]:
+        """Every one, oldest first (a run leaves a few at most: the delete was cut short or refused)."""
+        return await self._all(select(SecretCleanup).order_by(SecretCleanup.created_at, SecretCleanup.id))
+
+    async def count(self) -> int:
+        return int(await self._session.scalar(select(func.count()).select_from(SecretCleanup)) or 0)
 
     async def stores(self) -> set[str]:
         """The stores that pending cleanups name."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -72,7 +73,16 @@ def environment(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setitem(STORES, "aws", lambda env: aws)
     monkeypatch.setitem(STORES, "vault", lambda env: vault)
-    yield
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:  # the command installs its own log handler, on the stderr of this test
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)
 
 
 @pytest.fixture
@@ -155,6 +165,7 @@ def test_a_run_stopped_at_a_failpoint_finishes_when_run_again(
     step: str,
 ) -> None:
     source, target = route
+    monkeypatch.setenv("LOG_LEVEL", "DEBUG")
     if source != "local":
         assert run("--to", source) == 0
 
@@ -166,11 +177,14 @@ def test_a_run_stopped_at_a_failpoint_finishes_when_run_again(
     with pytest.raises(Exited):
         run("--to", target)
     monkeypatch.delenv("CONNECTIONS_FAILPOINT")
-    capsys.readouterr()
+    stopped = capsys.readouterr()
 
     assert run("--to", target) == 0
 
-    out = capsys.readouterr().out.splitlines()
+    again = capsys.readouterr()
+    assert "DEBUG" in stopped.err + again.err
+    assert_no_secret(seeded, stopped.out, stopped.err, again.out, again.err)
+    out = again.out.splitlines()
     stores = {"aws": aws, "vault": vault}
     if step == "committed":
         assert out == [

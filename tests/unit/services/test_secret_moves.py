@@ -110,13 +110,15 @@ class Held:
         return self.fields["api_secret"]
 
 
-def new_seed(name: str, team_id: str = TEAM_ID, **config: str) -> Seed:
+def new_seed(name: str, team_id: str = TEAM_ID, *, minute: int = 0, **config: str) -> Seed:
     return Seed(
         name=name,
         key=f"KEY{secrets.token_hex(6).upper()}",
         secret=f"sec-{secrets.token_hex(16)}",
         team_id=team_id,
         config=dict(config),
+        # A run takes connections oldest first: these make the order the tests count on.
+        created_at=APPROVED_AT.replace(minute=minute),
     )
 
 
@@ -137,16 +139,17 @@ async def three(url: str, cipher: Cipher) -> list[Held]:
         [
             new_seed(
                 "Prod Cluster",
+                minute=1,
                 rest_endpoint="https://pkc-1.eu-west-1.aws.confluent.cloud",
                 cluster_id="lkc-1",
             ),
-            new_seed("staging"),
-            new_seed("prod", team_id=OTHER_TEAM),
+            new_seed("staging", minute=2),
+            new_seed("prod", team_id=OTHER_TEAM, minute=3),
         ],
     )
 
 
-async def approve_into(db: Database, cipher: Cipher, store: SecretStore, key: str, held: Held) -> str:
+async def approve_into(db: Database, store: SecretStore, key: str, held: Held) -> str:
     """What an approval with ``key`` configured leaves: the credential in the store, written with
     its version's token, the reference on the row, no sealed row."""
     written = await store.write(
@@ -305,7 +308,7 @@ async def test_a_store_to_local_seals_bound_rows_and_deletes_the_store_copy(
 ) -> None:
     held = await three(migrated_database_url, cipher)
     for one in held:
-        await approve_into(db, cipher, alpha, ALPHA, one)
+        await approve_into(db, alpha, ALPHA, one)
 
     report = await mover(db, cipher, stores).move_all(LOCAL)
 
@@ -331,7 +334,7 @@ async def test_a_store_to_another_store(
 ) -> None:
     held = await three(migrated_database_url, cipher)
     for one in held[:2]:
-        await approve_into(db, cipher, alpha, ALPHA, one)  # the third is still sealed locally
+        await approve_into(db, alpha, ALPHA, one)  # the third is still sealed locally
 
     report = await mover(db, cipher, stores).move_all(BETA)
 
@@ -422,7 +425,7 @@ async def test_a_source_store_that_denies_reading_or_was_changed_outside_the_bot
 ) -> None:
     held = await three(migrated_database_url, cipher)
     for one in held:
-        await approve_into(db, cipher, alpha, ALPHA, one)
+        await approve_into(db, alpha, ALPHA, one)
     changed = held[0]
     outside = alpha.write_outside(changed.path, {**changed.fields, "api_secret": "changed-by-hand"})
 
@@ -448,7 +451,7 @@ async def test_a_connection_in_a_store_that_is_not_configured_is_reported(
     stores: dict[str, SecretStore],
 ) -> None:
     held = await three(migrated_database_url, cipher)
-    await approve_into(db, cipher, alpha, ALPHA, held[0])
+    await approve_into(db, alpha, ALPHA, held[0])
 
     report = await SecretMover(db, cipher, {BETA: stores[BETA]}, PATHS).move_all(BETA)
 
@@ -560,7 +563,7 @@ async def test_a_run_killed_midway_and_run_again_leaves_each_credential_in_exact
     held = await three(migrated_database_url, cipher)
     if source != LOCAL:
         for one in held:
-            await approve_into(db, cipher, alpha, source, one)
+            await approve_into(db, alpha, source, one)
 
     with pytest.raises(Killed):
         await mover(db, cipher, stores, kill_at(step, nth=2)).move_all(target)
@@ -601,7 +604,7 @@ async def test_a_source_copy_the_store_would_not_delete_is_deleted_by_the_next_r
 ) -> None:
     held = await three(migrated_database_url, cipher)
     for one in held:
-        await approve_into(db, cipher, alpha, ALPHA, one)
+        await approve_into(db, alpha, ALPHA, one)
     alpha.deny("delete")
 
     report = await mover(db, cipher, stores).move_all(BETA)
@@ -629,7 +632,7 @@ async def test_a_pending_cleanup_never_deletes_a_path_in_use_or_changed_outside_
 ) -> None:
     held = await three(migrated_database_url, cipher)
     for one in held:
-        await approve_into(db, cipher, alpha, ALPHA, one)
+        await approve_into(db, alpha, ALPHA, one)
     with pytest.raises(Killed):  # stopped after its first commit: one cleanup pending
         await mover(db, cipher, stores, kill_at("committed")).move_all(BETA)
     [pending] = await cleanups(db)
@@ -674,7 +677,7 @@ async def test_the_dry_run_plan_reads_and_changes_nothing(
     stores: dict[str, SecretStore],
 ) -> None:
     held = await three(migrated_database_url, cipher)
-    await approve_into(db, cipher, alpha, ALPHA, held[0])
+    await approve_into(db, alpha, ALPHA, held[0])
     calls = len(alpha.calls)
     before = dump_database_text(migrated_database_url)
 
@@ -723,7 +726,7 @@ async def test_outcomes_are_reported_one_by_one(
     stores: dict[str, SecretStore],
 ) -> None:
     held = await three(migrated_database_url, cipher)
-    await approve_into(db, cipher, alpha, ALPHA, held[0])
+    await approve_into(db, alpha, ALPHA, held[0])
     alpha.write_outside(held[1].path, {"api_key": "X", "api_secret": "y"})
     started: list[int] = []
     each: list[Outcome] = []

@@ -1,6 +1,7 @@
 """The ``connections-bot`` command: ``serve`` runs the bot, ``migrate`` applies schema migrations,
 ``audit export`` writes the audit log as JSON Lines, ``rotate-master-key`` re-encrypts every
-credential under a new master key, ``generate-master-key`` makes one for a secret manager."""
+credential under a new master key, ``generate-master-key`` makes one for a secret manager,
+``migrate-secrets`` moves every active credential to one secret store."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
@@ -17,17 +18,23 @@ from typing import TYPE_CHECKING, BinaryIO, TypeVar
 from bot.logs import configure_logging
 from bot.providers.registry import build_registry
 from bot.settings import (
+    SECRET_STORES,
     ConfigError,
     KeySettings,
     Settings,
+    StoreSettings,
     load_database_url,
     load_key_settings,
     load_settings,
+    load_store_settings,
 )
 
 if TYPE_CHECKING:
+    from bot.crypto import Cipher
     from bot.keys.rotation import GivenKey, RotationOutcome
+    from bot.services.secret_moves import MovePlan, MoveReport
     from bot.store import Database
+    from bot.stores.base import SecretStore
 
 __all__ = ["main"]
 
@@ -84,6 +91,21 @@ def _command(argv: Sequence[str] | None) -> int:
         "generate-master-key",
         help="print a new master key once, to store in your secret manager (changes nothing)",
     )
+    move = commands.add_parser(
+        "migrate-secrets",
+        help="move every active connection's credential, in every workspace, to one secret store "
+        "(needs DATABASE_URL, the master key and the stores' settings, no Slack token)",
+    )
+    move.add_argument(
+        "--to",
+        dest="target",
+        required=True,
+        choices=SECRET_STORES,
+        help="where every active credential goes: local (sealed in the bot's database), aws or vault",
+    )
+    move.add_argument(
+        "--dry-run", action="store_true", help="say what would move; read no secret and change nothing"
+    )
     args = parser.parse_args(argv)
 
     if args.command == "audit":
@@ -91,6 +113,11 @@ def _command(argv: Sequence[str] | None) -> int:
         return _export_audit(load_database_url(args.env_file), args.output)
     if args.command == "generate-master-key":
         return _generate_master_key()
+    if args.command == "migrate-secrets":
+        # Before load_settings too: moving credentials needs no Slack token.
+        return _migrate_secrets(
+            load_key_settings(args.env_file), load_store_settings(args.env_file), args.target, args.dry_run
+        )
     if args.command == "rotate-master-key":
         # Before load_settings too: an operator rotating the key needs no Slack token.
         # Absolute, so the steps printed at the end name the file wherever they are read.
@@ -304,6 +331,140 @@ def _rotation_report(outcome: RotationOutcome) -> str:
             "Restart every running bot on this database: it still holds the old key.",
         ]
     return "\n".join(lines)
+
+
+def _migrate_secrets(keys: KeySettings, settings: StoreSettings, target: str, dry_run: bool) -> int:
+    """``migrate-secrets``: a progress bar on stderr while it works (at a terminal), the count and
+    every failure on stdout; exit code 1 if any credential could not be moved or a copy was left."""
+    from tqdm import tqdm
+
+    from bot.keys import MasterKeyError
+    from bot.keys.rotation import crash_at
+    from bot.services.secret_moves import FAILPOINTS, MoveReport, SecretMover
+
+    configure_logging(settings.log_level)
+    try:
+        checkpoint = crash_at(keys.failpoint, FAILPOINTS)
+    except MasterKeyError as exc:
+        print(f"connections-bot: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    titles: dict[str, str] = {}
+
+    async def move(db: Database) -> MovePlan | MoveReport:
+        stores = await _stores_for(db, target, settings.environment)
+        titles.update({key: store.title for key, store in stores.items()})
+        try:
+            if dry_run:
+                return await SecretMover(db, None, stores, settings.secret_path).plan(target)
+            cipher = await _cipher_if_bound(db, keys)
+            mover = SecretMover(db, cipher, stores, settings.secret_path, checkpoint=checkpoint)
+            with tqdm(
+                file=sys.stderr, disable=not sys.stderr.isatty(), unit="credential", desc=f"to {target}"
+            ) as bar:
+                return await mover.move_all(
+                    target, on_start=lambda total: bar.reset(total=total), on_each=lambda _: bar.update()
+                )
+        finally:
+            for store in stores.values():
+                await store.close()
+
+    again = " Run it again once the database answers: it goes on where it stopped"
+    code, outcome = _on_database(keys.database_url, "move credentials on", move, after_failure=again)
+    if outcome is None:
+        return code
+    title = titles.get(target, "the bot's database")
+    if isinstance(outcome, MoveReport):
+        print(_moves_report(outcome, title))
+        return 0 if outcome.ok else 1
+    print(_plan_report(outcome, title))
+    return 0
+
+
+async def _stores_for(db: Database, target: str, environment: Mapping[str, str]) -> dict[str, SecretStore]:
+    """The target store and every store an active connection or a pending cleanup names, each
+    built from the environment; raises ``ConfigError`` naming what is missing."""
+    from bot.services.secret_moves import LOCAL, stores_in_use
+    from bot.stores.registry import STORES
+
+    needed = await stores_in_use(db) | ({target} - {LOCAL})
+    stores: dict[str, SecretStore] = {}
+    try:
+        for key in sorted(needed):
+            factory = STORES.get(key)
+            if factory is None:
+                why = "is the target" if key == target else "holds credentials of active connections"
+                raise ConfigError(f"the {key} secret store {why} but is not available in this build")
+            stores[key] = factory(environment)
+    except BaseException:
+        for store in stores.values():
+            await store.close()
+        raise
+    return stores
+
+
+async def _cipher_if_bound(db: Database, keys: KeySettings) -> Cipher | None:
+    """The master key, loaded and proved as ``serve`` does; None while the database holds no sealed
+    data at all (no start bound it to a key yet), since this command must not make one."""
+    from bot.keys.guard import guard_master_key
+
+    async with db.read() as tx:
+        bound = await tx.key_canary.get() is not None or await tx.credentials.any_exists()
+    if not bound:
+        return None
+    _, cipher = await guard_master_key(db, keys)
+    return cipher
+
+
+def _moves_report(report: MoveReport, title: str) -> str:
+    target = report.target
+    lines = []
+    if report.cleaned:
+        lines.append(
+            f"Deleted {_count(report.cleaned, 'copy', 'copies')} an earlier run left in their old store."
+        )
+    if not (report.moved or report.changed or report.failed):
+        if report.already:
+            lines.append(f"Nothing to move: every active credential is already in {title}.")
+        else:
+            lines.append("Nothing to move: there is no active connection.")
+    lines.append(
+        f"moved {report.moved}, already in {target} {report.already}, changed meanwhile {report.changed}, "
+        f"failed {len(report.failed)}"
+    )
+    for failure in report.failed:
+        lines.append(
+            f"  failed: “{failure.name}” ({failure.connection_id}, workspace {failure.team_id}), "
+            f"{failure.where}: {failure.reason}"
+        )
+    if report.changed:
+        lines.append(
+            f"{_count(report.changed, 'credential', 'credentials')} changed while being moved (rotated, "
+            "removed or moved by another run): run the command again to move them."
+        )
+    for left in report.left:
+        if left.kept:
+            lines.append(f"  kept: {left.where}: {left.reason}")
+        else:
+            lines.append(f"  not deleted yet: {left.where}: {left.reason}; the next run deletes it")
+    return "\n".join(lines)
+
+
+def _plan_report(plan: MovePlan, title: str) -> str:
+    sources = ", ".join(f"from {source} {count}" for source, count in sorted(plan.to_move.items()))
+    lines = [
+        f"Dry run, nothing was changed: would move {plan.moving} to {title}"
+        + (f" ({sources})" if sources else "")
+        + f", already in {plan.target} {plan.already}."
+    ]
+    if plan.cleanups:
+        lines.append(
+            f"First, {_count(plan.cleanups, 'copy', 'copies')} an earlier run left would be deleted."
+        )
+    return "\n".join(lines)
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
 
 
 def _serve(settings: Settings) -> int:

@@ -17,12 +17,15 @@ from bot.redaction import Secret
 from bot.stores.paths import DEFAULT_SECRET_PATH, PathTemplate
 
 __all__ = [
+    "SECRET_STORES",
     "ConfigError",
     "KeySettings",
     "Settings",
+    "StoreSettings",
     "load_database_url",
     "load_key_settings",
     "load_settings",
+    "load_store_settings",
 ]
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
@@ -118,9 +121,7 @@ class Settings:
 
         port = _whole(get, "PORT", "3000", 0, 65535)
 
-        log_level = (get("LOG_LEVEL") or "INFO").upper()
-        if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise ConfigError("LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR")
+        log_level = _log_level(get, "INFO")
 
         self_approval_text = (get("CONNECTIONS_ALLOW_SELF_APPROVAL") or "false").lower()
         if self_approval_text not in ("true", "false", "1", "0", "yes", "no"):
@@ -138,10 +139,7 @@ class Settings:
         secret_store = (get("CONNECTIONS_SECRET_STORE") or "local").lower()
         if secret_store not in SECRET_STORES:
             raise ConfigError(f"CONNECTIONS_SECRET_STORE must be one of {', '.join(SECRET_STORES)}")
-        try:
-            secret_path = PathTemplate(get("CONNECTIONS_SECRET_PATH") or DEFAULT_SECRET_PATH)
-        except ValueError as exc:
-            raise ConfigError(f"CONNECTIONS_SECRET_PATH {exc}") from None
+        secret_path = _secret_path(get)
 
         master_key = get("CONNECTIONS_MASTER_KEY")
         key_file = get("CONNECTIONS_MASTER_KEY_FILE")
@@ -178,6 +176,20 @@ class Settings:
             log_level=log_level,
             environment=dict(env),
         )
+
+
+def _log_level(get: Callable[[str], str | None], default: str) -> str:
+    log_level = (get("LOG_LEVEL") or default).upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError("LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR")
+    return log_level
+
+
+def _secret_path(get: Callable[[str], str | None]) -> PathTemplate:
+    try:
+        return PathTemplate(get("CONNECTIONS_SECRET_PATH") or DEFAULT_SECRET_PATH)
+    except ValueError as exc:
+        raise ConfigError(f"CONNECTIONS_SECRET_PATH {exc}") from None
 
 
 def _positive(get: Callable[[str], str | None], name: str, default: str, unit: str) -> float:
@@ -255,6 +267,27 @@ def load_key_settings(
         new_master_key=secret(new_key_variable),
         failpoint=get("CONNECTIONS_FAILPOINT"),
     )
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """What ``migrate-secrets`` reads besides :class:`KeySettings`: where secrets go in a store,
+    every variable (each store module reads its own from them), and how much to log."""
+
+    secret_path: PathTemplate = field(default_factory=PathTemplate)
+    environment: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    log_level: str = "WARNING"
+    """``LOG_LEVEL``; by default only warnings, so the progress bar and the count stay readable."""
+
+
+def load_store_settings(env_file: str | os.PathLike[str] | None = ".env") -> StoreSettings:
+    """:class:`StoreSettings` from the same sources as :func:`load_settings`; no Slack token needed."""
+    env = _environment(env_file)
+
+    def get(name: str) -> str | None:
+        return (env.get(name) or "").strip() or None
+
+    return StoreSettings(secret_path=_secret_path(get), environment=env, log_level=_log_level(get, "WARNING"))
 
 
 def _environment(env_file: str | os.PathLike[str] | None) -> dict[str, str]:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import getpass
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -127,16 +127,24 @@ def key_from_file(path: Path) -> GivenKey:
     return GivenKey(key, str(path))
 
 
-def crash_at(failpoint: str | None) -> Callable[[str], None]:
+def crash_at(failpoint: str | None, steps: Sequence[str] = FAILPOINTS) -> Callable[[str], None]:
     """Fault injection for the kill-safety tests (``CONNECTIONS_FAILPOINT``): a checkpoint that ends
     the process at the named step with ``os._exit``, as a SIGKILL would (no rollback, no cleanup).
-    Unset, as it is outside the tests, the checkpoint does nothing."""
-    if failpoint is not None and failpoint not in FAILPOINTS:
-        raise RotationRefused(f"CONNECTIONS_FAILPOINT must be one of {', '.join(FAILPOINTS)}")
+    ``step:N`` stops the N-th time the step is reached (a command that repeats it, such as
+    ``migrate-secrets`` for each connection); ``steps`` are the ones the command has. Unset, as it
+    is outside the tests, the checkpoint does nothing."""
+    step_name, counted, nth = (failpoint or "").partition(":")
+    if failpoint is not None and (step_name not in steps or (counted and not (nth.isdigit() and int(nth)))):
+        raise RotationRefused(f"CONNECTIONS_FAILPOINT must be one of {', '.join(steps)}, or one with :N")
+    stop_at = int(nth or 1)
+    reached = 0
 
     def checkpoint(step: str) -> None:
-        if step == failpoint:
-            os._exit(_KILLED)
+        nonlocal reached
+        if failpoint is not None and step == step_name:
+            reached += 1
+            if reached == stop_at:
+                os._exit(_KILLED)
 
     return checkpoint
 

@@ -44,6 +44,7 @@ __all__ = [
     "InFlightVerification",
     "KeyCanary",
     "Rotation",
+    "SecretCleanup",
     "VerificationRecord",
     "new_id",
 ]
@@ -369,3 +370,25 @@ class BulkRetest(Base):
     total: Mapped[int] = mapped_column(Integer)
     done: Mapped[int] = mapped_column(Integer, default=0)
     run_id: Mapped[str] = mapped_column(String(_ID_LENGTH), default_factory=new_id)
+
+
+class SecretCleanup(Base):
+    """A secret store's copy of a credential that no connection uses any more and that must be
+    deleted there: recorded in the transaction that moved the connection's reference away from it,
+    removed once the store deleted it, so a process stopped in between leaves the delete to the
+    next run instead of a copy behind for good (see :mod:`bot.services.secret_moves`).
+
+    ``version``: the version the bot wrote there; a path whose current version is another one (a
+    change made outside the bot) is not deleted. No foreign key, as for the audit trail: the row is
+    bookkeeping about a store, not about the connection's life."""
+
+    __tablename__ = "secret_cleanups"
+    __table_args__ = (Index("ix_secret_cleanups_created_at", "created_at"),)
+
+    team_id: Mapped[str] = mapped_column(String(_SLACK_ID_LENGTH))
+    connection_id: Mapped[str] = mapped_column(String(_ID_LENGTH))
+    store: Mapped[str] = mapped_column(String(16))
+    path: Mapped[str] = mapped_column(String(512))
+    version: Mapped[str | None] = mapped_column(String(128), default=None)
+    id: Mapped[str] = mapped_column(String(_ID_LENGTH), primary_key=True, default_factory=new_id)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default_factory=utcnow)

@@ -32,6 +32,7 @@ from bot.store.models import (
     InFlightVerification,
     KeyCanary,
     Rotation,
+    SecretCleanup,
     VerificationRecord,
 )
 
@@ -42,6 +43,7 @@ __all__ = [
     "CredentialRepository",
     "InFlightRepository",
     "RotationRepository",
+    "SecretCleanupRepository",
     "VerificationRepository",
 ]
 
@@ -255,6 +257,11 @@ class ConnectionRepository(_RequestRepository[Connection]):
         """Every active connection of the workspace, oldest first (for ``test all``)."""
         active = (Connection.team_id == team_id, Connection.status == Status.ACTIVE)
         return await self._all(_by_age(Connection, *active))
+
+    async def active_everywhere(self) -> list[Connection]:
+        """Every active connection of every workspace, oldest first: for ``migrate-secrets``, a
+        command of whoever runs the bot that no Slack user can reach, hence no ``team_id``."""
+        return await self._all(_by_age(Connection, Connection.status == Status.ACTIVE))
 
     async def schedule_unscheduled(
         self, now: datetime, interval: timedelta, limit: int, rng: random.Random | None = None
@@ -606,3 +613,36 @@ class BulkRetestRepository(_Repository):
         await self._session.execute(
             delete(BulkRetest).where(BulkRetest.team_id == run.team_id, BulkRetest.run_id == run.run_id)
         )
+
+
+class SecretCleanupRepository(_Repository):
+    """Store copies waiting to be deleted (see :class:`~bot.store.models.SecretCleanup`). Across
+    workspaces: only ``migrate-secrets`` reads them, never a Slack user."""
+
+    async def add(self, cleanup: SecretCleanup) -> None:
+        self._session.add(cleanup)
+        await self._session.flush()
+
+    async def pending(self) -> list[SecretCleanup]:
+        """Every one, oldest first (a run leaves a few at most: the delete was cut short or refused)."""
+        return await self._all(select(SecretCleanup).order_by(SecretCleanup.created_at, SecretCleanup.id))
+
+    async def count(self) -> int:
+        return int(await self._session.scalar(select(func.count()).select_from(SecretCleanup)) or 0)
+
+    async def stores(self) -> set[str]:
+        """The stores that pending cleanups name."""
+        return set(await self._all(select(SecretCleanup.store).distinct()))
+
+    async def remove(self, cleanup_id: str) -> bool:
+        """Forget one; ``False`` if another run did first."""
+        statement = delete(SecretCleanup).where(SecretCleanup.id == cleanup_id)
+        return await self._returned(statement.returning(SecretCleanup.id))
+
+    async def in_use(self, store: str, path: str) -> bool:
+        """Whether an active connection's credential lives at ``path`` in ``store`` now (two
+        connections of one name, one removed and one new, render the same path): then the copy
+        there is not a leftover."""
+        held = (Connection.status == Status.ACTIVE, Connection.secret_store == store)
+        statement = select(exists().where(*held, Connection.secret_path == path))
+        return bool(await self._session.scalar(statement))

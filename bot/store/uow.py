@@ -32,6 +32,7 @@ from bot.store.repositories import (
     InFlightRepository,
     KeyCanaryRepository,
     RotationRepository,
+    SecretCleanupRepository,
     VerificationRepository,
 )
 from bot.store.wal import WalTruncation
@@ -54,6 +55,7 @@ class UnitOfWork:
         self.rotations = RotationRepository(session)
         self.in_flight = InFlightRepository(session)
         self.bulk_retests = BulkRetestRepository(session)
+        self.secret_cleanups = SecretCleanupRepository(session)
 
 
 class Database:

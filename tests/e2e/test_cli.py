@@ -3,6 +3,7 @@ stderr."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 from pathlib import Path
@@ -17,6 +18,7 @@ from bot.store.migrate import is_at_head, upgrade_to_head
 from tests.e2e.conftest import SIGNING_SECRET
 from tests.fakes.slack_api import FakeSlack
 from tests.support.processes import EXE, clean_env, serving
+from tests.support.seeding import Seed, seed_connections
 from tests.support.slack_requests import SlackSender
 
 
@@ -194,3 +196,70 @@ def test_a_dotenv_holding_the_master_key_that_others_can_read_stops_every_comman
     assert ".env holds CONNECTIONS_MASTER_KEY but is accessible by group or others (mode 644)" in line
     assert key not in result.stderr + result.stdout
     assert not (tmp_path / "connections.db").exists()
+
+
+def test_migrate_secrets_to_where_every_credential_is_moves_nothing_and_needs_no_slack_token(
+    tmp_path: Path, migrated_database_url: str
+) -> None:
+    key = MasterKey.generate()
+    seed = Seed("prod", "KEYPROD00001", "sec-prod-5e4d3c2b1a0f9e8d7c6b")
+    asyncio.run(seed_connections(migrated_database_url, Cipher(key), [seed]))
+    env = clean_env(
+        tmp_path,
+        DATABASE_URL=migrated_database_url,
+        CONNECTIONS_MASTER_KEY=key.to_base64().reveal(),
+        LOG_LEVEL="DEBUG",
+    )
+
+    result = run(["migrate-secrets", "--to", "local"], env, tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "Nothing to move: every active credential is already in the bot's database.",
+        "moved 0, already in local 1, changed meanwhile 0, failed 0",
+    ]
+    dry = run(["migrate-secrets", "--to", "local", "--dry-run"], env, tmp_path)
+    assert dry.returncode == 0
+    assert dry.stdout.splitlines() == [
+        "Dry run, nothing was changed: would move 0 to the bot's database, already in local 1."
+    ]
+    for output in (result.stdout, result.stderr, dry.stdout, dry.stderr):
+        assert seed.secret not in output and seed.key not in output
+
+
+def test_migrate_secrets_on_a_database_no_start_has_bound_makes_no_master_key(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'connections.db'}"
+    upgrade_to_head(url)
+
+    result = run(["migrate-secrets", "--to", "local"], clean_env(tmp_path, DATABASE_URL=url), tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "Nothing to move: there is no active connection.",
+        "moved 0, already in local 0, changed meanwhile 0, failed 0",
+    ]
+    assert not (tmp_path / "config" / "connections-bot" / "master.key").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["migrate-secrets"], "the following arguments are required: --to"),
+        (["migrate-secrets", "--to", "s3"], "argument --to: invalid choice: 's3'"),
+    ],
+)
+def test_migrate_secrets_refuses_a_missing_or_unknown_target(
+    tmp_path: Path, args: list[str], said: str
+) -> None:
+    result = run(args, clean_env(tmp_path), tmp_path)
+    assert result.returncode == 2
+    assert said in result.stderr
+    assert not (tmp_path / "connections.db").exists()
+
+
+def test_migrate_secrets_reports_a_missing_database_in_one_line(tmp_path: Path) -> None:
+    env = clean_env(tmp_path, DATABASE_URL=f"sqlite:///{tmp_path / 'nowhere.db'}")
+    result = run(["migrate-secrets", "--to", "local"], env, tmp_path)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert "no database at" in line and "DATABASE_URL" in line

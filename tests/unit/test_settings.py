@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from bot.settings import ConfigError, Settings, load_database_url, load_key_settings, load_settings
+from bot.settings import (
+    ConfigError,
+    Settings,
+    load_database_url,
+    load_key_settings,
+    load_settings,
+    load_store_settings,
+)
 
 BASE = {"SLACK_BOT_TOKEN": "xoxb-123-abc-secretvalue", "SLACK_SIGNING_SECRET": "signing-secret-value"}
 
@@ -98,7 +105,7 @@ def env_file_with(tmp_path: Path, mode: int, text: str = f"CONNECTIONS_MASTER_KE
 
 
 @pytest.mark.parametrize("mode", [0o640, 0o604, 0o644, 0o660, 0o602])
-@pytest.mark.parametrize("loader", [load_settings, load_key_settings, load_database_url])
+@pytest.mark.parametrize("loader", [load_settings, load_key_settings, load_database_url, load_store_settings])
 def test_a_dotenv_holding_the_master_key_open_to_others_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: int, loader: Callable[[Path], object]
 ) -> None:
@@ -232,3 +239,30 @@ def test_the_per_user_limits_have_defaults_and_can_be_set() -> None:
         settings.limit_retests_per_minute,
         settings.limit_rotations_per_minute,
     ) == (2, 3, 4)
+
+
+def test_the_store_settings_need_no_slack_token_and_check_the_path_and_log_level(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "CONNECTIONS_SECRET_PATH", "LOG_LEVEL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("VAULT_ADDR", "https://vault.example:8200")
+    missing = tmp_path / "none.env"
+
+    settings = load_store_settings(missing)
+
+    assert settings.secret_path.template == "connections/{team}/{provider}/{name}"
+    assert (
+        settings.log_level == "WARNING" and settings.environment["VAULT_ADDR"] == "https://vault.example:8200"
+    )
+    assert "vault.example" not in repr(settings)
+    monkeypatch.setenv("CONNECTIONS_SECRET_PATH", "secrets/{id}")
+    with pytest.raises(ConfigError, match=r"CONNECTIONS_SECRET_PATH must hold \{team\}"):
+        load_store_settings(missing)
+    monkeypatch.setenv("CONNECTIONS_SECRET_PATH", "bot/{team}/{id}")
+    monkeypatch.setenv("LOG_LEVEL", "debug")
+    settings = load_store_settings(missing)
+    assert (settings.secret_path.template, settings.log_level) == ("bot/{team}/{id}", "DEBUG")
+    monkeypatch.setenv("LOG_LEVEL", "loud")
+    with pytest.raises(ConfigError, match="LOG_LEVEL"):
+        load_store_settings(missing)

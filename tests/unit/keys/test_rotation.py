@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -16,7 +17,7 @@ import pytest
 from bot.crypto import Cipher, MasterKey, associated_data
 from bot.keys import NothingToRotate, RotationBusy, RotationRefused
 from bot.keys.guard import ROTATION_ACTION
-from bot.keys.rotation import ALL_WORKSPACES, GivenKey, crash_at, rotate_master_key
+from bot.keys.rotation import ALL_WORKSPACES, FAILPOINTS, GivenKey, crash_at, rotate_master_key
 from bot.redaction import Secret
 from bot.settings import KeySettings
 from bot.store import Credential, Database
@@ -238,6 +239,36 @@ async def test_an_env_rotation_staged_by_an_earlier_version_waits_for_its_swap(
 def test_an_unknown_failpoint_is_refused() -> None:
     with pytest.raises(RotationRefused, match="CONNECTIONS_FAILPOINT"):
         crash_at("after-commit")
+    for malformed in ("committed:", "committed:0", "committed:x", "committed:-1", ":2"):
+        with pytest.raises(RotationRefused, match="CONNECTIONS_FAILPOINT"):
+            crash_at(malformed)
+    with pytest.raises(RotationRefused, match="CONNECTIONS_FAILPOINT"):
+        crash_at("staged", steps=("written", "committed"))
+
+
+class Exited(BaseException):
+    pass
+
+
+def test_a_failpoint_with_a_count_stops_the_nth_time_its_step_is_reached(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def exit_now(status: int) -> None:
+        raise Exited(status)
+
+    monkeypatch.setattr(os, "_exit", exit_now)
+    checkpoint = crash_at("committed:3", steps=("written", "committed"))
+    for step in ("written", "committed", "written", "committed", "written"):
+        checkpoint(step)
+    with pytest.raises(Exited):
+        checkpoint("committed")
+
+    unset = crash_at(None)
+    for step in FAILPOINTS:
+        unset(step)
+    first = crash_at("staged")
+    with pytest.raises(Exited):
+        first("staged")
 
 
 @pytest.mark.postgres

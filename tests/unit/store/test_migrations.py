@@ -38,6 +38,7 @@ TABLES = {
     "in_flight_verifications",
     "key_canaries",
     "rotations",
+    "secret_cleanups",
     "verifications",
 }
 

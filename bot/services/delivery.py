@@ -20,7 +20,6 @@ found in step 1 is a sentence for the admin.
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -30,32 +29,23 @@ from bot.store import Connection, Rotation
 from bot.store.uow import UnitOfWork
 from bot.stores.base import SecretStore, StoredSecret, StoreError, StoreFailure, store_title
 from bot.stores.paths import PathTemplate
+from bot.stores.tokens import write_token
 
 __all__ = [
-    "TOKEN_NAMESPACE",
     "Delivered",
     "Pending",
     "deliver",
     "elsewhere",
     "prepare",
     "undo",
-    "write_token",
 ]
 
 logger = logging.getLogger(__name__)
 
-TOKEN_NAMESPACE = uuid.UUID("5d3f3c1e-8a4b-4f7e-9c2d-6b1a0e9f4c37")
-"""Never to change: write tokens are derived from it, and a retry must derive the same one."""
 NOT_OPENED = (
     "The credentials waiting for approval do not match the settings they were stored with, so they "
     "were not sent to the secret store. Reject this request and ask for it again."
 )
-
-
-def write_token(connection_id: str, version: int, purpose: str = "") -> str:
-    """The token of the store write that delivers ``version`` of a connection's credential (a UUID:
-    the same for every attempt, so the store makes one version however often it is retried)."""
-    return str(uuid.uuid5(TOKEN_NAMESPACE, f"{connection_id}:{version}{purpose}"))
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,9 @@ from bot.domain import RotationStatus, SecretLocation, Status, Verdict
 from bot.providers.registry import ProviderRegistry
 from bot.redaction import mask_hint
 from bot.services.approvals import ApprovalService
-from bot.services.delivery import write_token
 from bot.store import Database
 from bot.stores.paths import PathTemplate
+from bot.stores.tokens import write_token
 from tests.support.databases import dump_database_text
 from tests.support.memory_store import Call, MemoryStore
 from tests.unit.services.secret_store.conftest import (

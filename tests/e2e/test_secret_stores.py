@@ -12,7 +12,8 @@ store included. The journeys:
 1. create and approve, with the README's promise (a pipeline reads the secret at the path the
    approval showed, with its own identity);
 2. re-tests read the store: a revoked key, then versions written outside the bot;
-3. rotate and approve, then remove: the new version, then the secret deleted;
+3. rotate and approve, then remove: the new version, then the secret deleted, then the name
+   registered and approved again at the same path;
 4. a rotation approved after someone changed the secret: refused, their version kept;
 5. a store that refuses the bot, until the documented rights are granted;
 6. a store that is down (AWS's endpoint closed, Vault sealed), and ``/healthz``.
@@ -386,7 +387,17 @@ def test_a_rotation_is_a_new_version_in_the_store_and_a_removal_deletes_every_ve
     )
     [event] = audit(sbot, "connection.removed")
     assert (event.details["secret_store"], event.details["secret_path"]) == (store.key, path)
-    assert_nothing_leaked(sbot, store.env(), old, new)
+
+    # The name is free again: registered anew and approved, its secret goes to the same path
+    # (on AWS the name, still scheduled for deletion, is restored and given the new value).
+    again = new_cloud_key(sbot)
+    again_id, request = register(sbot, again, name)
+    click(sbot, ids.ACTION_APPROVE, again_id, request, ADMIN)
+    assert "Approved" in updated_in_place(sbot, request)
+    assert store.held(path) == fields_of(again)
+    assert connection(sbot, again_id).secret_version == store.current_version(path)
+    assert retest_keys(sbot, name) == {again.key}
+    assert_nothing_leaked(sbot, store.env(), old, new, again)
 
 
 # --- 4. rotation after a change made outside the bot --------------------------------------------------

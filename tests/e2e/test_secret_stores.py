@@ -198,7 +198,8 @@ def still_waiting(bot: Bot, request: Message) -> bool:
 
 def refusal_to(bot: Bot, user: str, before: int) -> str:
     """The first private reply ``user`` got in the admin channel after the ``before``-th."""
-    wait_until(lambda: len(replies_to(bot, user)) > before, what=f"the reply to {user}")
+    # A store that does not answer is tried three times, with backoff, before the reply.
+    wait_until(lambda: len(replies_to(bot, user)) > before, timeout=15, what=f"the reply to {user}")
     return as_read(replies_to(bot, user)[before])
 
 

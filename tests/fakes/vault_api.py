@@ -405,6 +405,19 @@ class FakeVault:
         with self._lock:
             self._approles.setdefault(namespace.strip("/"), {})[role_id] = role
 
+    def write_policy(self, token: str, policy: str | None) -> None:
+        """Write anew the policy ``token`` was given, as an operator does with ``vault policy
+        write``: "Once a policy is updated, it takes effect immediately to all associated users"
+        (``website/content/api-docs/system/policy.mdx``), so the token's next request is judged by
+        ``policy``. A token given no policy is taken to name one that did not exist yet (Vault
+        lets a token name a policy before it is written)."""
+        with self._lock:
+            held = self._tokens[token]
+            default = "default" in held.policies
+            held.rules = parse_policy(policy or "") + (parse_policy(DEFAULT_POLICY) if default else ())
+            if "bot" not in held.policies and not held.root:
+                held.policies = (*held.policies, "bot")
+
     def revoke(self, token: str) -> None:
         with self._lock:
             self._tokens.pop(token, None)

@@ -417,6 +417,34 @@ async def test_approle_login_issues_a_token_for_its_lease(
     assert (await http.get("/v1/secret/data/k", headers=auth(fresh))).status_code == 200
 
 
+async def test_a_policy_written_anew_applies_to_its_token_from_the_next_request(
+    http: httpx.AsyncClient, fake: FakeVault
+) -> None:
+    # api-docs/system/policy.mdx: "Once a policy is updated, it takes effect immediately to all
+    # associated users."
+    reader = 'path "secret/data/*" { capabilities = ["read"] }'
+    bot = fake.add_token(reader)
+    assert (await write(http, bot, "k", {"a": "1"})).status_code == 403
+    fake.write_policy(bot, EVERYTHING)
+    assert (await write(http, bot, "k", {"a": "1"})).status_code == 200
+    looked_up = await http.get("/v1/auth/token/lookup-self", headers=auth(bot))
+    assert looked_up.json()["data"]["policies"] == ["default", "bot"]
+    fake.write_policy(bot, reader)
+    assert (await write(http, bot, "k", {"a": "2"})).status_code == 403
+
+
+async def test_a_token_given_no_policy_gets_the_one_written_for_it_later(
+    http: httpx.AsyncClient, fake: FakeVault
+) -> None:
+    nothing = fake.add_token(None, default_policy=False)
+    assert (await write(http, nothing, "k", {"a": "1"})).status_code == 403
+    assert (await http.get("/v1/auth/token/lookup-self", headers=auth(nothing))).status_code == 403
+    fake.write_policy(nothing, EVERYTHING)
+    assert (await write(http, nothing, "k", {"a": "1"})).status_code == 200
+    # Still without the default policy: looking itself up is not in what was written.
+    assert (await http.get("/v1/auth/token/lookup-self", headers=auth(nothing))).status_code == 403
+
+
 async def test_approle_login_with_a_wrong_secret_id_is_refused(
     http: httpx.AsyncClient, fake: FakeVault
 ) -> None:

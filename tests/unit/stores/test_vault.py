@@ -272,6 +272,16 @@ async def test_values_that_are_not_strings_read_as_json_text(openbao_server: Ope
     assert {k: v.reveal() for k, v in stored.fields.items()} == {"port": "5439", "ssl": "true", "user": "etl"}
 
 
+async def test_a_version_written_with_null_data_reads_as_not_found(openbao_server: OpenBao) -> None:
+    # Vault accepts `"data": null` and reads it back as a version without data.
+    bao, path = openbao_server, new_path()
+    bao.ok("POST", f"secret/data/{path}", {"data": None})
+    async with opened(bot_store(bao)) as store:
+        with pytest.raises(StoreError) as raised:
+            await store.read(path)
+    assert raised.value.failure is StoreFailure.NOT_FOUND and path in str(raised.value)
+
+
 # --- the documented policy ---------------------------------------------------------------------------
 
 

@@ -235,9 +235,6 @@ class OpenBao:
         self.write_policy(BOT_POLICY, bot_policy(), namespace=name)
         return name
 
-    def revoke(self, token: str) -> None:
-        self.ok("POST", "auth/token/revoke", {"token": token})
-
     def revoke_accessor(self, accessor: str) -> None:
         self.ok("POST", "auth/token/revoke-accessor", {"accessor": accessor})
 

@@ -17,3 +17,4 @@ from tests.support.databases import (  # noqa: F401  (fixtures are found by name
     postgres_admin_url,
 )
 from tests.support.moto_server import aws_server  # noqa: F401  (a session fixture per worker)
+from tests.support.openbao_server import openbao_server  # noqa: F401  (a session fixture per worker)

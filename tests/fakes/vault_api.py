@@ -1,15 +1,19 @@
 """A fake HashiCorp Vault (or OpenBao) HTTP API: KV version 2, token and AppRole auth, namespaces.
 
-No Vault or OpenBao server can be installed from this project's package registries, so the store's
-tests talk to this fake over real HTTP. It follows the published API documents, and
-``tests/unit/test_fakes_vault_api.py`` holds it to them:
+The store's tests run against OpenBao's own server (``tests/support/openbao_server.py``); this fake
+serves what a real server cannot be made to do on demand: a scripted status (a 429 quota, a 500),
+a dropped connection, a slow answer, a clock a test moves. It follows the published API documents,
+``tests/unit/test_fakes_vault_api.py`` holds it to them, and
+``tests/unit/test_fake_vault_matches_openbao.py`` sends the same requests to it and to OpenBao and
+compares the answers:
 
 * ``website/content/api-docs/secret/kv/kv-v2.mdx`` (hashicorp/vault; the same file in openbao/openbao);
 * ``website/content/api-docs/auth/token.mdx`` and ``website/content/api-docs/auth/approle.mdx``;
 * ``website/content/docs/concepts/policies.mdx`` (path rules, capabilities and their priority).
 
 Where the documents give no text (the custom_metadata limits, the error strings), it answers as the
-KV engine itself does (hashicorp/vault-plugin-secrets-kv ``path_data.go``, ``path_metadata.go``).
+KV engine itself does (hashicorp/vault-plugin-secrets-kv ``path_data.go``, ``path_metadata.go``),
+word for word as OpenBao answers.
 
 Contracts encoded here:
 
@@ -17,11 +21,17 @@ Contracts encoded here:
   ``{"errors": []}``, but a read of a soft-deleted or destroyed version answers 404 with the usual
   body and the version's metadata (``data.data`` null).
 * ``X-Vault-Token`` is checked against the tokens a test registers (:meth:`FakeVault.add_token`,
-  or issued by :meth:`FakeVault.add_approle` logins). A missing, unknown, expired or revoked token,
-  or one of another namespace, is ``403 {"errors": ["permission denied"]}``, as is a capability the
-  token's policy does not grant: ``create`` to write a path that does not exist, ``update`` for one
-  that does, ``read``, ``delete``, ``list``. Tokens get the built-in ``default`` policy (which lets
-  a token look itself up) unless registered without it.
+  or issued by :meth:`FakeVault.add_approle` logins). A missing, unknown, expired or revoked token
+  is ``403 {"errors": ["permission denied"]}``; a live token whose policy does not grant the
+  capability (``create`` to write a path that does not exist, ``update`` for one that does,
+  ``read``, ``delete``, ``list``), or one used in another namespace, is 403 with the same words as
+  go-multierror wraps them (``"1 error occurred:\n\t* permission denied\n\n"``). Tokens get the
+  built-in ``default`` policy (which lets a token look itself up) unless registered without it.
+* A write whose ``data`` is missing is 400 ``no data provided``; ``"data": null`` writes a version
+  that reads back as null; ``data`` or ``options`` that is not an object is 400 in the words of
+  Vault's field decoding (go-mapstructure, which merges a list of objects into one).
+* A method a path does not serve is 405 (``unsupported operation``); an AppRole login without a
+  ``role_id`` is 500 ``missing role_id`` (Vault fails while looking up the login's alias).
 * KV v2 writes honour ``options.cas`` (0: only if the key does not exist; N: only if N is the
   current version, soft-deleted or not) and ``cas_required``; answers 400 ``check-and-set parameter
   did not match the current version`` / ``check-and-set parameter required for this call``.
@@ -102,6 +112,9 @@ CAS_REQUIRED: Final = "check-and-set parameter required for this call"
 PERMISSION_DENIED: Final = "permission denied"
 SEALED: Final = "Vault is sealed"
 INVALID_LOGIN: Final = "invalid role or secret ID"
+MISSING_ROLE_ID: Final = "missing role_id"
+UNSUPPORTED_OPERATION: Final = "1 error occurred:\n\t* unsupported operation\n\n"
+"""go-multierror's words for one error: Vault wraps what its request handling refuses."""
 _DROP_WAIT = 2.0  # how long a dropped request waits for the server to notice the closed socket
 
 
@@ -252,7 +265,8 @@ def tls_files(directory: Path, host: str = "127.0.0.1") -> TlsFiles:
 
 @dataclass
 class _Version:
-    data: dict[str, Any]
+    data: dict[str, Any] | None
+    """None: written with ``"data": null``, which Vault accepts and reads back as null."""
     created: datetime
     deleted: datetime | None = None
     destroyed: bool = False
@@ -463,7 +477,7 @@ class FakeVault:
             if key is None or key.current_version not in key.versions:
                 return None
             version = key.versions[key.current_version]
-            return dict(version.data) if version.readable else None
+            return dict(version.data) if version.readable and version.data is not None else None
 
     def requests_to(self, prefix: str, method: str | None = None) -> list[RecordedRequest]:
         return [r for r in self.requests if r.path.startswith(prefix) and method in (None, r.method)]
@@ -544,7 +558,7 @@ class FakeVault:
             try:
                 body = json.loads(raw)
             except ValueError as exc:
-                return _errors(400, [f"failed to parse JSON input: {exc}"])
+                return _errors(400, [f"failed to decode JSON input: {exc}"])
         path = request.path_params["rest"]
         if operation == "list" and not path.endswith("/"):
             path += "/"  # as Vault's HTTP layer does: a listing is always of a folder
@@ -553,7 +567,7 @@ class FakeVault:
                 return self._login(operation, namespace, body)
             token = self._caller(request, namespace)
             if path == "auth/token/lookup-self":
-                return self._lookup_self(operation, token)
+                return self._lookup_self(request, operation, token)
             return self._kv(request, operation, namespace, path, body, token)
 
     # --- auth ----------------------------------------------------------------------------------
@@ -593,16 +607,24 @@ class FakeVault:
             return None
         return token
 
+    def _refused(self, request: Request) -> Response:
+        """403 as Vault words it: a token it does not know (none, unknown, expired, revoked) is
+        refused with a bare "permission denied"; a live token its policies do not allow the call
+        (in its namespace or another) gets the ACL check's error, as go-multierror prints it."""
+        token = self._tokens.get(request.headers.get("x-vault-token", ""))
+        if token is None or token.expired(self.clock()):
+            return _errors(403, [PERMISSION_DENIED])
+        return _errors(403, [_multierror([PERMISSION_DENIED])])
+
     def _allowed(self, token: _Token | None, path: str, capability: str) -> bool:
         if token is None:
             return False
         return token.root or capability in capabilities_for(token.rules, path)
 
     def _login(self, operation: str, namespace: str, body: Any) -> Response:
-        if operation != "create":
-            return _errors(405, ["unsupported operation"])
-        if not isinstance(body, dict) or not body.get("role_id"):
-            return _errors(400, ["missing role_id"])
+        if operation != "create" or not isinstance(body, dict) or not body.get("role_id"):
+            # Vault's look-ahead for the login's identity alias fails first: a 500, not a 400.
+            return _errors(500, [MISSING_ROLE_ID])
         role = self._approles.get(namespace, {}).get(str(body["role_id"]))
         secret_id = str(body.get("secret_id") or "")
         if role is None or not hmac.compare_digest(role.secret_id.encode(), secret_id.encode()):
@@ -628,15 +650,16 @@ class FakeVault:
             "token_type": "service",
             "orphan": True,
             "num_uses": 0,
+            "mfa_requirement": None,
         }
         return _ok(None, auth=auth)
 
-    def _lookup_self(self, operation: str, token: _Token | None) -> Response:
+    def _lookup_self(self, request: Request, operation: str, token: _Token | None) -> Response:
         if not self._allowed(token, "auth/token/lookup-self", "read"):
-            return _errors(403, [PERMISSION_DENIED])
+            return self._refused(request)
         assert token is not None
         if operation != "read":
-            return _errors(405, ["unsupported operation"])
+            return _errors(405, [UNSUPPORTED_OPERATION])
         remaining = max(0, int(token.issued_at + token.ttl - self.clock())) if token.ttl else 0
         expire = _timestamp(datetime.now(UTC) + timedelta(seconds=remaining)) if token.ttl else None
         return _ok(
@@ -654,7 +677,7 @@ class FakeVault:
                 "num_uses": 0,
                 "orphan": token.path != "auth/token/create",
                 "path": token.path,
-                "policies": list(token.policies),
+                "policies": sorted(token.policies),
                 "renewable": bool(token.ttl),
                 "ttl": remaining,
                 "type": "service",
@@ -673,7 +696,7 @@ class FakeVault:
         if kind not in ("data", "metadata") and operation == "create":
             capability = "update"  # no existence check on destroy/delete/undelete: POST is update
         if not self._allowed(token, path, capability):
-            return _errors(403, [PERMISSION_DENIED])
+            return self._refused(request)
         if not mount:
             return _errors(404, [f'no handler for route "{path}". route entry not found.'])
         if kind == "data":
@@ -698,15 +721,30 @@ class FakeVault:
     def _data(
         self, request: Request, operation: str, keys: dict[str, _Key], path: str, body: Any
     ) -> Response:
-        if not path or path.endswith("/"):
-            return _errors(404, ["unsupported path"])
+        if operation == "list":
+            return _errors(405, [UNSUPPORTED_OPERATION])
+        if operation == "create" and (not path or path.endswith("/")):
+            return _errors(400, ["cannot write to a path ending in '/'"])
+        if not path:
+            return _errors(404, [])
+        if path.endswith("/"):
+            if operation != "delete":
+                return _errors(500, [_multierror(["could not find version data"])])
+            path = path.rstrip("/")  # a delete takes the key without its slash
         key = keys.get(path)
         if operation == "read":
             text = request.query_params.get("version", "0")
             try:
                 wanted = int(text)
             except ValueError:
-                return _errors(400, [f'error converting input {text} for field "version"'])
+                return _errors(
+                    400,
+                    [
+                        _field_error(
+                            "version", "cannot parse value as 'int': strconv.ParseInt: invalid syntax"
+                        )
+                    ],
+                )
             if key is None:
                 return _errors(404, [])
             number = wanted if wanted > 0 else key.current_version
@@ -716,7 +754,8 @@ class FakeVault:
             metadata = {**version.metadata(), "custom_metadata": key.custom_metadata, "version": number}
             if not version.readable:
                 return _ok({"data": None, "metadata": metadata}, status=404)
-            return _ok({"data": dict(version.data), "metadata": metadata})
+            data = dict(version.data) if version.data is not None else None
+            return _ok({"data": data, "metadata": metadata})
         if operation == "create":
             return self._write(keys, path, body)
         if operation == "delete":
@@ -728,16 +767,20 @@ class FakeVault:
             return Response(status_code=204)
         if operation == "patch":
             return _errors(501, ["the fake does not implement PATCH"])
-        return _errors(405, ["unsupported operation"])
+        return _errors(405, [UNSUPPORTED_OPERATION])
 
     def _write(self, keys: dict[str, _Key], path: str, body: Any) -> Response:
-        if not isinstance(body, dict) or not isinstance(body.get("data"), dict):
+        if not isinstance(body, dict) or "data" not in body:
             return _errors(400, ["no data provided"])
+        fields: dict[str, dict[str, Any] | None] = {}
+        for name in ("data", "options"):
+            converted = _as_map(name, body.get(name))
+            if isinstance(converted, str):
+                return _errors(400, [converted])
+            fields[name] = converted
         now = datetime.now(UTC)
         key = keys.get(path) or _Key(created=now, updated=now)
-        options = body.get("options") or {}
-        if not isinstance(options, dict):
-            return _errors(400, ['error converting input for field "options"'])
+        options = fields["options"] or {}
         if "cas" in options:
             try:
                 cas = int(options["cas"])
@@ -748,7 +791,7 @@ class FakeVault:
         elif key.cas_required:
             return _errors(400, [CAS_REQUIRED])
         key.current_version += 1
-        key.versions[key.current_version] = _Version(data=json.loads(json.dumps(body["data"])), created=now)
+        key.versions[key.current_version] = _Version(data=json.loads(json.dumps(fields["data"])), created=now)
         key.updated = now
         keep = key.max_versions or DEFAULT_MAX_VERSIONS
         if len(key.versions) > keep:
@@ -797,7 +840,7 @@ class FakeVault:
             return self._write_metadata(keys, path, body)
         if operation == "patch":
             return _errors(501, ["the fake does not implement PATCH"])
-        return _errors(405, ["unsupported operation"])
+        return _errors(405, [UNSUPPORTED_OPERATION])
 
     def _write_metadata(self, keys: dict[str, _Key], path: str, body: Any) -> Response:
         if not path:
@@ -826,7 +869,7 @@ class FakeVault:
 
     def _versions(self, kind: str, operation: str, keys: dict[str, _Key], path: str, body: Any) -> Response:
         if operation != "create":
-            return _errors(405, ["unsupported operation"])
+            return _errors(405, [UNSUPPORTED_OPERATION])
         numbers = body.get("versions") if isinstance(body, dict) else None
         if not isinstance(numbers, list) or not numbers:
             return _errors(400, ["no version number provided"])
@@ -908,6 +951,30 @@ def _custom_metadata_problems(custom: Any) -> list[str]:
         if not value.isprintable():
             problems.append(f"{prefix}: value for key {json.dumps(key)} contains unprintable characters")
     return problems
+
+
+def _field_error(name: str, problem: str) -> str:
+    """A query or body field Vault's framework could not convert (go-mapstructure's words)."""
+    return f"Field validation failed: error converting input for field {json.dumps(name)}: '' {problem}"
+
+
+def _as_map(name: str, value: Any) -> dict[str, Any] | str | None:
+    """``value`` of a body field that Vault decodes into a map (with go-mapstructure's weak typing:
+    a list of maps merges into one, an empty list is an empty map), or the error text."""
+    if value is None or isinstance(value, dict):
+        return value
+    where, element = ("", value)
+    if isinstance(value, list):
+        if all(isinstance(item, dict) for item in value):
+            return {k: v for item in value for k, v in item.items()}
+        where, element = next((f"[{i}]", item) for i, item in enumerate(value) if not isinstance(item, dict))
+    found = "string" if isinstance(element, str) else "bool" if isinstance(element, bool) else "json.Number"
+    if isinstance(element, list):
+        found = "[]interface {}"
+    return (
+        f"error converting input for field {json.dumps(name)}: '{where}' expected type "
+        f"'map[string]interface {{}}', got unconvertible type '{found}'"
+    )
 
 
 def _multierror(problems: list[str]) -> str:

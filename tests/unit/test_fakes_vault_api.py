@@ -1,5 +1,7 @@
 """The fake Vault follows Vault's published HTTP API, held to it here with plain httpx.
 
+(And to OpenBao's own server, request for request, in ``test_fake_vault_matches_openbao.py``.)
+
 The documents (hashicorp/vault; the same files exist in openbao/openbao):
 
 * ``website/content/api-docs/secret/kv/kv-v2.mdx`` — KV version 2: data, metadata, destroy, cas;
@@ -32,6 +34,9 @@ from tests.support.servers import serve_asgi
 
 EVERYTHING = 'path "secret/*" { capabilities = ["create", "read", "update", "delete", "list"] }'
 DENIED = {"errors": ["permission denied"]}
+"""A token Vault does not know (none, unknown, expired, revoked)."""
+NOT_ALLOWED = {"errors": ["1 error occurred:\n\t* permission denied\n\n"]}
+"""A live token whose policies do not allow the call."""
 NOTHING = {"errors": []}
 
 
@@ -121,7 +126,7 @@ async def test_a_write_without_data_is_refused(http: httpx.AsyncClient, token: s
     assert (answer.status_code, answer.json()) == (400, {"errors": ["no data provided"]})
     broken = await http.post("/v1/secret/data/k", content=b"{not json", headers=auth(token))
     assert broken.status_code == 400
-    assert broken.json()["errors"][0].startswith("failed to parse JSON input")
+    assert broken.json()["errors"][0].startswith("failed to decode JSON input: ")
 
 
 # --- check-and-set -----------------------------------------------------------------------------------
@@ -304,7 +309,7 @@ async def test_an_unknown_missing_or_revoked_token_is_permission_denied(
 async def test_a_missing_capability_is_permission_denied(http: httpx.AsyncClient, fake: FakeVault) -> None:
     reader = fake.add_token('path "secret/data/*" { capabilities = ["read"] }')
     answer = await write(http, reader, "k", {"a": "1"})
-    assert (answer.status_code, answer.json()) == (403, DENIED)
+    assert (answer.status_code, answer.json()) == (403, NOT_ALLOWED)
     assert (await http.delete("/v1/secret/metadata/k", headers=auth(reader))).status_code == 403
     assert (await http.get("/v1/secret/metadata/k", headers=auth(reader))).status_code == 403
 
@@ -368,11 +373,12 @@ def test_a_policy_with_anything_but_capabilities_is_refused() -> None:
 async def test_a_wrong_method_is_405(http: httpx.AsyncClient, token: str) -> None:
     unknown = await http.request("PROPFIND", "/v1/secret/data/k", headers=auth(token))
     assert (unknown.status_code, unknown.json()) == (405, NOTHING)
+    unsupported = {"errors": ["1 error occurred:\n\t* unsupported operation\n\n"]}
     destroy = await http.delete("/v1/secret/destroy/k", headers=auth(token))
-    assert (destroy.status_code, destroy.json()) == (405, {"errors": ["unsupported operation"]})
-    # A listing is of a folder (Vault adds the slash): the data path serves no folders.
+    assert (destroy.status_code, destroy.json()) == (405, unsupported)
+    # The data path serves no listing.
     lister = await http.request("LIST", "/v1/secret/data/k", headers=auth(token))
-    assert (lister.status_code, lister.json()) == (404, {"errors": ["unsupported path"]})
+    assert (lister.status_code, lister.json()) == (405, unsupported)
 
 
 # --- token lookup and AppRole ----------------------------------------------------------------------
@@ -395,7 +401,7 @@ async def test_a_token_without_the_default_policy_cannot_look_itself_up(
 ) -> None:
     bare = fake.add_token(EVERYTHING, default_policy=False)
     answer = await http.get("/v1/auth/token/lookup-self", headers=auth(bare))
-    assert (answer.status_code, answer.json()) == (403, DENIED)
+    assert (answer.status_code, answer.json()) == (403, NOT_ALLOWED)
     assert (await write(http, bare, "k", {"a": "1"})).status_code == 200
 
 
@@ -452,7 +458,8 @@ async def test_approle_login_with_a_wrong_secret_id_is_refused(
     for body in ({"role_id": "role-1", "secret_id": "wrong"}, {"role_id": "role-2", "secret_id": "secret-1"}):
         answer = await http.post("/v1/auth/approle/login", json=body)
         assert (answer.status_code, answer.json()) == (400, {"errors": ["invalid role or secret ID"]})
-    assert (await http.post("/v1/auth/approle/login", json={})).json() == {"errors": ["missing role_id"]}
+    missing = await http.post("/v1/auth/approle/login", json={})
+    assert (missing.status_code, missing.json()) == (500, {"errors": ["missing role_id"]})
 
 
 # --- namespaces, sealing, faults ---------------------------------------------------------------------

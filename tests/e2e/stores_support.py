@@ -3,9 +3,9 @@
 * AWS Secrets Manager: moto's server (one per test worker, IAM enforced: see
   :mod:`tests.support.moto_server`), the bot signing in as the identity that holds exactly
   ``docs/aws-iam-policy.json``; the test reads and changes secrets as the admin identity.
-* Vault: the fake Vault (:mod:`tests.fakes.vault_api`, one per test), the bot's token holding
-  exactly ``docs/vault-policy.hcl``; the test reads and changes secrets with a root token, over
-  Vault's HTTP API as the Vault CLI does.
+* Vault: OpenBao's own dev server (one per test worker, :mod:`tests.support.openbao_server`; a
+  private one for the test that seals it), the bot's token holding exactly ``docs/vault-policy.hcl``;
+  the test reads and changes secrets with the root token, over the HTTP API as the Vault CLI does.
 
 Each store also gives a bot an identity the store refuses until it is granted the documented
 rights (:meth:`refusing`), and a way to take the store down and bring it back (:meth:`outage`).
@@ -26,12 +26,10 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-import httpx
 from botocore.exceptions import ClientError
 
-from tests.fakes.vault_api import FakeVault
 from tests.support.moto_server import MotoServer, bot_policy
-from tests.support.servers import serve_asgi
+from tests.support.openbao_server import OpenBao, running_openbao
 
 __all__ = [
     "BOT_VAULT_POLICY",
@@ -64,6 +62,8 @@ class Outage(Protocol):
     """A store that can stop answering and come back, for a bot started with :attr:`env`."""
 
     env: dict[str, str]
+    store: StoreUnderTest
+    """The store as the bot behind the outage sees it, to look at what it holds."""
 
     def down(self) -> None: ...
 
@@ -195,12 +195,13 @@ class AwsUnderTest:
         parts = urlsplit(self.server.url)
         assert parts.hostname is not None and parts.port is not None
         with Relay(parts.hostname, parts.port) as relay:
-            yield _AwsOutage(self.env(endpoint=relay.url), relay)
+            yield _AwsOutage(self.env(endpoint=relay.url), self, relay)
 
 
 @dataclass
 class _AwsOutage:
     env: dict[str, str]
+    store: StoreUnderTest
     relay: Relay
 
     def down(self) -> None:
@@ -298,41 +299,33 @@ async def _copy(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> Non
 
 
 class VaultUnderTest:
+    """Vault as OpenBao's own dev server (the worker's, or a private one when a test seals it),
+    the bot holding a token with exactly ``docs/vault-policy.hcl``."""
+
     key = "vault"
     title = "Vault"
 
-    def __init__(self, fake: FakeVault, url: str) -> None:
-        self.fake, self.url = fake, url
-        self.bot_token = fake.add_token(BOT_VAULT_POLICY, default_policy=False)
-        self.root = fake.add_token(root=True)
-        # One client for the test's own calls: each new one builds a TLS context, a tenth of a second.
-        self._http = httpx.Client(base_url=url, timeout=5)
-
-    def close(self) -> None:
-        self._http.close()
+    def __init__(self, server: OpenBao) -> None:
+        self.server = server
+        self.bot_token = server.bot_token
 
     def env(self, *, token: str | None = None) -> dict[str, str]:
-        return {"VAULT_ADDR": self.url, "VAULT_TOKEN": token or self.bot_token}
+        return self.server.environment(token or self.bot_token)
 
     def held(self, path: str) -> dict[str, str] | None:
-        return self.fake.stored(path, mount=MOUNT)
+        return self.server.stored(path, mount=MOUNT)
 
     def key_metadata(self, path: str) -> dict[str, Any] | None:
         """``vault kv metadata get``: the key's versions and custom metadata (None: no key)."""
-        answer = self._call("GET", f"/v1/{MOUNT}/metadata/{path}")
-        if answer.status_code == 404:
-            return None
-        answer.raise_for_status()
-        data: dict[str, Any] = answer.json()["data"]
-        return data
+        return self.server.metadata(path, mount=MOUNT)
 
     def version(self, path: str, number: int) -> dict[str, str] | None:
         """``vault kv get -version=N``: that version's data (None when there is none to read)."""
-        answer = self._call("GET", f"/v1/{MOUNT}/data/{path}", params={"version": str(number)})
-        if answer.status_code == 404:
+        status, answer = self.server.call("GET", f"{MOUNT}/data/{path}?version={number}")
+        if status == 404:
             return None
-        answer.raise_for_status()
-        data: dict[str, str] = answer.json()["data"]["data"]
+        assert status == 200, answer
+        data: dict[str, str] | None = answer["data"]["data"]
         return data
 
     def metadata(self, path: str) -> dict[str, str]:
@@ -344,28 +337,32 @@ class VaultUnderTest:
         return None if found is None else str(found["current_version"])
 
     def write_outside(self, path: str, value: Mapping[str, str]) -> str:
-        answer = self._call("POST", f"/v1/{MOUNT}/data/{path}", json={"data": dict(value)})
-        answer.raise_for_status()
-        return str(answer.json()["data"]["version"])
+        answer = self.server.ok("POST", f"{MOUNT}/data/{path}", {"data": dict(value)})
+        return str(answer["data"]["version"])
 
     def read_as_pipeline(self, path: str) -> dict[str, str]:
         # The README's policy for a pipeline, then `vault kv get -mount=secret <path>`.
-        pipeline = self.fake.add_token(f'path "{MOUNT}/data/{path}" {{ capabilities = ["read"] }}')
-        answer = self._call("GET", f"/v1/{MOUNT}/data/{path}", token=pipeline)
-        answer.raise_for_status()
-        data: dict[str, str] = answer.json()["data"]["data"]
+        policy = f"pipeline-{uuid.uuid4().hex[:12]}"
+        self.server.write_policy(policy, f'path "{MOUNT}/data/{path}" {{ capabilities = ["read"] }}')
+        pipeline = self.server.create_token(policy)
+        status, answer = self.server.call("GET", f"{MOUNT}/data/{path}", token=pipeline)
+        assert status == 200, answer
+        data: dict[str, str] = answer["data"]["data"]
         return data
 
     def refusing(self) -> Refusing:
-        token = self.fake.add_token(None, default_policy=False)
-        return Refusing(self.env(token=token), lambda: self.fake.write_policy(token, BOT_VAULT_POLICY))
+        # A token named after a policy that does not exist yet: it may do nothing until the policy
+        # is written, which takes effect at once for every token that holds it.
+        policy = f"granted-later-{uuid.uuid4().hex[:12]}"
+        token = self.server.create_token(policy)
+        return Refusing(self.env(token=token), lambda: self.server.write_policy(policy, BOT_VAULT_POLICY))
 
     @contextmanager
     def outage(self) -> Iterator[Outage]:
-        yield _Sealing(self.env(), self.fake)
-
-    def _call(self, method: str, path: str, *, token: str | None = None, **kwargs: Any) -> httpx.Response:
-        return self._http.request(method, path, headers={"X-Vault-Token": token or self.root}, **kwargs)
+        # Sealing is for a server of the test's own: the worker's is shared.
+        with running_openbao() as private:
+            sealed = VaultUnderTest(private)
+            yield _Sealing(sealed.env(), sealed, private)
 
 
 @dataclass
@@ -373,28 +370,25 @@ class _Sealing:
     """Vault sealed, then unsealed: every request answers 503 meanwhile."""
 
     env: dict[str, str]
-    fake: FakeVault
+    store: StoreUnderTest
+    server: OpenBao
 
     def down(self) -> None:
-        self.fake.sealed = True
+        self.server.seal()
 
     def up(self) -> None:
-        self.fake.sealed = False
+        self.server.unseal()
 
 
 @contextmanager
-def open_store(key: str, aws_server: Callable[[], MotoServer]) -> Iterator[StoreUnderTest]:
-    """The store ``key`` (``aws`` on the worker's moto server, ``vault`` on a new fake Vault)."""
+def open_store(
+    key: str, aws_server: Callable[[], MotoServer], openbao_server: Callable[[], OpenBao]
+) -> Iterator[StoreUnderTest]:
+    """The store ``key`` (``aws`` on the worker's moto server, ``vault`` on its OpenBao server)."""
     if key == "aws":
         yield AwsUnderTest(aws_server())
     elif key == "vault":
-        fake = FakeVault()
-        with serve_asgi(fake.app) as url:
-            vault = VaultUnderTest(fake, url)
-            try:
-                yield vault
-            finally:
-                vault.close()
+        yield VaultUnderTest(openbao_server())
     else:
         raise AssertionError(f"no store under test named {key!r}")
 

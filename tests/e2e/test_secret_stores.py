@@ -1,7 +1,7 @@
 """The bot with an external secret store, driven as Slack drives it: signed requests to the bot on
 loopback, a fake Slack, a fake Confluent Cloud, and each store (:mod:`tests.e2e.stores_support`):
 AWS Secrets Manager on moto's server with IAM enforced, the bot signing in as the identity that
-holds exactly ``docs/aws-iam-policy.json``, and Vault on the fake Vault, the bot's token holding
+holds exactly ``docs/aws-iam-policy.json``, and Vault on OpenBao's own server, the bot's token holding
 exactly ``docs/vault-policy.hcl``.
 
 Every journey checks what a user or an admin sees in Slack, what the store holds (read behind the
@@ -73,6 +73,7 @@ from tests.fakes.confluent_api import FakeConfluent, new_api_key, new_api_secret
 from tests.fakes.slack_api import FakeSlack, Message
 from tests.support.block_text import as_read
 from tests.support.moto_server import MotoServer
+from tests.support.openbao_server import OpenBao
 from tests.support.servers import serve_asgi
 from tests.support.slack_requests import TEAM_ID, SlackSender
 
@@ -92,7 +93,11 @@ def store(request: pytest.FixtureRequest) -> Iterator[StoreUnderTest]:
         server: MotoServer = request.getfixturevalue("aws_server")
         return server
 
-    with open_store(request.param, aws_server) as opened:
+    def openbao_server() -> OpenBao:
+        server: OpenBao = request.getfixturevalue("openbao_server")
+        return server
+
+    with open_store(request.param, aws_server, openbao_server) as opened:
         yield opened
 
 
@@ -518,11 +523,11 @@ def test_a_store_that_is_down_leaves_the_request_waiting_and_healthz_says_so(
 
         # Back up: healthy again, and Approve goes through.
         outage.up()
-        assert store.held(path) is None
+        assert outage.store.held(path) is None
         status, body = health(bot)
         assert (status, body["secret_store"]) == (200, "ok")
         click(bot, ids.ACTION_APPROVE, connection_id, request, ADMIN)
         assert "Approved" in updated_in_place(bot, request)
-        assert store.held(path) == fields_of(key)
+        assert outage.store.held(path) == fields_of(key)
         assert local_credentials(bot, connection_id) == []
         assert_nothing_leaked(bot, outage.env, key)

@@ -21,13 +21,17 @@ The matrix has two parts:
 * the credentials delivered to a secret store: every journey with AWS Secrets Manager (moto's
   server, the bot signing in as the IAM identity that holds exactly ``docs/aws-iam-policy.json``)
   and with Vault (the fake Vault, the bot's token holding exactly ``docs/vault-policy.hcl``), on
-  SQLite (48 cases). The five journeys in which an admin approves a credential (approve, re-test
-  ok and failing, rotate, remove) run with all 4 credential kinds, since what the bot writes to the
-  store and reads back is each kind's own fields; the four that never reach a store (create ok and
-  failed, reject, forged) run with one (a Confluent key), and each proves the store was sent
-  nothing. The store's side does not depend on the database, which the local part covers on both.
-  Every journey × kind × store × database would be 144 store cases, three times these; with
-  ``-n 2`` this part adds about as much time to the file as the local part takes.
+  SQLite, with fewer credential kinds (32 cases). A store's side of the bot is the same for every
+  provider (one JSON object of the provider's fields written, read back and deleted) and for
+  either database, which the local part covers for every kind. So: rotate, the journey that makes
+  every store call but the delete (the approval's write, a new version over it, re-tests reading
+  it back), with all 4 kinds; the other four journeys that approve a credential (approve, re-test
+  ok and failing, remove) with the two kinds whose fields differ most in shape: a Confluent key and
+  secret (also sent as a Basic auth pair) and a Snowflake encrypted key pair (a multi-line PEM,
+  which each JSON encoding escapes again, and its passphrase); the four that never reach a store
+  (create ok and failed, reject, forged) with the Confluent key, each proving the store was sent
+  nothing. A store case takes about as long as a local one, so with ``-n 2`` these 32 add about
+  half again to the file's time; every journey × kind × store (72 cases) would double it.
 
 With a store, the store's values are, like the provider's fake, the one place a credential must
 go, and are not searched; what the bot wrote beside them (names, descriptions, tags, custom
@@ -540,30 +544,34 @@ def store(request: pytest.FixtureRequest) -> StoreUnderTest:
 
 class WireRecords(logging.Handler):
     """Every record of a store client's wire logger, as it was logged: put first on the root
-    logger, it sees each record before the production handler drops or masks it."""
+    logger, it sees each record before the production handler drops or masks it. Its text is
+    kept only when asked for (botocore logs a lot)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_text: bool = False) -> None:
         super().__init__(logging.DEBUG)
+        self.keep_text = keep_text
         self.records: list[tuple[str, int, str]] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        if any(record.name == n or record.name.startswith(n + ".") for n in WIRE_LOGGERS):
-            self.records.append((record.name, record.levelno, record.getMessage()))
+        if _wire(record.name, WIRE_LOGGERS):
+            text = record.getMessage() if self.keep_text else ""
+            self.records.append((record.name, record.levelno, text))
 
     def count(self, logger: str, level: int) -> int:
-        return sum(
-            1
-            for name, at, _ in self.records
-            if at == level and (name == logger or name.startswith(logger + "."))
-        )
+        return sum(1 for name, at, _ in self.records if at == level and _wire(name, (logger,)))
 
     def text(self, logger: str) -> str:
-        return "\n".join(m for name, _, m in self.records if name == logger or name.startswith(logger + "."))
+        assert self.keep_text
+        return "\n".join(text for name, _, text in self.records if _wire(name, (logger,)))
+
+
+def _wire(name: str, loggers: tuple[str, ...]) -> bool:
+    return any(name == logger or name.startswith(logger + ".") for logger in loggers)
 
 
 @contextmanager
-def watching_wire_loggers() -> Iterator[WireRecords]:
-    watcher = WireRecords()
+def watching_wire_loggers(*, keep_text: bool = False) -> Iterator[WireRecords]:
+    watcher = WireRecords(keep_text=keep_text)
     logging.root.handlers.insert(0, watcher)
     try:
         yield watcher
@@ -683,10 +691,26 @@ def test_no_secret_shows_anywhere_after_a_journey(
 
 REACH_THE_STORE = ("approve", "retest_ok", "retest_failing", "rotate", "remove")
 """The journeys in which an admin approves a credential: the others never send a store anything."""
+EVERY_KIND_WITH_A_STORE = "rotate"
+"""Approval, a new version written over the bot's last, re-tests reading it back: all the store's calls
+but the delete."""
+SHAPES_OF_FIELDS = ("confluent_cloud", "snowflake_passphrase")
+"""A key and secret (sent as a Basic auth pair), and a multi-line PEM key with its passphrase."""
+
+
+def kinds_with_a_store(journey: str) -> list[str]:
+    """The credential kinds ``journey`` runs with for each store (the module docstring says why)."""
+    if journey == EVERY_KIND_WITH_A_STORE:
+        return list(VARIANTS)
+    if journey in REACH_THE_STORE:
+        return list(SHAPES_OF_FIELDS)
+    return ["confluent_cloud"]
+
+
 STORE_CASES = [
     pytest.param(journey, variant, id=f"{variant}-{journey}")
     for journey in JOURNEYS
-    for variant in (VARIANTS if journey in REACH_THE_STORE else ["confluent_cloud"])
+    for variant in kinds_with_a_store(journey)
 ]
 
 
@@ -719,6 +743,13 @@ def test_no_secret_shows_anywhere_after_a_journey_with_a_secret_store(
 
 def test_every_provider_is_in_the_matrix() -> None:
     assert set(VARIANTS.values()) == {p.key for p in PROVIDERS}
+
+
+def test_every_journey_and_every_credential_kind_meet_each_store() -> None:
+    journeys = {param.values[0] for param in STORE_CASES}
+    kinds = {param.values[1] for param in STORE_CASES}
+    assert journeys == set(JOURNEYS) and kinds == set(VARIANTS)
+    assert set(REACH_THE_STORE) < set(JOURNEYS)
 
 
 @pytest.mark.parametrize("wrapped", [False, True], ids=["one line", "wrapped"])
@@ -839,7 +870,7 @@ def test_a_store_client_debug_line_holding_a_secret_never_reaches_the_output(
         finally:
             await store.close()
 
-    with watching_wire_loggers() as wire:
+    with watching_wire_loggers(keep_text=True) as wire:
         asyncio.run(write())
         # The same loggers' INFO lines do reach the output: the handler was listening.
         logging.getLogger("botocore.endpoint").info("botocore INFO goes through")

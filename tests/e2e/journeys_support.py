@@ -310,15 +310,17 @@ def journey_bot(
     fake_confluent: tuple[FakeConfluent, str],
     database_url: str,
     logs: io.StringIO,
+    **extra: str,
 ) -> Iterator[Bot]:
-    """The bot served with an admin channel and an admin, and pointed at the driver's fake."""
+    """The bot served with an admin channel and an admin, and pointed at the driver's fake;
+    ``extra`` settings on top (a secret store's)."""
     env = bot_env(
         fake_slack,
         fake_confluent[1],
         database_url,
         CONNECTIONS_ADMIN_CHANNEL=ADMIN_CHANNEL,
         CONNECTIONS_ADMINS=ADMIN,
-        **driver.env(),
+        **{**driver.env(), **extra},
     )
     with running_bot(Settings.from_mapping(env), fake_slack, fake_confluent[0], logs) as bot:
         yield bot

@@ -20,7 +20,7 @@ The matrix has two parts:
   databases (72 cases);
 * the credentials delivered to a secret store: every journey with AWS Secrets Manager (moto's
   server, the bot signing in as the IAM identity that holds exactly ``docs/aws-iam-policy.json``)
-  and with Vault (the fake Vault, the bot's token holding exactly ``docs/vault-policy.hcl``), on
+  and with Vault (OpenBao's own server, the bot's token holding exactly ``docs/vault-policy.hcl``), on
   SQLite, with fewer credential kinds (32 cases). A store's side of the bot is the same for every
   provider (one JSON object of the provider's fields written, read back and deleted) and for
   either database, which the local part covers for every kind. So: rotate, the journey that makes
@@ -99,11 +99,10 @@ from tests.e2e.test_rotation import (
 from tests.e2e.test_security import base64_cores, everything_the_bot_emitted, find_leaks
 from tests.fakes.confluent_api import FakeConfluent, new_api_key, new_api_secret
 from tests.fakes.slack_api import FakeSlack
-from tests.fakes.vault_api import FakeVault
 from tests.support.databases import raw_sqlite_bytes, sqlite_path
 from tests.support.moto_server import MotoServer
+from tests.support.openbao_server import OpenBao
 from tests.support.private_postgres import private_postgres_server as private_postgres_server
-from tests.support.servers import serve_asgi
 from tests.support.slack_requests import CHANNEL_ID, find_action, payload_body, sign, view_submission
 
 # Driver -> the provider it drives: each provider, with Snowflake's two ways in (an encrypted key
@@ -491,43 +490,36 @@ def aws_store(server: MotoServer) -> StoreUnderTest:
     )
 
 
-@pytest.fixture(scope="session")
-def vault_server() -> Iterator[tuple[FakeVault, str]]:
-    """One fake Vault per test worker, like moto's server: each case has its own token and paths."""
-    fake = FakeVault()
-    with serve_asgi(fake.app) as url:
-        yield fake, url
-
-
-def vault_store(fake: FakeVault, url: str) -> StoreUnderTest:
-    """The fake Vault, the bot's token holding exactly the documented policy."""
-    token = fake.add_token(VAULT_POLICY.read_text(), default_policy=False)
-    root = fake.add_token(root=True)
+def vault_store(server: OpenBao) -> StoreUnderTest:
+    """OpenBao's own server (the worker's), the bot's token holding exactly the documented policy."""
+    token = server.bot_token
     prefix = case_prefix()
 
     def written() -> list[str]:
-        requests = fake.requests_to(f"/v1/secret/data/{prefix}/")
+        # As the server itself saw it: its audit log (which keeps no value, only HMACs).
         return sorted(
             {
-                r.path.removeprefix("/v1/secret/data/")
-                for r in requests
-                if r.method in ("POST", "PUT") and r.status == 200
+                entry.path.removeprefix("secret/data/")
+                for entry in server.audited()
+                if entry.operation in ("create", "update")
+                and entry.path.startswith(f"secret/data/{prefix}/")
+                and not entry.error
             }
         )
 
     def metadata() -> str:
         found = []
         for path in written():
-            answer = httpx.get(f"{url}/v1/secret/metadata/{path}", headers={"X-Vault-Token": root})
-            if answer.status_code == 200:  # a removed connection's metadata is gone
-                found.append((path, answer.json()["data"]["custom_metadata"]))
+            held = server.metadata(path)
+            if held is not None:  # a removed connection's metadata is gone
+                found.append((path, held.get("custom_metadata")))
         return json.dumps(found)
 
     return StoreUnderTest(
         key="vault",
         title="Vault",
         prefix=prefix,
-        env={"CONNECTIONS_SECRET_STORE": "vault", "VAULT_ADDR": url, "VAULT_TOKEN": token},
+        env=server.environment(token, CONNECTIONS_SECRET_STORE="vault"),
         own_secrets={"the bot's Vault token": token},
         client_logger="urllib3",
         written=written,
@@ -539,7 +531,7 @@ def vault_store(fake: FakeVault, url: str) -> StoreUnderTest:
 def store(request: pytest.FixtureRequest) -> StoreUnderTest:
     if request.param == "aws":
         return aws_store(request.getfixturevalue("aws_server"))
-    return vault_store(*request.getfixturevalue("vault_server"))
+    return vault_store(request.getfixturevalue("openbao_server"))
 
 
 class WireRecords(logging.Handler):
